@@ -1,0 +1,709 @@
+"""The `gov` command: parse the arguments, call one library function, format what it returns.
+
+Installed as `governance.cli` (see pyproject.toml); every command has a Python twin in `governance`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from pydantic import BaseModel
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from governance import __version__
+from governance.errors import GovError
+from governance.example import ExampleResult, build_example
+from governance.models import Checkpoint, Environment, Judge, Run
+from governance.registry import Registry, open_registry, parse_checkpoint_ref
+from governance.workspace import init as init_workspace
+
+F = TypeVar("F", bound=Callable[..., Any])
+INTERNAL_ERROR = 3
+
+
+def _console() -> Console:
+    # Not a terminal (CI logs, pipes): no colour, and wide enough that tables do not fold.
+    return Console(width=None if sys.stdout.isatty() else 140, highlight=False, soft_wrap=False)
+
+
+def format_option(*choices: str) -> Callable[[F], F]:
+    def decorate(func: F) -> F:
+        return click.option(
+            "--format",
+            "fmt",
+            type=click.Choice(list(choices)),
+            default=choices[0],
+            show_default=True,
+            help="Output format.",
+        )(func)
+
+    return decorate
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json", exclude_none=True)
+    if is_dataclass(value) and not isinstance(value, type):
+        return _jsonable(asdict(value))
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def echo_json(value: Any) -> None:
+    click.echo(json.dumps(_jsonable(value), indent=2, default=str))
+
+
+def echo_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    table = Table(
+        title=title, title_justify="left", box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False
+    )
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*("" if v is None else str(v) for v in row))
+    _console().print(table)
+
+
+def echo_fields(fields: Sequence[tuple[str, Any]]) -> None:
+    width = max(len(k) for k, _ in fields)
+    for key, value in fields:
+        click.echo(f"{key:<{width}}  {'' if value is None else value}")
+
+
+def registry(ctx: click.Context) -> Registry:
+    workspace: Path | None = ctx.find_root().params.get("workspace")
+    return open_registry(workspace)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--workspace",
+    "-w",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The workspace folder (default: found from the current folder upwards, like git).",
+)
+@click.option("--traceback", is_flag=True, help="Show the Python traceback of an error.")
+@click.version_option(__version__, prog_name="gov")
+def cli(workspace: Path | None, traceback: bool) -> None:
+    """gov: checkpoint governance and rollback for RL training of reasoning models.
+
+    Judges read sampled episodes' chains of thought and actions; gov tells a bad reason that was
+    considered and rejected (fine) from one that was rationalized into the same action (not fine),
+    gates checkpoint promotion on it, flags the environments where it rises, and recommends the
+    checkpoint to restart from. It never turns judgments into reward.
+
+    \b
+    Example:
+        gov init                      # in your training repository
+        gov env add code-tests --from envs/code_tests
+        gov judge add cot-monitor --version 2026.10 --rubric rubric.md
+        gov run add main
+        gov checkpoint add main@1000 ckpt/1000.pt -e code-tests=1
+    """
+
+
+@cli.command()
+@click.argument(
+    "directory", required=False, type=click.Path(file_okay=False, path_type=Path), default="."
+)
+def init(directory: Path) -> None:
+    """Make a git repository (or a folder in one) a governance workspace.
+
+    Adds gov.yaml, registry/, policies/ (a copy of the default policies), audit/, and initialises
+    DVC unless the repository already uses it; all in one git commit. Running it again only adds
+    what is missing and never overwrites your files.
+
+    \b
+    Example:
+        gov init
+        gov init path/to/training-repo
+    """
+    result = init_workspace(directory)
+    if not result.created:
+        click.echo(f"{result.root} is already a gov workspace; nothing to do")
+        return
+    click.echo(f"initialised gov workspace in {result.root} (commit {result.commit or '-'}):")
+    for path in result.created:
+        click.echo(f"  {path}")
+
+
+@cli.command()
+@format_option("table", "json")
+@click.pass_context
+def status(ctx: click.Context, fmt: str) -> None:
+    """Summarise the workspace: runs, checkpoints, environments, judges.
+
+    \b
+    Example:
+        gov status
+        gov status --format json
+    """
+    summary = registry(ctx).summary()
+    if fmt == "json":
+        echo_json(summary)
+        return
+    _print_summary(summary.__dict__)
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in counts.items() if n) or "none"
+
+
+def _print_summary(s: dict[str, Any]) -> None:
+    echo_fields(
+        [
+            ("workspace", s["root"]),
+            ("git HEAD", (s["head"] or "no commit")[:12]),
+            ("DVC remote", s["dvc_remote"] or "none (artifacts only in the local DVC cache)"),
+            ("runs", s["runs"]),
+            ("checkpoints", f"{s['checkpoints']} ({_counts(s['checkpoints_by_status'])})"),
+            (
+                "environments",
+                f"{sum(s['environments_by_status'].values())} "
+                f"({_counts(s['environments_by_status'])})",
+            ),
+            ("judges", s["judges"]),
+        ]
+    )
+
+
+# -- runs ---------------------------------------------------------------------------------
+@cli.group()
+def run() -> None:
+    """Training runs and their lineage."""
+
+
+@run.command("add")
+@click.argument("name")
+@click.option("--parent", "parent", metavar="RUN@STEP", help="The checkpoint this run forks from.")
+@click.option("--note", help="Why this run exists.")
+@click.pass_context
+def run_add(ctx: click.Context, name: str, parent: str | None, note: str | None) -> None:
+    """Register a training run (a restart names the checkpoint it forks from).
+
+    \b
+    Example:
+        gov run add main
+        gov run add main-r1 --parent main@2400 --note "restart after redesign of code-tests"
+    """
+    parent_run, step = parse_checkpoint_ref(parent) if parent else (None, None)
+    record = registry(ctx).add_run(name, parent_run=parent_run, forked_from_step=step, note=note)
+    click.echo(f"registered run {record.id}")
+
+
+@run.command("list")
+@format_option("table", "json")
+@click.pass_context
+def run_list(ctx: click.Context, fmt: str) -> None:
+    """List the runs with their parents and checkpoint counts.
+
+    \b
+    Example:
+        gov run list --format json
+    """
+    reg = registry(ctx)
+    runs = reg.runs()
+    counts = {r.id: len(reg.checkpoints(r.id)) for r in runs}
+    if fmt == "json":
+        echo_json([{**_jsonable(r), "checkpoints": counts[r.id]} for r in runs])
+        return
+    echo_table(
+        "runs",
+        ["run", "parent", "checkpoints", "created", "note"],
+        [[r.id, _parent(r), counts[r.id], r.created.isoformat(), r.note] for r in runs],
+    )
+
+
+def _parent(r: Run) -> str:
+    return f"{r.parent_run}@{r.forked_from_step}" if r.parent_run else "-"
+
+
+@run.command("show")
+@click.argument("name")
+@format_option("table", "json")
+@click.pass_context
+def run_show(ctx: click.Context, name: str, fmt: str) -> None:
+    """Show a run, its lineage and its checkpoints.
+
+    \b
+    Example:
+        gov run show main
+    """
+    reg = registry(ctx)
+    lineage = reg.lineage(name)
+    checkpoints = reg.checkpoints(name)
+    if fmt == "json":
+        echo_json(
+            {
+                "run": lineage[-1],
+                "lineage": [f"{r.id}" for r in lineage],
+                "checkpoints": checkpoints,
+            }
+        )
+        return
+    record = lineage[-1]
+    steps = [c.step for c in checkpoints]
+    echo_fields(
+        [
+            ("run", record.id),
+            ("created", record.created.isoformat()),
+            ("forked from", _parent(record)),
+            ("lineage", " -> ".join(r.id for r in lineage)),
+            (
+                "checkpoints",
+                f"{len(steps)}" + (f" (steps {steps[0]}-{steps[-1]})" if steps else ""),
+            ),
+            ("note", record.note),
+        ]
+    )
+
+
+# -- checkpoints --------------------------------------------------------------------------
+def _parse_exposure(values: Sequence[str], exposure_file: Path | None) -> dict[str, float]:
+    exposure: dict[str, float] = {}
+    if exposure_file is not None:
+        exposure.update(_read_exposure_file(exposure_file))
+    for value in values:
+        key, sep, weight = value.rpartition("=")
+        try:
+            exposure[key] = float(weight)
+        except ValueError:
+            key = ""
+        if not sep or not key:
+            raise click.BadParameter(
+                f"{value!r}: expected ENV[@VERSION]=WEIGHT, for example code-tests=0.25",
+                param_hint="--exposure",
+            ) from None
+    return exposure
+
+
+def _read_exposure_file(path: Path) -> dict[str, float]:
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise GovError(f"{path}: cannot read the exposure file: {exc}".splitlines()[0]) from exc
+    if not isinstance(data, dict) or not all(
+        isinstance(k, str) and isinstance(v, int | float) and not isinstance(v, bool)
+        for k, v in data.items()
+    ):
+        raise GovError(f"{path}: an exposure file maps ENV[@VERSION] to a weight, e.g. `math: 0.5`")
+    return {k: float(v) for k, v in data.items()}
+
+
+@cli.group()
+def checkpoint() -> None:
+    """Checkpoints: artifacts tracked by DVC, with what they were trained on."""
+
+
+@checkpoint.command("add")
+@click.argument("ref", metavar="RUN@STEP")
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.option(
+    "--exposure",
+    "-e",
+    multiple=True,
+    metavar="ENV[@VERSION]=WEIGHT",
+    help="An environment (latest version unless @VERSION) and its mixture weight since the "
+    "previous checkpoint. Repeat for each; weights sum to 1.",
+)
+@click.option(
+    "--exposure-file",
+    type=click.Path(dir_okay=False, path_type=Path, exists=True),
+    help="A YAML mapping of ENV[@VERSION] to weight, instead of (or besides) --exposure.",
+)
+@click.option("--note", help="A note kept with the checkpoint.")
+@format_option("table", "json")
+@click.pass_context
+def checkpoint_add(
+    ctx: click.Context,
+    ref: str,
+    artifact: Path,
+    exposure: tuple[str, ...],
+    exposure_file: Path | None,
+    note: str | None,
+    fmt: str,
+) -> None:
+    """Register a checkpoint: DVC tracks ARTIFACT, git records the registry change.
+
+    The artifact must be inside the workspace. It is pushed when DVC has a default remote.
+
+    \b
+    Example:
+        gov checkpoint add main@1200 ckpt/step-1200.pt -e code-tests=0.6 -e math@v2=0.4
+    """
+    run_name, step = parse_checkpoint_ref(ref)
+    weights = _parse_exposure(exposure, exposure_file)
+    record = registry(ctx).add_checkpoint(run_name, step, artifact, weights, note=note)
+    if fmt == "json":
+        echo_json(record)
+        return
+    click.echo(f"registered checkpoint {record.ref} ({record.artifact}, md5 {record.artifact_md5})")
+
+
+@checkpoint.command("list")
+@click.option("--run", "run_name", help="Only this run's checkpoints.")
+@click.option("--status", type=click.Choice(["registered", "promoted", "blocked", "quarantined"]))
+@format_option("table", "json")
+@click.pass_context
+def checkpoint_list(ctx: click.Context, run_name: str | None, status: str | None, fmt: str) -> None:
+    """List checkpoints, by run and step.
+
+    \b
+    Example:
+        gov checkpoint list --run main --status promoted
+    """
+    found = registry(ctx).checkpoints(run_name)
+    if status:
+        found = [c for c in found if c.status.value == status]
+    if fmt == "json":
+        echo_json(found)
+        return
+    echo_table(
+        "checkpoints",
+        ["checkpoint", "status", "created", "artifact", "md5", "environments"],
+        [
+            [
+                c.ref,
+                c.status.value,
+                c.created.isoformat(),
+                c.artifact,
+                c.artifact_md5[:10],
+                len(c.exposure),
+            ]
+            for c in found
+        ],
+    )
+
+
+@checkpoint.command("show")
+@click.argument("ref", metavar="RUN@STEP")
+@format_option("table", "json")
+@click.pass_context
+def checkpoint_show(ctx: click.Context, ref: str, fmt: str) -> None:
+    """Show one checkpoint and its exposure.
+
+    \b
+    Example:
+        gov checkpoint show main@1200
+    """
+    record: Checkpoint = registry(ctx).checkpoint(*parse_checkpoint_ref(ref))
+    if fmt == "json":
+        echo_json(record)
+        return
+    echo_fields(
+        [
+            ("checkpoint", record.ref),
+            ("status", record.status.value),
+            ("created", record.created.isoformat()),
+            ("artifact", record.artifact),
+            ("md5", record.artifact_md5),
+            ("size", record.artifact_size),
+            ("note", record.note),
+        ]
+    )
+    echo_table(
+        "exposure",
+        ["environment", "version", "hash", "weight"],
+        [
+            [e.environment, f"v{e.version}", e.hash[7:19], f"{e.weight:.4f}"]
+            for e in record.exposure
+        ],
+    )
+
+
+# -- environments -------------------------------------------------------------------------
+_FROM = click.option(
+    "--from",
+    "paths",
+    multiple=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="Files or folders of the environment and its scoring, hashed into the version. Repeatable.",
+)
+_HASH = click.option(
+    "--hash", "digest", help="A precomputed sha256 content hash instead of --from."
+)
+
+
+@cli.group()
+def env() -> None:
+    """Training environments and their versions (a redesign is a new version)."""
+
+
+@env.command("add")
+@click.argument("name")
+@_FROM
+@_HASH
+@click.option("--description", help="What the environment trains.")
+@click.option("--note", help="A note on this first version.")
+@format_option("table", "json")
+@click.pass_context
+def env_add(
+    ctx: click.Context,
+    name: str,
+    paths: tuple[Path, ...],
+    digest: str | None,
+    description: str | None,
+    note: str | None,
+    fmt: str,
+) -> None:
+    """Register an environment; version 1 is the content hash of its files.
+
+    \b
+    Example:
+        gov env add code-tests --from envs/code_tests --from scoring/code_tests.py
+        gov env add math --hash sha256:3f2a...  --description "competition math"
+    """
+    record = registry(ctx).add_environment(
+        name, paths=list(paths), content_hash=digest, description=description, note=note
+    )
+    _print_env(record, fmt, f"registered environment {record.id} v1 ({record.current.hash})")
+
+
+def _print_env(record: Environment, fmt: str, message: str) -> None:
+    if fmt == "json":
+        echo_json(record)
+    else:
+        click.echo(message)
+
+
+@env.command("version")
+@click.argument("name")
+@_FROM
+@_HASH
+@click.option("--note", required=True, help="What the redesign changed (required).")
+@format_option("table", "json")
+@click.pass_context
+def env_version(
+    ctx: click.Context,
+    name: str,
+    paths: tuple[Path, ...],
+    digest: str | None,
+    note: str,
+    fmt: str,
+) -> None:
+    """Register a new version of an environment after a redesign; it becomes active again.
+
+    \b
+    Example:
+        gov env version code-tests --from envs/code_tests --note "hidden tests; grader checks I/O"
+    """
+    record = registry(ctx).add_environment_version(
+        name, paths=list(paths), content_hash=digest, note=note
+    )
+    v = record.current
+    _print_env(record, fmt, f"environment {record.id} is now v{v.number} ({v.hash})")
+
+
+@env.command("list")
+@format_option("table", "json")
+@click.pass_context
+def env_list(ctx: click.Context, fmt: str) -> None:
+    """List environments with their status and current version.
+
+    \b
+    Example:
+        gov env list --format json
+    """
+    found = registry(ctx).environments()
+    if fmt == "json":
+        echo_json(found)
+        return
+    echo_table(
+        "environments",
+        ["environment", "status", "version", "hash", "description"],
+        [
+            [e.id, e.status.value, f"v{e.current.number}", e.current.hash[7:19], e.description]
+            for e in found
+        ],
+    )
+
+
+@env.command("show")
+@click.argument("name")
+@format_option("table", "json")
+@click.pass_context
+def env_show(ctx: click.Context, name: str, fmt: str) -> None:
+    """Show an environment and its version history.
+
+    \b
+    Example:
+        gov env show code-tests
+    """
+    record = registry(ctx).environment(name)
+    if fmt == "json":
+        echo_json(record)
+        return
+    echo_fields(
+        [
+            ("environment", record.id),
+            ("status", record.status.value),
+            ("description", record.description),
+        ]
+    )
+    echo_table(
+        "versions",
+        ["version", "hash", "created", "note"],
+        [[f"v{v.number}", v.hash, v.created.isoformat(), v.note] for v in record.versions],
+    )
+
+
+# -- judges -------------------------------------------------------------------------------
+@cli.group()
+def judge() -> None:
+    """Judges (monitors) and their versions: different versions are different series."""
+
+
+@judge.command("add")
+@click.argument("name")
+@click.option("--version", "version", required=True, help="The judge's version label.")
+@click.option(
+    "--rubric",
+    multiple=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="The rubric (prompt, instructions) file(s), hashed into the version.",
+)
+@click.option("--rubric-hash", help="A precomputed sha256 hash of the rubric instead of --rubric.")
+@click.option("--description", help="What the judge is (model, person, ensemble).")
+@click.option("--note", help="A note on this version.")
+@format_option("table", "json")
+@click.pass_context
+def judge_add(
+    ctx: click.Context,
+    name: str,
+    version: str,
+    rubric: tuple[Path, ...],
+    rubric_hash: str | None,
+    description: str | None,
+    note: str | None,
+    fmt: str,
+) -> None:
+    """Register a judge, or a new version of one.
+
+    \b
+    Example:
+        gov judge add cot-monitor --version 2026.10 --rubric monitor/rubric.md
+    """
+    record: Judge = registry(ctx).add_judge(
+        name,
+        version,
+        rubric=list(rubric),
+        rubric_hash=rubric_hash,
+        description=description,
+        note=note,
+    )
+    if fmt == "json":
+        echo_json(record)
+        return
+    click.echo(f"registered judge {record.id} version {version} ({record.current.rubric_hash})")
+
+
+@judge.command("list")
+@format_option("table", "json")
+@click.pass_context
+def judge_list(ctx: click.Context, fmt: str) -> None:
+    """List judges and their versions.
+
+    \b
+    Example:
+        gov judge list
+    """
+    found = registry(ctx).judges()
+    if fmt == "json":
+        echo_json(found)
+        return
+    echo_table(
+        "judges",
+        ["judge", "version", "rubric hash", "created", "description"],
+        [
+            [j.id, v.version, v.rubric_hash[7:19], v.created.isoformat(), j.description]
+            for j in found
+            for v in j.versions
+        ],
+    )
+
+
+# -- the bundled example ------------------------------------------------------------------
+@cli.command()
+@click.argument("directory", required=False, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--seed", type=int, default=None, help="Seed of the generator (default: the spec's).")
+@click.option(
+    "--remote",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="A folder to use as the example's DVC remote (artifacts are pushed there).",
+)
+@format_option("table", "json")
+def example(directory: Path | None, seed: int | None, remote: Path | None, fmt: str) -> None:
+    """Build the bundled example workspace and run gov's main job on it.
+
+    DIRECTORY must be new or empty (default: a new temporary folder); it never is the gov
+    checkout. The example is deterministic for a given seed.
+
+    \b
+    Example:
+        gov example /tmp/gov-example
+        cd /tmp/gov-example && gov status
+    """
+    result: ExampleResult = build_example(directory, seed=seed, remote=remote)
+    if fmt == "json":
+        echo_json(result)
+        return
+    click.echo(f"built the example workspace in {result.root}")
+    click.echo("")
+    _print_summary(result.summary.__dict__)
+    click.echo("")
+    echo_table(
+        "environments (the example's planted patterns, for the later analyses to find)",
+        ["environment", "pattern"],
+        [[e, p] for e, p in result.patterns.items()],
+    )
+    click.echo(f"\nnext: cd {result.root} && gov checkpoint list --run {result.run}")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    show_traceback = "--traceback" in args
+    try:
+        cli.main(args=args, prog_name="gov", standalone_mode=False)
+    except GovError as exc:
+        if show_traceback:
+            raise
+        click.secho(f"gov: error: {exc.message}", fg="red", err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("gov: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:
+        if show_traceback:
+            raise
+        detail = " ".join(str(exc).split())[:300]
+        click.secho(
+            f"gov: internal error: {type(exc).__name__}: {detail} (rerun with --traceback "
+            "and report it)",
+            fg="red",
+            err=True,
+        )
+        sys.exit(INTERNAL_ERROR)
+
+
+if __name__ == "__main__":
+    main()

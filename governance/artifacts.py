@@ -1,0 +1,132 @@
+"""DVC at the edge: initialise it, track checkpoint artifacts with its Python API, push them.
+
+DVC is imported lazily: most gov commands never touch an artifact and should not pay its import.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from .errors import ArtifactError
+
+if TYPE_CHECKING:
+    from dvc.repo import Repo
+
+DVC_INIT_FILES = (".dvc/config", ".dvc/.gitignore", ".dvcignore")
+
+
+@dataclass(frozen=True)
+class TrackedArtifact:
+    path: Path
+    md5: str
+    size: int | None
+
+
+def _quiet() -> None:
+    # Importing dvc sets its loggers to INFO, which prints hints meant for its own CLI ("To track
+    # the changes with git, run ..."); gov reports what happened itself and keeps DVC's errors.
+    import dvc  # noqa: F401
+
+    for name in ("dvc", "dvc_objects", "dvc_data"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def find_dvc_root(start: Path) -> Path | None:
+    for folder in (start, *start.parents):
+        if (folder / ".dvc" / "config").is_file():
+            return folder
+    return None
+
+
+def init_dvc(workspace: Path, git_root: Path) -> list[Path]:
+    """Initialise DVC at the workspace unless a DVC repo already covers it; return files made."""
+    if find_dvc_root(workspace) is not None:
+        return []
+    _quiet()
+    from dvc.exceptions import DvcException
+    from dvc.repo import Repo
+
+    try:
+        # force: a `.dvc` folder without its config is the remains of an init that was undone.
+        Repo.init(str(workspace), subdir=workspace != git_root, force=(workspace / ".dvc").exists())
+    except DvcException as exc:
+        raise ArtifactError(f"could not initialise DVC in {workspace}: {exc}") from exc
+    return [workspace / name for name in DVC_INIT_FILES if (workspace / name).exists()]
+
+
+def open_dvc(workspace: Path) -> Repo:
+    _quiet()
+    from dvc.repo import Repo
+
+    return Repo(str(workspace))
+
+
+def dvc_file(artifact: Path) -> Path:
+    return artifact.with_name(artifact.name + ".dvc")
+
+
+def touched_by_add(artifact: Path) -> list[Path]:
+    """The files `dvc add` may write for an artifact: its .dvc file and the folder's .gitignore."""
+    return [dvc_file(artifact), artifact.parent / ".gitignore"]
+
+
+def read_dvc_file(path: Path) -> TrackedArtifact:
+    data: Any = yaml.safe_load(path.read_text(encoding="utf-8"))
+    out = data["outs"][0]
+    return TrackedArtifact(path=path, md5=str(out["md5"]), size=out.get("size"))
+
+
+def add(workspace: Path, artifacts: Sequence[Path]) -> dict[Path, TrackedArtifact]:
+    """Track `artifacts` with DVC (one call for all) and return their recorded content hashes."""
+    from dvc.exceptions import DvcException
+
+    repo = open_dvc(workspace)
+    try:
+        repo.add([str(a) for a in artifacts])
+    except DvcException as exc:
+        detail = " ".join(str(exc).split())
+        raise ArtifactError(f"DVC could not track the artifact: {detail}") from exc
+    finally:
+        repo.close()
+    return {a: read_dvc_file(dvc_file(a)) for a in artifacts}
+
+
+def default_remote(workspace: Path) -> str | None:
+    repo = open_dvc(workspace)
+    try:
+        name = repo.config["core"].get("remote")
+        return str(name) if name else None
+    finally:
+        repo.close()
+
+
+def set_default_remote(workspace: Path, url: str, name: str = "storage") -> Path:
+    """Point DVC's default remote at `url`; returns the config file it wrote."""
+    repo = open_dvc(workspace)
+    try:
+        with repo.config.edit() as conf:
+            conf["remote"][name] = {"url": url}
+            conf["core"]["remote"] = name
+        return Path(repo.dvc_dir) / "config"
+    finally:
+        repo.close()
+
+
+def push(workspace: Path, artifacts: Sequence[Path]) -> int:
+    """Push `artifacts` to the default remote; returns how many files were sent."""
+    from dvc.exceptions import DvcException
+
+    repo = open_dvc(workspace)
+    try:
+        return int(repo.push(targets=[str(dvc_file(a)) for a in artifacts]))
+    except DvcException as exc:
+        detail = " ".join(str(exc).split())
+        raise ArtifactError(f"DVC could not push the artifact to its remote: {detail}") from exc
+    finally:
+        repo.close()

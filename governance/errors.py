@@ -1,0 +1,67 @@
+"""The one exception family of gov: every user-facing failure is a GovError with a one-line message.
+
+The CLI prints the message on one line and exits with the error's code; `--traceback` shows the stack.
+"""
+
+from __future__ import annotations
+
+
+class GovError(Exception):
+    """A failure the user can act on. `exit_code` 2 means bad input or usage."""
+
+    exit_code = 2
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class NotAWorkspace(GovError):
+    """No gov workspace at or above the given folder."""
+
+
+class NotAGitRepository(GovError):
+    """The folder is not inside a git work tree."""
+
+
+class InvalidName(GovError):
+    """A run, environment or judge name that could escape its folder or break a reference."""
+
+
+class RegistryFileError(GovError):
+    """A registry file that cannot be read: bad YAML/JSON or a field that fails validation."""
+
+
+class NotFound(GovError):
+    """A run, checkpoint, environment, environment version or judge that is not registered."""
+
+
+class AlreadyExists(GovError):
+    """An add that would overwrite something already registered."""
+
+
+class ArtifactError(GovError):
+    """A checkpoint artifact that is missing, outside the workspace, or that DVC refused."""
+
+
+class ExposureError(GovError):
+    """An exposure that names an unknown environment or has invalid mixture weights."""
+
+
+class LineageError(GovError):
+    """A run lineage that does not hold together: an unknown parent or a cycle."""
+
+
+class GitError(GovError):
+    """git refused to record a change (no identity, a failing hook, a locked index)."""
+
+
+class WorkspaceBusy(GovError):
+    """Another gov process holds the workspace lock."""
+
+
+class ExampleError(GovError):
+    """The bundled example cannot be built where asked."""

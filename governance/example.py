@@ -1,0 +1,270 @@
+"""The bundled example: a deterministic training run with planted patterns, built where the user asks.
+
+`build_example` turns the spec in `registry/example.yaml` (or one given in code, as the tests and
+benchmarks do with more checkpoints) into a real workspace: a git repository with environment and
+rubric sources, DVC-tracked placeholder checkpoint artifacts, and the registry. The same seed gives
+the same environments, artifacts, exposures and steps.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Literal
+
+import git
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from . import scm
+from .errors import ExampleError, GitError
+from .models import Name
+from .registry import NewCheckpoint, Registry, Summary
+from .storage import dump_yaml, load_yaml_model
+from .workspace import Workspace, bundled, find, init
+
+Rate = Annotated[float, Field(ge=0, le=1)]
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Rates(_Spec):
+    """Per judged episode; the rest of the episodes get verdict `none`."""
+
+    rationalized: Rate
+    rejected: Rate
+    overt: Rate
+    divergent: Rate
+
+
+class Rising(_Spec):
+    kind: Literal["rising"]
+    onset_step: int
+    to_rationalized: Rate
+    ramp_checkpoints: Annotated[int, Field(ge=1)]
+
+
+class Spike(_Spec):
+    kind: Literal["spike"]
+    step: int
+    rationalized: Rate
+
+
+class Healthy(_Spec):
+    kind: Literal["healthy"]
+
+
+class Clean(_Spec):
+    kind: Literal["clean"]
+
+
+Pattern = Annotated[Rising | Spike | Healthy | Clean, Field(discriminator="kind")]
+
+
+class ExampleEnvironment(_Spec):
+    id: Name
+    description: str
+    weight: Annotated[float, Field(gt=0)]
+    rates: Rates
+    pattern: Pattern
+
+    def describe(self) -> str:
+        p = self.pattern
+        if isinstance(p, Rising):
+            return f"rationalization rises from step {p.onset_step} (to {p.to_rationalized:.0%})"
+        if isinstance(p, Spike):
+            return f"one bad checkpoint at step {p.step}, then back to normal"
+        if isinstance(p, Healthy):
+            return f"healthy: bad reasons often considered and rejected ({self.rates.rejected:.0%})"
+        return "clean"
+
+
+class ExampleJudge(_Spec):
+    id: Name
+    version: str
+    description: str
+    rubric: str
+
+
+class EpisodeRange(_Spec):
+    min: Annotated[int, Field(ge=1)]
+    max: Annotated[int, Field(ge=1)]
+
+
+class ExampleSpec(_Spec):
+    schema_version: Literal[1] = 1
+    seed: int
+    run: Name
+    checkpoints: Annotated[int, Field(ge=1)]
+    step_interval: Annotated[int, Field(ge=1)]
+    start_time: datetime
+    hours_between_checkpoints: Annotated[float, Field(gt=0)]
+    artifact_bytes: Annotated[int, Field(ge=1, le=1 << 20)]
+    episodes: EpisodeRange
+    judge: ExampleJudge
+    environments: Annotated[tuple[ExampleEnvironment, ...], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _unique(self) -> ExampleSpec:
+        ids = [e.id for e in self.environments]
+        if len(set(ids)) != len(ids):
+            raise ValueError("environment ids must be unique")
+        return self
+
+    @property
+    def steps(self) -> list[int]:
+        return [self.step_interval * (i + 1) for i in range(self.checkpoints)]
+
+
+def load_spec(path: Path | None = None) -> ExampleSpec:
+    path = path or bundled("registry") / "example.yaml"
+    return load_yaml_model(path, ExampleSpec, str(path))
+
+
+def exposures(spec: ExampleSpec, rng: random.Random) -> list[dict[str, float]]:
+    """Mixture weights per checkpoint: each environment's weight drifts slowly around its base."""
+    phases = {e.id: rng.uniform(0, 2 * math.pi) for e in spec.environments}
+    mixes: list[dict[str, float]] = []
+    for i in range(spec.checkpoints):
+        raw = {
+            e.id: e.weight * (1 + 0.25 * math.sin(i / 7 + phases[e.id]) + rng.uniform(-0.05, 0.05))
+            for e in spec.environments
+        }
+        total = sum(raw.values())
+        mix = {k: round(v / total, 4) for k, v in raw.items()}
+        last = spec.environments[-1].id
+        mix[last] = round(1 - sum(v for k, v in mix.items() if k != last), 4)
+        mixes.append(mix)
+    return mixes
+
+
+@dataclass(frozen=True)
+class ExampleResult:
+    root: Path
+    run: str
+    seed: int
+    patterns: dict[str, str]
+    summary: Summary
+
+
+def _target(directory: Path | None) -> Path:
+    if directory is None:
+        return Path(tempfile.mkdtemp(prefix="gov-example-"))
+    target = directory.expanduser().resolve()
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise ExampleError(
+            f"{directory} already exists and is not empty: the example needs a new or empty folder"
+        )
+    for folder in (target, *target.parents):
+        if (folder / ".git").exists():
+            raise ExampleError(
+                f"{directory} is inside the git repository {folder}: the example makes its own "
+                "repository, so choose a folder outside any other (for example /tmp/gov-example)"
+            )
+    target.mkdir(parents=True, exist_ok=True)
+    return target
+
+
+def _ensure_identity(repo: git.Repo) -> None:
+    try:
+        scm.check_identity(repo)
+    except GitError:
+        # A fresh machine may have no git identity; the example's own repository gets one.
+        with repo.config_writer() as config:
+            config.set_value("user", "name", "gov example")
+            config.set_value("user", "email", "example@gov.invalid")
+
+
+def build_example(
+    directory: Path | None = None,
+    *,
+    seed: int | None = None,
+    remote: Path | None = None,
+    spec: ExampleSpec | None = None,
+) -> ExampleResult:
+    """Build the example workspace in `directory` (new or empty; default: a temporary folder)."""
+    spec = spec or load_spec()
+    if seed is not None:
+        spec = spec.model_copy(update={"seed": seed})
+    root = _target(directory)
+    rng = random.Random(spec.seed)
+    repo = git.Repo.init(root, initial_branch="main")
+    _ensure_identity(repo)
+
+    sources: list[Path] = [root / "README.md"]
+    (root / "README.md").write_text(
+        "# gov example: a training repository\n\nBuilt by `gov example`. Environments live in "
+        "`environments/`, the monitor's rubric in `judges/`, checkpoints in `checkpoints/` "
+        "(tracked by DVC). Try `gov status`, `gov checkpoint list`, `gov env list`.\n"
+    )
+    for env in spec.environments:
+        folder = root / "environments" / env.id
+        folder.mkdir(parents=True)
+        task = {"id": env.id, "description": env.description, "seed": rng.randrange(1 << 30)}
+        (folder / "task.yaml").write_bytes(dump_yaml(task))
+        (folder / "scoring.yaml").write_bytes(
+            dump_yaml({"grader": f"{env.id}-grader", "pass_threshold": 1.0})
+        )
+        sources += [folder / "task.yaml", folder / "scoring.yaml"]
+    rubric = root / "judges" / spec.judge.id / "rubric.md"
+    rubric.parent.mkdir(parents=True)
+    rubric.write_text(spec.judge.rubric)
+    sources.append(rubric)
+    scm.commit_paths(repo, sources, "example: environment and judge sources")
+
+    init(root)
+    ws = find(root)
+    if remote is not None:
+        set_dvc_remote(ws, remote.expanduser().resolve())
+    reg = Registry(ws)
+    # The example's history is backfilled: registrations carry the run's own timeline.
+    start = spec.start_time
+    for env in spec.environments:
+        reg.add_environment(
+            env.id,
+            paths=[root / "environments" / env.id],
+            description=env.description,
+            created=start,
+        )
+    reg.add_judge(
+        spec.judge.id,
+        spec.judge.version,
+        rubric=[rubric],
+        description=spec.judge.description,
+        created=start,
+    )
+    reg.add_run(spec.run, note="the bundled example's training run", created=start)
+
+    folder = root / "checkpoints" / spec.run
+    folder.mkdir(parents=True)
+    new: list[NewCheckpoint] = []
+    for i, (step, mix) in enumerate(zip(spec.steps, exposures(spec, rng), strict=True)):
+        artifact = folder / f"step-{step:06d}.bin"
+        header = f"gov example placeholder checkpoint {spec.run}@{step}\n".encode()
+        artifact.write_bytes(header + rng.randbytes(spec.artifact_bytes - len(header)))
+        created = spec.start_time + timedelta(hours=spec.hours_between_checkpoints * (i + 1))
+        new.append(NewCheckpoint(step=step, artifact=artifact, exposure=mix, created=created))
+    reg.add_checkpoints(spec.run, new)
+    return ExampleResult(
+        root=root,
+        run=spec.run,
+        seed=spec.seed,
+        patterns={e.id: e.describe() for e in spec.environments},
+        summary=reg.summary(),
+    )
+
+
+def set_dvc_remote(ws: Workspace, url: Path | str) -> None:
+    """Make `url` the workspace's default DVC remote, as one registry change."""
+    from . import artifacts
+
+    config = artifacts.find_dvc_root(ws.root)
+    assert config is not None
+    with ws.change(f"use {url} as the DVC remote") as change:
+        change.expect([config / ".dvc" / "config"])
+        artifacts.set_default_remote(ws.root, str(url))

@@ -1,0 +1,156 @@
+"""The registry's on-disk records, as versioned pydantic models.
+
+Every file under `registry/` is one of these models serialised as YAML (runs, environments, judges)
+or as one JSON line per checkpoint. `schema_version` lets later releases migrate old files.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = 1
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+NAME_RULE = "1-100 characters: letters, digits, '.', '_' or '-', starting with a letter or digit"
+
+
+def name_problem(value: str) -> str | None:
+    """Why `value` cannot be a run, environment or judge name, or None if it can."""
+    if "/" in value or "\\" in value:
+        return "contains a path separator"
+    if ".." in value:
+        return "contains '..'"
+    if not _NAME.fullmatch(value):
+        return f"must be {NAME_RULE}"
+    return None
+
+
+def _check_name(value: str) -> str:
+    problem = name_problem(value)
+    if problem:
+        raise ValueError(f"{value!r} {problem}")
+    return value
+
+
+Name = Annotated[str, AfterValidator(_check_name)]
+ContentHash = Annotated[str, Field(pattern=r"^sha256:[0-9a-f]{64}$")]
+Md5 = Annotated[str, Field(pattern=r"^[0-9a-f]{32}(\.dir)?$")]
+
+
+def utc_now() -> datetime:
+    # Second resolution keeps the files readable and the diffs quiet.
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+
+
+class CheckpointStatus(StrEnum):
+    REGISTERED = "registered"
+    PROMOTED = "promoted"
+    BLOCKED = "blocked"
+    QUARANTINED = "quarantined"
+
+
+class EnvironmentStatus(StrEnum):
+    ACTIVE = "active"
+    FLAGGED = "flagged"
+    IN_REDESIGN = "in_redesign"
+    RETIRED = "retired"
+
+
+class Run(Record):
+    """One training run. A restart forks a new run from a checkpoint of its parent."""
+
+    id: Name
+    created: datetime
+    parent_run: Name | None = None
+    forked_from_step: Annotated[int, Field(ge=0)] | None = None
+    note: str | None = None
+
+
+class ExposureEntry(BaseModel):
+    """One environment version in a checkpoint's training mixture, with its weight."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    environment: Name
+    version: Annotated[int, Field(ge=1)]
+    hash: ContentHash
+    weight: Annotated[float, Field(gt=0, le=1)]
+
+
+class Checkpoint(Record):
+    """A saved checkpoint: its artifact in DVC and what it was trained on since the previous one."""
+
+    run: Name
+    step: Annotated[int, Field(ge=0)]
+    artifact: str
+    artifact_md5: Md5
+    artifact_size: Annotated[int, Field(ge=0)] | None = None
+    created: datetime
+    exposure: tuple[ExposureEntry, ...]
+    status: CheckpointStatus = CheckpointStatus.REGISTERED
+    note: str | None = None
+
+    @property
+    def ref(self) -> str:
+        return f"{self.run}@{self.step}"
+
+
+class EnvironmentVersion(BaseModel):
+    """A version is the content hash of the environment and its scoring; a redesign adds one."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    number: Annotated[int, Field(ge=1)]
+    hash: ContentHash
+    created: datetime
+    note: str | None = None
+
+
+class Environment(Record):
+    id: Name
+    description: str | None = None
+    status: EnvironmentStatus = EnvironmentStatus.ACTIVE
+    versions: tuple[EnvironmentVersion, ...] = Field(min_length=1)
+
+    @property
+    def current(self) -> EnvironmentVersion:
+        return self.versions[-1]
+
+
+class JudgeVersion(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][\w.+-]*$")]
+    rubric_hash: ContentHash
+    created: datetime
+    note: str | None = None
+
+
+class Judge(Record):
+    id: Name
+    description: str | None = None
+    versions: tuple[JudgeVersion, ...] = Field(min_length=1)
+
+    @property
+    def current(self) -> JudgeVersion:
+        return self.versions[-1]
+
+
+class WorkspaceConfig(Record):
+    """`gov.yaml`: marks the workspace root."""
+
+    created: datetime
+    registry_dir: Literal["registry"] = "registry"
+    policies_dir: Literal["policies"] = "policies"
+    audit_dir: Literal["audit"] = "audit"

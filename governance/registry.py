@@ -1,0 +1,536 @@
+"""The registry of runs, checkpoints, environments and judges: read from plain files, changed by commits.
+
+This is the library a training loop calls (register a checkpoint right after saving it) and the CLI
+wraps. The current state is the files themselves, so reading never replays git history; git holds
+the history of every change, one commit each.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from . import workspace as workspace_mod
+from .errors import (
+    AlreadyExists,
+    ArtifactError,
+    ExposureError,
+    GovError,
+    InvalidName,
+    LineageError,
+    NotFound,
+)
+from .models import (
+    Checkpoint,
+    CheckpointStatus,
+    Environment,
+    EnvironmentStatus,
+    EnvironmentVersion,
+    ExposureEntry,
+    Judge,
+    JudgeVersion,
+    Run,
+    name_problem,
+    utc_now,
+)
+from .storage import iter_jsonl_models, load_yaml_model, model_json_line, model_yaml
+from .workspace import Workspace
+
+WEIGHT_TOLERANCE = 1e-3
+_HEX64 = re.compile(r"(sha256:)?([0-9a-f]{64})")
+
+
+def check_name(kind: str, value: str) -> str:
+    problem = name_problem(value)
+    if problem:
+        raise InvalidName(f"{kind} name {value!r} {problem}")
+    return value
+
+
+def parse_checkpoint_ref(ref: str) -> tuple[str, int]:
+    """`RUN@STEP` -> (run, step)."""
+    run, sep, step = ref.rpartition("@")
+    if not sep or not run or not step.isdigit():
+        raise GovError(f"checkpoint {ref!r}: expected RUN@STEP, for example main@1200")
+    return check_name("run", run), int(step)
+
+
+def content_hash(paths: Sequence[Path]) -> str:
+    """A content hash of files and folders: names relative to each given path, and file bytes.
+
+    Renaming the folder that holds an environment does not change its hash; editing a file does.
+    """
+    entries: list[str] = []
+    for path in paths:
+        if not path.exists():
+            raise NotFound(f"{path}: no such file or folder to hash")
+        files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+        for file in files:
+            if any(part in (".git", "__pycache__") for part in file.parts):
+                continue
+            name = path.name if file == path else f"{path.name}/{file.relative_to(path).as_posix()}"
+            entries.append(f"{name}\0{hashlib.sha256(file.read_bytes()).hexdigest()}\n")
+    if not entries:
+        raise GovError(f"nothing to hash in {', '.join(map(str, paths))}: no files")
+    digest = hashlib.sha256("".join(sorted(entries)).encode()).hexdigest()
+    return f"sha256:{digest}"
+
+
+def normalise_hash(value: str, what: str) -> str:
+    match = _HEX64.fullmatch(value.strip().lower())
+    if not match:
+        raise GovError(f"{what} {value!r} is not a sha256 content hash (64 hex digits)")
+    return f"sha256:{match.group(2)}"
+
+
+def _content(paths: Sequence[Path] | None, digest: str | None, what: str) -> str:
+    if bool(paths) == bool(digest):
+        raise GovError(f"{what}: give the files to hash or a precomputed hash, exactly one of them")
+    return content_hash(paths) if paths else normalise_hash(digest or "", what)
+
+
+@dataclass(frozen=True)
+class NewCheckpoint:
+    """A checkpoint to register: what the training loop knows right after saving it."""
+
+    step: int
+    artifact: Path
+    exposure: Mapping[str, float]
+    note: str | None = None
+    created: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Summary:
+    root: Path
+    runs: int
+    checkpoints: int
+    checkpoints_by_status: dict[str, int]
+    environments_by_status: dict[str, int]
+    judges: int
+    dvc_remote: str | None
+    head: str | None
+
+
+class Registry:
+    """Runs, checkpoints, environments and judges of one workspace."""
+
+    def __init__(self, ws: Workspace) -> None:
+        self.ws = ws
+
+    # -- files ---------------------------------------------------------------------------
+    def _run_file(self, run: str) -> Path:
+        return self.ws.registry / "runs" / f"{run}.yaml"
+
+    def _checkpoint_file(self, run: str) -> Path:
+        return self.ws.registry / "checkpoints" / f"{run}.jsonl"
+
+    def _env_file(self, env: str) -> Path:
+        return self.ws.registry / "environments" / f"{env}.yaml"
+
+    def _judge_file(self, judge: str) -> Path:
+        return self.ws.registry / "judges" / f"{judge}.yaml"
+
+    def _load_named(self, path: Path, model: type[Run] | type[Environment] | type[Judge]) -> object:
+        record = load_yaml_model(path, model, self.ws.rel(path))
+        if record.id != path.stem:
+            raise GovError(
+                f"{self.ws.rel(path)}: field id: {record.id!r} does not match the file name "
+                f"{path.stem!r}; fix the file, or restore it with `git checkout -- "
+                f"{self.ws.rel(path)}`"
+            )
+        return record
+
+    def _all(self, folder: str, suffix: str) -> list[Path]:
+        return sorted((self.ws.registry / folder).glob(f"*{suffix}"))
+
+    # -- runs ----------------------------------------------------------------------------
+    def runs(self) -> list[Run]:
+        return [self.run(p.stem) for p in self._all("runs", ".yaml")]
+
+    def run(self, run: str) -> Run:
+        path = self._run_file(check_name("run", run))
+        if not path.is_file():
+            raise NotFound(f"run {run!r} is not registered: add it with `gov run add {run}`")
+        record = self._load_named(path, Run)
+        assert isinstance(record, Run)
+        return record
+
+    def lineage(self, run: str) -> list[Run]:
+        """The run and its ancestors, oldest first; a cycle in hand-edited files is an error."""
+        chain: list[Run] = []
+        seen: set[str] = set()
+        current: str | None = run
+        while current is not None:
+            if current in seen:
+                cycle = " -> ".join([r.id for r in chain] + [current])
+                raise LineageError(
+                    f"run lineage has a cycle ({cycle}): fix parent_run in registry/runs/*.yaml"
+                )
+            seen.add(current)
+            record = self.run(current)
+            chain.append(record)
+            current = record.parent_run
+        return chain[::-1]
+
+    def add_run(
+        self,
+        run: str,
+        *,
+        parent_run: str | None = None,
+        forked_from_step: int | None = None,
+        note: str | None = None,
+        created: datetime | None = None,
+    ) -> Run:
+        """Register a run; a restart names its parent run and the step it was forked from."""
+        check_name("run", run)
+        if (parent_run is None) != (forked_from_step is None):
+            raise LineageError(
+                "a forked run needs both its parent run and the step it was forked from"
+            )
+        with self.ws.change(f"register run {run}") as change:
+            if self._run_file(run).exists():
+                raise AlreadyExists(f"run {run!r} is already registered")
+            if parent_run is not None and forked_from_step is not None:
+                self.lineage(parent_run)
+                self.checkpoint(parent_run, forked_from_step)
+            record = Run(
+                id=run,
+                created=created or utc_now(),
+                parent_run=parent_run,
+                forked_from_step=forked_from_step,
+                note=note,
+            )
+            change.write(self._run_file(run), model_yaml(record))
+            if parent_run is not None:
+                change.body = f"Forked from {parent_run}@{forked_from_step}."
+        return record
+
+    # -- checkpoints ---------------------------------------------------------------------
+    def checkpoints(self, run: str | None = None) -> list[Checkpoint]:
+        """Checkpoints of one run (by step), or of every run."""
+        runs = [run] if run is not None else [p.stem for p in self._all("checkpoints", ".jsonl")]
+        found: list[Checkpoint] = []
+        for name in runs:
+            if run is not None:
+                self.run(name)
+            path = self._checkpoint_file(name)
+            if path.is_file():
+                found.extend(iter_jsonl_models(path, Checkpoint, self.ws.rel(path)))
+        return found
+
+    def checkpoint(self, run: str, step: int) -> Checkpoint:
+        for ckpt in self.checkpoints(run):
+            if ckpt.step == step:
+                return ckpt
+        raise NotFound(f"checkpoint {run}@{step} is not registered (see `gov checkpoint list`)")
+
+    def resolve_exposure(self, exposure: Mapping[str, float]) -> tuple[ExposureEntry, ...]:
+        """`{"env": w, "env@2": w, "env@<hash prefix>": w}` -> exposure entries (latest version
+        when none is named)."""
+        if not exposure:
+            raise ExposureError(
+                "a checkpoint needs its exposure: the environments (and weights) it was trained on"
+            )
+        entries: list[ExposureEntry] = []
+        for key, weight in exposure.items():
+            env_id, _, version = key.partition("@")
+            env = self.environment(env_id)
+            if env.status == EnvironmentStatus.RETIRED:
+                raise ExposureError(f"exposure names environment {env_id!r}, which is retired")
+            chosen = self.environment_version(env, version) if version else env.current
+            if any(e.environment == env_id for e in entries):
+                raise ExposureError(f"exposure names environment {env_id!r} twice")
+            if not (0 < weight <= 1):
+                raise ExposureError(
+                    f"exposure weight of {key!r} is {weight}: weights must be in (0, 1]"
+                )
+            entries.append(
+                ExposureEntry(
+                    environment=env_id, version=chosen.number, hash=chosen.hash, weight=weight
+                )
+            )
+        total = sum(e.weight for e in entries)
+        if abs(total - 1) > WEIGHT_TOLERANCE:
+            raise ExposureError(
+                f"exposure weights sum to {total:.4g}: mixture weights must sum to 1"
+            )
+        return tuple(sorted(entries, key=lambda e: e.environment))
+
+    def _artifact_path(self, artifact: Path) -> Path:
+        path = (artifact if artifact.is_absolute() else Path.cwd() / artifact).resolve()
+        if not path.exists():
+            raise ArtifactError(f"checkpoint artifact {artifact} does not exist")
+        try:
+            path.relative_to(self.ws.root)
+        except ValueError:
+            raise ArtifactError(
+                f"checkpoint artifact {artifact} is outside the workspace {self.ws.root}: "
+                "save or move it under the workspace so DVC can track it"
+            ) from None
+        if path == self.ws.root or self.ws.rel(path).split("/")[0] in ("registry", ".gov", ".dvc"):
+            raise ArtifactError(f"checkpoint artifact {artifact} is inside gov's own folders")
+        return path
+
+    def add_checkpoint(
+        self,
+        run: str,
+        step: int,
+        artifact: Path | str,
+        exposure: Mapping[str, float],
+        *,
+        note: str | None = None,
+    ) -> Checkpoint:
+        """Register one checkpoint: DVC tracks its artifact, one git commit records it."""
+        new = NewCheckpoint(step=step, artifact=Path(artifact), exposure=exposure, note=note)
+        return self.add_checkpoints(run, [new])[0]
+
+    def add_checkpoints(self, run: str, new: Sequence[NewCheckpoint]) -> list[Checkpoint]:
+        """Register several checkpoints of a run in one change (one DVC add, one commit)."""
+        if not new:
+            return []
+        steps = [n.step for n in new]
+        summary = (
+            f"register checkpoint {run}@{steps[0]}"
+            if len(new) == 1
+            else f"register {len(new)} checkpoints of run {run} (steps {min(steps)}-{max(steps)})"
+        )
+        with self.ws.change(summary) as change:
+            record = self.run(run)
+            existing = {c.step: c for c in self.checkpoints(run)}
+            seen: set[int] = set()
+            paths: list[Path] = []
+            exposures: list[tuple[ExposureEntry, ...]] = []
+            for item in new:
+                if item.step < 0:
+                    raise GovError(f"checkpoint step {item.step} is negative")
+                if item.step in existing or item.step in seen:
+                    raise AlreadyExists(
+                        f"run {run!r} already has a checkpoint at step {item.step}: each step is "
+                        "registered once"
+                    )
+                if record.forked_from_step is not None and item.step <= record.forked_from_step:
+                    raise LineageError(
+                        f"run {run!r} was forked at step {record.forked_from_step}; "
+                        f"step {item.step} is not after it"
+                    )
+                seen.add(item.step)
+                paths.append(self._artifact_path(item.artifact))
+                exposures.append(self.resolve_exposure(item.exposure))
+            if len(set(paths)) != len(paths):
+                raise ArtifactError("two checkpoints name the same artifact")
+            tracked = change.track(paths)
+            now = utc_now()
+            added = [
+                Checkpoint(
+                    run=run,
+                    step=item.step,
+                    artifact=self.ws.rel(path),
+                    artifact_md5=tracked[path].md5,
+                    artifact_size=tracked[path].size,
+                    created=item.created or now,
+                    exposure=entries,
+                    note=item.note,
+                )
+                for item, path, entries in zip(new, paths, exposures, strict=True)
+            ]
+            self._write_checkpoints(change, run, [*existing.values(), *added])
+            change.body = "\n".join(
+                f"{c.ref}: {c.artifact} (md5 {c.artifact_md5})" for c in added[:50]
+            )
+        return added
+
+    def set_checkpoint_status(
+        self, run: str, step: int, status: CheckpointStatus, reason: str | None = None
+    ) -> Checkpoint:
+        with self.ws.change(f"mark checkpoint {run}@{step} {status.value}") as change:
+            current = {c.step: c for c in self.checkpoints(run)}
+            if step not in current:
+                self.checkpoint(run, step)  # raises the not-registered error
+            current[step] = current[step].model_copy(update={"status": status})
+            self._write_checkpoints(change, run, list(current.values()))
+            change.body = reason or ""
+        return current[step]
+
+    def _write_checkpoints(
+        self, change: workspace_mod.Change, run: str, records: Iterable[Checkpoint]
+    ) -> None:
+        ordered = sorted(records, key=lambda c: c.step)
+        text = "".join(model_json_line(c) + "\n" for c in ordered)
+        change.write(self._checkpoint_file(run), text.encode())
+
+    # -- environments --------------------------------------------------------------------
+    def environments(self) -> list[Environment]:
+        return [self.environment(p.stem) for p in self._all("environments", ".yaml")]
+
+    def environment(self, env: str) -> Environment:
+        path = self._env_file(check_name("environment", env))
+        if not path.is_file():
+            raise NotFound(
+                f"environment {env!r} is not registered: add it with `gov env add {env}`"
+            )
+        record = self._load_named(path, Environment)
+        assert isinstance(record, Environment)
+        return record
+
+    def environment_version(self, env: Environment, ref: str) -> EnvironmentVersion:
+        """A version by number (`2`, `v2`) or by a prefix of its content hash (7+ hex digits)."""
+        ref = ref.strip().lower()
+        number = ref[1:] if ref.startswith("v") else ref
+        if number.isdigit() and len(number) < 7:
+            for version in env.versions:
+                if version.number == int(number):
+                    return version
+        else:
+            digits = ref.removeprefix("sha256:")
+            found = [v for v in env.versions if v.hash.removeprefix("sha256:").startswith(digits)]
+            if len(found) == 1 and len(digits) >= 7:
+                return found[0]
+            if len(found) > 1:
+                raise NotFound(f"environment version {env.id}@{ref} is ambiguous")
+        known = ", ".join(f"v{v.number} ({v.hash[7:19]})" for v in env.versions)
+        raise NotFound(f"environment {env.id!r} has no version {ref!r} (known: {known})")
+
+    def add_environment(
+        self,
+        env: str,
+        *,
+        paths: Sequence[Path] | None = None,
+        content_hash: str | None = None,
+        description: str | None = None,
+        note: str | None = None,
+        created: datetime | None = None,
+    ) -> Environment:
+        """Register an environment; its first version is the content hash of its files."""
+        check_name("environment", env)
+        digest = _content(paths, content_hash, f"environment {env}")
+        with self.ws.change(f"register environment {env}") as change:
+            if self._env_file(env).exists():
+                raise AlreadyExists(
+                    f"environment {env!r} is already registered: a redesign is "
+                    f"`gov env version {env}`"
+                )
+            version = EnvironmentVersion(
+                number=1, hash=digest, created=created or utc_now(), note=note
+            )
+            record = Environment(id=env, description=description, versions=(version,))
+            change.write(self._env_file(env), model_yaml(record))
+            change.body = f"Version 1: {digest}"
+        return record
+
+    def add_environment_version(
+        self,
+        env: str,
+        *,
+        paths: Sequence[Path] | None = None,
+        content_hash: str | None = None,
+        note: str,
+    ) -> Environment:
+        """Register a new version of an environment (a redesign); it becomes active again."""
+        digest = _content(paths, content_hash, f"environment {env}")
+        with self.ws.change(f"new version of environment {env}") as change:
+            current = self.environment(env)
+            if current.status == EnvironmentStatus.RETIRED:
+                raise GovError(f"environment {env!r} is retired: register a new environment")
+            clash = [v for v in current.versions if v.hash == digest]
+            if clash:
+                raise AlreadyExists(
+                    f"environment {env!r} already has this content as version {clash[0].number}: "
+                    "a redesign must change the environment or its scoring"
+                )
+            number = current.versions[-1].number + 1
+            version = EnvironmentVersion(number=number, hash=digest, created=utc_now(), note=note)
+            record = current.model_copy(
+                update={
+                    "versions": (*current.versions, version),
+                    "status": EnvironmentStatus.ACTIVE,
+                }
+            )
+            change.write(self._env_file(env), model_yaml(record))
+            change.summary = f"environment {env} version {number}"
+            change.body = f"{digest}\n\n{note}"
+        return record
+
+    def set_environment_status(
+        self, env: str, status: EnvironmentStatus, reason: str | None = None
+    ) -> Environment:
+        with self.ws.change(f"mark environment {env} {status.value}") as change:
+            record = self.environment(env).model_copy(update={"status": status})
+            change.write(self._env_file(env), model_yaml(record))
+            change.body = reason or ""
+        return record
+
+    # -- judges --------------------------------------------------------------------------
+    def judges(self) -> list[Judge]:
+        return [self.judge(p.stem) for p in self._all("judges", ".yaml")]
+
+    def judge(self, judge: str) -> Judge:
+        path = self._judge_file(check_name("judge", judge))
+        if not path.is_file():
+            raise NotFound(
+                f"judge {judge!r} is not registered: add it with `gov judge add {judge}`"
+            )
+        record = self._load_named(path, Judge)
+        assert isinstance(record, Judge)
+        return record
+
+    def add_judge(
+        self,
+        judge: str,
+        version: str,
+        *,
+        rubric: Sequence[Path] | None = None,
+        rubric_hash: str | None = None,
+        description: str | None = None,
+        note: str | None = None,
+        created: datetime | None = None,
+    ) -> Judge:
+        """Register a judge, or a new version of one (a new model or rubric is a new series)."""
+        check_name("judge", judge)
+        digest = _content(rubric, rubric_hash, f"judge {judge} rubric")
+        entry = JudgeVersion(
+            version=version, rubric_hash=digest, created=created or utc_now(), note=note
+        )
+        with self.ws.change(f"register judge {judge} version {version}") as change:
+            path = self._judge_file(judge)
+            if path.exists():
+                current = self.judge(judge)
+                if any(v.version == version for v in current.versions):
+                    raise AlreadyExists(f"judge {judge!r} already has version {version!r}")
+                record = current.model_copy(update={"versions": (*current.versions, entry)})
+            else:
+                record = Judge(id=judge, description=description, versions=(entry,))
+            change.write(path, model_yaml(record))
+            change.body = f"Rubric {digest}"
+        return record
+
+    # -- overview ------------------------------------------------------------------------
+    def summary(self) -> Summary:
+        from . import artifacts, scm
+
+        checkpoints = self.checkpoints()
+        by_status: dict[str, int] = {s.value: 0 for s in CheckpointStatus}
+        for ckpt in checkpoints:
+            by_status[ckpt.status.value] += 1
+        envs: dict[str, int] = {s.value: 0 for s in EnvironmentStatus}
+        for env in self.environments():
+            envs[env.status.value] += 1
+        return Summary(
+            root=self.ws.root,
+            runs=len(self.runs()),
+            checkpoints=len(checkpoints),
+            checkpoints_by_status=by_status,
+            environments_by_status=envs,
+            judges=len(self.judges()),
+            dvc_remote=artifacts.default_remote(self.ws.root),
+            head=scm.head(self.ws.repo),
+        )
+
+
+def open_registry(workspace: Path | str | None = None) -> Registry:
+    """The registry of the workspace at `workspace` (or found upwards from the current folder)."""
+    return Registry(workspace_mod.find(Path(workspace) if workspace is not None else None))

@@ -1,0 +1,280 @@
+"""The governance workspace: where it is, how it is set up, and how a change is made whole or not at all.
+
+A change runs under the workspace lock. Before it touches a file it notes the file's old content in a
+journal (`.gov/journal.json`); when the change is committed to git the journal is removed. If a
+process dies in between, the next gov command finds the journal and puts every file back, so the
+registry and the git history are always as they were before the change or as they are after it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import git
+from filelock import FileLock, Timeout
+
+from . import artifacts, scm
+from .errors import NotAWorkspace, WorkspaceBusy
+from .models import WorkspaceConfig, utc_now
+from .storage import atomic_write, load_yaml_model, model_yaml
+
+CONFIG_FILE = "gov.yaml"
+STATE_DIR = ".gov"
+LOCK_TIMEOUT_S = 60.0
+_TRAILER = "Gov-Change"
+
+REGISTRY_README = """\
+# Registry
+
+Written by `gov`; one git commit per change. Plain files, meant to be read in a pull request.
+
+- `runs/<run>.yaml`: a training run and its lineage (parent run, step it was forked from).
+- `checkpoints/<run>.jsonl`: one JSON line per checkpoint of the run, by step: artifact path and
+  its DVC content hash, exposure (environment versions and mixture weights), status.
+- `environments/<env>.yaml`: an environment, its status and its versions (content hashes).
+- `judges/<judge>.yaml`: a judge and its versions (rubric hashes).
+"""
+
+AUDIT_README = """\
+# Audit trail
+
+The append-only, hash-chained record of gov's decisions, promotions, overrides, flags, redesigns
+and rollbacks lives here. Do not edit these files by hand.
+"""
+
+
+def bundled(name: str) -> Path:
+    """A folder shipped with gov (`policies`, `registry`): inside the package once installed,
+    beside it in a source checkout."""
+    packaged = Path(str(resources.files("governance"))) / "bundled" / name
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parent.parent / name
+
+
+@dataclass
+class Workspace:
+    root: Path
+    repo: git.Repo
+
+    @property
+    def registry(self) -> Path:
+        return self.root / "registry"
+
+    @property
+    def policies(self) -> Path:
+        return self.root / "policies"
+
+    @property
+    def audit(self) -> Path:
+        return self.root / "audit"
+
+    @property
+    def state(self) -> Path:
+        return self.root / STATE_DIR
+
+    def rel(self, path: Path) -> str:
+        try:
+            return path.resolve().relative_to(self.root).as_posix()
+        except ValueError:
+            return str(path)
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        self.state.mkdir(exist_ok=True)
+        ignore = self.state / ".gitignore"
+        if not ignore.exists():
+            atomic_write(
+                ignore, b"# gov's local state (lock, journal, caches): never committed\n*\n"
+            )
+        lock = FileLock(str(self.state / "lock"))
+        try:
+            lock.acquire(timeout=LOCK_TIMEOUT_S)
+        except Timeout as exc:
+            raise WorkspaceBusy(
+                f"another gov process has held {self.rel(self.state / 'lock')} for "
+                f"{LOCK_TIMEOUT_S:.0f} s; retry when it has finished"
+            ) from exc
+        try:
+            self._recover()
+            yield
+        finally:
+            lock.release()
+
+    def ensure_consistent(self) -> None:
+        """Called by readers: finish undoing a change a killed process left half made."""
+        if (self.state / "journal.json").exists():
+            with self.locked():
+                pass
+
+    @contextmanager
+    def change(self, summary: str, body: str = "") -> Iterator[Change]:
+        """Make one registry change: all its writes and one git commit, or nothing."""
+        with self.locked():
+            scm.check_identity(self.repo)
+            change = Change(self, summary, body)
+            try:
+                yield change
+                change.commit()
+            except BaseException:
+                change.undo()
+                raise
+
+    def _recover(self) -> None:
+        journal = self.state / "journal.json"
+        if not journal.exists():
+            return
+        try:
+            data = json.loads(journal.read_text())
+        except ValueError:
+            # A journal is written atomically, so this is a hand-made file: nothing we can undo.
+            journal.unlink()
+            return
+        now = scm.head(self.repo)
+        if now != data["head"] and now is not None:
+            if f"{_TRAILER}: {data['id']}" in scm.commit_message(now, self.repo):
+                journal.unlink()  # the commit landed; only the clean-up was missed
+                return
+        _restore(self, data["files"])
+        journal.unlink()
+
+
+def _restore(ws: Workspace, files: dict[str, str | None]) -> None:
+    paths = [ws.root / rel for rel in files]
+    for path, old in zip(paths, files.values(), strict=True):
+        if old is None:
+            path.unlink(missing_ok=True)
+        else:
+            atomic_write(path, base64.b64decode(old))
+    scm.unstage(ws.repo, [p for p in paths if _tracked_or_staged(ws.repo, p)])
+
+
+def _tracked_or_staged(repo: git.Repo, path: Path) -> bool:
+    rel = path.resolve().relative_to(scm.work_tree(repo)).as_posix()
+    return bool(repo.git.ls_files("--", rel))
+
+
+@dataclass
+class Change:
+    """One registry change in progress; see `Workspace.change`."""
+
+    ws: Workspace
+    summary: str
+    body: str
+    id: str = field(default_factory=lambda: secrets.token_hex(8))
+    originals: dict[str, str | None] = field(default_factory=dict)
+    touched: list[Path] = field(default_factory=list)
+    artifacts: list[Path] = field(default_factory=list)
+    head: str | None = None
+    sha: str | None = None
+
+    def expect(self, paths: Sequence[Path]) -> None:
+        """Journal the current content (or absence) of `paths` before anything writes them."""
+        if not self.touched:
+            self.head = scm.head(self.ws.repo)
+        new = False
+        for path in paths:
+            rel = self.ws.rel(path)
+            if rel in self.originals:
+                continue
+            new = True
+            self.originals[rel] = (
+                base64.b64encode(path.read_bytes()).decode() if path.is_file() else None
+            )
+            self.touched.append(path)
+        if new:
+            record = {"id": self.id, "head": self.head, "files": self.originals}
+            atomic_write(self.ws.state / "journal.json", json.dumps(record).encode())
+
+    def write(self, path: Path, data: bytes) -> None:
+        self.expect([path])
+        atomic_write(path, data)
+
+    def track(self, paths: Sequence[Path]) -> dict[Path, artifacts.TrackedArtifact]:
+        """Track artifacts with DVC as part of this change; returns their content hashes."""
+        self.expect([p for a in paths for p in artifacts.touched_by_add(a)])
+        self.artifacts.extend(paths)
+        return artifacts.add(self.ws.root, paths)
+
+    def commit(self) -> str | None:
+        if not self.touched:
+            return None
+        if self.artifacts and artifacts.default_remote(self.ws.root):
+            artifacts.push(self.ws.root, self.artifacts)
+        message = f"gov: {self.summary}\n\n{self.body}\n\n{_TRAILER}: {self.id}\n".replace(
+            "\n\n\n\n", "\n\n"
+        )
+        self.sha = scm.commit_paths(
+            self.ws.repo,
+            [p for p in self.touched if p.exists() or _tracked_or_staged(self.ws.repo, p)],
+            message,
+        )
+        (self.ws.state / "journal.json").unlink(missing_ok=True)
+        return self.sha
+
+    def undo(self) -> None:
+        if self.originals:
+            _restore(self.ws, self.originals)
+        (self.ws.state / "journal.json").unlink(missing_ok=True)
+
+
+def find(start: Path | None = None) -> Workspace:
+    """The workspace at `start` or its nearest parent holding gov.yaml (like git finds .git)."""
+    origin = (start or Path.cwd()).resolve()
+    if start is not None and not origin.is_dir():
+        raise NotAWorkspace(f"--workspace {start}: no such folder")
+    for folder in (origin, *origin.parents):
+        if (folder / CONFIG_FILE).is_file():
+            load_yaml_model(folder / CONFIG_FILE, WorkspaceConfig, CONFIG_FILE)
+            ws = Workspace(folder, scm.open_repo(folder))
+            ws.ensure_consistent()
+            return ws
+    raise NotAWorkspace(
+        f"no gov workspace in {origin} or any folder above it: run `gov init` in your "
+        "training repository, or pass --workspace"
+    )
+
+
+@dataclass(frozen=True)
+class InitResult:
+    root: Path
+    created: list[str]
+    commit: str | None
+
+
+def init(folder: Path) -> InitResult:
+    """Make `folder` (inside a git work tree) a workspace. Idempotent: only adds what is missing."""
+    folder = folder.resolve()
+    if not folder.is_dir():
+        raise NotAWorkspace(f"{folder}: no such folder")
+    repo = scm.open_repo(folder)
+    git_root = scm.work_tree(repo)
+    ws = Workspace(folder, repo)
+    wanted: dict[Path, bytes] = {
+        folder / CONFIG_FILE: model_yaml(WorkspaceConfig(created=utc_now())),
+        ws.registry / "README.md": REGISTRY_README.encode(),
+        ws.audit / "README.md": AUDIT_README.encode(),
+    }
+    source = bundled("policies")
+    for path in sorted(source.rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts:
+            wanted[ws.policies / path.relative_to(source)] = path.read_bytes()
+    missing = {path: data for path, data in wanted.items() if not path.exists()}
+    needs_dvc = artifacts.find_dvc_root(folder) is None
+    if not missing and not needs_dvc:
+        return InitResult(folder, [], None)
+    with ws.change("initialise governance workspace") as change:
+        for path, data in missing.items():
+            change.write(path, data)
+        if needs_dvc:
+            change.expect([folder / name for name in artifacts.DVC_INIT_FILES])
+            artifacts.init_dvc(folder, git_root)
+    created = [ws.rel(p) for p in change.touched if p.exists()]
+    return InitResult(folder, created, change.sha)
