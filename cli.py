@@ -21,7 +21,7 @@ from rich.table import Table
 from governance import __version__
 from governance.errors import GovError
 from governance.example import ExampleResult, build_example
-from governance.models import Checkpoint, Environment, Judge, Run
+from governance.models import Checkpoint, CheckpointStatus, Environment, Judge, Run
 from governance.registry import Registry, open_registry, parse_checkpoint_ref
 from governance.workspace import init as init_workspace
 
@@ -357,7 +357,11 @@ def checkpoint_add(
 
 @checkpoint.command("list")
 @click.option("--run", "run_name", help="Only this run's checkpoints.")
-@click.option("--status", type=click.Choice(["registered", "promoted", "blocked", "quarantined"]))
+@click.option(
+    "--status",
+    type=click.Choice([s.value for s in CheckpointStatus]),
+    help="Only checkpoints with this status.",
+)
 @format_option("table", "json")
 @click.pass_context
 def checkpoint_list(ctx: click.Context, run_name: str | None, status: str | None, fmt: str) -> None:
@@ -432,7 +436,8 @@ _FROM = click.option(
     "paths",
     multiple=True,
     type=click.Path(exists=True, path_type=Path),
-    help="Files or folders of the environment and its scoring, hashed into the version. Repeatable.",
+    help="Files or folders of the environment and its scoring, hashed into the version "
+    "(repeatable).",
 )
 _HASH = click.option(
     "--hash", "digest", help="A precomputed sha256 content hash instead of --from."
@@ -637,6 +642,29 @@ def judge_list(ctx: click.Context, fmt: str) -> None:
     )
 
 
+@judge.command("show")
+@click.argument("name")
+@format_option("table", "json")
+@click.pass_context
+def judge_show(ctx: click.Context, name: str, fmt: str) -> None:
+    """Show a judge and its versions.
+
+    \b
+    Example:
+        gov judge show cot-monitor --format json
+    """
+    record = registry(ctx).judge(name)
+    if fmt == "json":
+        echo_json(record)
+        return
+    echo_fields([("judge", record.id), ("description", record.description)])
+    echo_table(
+        "versions",
+        ["version", "rubric hash", "created", "note"],
+        [[v.version, v.rubric_hash, v.created.isoformat(), v.note] for v in record.versions],
+    )
+
+
 # -- the bundled example ------------------------------------------------------------------
 @cli.command()
 @click.argument("directory", required=False, type=click.Path(file_okay=False, path_type=Path))
@@ -678,7 +706,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     show_traceback = "--traceback" in args
     try:
-        cli.main(args=args, prog_name="gov", standalone_mode=False)
+        code = cli.main(args=args, prog_name="gov", standalone_mode=False)
     except GovError as exc:
         if show_traceback:
             raise
@@ -687,8 +715,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     except click.exceptions.Abort:
         click.echo("gov: aborted", err=True)
         sys.exit(130)
+    except click.UsageError as exc:
+        command = exc.ctx.command_path if exc.ctx else "gov"
+        click.secho(
+            f"gov: error: {exc.format_message()} (see `{command} --help`)", fg="red", err=True
+        )
+        sys.exit(exc.exit_code)
     except click.ClickException as exc:
-        exc.show()
+        click.secho(f"gov: error: {exc.format_message()}", fg="red", err=True)
         sys.exit(exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
@@ -703,6 +737,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             err=True,
         )
         sys.exit(INTERNAL_ERROR)
+    if isinstance(code, int) and code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
-"""The one exception family of gov: every user-facing failure is a GovError with a one-line message.
+"""The one exception family of gov: every failure a user can act on is a GovError, one line long.
 
-The CLI prints the message on one line and exits with the error's code; `--traceback` shows the stack.
+The CLI prints the message on one line and exits with the error's code; `--traceback` shows
+the stack.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The bundled example: a deterministic training run with planted patterns, built where the user asks.
+"""The bundled example: a deterministic training run with planted patterns, built where asked.
 
 `build_example` turns the spec in `registry/example.yaml` (or one given in code, as the tests and
 benchmarks do with more checkpoints) into a real workspace: a git repository with environment and

@@ -1,4 +1,4 @@
-"""The registry of runs, checkpoints, environments and judges: read from plain files, changed by commits.
+"""The registry of runs, checkpoints, environments and judges: plain files, changed by commits.
 
 This is the library a training loop calls (register a checkpoint right after saving it) and the CLI
 wraps. The current state is the files themselves, so reading never replays git history; git holds
@@ -224,9 +224,21 @@ class Registry:
         return found
 
     def checkpoint(self, run: str, step: int) -> Checkpoint:
-        for ckpt in self.checkpoints(run):
-            if ckpt.step == step:
-                return ckpt
+        self.run(run)
+        path = self._checkpoint_file(run)
+        if path.is_file():
+            # gov writes `"step":N,` in every line: validate only the line that can match, so one
+            # lookup stays fast in a run of thousands. A hand-formatted file takes the full read.
+            key = b'"step":%d,' % step
+            with path.open("rb") as handle:
+                lines = [line for line in handle if key in line]
+            for line in lines:
+                ckpt = Checkpoint.model_validate_json(line)
+                if ckpt.step == step:
+                    return ckpt
+            for ckpt in self.checkpoints(run):
+                if ckpt.step == step:
+                    return ckpt
         raise NotFound(f"checkpoint {run}@{step} is not registered (see `gov checkpoint list`)")
 
     def resolve_exposure(self, exposure: Mapping[str, float]) -> tuple[ExposureEntry, ...]:

@@ -1,4 +1,4 @@
-"""git at the edge: every registry change becomes exactly one commit of exactly the files it touched.
+"""git at the edge: every registry change becomes one commit of exactly the files it touched.
 
 Commits use `git commit --only`, so whatever else the user has staged stays staged and out of
 gov's commit, and the user's hooks, identity and signing settings apply as for any commit.
@@ -49,19 +49,22 @@ def check_identity(repo: git.Repo) -> None:
         ) from exc
 
 
-def commit_paths(repo: git.Repo, paths: Iterable[Path], message: str) -> str:
-    """Commit the current content of `paths` (and only them); return the new commit's sha."""
+def commit_paths(repo: git.Repo, paths: Iterable[Path], message: str) -> str | None:
+    """Commit the current content of `paths` (and only them); return the new commit's sha,
+    or None when they already are as HEAD has them."""
     root = work_tree(repo)
     rel = sorted({p.resolve().relative_to(root).as_posix() for p in paths})
     try:
         repo.git.add("-A", "--", *rel)
+        if head(repo) is not None and not repo.git.diff(
+            "--cached", "--name-only", "HEAD", "--", *rel
+        ):
+            return None
         repo.git.commit("--only", "-m", message, "--", *rel)
     except git.GitCommandError as exc:
         detail = " ".join((exc.stderr or exc.stdout or str(exc)).split())
         raise GitError(f"git refused to commit the registry change: {detail[:300]}") from exc
-    sha = head(repo)
-    assert sha is not None
-    return sha
+    return head(repo)
 
 
 def unstage(repo: git.Repo, paths: Iterable[Path]) -> None:

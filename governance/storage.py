@@ -107,7 +107,9 @@ def load_yaml_model(path: Path, model: type[M], display: str) -> M:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise RegistryFileError(f"{display}{where}: invalid YAML: {problem}; {_fix_hint(display)}")
+        raise RegistryFileError(
+            f"{display}{where}: invalid YAML: {problem}; {_fix_hint(display)}"
+        ) from exc
     if not isinstance(data, dict):
         raise RegistryFileError(f"{display}: expected a mapping of fields; {_fix_hint(display)}")
     try:

@@ -1,7 +1,7 @@
-"""The governance workspace: where it is, how it is set up, and how a change is made whole or not at all.
+"""The governance workspace: where it is, how it is set up, and how a change is whole or absent.
 
-A change runs under the workspace lock. Before it touches a file it notes the file's old content in a
-journal (`.gov/journal.json`); when the change is committed to git the journal is removed. If a
+A change runs under the workspace lock. Before it touches a file it notes the file's old content in
+a journal (`.gov/journal.json`); when the change is committed to git the journal is removed. If a
 process dies in between, the next gov command finds the journal and puts every file back, so the
 registry and the git history are always as they were before the change or as they are after it.
 """
@@ -138,10 +138,13 @@ class Workspace:
             journal.unlink()
             return
         now = scm.head(self.repo)
-        if now != data["head"] and now is not None:
-            if f"{_TRAILER}: {data['id']}" in scm.commit_message(now, self.repo):
-                journal.unlink()  # the commit landed; only the clean-up was missed
-                return
+        if (
+            now is not None
+            and now != data["head"]
+            and f"{_TRAILER}: {data['id']}" in scm.commit_message(now, self.repo)
+        ):
+            journal.unlink()  # the commit landed; only the clean-up was missed
+            return
         _restore(self, data["files"])
         journal.unlink()
 
@@ -171,7 +174,7 @@ class Change:
     id: str = field(default_factory=lambda: secrets.token_hex(8))
     originals: dict[str, str | None] = field(default_factory=dict)
     touched: list[Path] = field(default_factory=list)
-    artifacts: list[Path] = field(default_factory=list)
+    artifact_paths: list[Path] = field(default_factory=list)
     head: str | None = None
     sha: str | None = None
 
@@ -200,14 +203,14 @@ class Change:
     def track(self, paths: Sequence[Path]) -> dict[Path, artifacts.TrackedArtifact]:
         """Track artifacts with DVC as part of this change; returns their content hashes."""
         self.expect([p for a in paths for p in artifacts.touched_by_add(a)])
-        self.artifacts.extend(paths)
+        self.artifact_paths.extend(paths)
         return artifacts.add(self.ws.root, paths)
 
     def commit(self) -> str | None:
         if not self.touched:
             return None
-        if self.artifacts and artifacts.default_remote(self.ws.root):
-            artifacts.push(self.ws.root, self.artifacts)
+        if self.artifact_paths and artifacts.default_remote(self.ws.root):
+            artifacts.push(self.ws.root, self.artifact_paths)
         message = f"gov: {self.summary}\n\n{self.body}\n\n{_TRAILER}: {self.id}\n".replace(
             "\n\n\n\n", "\n\n"
         )

@@ -1,0 +1,146 @@
+"""Fixtures: real git repositories and real DVC (a local folder as remote) in temporary folders."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import git
+import pytest
+from click.testing import CliRunner
+
+import cli
+from governance import Registry, init, open_registry
+from governance.example import set_dvc_remote
+from governance.workspace import find
+
+
+@dataclass
+class Result:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+def run_gov(args: list[str], cwd: Path | None = None) -> Result:
+    """Run `gov ARGS` in-process, through the same entry point as the installed command."""
+    runner = CliRunner()
+    with runner.isolation() as (out, err, _):
+        import os
+
+        before = Path.cwd()
+        if cwd is not None:
+            os.chdir(cwd)
+        try:
+            cli.main(args)
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        finally:
+            os.chdir(before)
+        return Result(code, out.getvalue().decode(), err.getvalue().decode())
+
+
+@pytest.fixture
+def gov() -> Callable[..., Result]:
+    def call(*args: str, cwd: Path | None = None) -> Result:
+        return run_gov(list(args), cwd)
+
+    return call
+
+
+def make_git_repo(path: Path) -> git.Repo:
+    path.mkdir(parents=True, exist_ok=True)
+    repo = git.Repo.init(path, initial_branch="main")
+    with repo.config_writer() as config:
+        config.set_value("user", "name", "Test Trainer")
+        config.set_value("user", "email", "trainer@example.com")
+        config.set_value("commit", "gpgsign", "false")
+    (path / "train.py").write_text("print('training')\n")
+    repo.index.add(["train.py"])
+    repo.index.commit("training code")
+    return repo
+
+
+@pytest.fixture
+def git_repo(tmp_path: Path) -> Path:
+    make_git_repo(tmp_path / "repo")
+    return tmp_path / "repo"
+
+
+@pytest.fixture
+def dvc_remote(tmp_path: Path) -> Path:
+    remote = tmp_path / "dvc-remote"
+    remote.mkdir()
+    return remote
+
+
+@pytest.fixture
+def workspace(git_repo: Path, dvc_remote: Path) -> Path:
+    """An initialised workspace with a DVC remote, two environments, a judge and a run."""
+    init(git_repo)
+    set_dvc_remote(find(git_repo), dvc_remote)
+    reg = open_registry(git_repo)
+    for env in ("code-tests", "math"):
+        folder = git_repo / "envs" / env
+        folder.mkdir(parents=True)
+        (folder / "task.py").write_text(f"TASK = {env!r}\n")
+        reg.add_environment(env, paths=[folder], description=f"the {env} environment")
+    rubric = git_repo / "rubric.md"
+    rubric.write_text("Judge rationalization.\n")
+    reg.add_judge("cot-monitor", "1", rubric=[rubric])
+    reg.add_run("main")
+    repo = git.Repo(git_repo)
+    repo.index.add(["envs", "rubric.md"])
+    repo.index.commit("environment sources and rubric")
+    return git_repo
+
+
+@pytest.fixture
+def registry(workspace: Path) -> Registry:
+    return open_registry(workspace)
+
+
+@pytest.fixture
+def artifact(workspace: Path) -> Callable[[str], Path]:
+    def make(name: str, content: bytes | None = None) -> Path:
+        path = workspace / "ckpt" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content if content is not None else name.encode() * 50)
+        return path
+
+    return make
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    head: str
+    status: str
+    files: str
+
+
+def snapshot(root: Path) -> Snapshot:
+    """HEAD, `git status` and a hash of every file outside .git: what a failed command must keep."""
+    repo = git.Repo(root)
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root)
+        if (
+            path.is_file()
+            and rel.parts[0] not in (".git",)
+            and rel.parts[:2] not in ((".dvc", "tmp"), (".dvc", "cache"))
+        ):
+            if rel.parts[0] == ".gov" and rel.name == "lock":
+                continue
+            digest.update(str(rel).encode() + b"\0" + path.read_bytes())
+    status = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=all"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return Snapshot(repo.head.commit.hexsha, status, digest.hexdigest())

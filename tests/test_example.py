@@ -1,0 +1,87 @@
+"""The bundled example: built where the user asks, deterministic, with the planned patterns."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import git
+import pytest
+
+from governance import open_registry
+from governance.errors import ExampleError
+from governance.example import Healthy, Rising, Spike, build_example, load_spec
+
+CHECKOUT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("ex") / "example"
+    build_example(root, remote=root.parent / "remote")
+    return root
+
+
+def test_example_meets_the_plan(built: Path) -> None:
+    reg = open_registry(built)
+    checkpoints = reg.checkpoints("main")
+    assert len(checkpoints) >= 40
+    assert len(reg.environments()) >= 10
+    assert len(reg.judges()) >= 1
+    for ckpt in checkpoints:
+        assert len(ckpt.exposure) == 10
+        assert abs(sum(e.weight for e in ckpt.exposure) - 1) < 1e-9
+        assert (built / ckpt.artifact).is_file()
+        assert (built / (ckpt.artifact + ".dvc")).is_file()
+    kinds = [type(e.pattern) for e in load_spec().environments]
+    assert kinds.count(Rising) == 1 and kinds.count(Spike) == 1 and kinds.count(Healthy) == 1
+    steps = {c.step for c in checkpoints}
+    for env in load_spec().environments:
+        if isinstance(env.pattern, Rising):
+            assert env.pattern.onset_step in steps
+            assert min(steps) < env.pattern.onset_step < max(steps)
+        if isinstance(env.pattern, Spike):
+            assert env.pattern.step in steps
+    repo = git.Repo(built)
+    assert repo.git.status("--porcelain") == ""
+    assert (built.parent / "remote" / "files" / "md5").is_dir()
+
+
+def test_example_is_deterministic_per_seed(built: Path, tmp_path: Path) -> None:
+    again = tmp_path / "again"
+    build_example(again)
+    other = tmp_path / "other"
+    build_example(other, seed=7)
+
+    def fingerprint(root: Path) -> list[tuple[int, str, tuple[tuple[str, float], ...]]]:
+        return [
+            (c.step, c.artifact_md5, tuple((e.environment, e.weight) for e in c.exposure))
+            for c in open_registry(root).checkpoints("main")
+        ]
+
+    assert fingerprint(again) == fingerprint(built)
+    assert fingerprint(other) != fingerprint(built)
+    envs = [e.current.hash for e in open_registry(again).environments()]
+    assert envs == [e.current.hash for e in open_registry(built).environments()]
+
+
+def test_example_refuses_non_empty_folders_and_other_repositories(tmp_path: Path) -> None:
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "keep.txt").write_text("mine")
+    with pytest.raises(ExampleError, match="not empty"):
+        build_example(full)
+    assert [p.name for p in full.iterdir()] == ["keep.txt"]
+    with pytest.raises(ExampleError, match="inside the git repository"):
+        build_example(CHECKOUT / "example-workspace")
+    assert not (CHECKOUT / "example-workspace").exists()
+
+
+def test_example_command_prints_the_summary(gov, tmp_path: Path) -> None:
+    result = gov("example", str(tmp_path / "ex"))
+    assert result.exit_code == 0, result.stderr
+    assert "checkpoints   48 (48 registered)" in result.stdout
+    assert "rationalization rises from step" in result.stdout
+    data = json.loads(gov("example", str(tmp_path / "ex2"), "--format", "json").stdout)
+    assert data["summary"]["checkpoints"] == 48
+    assert data["summary"]["environments_by_status"]["active"] == 10
