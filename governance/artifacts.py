@@ -89,7 +89,7 @@ def add(workspace: Path, artifacts: Sequence[Path]) -> dict[Path, TrackedArtifac
     repo = open_dvc(workspace)
     try:
         repo.add([str(a) for a in artifacts])
-    except DvcException as exc:
+    except (DvcException, OSError) as exc:
         detail = " ".join(str(exc).split())
         raise ArtifactError(f"DVC could not track the artifact: {detail}") from exc
     finally:
@@ -125,7 +125,7 @@ def push(workspace: Path, artifacts: Sequence[Path]) -> int:
     repo = open_dvc(workspace)
     try:
         return int(repo.push(targets=[str(dvc_file(a)) for a in artifacts]))
-    except DvcException as exc:
+    except (DvcException, OSError) as exc:  # a local remote fails with the OS's own errors
         detail = " ".join(str(exc).split())
         raise ArtifactError(f"DVC could not push the artifact to its remote: {detail}") from exc
     finally:

@@ -51,10 +51,10 @@ and rollbacks lives here. Do not edit these files by hand.
 
 
 def bundled(name: str) -> Path:
-    """A folder shipped with gov (`policies`, `registry`): inside the package once installed,
-    beside it in a source checkout."""
+    """A file or folder shipped with gov (`policies`, `registry`, `dvc.yaml`): inside the package
+    once installed, beside it in a source checkout."""
     packaged = Path(str(resources.files("governance"))) / "bundled" / name
-    if packaged.is_dir():
+    if packaged.exists():
         return packaged
     return Path(__file__).resolve().parent.parent / name
 
@@ -265,6 +265,10 @@ def init(folder: Path) -> InitResult:
         ws.registry / "README.md": REGISTRY_README.encode(),
         ws.audit / "README.md": AUDIT_README.encode(),
     }
+    if artifacts.find_dvc_root(folder) in (None, folder):
+        # A pipeline file belongs at the DVC root; in a monorepo whose DVC root is higher up,
+        # the user's pipeline there stays theirs.
+        wanted[folder / "dvc.yaml"] = bundled("dvc.yaml").read_bytes()
     source = bundled("policies")
     for path in sorted(source.rglob("*")):
         if path.is_file() and "__pycache__" not in path.parts:

@@ -9,10 +9,13 @@ from pathlib import Path
 import git
 import pytest
 import yaml
+from conftest import snapshot
 
 from governance import NewCheckpoint, Registry
 from governance.errors import AlreadyExists, LineageError, NotFound
+from governance.example import set_dvc_remote
 from governance.models import CheckpointStatus, EnvironmentStatus
+from governance.workspace import find
 
 
 def test_checkpoint_add_tracks_artifact_with_dvc_and_pushes(
@@ -180,3 +183,15 @@ def test_status_summary(gov, registry: Registry, workspace: Path, artifact, dvc_
     assert summary["runs"] == 1 and summary["checkpoints"] == 1 and summary["judges"] == 1
     assert summary["environments_by_status"]["active"] == 2
     assert summary["dvc_remote"] == "storage"
+
+
+def test_failed_push_leaves_the_registry_as_it_was(gov, workspace: Path, artifact) -> None:
+    blocker = workspace.parent / "not-a-folder"
+    blocker.write_text("a file where the remote folder should be\n")
+    set_dvc_remote(find(workspace), blocker)
+    artifact("p.pt")
+    before = snapshot(workspace)
+    result = gov("checkpoint", "add", "main@1", "ckpt/p.pt", "-e", "math=1", cwd=workspace)
+    assert result.exit_code == 2
+    assert "could not push" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert snapshot(workspace) == before

@@ -105,3 +105,22 @@ def test_snapshot_sees_changes(workspace: Path) -> None:
     before = snapshot(workspace)
     (workspace / "train.py").write_text("changed\n")
     assert snapshot(workspace) != before
+
+
+def test_pipeline_reproduces_and_dvc_reads_its_metrics(workspace: Path) -> None:
+    import json
+    import shutil
+    import subprocess
+
+    assert shutil.which("gov"), "the pipeline runs the installed `gov` command: install it first"
+    subprocess.run(["dvc", "repro", "--quiet"], cwd=workspace, check=True, capture_output=True)
+    shown = subprocess.run(
+        ["dvc", "metrics", "show", "--json"],
+        cwd=workspace,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    metrics = json.loads(shown)[""]["data"]["metrics/registry.json"]["data"]
+    assert metrics["runs"] == 1 and metrics["judges"] == 1
+    assert metrics["environments_by_status"]["active"] == 2
