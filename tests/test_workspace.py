@@ -124,3 +124,15 @@ def test_pipeline_reproduces_and_dvc_reads_its_metrics(workspace: Path) -> None:
     metrics = json.loads(shown)[""]["data"]["metrics/registry.json"]["data"]
     assert metrics["runs"] == 1 and metrics["judges"] == 1
     assert metrics["environments_by_status"]["active"] == 2
+
+
+def test_init_keeps_an_existing_dvc_setup_and_pipeline(gov, git_repo: Path) -> None:
+    import subprocess
+
+    subprocess.run(["dvc", "init", "-q"], cwd=git_repo, check=True)
+    (git_repo / "dvc.yaml").write_text("stages: {}\n")
+    config = (git_repo / ".dvc" / "config").read_bytes()
+    assert gov("init", str(git_repo)).exit_code == 0
+    assert (git_repo / "dvc.yaml").read_text() == "stages: {}\n"
+    assert (git_repo / ".dvc" / "config").read_bytes() == config
+    assert (git_repo / "gov.yaml").is_file()
