@@ -5,9 +5,11 @@ Installed as `governance.cli` (see pyproject.toml); every command has a Python t
 
 from __future__ import annotations
 
+import csv
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -21,8 +23,12 @@ from rich.table import Table
 from governance import __version__
 from governance.errors import GovError
 from governance.example import ExampleResult, build_example
+from governance.ingest import ingest as ingest_reports
+from governance.metrics import METRICS, wilson
+from governance.metrics import series as metric_series
 from governance.models import Checkpoint, CheckpointStatus, Environment, Judge, Run
 from governance.registry import Registry, open_registry, parse_checkpoint_ref
+from governance.reports import report_json_schema
 from governance.workspace import init as init_workspace
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -67,14 +73,14 @@ def echo_json(value: Any) -> None:
 
 
 def echo_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    table = Table(
-        title=title, title_justify="left", box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False
-    )
+    table = Table(box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False)
     for column in columns:
         table.add_column(column)
     for row in rows:
         table.add_row(*("" if v is None else str(v) for v in row))
-    _console().print(table)
+    console = _console()
+    console.print(f"[bold]{title}[/bold]", soft_wrap=True)
+    console.print(table)
 
 
 def echo_fields(fields: Sequence[tuple[str, Any]]) -> None:
@@ -176,6 +182,7 @@ def _print_summary(s: dict[str, Any]) -> None:
                 f"({_counts(s['environments_by_status'])})",
             ),
             ("judges", s["judges"]),
+            ("reports", f"{s['reports']} ingested ({s['judgments']} judgments)"),
         ]
     )
 
@@ -665,6 +672,200 @@ def judge_show(ctx: click.Context, name: str, fmt: str) -> None:
     )
 
 
+# -- reports and metrics ---------------------------------------------------------------------
+@cli.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--replace",
+    is_flag=True,
+    help="Let these reports replace earlier verdicts on the same episodes by the same judge "
+    "version (recorded in the ledger and the commit). Without it, a changed verdict is refused.",
+)
+@format_option("table", "json")
+@click.pass_context
+def ingest(ctx: click.Context, files: tuple[Path, ...], replace: bool, fmt: str) -> None:
+    """Validate judge reports whole, join them with the registry, count and keep them.
+
+    FILES are episode-level JSONL (plain or gzip) or Parquet, or pre-aggregated counts in the
+    same formats (see `gov schema report`). Every file is checked before anything is stored; a
+    bad file is refused whole, naming its first bad records. Each kept file is content-addressed
+    and tracked by DVC; ingesting the same file again changes nothing.
+
+    \b
+    Example:
+        gov ingest monitor-output/main-step-001200.jsonl.gz
+        gov ingest --replace rejudged/main-step-001200.jsonl
+    """
+    reg = registry(ctx)
+    with _progress_bar(files) as progress:
+        result = ingest_reports(reg, list(files), replace=replace, progress=progress)
+    if fmt == "json":
+        echo_json(result)
+        return
+    for source, md5 in result.unchanged:
+        click.echo(f"{source}: already ingested (md5 {md5}); nothing changed")
+    for entry in result.ingested:
+        extra = (
+            f", {entry.duplicates} repeated judgments not counted again" if entry.duplicates else ""
+        )
+        if entry.replaced:
+            extra += f", {entry.replaced} verdicts replacing earlier ones"
+        click.echo(
+            f"{entry.source}: {entry.records} records, {entry.counted} judgments counted in "
+            f"{entry.groups} groups{extra} -> {entry.path}"
+        )
+    if result.commit:
+        click.echo(f"committed {result.commit[:12]}")
+
+
+@contextmanager
+def _progress_bar(files: Sequence[Path]) -> Iterator[Callable[[str, float], None] | None]:
+    """A progress bar for large inputs, on a terminal only."""
+    large = sum(f.stat().st_size for f in files if f.is_file()) > 64 << 20
+    if not (large and sys.stderr.isatty()):
+        yield None
+        return
+    from rich.progress import Progress
+
+    with Progress(console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("reading reports", total=1.0)
+
+        def update(_phase: str, fraction: float) -> None:
+            bar.update(task, completed=fraction)
+
+        yield update
+
+
+@cli.group()
+def schema() -> None:
+    """JSON Schemas of gov's file formats, for other tools to validate against."""
+
+
+@schema.command("report")
+def schema_report() -> None:
+    """Print the JSON Schema of a divergence report (episode-level and aggregated records).
+
+    \b
+    Example:
+        gov schema report > gov-report.schema.json
+    """
+    echo_json(report_json_schema())
+
+
+@cli.command()
+@click.option("--run", "run_name", help="Follow this run's lineage (ancestors up to each fork).")
+@click.option("--env", "environment", help="Only this environment.")
+@click.option("--judge", "judge_name", help="Only this judge.")
+@click.option(
+    "--metric",
+    "metric_names",
+    multiple=True,
+    type=click.Choice([*METRICS, "all"]),
+    help="The metric(s) to show (repeatable; default rationalization_rate).",
+)
+@format_option("table", "json", "csv")
+@click.pass_context
+def metrics(
+    ctx: click.Context,
+    run_name: str | None,
+    environment: str | None,
+    judge_name: str | None,
+    metric_names: tuple[str, ...],
+    fmt: str,
+) -> None:
+    """Show each metric's series per environment over the checkpoints, with 95% intervals.
+
+    Intervals are Wilson score intervals. A series is one environment version judged by one judge
+    version: different judge versions are separate series, never pooled.
+
+    \b
+    Example:
+        gov metrics --env code-unit-tests
+        gov metrics --metric all --format csv > metrics.csv
+    """
+    if "all" in metric_names or (not metric_names and fmt != "table"):
+        names = list(METRICS)  # files and JSON carry every metric unless asked otherwise
+    else:
+        names = list(metric_names) or ["rationalization_rate"]
+    found = metric_series(
+        registry(ctx), metrics=names, run=run_name, environment=environment, judge=judge_name
+    )
+    if fmt == "json":
+        echo_json(found)
+        return
+    if fmt == "csv":
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(
+            [
+                "metric",
+                "run",
+                "step",
+                "environment",
+                "environment_version",
+                "judge",
+                "judge_version",
+                "k",
+                "n",
+                "value",
+                "low",
+                "high",
+            ]
+        )
+        for s in found:
+            for p in s.points:
+                writer.writerow(
+                    [
+                        s.metric,
+                        p.run,
+                        p.step,
+                        s.environment,
+                        s.environment_version,
+                        s.judge,
+                        s.judge_version,
+                        p.k,
+                        p.n,
+                        _num(p.value),
+                        _num(p.low),
+                        _num(p.high),
+                    ]
+                )
+        return
+    if not found:
+        click.echo("no judgments ingested yet for this selection: see `gov ingest`")
+        return
+    judges_per_env: dict[tuple[str, str], set[tuple[str, str]]] = {}
+    for s in found:
+        judges_per_env.setdefault((s.metric, s.environment), set()).add((s.judge, s.judge_version))
+    for s in found:
+        rows = [
+            [f"{p.run}@{p.step}", p.k, p.n, _pct(p.value), f"[{_pct(p.low)}, {_pct(p.high)}]"]
+            if p.value is not None
+            else [f"{p.run}@{p.step}", p.k, p.n, "-", "insufficient evidence (n = 0)"]
+            for p in s.points
+        ]
+        echo_table(
+            f"{s.metric} · {s.environment} v{s.environment_version} · judge {s.judge} "
+            f"{s.judge_version}",
+            ["checkpoint", "k", "n", "value", "95% interval"],
+            rows,
+        )
+    for (metric, env), judges in judges_per_env.items():
+        if len(judges) > 1:
+            listed = ", ".join(f"{j} {v}" for j, v in sorted(judges))
+            click.echo(
+                f"note: {env} has {len(judges)} judge series for {metric} ({listed}): "
+                "shown separately, not pooled"
+            )
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:.2f}%"
+
+
+def _num(value: float | None) -> str:
+    return "" if value is None else f"{value:.6g}"
+
+
 # -- the bundled example ------------------------------------------------------------------
 @cli.command()
 @click.argument("directory", required=False, type=click.Path(file_okay=False, path_type=Path))
@@ -695,11 +896,23 @@ def example(directory: Path | None, seed: int | None, remote: Path | None, fmt: 
     _print_summary(result.summary.__dict__)
     click.echo("")
     echo_table(
-        "environments (the example's planted patterns, for the later analyses to find)",
-        ["environment", "pattern"],
-        [[e, p] for e, p in result.patterns.items()],
+        f"rationalization rate per environment: first {result.window} checkpoints against the "
+        f"last {result.window} (95% Wilson intervals), and the pattern the example planted",
+        ["environment", "early", "late", "planted pattern"],
+        [
+            [e.environment, _rate(e.early), _rate(e.late), result.patterns[e.environment]]
+            for e in result.environments
+        ],
     )
-    click.echo(f"\nnext: cd {result.root} && gov checkpoint list --run {result.run}")
+    click.echo(f"\nnext: cd {result.root} && gov metrics --env code-unit-tests")
+
+
+def _rate(counts: tuple[int, int]) -> str:
+    k, n = counts
+    if n == 0:
+        return "insufficient evidence"
+    low, high = wilson(k, n)
+    return f"{k}/{n} = {k / n:.2%} [{low:.2%}, {high:.2%}]"
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -711,6 +924,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         if show_traceback:
             raise
         click.secho(f"gov: error: {exc.message}", fg="red", err=True)
+        for line in exc.details:
+            click.echo(f"  {line}", err=True)
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
         click.echo("gov: aborted", err=True)

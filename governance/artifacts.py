@@ -60,11 +60,14 @@ def init_dvc(workspace: Path, git_root: Path) -> list[Path]:
     return [workspace / name for name in DVC_INIT_FILES if (workspace / name).exists()]
 
 
-def open_dvc(workspace: Path) -> Repo:
+def open_dvc(workspace: Path, link: str | None = None) -> Repo:
+    """DVC's repository; `link` overrides the cache link type for this use only (say, hardlinks
+    for immutable report files, so that a large report is not copied a second time)."""
     _quiet()
     from dvc.repo import Repo
 
-    return Repo(str(workspace))
+    config = {"cache": {"type": f"{link},copy"}} if link else None
+    return Repo(str(workspace), config=config)
 
 
 def dvc_file(artifact: Path) -> Path:
@@ -82,11 +85,13 @@ def read_dvc_file(path: Path) -> TrackedArtifact:
     return TrackedArtifact(path=path, md5=str(out["md5"]), size=out.get("size"))
 
 
-def add(workspace: Path, artifacts: Sequence[Path]) -> dict[Path, TrackedArtifact]:
+def add(
+    workspace: Path, artifacts: Sequence[Path], link: str | None = None
+) -> dict[Path, TrackedArtifact]:
     """Track `artifacts` with DVC (one call for all) and return their recorded content hashes."""
     from dvc.exceptions import DvcException
 
-    repo = open_dvc(workspace)
+    repo = open_dvc(workspace, link)
     try:
         repo.add([str(a) for a in artifacts])
     except (DvcException, OSError) as exc:

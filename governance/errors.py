@@ -12,9 +12,11 @@ class GovError(Exception):
 
     exit_code = 2
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, details: list[str] | None = None) -> None:
         super().__init__(message)
         self.message = message
+        # Further lines (the next bad records of a refused report, say); the message stands alone.
+        self.details = details or []
 
     def __str__(self) -> str:
         return self.message
@@ -66,3 +68,7 @@ class WorkspaceBusy(GovError):
 
 class ExampleError(GovError):
     """The bundled example cannot be built where asked."""
+
+
+class ReportRejected(GovError):
+    """A report refused whole: bad records, unknown registry keys or conflicting verdicts."""

@@ -112,6 +112,8 @@ class Summary:
     checkpoints_by_status: dict[str, int]
     environments_by_status: dict[str, int]
     judges: int
+    reports: int
+    judgments: int
     dvc_remote: str | None
     head: str | None
 
@@ -523,7 +525,9 @@ class Registry:
     # -- overview ------------------------------------------------------------------------
     def summary(self) -> Summary:
         from . import artifacts, scm
+        from .ingest import ledger
 
+        reports = ledger(self.ws)
         checkpoints = self.checkpoints()
         by_status: dict[str, int] = {s.value: 0 for s in CheckpointStatus}
         for ckpt in checkpoints:
@@ -538,6 +542,8 @@ class Registry:
             checkpoints_by_status=by_status,
             environments_by_status=envs,
             judges=len(self.judges()),
+            reports=len(reports),
+            judgments=sum(r.counted for r in reports),
             dvc_remote=artifacts.default_remote(self.ws.root),
             head=scm.head(self.ws.repo),
         )

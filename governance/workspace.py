@@ -175,11 +175,16 @@ class Change:
     originals: dict[str, str | None] = field(default_factory=dict)
     touched: list[Path] = field(default_factory=list)
     artifact_paths: list[Path] = field(default_factory=list)
+    data_files: set[str] = field(default_factory=set)
     head: str | None = None
     sha: str | None = None
 
-    def expect(self, paths: Sequence[Path]) -> None:
-        """Journal the current content (or absence) of `paths` before anything writes them."""
+    def expect(self, paths: Sequence[Path], *, data: bool = False) -> None:
+        """Journal the current content (or absence) of `paths` before anything writes them.
+
+        `data`: files DVC tracks (git ignores them): put back on failure, never committed."""
+        if data:
+            self.data_files.update(self.ws.rel(p) for p in paths)
         if not self.touched:
             self.head = scm.head(self.ws.repo)
         new = False
@@ -200,11 +205,13 @@ class Change:
         self.expect([path])
         atomic_write(path, data)
 
-    def track(self, paths: Sequence[Path]) -> dict[Path, artifacts.TrackedArtifact]:
+    def track(
+        self, paths: Sequence[Path], link: str | None = None
+    ) -> dict[Path, artifacts.TrackedArtifact]:
         """Track artifacts with DVC as part of this change; returns their content hashes."""
         self.expect([p for a in paths for p in artifacts.touched_by_add(a)])
         self.artifact_paths.extend(paths)
-        return artifacts.add(self.ws.root, paths)
+        return artifacts.add(self.ws.root, paths, link)
 
     def commit(self) -> str | None:
         if not self.touched:
@@ -216,7 +223,12 @@ class Change:
         )
         self.sha = scm.commit_paths(
             self.ws.repo,
-            [p for p in self.touched if p.exists() or _tracked_or_staged(self.ws.repo, p)],
+            [
+                p
+                for p in self.touched
+                if self.ws.rel(p) not in self.data_files
+                and (p.exists() or _tracked_or_staged(self.ws.repo, p))
+            ],
             message,
         )
         (self.ws.state / "journal.json").unlink(missing_ok=True)

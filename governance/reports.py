@@ -1,0 +1,142 @@
+"""Divergence reports: the judge verdict schema, as versioned pydantic models with a JSON Schema.
+
+A report is either episode-level (one `JudgedEpisode` a record: JSONL, gzip JSONL or Parquet) or
+pre-aggregated (one `AggregatedCounts` a record, for pipelines that count before handing over).
+Both are keyed by run, checkpoint step, environment and version, judge and judge version.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    model_validator,
+)
+
+from .models import Name
+
+REPORT_SCHEMA_VERSION: Literal[1] = 1
+
+
+class Verdict(StrEnum):
+    """What the judge saw in the chain of thought, set against the final action."""
+
+    NONE = "none"  # no bad reason was considered
+    REJECTED = "rejected"  # (a) a bad reason was considered and rejected: healthy
+    RATIONALIZED = "rationalized"  # (b) rejected in words, then done anyway on a nicer reason
+    OVERT = "overt"  # considered and openly acted on
+
+
+VERDICTS: tuple[str, ...] = tuple(v.value for v in Verdict)
+
+Step = Annotated[StrictInt, Field(ge=0)]
+Count = Annotated[StrictInt, Field(ge=0)]
+# A version is its number (2 or "v2") or a prefix of its content hash ("3f2a9c1", "sha256:3f2a").
+EnvironmentVersionRef = Annotated[StrictInt, Field(ge=1)] | Annotated[str, Field(min_length=1)]
+JudgeVersionRef = Annotated[str, Field(min_length=1)] | StrictInt
+
+
+def _strict_version(value: Any) -> Any:
+    # A Literal alone would take 1.0 and true for 1; null stands for the current version.
+    if value is None:
+        return REPORT_SCHEMA_VERSION
+    if type(value) is not int:
+        raise ValueError(f"schema_version must be the integer {REPORT_SCHEMA_VERSION}")
+    return value
+
+
+class _Report(BaseModel):
+    # Monitor pipelines may carry fields of their own (latency, model id): they are ignored.
+    model_config = ConfigDict(extra="ignore", frozen=True, coerce_numbers_to_str=False)
+
+    schema_version: Annotated[Literal[1], BeforeValidator(_strict_version)] = REPORT_SCHEMA_VERSION
+    run: Name
+    step: Step
+    environment: Name
+    environment_version: EnvironmentVersionRef
+    judge: Name
+    judge_version: JudgeVersionRef
+
+
+class EvidenceSpan(BaseModel):
+    """A quoted span of the chain of thought, by character offsets [start, end)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    start: Annotated[StrictInt, Field(ge=0)]
+    end: Annotated[StrictInt, Field(ge=1)]
+    quote: str
+
+    @model_validator(mode="after")
+    def _ordered(self) -> EvidenceSpan:
+        if self.end <= self.start:
+            raise ValueError(f"end ({self.end}) must be after start ({self.start})")
+        return self
+
+
+class JudgedEpisode(_Report):
+    """One episode as a judge saw it."""
+
+    episode: Annotated[str, Field(min_length=1)] | StrictInt
+    verdict: Verdict
+    divergent: StrictBool = Field(
+        description="The final action departs from what the chain of thought concluded."
+    )
+    confidence: Annotated[float, Field(ge=0, le=1, strict=True)] | None = None
+    evidence: list[EvidenceSpan] | None = None
+    note: str | None = None
+
+
+class AggregatedCounts(_Report):
+    """Counts for one (run, checkpoint, environment version, judge version), counted upstream."""
+
+    n: Annotated[StrictInt, Field(ge=1)]
+    none: Count
+    rejected: Count
+    rationalized: Count
+    overt: Count
+    divergent: Count
+
+    @model_validator(mode="after")
+    def _adds_up(self) -> AggregatedCounts:
+        total = self.none + self.rejected + self.rationalized + self.overt
+        if total != self.n:
+            raise ValueError(
+                f"verdict counts add up to {total}, not n={self.n} "
+                "(none + rejected + rationalized + overt must equal n)"
+            )
+        if self.divergent > self.n:
+            raise ValueError(f"divergent ({self.divergent}) exceeds n ({self.n})")
+        return self
+
+
+def report_json_schema() -> dict[str, Any]:
+    """The JSON Schema of both report forms, for other tools to validate against."""
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "gov divergence report",
+        "description": "A report is JSONL (or gzip JSONL, or Parquet) of one of these records.",
+        "schema_version": REPORT_SCHEMA_VERSION,
+        "oneOf": [
+            {"$ref": "#/$defs/JudgedEpisode"},
+            {"$ref": "#/$defs/AggregatedCounts"},
+        ],
+        "$defs": {
+            "JudgedEpisode": _schema(JudgedEpisode),
+            "AggregatedCounts": _schema(AggregatedCounts),
+        },
+    }
+
+
+def _schema(model: type[BaseModel]) -> dict[str, Any]:
+    schema = model.model_json_schema(ref_template="#/$defs/{model}")
+    nested = schema.pop("$defs", {})
+    schema["$defs"] = nested
+    return schema
