@@ -6,6 +6,7 @@ Installed as `governance.cli` (see pyproject.toml); every command has a Python t
 from __future__ import annotations
 
 import csv
+import io
 import json
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -794,7 +795,8 @@ def metrics(
         echo_json(found)
         return
     if fmt == "csv":
-        writer = csv.writer(sys.stdout, lineterminator="\n")
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(
             [
                 "metric",
@@ -829,6 +831,7 @@ def metrics(
                         _num(p.high),
                     ]
                 )
+        click.echo(buffer.getvalue(), nl=False)
         return
     if not found:
         click.echo("no judgments ingested yet for this selection: see `gov ingest`")

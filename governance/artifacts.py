@@ -86,12 +86,20 @@ def read_dvc_file(path: Path) -> TrackedArtifact:
 
 
 def add(
-    workspace: Path, artifacts: Sequence[Path], link: str | None = None
+    workspace: Path,
+    artifacts: Sequence[Path],
+    link: str | None = None,
+    known_md5: dict[Path, str] | None = None,
 ) -> dict[Path, TrackedArtifact]:
-    """Track `artifacts` with DVC (one call for all) and return their recorded content hashes."""
+    """Track `artifacts` with DVC (one call for all) and return their recorded content hashes.
+
+    `known_md5`: hashes gov already computed while copying the files in, handed to DVC's own
+    hash cache so that it does not read a multi-gigabyte report a second time."""
     from dvc.exceptions import DvcException
 
     repo = open_dvc(workspace, link)
+    if known_md5:
+        _seed_hashes(repo, known_md5)
     try:
         repo.add([str(a) for a in artifacts])
     except (DvcException, OSError) as exc:
@@ -135,3 +143,13 @@ def push(workspace: Path, artifacts: Sequence[Path]) -> int:
         raise ArtifactError(f"DVC could not push the artifact to its remote: {detail}") from exc
     finally:
         repo.close()
+
+
+def _seed_hashes(repo: Repo, known: dict[Path, str]) -> None:
+    try:
+        from dvc_data.hashfile.hash_info import HashInfo
+
+        for path, md5 in known.items():
+            repo.state.save(str(path), repo.fs, HashInfo("md5", md5))
+    except Exception:  # an internal API: without it DVC only hashes the file again
+        logging.getLogger(__name__).debug("could not seed DVC's hash cache", exc_info=True)

@@ -359,10 +359,16 @@ def _ident(name: str) -> str:
 
 @dataclass
 class EpisodeScan:
+    """A validated episode report: its counts, and how its raw keys map to the registry's.
+
+    `keys` (a CSV of raw key text -> group, verdict, divergent) is kept in the local index; the
+    per-episode table `part` is only built when a later report judges the same groups again."""
+
     records: int
-    part: Path
     tallies: dict[Group, Tally]
     duplicates: int
+    keys: Path
+    part: Path | None = None
 
 
 def _decode(raw: str | None) -> Any:
@@ -393,121 +399,143 @@ def _combo_problem(
     return (group, str(values["verdict"]), bool(values["divergent"])), ""
 
 
+_NULL = ""  # raw JSON text is never empty, so an empty CSV field can stand for SQL NULL
+
+
+def _write_keys(path: Path, mapping: dict[tuple[str | None, ...], tuple[Group, str, bool]]) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow([*(f"raw_{c}" for c in _COMBO), *KEY_COLUMNS, "verdict", "divergent"])
+        for raw, (group, verdict, divergent) in mapping.items():
+            cells = [_NULL if v is None else v for v in raw]
+            writer.writerow([*cells, *_group_row(group), verdict, "true" if divergent else "false"])
+
+
+def canonical_episodes(part: Path, keys: Path) -> str:
+    """SQL for an episode table with the registry's keys: KEY_COLUMNS, h, verdict, divergent."""
+    on = " AND ".join(f"coalesce(p.{c}, '') = coalesce(k.raw_{c}, '')" for c in _COMBO)
+    typed = {"step": "BIGINT", "environment_version": "INTEGER"}
+    cols = ", ".join(f"k.{c}::{typed[c]} AS {c}" if c in typed else f"k.{c}" for c in KEY_COLUMNS)
+    return (
+        f"SELECT DISTINCT {cols}, p.h, k.verdict, k.divergent::BOOLEAN AS divergent "
+        f"FROM read_parquet({_q(part)}) p "
+        f"JOIN read_csv({_q(keys)}, header = true, all_varchar = true) k ON {on}"
+    )
+
+
 def scan_episodes(
     ws: Workspace, path: Path, fmt: Format, join: Join, progress: Progress | None = None
 ) -> EpisodeScan:
-    """Validate and count an episode-level report; raise ReportRejected naming its bad records."""
+    """Validate and count an episode-level report; raise ReportRejected naming its bad records.
+
+    One pass of DuckDB over the file groups it two ways at once: by the raw key values (a few
+    thousand combinations, validated here with the model's own types) and by episode (to find
+    an episode judged twice)."""
     import duckdb
 
     con = _connect(ws)
-    index = ws.state / "index" / "episodes"
-    index.mkdir(parents=True, exist_ok=True)
-    raw_part = ws.state / "tmp" / f"raw-{secrets.token_hex(6)}.parquet"
-    part = ws.state / "tmp" / f"part-{secrets.token_hex(6)}.parquet"
+    combo = ", ".join(_COMBO)
+    query = (
+        f"SELECT GROUPING(k) AS g, {combo}, count(*) AS n, count(problem) AS bad, "
+        f"k, min(vh) AS low, max(vh) AS high, min(c) AS c FROM ("
+        f"SELECT {combo}, hash({combo}) AS c, hash({', '.join(_RAW_KEYS)}, episode) AS k, "
+        f"hash(verdict, divergent) AS vh, {_ROW_PROBLEM} AS problem "
+        f"FROM ({_raw_select(path, fmt, con)})) "
+        f"GROUP BY GROUPING SETS (({combo}, c), (k)) HAVING GROUPING(k) = 1 OR count(*) > 1"
+    )
     try:
         try:
-            _run_with_progress(
-                con,
-                f"COPY (SELECT *, hash(episode) AS h, {_ROW_PROBLEM} AS problem "
-                f"FROM ({_raw_select(path, fmt, con)})) TO {_q(raw_part)} "
-                "(FORMAT parquet, COMPRESSION zstd)",
-                progress,
-            )
+            rows = _run_with_progress(con, query, progress)
         except duckdb.Error as exc:
             _explain_episodes(path, fmt, join, set())  # names the bad lines
             detail = " ".join(str(exc).split())[:200]
             raise ReportRejected(
                 f"{path}: cannot be read as {fmt} episode records: {detail}"
             ) from None
-        src = f"read_parquet({_q(raw_part)})"
-        records, bad_rows = con.execute(f"SELECT count(*), count(problem) FROM {src}").fetchone()
-        if records == 0:
-            raise ReportRejected(f"{path}: no records: a report needs at least one")
-        combos = con.execute(
-            f"SELECT {', '.join(_COMBO)}, count(*) FROM {src} GROUP BY ALL"
-        ).fetchall()
-        mapping: list[tuple[Any, ...]] = []
-        bad_combos = False
-        for row in combos:
-            resolved, _ = _combo_problem(dict(zip(_COMBO, row[:-1], strict=True)), join)
-            if resolved is None:
-                bad_combos = True
-                continue
-            group, verdict, divergent = resolved
-            mapping.append((*row[:-1], *_group_row(group), verdict, divergent))
-        conflicts = con.execute(
-            f"SELECT count(*) FILTER (d > 1), coalesce(sum(c - 1) FILTER (d = 1), 0) FROM ("
-            f"SELECT count(*) c, count(DISTINCT (verdict, divergent)) d FROM {src} "
-            f"GROUP BY {', '.join(_RAW_KEYS)}, h HAVING count(*) > 1)"
-        ).fetchone()
-        if bad_rows or bad_combos or conflicts[0]:
-            dup_hashes = {
-                r[0]
-                for r in con.execute(
-                    f"SELECT h FROM {src} GROUP BY {', '.join(_RAW_KEYS)}, h "
-                    "HAVING count(DISTINCT (verdict, divergent)) > 1 LIMIT 1000"
-                ).fetchall()
-            }
-            _explain_episodes(path, fmt, join, dup_hashes)
-            # The record-by-record read found nothing: the two readers disagree, which is a bug.
-            raise RuntimeError(f"{path}: the fast check refused records the model accepts")
-        con.execute(
-            "CREATE TEMP TABLE keymap ("
-            + ", ".join(f"raw_{c} VARCHAR" for c in _COMBO)
-            + ", run VARCHAR, step BIGINT, environment VARCHAR, environment_version INTEGER, "
-            "environment_hash VARCHAR, judge VARCHAR, judge_version VARCHAR, verdict VARCHAR, "
-            "divergent BOOLEAN)"
-        )
-        con.executemany(
-            f"INSERT INTO keymap VALUES ({', '.join('?' * (len(_COMBO) + 9))})", mapping
-        )
-        join_on = " AND ".join(f"p.{c} IS NOT DISTINCT FROM k.raw_{c}" for c in _COMBO)
-        con.execute(
-            f"COPY (SELECT DISTINCT k.run, k.step, k.environment, k.environment_version, "
-            f"k.environment_hash, k.judge, k.judge_version, p.h, k.verdict, k.divergent "
-            f"FROM {src} p JOIN keymap k ON {join_on}) TO {_q(part)} "
-            "(FORMAT parquet, COMPRESSION zstd)"
-        )
-        duplicates = int(conflicts[1])
-        tallies: dict[Group, Tally] = {}
-        source = src if not duplicates else f"read_parquet({_q(part)})"
-        if duplicates:
-            rows = con.execute(
-                f"SELECT {', '.join(KEY_COLUMNS)}, verdict, divergent, count(*) FROM {source} "
-                "GROUP BY ALL"
-            ).fetchall()
-            for row in rows:
-                tallies.setdefault(Group(*row[:7]), Tally()).add_verdict(row[7], row[8], row[9])
-        else:
-            for row in mapping:
-                count = next(c[-1] for c in combos if c[:-1] == row[: len(_COMBO)])
-                group = Group(*row[len(_COMBO) : len(_COMBO) + 7])
-                tallies.setdefault(group, Tally()).add_verdict(row[-2], row[-1], count)
-        return EpisodeScan(records=records, part=part, tallies=tallies, duplicates=duplicates)
-    except BaseException:
-        part.unlink(missing_ok=True)
-        raise
     finally:
         con.close()
-        raw_part.unlink(missing_ok=True)
+    width = len(_COMBO)
+    combos = [r for r in rows if r[0] == 1]
+    repeated = [r for r in rows if r[0] == 0]
+    records = sum(r[width + 1] for r in combos)
+    if records == 0:
+        raise ReportRejected(f"{path}: no records: a report needs at least one")
+    mapping: dict[tuple[str | None, ...], tuple[Group, str, bool]] = {}
+    by_hash: dict[int, tuple[Group, str, bool]] = {}
+    bad = sum(r[width + 2] for r in combos)
+    for row in combos:
+        raw = tuple(row[1 : width + 1])
+        resolved, _ = _combo_problem(dict(zip(_COMBO, raw, strict=True)), join)
+        if resolved is None:
+            bad += 1
+        else:
+            mapping[raw] = resolved
+            by_hash[row[-1]] = resolved
+    conflicts = [r for r in repeated if r[-3] != r[-2]]
+    if bad or conflicts:
+        _explain_episodes(path, fmt, join, _episode_ids(ws, path, fmt, conflicts[:LISTED_ERRORS]))
+        # The record-by-record read found nothing: the two readers disagree, which is a bug.
+        raise RuntimeError(f"{path}: the fast check refused records the model accepts")
+    tallies: dict[Group, Tally] = {}
+    for row in combos:
+        group, verdict, divergent = by_hash[row[-1]]
+        tallies.setdefault(group, Tally()).add_verdict(verdict, divergent, row[width + 1])
+    duplicates = 0
+    for row in repeated:  # the same judgment repeated in the file: count the episode once
+        group, verdict, divergent = by_hash[row[-1]]
+        tallies[group].add_verdict(verdict, divergent, -(row[width + 1] - 1))
+        duplicates += row[width + 1] - 1
+    keys = ws.state / "tmp" / f"keys-{secrets.token_hex(6)}.csv"
+    _write_keys(keys, mapping)
+    return EpisodeScan(records, tallies, duplicates, keys)
+
+
+def _episode_ids(ws: Workspace, path: Path, fmt: Format, rows: list[tuple[Any, ...]]) -> set[str]:
+    """The episode ids behind some of scan_episodes' per-episode rows (their hash k)."""
+    if not rows:
+        return set()
+    # Rows hold k only as the grouping key; recompute it to find the episodes (error path only).
+    con = _connect(ws)
+    try:
+        found = con.execute(
+            f"SELECT DISTINCT episode FROM ({_raw_select(path, fmt, con)}) WHERE "
+            f"hash({', '.join(_RAW_KEYS)}, episode) IN (SELECT unnest(?::UBIGINT[]))",
+            [[r[-4] for r in rows]],
+        ).fetchall()
+    finally:
+        con.close()
+    return {str(json.loads(e[0])) for e in found}
+
+
+def build_part(ws: Workspace, path: Path, fmt: Format) -> Path:
+    """The per-episode table of a (validated) report: raw keys, episode hash, judgment."""
+    con = _connect(ws)
+    part = ws.state / "tmp" / f"part-{secrets.token_hex(6)}.parquet"
+    try:
+        con.execute(
+            f"COPY (SELECT {', '.join(_COMBO)}, hash(episode) AS h "
+            f"FROM ({_raw_select(path, fmt, con)})) TO {_q(part)} (FORMAT parquet)"
+        )
+    finally:
+        con.close()
+    return part
 
 
 def _group_row(group: Group) -> tuple[Any, ...]:
     return tuple(getattr(group, c) for c in KEY_COLUMNS)
 
 
-def _run_with_progress(con: Any, sql: str, progress: Progress | None) -> None:
+def _run_with_progress(con: Any, sql: str, progress: Progress | None) -> list[tuple[Any, ...]]:
     if progress is None:
-        con.execute(sql)
-        return
+        return list(con.execute(sql).fetchall())
     done = threading.Event()
-    failure: list[BaseException] = []
+    outcome: list[Any] = []
 
     def work() -> None:
         try:
-            con.execute(sql)
+            outcome.append(con.execute(sql).fetchall())
         except BaseException as exc:  # handed back to the caller's thread
-            failure.append(exc)
+            outcome.append(exc)
         finally:
             done.set()
 
@@ -519,12 +547,15 @@ def _run_with_progress(con: Any, sql: str, progress: Progress | None) -> None:
             progress("reading", fraction / 100)
     worker.join()
     progress("reading", 1.0)
-    if failure:
-        raise failure[0]
+    if isinstance(outcome[0], BaseException):
+        raise outcome[0]
+    return list(outcome[0])
 
 
-def _explain_episodes(path: Path, fmt: Format, join: Join, dup_hashes: set[int]) -> None:
-    """Read the file record by record with pydantic and raise naming its first bad records."""
+def _explain_episodes(path: Path, fmt: Format, join: Join, conflicted: set[str]) -> None:
+    """Read the file record by record with pydantic and raise naming its first bad records.
+
+    `conflicted`: ids of episodes judged twice differently, whose lines are to be named."""
     problems = Problems(str(path))
     seen: dict[tuple[Any, ...], tuple[int, str, bool]] = {}
     where = "row" if fmt == "parquet" else "line"
@@ -555,7 +586,7 @@ def _explain_episodes(path: Path, fmt: Format, join: Join, dup_hashes: set[int])
             continue
         key = (group, str(episode.episode))
         judged = (number, episode.verdict.value, episode.divergent)
-        if dup_hashes or key in seen:
+        if key[1] in conflicted:
             first = seen.setdefault(key, judged)
             if first[1:] != judged[1:]:
                 problems.add(
@@ -630,39 +661,72 @@ def ledger(ws: Workspace) -> list[ReportEntry]:
     return list(iter_jsonl_models(path, ReportEntry, ws.rel(path)))
 
 
-def _earlier_judgments(
-    ws: Workspace, con: Any, earlier: list[ReportEntry], groups: set[Group]
-) -> tuple[str, list[str]]:
-    """A SQL table of the latest earlier judgment of each episode in `groups`, and its sources."""
-    overlapping: list[str] = []
+def _overlapping(ws: Workspace, earlier: list[ReportEntry], groups: set[Group]) -> list[str]:
+    """Earlier episode reports that judged any of `groups` (from their reviewable counts)."""
+    found: list[str] = []
     for entry in earlier:
         if entry.kind != "episodes":
             continue
         counts = ws.registry / "counts" / f"{entry.md5}.csv"
         if any(Group(*_parse_group(row)) in groups for row in _read_counts_rows(counts)):
-            overlapping.append(entry.md5)
-    missing = [m for m in overlapping if not _part_path(ws, m).is_file()]
-    if missing:
-        raise GovError(
-            f"the episode index of report {missing[0]} is missing from .gov/index: "
-            "re-ingesting needs it to detect re-judged episodes; run `gov index rebuild`"
-        )
-    if not overlapping:
-        return "", []
+            found.append(entry.md5)
+    return found
+
+
+def _earlier_judgments(
+    ws: Workspace, con: Any, earlier: list[ReportEntry], md5s: list[str]
+) -> None:
+    """Table `earlier`: the latest earlier judgment of each episode of the given reports."""
+    for md5 in md5s:
+        _ensure_index(ws, next(e for e in earlier if e.md5 == md5))
     union = " UNION ALL ".join(
-        f"SELECT *, {i} AS seq FROM read_parquet({_q(_part_path(ws, m))})"
-        for i, m in enumerate(overlapping)
+        f"SELECT *, {i} AS seq FROM ({canonical_episodes(*_index_paths(ws, m))})"
+        for i, m in enumerate(md5s)
     )
     con.execute(
         f"CREATE TEMP TABLE earlier AS SELECT {', '.join(KEY_COLUMNS)}, h, "
         f"arg_max(verdict, seq) AS verdict, arg_max(divergent, seq) AS divergent, "
         f"arg_max(seq, seq) AS seq FROM ({union}) GROUP BY {', '.join(KEY_COLUMNS)}, h"
     )
-    return "earlier", overlapping
 
 
-def _part_path(ws: Workspace, md5: str) -> Path:
-    return ws.state / "index" / "episodes" / f"{md5}.parquet"
+def _ensure_index(ws: Workspace, entry: ReportEntry) -> None:
+    """Build a report's episode table and key map (lost, or a fresh clone) from the report."""
+    part, keys = _index_paths(ws, entry.md5)
+    if part.is_file() and keys.is_file():
+        return
+    stored = ws.root / entry.path
+    if not stored.is_file():
+        raise GovError(
+            f"report {entry.path} is not in the workspace, and checking for re-judged episodes "
+            f"needs it: fetch it with `dvc pull {entry.path}`"
+        )
+    from .registry import Registry
+
+    scan = scan_episodes(ws, stored, entry.format, Join(Registry(ws)))
+    scan.part = build_part(ws, stored, entry.format)
+    _place(scan, entry.md5, ws)
+
+
+def _index_paths(ws: Workspace, md5: str) -> tuple[Path, Path]:
+    """A report's episode table and its key map in the local index."""
+    folder = ws.state / "index" / "episodes"
+    return folder / f"{md5}.parquet", folder / f"{md5}.keys.csv"
+
+
+def _place(scan: EpisodeScan, md5: str, ws: Workspace) -> None:
+    part, keys = _index_paths(ws, md5)
+    part.parent.mkdir(parents=True, exist_ok=True)
+    scan.keys.replace(keys)
+    if scan.part is not None:
+        scan.part.replace(part)
+
+
+def _discard(scan: EpisodeScan | None) -> None:
+    if scan is not None:
+        scan.keys.unlink(missing_ok=True)
+        if scan.part is not None:
+            scan.part.unlink(missing_ok=True)
 
 
 def _parse_group(row: dict[str, str]) -> tuple[Any, ...]:
@@ -719,6 +783,16 @@ class _Copy(threading.Thread):
             self.error = exc
 
 
+@dataclass
+class _Staged:
+    source: Path
+    incoming: Path  # the copy being made in reports/, renamed to `stored` once all is valid
+    stored: Path
+    entry: ReportEntry
+    tallies: dict[Group, Tally]
+    scan: EpisodeScan | None
+
+
 def ingest(
     registry: Registry,
     paths: Sequence[Path],
@@ -731,134 +805,151 @@ def ingest(
     if not paths:
         raise GovError("no report files given")
     result = IngestResult()
+    staged: list[_Staged] = []
     with ws.change("ingest reports") as change:
-        join = Join(registry)
-        earlier = ledger(ws)
-        known = {e.md5: e for e in earlier}
-        reports_dir = ws.root / "reports"
-        reports_dir.mkdir(exist_ok=True)
-        staged: list[tuple[Path, Path, ReportEntry, dict[Group, Tally], Path | None]] = []
         try:
-            for path in paths:
-                fmt = sniff(path)
-                kind = detect_kind(path, fmt)
-                incoming = reports_dir / f".incoming-{secrets.token_hex(6)}"
-                copier = _Copy(path, incoming)
-                copier.start()
-                try:
-                    part: Path | None = None
-                    duplicates = 0
-                    if kind == "episodes":
-                        scan = scan_episodes(ws, path, fmt, join, progress)
-                        records, tallies, part = scan.records, scan.tallies, scan.part
-                        duplicates = scan.duplicates
-                    else:
-                        records, tallies = scan_aggregated(path, fmt, join)
-                except BaseException:
-                    copier.cancelled.set()
-                    copier.join()
-                    incoming.unlink(missing_ok=True)
-                    raise
-                copier.join()
-                if copier.error is not None:
-                    raise GovError(f"{path}: cannot be copied into the workspace: {copier.error}")
-                md5 = copier.md5
-                if md5 in known or any(s[2].md5 == md5 for s in staged):
-                    result.unchanged.append((str(path), md5))
-                    incoming.unlink()
-                    if part is not None:
-                        part.unlink(missing_ok=True)
-                    continue
-                suffix = {"jsonl": ".jsonl", "jsonl.gz": ".jsonl.gz", "parquet": ".parquet"}[fmt]
-                stored = reports_dir / f"{md5}{suffix}"
-                entry = ReportEntry(
-                    md5=md5,
-                    size=path.stat().st_size,
-                    path=ws.rel(stored),
-                    source=path.name,
-                    format=fmt,
-                    kind=kind,
-                    records=records,
-                    counted=sum(t.n for t in tallies.values()),
-                    duplicates=duplicates,
-                    groups=len(tallies),
-                    ingested=utc_now(),
-                )
-                staged.append((incoming, stored, entry, tallies, part))
-
+            _stage(registry, paths, staged, result, progress)
+            earlier = ledger(ws)
             entries: list[ReportEntry] = []
-            for incoming, stored, entry, tallies, part in staged:
-                if part is not None:
-                    entry, tallies = _against_earlier(
-                        ws, entry, tallies, part, [*earlier, *entries], replace
+            for item in staged:
+                if item.scan is not None:
+                    item.entry, item.tallies = _against_earlier(
+                        ws, item, [*earlier, *entries], replace
                     )
-                entries.append(entry)
-                staged_tallies = tallies
-                change.expect([stored], data=True)
-                incoming.replace(stored)
-                change.write(
-                    ws.registry / "counts" / f"{entry.md5}.csv", counts_csv(staged_tallies)
-                )
+                entries.append(item.entry)
+                change.expect([item.stored], data=True)
+                item.incoming.replace(item.stored)
+                counts_file = ws.registry / "counts" / f"{item.entry.md5}.csv"
+                change.write(counts_file, counts_csv(item.tallies))
             if not entries:
                 return result
-            change.track([ws.root / e.path for e in entries], link="hardlink")
-            ledger_text = b"".join(
-                (model_json_line(e) + "\n").encode() for e in [*earlier, *entries]
+            tracked = change.track(
+                [item.stored for item in staged],
+                link="hardlink",
+                known_md5={item.stored: item.entry.md5 for item in staged},
             )
-            change.write(ws.registry / LEDGER, ledger_text)
-            for (_, _, _, _, part), entry in zip(staged, entries, strict=True):
-                if part is not None:
-                    part.replace(_part_path(ws, entry.md5))
-            replaced = sum(e.replaced for e in entries)
-            change.summary = (
-                f"ingest {len(entries)} report{'s' if len(entries) != 1 else ''} "
-                f"({sum(e.counted for e in entries)} judgments"
-                + (f", {replaced} replacing earlier verdicts" if replaced else "")
-                + ")"
+            for item in staged:  # DVC's hash of what it keeps must be the ledger's
+                if tracked[item.stored].md5 != item.entry.md5:
+                    raise GovError(f"{item.source}: changed while it was being ingested")
+            change.write(
+                ws.registry / LEDGER,
+                b"".join((model_json_line(e) + "\n").encode() for e in [*earlier, *entries]),
             )
-            change.body = "\n".join(
-                f"{e.path} from {e.source}: {e.records} records, {e.groups} groups"
-                + (
-                    f", replaces {e.replaced} verdicts of {', '.join(e.supersedes)}"
-                    if e.replaced
-                    else ""
-                )
-                for e in entries
-            )
+            change.summary, change.body = _describe(entries)
             result.ingested = entries
+        except BaseException:
+            for item in staged:
+                _discard(item.scan)
+            raise
         finally:
-            for incoming, _, _, _, part in staged:
-                incoming.unlink(missing_ok=True)
-                if part is not None and part.parent.name == "tmp":
-                    part.unlink(missing_ok=True)
+            for item in staged:
+                item.incoming.unlink(missing_ok=True)
     result.commit = change.sha
+    # The episode tables are a local index, placed once the change is committed; one lost to a
+    # crash here is rebuilt from its report when next needed.
+    for item in staged:
+        if item.scan is not None:
+            _place(item.scan, item.entry.md5, ws)
     return result
 
 
+def _stage(
+    registry: Registry,
+    paths: Sequence[Path],
+    staged: list[_Staged],
+    result: IngestResult,
+    progress: Progress | None,
+) -> None:
+    """Validate each file while a copy of it is made (and hashed) in reports/."""
+    ws = registry.ws
+    join = Join(registry)
+    known = {e.md5 for e in ledger(ws)}
+    reports_dir = ws.root / "reports"
+    reports_dir.mkdir(exist_ok=True)
+    for path in paths:
+        fmt = sniff(path)
+        kind = detect_kind(path, fmt)
+        incoming = reports_dir / f".incoming-{secrets.token_hex(6)}"
+        copier = _Copy(path, incoming)
+        copier.start()
+        scan: EpisodeScan | None = None
+        try:
+            if kind == "episodes":
+                scan = scan_episodes(ws, path, fmt, join, progress)
+                records, tallies, duplicates = scan.records, scan.tallies, scan.duplicates
+            else:
+                (records, tallies), duplicates = scan_aggregated(path, fmt, join), 0
+        except BaseException:
+            copier.cancelled.set()
+            copier.join()
+            incoming.unlink(missing_ok=True)
+            raise
+        copier.join()
+        if copier.error is not None:
+            _discard(scan)
+            incoming.unlink(missing_ok=True)
+            raise GovError(f"{path}: cannot be copied into the workspace: {copier.error}")
+        if copier.md5 in known or any(s.entry.md5 == copier.md5 for s in staged):
+            result.unchanged.append((str(path), copier.md5))
+            incoming.unlink()
+            _discard(scan)
+            continue
+        stored = reports_dir / f"{copier.md5}.{fmt}"
+        entry = ReportEntry(
+            md5=copier.md5,
+            size=path.stat().st_size,
+            path=ws.rel(stored),
+            source=path.name,
+            format=fmt,
+            kind=kind,
+            records=records,
+            counted=sum(t.n for t in tallies.values()),
+            duplicates=duplicates,
+            groups=len(tallies),
+            ingested=utc_now(),
+        )
+        staged.append(_Staged(path, incoming, stored, entry, tallies, scan))
+
+
+def _describe(entries: list[ReportEntry]) -> tuple[str, str]:
+    """The commit's summary and body for an ingest."""
+    replaced = sum(e.replaced for e in entries)
+    summary = (
+        f"ingest {len(entries)} report{'s' if len(entries) != 1 else ''} "
+        f"({sum(e.counted for e in entries)} judgments"
+        + (f", {replaced} replacing earlier verdicts" if replaced else "")
+        + ")"
+    )
+    body = "\n".join(
+        f"{e.path} from {e.source}: {e.records} records, {e.groups} groups"
+        + (f", replaces {e.replaced} verdicts of {', '.join(e.supersedes)}" if e.replaced else "")
+        for e in entries
+    )
+    return summary, body
+
+
 def _against_earlier(
-    ws: Workspace,
-    entry: ReportEntry,
-    tallies: dict[Group, Tally],
-    part: Path,
-    earlier: list[ReportEntry],
-    replace: bool,
+    ws: Workspace, item: _Staged, earlier: list[ReportEntry], replace: bool
 ) -> tuple[ReportEntry, dict[Group, Tally]]:
     """Leave out episodes judged the same before; refuse (or, with replace, swap) changed ones."""
-    import duckdb
-
-    con = duckdb.connect()
+    entry, tallies, scan = item.entry, item.tallies, item.scan
+    assert scan is not None
+    md5s = _overlapping(ws, earlier, set(tallies))
+    if not md5s:
+        return entry, tallies
+    scan.part = build_part(ws, item.source, entry.format)
+    con = _connect(ws)
     try:
-        table, sources = _earlier_judgments(ws, con, earlier, set(tallies))
-        if not table:
-            return entry, tallies
+        _earlier_judgments(ws, con, earlier, md5s)
         keys = " AND ".join(f"n.{c} = e.{c}" for c in (*KEY_COLUMNS, "h"))
         rows = con.execute(
             f"SELECT {', '.join('n.' + c for c in KEY_COLUMNS)}, n.verdict, n.divergent, "
-            f"e.verdict, e.divergent, e.seq FROM read_parquet({_q(part)}) n JOIN {table} e "
-            f"ON {keys}"
+            f"e.verdict, e.divergent, e.seq FROM ({canonical_episodes(scan.part, scan.keys)}) n "
+            f"JOIN earlier e ON {keys}"
         ).fetchall()
     finally:
         con.close()
+    sources = md5s
     if not rows:
         return entry, tallies
     same = [r for r in rows if (r[7], r[8]) == (r[9], r[10])]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import secrets
+import shutil
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -104,6 +105,10 @@ class Workspace:
             ) from exc
         try:
             self._recover()
+            # Scratch files of a writer that died; no other writer can be using them now.
+            scratch = self.state / "tmp"
+            if scratch.is_dir():
+                shutil.rmtree(scratch, ignore_errors=True)
             yield
         finally:
             lock.release()
@@ -206,12 +211,15 @@ class Change:
         atomic_write(path, data)
 
     def track(
-        self, paths: Sequence[Path], link: str | None = None
+        self,
+        paths: Sequence[Path],
+        link: str | None = None,
+        known_md5: dict[Path, str] | None = None,
     ) -> dict[Path, artifacts.TrackedArtifact]:
         """Track artifacts with DVC as part of this change; returns their content hashes."""
         self.expect([p for a in paths for p in artifacts.touched_by_add(a)])
         self.artifact_paths.extend(paths)
-        return artifacts.add(self.ws.root, paths, link)
+        return artifacts.add(self.ws.root, paths, link, known_md5)
 
     def commit(self) -> str | None:
         if not self.touched:

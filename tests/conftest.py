@@ -133,8 +133,8 @@ def snapshot(root: Path) -> Snapshot:
             and rel.parts[0] not in (".git",)
             and rel.parts[:2] not in ((".dvc", "tmp"), (".dvc", "cache"))
         ):
-            if rel.parts[0] == ".gov" and rel.name == "lock":
-                continue
+            if rel.parts[0] == ".gov" and (rel.name == "lock" or rel.parts[1] in ("index", "tmp")):
+                continue  # the lock, and derived caches rebuilt from the registry on demand
             digest.update(str(rel).encode() + b"\0" + path.read_bytes())
     status = subprocess.run(
         ["git", "status", "--porcelain", "--untracked-files=all"],

@@ -47,6 +47,44 @@ def test_example_meets_the_plan(built: Path) -> None:
     assert (built.parent / "remote" / "files" / "md5").is_dir()
 
 
+def test_example_reports_carry_the_planted_patterns(built: Path) -> None:
+    from governance.ingest import ledger
+    from governance.metrics import series, wilson
+
+    reg = open_registry(built)
+    entries = ledger(reg.ws)
+    assert len(entries) == 48 and all(e.kind == "episodes" for e in entries)
+    per_point = [p.n for s in series(reg, metrics=["rationalization_rate"]) for p in s.points]
+    assert min(per_point) >= 40 and max(per_point) <= 320  # tens to hundreds per checkpoint
+    spec = load_spec()
+    rising = next(e for e in spec.environments if isinstance(e.pattern, Rising))
+    spike = next(e for e in spec.environments if isinstance(e.pattern, Spike))
+    healthy = next(e for e in spec.environments if isinstance(e.pattern, Healthy))
+
+    def pooled(env: str, metric: str, steps: range) -> tuple[int, int]:
+        [found] = series(reg, metrics=[metric], environment=env)
+        points = [p for p in found.points if p.step in steps]
+        return sum(p.k for p in points), sum(p.n for p in points)
+
+    assert isinstance(rising.pattern, Rising) and isinstance(spike.pattern, Spike)
+    onset = rising.pattern.onset_step
+    before = pooled(rising.id, "rationalization_rate", range(0, onset))
+    after = pooled(rising.id, "rationalization_rate", range(onset + 1000, 10**6))
+    assert wilson(*before)[1] < wilson(*after)[0]  # the rise is beyond doubt
+    assert before[0] / before[1] < 0.01  # base rates of a few per thousand
+    at_spike = pooled(
+        spike.id, "rationalization_rate", range(spike.pattern.step, spike.pattern.step + 1)
+    )
+    rest = pooled(spike.id, "rationalization_rate", range(spike.pattern.step + 1, 10**6))
+    assert wilson(*rest)[1] < at_spike[0] / at_spike[1]
+    healthy_rejections = pooled(healthy.id, "rejection_rate", range(0, 10**6))
+    assert healthy_rejections[0] / healthy_rejections[1] > 0.15
+    assert (
+        pooled(healthy.id, "rationalization_rate", range(0, 10**6))[0] / healthy_rejections[1]
+        < 0.01
+    )
+
+
 def test_example_is_deterministic_per_seed(built: Path, tmp_path: Path) -> None:
     again = tmp_path / "again"
     build_example(again)
@@ -82,6 +120,7 @@ def test_example_command_prints_the_summary(gov, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.stderr
     assert "checkpoints   48 (48 registered)" in result.stdout
     assert "rationalization rises from step" in result.stdout
+    assert "48 ingested" in result.stdout
     data = json.loads(gov("example", str(tmp_path / "ex2"), "--format", "json").stdout)
     assert data["summary"]["checkpoints"] == 48
     assert data["summary"]["environments_by_status"]["active"] == 10

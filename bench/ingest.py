@@ -1,0 +1,146 @@
+"""Ingesting a report of 10 million judged episodes with gov, beside DuckDB on the same file.
+
+DuckDB's own JSON reader with a GROUP BY is the practical floor for turning the file into counts.
+gov does more: it validates every record strictly, joins the keys with the registry, checks for
+episodes judged twice, and keeps the file content-addressed in DVC, all in one commit. Both run as
+separate processes on the same file, one after the other, in this one run; the figures are wall
+time and peak resident memory (ru_maxrss of the child).
+
+Usage: python bench/ingest.py [--episodes N] [--checkpoints C] [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import git
+
+from governance import NewCheckpoint, init, open_registry
+
+ENVIRONMENTS = [f"env-{i:02d}" for i in range(10)]
+VERDICTS = ["none"] * 95 + ["rejected"] * 3 + ["rationalized", "overt"]
+
+DUCKDB_FLOOR = """
+import sys, duckdb
+con = duckdb.connect()
+rows = con.execute('''
+SELECT run, step, environment, environment_version, judge, judge_version, count(*) AS n,
+       count(*) FILTER (verdict = 'none') AS none,
+       count(*) FILTER (verdict = 'rejected') AS rejected,
+       count(*) FILTER (verdict = 'rationalized') AS rationalized,
+       count(*) FILTER (verdict = 'overt') AS overt, count(*) FILTER (divergent) AS divergent
+FROM read_json(?, format = 'newline_delimited')
+GROUP BY ALL''', [sys.argv[1]]).fetchall()
+print(len(rows))
+"""
+
+
+def build_workspace(root: Path, checkpoints: int) -> None:
+    repo = git.Repo.init(root, initial_branch="main")
+    with repo.config_writer() as config:
+        config.set_value("user", "name", "bench")
+        config.set_value("user", "email", "bench@example.com")
+    init(root)
+    reg = open_registry(root)
+    for number, env in enumerate(ENVIRONMENTS, start=1):
+        reg.add_environment(env, content_hash=f"{number:064x}")
+    reg.add_judge("cot-monitor", "2026.10", rubric_hash="f" * 64)
+    reg.add_run("main")
+    folder = root / "ckpt"
+    folder.mkdir()
+    new = []
+    for i in range(checkpoints):
+        path = folder / f"s{i}.bin"
+        path.write_bytes(b"%d" % i)
+        mix = dict.fromkeys(ENVIRONMENTS, 0.1)
+        new.append(NewCheckpoint(step=(i + 1) * 100, artifact=path, exposure=mix))
+    reg.add_checkpoints("main", new)
+
+
+def write_report(path: Path, episodes: int, checkpoints: int) -> None:
+    rng = random.Random(7)
+    per_group = max(1, episodes // (checkpoints * len(ENVIRONMENTS)))
+    with path.open("w") as out:
+        batch: list[str] = []
+        for i in range(episodes):
+            group = min(i // per_group, checkpoints * len(ENVIRONMENTS) - 1)
+            step = (group // len(ENVIRONMENTS) + 1) * 100
+            env = ENVIRONMENTS[group % len(ENVIRONMENTS)]
+            verdict = VERDICTS[rng.randrange(100)]
+            divergent = "true" if rng.random() < 0.01 else "false"
+            batch.append(
+                f'{{"schema_version":1,"run":"main","step":{step},"environment":"{env}",'
+                f'"environment_version":1,"episode":"ep-{i:09d}","judge":"cot-monitor",'
+                f'"judge_version":"2026.10","verdict":"{verdict}","divergent":{divergent},'
+                f'"confidence":0.9}}\n'
+            )
+            if len(batch) == 100_000:
+                out.write("".join(batch))
+                batch.clear()
+        out.write("".join(batch))
+
+
+def timed_child(cmd: list[str], cwd: Path) -> tuple[float, float, str]:
+    """Wall seconds and peak RSS (GiB) of a child process run to completion, and its output."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, check=False)
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        sys.exit(f"{' '.join(cmd[:2])} failed:\n{proc.stderr}")
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    # ru_maxrss is the largest child so far: run the heavier-memory child first or read it alone.
+    return seconds, max(peak, before) / (1 << 20), proc.stdout
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--episodes", type=int, default=10_000_000)
+    parser.add_argument("--checkpoints", type=int, default=50)
+    parser.add_argument("--keep", type=Path, help="build here and keep it (default: a temp dir)")
+    args = parser.parse_args()
+    gov = shutil.which("gov")
+    if gov is None:
+        sys.exit("install gov first: python3 -m pip install .")
+
+    tmp = Path(tempfile.mkdtemp(prefix="gov-bench-")) if args.keep is None else args.keep
+    try:
+        ws = tmp / "ws"
+        ws.mkdir(parents=True)
+        build_workspace(ws, args.checkpoints)
+        report = tmp / "judged.jsonl"
+        start = time.perf_counter()
+        write_report(report, args.episodes, args.checkpoints)
+        size = report.stat().st_size
+        print(
+            f"report: {args.episodes:,} judged episodes, {size / 1e9:.2f} GB JSONL "
+            f"(written in {time.perf_counter() - start:.0f} s, not timed below)"
+        )
+        subprocess.run(["cat", str(report)], stdout=subprocess.DEVNULL, check=True)  # warm cache
+
+        gov_s, gov_gib, _ = timed_child([gov, "ingest", str(report)], ws)
+        duck_s, _, duck_out = timed_child([sys.executable, "-c", DUCKDB_FLOOR, str(report)], tmp)
+        counts = open_registry(ws).summary()
+        print(f"gov stored {counts.judgments:,} judgments; DuckDB found {duck_out.strip()} groups")
+        print()
+        print(f"  {'':34}{'seconds':>9}{'x DuckDB':>10}")
+        print(f"  {'DuckDB read_json + GROUP BY':34}{duck_s:9.2f}{1:10.2f}")
+        print(f"  {'gov ingest (validate, join, keep)':34}{gov_s:9.2f}{gov_s / duck_s:10.2f}")
+        print(
+            f"\n  gov peak memory: {gov_gib:.2f} GiB (target < 2 GiB); target time: <= 1.5x DuckDB"
+        )
+    finally:
+        if args.keep is None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

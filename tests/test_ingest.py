@@ -1,0 +1,387 @@
+"""gov ingest: whole-file validation, the registry join, counts, content-addressed storage."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import git
+import pytest
+from conftest import snapshot
+
+from governance import open_registry
+from governance.ingest import ledger
+from governance.metrics import counts
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def episode(step: int = 100, i: int = 0, verdict: str = "none", **extra: Any) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "run": "main",
+        "step": step,
+        "environment": "math",
+        "environment_version": 1,
+        "episode": f"ep-{step}-{i}",
+        "judge": "cot-monitor",
+        "judge_version": "1",
+        "verdict": verdict,
+        "divergent": False,
+    }
+    record.update(extra)
+    return record
+
+
+def write_jsonl(path: Path, records: list[Any]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+@pytest.fixture
+def reports(registry, workspace: Path, artifact, tmp_path: Path) -> Path:
+    """A workspace whose run has checkpoints at steps 100 and 200; returns a folder for reports."""
+    for step in (100, 200):
+        registry.add_checkpoint("main", step, artifact(f"s{step}.pt"), {"math": 1.0})
+    folder = tmp_path / "incoming"
+    folder.mkdir()
+    return folder
+
+
+VERDICT_MIX = ["none"] * 6 + ["rejected"] * 2 + ["rationalized", "overt"]
+
+
+def mixed(step: int, count: int) -> list[dict[str, Any]]:
+    return [
+        episode(step, i, VERDICT_MIX[i % 10], divergent=i % 7 == 0, confidence=0.5)
+        for i in range(count)
+    ]
+
+
+def test_ingest_counts_stores_and_commits(gov, workspace: Path, reports: Path) -> None:
+    records = mixed(100, 40) + mixed(200, 30)
+    path = write_jsonl(reports / "batch.jsonl", records)
+    head = git.Repo(workspace).head.commit.hexsha
+
+    result = gov("ingest", str(path), cwd=workspace)
+    assert result.exit_code == 0, result.stderr
+    assert "70 judgments counted in 2 groups" in result.stdout
+
+    md5 = hashlib.md5(path.read_bytes()).hexdigest()
+    [entry] = ledger(open_registry(workspace).ws)
+    assert (entry.md5, entry.records, entry.counted, entry.kind) == (md5, 70, 70, "episodes")
+    stored = workspace / entry.path
+    assert stored.read_bytes() == path.read_bytes()
+    assert (workspace / (entry.path + ".dvc")).is_file()
+
+    repo = git.Repo(workspace)
+    commit = repo.head.commit
+    assert commit.parents[0].hexsha == head
+    assert commit.message.startswith("gov: ingest 1 report (70 judgments)")
+    assert f"registry/counts/{md5}.csv" in commit.stats.files
+    assert entry.path not in commit.stats.files  # the data is DVC's; git keeps its .dvc file
+    assert repo.git.status("--porcelain") == ""
+
+    by_step = {r["step"]: r for r in counts(open_registry(workspace).ws)}
+    for step, count in ((100, 40), (200, 30)):
+        expected = Counter(VERDICT_MIX[i % 10] for i in range(count))
+        row = by_step[step]
+        assert row["n"] == count
+        assert {v: row[v] for v in expected} == dict(expected)
+        assert row["divergent"] == sum(1 for i in range(count) if i % 7 == 0)
+
+
+def test_formats_gzip_parquet_and_aggregated(gov, workspace: Path, reports: Path) -> None:
+    gz = reports / "a.jsonl.gz"
+    with gzip.open(gz, "wt") as handle:
+        handle.writelines(json.dumps(r) + "\n" for r in mixed(100, 20))
+    parquet = reports / "b.parquet"
+    source = write_jsonl(reports / "b.jsonl", mixed(200, 10))
+    duckdb.execute(
+        f"COPY (SELECT * FROM read_json('{source}', format='newline_delimited')) "
+        f"TO '{parquet}' (FORMAT parquet)"
+    )
+    aggregated = write_jsonl(
+        reports / "c.jsonl",
+        [
+            {
+                "run": "main",
+                "step": 200,
+                "environment": "code-tests",
+                "environment_version": 1,
+                "judge": "cot-monitor",
+                "judge_version": "1",
+                "n": 50,
+                "none": 40,
+                "rejected": 6,
+                "rationalized": 3,
+                "overt": 1,
+                "divergent": 2,
+            }
+        ],
+    )
+    result = gov("ingest", str(gz), str(parquet), str(aggregated), cwd=workspace)
+    assert result.exit_code == 0, result.stderr
+    kinds = {(e.format, e.kind) for e in ledger(open_registry(workspace).ws)}
+    assert kinds == {("jsonl.gz", "episodes"), ("parquet", "episodes"), ("jsonl", "aggregated")}
+    rows = {(r["step"], r["environment"]): r for r in counts(open_registry(workspace).ws)}
+    assert rows[(100, "math")]["n"] == 20 and rows[(200, "math")]["n"] == 10
+    assert rows[(200, "code-tests")]["rationalized"] == 3
+    assert len(git.Repo(workspace).head.commit.parents) == 1  # all three: one commit
+
+
+def test_reingesting_changes_nothing(gov, workspace: Path, reports: Path) -> None:
+    path = write_jsonl(reports / "r.jsonl", mixed(100, 10))
+    assert gov("ingest", str(path), cwd=workspace).exit_code == 0
+    before = snapshot(workspace)
+    again = gov("ingest", str(path), cwd=workspace)
+    assert again.exit_code == 0
+    assert "already ingested" in again.stdout
+    assert snapshot(workspace) == before
+
+
+def test_rejudged_episodes_need_replace(gov, workspace: Path, reports: Path) -> None:
+    first = write_jsonl(reports / "first.jsonl", [episode(100, i) for i in range(5)])
+    assert gov("ingest", str(first), cwd=workspace).exit_code == 0
+    # Episodes 0-4 again (4 unchanged, one now rationalized) and one new episode.
+    second = [episode(100, i) for i in range(4)]
+    second += [episode(100, 4, "rationalized"), episode(100, 5, "rejected")]
+    path = write_jsonl(reports / "second.jsonl", second)
+    before = snapshot(workspace)
+    refused = gov("ingest", str(path), cwd=workspace)
+    assert refused.exit_code == 2
+    assert "judged before by the same judge version" in refused.stderr
+    assert "--replace" in refused.stderr
+    assert snapshot(workspace) == before
+
+    replaced = gov("ingest", "--replace", str(path), cwd=workspace)
+    assert replaced.exit_code == 0, replaced.stderr
+    [row] = counts(open_registry(workspace).ws)
+    assert (row["n"], row["none"], row["rationalized"], row["rejected"]) == (6, 4, 1, 1)
+    entry = ledger(open_registry(workspace).ws)[-1]
+    assert (entry.replaced, entry.duplicates, entry.counted) == (1, 4, 2)
+    assert entry.supersedes == (ledger(open_registry(workspace).ws)[0].md5,)
+    assert "replacing earlier verdicts" in git.Repo(workspace).head.commit.message
+
+
+def test_identical_duplicates_within_a_file_count_once(gov, workspace, reports) -> None:
+    path = write_jsonl(reports / "d.jsonl", [episode(100, 1), episode(100, 1), episode(100, 2)])
+    result = gov("ingest", str(path), cwd=workspace)
+    assert result.exit_code == 0, result.stderr
+    assert "1 repeated judgments not counted again" in result.stdout
+    assert counts(open_registry(workspace).ws)[0]["n"] == 2
+
+
+def _line(record: dict[str, Any]) -> str:
+    return json.dumps(record) + "\n"
+
+
+def _aggregated(**change: Any) -> dict[str, Any]:
+    record = {
+        "run": "main",
+        "step": 100,
+        "environment": "math",
+        "environment_version": 1,
+        "judge": "cot-monitor",
+        "judge_version": "1",
+        "n": 10,
+        "none": 7,
+        "rejected": 2,
+        "rationalized": 1,
+        "overt": 0,
+        "divergent": 1,
+    }
+    record.update(change)
+    return record
+
+
+def _sparse_long_line(path: Path) -> None:
+    with path.open("wb") as handle:
+        handle.truncate(2 << 30)  # 2 GiB without a newline, sparse: no disk is used
+
+
+BAD: dict[str, tuple[str, Any, tuple[str, ...]]] = {
+    "truncated json line": (
+        "t.jsonl",
+        _line(episode(100, 1)) + _line(episode(100, 2)) + _line(episode(100, 3))[:40] + "\n",
+        (":3:", "invalid JSON"),
+    ),
+    "step as a string": (
+        "s.jsonl",
+        _line(episode(100, 1)) + _line(episode("100", 2)),  # type: ignore[arg-type]
+        (":2:", "field step", "valid integer"),
+    ),
+    "step as a fraction": ("f.jsonl", _line(episode(100.5, 1)), (":1:", "field step")),  # type: ignore[arg-type]
+    "divergent not a boolean": (
+        "b.jsonl",
+        _line(episode(100, 1, divergent="yes")),
+        (":1:", "field divergent"),
+    ),
+    "unknown verdict": (
+        "v.jsonl",
+        _line(episode(100, 1, "sneaky")),
+        (":1:", "field verdict", "sneaky"),
+    ),
+    "confidence above one": (
+        "c.jsonl",
+        _line(episode(100, 1, confidence=1.5)),
+        (":1:", "field confidence"),
+    ),
+    "evidence span backwards": (
+        "e.jsonl",
+        _line(episode(100, 1, evidence=[{"start": 9, "end": 3, "quote": "x"}])),
+        (":1:", "evidence", "after start"),
+    ),
+    "missing episode id": (
+        "m.jsonl",
+        _line({k: v for k, v in episode(100, 1).items() if k != "episode"}),
+        (":1:", "field episode: missing"),
+    ),
+    "negative count": (
+        "n.jsonl",
+        _line(_aggregated(none=-1, n=2)),
+        (":1:", "field none", "greater than"),
+    ),
+    "counts not adding up": ("a.jsonl", _line(_aggregated(none=5)), (":1:", "add up to 8")),
+    "divergent above n": ("x.jsonl", _line(_aggregated(divergent=11)), (":1:", "exceeds n")),
+    "empty file": ("empty.jsonl", "", ("empty",)),
+    "blank lines only": ("blank.jsonl", "\n\n  \n", ("empty",)),
+    "gzip that is not gzip": ("fake.jsonl.gz", _line(episode()), ("not gzip",)),
+    "two gigabyte single line": ("long.jsonl", _sparse_long_line, ("longer than",)),
+    "same episode two verdicts": (
+        "dup.jsonl",
+        _line(episode(100, 1)) + _line(episode(100, 2)) + _line(episode(100, 1, "rationalized")),
+        (":3:", "judged none at line 1 and rationalized here"),
+    ),
+    "checkpoint not registered": (
+        "ck.jsonl",
+        _line(episode(999, 1)),
+        (":1:", "checkpoint main@999 is not registered"),
+    ),
+    "environment version not registered": (
+        "ev.jsonl",
+        _line(episode(100, 1, environment_version=3)),
+        (":1:", "no version '3'"),
+    ),
+    "judge version not registered": (
+        "jv.jsonl",
+        _line(episode(100, 1, judge_version="9")),
+        (":1:", "no version '9'"),
+    ),
+    "unknown environment": (
+        "ue.jsonl",
+        _line(episode(100, 1, environment="chess")),
+        ("environment 'chess'",),
+    ),
+    "not an object": ("arr.jsonl", "[1, 2]\n", (":1:", "JSON object")),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_report_is_refused_whole(case: str, gov, workspace: Path, reports: Path) -> None:
+    good = write_jsonl(reports / "good.jsonl", mixed(200, 5))
+    name, content, fragments = BAD[case]
+    path = reports / name
+    if callable(content):
+        content(path)
+    else:
+        path.write_text(content)
+    before = snapshot(workspace)
+    result = gov("ingest", str(good), str(path), cwd=workspace)
+    assert result.exit_code == 2, (result.stdout, result.stderr)
+    first = result.stderr.splitlines()[0]
+    assert first.startswith("gov: error: ") and "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in first, (fragment, first)
+    assert snapshot(workspace) == before  # the good file beside it is not stored either
+    assert (
+        not list((workspace / "reports").glob("*.jsonl"))
+        if (workspace / "reports").exists()
+        else True
+    )
+
+
+def test_many_bad_records_list_the_first_and_count_the_rest(gov, workspace, reports) -> None:
+    lines = [_line(episode(100, i, "bogus")) for i in range(25)]
+    path = reports / "many.jsonl"
+    path.write_text("".join(lines))
+    result = gov("ingest", str(path), cwd=workspace)
+    assert result.exit_code == 2
+    err = result.stderr.splitlines()
+    assert "25 bad records" in err[0] and "many.jsonl:1:" in err[0]
+    assert err[1].strip().startswith(f"{path}:2:")
+    assert err[-1].strip() == "... and 15 more"
+
+
+KILL_DURING_INGEST = """
+import os, signal, sys
+from pathlib import Path
+import governance.scm as scm
+from governance import open_registry
+from governance.ingest import ingest
+
+def die(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+scm.commit_paths = die
+ingest(open_registry(sys.argv[1]), [Path(sys.argv[2])])
+"""
+
+
+def test_killed_ingest_leaves_nothing_half_stored(gov, workspace: Path, reports: Path) -> None:
+    path = write_jsonl(reports / "k.jsonl", mixed(100, 20))
+    before = snapshot(workspace)
+    proc = subprocess.run(
+        [sys.executable, "-c", KILL_DURING_INGEST, str(workspace), str(path)],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        check=False,
+    )
+    assert proc.returncode == -9
+    assert (workspace / "registry" / "reports.jsonl").exists()  # half made
+    assert gov("status", cwd=workspace).exit_code == 0  # any command finishes the undo
+    after = snapshot(workspace)
+    assert after == before
+    assert gov("ingest", str(path), cwd=workspace).exit_code == 0  # and it can be ingested anew
+
+
+def test_schema_report_is_json_schema_of_both_forms(gov) -> None:
+    result = gov("schema", "report")
+    schema = json.loads(result.stdout)
+    assert schema["$schema"].startswith("https://json-schema.org/")
+    episode_schema = schema["$defs"]["JudgedEpisode"]
+    assert episode_schema["properties"]["verdict"]["$ref"].endswith("Verdict")
+    assert set(schema["$defs"]["JudgedEpisode"]["$defs"]["Verdict"]["enum"]) == {
+        "none",
+        "rejected",
+        "rationalized",
+        "overt",
+    }
+    assert "n" in schema["$defs"]["AggregatedCounts"]["required"]
+
+
+def test_readme_examples_are_valid_reports() -> None:
+    from governance.reports import AggregatedCounts, JudgedEpisode
+
+    text = (ROOT / "README.md").read_text()
+    blocks = text.split("```jsonl\n")[1:]
+    records = [json.loads(line) for b in blocks for line in b.split("```")[0].splitlines() if line]
+    verdicts = {r["verdict"] for r in records if "verdict" in r}
+    assert verdicts == {"none", "rejected", "rationalized", "overt"}
+    for record in records:
+        (JudgedEpisode if "verdict" in record else AggregatedCounts).model_validate(record)
+
+
+def test_progress_is_reported_to_a_callback(registry, reports: Path) -> None:
+    from governance.ingest import ingest
+
+    seen: list[float] = []
+    path = write_jsonl(reports / "p.jsonl", mixed(100, 30))
+    ingest(registry, [path], progress=lambda _phase, fraction: seen.append(fraction))
+    assert seen and seen[-1] == 1.0 and all(0 <= f <= 1 for f in seen)

@@ -1,0 +1,104 @@
+"""Metrics with their intervals, per environment version and judge version, never pooled."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from test_ingest import episode, write_jsonl
+
+from governance import open_registry
+from governance.metrics import series, wilson
+
+
+def test_wilson_matches_published_values() -> None:
+    # Newcombe (1998), table I: 0/10 -> [0, 0.2775]; 15/148 -> [0.0624, 0.1605].
+    low, high = wilson(0, 10)
+    assert low == 0 and math.isclose(high, 0.2775, abs_tol=1e-4)
+    low, high = wilson(15, 148)
+    assert math.isclose(low, 0.0624, abs_tol=1e-4) and math.isclose(high, 0.1605, abs_tol=1e-4)
+
+
+@given(st.integers(1, 10_000).flatmap(lambda n: st.tuples(st.integers(0, n), st.just(n))))
+def test_wilson_brackets_the_estimate(kn: tuple[int, int]) -> None:
+    k, n = kn
+    low, high = wilson(k, n)
+    assert 0 <= low <= k / n <= high <= 1
+    if 0 < k < n:
+        assert low < k / n < high
+
+
+@pytest.fixture
+def judged(registry, workspace: Path, artifact, tmp_path: Path) -> Path:
+    for step in (100, 200, 300):
+        registry.add_checkpoint("main", step, artifact(f"s{step}.pt"), {"math": 1.0})
+    registry.add_judge("cot-monitor", "2", rubric_hash="c" * 64)
+    records = [episode(100, i, "rationalized" if i < 2 else "none") for i in range(20)]
+    records += [episode(200, i, "rejected" if i < 5 else "none") for i in range(10)]
+    records += [
+        episode(100, i, "rationalized" if i < 6 else "none", judge_version="2") for i in range(20)
+    ]
+    write_jsonl(tmp_path / "r.jsonl", records)
+    from governance.ingest import ingest
+
+    ingest(registry, [tmp_path / "r.jsonl"])
+    return workspace
+
+
+def test_series_per_judge_version_are_not_pooled(judged: Path) -> None:
+    found = series(open_registry(judged), metrics=["rationalization_rate"])
+    assert [(s.judge_version, [(p.step, p.k, p.n) for p in s.points]) for s in found] == [
+        ("1", [(100, 2, 20), (200, 0, 10)]),
+        ("2", [(100, 6, 20)]),
+    ]
+    point = found[0].points[0]
+    assert point.value == 0.1 and (point.low, point.high) == wilson(2, 20)
+
+
+def test_share_with_no_bad_reasons_is_insufficient_evidence(gov, judged: Path) -> None:
+    shares = series(open_registry(judged), metrics=["rationalization_share"], judge="cot-monitor")
+    by_step = {p.step: p for p in shares[0].points}
+    assert by_step[100].value == 1.0  # 2 rationalized, 0 rejected
+    assert by_step[200].value == 0.0 and by_step[200].n == 5
+    table = gov("metrics", "--metric", "rationalization_share", cwd=judged).stdout
+    assert "judge cot-monitor 1" in table and "judge cot-monitor 2" in table
+    assert "not pooled" in table
+
+
+def test_metrics_formats(gov, judged: Path) -> None:
+    out = gov("metrics", "--format", "csv", cwd=judged)
+    assert out.exit_code == 0, out.stderr
+    rows = list(csv.DictReader(io.StringIO(out.stdout)))
+    assert {r["metric"] for r in rows} == {
+        "rationalization_rate",
+        "rationalization_share",
+        "rejection_rate",
+        "overt_rate",
+        "divergence_rate",
+    }
+    rejection = [r for r in rows if r["metric"] == "rejection_rate" and r["step"] == "200"]
+    assert rejection[0]["k"] == "5" and rejection[0]["n"] == "10"
+    data = json.loads(gov("metrics", "--env", "math", "--format", "json", cwd=judged).stdout)
+    assert all(s["environment"] == "math" for s in data)
+    none = gov("metrics", "--env", "code-tests", cwd=judged)
+    assert "no judgments" in none.stdout
+    bad = gov("metrics", "--env", "chess", cwd=judged)
+    assert bad.exit_code == 2 and "chess" in bad.stderr
+
+
+def test_series_follow_the_lineage(judged: Path, registry, artifact, tmp_path: Path) -> None:
+    registry.add_run("main-r1", parent_run="main", forked_from_step=100)
+    registry.add_checkpoint("main-r1", 150, artifact("r150.pt"), {"math": 1.0})
+    write_jsonl(tmp_path / "r1.jsonl", [{**episode(150, 0), "run": "main-r1"}])
+    from governance.ingest import ingest
+
+    ingest(registry, [tmp_path / "r1.jsonl"])
+    found = series(registry, metrics=["rationalization_rate"], run="main-r1", judge="cot-monitor")
+    v1 = next(s for s in found if s.judge_version == "1")
+    assert [(p.run, p.step) for p in v1.points] == [("main", 100), ("main-r1", 150)]
