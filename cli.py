@@ -21,14 +21,25 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from governance import __version__
+from governance import __version__, render
+from governance.check import Decision, decide, decision_record
+from governance.check import record as record_decision
 from governance.errors import GovError
 from governance.example import ExampleResult, build_example
 from governance.ingest import ingest as ingest_reports
 from governance.metrics import METRICS, wilson
 from governance.metrics import series as metric_series
 from governance.models import Checkpoint, CheckpointStatus, Environment, Judge, Run
-from governance.registry import Registry, open_registry, parse_checkpoint_ref
+from governance.promotion import actor
+from governance.promotion import promote as promote_checkpoint
+from governance.registry import (
+    Registry,
+    acknowledge_flag,
+    get_flag,
+    list_flags,
+    open_registry,
+    parse_checkpoint_ref,
+)
 from governance.reports import report_json_schema
 from governance.workspace import init as init_workspace
 
@@ -867,6 +878,204 @@ def _pct(value: float | None) -> str:
 
 def _num(value: float | None) -> str:
     return "" if value is None else f"{value:.6g}"
+
+
+# -- gates: check, promote, flags ------------------------------------------------------------
+@cli.command()
+@click.argument("ref", metavar="RUN@STEP")
+@format_option("table", "json", "junit", "github", "markdown")
+@click.option("--all", "show_all", is_flag=True, help="List clear results too (table format).")
+@click.option(
+    "--dry-run", is_flag=True, help="Evaluate and print, but record nothing and flag nothing."
+)
+@click.pass_context
+def check(ctx: click.Context, ref: str, fmt: str, show_all: bool, dry_run: bool) -> None:
+    """Evaluate every policy at a checkpoint: exit 0 pass (warnings included), 1 blocked.
+
+    Only the history up to and including RUN@STEP is read. The decision, with its exact inputs,
+    is written to audit/decisions/ and committed; environments a policy flags are marked for
+    redesign; a blocked checkpoint is marked blocked.
+
+    \b
+    Example:
+        gov check main@7250
+        gov check main@7250 --format junit > gov-check.xml
+        gov check main@7250 --format github      # annotations in a GitHub workflow
+    """
+    reg = registry(ctx)
+    decision = decide(reg, ref)
+    if not dry_run:
+        record_decision(reg, decision)
+    if fmt == "json":
+        echo_json(decision_record(decision))
+    elif fmt == "junit":
+        click.echo(render.junit(decision), nl=False)
+    elif fmt == "github":
+        click.echo(render.github(decision), nl=False)
+    elif fmt == "markdown":
+        click.echo(render.markdown(decision), nl=False)
+    else:
+        _print_decision(decision, show_all)
+    if decision.outcome == "block":
+        ctx.exit(1)
+
+
+def _print_decision(decision: Decision, show_all: bool) -> None:
+    click.secho(
+        f"decision: {decision.outcome.upper()} at {decision.checkpoint}",
+        bold=True,
+        fg={"pass": "green", "warn": "yellow", "block": "red"}[decision.outcome],
+    )
+    rows = []
+    clear = thin = 0
+    for r in decision.results:
+        if not show_all and r.status == "clear":
+            clear += 1
+            continue
+        if not show_all and r.status == "insufficient" and r.policy not in decision.gating:
+            thin += 1
+            continue
+        probability = "-" if r.probability is None else f"{r.probability:.3f}"
+        numbers = (
+            "-"
+            if r.value is None
+            else f"{r.k}/{r.n} = {_pct(r.value)} [{_pct(r.low)}, {_pct(r.high)}]"
+        )
+        rows.append([r.policy, r.series.label, r.status, numbers, probability, r.reason])
+    if rows:
+        echo_table(
+            "results", ["policy", "series", "result", "at this checkpoint", "P", "why"], rows
+        )
+    if clear or thin:
+        click.echo(
+            f"{clear} more results are clear and {thin} have too little evidence to say, "
+            "which this decision does not count against the checkpoint (--all lists them)"
+        )
+    if decision.flagged:
+        click.echo(f"flagged for redesign: {', '.join(decision.flagged)}")
+    fired = {a for acts in decision.actions.values() for a in acts}
+    if "recommend_rollback" in fired:
+        click.echo("a policy recommends a rollback: see `gov rollback recommend`")
+    if "require_review" in fired:
+        click.echo("a policy requires a human review of this checkpoint")
+    click.echo(f"inputs digest {decision.digest[:16]} (registry, policies, reports, judges)")
+
+
+@cli.command()
+@click.argument("ref", metavar="RUN@STEP")
+@click.option("--override", is_flag=True, help="Promote even though the policies say otherwise.")
+@click.option("--reason", help="Why the override (required with --override; recorded).")
+@click.pass_context
+def promote(ctx: click.Context, ref: str, override: bool, reason: str | None) -> None:
+    """Promote a checkpoint, after a passing `gov check` of the same inputs.
+
+    A blocked checkpoint is promoted only with --override --reason TEXT, which is recorded in
+    audit/overrides/ and in the commit.
+
+    \b
+    Example:
+        gov check main@4000 && gov promote main@4000
+        gov promote main@7250 --override --reason "judge misfires on this env; see #123"
+    """
+    if override and not reason:
+        raise click.UsageError("--override needs --reason TEXT")
+    if reason and not override:
+        raise click.UsageError("--reason goes with --override")
+    result = promote_checkpoint(registry(ctx), ref, override_reason=reason if override else None)
+    how = f" (override: {result.override})" if result.override else f" (check {result.outcome})"
+    click.echo(f"promoted {result.checkpoint}{how}")
+
+
+@cli.group()
+def flags() -> None:
+    """Environments flagged for redesign by a policy, until a new version resolves them."""
+
+
+@flags.command("list")
+@format_option("table", "json")
+@click.pass_context
+def flags_list(ctx: click.Context, fmt: str) -> None:
+    """List flags, open and resolved.
+
+    \b
+    Example:
+        gov flags list
+    """
+    found = list_flags(registry(ctx))
+    if fmt == "json":
+        echo_json(found)
+        return
+    echo_table(
+        "flags",
+        ["environment", "version", "status", "raised at", "policies"],
+        [
+            [
+                f.environment,
+                f"v{f.version}",
+                f.status,
+                f.checkpoint,
+                ", ".join(sorted({e.policy for e in f.evidence})),
+            ]
+            for f in found
+        ],
+    )
+
+
+@flags.command("show")
+@click.argument("environment")
+@format_option("table", "json")
+@click.pass_context
+def flags_show(ctx: click.Context, environment: str, fmt: str) -> None:
+    """Show a flag and its evidence.
+
+    \b
+    Example:
+        gov flags show code-unit-tests
+    """
+    flag = get_flag(registry(ctx), environment)
+    if fmt == "json":
+        echo_json(flag)
+        return
+    echo_fields(
+        [
+            ("environment", f"{flag.environment} (flagged version v{flag.version})"),
+            ("status", flag.status),
+            ("raised at", flag.checkpoint),
+            ("decision", flag.decision[:16]),
+            (
+                "acknowledged",
+                f"{flag.acknowledged_by}: {flag.acknowledged_reason}"
+                if flag.acknowledged_by
+                else None,
+            ),
+            ("resolved by", f"v{flag.resolved_by_version}" if flag.resolved_by_version else None),
+        ]
+    )
+    echo_table(
+        "evidence",
+        ["policy", "series", "why"],
+        [[e.policy, e.series, e.reason] for e in flag.evidence],
+    )
+    if flag.status != "resolved":
+        click.echo(
+            f"resolve it by registering the redesign: gov env version {flag.environment} ..."
+        )
+
+
+@flags.command("ack")
+@click.argument("environment")
+@click.option("--reason", required=True, help="Who owns the redesign, or why the flag stands.")
+@click.pass_context
+def flags_ack(ctx: click.Context, environment: str, reason: str) -> None:
+    """Acknowledge a flag: it stays until a new environment version resolves it.
+
+    \b
+    Example:
+        gov flags ack code-unit-tests --reason "grader rewrite tracked in #456"
+    """
+    reg = registry(ctx)
+    flag = acknowledge_flag(reg, environment, reason, actor(reg))
+    click.echo(f"acknowledged the flag on {flag.environment} ({flag.acknowledged_by})")
 
 
 # -- the bundled example ------------------------------------------------------------------

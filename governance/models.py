@@ -154,3 +154,26 @@ class WorkspaceConfig(Record):
     registry_dir: Literal["registry"] = "registry"
     policies_dir: Literal["policies"] = "policies"
     audit_dir: Literal["audit"] = "audit"
+
+
+class FlagEvidence(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    policy: str
+    series: str
+    reason: str
+
+
+class Flag(Record):
+    """An environment flagged for redesign by a policy, until a new version resolves it."""
+
+    environment: Name
+    version: Annotated[int, Field(ge=1)]  # the version that was flagged
+    status: Literal["open", "acknowledged", "resolved"] = "open"
+    checkpoint: str
+    decision: str  # the inputs digest of the decision that raised it
+    raised: datetime
+    evidence: tuple[FlagEvidence, ...]
+    acknowledged_by: str | None = None
+    acknowledged_reason: str | None = None
+    resolved_by_version: int | None = None

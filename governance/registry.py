@@ -31,6 +31,7 @@ from .models import (
     EnvironmentStatus,
     EnvironmentVersion,
     ExposureEntry,
+    Flag,
     Judge,
     JudgeVersion,
     Run,
@@ -467,6 +468,15 @@ class Registry:
             change.write(self._env_file(env), model_yaml(record))
             change.summary = f"environment {env} version {number}"
             change.body = f"{digest}\n\n{note}"
+            flag_file = self.ws.registry / "flags" / f"{env}.yaml"
+            if flag_file.is_file():  # the redesign resolves the environment's flag
+                flag = load_yaml_model(flag_file, Flag, self.ws.rel(flag_file))
+                if flag.status != "resolved":
+                    resolved = flag.model_copy(
+                        update={"status": "resolved", "resolved_by_version": number}
+                    )
+                    change.write(flag_file, model_yaml(resolved))
+                    change.body += f"\n\nResolves the flag raised at {flag.checkpoint}."
         return record
 
     def set_environment_status(
@@ -552,3 +562,35 @@ class Registry:
 def open_registry(workspace: Path | str | None = None) -> Registry:
     """The registry of the workspace at `workspace` (or found upwards from the current folder)."""
     return Registry(workspace_mod.find(Path(workspace) if workspace is not None else None))
+
+
+def list_flags(registry: Registry) -> list[Flag]:
+    folder = registry.ws.registry / "flags"
+    return [load_yaml_model(p, Flag, registry.ws.rel(p)) for p in sorted(folder.glob("*.yaml"))]
+
+
+def get_flag(registry: Registry, env: str) -> Flag:
+    path = registry.ws.registry / "flags" / f"{check_name('environment', env)}.yaml"
+    if not path.is_file():
+        raise NotFound(f"environment {env!r} has no flag (see `gov flags list`)")
+    return load_yaml_model(path, Flag, registry.ws.rel(path))
+
+
+def acknowledge_flag(registry: Registry, env: str, reason: str, actor: str) -> Flag:
+    """Someone has seen the flag and owns the redesign; it stays until a new version lands."""
+    with registry.ws.change(f"acknowledge the flag on environment {env}") as change:
+        flag = get_flag(registry, env)
+        if flag.status == "resolved":
+            raise GovError(
+                f"the flag on {env!r} was resolved by version {flag.resolved_by_version}"
+            )
+        updated = flag.model_copy(
+            update={
+                "status": "acknowledged",
+                "acknowledged_by": actor,
+                "acknowledged_reason": reason,
+            }
+        )
+        change.write(registry.ws.registry / "flags" / f"{env}.yaml", model_yaml(updated))
+        change.body = f"{actor}: {reason}"
+    return updated

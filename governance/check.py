@@ -1,0 +1,462 @@
+"""Evaluating the policies at a checkpoint: the statistics, the decision, and what it records.
+
+The statistics are pure functions of counts (Beta posteriors under a Jeffreys prior). A decision
+sees only the history up to and including its checkpoint, along the run's lineage, and records
+its exact inputs (the registry's tree, the policy files' hashes, the reports and judge versions
+it read) so that the same inputs give the same decision.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Literal
+
+import numpy as np
+from scipy.special import betainc, betaincinv
+
+from .errors import GovError
+from .ingest import COUNT_COLUMNS, ledger
+from .metrics import METRICS, counts, wilson
+from .models import CheckpointStatus, EnvironmentStatus, Flag, FlagEvidence, utc_now
+from .policies import Action, Insufficient, LoadedPolicy, Policy, load_policies
+from .registry import Registry, parse_checkpoint_ref
+from .storage import model_yaml
+from .workspace import Change
+
+PRIOR = 0.5  # Jeffreys: Beta(k + 1/2, n - k + 1/2)
+GRID = 400  # quantiles of the baseline posterior integrated over for a rise
+
+Status = Literal["fired", "clear", "insufficient", "unavailable"]
+Outcome = Literal["pass", "warn", "block"]
+
+
+def prob_above(k: int, n: int, level: float) -> float:
+    """P(rate > level) for k successes in n, under the Jeffreys Beta posterior."""
+    return float(1.0 - betainc(k + PRIOR, n - k + PRIOR, level))
+
+
+def prob_rise(k: int, n: int, k0: int, n0: int, factor: float) -> float:
+    """P(rate > factor x baseline rate), both under independent Jeffreys Beta posteriors.
+
+    Integrates over GRID equal-probability quantiles of the baseline's posterior."""
+    u = (np.arange(GRID) + 0.5) / GRID
+    baseline = betaincinv(k0 + PRIOR, n0 - k0 + PRIOR, u)
+    threshold = np.minimum(1.0, factor * baseline)
+    return float(np.mean(1.0 - betainc(k + PRIOR, n - k + PRIOR, threshold)))
+
+
+@dataclass(frozen=True)
+class Point:
+    """One checkpoint of a series: the metric's numerator and denominator there."""
+
+    run: str
+    step: int
+    k: int
+    n: int
+    status: str = CheckpointStatus.REGISTERED.value
+
+    @property
+    def ref(self) -> str:
+        return f"{self.run}@{self.step}"
+
+
+@dataclass(frozen=True)
+class SeriesKey:
+    environment: str | None  # None: the whole run
+    environment_version: int | None
+    judge: str
+    judge_version: str
+
+    @property
+    def label(self) -> str:
+        where = f"{self.environment} v{self.environment_version}" if self.environment else "run"
+        return f"{where} · {self.judge} {self.judge_version}"
+
+
+@dataclass
+class Result:
+    """One policy on one series at the checkpoint."""
+
+    policy: str
+    series: SeriesKey
+    status: Status
+    reason: str
+    k: int | None = None
+    n: int | None = None
+    value: float | None = None
+    low: float | None = None
+    high: float | None = None
+    probability: float | None = None
+    baseline: tuple[int, int] | None = None
+    held: int = 0
+
+
+@dataclass
+class Inputs:
+    checkpoint: str
+    registry_state: str  # sha256 of the registry records the decision read
+    policies: dict[str, str]  # path -> sha256
+    reports: list[str]  # md5s of the reports whose counts were read
+    judges: list[str]  # judge@version read
+
+    def digest(self) -> str:
+        text = json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass
+class Decision:
+    checkpoint: str
+    outcome: Outcome
+    results: list[Result]
+    actions: dict[str, list[str]]  # policy -> actions taken (fired policies)
+    flagged: list[str]
+    inputs: Inputs
+    digest: str
+    registry_commit: str  # git HEAD when evaluated (for the reader; not part of the digest)
+    evaluated: datetime = field(default_factory=utc_now)
+
+    @property
+    def fired(self) -> list[Result]:
+        return [r for r in self.results if r.status == "fired"]
+
+    gating: list[str] = field(default_factory=list)  # policies whose thin evidence warns/blocks
+
+
+# -- series ---------------------------------------------------------------------------------
+def history(
+    registry: Registry, run: str, step: int, policy: Policy
+) -> dict[SeriesKey, list[Point]]:
+    """The policy's series along the run's lineage, up to and including RUN@STEP, oldest first."""
+    metric = METRICS[policy.metric]
+    order: dict[tuple[str, int], tuple[int, str]] = {}
+    lineage = registry.lineage(run)
+    for i, record in enumerate(lineage):
+        limit = lineage[i + 1].forked_from_step if i + 1 < len(lineage) else step
+        for ckpt in registry.checkpoints(record.id):
+            if limit is None or ckpt.step <= limit:
+                order[(record.id, ckpt.step)] = (len(order), ckpt.status.value)
+    found: dict[SeriesKey, dict[tuple[str, int], dict[str, int]]] = {}
+    for row in counts(registry.ws):
+        where = (str(row["run"]), int(row["step"]))
+        if where not in order:
+            continue
+        if policy.judge != "any" and row["judge"] != policy.judge:
+            continue
+        if policy.scope == "environment":
+            key = SeriesKey(
+                str(row["environment"]),
+                int(row["environment_version"]),
+                str(row["judge"]),
+                str(row["judge_version"]),
+            )
+        else:  # the whole run: environments add up; judge versions never do
+            key = SeriesKey(None, None, str(row["judge"]), str(row["judge_version"]))
+        tally = found.setdefault(key, {}).setdefault(where, dict.fromkeys(COUNT_COLUMNS, 0))
+        for column in COUNT_COLUMNS:
+            tally[column] += int(row[column])
+    series: dict[SeriesKey, list[Point]] = {}
+    for key, by_point in found.items():
+        points = sorted(by_point.items(), key=lambda item: order[item[0]][0])
+        series[key] = [
+            Point(r, s, metric.numerator(c), metric.denominator(c), order[(r, s)][1])
+            for (r, s), c in points
+        ]
+    return series
+
+
+# -- one policy on one series ---------------------------------------------------------------
+def evaluate(policy: Policy, key: SeriesKey, points: list[Point], at: tuple[str, int]) -> Result:
+    """The policy's verdict on a series whose last point should be the checkpoint `at`."""
+    ref = f"{at[0]}@{at[1]}"
+    result = Result(policy.name, key, "insufficient", "")
+    if not points or (points[-1].run, points[-1].step) != at:
+        result.reason = f"no judgments at {ref}: no evidence"
+        return result
+    here = points[-1]
+    result.k, result.n = here.k, here.n
+    if here.n:
+        result.value = here.k / here.n
+        result.low, result.high = wilson(here.k, here.n)
+    if policy.condition.onset is not None:
+        result.status = "unavailable"
+        result.reason = "the onset condition needs the changepoint analysis, not available yet"
+        return result
+    minimum = policy.min_evidence.n
+    if here.n < minimum:
+        result.reason = f"n = {here.n} < {minimum} at {ref}: insufficient evidence"
+        return result
+    baseline = _baseline(policy, points)
+    if isinstance(baseline, str):
+        result.reason = baseline
+        return result
+    result.baseline = baseline
+    held = 0
+    probability: float | None = None
+    for point in reversed(points):
+        if point.n < minimum:
+            break
+        p = _probability(policy, point, baseline)
+        probability = p if probability is None else probability
+        if p < _confidence(policy):
+            break
+        held += 1
+        if held == policy.sustained:
+            break
+    result.probability, result.held = probability, held
+    need = _confidence(policy)
+    if held >= policy.sustained:
+        result.status = "fired"
+        result.reason = f"{_claim(policy, baseline)}: P = {probability:.3f} >= {need}" + (
+            f", held {held} checkpoints running" if policy.sustained > 1 else ""
+        )
+    else:
+        result.status = "clear"
+        result.reason = (
+            f"{_claim(policy, baseline)}: P = {probability:.3f} < {need}"
+            if held == 0
+            else f"held {held} of the {policy.sustained} checkpoints running it needs"
+        )
+    return result
+
+
+def _confidence(policy: Policy) -> float:
+    condition = policy.condition
+    if condition.above is not None:
+        return condition.above.confidence
+    assert condition.rise is not None
+    return condition.rise.confidence
+
+
+def _probability(policy: Policy, point: Point, baseline: tuple[int, int] | None) -> float:
+    condition = policy.condition
+    if condition.above is not None:
+        return prob_above(point.k, point.n, condition.above.level)
+    assert condition.rise is not None and baseline is not None
+    return prob_rise(point.k, point.n, baseline[0], baseline[1], condition.rise.factor)
+
+
+def _claim(policy: Policy, baseline: tuple[int, int] | None) -> str:
+    condition = policy.condition
+    if condition.above is not None:
+        return f"{policy.metric} > {condition.above.level:g}"
+    assert condition.rise is not None and baseline is not None
+    k0, n0 = baseline
+    return f"{policy.metric} > {condition.rise.factor:g} x baseline ({k0}/{n0} = {k0 / n0:.3%})"
+
+
+def _baseline(policy: Policy, points: list[Point]) -> tuple[int, int] | str | None:
+    """(k, n) pooled over the baseline checkpoints; None without a rise; a reason if unusable."""
+    rise = policy.condition.rise
+    if rise is None:
+        return None
+    past = points[:-1]
+    if rise.baseline.first is not None:
+        first = rise.baseline.first
+        if len(past) < first:
+            return (
+                f"baseline not established: {len(past)} earlier checkpoints with judgments, "
+                f"the first {first} are needed"
+            )
+        chosen = past[:first]
+    elif rise.baseline.promoted:
+        chosen = [p for p in past if p.status == CheckpointStatus.PROMOTED.value]
+        if not chosen:
+            return "no promoted checkpoint before this one to serve as the baseline"
+    else:
+        assert rise.baseline.checkpoint is not None
+        run, step = parse_checkpoint_ref(rise.baseline.checkpoint)
+        chosen = [p for p in past if (p.run, p.step) == (run, step)]
+        if not chosen:
+            return f"baseline checkpoint {rise.baseline.checkpoint} has no judgments in this series"
+    k0, n0 = sum(p.k for p in chosen), sum(p.n for p in chosen)
+    if n0 == 0:
+        return "the baseline checkpoints have no judgments for this metric"
+    return k0, n0
+
+
+# -- the decision ---------------------------------------------------------------------------
+def decide(
+    registry: Registry, ref: str, policies: Sequence[LoadedPolicy] | None = None
+) -> Decision:
+    """Evaluate every policy at RUN@STEP on the history up to it (nothing later)."""
+    run, step = parse_checkpoint_ref(ref)
+    registry.checkpoint(run, step)  # an unknown checkpoint is an error, not "no evidence"
+    ws = registry.ws
+    loaded = list(policies) if policies is not None else load_policies(ws.policies, ws.root)
+    if not loaded:
+        raise GovError(f"no policies in {ws.rel(ws.policies)}: nothing to check against")
+    results: list[Result] = []
+    actions: dict[str, list[str]] = {}
+    outcome: Outcome = "pass"
+    flagged: set[str] = set()
+    read_points: set[tuple[str, int]] = set()
+    judges: set[str] = set()
+    for item in loaded:
+        policy = item.policy
+        series = history(registry, run, step, policy)
+        if not series:
+            results.append(
+                Result(
+                    policy.name,
+                    SeriesKey(None, None, policy.judge, "-"),
+                    "insufficient",
+                    f"no judgments for {policy.metric} up to {ref}: no evidence",
+                )
+            )
+        for key, points in sorted(series.items(), key=lambda kv: kv[0].label):
+            judges.add(f"{key.judge}@{key.judge_version}")
+            read_points.update((p.run, p.step) for p in points)
+            result = evaluate(policy, key, points, (run, step))
+            results.append(result)
+            if result.status == "fired":
+                actions.setdefault(policy.name, [a.value for a in policy.actions])
+                if Action.FLAG_ENVIRONMENT in policy.actions and key.environment:
+                    flagged.add(key.environment)
+        outcome = _worse(
+            outcome, _policy_outcome(policy, [r for r in results if r.policy == policy.name])
+        )
+    inputs = Inputs(
+        checkpoint=ref,
+        registry_state=_registry_state(registry, run, step),
+        policies={item.path: item.sha256 for item in loaded},
+        reports=_reports_read(registry, read_points),
+        judges=sorted(judges),
+    )
+    head = ws.repo.head.commit.hexsha
+    gating = [i.policy.name for i in loaded if i.policy.insufficient != Insufficient.PASS]
+    return Decision(
+        ref,
+        outcome,
+        results,
+        actions,
+        sorted(flagged),
+        inputs,
+        inputs.digest(),
+        head,
+        gating=gating,
+    )
+
+
+def _policy_outcome(policy: Policy, results: list[Result]) -> Outcome:
+    outcome: Outcome = "pass"
+    for result in results:
+        if result.status == "fired":
+            if Action.BLOCK in policy.actions:
+                return "block"
+            outcome = "warn"
+        elif result.status == "insufficient" and policy.insufficient != Insufficient.PASS:
+            if policy.insufficient == Insufficient.BLOCK:
+                return "block"
+            outcome = "warn"
+    return outcome
+
+
+_RANK: dict[Outcome, int] = {"pass": 0, "warn": 1, "block": 2}
+
+
+def _worse(a: Outcome, b: Outcome) -> Outcome:
+    return a if _RANK[a] >= _RANK[b] else b
+
+
+def _registry_state(registry: Registry, run: str, step: int) -> str:
+    """A hash of what the decision reads from the registry: the lineage and its checkpoints up
+    to RUN@STEP (which were promoted: baselines), environment versions and judge versions.
+
+    Statuses a decision itself sets (flagged environments, a blocked checkpoint) are left out,
+    so recording a decision does not change the inputs of the next identical check."""
+    state: dict[str, object] = {}
+    lineage = registry.lineage(run)
+    state["lineage"] = [(r.id, r.parent_run, r.forked_from_step) for r in lineage]
+    points = []
+    for i, record in enumerate(lineage):
+        limit = lineage[i + 1].forked_from_step if i + 1 < len(lineage) else step
+        for ckpt in registry.checkpoints(record.id):
+            if limit is None or ckpt.step <= limit:
+                promoted = ckpt.status == CheckpointStatus.PROMOTED
+                points.append((ckpt.ref, ckpt.artifact_md5, promoted))
+    state["checkpoints"] = points
+    state["environments"] = [
+        (e.id, [(v.number, v.hash) for v in e.versions]) for e in registry.environments()
+    ]
+    state["judges"] = [
+        (j.id, [(v.version, v.rubric_hash) for v in j.versions]) for j in registry.judges()
+    ]
+    text = json.dumps(state, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _reports_read(registry: Registry, points: set[tuple[str, int]]) -> list[str]:
+    import csv
+
+    used: list[str] = []
+    for entry in ledger(registry.ws):
+        path = registry.ws.registry / "counts" / f"{entry.md5}.csv"
+        with path.open(newline="") as handle:
+            if any((row["run"], int(row["step"])) in points for row in csv.DictReader(handle)):
+                used.append(entry.md5)
+    return sorted(used)
+
+
+# -- recording it ---------------------------------------------------------------------------
+def decision_record(decision: Decision) -> dict[str, object]:
+    data = asdict(decision)
+    data["evaluated"] = decision.evaluated.isoformat()
+    return data
+
+
+def record(registry: Registry, decision: Decision) -> str | None:
+    """Write the decision to audit/decisions/, flag environments, mark a blocked checkpoint;
+    one commit. Returns the commit, or None when this very decision was recorded before."""
+    ws = registry.ws
+    run, step = parse_checkpoint_ref(decision.checkpoint)
+    path = ws.audit / "decisions" / f"{run}@{step}.{decision.digest[:16]}.json"
+    if path.exists():
+        return None
+    summary = f"check {decision.checkpoint}: {decision.outcome}"
+    if decision.flagged:
+        summary += f" (flags {', '.join(decision.flagged)})"
+    with ws.change(summary) as change:
+        change.write(path, (json.dumps(decision_record(decision), indent=2) + "\n").encode())
+        for env in decision.flagged:
+            current = registry.environment(env)
+            if current.status in (EnvironmentStatus.ACTIVE,):
+                evidence = [r for r in decision.fired if r.series.environment == env]
+                flag = Flag(
+                    environment=env,
+                    version=current.current.number,
+                    checkpoint=decision.checkpoint,
+                    decision=decision.digest,
+                    raised=utc_now(),
+                    evidence=tuple(
+                        FlagEvidence(policy=r.policy, series=r.series.label, reason=r.reason)
+                        for r in evidence
+                    ),
+                )
+                change.write(ws.registry / "flags" / f"{env}.yaml", model_yaml(flag))
+                flagged = current.model_copy(update={"status": EnvironmentStatus.FLAGGED})
+                change.write(ws.registry / "environments" / f"{env}.yaml", model_yaml(flagged))
+        if decision.outcome == "block":
+            _mark_blocked(registry, change, run, step)
+        change.body = "\n".join(
+            f"{r.policy} on {r.series.label}: {r.reason}" for r in decision.fired
+        )
+    return change.sha
+
+
+def _mark_blocked(registry: Registry, change: Change, run: str, step: int) -> None:
+    records = registry.checkpoints(run)
+    updated = [
+        c.model_copy(update={"status": CheckpointStatus.BLOCKED}) if c.step == step else c
+        for c in records
+    ]
+    registry._write_checkpoints(change, run, updated)
+
+
+def find_recorded(registry: Registry, decision: Decision) -> bool:
+    run, step = parse_checkpoint_ref(decision.checkpoint)
+    return (registry.ws.audit / "decisions" / f"{run}@{step}.{decision.digest[:16]}.json").exists()

@@ -1,0 +1,210 @@
+"""Policies: YAML files that say which metric to watch, how to judge it, and what to do.
+
+A policy is data, never code: a pydantic schema with a closed set of conditions, loaded with a
+safe YAML loader that also refuses anchors and aliases (no alias bombs) and duplicate keys (a
+typo'd key is refused, not ignored). Every error names the file, the line and the field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import GovError
+from .metrics import METRICS
+from .models import Name
+from .storage import _first_error, _yaml_line
+
+Probability = Annotated[float, Field(gt=0, lt=1)]
+Confidence = Annotated[float, Field(ge=0.5, lt=1)]
+
+
+class PolicyError(GovError):
+    """A policy file that cannot be used: bad YAML, a schema violation, a duplicate name."""
+
+
+class Action(StrEnum):
+    BLOCK = "block"  # the checkpoint cannot be promoted
+    WARN = "warn"
+    FLAG_ENVIRONMENT = "flag_environment"  # the environment (or its scoring) needs a redesign
+    REQUIRE_REVIEW = "require_review"
+    RECOMMEND_ROLLBACK = "recommend_rollback"
+
+
+class Insufficient(StrEnum):
+    """What thin evidence means for the gate."""
+
+    PASS = "pass"
+    WARN = "warn"
+    BLOCK = "block"
+
+
+class _Part(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Above(_Part):
+    """P(rate > level) >= confidence, under the metric's Beta posterior (Jeffreys prior)."""
+
+    level: Probability
+    confidence: Confidence = 0.95
+
+
+class Baseline(_Part):
+    """What a rise is measured against: exactly one of these."""
+
+    first: Annotated[int, Field(ge=1)] | None = None  # the first N checkpoints of the run
+    promoted: bool | None = None  # the run's promoted checkpoints
+    checkpoint: str | None = None  # a named checkpoint, RUN@STEP
+
+    @model_validator(mode="after")
+    def _one(self) -> Baseline:
+        chosen = [v for v in (self.first, self.promoted, self.checkpoint) if v not in (None, False)]
+        if len(chosen) != 1:
+            raise ValueError("name exactly one baseline: first: N, promoted: true or checkpoint")
+        return self
+
+
+class Rise(_Part):
+    """P(rate > factor x baseline rate) >= confidence."""
+
+    baseline: Baseline
+    factor: Annotated[float, Field(gt=1, le=100)] = 2.0
+    confidence: Confidence = 0.95
+
+
+class Onset(_Part):
+    """An onset found by the changepoint analysis (not available in this release)."""
+
+    probability: Confidence = 0.95
+
+
+class Condition(_Part):
+    above: Above | None = None
+    rise: Rise | None = None
+    onset: Onset | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> Condition:
+        chosen = [c for c in (self.above, self.rise, self.onset) if c is not None]
+        if len(chosen) != 1:
+            raise ValueError("a condition is exactly one of above, rise or onset")
+        return self
+
+
+class MinimumEvidence(_Part):
+    """Below this, the answer is 'insufficient evidence', not pass and not fail."""
+
+    n: Annotated[int, Field(ge=1)] = 100  # episodes in the metric's denominator at a checkpoint
+
+
+class Policy(_Part):
+    schema_version: Literal[1] = 1
+    name: Name
+    description: str
+    metric: str
+    scope: Literal["environment", "run"] = "environment"
+    judge: Name | Literal["any"] = "any"
+    condition: Condition
+    sustained: Annotated[int, Field(ge=1, le=100)] = 1  # the condition holds K checkpoints running
+    min_evidence: MinimumEvidence = MinimumEvidence()
+    insufficient: Insufficient = Insufficient.PASS
+    actions: Annotated[tuple[Action, ...], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _known_metric(self) -> Policy:
+        if self.metric not in METRICS:
+            raise ValueError(f"unknown metric {self.metric!r}: one of {', '.join(METRICS)}")
+        if Action.FLAG_ENVIRONMENT in self.actions and self.scope != "environment":
+            raise ValueError("flag_environment needs scope: environment")
+        return self
+
+
+class LoadedPolicy(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    policy: Policy
+    path: str  # relative to the workspace
+    sha256: str
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """Safe, and also without anchors, aliases or duplicate keys."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()  # type: ignore[no-untyped-call]
+            raise yaml.MarkedYAMLError(
+                problem="anchors and aliases are not allowed in policies",
+                problem_mark=event.start_mark,
+            )
+        event = self.peek_event()  # type: ignore[no-untyped-call]
+        if getattr(event, "anchor", None):
+            raise yaml.MarkedYAMLError(
+                problem="anchors and aliases are not allowed in policies",
+                problem_mark=event.start_mark,
+            )
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.MarkedYAMLError(
+                    problem=f"duplicate key {key!r}", problem_mark=key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def parse_policy(text: str, display: str) -> Policy:
+    """A policy from YAML text; `display` names the file in errors."""
+    try:
+        data = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise PolicyError(f"{display}{where}: {problem}") from exc
+    if not isinstance(data, dict):
+        raise PolicyError(f"{display}: a policy is a mapping of fields (see policies/README.md)")
+    try:
+        return Policy.model_validate(data)
+    except ValidationError as exc:
+        loc, message = _first_error(exc)
+        line = _yaml_line(text, loc)
+        field = ".".join(str(p) for p in loc) or "(policy)"
+        if message == "unknown field":
+            message = "unknown field (a typo? see policies/README.md for the fields)"
+        raise PolicyError(
+            f"{display}{f':{line}' if line else ''}: field {field}: {message}"
+        ) from exc
+
+
+def load_policies(folder: Path, root: Path) -> list[LoadedPolicy]:
+    """Every `*.yaml` policy in `folder`, by file name; two policies with one name are refused."""
+    loaded: list[LoadedPolicy] = []
+    names: dict[str, str] = {}
+    for path in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]):
+        display = path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
+        raw = path.read_bytes()
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise PolicyError(f"{display}: not UTF-8 text") from exc
+        policy = parse_policy(text, display)
+        if policy.name in names:
+            raise PolicyError(
+                f"{display}: policy name {policy.name!r} is already used by {names[policy.name]}"
+            )
+        names[policy.name] = display
+        loaded.append(
+            LoadedPolicy(policy=policy, path=display, sha256=hashlib.sha256(raw).hexdigest())
+        )
+    return loaded
