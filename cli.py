@@ -951,6 +951,9 @@ def _print_decision(decision: Decision, show_all: bool) -> None:
             f"{clear} more results are clear and {thin} have too little evidence to say, "
             "which this decision does not count against the checkpoint (--all lists them)"
         )
+    empty = [r for r in decision.results if r.reason.startswith("no judgments for")]
+    if empty and len(empty) == len(decision.results):
+        click.echo(f"no evidence: nothing judged up to {decision.checkpoint} (see `gov ingest`)")
     if decision.flagged:
         click.echo(f"flagged for redesign: {', '.join(decision.flagged)}")
     fired = {a for acts in decision.actions.values() for a in acts}

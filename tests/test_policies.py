@@ -1,0 +1,112 @@
+"""Policy files: safe loading, strict schema, errors with file, line and field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from governance.policies import PolicyError, load_policies, parse_policy
+
+GOOD = """\
+schema_version: 1
+name: rate-up
+description: rationalization rate up
+metric: rationalization_rate
+condition:
+  rise:
+    baseline: {first: 4}
+    factor: 2
+    confidence: 0.95
+sustained: 2
+min_evidence: {n: 30}
+actions: [warn]
+"""
+
+
+def test_bundled_policies_load() -> None:
+    root = Path(__file__).resolve().parent.parent
+    loaded = load_policies(root / "policies", root)
+    names = {p.policy.name for p in loaded}
+    assert names == {
+        "rationalization-rate-rising",
+        "rationalization-share-rising",
+        "overt-rate-above",
+        "divergence-rate-rising",
+    }
+    assert all(len(p.sha256) == 64 for p in loaded)
+
+
+def test_a_good_policy_parses() -> None:
+    policy = parse_policy(GOOD, "p.yaml")
+    assert policy.condition.rise is not None and policy.condition.rise.factor == 2
+    assert policy.judge == "any" and policy.scope == "environment"
+
+
+BAD = {
+    "typo in a key": (
+        GOOD.replace("sustained: 2", "sustaind: 2"),
+        ("p.yaml:10", "sustaind", "unknown field"),
+    ),
+    "unknown metric": (
+        GOOD.replace("rationalization_rate", "honesty_rate"),
+        ("p.yaml", "unknown metric 'honesty_rate'"),
+    ),
+    "threshold out of range": (
+        GOOD.replace("confidence: 0.95", "confidence: 1.5"),
+        ("p.yaml:9", "condition.rise.confidence", "less than 1"),
+    ),
+    "factor not a rise": (GOOD.replace("factor: 2", "factor: 0.5"), ("p.yaml:8", "factor")),
+    "two conditions": (
+        GOOD.replace("condition:\n", "condition:\n  above: {level: 0.1}\n"),
+        ("exactly one of above, rise or onset",),
+    ),
+    "two baselines": (
+        GOOD.replace("{first: 4}", "{first: 4, promoted: true}"),
+        ("exactly one baseline",),
+    ),
+    "duplicate key": (GOOD + "metric: overt_rate\n", ("p.yaml:13", "duplicate key 'metric'")),
+    "alias": (
+        GOOD.replace("actions: [warn]", "x: &a [warn]\nactions: *a"),
+        ("anchors and aliases",),
+    ),
+    "python tag": (
+        GOOD.replace("[warn]", "!!python/object/apply:os.system [echo]"),
+        ("p.yaml:12",),
+    ),
+    "custom tag": (GOOD.replace("[warn]", "!action warn"), ("p.yaml:12",)),
+    "unknown action": (GOOD.replace("[warn]", "[explode]"), ("field actions.0",)),
+    "not a mapping": ("- just\n- a list\n", ("a policy is a mapping",)),
+    "flag without environment scope": (
+        GOOD.replace("[warn]", "[flag_environment]") + "scope: run\n",
+        ("flag_environment needs scope",),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_policy_is_refused_with_file_line_field(case: str) -> None:
+    text, fragments = BAD[case]
+    with pytest.raises(PolicyError) as info:
+        parse_policy(text, "p.yaml")
+    message = str(info.value)
+    assert "\n" not in message
+    for fragment in fragments:
+        assert fragment in message, (fragment, message)
+
+
+def test_billion_laughs_is_refused_quickly() -> None:
+    bomb = 'a: &a ["x","x","x","x","x","x","x","x","x"]\n'
+    for i in range(1, 12):
+        bomb += f"{chr(97 + i)}: &{chr(97 + i)} [*{chr(96 + i)},*{chr(96 + i)},*{chr(96 + i)}]\n"
+    with pytest.raises(PolicyError, match="anchors and aliases"):
+        parse_policy(bomb, "bomb.yaml")
+
+
+def test_two_policies_with_one_name(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text(GOOD)
+    (tmp_path / "b.yaml").write_text(GOOD)
+    with pytest.raises(
+        PolicyError, match="b.yaml: policy name 'rate-up' is already used by a.yaml"
+    ):
+        load_policies(tmp_path, tmp_path)
