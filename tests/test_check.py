@@ -9,12 +9,12 @@ from pathlib import Path
 
 import git
 import pytest
-
 from conftest import snapshot
+from test_ingest import episode, write_jsonl
+
 from governance import open_registry
 from governance.check import decide, prob_above, prob_rise
 from governance.example import Healthy, Rising, Spike, build_example, load_spec
-from test_ingest import episode, write_jsonl
 
 
 @pytest.fixture(scope="module")

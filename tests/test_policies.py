@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -107,6 +108,6 @@ def test_two_policies_with_one_name(tmp_path: Path) -> None:
     (tmp_path / "a.yaml").write_text(GOOD)
     (tmp_path / "b.yaml").write_text(GOOD)
     with pytest.raises(
-        PolicyError, match="b.yaml: policy name 'rate-up' is already used by a.yaml"
+        PolicyError, match=re.escape("b.yaml: policy name 'rate-up' is already used by a.yaml")
     ):
         load_policies(tmp_path, tmp_path)
