@@ -23,6 +23,7 @@ from rich.table import Table
 
 from governance import __version__, render
 from governance.check import Decision, decide, decision_record
+from governance.check import backtest as run_backtest
 from governance.check import record as record_decision
 from governance.errors import GovError
 from governance.example import ExampleResult, build_example
@@ -30,6 +31,10 @@ from governance.ingest import ingest as ingest_reports
 from governance.metrics import METRICS, wilson
 from governance.metrics import series as metric_series
 from governance.models import Checkpoint, CheckpointStatus, Environment, Judge, Run
+from governance.policies import load_policies
+from governance.policy_tools import explain as explain_policy
+from governance.policy_tools import lint as lint_policies
+from governance.policy_tools import run_tests as run_policy_tests
 from governance.promotion import actor
 from governance.promotion import promote as promote_checkpoint
 from governance.registry import (
@@ -1081,6 +1086,140 @@ def flags_ack(ctx: click.Context, environment: str, reason: str) -> None:
     click.echo(f"acknowledged the flag on {flag.environment} ({flag.acknowledged_by})")
 
 
+@cli.group()
+def policy() -> None:
+    """Policy tooling: lint, explain a computation, run test cases."""
+
+
+def _policy_folder(ctx: click.Context, folder: Path | None) -> tuple[Path, Path]:
+    if folder is not None:
+        return folder.resolve(), folder.resolve().parent
+    ws = registry(ctx).ws
+    return ws.policies, ws.root
+
+
+@policy.command("lint")
+@click.argument(
+    "folder", required=False, type=click.Path(file_okay=False, exists=True, path_type=Path)
+)
+@click.pass_context
+def policy_lint(ctx: click.Context, folder: Path | None) -> None:
+    """Check policy files: schema, and what their numbers imply (exit 2 on an error).
+
+    Beyond the schema: a condition that can never fire at the declared minimum evidence, a
+    threshold reachable only at absurd rates, a baseline too short to mean anything.
+
+    \b
+    Example:
+        gov policy lint
+        gov policy lint path/to/policies
+    """
+    folder, root = _policy_folder(ctx, folder)
+    findings = lint_policies(folder, root)
+    for finding in findings:
+        click.echo(str(finding), err=finding.level == "error")
+    errors = sum(1 for f in findings if f.level == "error")
+    files = len([*folder.glob("*.yaml"), *folder.glob("*.yml")])
+    click.echo(f"{files} policy files, {errors} errors, {len(findings) - errors} warnings")
+    if errors:
+        ctx.exit(2)
+
+
+@policy.command("explain")
+@click.argument("name")
+@click.argument("ref", metavar="RUN@STEP")
+@click.option("--env", "environment", help="Only this environment's series.")
+@click.pass_context
+def policy_explain(ctx: click.Context, name: str, ref: str, environment: str | None) -> None:
+    """Show one policy's computation at a checkpoint, step by step.
+
+    \b
+    Example:
+        gov policy explain rationalization-rate-rising main@7250 --env code-unit-tests
+    """
+    for line in explain_policy(registry(ctx), name, ref, environment):
+        click.echo(line)
+
+
+@policy.command("test")
+@click.argument(
+    "folder", required=False, type=click.Path(file_okay=False, exists=True, path_type=Path)
+)
+@click.pass_context
+def policy_test(ctx: click.Context, folder: Path | None) -> None:
+    """Run the policy test cases (policies/tests/*.yaml); exit 1 if one fails.
+
+    A case is a small series of (k, n) per checkpoint, the metric's numerator and denominator,
+    and the result expected at the last one: fired, clear, insufficient or unavailable.
+
+    \b
+    Example:
+        gov policy test
+    """
+    policies_dir, root = _policy_folder(ctx, None)
+    tests = folder.resolve() if folder is not None else policies_dir / "tests"
+    results = run_policy_tests(tests, root, load_policies(policies_dir, root))
+    for r in results:
+        mark = "ok  " if r.passed else "FAIL"
+        click.echo(
+            f"{mark} {r.policy}: {r.case}"
+            + ("" if r.passed else f" (expected {r.expected}, got {r.got}: {r.reason})")
+        )
+    failed = sum(1 for r in results if not r.passed)
+    click.echo(f"{len(results) - failed} passed, {failed} failed")
+    if failed:
+        ctx.exit(1)
+
+
+@cli.command("backtest")
+@click.option("--run", "run_name", help="The run to replay (default: the only run, or `main`).")
+@format_option("table", "json")
+@click.pass_context
+def backtest_command(ctx: click.Context, run_name: str | None, fmt: str) -> None:
+    """Replay the policies at every checkpoint of a run, each seeing only its past.
+
+    Shows, per policy and series, the first checkpoint that would have warned, blocked or
+    flagged, and which promotions the policies would have blocked: how to tune policies on past
+    runs before they gate anything. Nothing is recorded.
+
+    \b
+    Example:
+        gov backtest --run main
+        gov backtest --run main --format json > backtest.json
+    """
+    reg = registry(ctx)
+    if run_name is None:
+        runs = [r.id for r in reg.runs()]
+        run_name = runs[0] if len(runs) == 1 else "main"
+    result = run_backtest(reg, run_name)
+    if fmt == "json":
+        echo_json(result)
+        return
+    blocks = sum(1 for o in result.outcomes.values() if o == "block")
+    warns = sum(1 for o in result.outcomes.values() if o == "warn")
+    click.echo(
+        f"replayed {result.checkpoints} checkpoints of {result.run}: {blocks} would be blocked, "
+        f"{warns} would warn"
+    )
+    if result.alarms:
+        echo_table(
+            "first alarms",
+            ["first fired at", "policy", "series", "actions", "checkpoints fired"],
+            [
+                [a.checkpoint, a.policy, a.series.label, ", ".join(a.actions), a.fired_at]
+                for a in result.alarms
+            ],
+        )
+    for env, ref in sorted(result.flagged.items()):
+        click.echo(f"would flag {env} at {ref}")
+    if result.blocked_promotions:
+        click.echo(
+            f"promotions the policies would have blocked: {', '.join(result.blocked_promotions)}"
+        )
+    else:
+        click.echo("no promoted checkpoint would have been blocked")
+
+
 # -- the bundled example ------------------------------------------------------------------
 @cli.command()
 @click.argument("directory", required=False, type=click.Path(file_okay=False, path_type=Path))
@@ -1119,7 +1258,14 @@ def example(directory: Path | None, seed: int | None, remote: Path | None, fmt: 
             for e in result.environments
         ],
     )
-    click.echo(f"\nnext: cd {result.root} && gov metrics --env code-unit-tests")
+    click.echo(f"\ngov check {result.checked}: {result.outcome.upper()}")
+    for env, first in result.flagged.items():
+        click.echo(
+            f"  flagged for redesign: {env} (the policies would first have flagged it at {first})"
+        )
+    click.echo(
+        f"\nnext: cd {result.root} && gov check {result.checked} && gov flags list && gov backtest"
+    )
 
 
 def _rate(counts: tuple[int, int]) -> str:

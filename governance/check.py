@@ -13,6 +13,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from typing import Literal
 
 import numpy as np
@@ -34,19 +35,37 @@ Status = Literal["fired", "clear", "insufficient", "unavailable"]
 Outcome = Literal["pass", "warn", "block"]
 
 
+@lru_cache(maxsize=1 << 20)
 def prob_above(k: int, n: int, level: float) -> float:
     """P(rate > level) for k successes in n, under the Jeffreys Beta posterior."""
     return float(1.0 - betainc(k + PRIOR, n - k + PRIOR, level))
 
 
+@lru_cache(maxsize=1 << 20)
 def prob_rise(k: int, n: int, k0: int, n0: int, factor: float) -> float:
     """P(rate > factor x baseline rate), both under independent Jeffreys Beta posteriors.
 
     Integrates over GRID equal-probability quantiles of the baseline's posterior."""
-    u = (np.arange(GRID) + 0.5) / GRID
-    baseline = betaincinv(k0 + PRIOR, n0 - k0 + PRIOR, u)
-    threshold = np.minimum(1.0, factor * baseline)
+    threshold = np.minimum(1.0, factor * _baseline_quantiles(k0, n0))
     return float(np.mean(1.0 - betainc(k + PRIOR, n - k + PRIOR, threshold)))
+
+
+def rise_bound(k: int, n: int, k0: int, n0: int, factor: float) -> float:
+    """A cheap upper bound of prob_rise: P(rate > factor x the baseline's 0.1% quantile) + 0.001.
+
+    (P(X > fY) <= P(X > f y_q) + q for the q-quantile y_q of Y.) Used to skip the exact
+    integral where the answer is clearly below a confidence level."""
+    low = float(_baseline_quantiles(k0, n0, tail=True)[0])
+    return prob_above(k, n, min(1.0, factor * low)) + TAIL
+
+
+TAIL = 1e-3
+
+
+@lru_cache(maxsize=1 << 16)
+def _baseline_quantiles(k0: int, n0: int, tail: bool = False) -> np.ndarray:
+    u = np.array([TAIL]) if tail else (np.arange(GRID) + 0.5) / GRID
+    return np.asarray(betaincinv(k0 + PRIOR, n0 - k0 + PRIOR, u))
 
 
 @dataclass(frozen=True)
@@ -129,9 +148,15 @@ class Decision:
 
 # -- series ---------------------------------------------------------------------------------
 def history(
-    registry: Registry, run: str, step: int, policy: Policy
+    registry: Registry,
+    run: str,
+    step: int,
+    policy: Policy,
+    rows: list[dict[str, int | str]] | None = None,
 ) -> dict[SeriesKey, list[Point]]:
-    """The policy's series along the run's lineage, up to and including RUN@STEP, oldest first."""
+    """The policy's series along the run's lineage, up to and including RUN@STEP, oldest first.
+
+    `rows`: the summed counts, when the caller already read them."""
     metric = METRICS[policy.metric]
     order: dict[tuple[str, int], tuple[int, str]] = {}
     lineage = registry.lineage(run)
@@ -141,7 +166,7 @@ def history(
             if limit is None or ckpt.step <= limit:
                 order[(record.id, ckpt.step)] = (len(order), ckpt.status.value)
     found: dict[SeriesKey, dict[tuple[str, int], dict[str, int]]] = {}
-    for row in counts(registry.ws):
+    for row in counts(registry.ws) if rows is None else rows:
         where = (str(row["run"]), int(row["step"]))
         if where not in order:
             continue
@@ -170,14 +195,26 @@ def history(
 
 
 # -- one policy on one series ---------------------------------------------------------------
-def evaluate(policy: Policy, key: SeriesKey, points: list[Point], at: tuple[str, int]) -> Result:
-    """The policy's verdict on a series whose last point should be the checkpoint `at`."""
+def evaluate(
+    policy: Policy,
+    key: SeriesKey,
+    points: list[Point],
+    at: tuple[str, int],
+    index: int = -1,
+    *,
+    bounded: bool = False,
+) -> Result:
+    """The policy's verdict at checkpoint `at`, seeing `points[: index + 1]` only (the last
+    point by default): the point at `index` should be that checkpoint's.
+
+    `bounded`: a result that is clearly clear may leave its probability unset (backtests)."""
     ref = f"{at[0]}@{at[1]}"
     result = Result(policy.name, key, "insufficient", "")
-    if not points or (points[-1].run, points[-1].step) != at:
+    index = index if index >= 0 else len(points) - 1
+    if index < 0 or (points[index].run, points[index].step) != at:
         result.reason = f"no judgments at {ref}: no evidence"
         return result
-    here = points[-1]
+    here = points[index]
     result.k, result.n = here.k, here.n
     if here.n:
         result.value = here.k / here.n
@@ -190,19 +227,24 @@ def evaluate(policy: Policy, key: SeriesKey, points: list[Point], at: tuple[str,
     if here.n < minimum:
         result.reason = f"n = {here.n} < {minimum} at {ref}: insufficient evidence"
         return result
-    baseline = _baseline(policy, points)
+    baseline = _baseline(policy, points, index)
     if isinstance(baseline, str):
         result.reason = baseline
         return result
     result.baseline = baseline
     held = 0
     probability: float | None = None
-    for point in reversed(points):
+    for point in reversed(points[max(0, index - policy.sustained + 1) : index + 1]):
         if point.n < minimum:
             break
+        need = _confidence(policy)
+        if bounded and baseline is not None and policy.condition.rise is not None:
+            factor = policy.condition.rise.factor
+            if rise_bound(point.k, point.n, baseline[0], baseline[1], factor) < need:
+                break  # clearly below: the exact integral is not needed
         p = _probability(policy, point, baseline)
         probability = p if probability is None else probability
-        if p < _confidence(policy):
+        if p < need:
             break
         held += 1
         if held == policy.sustained:
@@ -216,11 +258,12 @@ def evaluate(policy: Policy, key: SeriesKey, points: list[Point], at: tuple[str,
         )
     else:
         result.status = "clear"
-        result.reason = (
-            f"{_claim(policy, baseline)}: P = {probability:.3f} < {need}"
-            if held == 0
-            else f"held {held} of the {policy.sustained} checkpoints running it needs"
-        )
+        if held:
+            result.reason = f"held {held} of the {policy.sustained} checkpoints running it needs"
+        elif probability is None:
+            result.reason = f"{_claim(policy, baseline)}: P < {need} (bounded)"
+        else:
+            result.reason = f"{_claim(policy, baseline)}: P = {probability:.3f} < {need}"
     return result
 
 
@@ -249,12 +292,12 @@ def _claim(policy: Policy, baseline: tuple[int, int] | None) -> str:
     return f"{policy.metric} > {condition.rise.factor:g} x baseline ({k0}/{n0} = {k0 / n0:.3%})"
 
 
-def _baseline(policy: Policy, points: list[Point]) -> tuple[int, int] | str | None:
+def _baseline(policy: Policy, points: list[Point], index: int) -> tuple[int, int] | str | None:
     """(k, n) pooled over the baseline checkpoints; None without a rise; a reason if unusable."""
     rise = policy.condition.rise
     if rise is None:
         return None
-    past = points[:-1]
+    past = points[:index]
     if rise.baseline.first is not None:
         first = rise.baseline.first
         if len(past) < first:
@@ -460,3 +503,97 @@ def _mark_blocked(registry: Registry, change: Change, run: str, step: int) -> No
 def find_recorded(registry: Registry, decision: Decision) -> bool:
     run, step = parse_checkpoint_ref(decision.checkpoint)
     return (registry.ws.audit / "decisions" / f"{run}@{step}.{decision.digest[:16]}.json").exists()
+
+
+# -- replaying the policies over a run ------------------------------------------------------
+@dataclass
+class FirstAlarm:
+    policy: str
+    series: SeriesKey
+    checkpoint: str  # the first checkpoint at which the policy fired on this series
+    actions: list[str]
+    fired_at: int  # how many checkpoints it fired at in all
+    reason: str
+
+
+@dataclass
+class Backtest:
+    run: str
+    checkpoints: int
+    alarms: list[FirstAlarm]
+    outcomes: dict[str, Outcome]  # checkpoint -> what `gov check` would have decided then
+    blocked_promotions: list[str]  # promoted checkpoints the policies would have blocked
+    flagged: dict[str, str]  # environment -> first checkpoint that would have flagged it
+
+
+def backtest(
+    registry: Registry, run: str, policies: Sequence[LoadedPolicy] | None = None
+) -> Backtest:
+    """Replay every policy at every checkpoint of the run's lineage, each seeing only its past.
+
+    Uses the same `evaluate` as `gov check`, on series built once for the whole run."""
+    ws = registry.ws
+    loaded = list(policies) if policies is not None else load_policies(ws.policies, ws.root)
+    lineage = registry.lineage(run)
+    own = registry.checkpoints(run)
+    if not own:
+        raise GovError(f"run {run!r} has no checkpoints to replay")
+    last = own[-1].step
+    order: list[tuple[str, int]] = []
+    status: dict[str, str] = {}
+    for i, record in enumerate(lineage):
+        limit = lineage[i + 1].forked_from_step if i + 1 < len(lineage) else last
+        for ckpt in registry.checkpoints(record.id):
+            if limit is None or ckpt.step <= limit:
+                order.append((record.id, ckpt.step))
+                status[ckpt.ref] = ckpt.status.value
+    position = {where: i for i, where in enumerate(order)}
+    outcomes: dict[str, Outcome] = {f"{r}@{s}": "pass" for r, s in order}
+    alarms: list[FirstAlarm] = []
+    flagged: dict[str, str] = {}
+    rows = counts(ws)
+    for item in loaded:
+        policy = item.policy
+        series = history(registry, run, last, policy, rows)
+        gate_thin = policy.insufficient != Insufficient.PASS
+        seen_at: dict[tuple[str, int], set[SeriesKey]] = {}
+        for key, points in sorted(series.items(), key=lambda kv: kv[0].label):
+            first: FirstAlarm | None = None
+            for index, point in enumerate(points):
+                seen_at.setdefault((point.run, point.step), set()).add(key)
+                result = evaluate(policy, key, points, (point.run, point.step), index, bounded=True)
+                ref = point.ref
+                if result.status == "fired":
+                    effect: Outcome = "block" if Action.BLOCK in policy.actions else "warn"
+                    outcomes[ref] = _worse(outcomes[ref], effect)
+                    if first is None:
+                        first = FirstAlarm(
+                            policy.name,
+                            key,
+                            ref,
+                            [a.value for a in policy.actions],
+                            0,
+                            result.reason,
+                        )
+                        if Action.FLAG_ENVIRONMENT in policy.actions and key.environment:
+                            known = flagged.get(key.environment)
+                            if known is None or position[_split(known)] > position[_split(ref)]:
+                                flagged[key.environment] = ref
+                    first.fired_at += 1
+                elif result.status == "insufficient" and gate_thin:
+                    outcomes[ref] = _worse(outcomes[ref], policy.insufficient.value)
+            if first is not None:
+                alarms.append(first)
+        if gate_thin:  # a checkpoint where a series has no judgments at all is thin evidence too
+            for where in order:
+                if len(seen_at.get(where, ())) < len(series) or not series:
+                    ref = f"{where[0]}@{where[1]}"
+                    outcomes[ref] = _worse(outcomes[ref], policy.insufficient.value)
+    blocked = [ref for ref, st in status.items() if st == "promoted" and outcomes[ref] == "block"]
+    alarms.sort(key=lambda a: (position[_split(a.checkpoint)], a.policy, a.series.label))
+    return Backtest(run, len(order), alarms, outcomes, blocked, flagged)
+
+
+def _split(ref: str) -> tuple[str, int]:
+    run, step = parse_checkpoint_ref(ref)
+    return run, step

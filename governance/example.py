@@ -249,6 +249,9 @@ class ExampleResult:
     summary: Summary
     window: int
     environments: list[EarlyLate]
+    checked: str  # the checkpoint the example's `gov check` ran at
+    outcome: str
+    flagged: dict[str, str]  # environment -> first checkpoint the policies would have flagged it
 
 
 def _target(directory: Path | None) -> Path:
@@ -356,6 +359,15 @@ def build_example(
     reports = write_reports(spec, root / "monitor-output", rng)
     ingest(reg, reports)
     window = max(1, spec.checkpoints // 4)
+
+    # The main job: check the latest checkpoint (recorded), and replay the run for first alarms.
+    from .check import backtest, decide
+    from .check import record as record_decision
+
+    latest = f"{spec.run}@{spec.steps[-1]}"
+    decision = decide(reg, latest)
+    record_decision(reg, decision)
+    replay = backtest(reg, spec.run)
     return ExampleResult(
         root=root,
         run=spec.run,
@@ -364,6 +376,9 @@ def build_example(
         summary=reg.summary(),
         window=window,
         environments=early_late(reg, spec.run, window),
+        checked=latest,
+        outcome=decision.outcome,
+        flagged={env: replay.flagged.get(env, latest) for env in decision.flagged},
     )
 
 

@@ -177,7 +177,10 @@ def parse_policy(text: str, display: str) -> Policy:
     try:
         return Policy.model_validate(data)
     except ValidationError as exc:
-        loc, message = _first_error(exc)
+        # A typo'd key shows as an unknown field and as the missing one: name the typo.
+        errors = exc.errors(include_url=False)
+        extra = [e for e in errors if e["type"] == "extra_forbidden"]
+        loc, message = (tuple(extra[0]["loc"]), "unknown field") if extra else _first_error(exc)
         line = _yaml_line(text, loc)
         field = ".".join(str(p) for p in loc) or "(policy)"
         if message == "unknown field":

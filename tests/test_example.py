@@ -118,9 +118,17 @@ def test_example_refuses_non_empty_folders_and_other_repositories(tmp_path: Path
 def test_example_command_prints_the_summary(gov, tmp_path: Path) -> None:
     result = gov("example", str(tmp_path / "ex"))
     assert result.exit_code == 0, result.stderr
-    assert "checkpoints   48 (48 registered)" in result.stdout
+    assert "checkpoints   48 (47 registered, 1 blocked)" in result.stdout
     assert "rationalization rises from step" in result.stdout
     assert "48 ingested" in result.stdout
+    assert "gov check main@12000: BLOCK" in result.stdout
+    assert "flagged for redesign: code-unit-tests" in result.stdout
     data = json.loads(gov("example", str(tmp_path / "ex2"), "--format", "json").stdout)
     assert data["summary"]["checkpoints"] == 48
-    assert data["summary"]["environments_by_status"]["active"] == 10
+    assert data["summary"]["environments_by_status"] == {
+        "active": 9,
+        "flagged": 1,
+        "in_redesign": 0,
+        "retired": 0,
+    }
+    assert data["outcome"] == "block" and list(data["flagged"]) == ["code-unit-tests"]

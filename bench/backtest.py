@@ -1,0 +1,120 @@
+"""Replaying the policies over a run of 2,000 checkpoints and 300 environments.
+
+Builds a workspace with one run of C checkpoints, E environments and one judge, ingests an
+aggregated report of C x E counts (a few planted rises), then times `gov backtest` with the
+default policies, as a process and as a library call. The issue's target: under a minute.
+
+Usage: python bench/backtest.py [--checkpoints C] [--environments E]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import git
+
+from governance import NewCheckpoint, init, open_registry
+from governance.check import backtest
+from governance.ingest import ingest
+
+
+def build(root: Path, checkpoints: int, environments: int) -> None:
+    repo = git.Repo.init(root, initial_branch="main")
+    with repo.config_writer() as config:
+        config.set_value("user", "name", "bench")
+        config.set_value("user", "email", "bench@example.com")
+    init(root)
+    reg = open_registry(root)
+    envs = [f"env-{i:03d}" for i in range(environments)]
+    for number, env in enumerate(envs, start=1):
+        reg.add_environment(env, content_hash=f"{number:064x}")
+    reg.add_judge("cot-monitor", "1", rubric_hash="f" * 64)
+    reg.add_run("main")
+    folder = root / "ckpt"
+    folder.mkdir()
+    new = []
+    for i in range(checkpoints):
+        path = folder / f"s{i}.bin"
+        path.write_bytes(b"%d" % i)
+        mix = {envs[(i + j) % environments]: 0.05 for j in range(20)}  # 20 envs per phase
+        new.append(NewCheckpoint(step=(i + 1) * 10, artifact=path, exposure=mix))
+    reg.add_checkpoints("main", new)
+
+    rng = random.Random(11)
+    rising = {
+        envs[j]: rng.randrange(checkpoints // 2, checkpoints) for j in range(0, environments, 50)
+    }
+    report = root.parent / "counts.jsonl"
+    with report.open("w") as out:
+        for i in range(checkpoints):
+            for env in envs:
+                n = rng.randint(40, 320)
+                rate = 0.004 if i < rising.get(env, checkpoints) else 0.05
+                rationalized = sum(1 for _ in range(n) if rng.random() < rate)
+                rejected = sum(1 for _ in range(n) if rng.random() < 0.02)
+                rejected = min(rejected, n - rationalized)
+                out.write(
+                    json.dumps(
+                        {
+                            "run": "main",
+                            "step": (i + 1) * 10,
+                            "environment": env,
+                            "environment_version": 1,
+                            "judge": "cot-monitor",
+                            "judge_version": "1",
+                            "n": n,
+                            "none": n - rationalized - rejected,
+                            "rejected": rejected,
+                            "rationalized": rationalized,
+                            "overt": 0,
+                            "divergent": min(n, rng.randint(0, 3)),
+                        }
+                    )
+                    + "\n"
+                )
+    ingest(reg, [report])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoints", type=int, default=2000)
+    parser.add_argument("--environments", type=int, default=300)
+    args = parser.parse_args()
+    gov = shutil.which("gov")
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "ws"
+        root.mkdir()
+        start = time.perf_counter()
+        build(root, args.checkpoints, args.environments)
+        print(
+            f"built {args.checkpoints} checkpoints x {args.environments} environments "
+            f"({args.checkpoints * args.environments:,} counts) in "
+            f"{time.perf_counter() - start:.0f} s (not timed below)"
+        )
+        start = time.perf_counter()
+        result = backtest(open_registry(root), "main")
+        library = time.perf_counter() - start
+        print(
+            f"  library backtest: {library:6.1f} s, {len(result.alarms)} first alarms, "
+            f"{len(result.flagged)} environments flagged"
+        )
+        if gov:
+            start = time.perf_counter()
+            subprocess.run(
+                [gov, "backtest", "--run", "main"], cwd=root, check=True, capture_output=True
+            )
+            print(f"  gov backtest:     {time.perf_counter() - start:6.1f} s (target < 60 s)")
+        else:
+            sys.exit("install gov to time the command")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,223 @@
+"""Policy tooling: lint (schema and meaning), explain (a computation step by step), test cases.
+
+Test cases are YAML beside the policies (`policies/tests/*.yaml`): a small series of (k, n)
+counts and the result expected at its last checkpoint, like `opa test` for Rego policies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .check import Point, SeriesKey, evaluate, history, prob_above, prob_rise
+from .errors import GovError
+from .metrics import wilson
+from .policies import LoadedPolicy, Policy, PolicyError, _StrictLoader, load_policies, parse_policy
+from .registry import Registry, parse_checkpoint_ref
+from .storage import _first_error, _yaml_line
+
+
+@dataclass(frozen=True)
+class Finding:
+    path: str
+    level: Literal["error", "warning"]
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.level}: {self.message}"
+
+
+def lint(folder: Path, root: Path) -> list[Finding]:
+    """Every problem of every policy file: schema errors, then what the numbers imply."""
+    findings: list[Finding] = []
+    names: dict[str, str] = {}
+    for path in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]):
+        display = path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
+        try:
+            policy = parse_policy(path.read_text(encoding="utf-8"), display)
+        except (PolicyError, UnicodeDecodeError) as exc:
+            where, _, message = str(exc).partition(": ")
+            findings.append(
+                Finding(where if where.startswith(display) else display, "error", message)
+            )
+            continue
+        if policy.name in names:
+            findings.append(
+                Finding(
+                    display,
+                    "error",
+                    f"policy name {policy.name!r} is also used by {names[policy.name]}",
+                )
+            )
+        names[policy.name] = display
+        findings += [Finding(display, level, m) for level, m in _meaning(policy)]
+    return findings
+
+
+def _meaning(policy: Policy) -> list[tuple[Literal["error", "warning"], str]]:
+    found: list[tuple[Literal["error", "warning"], str]] = []
+    n = policy.min_evidence.n
+    condition = policy.condition
+    if condition.onset is not None:
+        found.append(("warning", "the onset condition is not available yet: it never fires"))
+    if condition.above is not None:
+        level, need = condition.above.level, condition.above.confidence
+        smallest = next((k for k in range(n + 1) if prob_above(k, n, level) >= need), None)
+        if smallest is None:
+            found.append(
+                (
+                    "error",
+                    f"can never fire at the minimum evidence n = {n}: even {n}/{n} gives "
+                    f"P(rate > {level:g}) = {prob_above(n, n, level):.3f} < {need}",
+                )
+            )
+        elif smallest / n > 0.5:
+            found.append(
+                (
+                    "warning",
+                    f"at n = {n} it fires only from {smallest}/{n} = {smallest / n:.0%}: "
+                    "raise min_evidence or lower the confidence",
+                )
+            )
+    if condition.rise is not None:
+        rise = condition.rise
+        first = rise.baseline.first or 1
+        # The most favourable case: a baseline with no events at all, and every episode now.
+        best = prob_rise(n, n, 0, first * n, rise.factor)
+        if best < rise.confidence:
+            found.append(
+                (
+                    "error",
+                    f"can never fire at the minimum evidence n = {n}: even {n}/{n} against a "
+                    f"baseline of 0/{first * n} gives P = {best:.3f} < {rise.confidence}",
+                )
+            )
+        if rise.baseline.first is not None and rise.baseline.first < 3:
+            found.append(("warning", "a baseline of fewer than 3 checkpoints is mostly noise"))
+    if policy.sustained > 1 and "block" not in policy.actions and "warn" not in policy.actions:
+        found.append(("warning", "it neither blocks nor warns: its result only shows in reports"))
+    return found
+
+
+# -- explain ----------------------------------------------------------------------------------
+def explain(registry: Registry, name: str, ref: str, environment: str | None = None) -> list[str]:
+    """The computation of one policy at one checkpoint, as lines of text."""
+    ws = registry.ws
+    loaded = {p.policy.name: p for p in load_policies(ws.policies, ws.root)}
+    if name not in loaded:
+        raise GovError(
+            f"no policy named {name!r} in {ws.rel(ws.policies)} "
+            f"(known: {', '.join(sorted(loaded))})"
+        )
+    item: LoadedPolicy = loaded[name]
+    policy = item.policy
+    run, step = parse_checkpoint_ref(ref)
+    registry.checkpoint(run, step)
+    lines = [
+        f"policy {policy.name} ({item.path}, sha256 {item.sha256[:12]}): {policy.description}",
+        f"1. metric {policy.metric}, scope {policy.scope}, judge {policy.judge}; each judge "
+        "version is its own series",
+        f"2. history: the lineage of {run} up to and including {ref}; nothing later",
+    ]
+    series = history(registry, run, step, policy)
+    if environment is not None:
+        series = {k: v for k, v in series.items() if k.environment == environment}
+    if not series:
+        lines.append("3. no judgments in this history: no evidence, the result is insufficient")
+        return lines
+    lines.append(f"3. {len(series)} series; for each, the condition at {ref}:")
+    for key, points in sorted(series.items(), key=lambda kv: kv[0].label):
+        result = evaluate(policy, key, points, (run, step))
+        lines.append(f"   - {key.label}: {result.status.upper()}")
+        here = points[-1] if points and (points[-1].run, points[-1].step) == (run, step) else None
+        if here is not None and here.n:
+            low, high = wilson(here.k, here.n)
+            lines.append(
+                f"     at {ref}: k = {here.k}, n = {here.n}, rate {here.k / here.n:.3%} "
+                f"(95% Wilson [{low:.3%}, {high:.3%}]); posterior Beta({here.k + 0.5}, "
+                f"{here.n - here.k + 0.5}); minimum evidence n >= {policy.min_evidence.n}"
+            )
+        if result.baseline is not None:
+            k0, n0 = result.baseline
+            lines.append(
+                f"     baseline: {k0}/{n0} = {k0 / n0:.3%}, "
+                f"posterior Beta({k0 + 0.5}, {n0 - k0 + 0.5})"
+            )
+        lines.append(f"     {result.reason}")
+    return lines
+
+
+# -- tests ------------------------------------------------------------------------------------
+class _Case(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    series: Annotated[list[tuple[int, int]], Field(min_length=1)]  # (k, n) per checkpoint
+    expect: Literal["fired", "clear", "insufficient", "unavailable"]
+
+
+class _Suite(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    policy: str
+    cases: Annotated[list[_Case], Field(min_length=1)]
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    file: str
+    policy: str
+    case: str
+    expected: str
+    got: str
+    reason: str
+
+    @property
+    def passed(self) -> bool:
+        return self.expected == self.got
+
+
+def run_tests(folder: Path, root: Path, policies: list[LoadedPolicy]) -> list[CaseResult]:
+    """Run every test file under `folder` against `policies`."""
+    import yaml
+
+    by_name = {p.policy.name: p.policy for p in policies}
+    results: list[CaseResult] = []
+    files = sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")])
+    if not files:
+        raise GovError(f"no policy tests in {folder}: write cases in {folder}/*.yaml")
+    for path in files:
+        display = path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
+        text = path.read_text(encoding="utf-8")
+        try:
+            suite = _Suite.model_validate(yaml.load(text, Loader=_StrictLoader))
+        except yaml.YAMLError as exc:
+            raise PolicyError(f"{display}: {getattr(exc, 'problem', exc)}") from exc
+        except ValidationError as exc:
+            loc, message = _first_error(exc)
+            line = _yaml_line(text, loc)
+            where = f":{line}" if line else ""
+            raise PolicyError(
+                f"{display}{where}: field {'.'.join(map(str, loc))}: {message}"
+            ) from exc
+        if suite.policy not in by_name:
+            raise PolicyError(f"{display}: no policy named {suite.policy!r}")
+        policy = by_name[suite.policy]
+        key = SeriesKey("test", 1, "judge", "1")
+        for case in suite.cases:
+            for k, n in case.series:
+                if not 0 <= k <= n:
+                    raise PolicyError(
+                        f"{display}: case {case.name!r}: ({k}, {n}) is not 0 <= k <= n"
+                    )
+            points = [Point("test", i + 1, k, n) for i, (k, n) in enumerate(case.series)]
+            result = evaluate(policy, key, points, ("test", len(points)))
+            results.append(
+                CaseResult(
+                    display, policy.name, case.name, case.expect, result.status, result.reason
+                )
+            )
+    return results
