@@ -26,7 +26,6 @@ from .models import CheckpointStatus, EnvironmentStatus, Flag, FlagEvidence, utc
 from .policies import Action, Insufficient, LoadedPolicy, Policy, load_policies
 from .registry import Registry, parse_checkpoint_ref
 from .storage import model_yaml
-from .workspace import Change
 
 PRIOR = 0.5  # Jeffreys: Beta(k + 1/2, n - k + 1/2)
 GRID = 400  # quantiles of the baseline posterior integrated over for a rise
@@ -484,20 +483,11 @@ def record(registry: Registry, decision: Decision) -> str | None:
                 flagged = current.model_copy(update={"status": EnvironmentStatus.FLAGGED})
                 change.write(ws.registry / "environments" / f"{env}.yaml", model_yaml(flagged))
         if decision.outcome == "block":
-            _mark_blocked(registry, change, run, step)
+            registry.write_status(change, run, step, CheckpointStatus.BLOCKED)
         change.body = "\n".join(
             f"{r.policy} on {r.series.label}: {r.reason}" for r in decision.fired
         )
     return change.sha
-
-
-def _mark_blocked(registry: Registry, change: Change, run: str, step: int) -> None:
-    records = registry.checkpoints(run)
-    updated = [
-        c.model_copy(update={"status": CheckpointStatus.BLOCKED}) if c.step == step else c
-        for c in records
-    ]
-    registry._write_checkpoints(change, run, updated)
 
 
 def find_recorded(registry: Registry, decision: Decision) -> bool:

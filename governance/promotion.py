@@ -61,12 +61,7 @@ def promote(registry: Registry, ref: str, *, override_reason: str | None = None)
     ws = registry.ws
     summary = f"promote {ref}" + (" (override)" if override_reason is not None else "")
     with ws.change(summary) as change:
-        records = registry.checkpoints(run)
-        updated = [
-            c.model_copy(update={"status": CheckpointStatus.PROMOTED}) if c.step == step else c
-            for c in records
-        ]
-        registry._write_checkpoints(change, run, updated)
+        registry.write_status(change, run, step, CheckpointStatus.PROMOTED)
         if override_reason is not None:
             record = {
                 "kind": "override",

@@ -362,13 +362,28 @@ class Registry:
     def set_checkpoint_status(
         self, run: str, step: int, status: CheckpointStatus, reason: str | None = None
     ) -> Checkpoint:
+        """Quarantine (or re-register, or block) a checkpoint. Promotion is not done here: it
+        goes through `governance.promotion.promote`, which needs a passing check or a recorded
+        override."""
+        if status == CheckpointStatus.PROMOTED:
+            raise GovError(
+                f"checkpoint {run}@{step} is promoted only by `gov promote` "
+                "(a passing check of the same inputs, or --override --reason)"
+            )
         with self.ws.change(f"mark checkpoint {run}@{step} {status.value}") as change:
-            current = {c.step: c for c in self.checkpoints(run)}
-            if step not in current:
-                self.checkpoint(run, step)  # raises the not-registered error
-            current[step] = current[step].model_copy(update={"status": status})
-            self._write_checkpoints(change, run, list(current.values()))
+            updated = self.write_status(change, run, step, status)
             change.body = reason or ""
+        return updated
+
+    def write_status(
+        self, change: workspace_mod.Change, run: str, step: int, status: CheckpointStatus
+    ) -> Checkpoint:
+        """Set a checkpoint's status as part of `change` (for gov's own gates)."""
+        current = {c.step: c for c in self.checkpoints(run)}
+        if step not in current:
+            self.checkpoint(run, step)  # raises the not-registered error
+        current[step] = current[step].model_copy(update={"status": status})
+        self._write_checkpoints(change, run, list(current.values()))
         return current[step]
 
     def _write_checkpoints(

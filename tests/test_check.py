@@ -223,3 +223,12 @@ def test_thin_evidence_can_be_made_to_block(
     result = gov("check", "main@100", cwd=workspace)
     assert result.exit_code == 1
     assert "n = 5 < 100" in result.stdout
+
+
+def test_the_python_api_cannot_promote_around_the_gate(registry, workspace: Path, artifact) -> None:
+    from governance.errors import GovError
+    from governance.models import CheckpointStatus
+
+    registry.add_checkpoint("main", 100, artifact("a.pt"), {"math": 1.0})
+    with pytest.raises(GovError, match="promoted only by `gov promote`"):
+        registry.set_checkpoint_status("main", 100, CheckpointStatus.PROMOTED)
