@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from pydantic import BaseModel
@@ -21,22 +21,13 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from governance import __version__, render
-from governance.check import Decision, decide, decision_record
-from governance.check import backtest as run_backtest
-from governance.check import record as record_decision
+from governance import __version__
 from governance.errors import GovError
 from governance.example import ExampleResult, build_example
 from governance.ingest import ingest as ingest_reports
 from governance.metrics import METRICS, wilson
 from governance.metrics import series as metric_series
 from governance.models import Checkpoint, CheckpointStatus, Environment, Judge, Run
-from governance.policies import load_policies
-from governance.policy_tools import explain as explain_policy
-from governance.policy_tools import lint as lint_policies
-from governance.policy_tools import run_tests as run_policy_tests
-from governance.promotion import actor
-from governance.promotion import promote as promote_checkpoint
 from governance.registry import (
     Registry,
     acknowledge_flag,
@@ -47,6 +38,12 @@ from governance.registry import (
 )
 from governance.reports import report_json_schema
 from governance.workspace import init as init_workspace
+
+if TYPE_CHECKING:
+    from governance.check import Decision
+
+# The statistics (numpy, scipy) load only for the commands that use them: a registry command
+# should not pay their import time.
 
 F = TypeVar("F", bound=Callable[..., Any])
 INTERNAL_ERROR = 3
@@ -907,6 +904,10 @@ def check(ctx: click.Context, ref: str, fmt: str, show_all: bool, dry_run: bool)
         gov check main@7250 --format junit > gov-check.xml
         gov check main@7250 --format github      # annotations in a GitHub workflow
     """
+    from governance import render
+    from governance.check import decide, decision_record
+    from governance.check import record as record_decision
+
     reg = registry(ctx)
     decision = decide(reg, ref)
     if not dry_run:
@@ -985,6 +986,8 @@ def promote(ctx: click.Context, ref: str, override: bool, reason: str | None) ->
         gov check main@4000 && gov promote main@4000
         gov promote main@7250 --override --reason "judge misfires on this env; see #123"
     """
+    from governance.promotion import promote as promote_checkpoint
+
     if override and not reason:
         raise click.UsageError("--override needs --reason TEXT")
     if reason and not override:
@@ -1081,6 +1084,8 @@ def flags_ack(ctx: click.Context, environment: str, reason: str) -> None:
     Example:
         gov flags ack code-unit-tests --reason "grader rewrite tracked in #456"
     """
+    from governance.promotion import actor
+
     reg = registry(ctx)
     flag = acknowledge_flag(reg, environment, reason, actor(reg))
     click.echo(f"acknowledged the flag on {flag.environment} ({flag.acknowledged_by})")
@@ -1114,6 +1119,8 @@ def policy_lint(ctx: click.Context, folder: Path | None) -> None:
         gov policy lint
         gov policy lint path/to/policies
     """
+    from governance.policy_tools import lint as lint_policies
+
     folder, root = _policy_folder(ctx, folder)
     findings = lint_policies(folder, root)
     for finding in findings:
@@ -1137,6 +1144,8 @@ def policy_explain(ctx: click.Context, name: str, ref: str, environment: str | N
     Example:
         gov policy explain rationalization-rate-rising main@7250 --env code-unit-tests
     """
+    from governance.policy_tools import explain as explain_policy
+
     for line in explain_policy(registry(ctx), name, ref, environment):
         click.echo(line)
 
@@ -1156,6 +1165,9 @@ def policy_test(ctx: click.Context, folder: Path | None) -> None:
     Example:
         gov policy test
     """
+    from governance.policies import load_policies
+    from governance.policy_tools import run_tests as run_policy_tests
+
     policies_dir, root = _policy_folder(ctx, None)
     tests = folder.resolve() if folder is not None else policies_dir / "tests"
     results = run_policy_tests(tests, root, load_policies(policies_dir, root))
@@ -1187,6 +1199,8 @@ def backtest_command(ctx: click.Context, run_name: str | None, fmt: str) -> None
         gov backtest --run main
         gov backtest --run main --format json > backtest.json
     """
+    from governance.check import backtest as run_backtest
+
     reg = registry(ctx)
     if run_name is None:
         runs = [r.id for r in reg.runs()]

@@ -19,34 +19,24 @@ import tempfile
 import time
 from pathlib import Path
 
-import git
+from workspace import bench_workspace
 
-from governance import NewCheckpoint, init, open_registry
+from governance import open_registry
 from governance.check import backtest
 from governance.ingest import ingest
 
 
 def build(root: Path, checkpoints: int, environments: int) -> None:
-    repo = git.Repo.init(root, initial_branch="main")
-    with repo.config_writer() as config:
-        config.set_value("user", "name", "bench")
-        config.set_value("user", "email", "bench@example.com")
-    init(root)
-    reg = open_registry(root)
     envs = [f"env-{i:03d}" for i in range(environments)]
-    for number, env in enumerate(envs, start=1):
-        reg.add_environment(env, content_hash=f"{number:064x}")
-    reg.add_judge("cot-monitor", "1", rubric_hash="f" * 64)
-    reg.add_run("main")
-    folder = root / "ckpt"
-    folder.mkdir()
-    new = []
-    for i in range(checkpoints):
-        path = folder / f"s{i}.bin"
-        path.write_bytes(b"%d" % i)
-        mix = {envs[(i + j) % environments]: 0.05 for j in range(20)}  # 20 envs per phase
-        new.append(NewCheckpoint(step=(i + 1) * 10, artifact=path, exposure=mix))
-    reg.add_checkpoints("main", new)
+    phase = min(20, environments)  # each checkpoint trains on 20 environments at a time
+    reg = bench_workspace(
+        root,
+        envs,
+        checkpoints,
+        10,
+        lambda i: {envs[(i + j) % environments]: 1 / phase for j in range(phase)},
+        judge_version="1",
+    )
 
     rng = random.Random(11)
     rising = {

@@ -21,9 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import git
+from workspace import bench_workspace
 
-from governance import NewCheckpoint, init, open_registry
+from governance import open_registry
 
 ENVIRONMENTS = [f"env-{i:02d}" for i in range(10)]
 VERDICTS = ["none"] * 95 + ["rejected"] * 3 + ["rationalized", "overt"]
@@ -44,25 +44,8 @@ print(len(rows))
 
 
 def build_workspace(root: Path, checkpoints: int) -> None:
-    repo = git.Repo.init(root, initial_branch="main")
-    with repo.config_writer() as config:
-        config.set_value("user", "name", "bench")
-        config.set_value("user", "email", "bench@example.com")
-    init(root)
-    reg = open_registry(root)
-    for number, env in enumerate(ENVIRONMENTS, start=1):
-        reg.add_environment(env, content_hash=f"{number:064x}")
-    reg.add_judge("cot-monitor", "2026.10", rubric_hash="f" * 64)
-    reg.add_run("main")
-    folder = root / "ckpt"
-    folder.mkdir()
-    new = []
-    for i in range(checkpoints):
-        path = folder / f"s{i}.bin"
-        path.write_bytes(b"%d" % i)
-        mix = dict.fromkeys(ENVIRONMENTS, 0.1)
-        new.append(NewCheckpoint(step=(i + 1) * 100, artifact=path, exposure=mix))
-    reg.add_checkpoints("main", new)
+    mix = dict.fromkeys(ENVIRONMENTS, 0.1)
+    bench_workspace(root, ENVIRONMENTS, checkpoints, 100, lambda _: mix, judge_version="2026.10")
 
 
 def write_report(path: Path, episodes: int, checkpoints: int) -> None:

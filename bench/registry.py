@@ -22,8 +22,9 @@ from functools import partial
 from pathlib import Path
 
 import git
+from workspace import bench_workspace
 
-from governance import NewCheckpoint, init, open_registry
+from governance import open_registry
 
 
 def timed(func: Callable[[], object], repeat: int) -> float:
@@ -37,26 +38,8 @@ def timed(func: Callable[[], object], repeat: int) -> float:
 
 
 def build_gov(root: Path, n: int) -> None:
-    repo = git.Repo.init(root, initial_branch="main")
-    with repo.config_writer() as config:
-        config.set_value("user", "name", "bench")
-        config.set_value("user", "email", "bench@example.com")
-    init(root)
-    reg = open_registry(root)
     envs = [f"env-{i}" for i in range(10)]
-    for number, env in enumerate(envs, start=1):
-        reg.add_environment(env, content_hash=f"{number:064x}")
-    reg.add_run("main")
-    folder = root / "ckpt"
-    folder.mkdir()
-    new = []
-    for i in range(n):
-        path = folder / f"step-{i:06d}.bin"
-        path.write_bytes(b"w%d" % i)
-        new.append(
-            NewCheckpoint(step=(i + 1) * 10, artifact=path, exposure=dict.fromkeys(envs, 0.1))
-        )
-    reg.add_checkpoints("main", new)
+    bench_workspace(root, envs, n, 10, lambda _: dict.fromkeys(envs, 0.1))
 
 
 def build_gto(root: Path, n: int) -> None:
@@ -108,9 +91,7 @@ def main() -> None:
     print(f"median of {repeat} runs each")
     width = max(len(label) for label, _ in rows)
     for label, seconds in rows:
-        ratio = (
-            f"  {anchor / seconds:6.1f}x faster than gto" if anchor and "gto" not in label else ""
-        )
+        ratio = f"  {seconds / anchor:8.4f} x gto's time" if anchor and "gto" not in label else ""
         print(f"  {label:<{width}}  {seconds * 1000:9.1f} ms{ratio}")
     if not gov_bin or not gto_bin:
         print("  (install gov and gto to time the commands: `gto` comes with dvc)")

@@ -157,13 +157,10 @@ def history(
 
     `rows`: the summed counts, when the caller already read them."""
     metric = METRICS[policy.metric]
-    order: dict[tuple[str, int], tuple[int, str]] = {}
-    lineage = registry.lineage(run)
-    for i, record in enumerate(lineage):
-        limit = lineage[i + 1].forked_from_step if i + 1 < len(lineage) else step
-        for ckpt in registry.checkpoints(record.id):
-            if limit is None or ckpt.step <= limit:
-                order[(record.id, ckpt.step)] = (len(order), ckpt.status.value)
+    order = {
+        (c.run, c.step): (i, c.status.value)
+        for i, c in enumerate(registry.lineage_checkpoints(run, step))
+    }
     found: dict[SeriesKey, dict[tuple[str, int], dict[str, int]]] = {}
     for row in counts(registry.ws) if rows is None else rows:
         where = (str(row["run"]), int(row["step"]))
@@ -412,16 +409,11 @@ def _registry_state(registry: Registry, run: str, step: int) -> str:
     Statuses a decision itself sets (flagged environments, a blocked checkpoint) are left out,
     so recording a decision does not change the inputs of the next identical check."""
     state: dict[str, object] = {}
-    lineage = registry.lineage(run)
-    state["lineage"] = [(r.id, r.parent_run, r.forked_from_step) for r in lineage]
-    points = []
-    for i, record in enumerate(lineage):
-        limit = lineage[i + 1].forked_from_step if i + 1 < len(lineage) else step
-        for ckpt in registry.checkpoints(record.id):
-            if limit is None or ckpt.step <= limit:
-                promoted = ckpt.status == CheckpointStatus.PROMOTED
-                points.append((ckpt.ref, ckpt.artifact_md5, promoted))
-    state["checkpoints"] = points
+    state["lineage"] = [(r.id, r.parent_run, r.forked_from_step) for r in registry.lineage(run)]
+    state["checkpoints"] = [
+        (c.ref, c.artifact_md5, c.status == CheckpointStatus.PROMOTED)
+        for c in registry.lineage_checkpoints(run, step)
+    ]
     state["environments"] = [
         (e.id, [(v.number, v.hash) for v in e.versions]) for e in registry.environments()
     ]
@@ -524,19 +516,13 @@ def backtest(
     Uses the same `evaluate` as `gov check`, on series built once for the whole run."""
     ws = registry.ws
     loaded = list(policies) if policies is not None else load_policies(ws.policies, ws.root)
-    lineage = registry.lineage(run)
     own = registry.checkpoints(run)
     if not own:
         raise GovError(f"run {run!r} has no checkpoints to replay")
     last = own[-1].step
-    order: list[tuple[str, int]] = []
-    status: dict[str, str] = {}
-    for i, record in enumerate(lineage):
-        limit = lineage[i + 1].forked_from_step if i + 1 < len(lineage) else last
-        for ckpt in registry.checkpoints(record.id):
-            if limit is None or ckpt.step <= limit:
-                order.append((record.id, ckpt.step))
-                status[ckpt.ref] = ckpt.status.value
+    seen = registry.lineage_checkpoints(run, last)
+    order = [(c.run, c.step) for c in seen]
+    status = {c.ref: c.status.value for c in seen}
     position = {where: i for i, where in enumerate(order)}
     outcomes: dict[str, Outcome] = {f"{r}@{s}": "pass" for r, s in order}
     alarms: list[FirstAlarm] = []

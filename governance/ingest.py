@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -54,6 +54,7 @@ KEY_COLUMNS = (
 _RAW_KEYS = ("run", "step", "environment", "environment_version", "judge", "judge_version")
 _COMBO = (*_RAW_KEYS, "schema_version", "verdict", "divergent")
 
+R = TypeVar("R", JudgedEpisode, AggregatedCounts)
 Format = Literal["jsonl", "jsonl.gz", "parquet"]
 Kind = Literal["episodes", "aggregated"]
 Progress = Callable[[str, float], None]
@@ -559,19 +560,7 @@ def _explain_episodes(path: Path, fmt: Format, join: Join, conflicted: set[str])
     problems = Problems(str(path))
     seen: dict[tuple[Any, ...], tuple[int, str, bool]] = {}
     where = "row" if fmt == "parquet" else "line"
-    for number, record in _records(path, fmt, problems):
-        try:
-            episode = (
-                JudgedEpisode.model_validate_json(record)
-                if isinstance(record, bytes)
-                else JudgedEpisode.model_validate(record)
-            )
-        except ValidationError as exc:
-            problems.add(
-                f"{path}:{number}" if where == "line" else f"{path} row {number}",
-                _validation_message(exc),
-            )
-            continue
+    for number, label, episode in _validated(path, fmt, JudgedEpisode, problems):
         group = join.group(
             episode.run,
             episode.step,
@@ -580,7 +569,6 @@ def _explain_episodes(path: Path, fmt: Format, join: Join, conflicted: set[str])
             episode.judge,
             episode.judge_version,
         )
-        label = f"{path}:{number}" if where == "line" else f"{path} row {number}"
         if isinstance(group, str):
             problems.add(label, group)
             continue
@@ -596,6 +584,26 @@ def _explain_episodes(path: Path, fmt: Format, join: Join, conflicted: set[str])
                     f"{episode.verdict.value}{' (divergent)' if episode.divergent else ''} here",
                 )
     problems.raise_if_any()
+
+
+def _validated(
+    path: Path, fmt: Format, model: type[R], problems: Problems
+) -> Iterator[tuple[int, str, R]]:
+    """(number, where, record) of each record that the model accepts; the others are noted."""
+    for number, record in _records(path, fmt, problems):
+        label = f"{path}:{number}" if fmt != "parquet" else f"{path} row {number}"
+        try:
+            yield (
+                number,
+                label,
+                (
+                    model.model_validate_json(record)
+                    if isinstance(record, bytes)
+                    else model.model_validate(record)
+                ),
+            )
+        except ValidationError as exc:
+            problems.add(label, _validation_message(exc))
 
 
 def _records(path: Path, fmt: Format, problems: Problems) -> Iterator[tuple[int, Any]]:
@@ -622,17 +630,7 @@ def scan_aggregated(path: Path, fmt: Format, join: Join) -> tuple[int, dict[Grou
     problems = Problems(str(path))
     tallies: dict[Group, Tally] = {}
     records = 0
-    for number, record in _records(path, fmt, problems):
-        label = f"{path}:{number}" if fmt != "parquet" else f"{path} row {number}"
-        try:
-            counts = (
-                AggregatedCounts.model_validate_json(record)
-                if isinstance(record, bytes)
-                else AggregatedCounts.model_validate(record)
-            )
-        except ValidationError as exc:
-            problems.add(label, _validation_message(exc))
-            continue
+    for _, label, counts in _validated(path, fmt, AggregatedCounts, problems):
         group = join.group(
             counts.run,
             counts.step,

@@ -155,13 +155,7 @@ def series(
         registry.judge(judge)
     rows = counts(registry.ws)
     if run is not None:
-        order: dict[tuple[str, int], int] = {}
-        lineage = registry.lineage(run)
-        for i, record in enumerate(lineage):
-            limit = lineage[i + 1].forked_from_step if i + 1 < len(lineage) else None
-            for ckpt in registry.checkpoints(record.id):
-                if limit is None or ckpt.step <= limit:
-                    order[(record.id, ckpt.step)] = len(order)
+        order = {(c.run, c.step): i for i, c in enumerate(registry.lineage_checkpoints(run))}
         rows = [r for r in rows if (r["run"], r["step"]) in order]
         rows.sort(key=lambda r: order[(str(r["run"]), int(r["step"]))])
     else:

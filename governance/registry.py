@@ -180,6 +180,16 @@ class Registry:
             current = record.parent_run
         return chain[::-1]
 
+    def lineage_checkpoints(self, run: str, step: int | None = None) -> list[Checkpoint]:
+        """The checkpoints a run has seen, oldest first: each ancestor's up to the step the next
+        run forked from, then the run's own up to `step` (all of them by default)."""
+        lineage = self.lineage(run)
+        found: list[Checkpoint] = []
+        for i, record in enumerate(lineage):
+            limit = lineage[i + 1].forked_from_step if i + 1 < len(lineage) else step
+            found += [c for c in self.checkpoints(record.id) if limit is None or c.step <= limit]
+        return found
+
     def add_run(
         self,
         run: str,
