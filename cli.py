@@ -1183,6 +1183,149 @@ def policy_test(ctx: click.Context, folder: Path | None) -> None:
         ctx.exit(1)
 
 
+@cli.group()
+def rollback() -> None:
+    """The restore point: the checkpoint to restart training from, before the problem arose."""
+
+
+@rollback.command("recommend")
+@click.option("--run", "run_name", help="The run (default: the only run, or `main`).")
+@click.option(
+    "--alpha",
+    type=float,
+    default=0.02,
+    show_default=True,
+    help="The largest acceptable chance that the restore point is already contaminated.",
+)
+@format_option("table", "json")
+@click.pass_context
+def rollback_recommend(ctx: click.Context, run_name: str | None, alpha: float, fmt: str) -> None:
+    """Name the checkpoint to restart from, the environments to redesign, and the cost.
+
+    For every flagged environment, the onset posterior of its rationalization rate gives each
+    checkpoint's chance of being after the onset; the restore point is the latest restorable
+    checkpoint where that chance is at most alpha for all of them.
+
+    \b
+    Example:
+        gov rollback recommend --run main
+        gov rollback recommend --alpha 0.01 --format json
+    """
+    from governance.rollback import recommend
+
+    reg = registry(ctx)
+    rec = recommend(reg, _default_run(reg, run_name), alpha=alpha)
+    if fmt == "json":
+        echo_json(rec)
+        return
+    _print_recommendation(rec)
+
+
+def _default_run(reg: Registry, run_name: str | None) -> str:
+    if run_name is not None:
+        return run_name
+    runs = [r.id for r in reg.runs()]
+    return runs[0] if len(runs) == 1 else "main"
+
+
+def _print_recommendation(rec: Any) -> None:
+    if rec.restore is None:
+        click.echo(f"no restore point: {rec.reason}")
+    else:
+        click.secho(f"restore point: {rec.restore}", bold=True)
+        click.echo(
+            f"  P(already contaminated) = {rec.p_contaminated:.4f} (alpha {rec.alpha}); "
+            f"training given up: {rec.checkpoints_lost} checkpoints, {rec.steps_lost} steps"
+        )
+    if rec.flagged:
+        echo_table(
+            "environments to redesign",
+            [
+                "environment",
+                "judge",
+                "P(rise)",
+                "onset (median)",
+                "90% credible interval",
+                "P(onset <= restore)",
+            ],
+            [
+                [
+                    e.environment,
+                    e.judge,
+                    f"{e.p_rise:.3f}",
+                    e.onset,
+                    f"{e.onset_interval[0]} .. {e.onset_interval[1]}",
+                    f"{e.p_contaminated:.4f}",
+                ]
+                for e in rec.flagged
+            ],
+        )
+    if rec.fine:
+        click.echo(f"fine: {', '.join(rec.fine)}")
+    for line in rec.skipped:
+        click.echo(f"skipped (safer, not restorable): {line}")
+
+
+@rollback.command("apply")
+@click.option("--run", "run_name", help="The run to roll back (default: the only run, or `main`).")
+@click.option(
+    "--to",
+    "target",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Where to write the restore point's checkpoint artifact.",
+)
+@click.option("--name", "new_run", help="The new run's name (default: RUN-rN).")
+@click.option(
+    "--alpha",
+    type=float,
+    default=0.02,
+    show_default=True,
+    help="The largest acceptable chance that the restore point is contaminated.",
+)
+@click.option("--yes", is_flag=True, help="Do it; without --yes this is a dry run.")
+@click.pass_context
+def rollback_apply(
+    ctx: click.Context,
+    run_name: str | None,
+    target: Path,
+    new_run: str | None,
+    alpha: float,
+    yes: bool,
+) -> None:
+    """Fork a new run from the restore point and put the flagged environments in redesign.
+
+    Checks the restore point's artifact out (with DVC) to --to, records the rollback in
+    audit/rollbacks/, and from then on `gov check` blocks any checkpoint trained on a flagged
+    version of an environment. Without --yes it only says what it would do.
+
+    \b
+    Example:
+        gov rollback apply --to restart/ckpt.pt            # dry run
+        gov rollback apply --to restart/ckpt.pt --yes
+    """
+    from governance.rollback import apply, recommend
+
+    reg = registry(ctx)
+    run = _default_run(reg, run_name)
+    if not yes:
+        rec = recommend(reg, run, alpha=alpha)
+        _print_recommendation(rec)
+        if rec.restore is not None:
+            click.echo(
+                f"dry run: with --yes, gov would fork a new run from {rec.restore}, write its "
+                f"artifact to {target}, and put {', '.join(e.environment for e in rec.flagged)} "
+                "in redesign"
+            )
+        return
+    done = apply(reg, run, to=target, new_run=new_run, alpha=alpha)
+    click.echo(
+        f"new run {done.new_run} forked from {done.recommendation.restore}; artifact at "
+        f"{done.artifact}; in redesign: {', '.join(done.redesign)} "
+        f"(commit {(done.commit or '-')[:12]})"
+    )
+
+
 @cli.command("backtest")
 @click.option("--run", "run_name", help="The run to replay (default: the only run, or `main`).")
 @format_option("table", "json")

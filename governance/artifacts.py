@@ -6,6 +6,7 @@ DVC is imported lazily: most gov commands never touch an artifact and should not
 from __future__ import annotations
 
 import logging
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,3 +154,48 @@ def _seed_hashes(repo: Repo, known: dict[Path, str]) -> None:
             repo.state.save(str(path), repo.fs, HashInfo("md5", md5))
     except Exception:  # an internal API: without it DVC only hashes the file again
         logging.getLogger(__name__).debug("could not seed DVC's hash cache", exc_info=True)
+
+
+def locate(workspace: Path, md5: str) -> str | None:
+    """Where an artifact's content can be had: "cache", "remote", or None (gone)."""
+    repo = open_dvc(workspace)
+    try:
+        if repo.cache.local.exists(md5):
+            return "cache"
+        if default_remote_name(repo):
+            try:
+                if repo.cloud.get_remote_odb(command="fetch").exists(md5):
+                    return "remote"
+            except Exception:  # an unreachable remote: the artifact cannot be had from it
+                return None
+        return None
+    finally:
+        repo.close()
+
+
+def default_remote_name(repo: Repo) -> str | None:
+    name = repo.config["core"].get("remote")
+    return str(name) if name else None
+
+
+def checkout(workspace: Path, artifact: str, md5: str, target: Path) -> None:
+    """Copy an artifact's content (fetched from the remote if need be) to `target`."""
+    from dvc.exceptions import DvcException
+
+    repo = open_dvc(workspace)
+    try:
+        if not repo.cache.local.exists(md5):
+            try:
+                repo.fetch(targets=[str(dvc_file(workspace / artifact))])
+            except DvcException as exc:
+                raise ArtifactError(f"DVC could not fetch {artifact}: {exc}") from exc
+        source = Path(repo.cache.local.oid_to_path(md5))
+        if md5.endswith(".dir") or not source.is_file():
+            raise ArtifactError(
+                f"{artifact} is a directory artifact: check it out with `dvc checkout` instead"
+            )
+        tmp = target.with_name(f".{target.name}.tmp")
+        shutil.copyfile(source, tmp)
+        tmp.replace(target)
+    finally:
+        repo.close()

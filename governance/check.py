@@ -23,6 +23,7 @@ from .errors import GovError
 from .ingest import COUNT_COLUMNS, ledger
 from .metrics import METRICS, counts, wilson
 from .models import CheckpointStatus, EnvironmentStatus, Flag, FlagEvidence, utc_now
+from .onset import OnsetPosterior, onset_posterior
 from .policies import Action, Insufficient, LoadedPolicy, Policy, load_policies
 from .registry import Registry, parse_checkpoint_ref
 from .storage import model_yaml
@@ -216,9 +217,7 @@ def evaluate(
         result.value = here.k / here.n
         result.low, result.high = wilson(here.k, here.n)
     if policy.condition.onset is not None:
-        result.status = "unavailable"
-        result.reason = "the onset condition needs the changepoint analysis, not available yet"
-        return result
+        return _onset_result(policy, result, points, index)
     minimum = policy.min_evidence.n
     if here.n < minimum:
         result.reason = f"n = {here.n} < {minimum} at {ref}: insufficient evidence"
@@ -261,6 +260,35 @@ def evaluate(
         else:
             result.reason = f"{_claim(policy, baseline)}: P = {probability:.3f} < {need}"
     return result
+
+
+def _onset_result(policy: Policy, result: Result, points: list[Point], index: int) -> Result:
+    """The onset condition: a rise that began at least one checkpoint before this one (so a
+    single bad checkpoint is not enough), with the stated probability."""
+    assert policy.condition.onset is not None
+    need = policy.condition.onset.probability
+    seen = points[: index + 1]
+    if sum(p.n for p in seen) < policy.min_evidence.n or len(seen) < 3:
+        result.reason = "too little history for an onset analysis: insufficient evidence"
+        return result
+    posterior = _onset(tuple(p.k for p in seen), tuple(p.n for p in seen))
+    probability = posterior.p_rise * posterior.p_onset_by(len(seen) - 2)
+    result.probability = probability
+    onset = seen[posterior.estimate()].ref
+    if probability >= need:
+        result.status = "fired"
+        result.reason = (
+            f"P(a rise began before this checkpoint) = {probability:.3f} >= {need}; onset ~ {onset}"
+        )
+    else:
+        result.status = "clear"
+        result.reason = f"P(a rise began before this checkpoint) = {probability:.3f} < {need}"
+    return result
+
+
+@lru_cache(maxsize=4096)
+def _onset(k: tuple[int, ...], n: tuple[int, ...]) -> OnsetPosterior:
+    return onset_posterior(k, n)
 
 
 def _confidence(policy: Policy) -> float:
@@ -359,6 +387,11 @@ def decide(
         outcome = _worse(
             outcome, _policy_outcome(policy, [r for r in results if r.policy == policy.name])
         )
+    gate = _redesign_gate(registry, run, step)
+    if gate:
+        results.extend(gate)
+        actions.setdefault(REDESIGN_GATE, ["block"])
+        outcome = "block"
     inputs = Inputs(
         checkpoint=ref,
         registry_state=_registry_state(registry, run, step),
@@ -379,6 +412,30 @@ def decide(
         head,
         gating=gating,
     )
+
+
+REDESIGN_GATE = "redesign-gate"
+
+
+def _redesign_gate(registry: Registry, run: str, step: int) -> list[Result]:
+    """A checkpoint trained, after an environment was flagged, on the flagged version (or an
+    older one) is blocked: a restart must train on the redesign, not on what was flagged."""
+    from .registry import list_flags
+
+    ckpt = registry.checkpoint(run, step)
+    flags = {f.environment: f for f in list_flags(registry)}
+    found = []
+    for entry in ckpt.exposure:
+        flag = flags.get(entry.environment)
+        if flag is None or entry.version > flag.version or ckpt.created < flag.raised:
+            continue
+        key = SeriesKey(entry.environment, entry.version, "-", "-")
+        reason = (
+            f"trained on {entry.environment} v{entry.version} (weight {entry.weight:g}) after "
+            f"v{flag.version} was flagged at {flag.checkpoint}: train on the redesigned version"
+        )
+        found.append(Result(REDESIGN_GATE, key, "fired", reason))
+    return found
 
 
 def _policy_outcome(policy: Policy, results: list[Result]) -> Outcome:

@@ -66,7 +66,7 @@ def _rate_index(rates: np.ndarray) -> np.ndarray:
     idx = np.clip(idx, 1, len(RATE_GRID) - 1)
     left = np.log(np.clip(rates, RATE_GRID[0], RATE_GRID[-1])) - logs[idx - 1]
     right = logs[idx] - np.log(np.clip(rates, RATE_GRID[0], RATE_GRID[-1]))
-    return np.where(left < right, idx - 1, idx)
+    return np.asarray(np.where(left < right, idx - 1, idx))
 
 
 def _loglik_table(k: np.ndarray, n: np.ndarray) -> np.ndarray:
@@ -95,7 +95,7 @@ def onset_posterior(k: Sequence[int], n: Sequence[int]) -> OnsetPosterior:
     if t < 2 or not np.any(ns > 0):
         return OnsetPosterior(t, 0.0, np.full(max(t, 1), 1.0 / max(t, 1)))
     table = _loglik_table(ks, ns)  # (phi, rate, i)
-    cum = np.concatenate([np.zeros(table.shape[:2] + (1,)), np.cumsum(table, axis=2)], axis=2)
+    cum = np.concatenate([np.zeros((*table.shape[:2], 1)), np.cumsum(table, axis=2)], axis=2)
     j0 = _rate_index(P0_GRID)  # (p0,)
     j1 = _rate_index(P0_GRID[:, None] * RATIO_GRID[None, :])  # (p0, r)
     phis = np.arange(len(PHI_GRID))[:, None, None]

@@ -79,7 +79,8 @@ class Rise(_Part):
 
 
 class Onset(_Part):
-    """An onset found by the changepoint analysis (not available in this release)."""
+    """A rise found by the changepoint analysis (governance.onset) that began before this
+    checkpoint: P(a rise, with its onset earlier than this checkpoint) >= probability."""
 
     probability: Confidence = 0.95
 

@@ -61,8 +61,6 @@ def _meaning(policy: Policy) -> list[tuple[Literal["error", "warning"], str]]:
     found: list[tuple[Literal["error", "warning"], str]] = []
     n = policy.min_evidence.n
     condition = policy.condition
-    if condition.onset is not None:
-        found.append(("warning", "the onset condition is not available yet: it never fires"))
     if condition.above is not None:
         level, need = condition.above.level, condition.above.confidence
         smallest = next((k for k in range(n + 1) if prob_above(k, n, level) >= need), None)

@@ -1,0 +1,127 @@
+"""Onset analysis, the restore point, rollback apply, and the redesign gate."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from governance import open_registry
+from governance.check import decide
+from governance.example import build_example
+from governance.onset import onset_posterior
+
+RNG = np.random.default_rng(2026)
+
+
+def simulate(t: int, onset: int | None, base: float, factor: float, ramp: int = 1):
+    n = RNG.integers(40, 400, t)
+    p = np.full(t, base)
+    if onset is not None:
+        for i in range(onset, t):
+            p[i] = base * (1 + (factor - 1) * min(1.0, (i - onset + 1) / ramp))
+    p = np.clip(p * np.exp(RNG.normal(0, 0.2, t)), 0, 1)  # extra variation between checkpoints
+    return RNG.binomial(n, p), n
+
+
+@pytest.mark.parametrize("ramp", [1, 4, 10])
+def test_a_rise_is_found_and_the_restore_point_is_clean(ramp: int) -> None:
+    for _ in range(5):
+        k, n = simulate(60, 30, 0.01, 6, ramp)
+        post = onset_posterior(k, n)
+        assert post.p_rise > 0.99
+        low, high = post.interval(0.9)
+        assert low <= 30 + ramp // 2 and high >= 28
+        assert post.restore_index(0.02) < 30  # before the true onset
+        assert abs(post.onset.sum() - 1) < 1e-9
+
+
+def test_no_rise_and_a_single_spike_are_not_rises() -> None:
+    quiet = [onset_posterior(*simulate(60, None, 0.01, 1)).p_rise for _ in range(10)]
+    assert max(quiet) < 0.9
+    k, n = simulate(60, None, 0.01, 1)
+    k[40] = n[40] // 10  # one checkpoint at 10%
+    assert onset_posterior(k, n).p_rise < 0.95
+
+
+def test_missing_checkpoints_keep_their_place() -> None:
+    k, n = simulate(50, 25, 0.01, 8)
+    k[10:14] = 0
+    n[10:14] = 0
+    post = onset_posterior(k, n)
+    assert post.p_rise > 0.99 and 20 <= post.estimate() <= 26
+
+
+def test_bad_counts_are_refused() -> None:
+    with pytest.raises(ValueError):
+        onset_posterior([5], [3])
+    assert onset_posterior([1], [10]).p_rise == 0.0  # one checkpoint: no baseline, no rise
+
+
+@pytest.fixture(scope="module")
+def example(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("onset") / "example"
+    build_example(root)  # checks the last checkpoint: code-unit-tests gets flagged
+    return root
+
+
+def test_restore_point_on_the_example(gov, example: Path) -> None:
+    data = json.loads(gov("rollback", "recommend", "--format", "json", cwd=example).stdout)
+    assert data["restore"] is not None
+    step = int(data["restore"].split("@")[1])
+    assert step < 6250  # the planted onset
+    assert data["p_contaminated"] <= 0.02
+    [flagged] = data["flagged"]
+    assert flagged["environment"] == "code-unit-tests" and flagged["onset"] == "main@6250"
+    assert data["checkpoints_lost"] == (12000 - step) // 250
+    assert "tool-use-booking" in data["fine"] and "math-proofs" in data["fine"]
+
+
+def test_rollback_apply_forks_and_the_gate_blocks_the_old_version(
+    gov, example: Path, tmp_path: Path
+) -> None:
+    ws = tmp_path / "ex"
+    shutil.copytree(example, ws, symlinks=True)
+    target = tmp_path / "restart.bin"
+    dry = gov("rollback", "apply", "--to", str(target), cwd=ws)
+    assert dry.exit_code == 0 and "dry run" in dry.stdout and not target.exists()
+    done = gov("rollback", "apply", "--to", str(target), "--yes", cwd=ws)
+    assert done.exit_code == 0, done.stderr
+    reg = open_registry(ws)
+    [new] = [r for r in reg.runs() if r.parent_run == "main"]
+    restore = reg.checkpoint("main", new.forked_from_step or 0)
+    assert target.read_bytes() == (ws / restore.artifact).read_bytes()
+    assert reg.environment("code-unit-tests").status.value == "in_redesign"
+    assert (ws / "audit" / "rollbacks" / f"{new.id}.json").is_file()
+
+    # A checkpoint of the new run still trained on the flagged version is blocked ...
+    mix = {e.id: 0.1 for e in reg.environments()}
+    (ws / "ckpt").mkdir()
+    (ws / "ckpt" / "a.bin").write_bytes(b"a")
+    reg.add_checkpoint(new.id, restore.step + 250, ws / "ckpt" / "a.bin", mix)
+    decision = decide(reg, f"{new.id}@{restore.step + 250}")
+    assert decision.outcome == "block"
+    assert any(
+        r.policy == "redesign-gate" and r.series.environment == "code-unit-tests"
+        for r in decision.fired
+    )
+    # ... and one trained on the redesign passes that gate.
+    env_dir = ws / "environments" / "code-unit-tests"
+    (env_dir / "scoring.yaml").write_text("grader: hidden tests\n")
+    reg.add_environment_version("code-unit-tests", paths=[env_dir], note="hidden tests")
+    (ws / "ckpt" / "b.bin").write_bytes(b"b")
+    reg.add_checkpoint(new.id, restore.step + 500, ws / "ckpt" / "b.bin", mix)
+    later = decide(reg, f"{new.id}@{restore.step + 500}")
+    assert not any(r.policy == "redesign-gate" for r in later.fired)
+
+
+def test_rollback_bad_input(gov, registry, workspace: Path, artifact, tmp_path: Path) -> None:
+    registry.add_checkpoint("main", 100, artifact("a.pt"), {"math": 1.0})
+    few = gov("rollback", "recommend", cwd=workspace)
+    assert few.exit_code == 2 and "too few for an onset analysis" in few.stderr
+    registry.add_checkpoint("main", 200, artifact("b.pt"), {"math": 1.0})
+    nothing = gov("rollback", "recommend", cwd=workspace)
+    assert nothing.exit_code == 0 and "no environment is flagged" in nothing.stdout
