@@ -83,7 +83,7 @@ def _loglik_table(k: np.ndarray, n: np.ndarray) -> np.ndarray:
     return np.stack(tables)
 
 
-def onset_posterior(k: Sequence[int], n: Sequence[int]) -> OnsetPosterior:
+def onset_posterior(k: Sequence[int] | np.ndarray, n: Sequence[int] | np.ndarray) -> OnsetPosterior:
     """The onset posterior of a series of counts: k successes in n trials per checkpoint."""
     ks = np.asarray(k, dtype=float)
     ns = np.asarray(n, dtype=float)
@@ -98,25 +98,28 @@ def onset_posterior(k: Sequence[int], n: Sequence[int]) -> OnsetPosterior:
     cum = np.concatenate([np.zeros((*table.shape[:2], 1)), np.cumsum(table, axis=2)], axis=2)
     j0 = _rate_index(P0_GRID)  # (p0,)
     j1 = _rate_index(P0_GRID[:, None] * RATIO_GRID[None, :])  # (p0, r)
-    phis = np.arange(len(PHI_GRID))[:, None, None]
     # No rise: p0 everywhere.
     null = cum[:, j0, t]  # (phi, p0)
     log_null = logsumexp(null) - np.log(null.size)
-    # A rise at onset tau with ramp L: p0 before tau, the ramp, then p1.
+    # A rise at onset tau with ramp L: p0 before tau, the ramp, then p1; all tau at once.
+    taus = np.arange(t)
+    before = cum[:, j0, :t][:, :, None, :]  # (phi, p0, 1, tau)
+    full = cum[:, j1, :]  # (phi, p0, r, t + 1)
     logs = np.full((t, len(RAMPS)), -np.inf)
     for li, ramp in enumerate(RAMPS):
         fracs = np.arange(1, ramp) / ramp  # the ramp's checkpoints before the full rate
         ramp_j = _rate_index(
             P0_GRID[:, None, None] * (1 + (RATIO_GRID[None, :, None] - 1) * fracs[None, None, :])
         )  # (p0, r, L-1)
-        for tau in range(1, t):
-            before = cum[:, j0, tau][:, :, None]  # (phi, p0, 1)
-            end = min(t, tau + ramp - 1)
-            ll = np.broadcast_to(before, (len(PHI_GRID), len(P0_GRID), len(RATIO_GRID))).copy()
-            for step_i, i in enumerate(range(tau, end)):
-                ll += table[phis, ramp_j[None, :, :, step_i], i]
-            ll += cum[phis, j1[None], t] - cum[phis, j1[None], end]
-            logs[tau, li] = logsumexp(ll) - np.log(ll.size)
+        ll = np.broadcast_to(before, (len(PHI_GRID), len(P0_GRID), len(RATIO_GRID), t)).copy()
+        for s in range(min(ramp - 1, t)):  # the s-th ramp checkpoint of onset tau is tau + s
+            ramp_ll = table[:, ramp_j[:, :, s], :]  # (phi, p0, r, i)
+            ll[..., : t - s] += ramp_ll[..., s:]
+        end = np.minimum(t, taus + ramp - 1)
+        ll += full[..., t : t + 1] - full[..., end]
+        flat = ll.reshape(-1, t)
+        logs[:, li] = logsumexp(flat, axis=0) - np.log(flat.shape[0])
+    logs[0] = -np.inf  # an onset needs a checkpoint before it
     per_onset = logsumexp(logs, axis=1) - np.log(len(RAMPS))  # (t,), tau = 0 stays -inf
     log_rise = logsumexp(per_onset[1:]) - np.log(t - 1)
     prior = np.log([1 - PRIOR_RISE, PRIOR_RISE])
