@@ -1361,9 +1361,16 @@ def backtest_command(ctx: click.Context, run_name: str | None, fmt: str) -> None
     if result.alarms:
         echo_table(
             "first alarms",
-            ["first fired at", "policy", "series", "actions", "checkpoints fired"],
+            ["first fired at", "policy", "series", "actions", "checkpoints fired", "restore point"],
             [
-                [a.checkpoint, a.policy, a.series.label, ", ".join(a.actions), a.fired_at]
+                [
+                    a.checkpoint,
+                    a.policy,
+                    a.series.label,
+                    ", ".join(a.actions),
+                    a.fired_at,
+                    a.restore or "-",
+                ]
                 for a in result.alarms
             ],
         )
@@ -1418,11 +1425,16 @@ def example(directory: Path | None, seed: int | None, remote: Path | None, fmt: 
     click.echo(f"\ngov check {result.checked}: {result.outcome.upper()}")
     for env, first in result.flagged.items():
         click.echo(
-            f"  flagged for redesign: {env} (the policies would first have flagged it at {first})"
+            f"  flagged for redesign: {env} (onset estimated at {result.onsets.get(env, '-')}; "
+            f"the policies would first have flagged it at {first})"
         )
-    click.echo(
-        f"\nnext: cd {result.root} && gov check {result.checked} && gov flags list && gov backtest"
-    )
+    if result.restore:
+        click.echo(
+            f"restore point: {result.restore} (P(already contaminated) = "
+            f"{result.p_contaminated:.3f}; {result.checkpoints_lost} checkpoints of training "
+            "given up): see `gov rollback recommend`"
+        )
+    click.echo(f"\nnext: cd {result.root} && gov check {result.checked} && gov rollback recommend")
 
 
 def _rate(counts: tuple[int, int]) -> str:

@@ -553,6 +553,7 @@ class FirstAlarm:
     actions: list[str]
     fired_at: int  # how many checkpoints it fired at in all
     reason: str
+    restore: str | None = None  # the restore point `gov rollback recommend` would have named
 
 
 @dataclass
@@ -622,9 +623,25 @@ def backtest(
                 if len(seen_at.get(where, ())) < len(series) or not series:
                     ref = f"{where[0]}@{where[1]}"
                     outcomes[ref] = _worse(outcomes[ref], policy.insufficient.value)
+    for alarm in alarms:
+        if alarm.series.environment and "recommend_rollback" in alarm.actions:
+            alarm.restore = _restore_then(registry, alarm)
     blocked = [ref for ref, st in status.items() if st == "promoted" and outcomes[ref] == "block"]
     alarms.sort(key=lambda a: (position[_split(a.checkpoint)], a.policy, a.series.label))
     return Backtest(run, len(order), alarms, outcomes, blocked, flagged)
+
+
+def _restore_then(registry: Registry, alarm: FirstAlarm) -> str | None:
+    """The restore point the rollback would have named at the alarm, from its past alone."""
+    from .rollback import recommend
+
+    run, step = _split(alarm.checkpoint)
+    assert alarm.series.environment is not None
+    try:
+        rec = recommend(registry, run, at=step, environments=[alarm.series.environment])
+    except GovError:
+        return None
+    return rec.restore
 
 
 def _split(ref: str) -> tuple[str, int]:

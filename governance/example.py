@@ -252,6 +252,10 @@ class ExampleResult:
     checked: str  # the checkpoint the example's `gov check` ran at
     outcome: str
     flagged: dict[str, str]  # environment -> first checkpoint the policies would have flagged it
+    restore: str | None  # the restore point gov rollback recommend names
+    p_contaminated: float
+    checkpoints_lost: int
+    onsets: dict[str, str]  # flagged environment -> its estimated onset
 
 
 def _target(directory: Path | None) -> Path:
@@ -368,6 +372,9 @@ def build_example(
     decision = decide(reg, latest)
     record_decision(reg, decision)
     replay = backtest(reg, spec.run)
+    from .rollback import recommend
+
+    restore = recommend(reg, spec.run)
     return ExampleResult(
         root=root,
         run=spec.run,
@@ -379,6 +386,10 @@ def build_example(
         checked=latest,
         outcome=decision.outcome,
         flagged={env: replay.flagged.get(env, latest) for env in decision.flagged},
+        restore=restore.restore,
+        p_contaminated=restore.p_contaminated,
+        checkpoints_lost=restore.checkpoints_lost,
+        onsets={e.environment: e.onset or "-" for e in restore.flagged},
     )
 
 

@@ -80,9 +80,15 @@ def flagged_environments(registry: Registry) -> list[str]:
 
 
 def recommend(
-    registry: Registry, run: str, *, alpha: float = DEFAULT_ALPHA, at: int | None = None
+    registry: Registry,
+    run: str,
+    *,
+    alpha: float = DEFAULT_ALPHA,
+    at: int | None = None,
+    environments: list[str] | None = None,
 ) -> Recommendation:
-    """The restore point of RUN (seeing its history up to step `at`, all of it by default)."""
+    """The restore point of RUN (seeing its history up to step `at`, all of it by default), for
+    the flagged environments (or the ones given)."""
     if not 0 < alpha < 0.5:
         raise GovError(f"alpha {alpha} is out of range: a small probability such as 0.02")
     lineage = registry.lineage_checkpoints(run, at)
@@ -91,7 +97,7 @@ def recommend(
             f"run {run!r} has {len(lineage)} checkpoint(s): too few for an onset analysis "
             "(it needs a baseline before the rise)"
         )
-    flagged = flagged_environments(registry)
+    flagged = flagged_environments(registry) if environments is None else sorted(environments)
     envs = sorted({e.id for e in registry.environments()})
     if not flagged:
         return Recommendation(
