@@ -21,8 +21,8 @@ from scipy.special import betaln, logsumexp
 
 P0_GRID = np.geomspace(1e-4, 0.3, 18)
 RATIO_GRID = np.geomspace(1.5, 40.0, 10)
-PHI_GRID = (20.0, 100.0, 1000.0, np.inf)
-RAMPS = (1, 2, 3, 5, 8, 12, 15)
+PHI_GRID = (30.0, 100.0, 300.0, 1000.0, 3000.0, np.inf)
+RAMPS = tuple(range(1, 16))
 RATE_GRID = np.geomspace(1e-4, 0.95, 160)  # where likelihoods are tabulated
 PRIOR_RISE = 0.5
 
