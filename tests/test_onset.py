@@ -125,3 +125,35 @@ def test_rollback_bad_input(gov, registry, workspace: Path, artifact, tmp_path: 
     registry.add_checkpoint("main", 200, artifact("b.pt"), {"math": 1.0})
     nothing = gov("rollback", "recommend", cwd=workspace)
     assert nothing.exit_code == 0 and "no environment is flagged" in nothing.stdout
+
+
+def test_a_restore_point_whose_artifact_is_gone_is_skipped(
+    gov, example: Path, tmp_path: Path
+) -> None:
+    ws = tmp_path / "ex"
+    shutil.copytree(example, ws, symlinks=True)
+    first = json.loads(gov("rollback", "recommend", "--format", "json", cwd=ws).stdout)
+    run, step = first["restore"].split("@")
+    gone = open_registry(ws).checkpoint(run, int(step))
+    md5 = gone.artifact_md5
+    (ws / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]).unlink()
+    (ws / gone.artifact).unlink()
+    again = gov("rollback", "recommend", cwd=ws)
+    assert again.exit_code == 0, again.stderr
+    assert f"skipped (safer, not restorable): {first['restore']}: artifact gone" in again.stdout
+    data = json.loads(gov("rollback", "recommend", "--format", "json", cwd=ws).stdout)
+    assert int(data["restore"].split("@")[1]) < int(step)
+    assert data["checkpoints_lost"] > first["checkpoints_lost"]
+
+
+def test_a_flagged_environment_without_judgments_is_named(
+    gov, registry, workspace: Path, artifact
+) -> None:
+    from governance.models import EnvironmentStatus
+
+    for step in (100, 200, 300):
+        registry.add_checkpoint("main", step, artifact(f"c{step}.pt"), {"math": 1.0})
+    registry.set_environment_status("math", EnvironmentStatus.FLAGGED, reason="by hand")
+    result = gov("rollback", "recommend", cwd=workspace)
+    assert result.exit_code == 2
+    assert "environment 'math' is flagged but has no judgments" in result.stderr
