@@ -116,8 +116,11 @@ def registry(ctx: click.Context) -> Registry:
     help="The workspace folder (default: found from the current folder upwards, like git).",
 )
 @click.option("--traceback", is_flag=True, help="Show the Python traceback of an error.")
+@click.option(
+    "--actor", help="Who is acting, for the audit trail (default: git's user.name and email)."
+)
 @click.version_option(__version__, prog_name="gov")
-def cli(workspace: Path | None, traceback: bool) -> None:
+def cli(workspace: Path | None, traceback: bool, actor: str | None) -> None:  # noqa: ARG001
     """gov: checkpoint governance and rollback for RL training of reasoning models.
 
     Judges read sampled episodes' chains of thought and actions; gov tells a bad reason that was
@@ -133,6 +136,10 @@ def cli(workspace: Path | None, traceback: bool) -> None:
         gov run add main
         gov checkpoint add main@1000 ckpt/1000.pt -e code-tests=1
     """
+    if actor:
+        import os
+
+        os.environ["GOV_ACTOR"] = actor
 
 
 @cli.command()
@@ -1211,10 +1218,11 @@ def rollback_recommend(ctx: click.Context, run_name: str | None, alpha: float, f
         gov rollback recommend --run main
         gov rollback recommend --alpha 0.01 --format json
     """
-    from governance.rollback import recommend
+    from governance.rollback import recommend, record_recommendation
 
     reg = registry(ctx)
     rec = recommend(reg, _default_run(reg, run_name), alpha=alpha)
+    record_recommendation(reg, rec)
     if fmt == "json":
         echo_json(rec)
         return
@@ -1324,6 +1332,158 @@ def rollback_apply(
         f"{done.artifact}; in redesign: {', '.join(done.redesign)} "
         f"(commit {(done.commit or '-')[:12]})"
     )
+
+
+@cli.group("audit")
+def audit_group() -> None:
+    """The audit trail: every decision, promotion, override, flag, redesign and rollback."""
+
+
+@audit_group.command("log")
+@click.option("--since", help="Entries from this date or time on (2026-11-01, or 7d, 24h).")
+@click.option("--run", "run_name", help="Only entries about this run.")
+@click.option("--checkpoint", help="Only entries about this checkpoint (RUN@STEP).")
+@click.option("--env", "environment", help="Only entries about this environment.")
+@click.option("--kind", help="Only entries of this kind (check, promotion, override, ...).")
+@format_option("table", "json")
+@click.pass_context
+def audit_log(
+    ctx: click.Context,
+    since: str | None,
+    run_name: str | None,
+    checkpoint: str | None,
+    environment: str | None,
+    kind: str | None,
+    fmt: str,
+) -> None:
+    """List audit entries, oldest first.
+
+    \b
+    Example:
+        gov audit log --since 7d --kind override
+        gov audit log --env code-unit-tests --format json
+    """
+    from governance import audit
+
+    ws = registry(ctx).ws
+    found = audit.log(
+        ws,
+        since=audit.parse_since(since) if since else None,
+        run=run_name,
+        checkpoint=checkpoint,
+        environment=environment,
+        kind=kind,
+    )
+    if fmt == "json":
+        echo_json(found)
+        return
+    echo_table(
+        f"audit trail ({len(found)} entries)",
+        ["#", "id", "time", "kind", "subject", "outcome", "actor", "reason"],
+        [
+            [
+                e["seq"],
+                e["id"][:12],
+                e["time"],
+                e["kind"],
+                " ".join(f"{k}={v}" for k, v in e.get("subject", {}).items()),
+                e["outcome"],
+                e["actor"],
+                (e.get("reason") or "")[:60],
+            ]
+            for e in found
+        ],
+    )
+
+
+@audit_group.command("show")
+@click.argument("entry")
+@format_option("table", "json")
+@click.pass_context
+def audit_show(ctx: click.Context, entry: str, fmt: str) -> None:
+    """Show one entry (by id prefix or number) and what it references: the policy texts and
+    decision it used, as committed.
+
+    \b
+    Example:
+        gov audit show 3f2a9c
+    """
+    from governance import audit
+
+    shown = audit.show(registry(ctx).ws, entry)
+    if fmt == "json":
+        echo_json(shown)
+        return
+    click.echo(json.dumps(shown["entry"], indent=2))
+    resolved = shown["resolved"]
+    if "commit" in resolved:
+        click.echo(f"recorded in commit {resolved['commit']}")
+    for path, text in resolved.get("policies", {}).items():
+        click.echo(f"--- {path} (as committed then)")
+        click.echo(text if text is not None else "(not in that commit)")
+    if resolved.get("decision"):
+        fired = [r for r in resolved["decision"]["results"] if r["status"] == "fired"]
+        click.echo(f"--- decision: {resolved['decision']['outcome']}, {len(fired)} results fired")
+        for r in fired:
+            click.echo(f"  {r['policy']}: {r['reason']} (k = {r['k']}, n = {r['n']})")
+    for md5 in resolved.get("reports_missing", []):
+        click.echo(f"report {md5} is not in the workspace: `dvc pull` it to inspect")
+
+
+@audit_group.command("verify")
+@click.pass_context
+def audit_verify(ctx: click.Context) -> None:
+    """Verify the trail: exit 0 intact, 1 broken (naming the first bad entry).
+
+    Checks every link of the hash chain, and that every chain head a git commit recorded is
+    still in it (a trail rewritten and recommitted is caught).
+
+    \b
+    Example:
+        gov audit verify
+    """
+    from governance import audit
+
+    result = audit.verify(registry(ctx).ws)
+    click.echo(
+        f"audit trail intact: {result.entries} entries, head {(result.head or '-')[:16]}, "
+        f"{result.anchored} heads anchored in git history"
+    )
+    for md5 in result.missing_reports:
+        click.echo(f"note: report {md5} named by an entry is not in the workspace (dvc pull it)")
+
+
+@audit_group.command("pressure")
+@format_option("table", "json")
+@click.pass_context
+def audit_pressure(ctx: click.Context, fmt: str) -> None:
+    """Interventions made on monitor evidence, per environment: each is optimization pressure
+    on the chain of thought, selecting for rationalization the judge cannot see.
+
+    \b
+    Example:
+        gov audit pressure
+    """
+    from governance import audit
+
+    found = audit.pressure(registry(ctx).ws)
+    if fmt == "json":
+        echo_json(found)
+        return
+    echo_table(
+        "monitor pressure",
+        ["environment", "flags raised", "redesigns", "rollbacks"],
+        [
+            [env, c["flag_raised"], c["redesign"], c["rollback_applied"]]
+            for env, c in sorted(found.items())
+        ],
+    )
+    heavy = [env for env, c in found.items() if c["redesign"] >= 2]
+    for env in heavy:
+        click.echo(
+            f"{env}: redesigned {found[env]['redesign']} times on monitor evidence: check falling "
+            "rates with an independent held-out judge before trusting them"
+        )
 
 
 @cli.command("backtest")

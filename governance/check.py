@@ -19,6 +19,7 @@ from typing import Literal
 import numpy as np
 from scipy.special import betainc, betaincinv
 
+from . import audit
 from .errors import GovError
 from .ingest import COUNT_COLUMNS, ledger
 from .metrics import METRICS, counts, wilson
@@ -513,6 +514,29 @@ def record(registry: Registry, decision: Decision) -> str | None:
         summary += f" (flags {', '.join(decision.flagged)})"
     with ws.change(summary) as change:
         change.write(path, (json.dumps(decision_record(decision), indent=2) + "\n").encode())
+        policy_diff = audit.policy_change(ws, decision.inputs.policies)
+        if policy_diff is not None:
+            audit.append(
+                change,
+                "policy_change",
+                subject={},
+                outcome="changed",
+                inputs={"policies": decision.inputs.policies},
+                refs=policy_diff,
+            )
+        audit.append(
+            change,
+            "check",
+            subject={"run": run, "checkpoint": decision.checkpoint},
+            outcome=decision.outcome,
+            inputs=asdict(decision.inputs),
+            refs={
+                "decision": ws.rel(path),
+                "digest": decision.digest,
+                "fired": sorted({r.policy for r in decision.fired}),
+                "flagged": decision.flagged,
+            },
+        )
         for env in decision.flagged:
             current = registry.environment(env)
             if current.status in (EnvironmentStatus.ACTIVE,):
@@ -529,6 +553,14 @@ def record(registry: Registry, decision: Decision) -> str | None:
                     ),
                 )
                 change.write(ws.registry / "flags" / f"{env}.yaml", model_yaml(flag))
+                audit.append(
+                    change,
+                    "flag_raised",
+                    subject={"run": run, "checkpoint": decision.checkpoint, "environment": env},
+                    outcome="open",
+                    inputs={"digest": decision.digest, "version": current.current.number},
+                    reason="; ".join(f"{e.policy}: {e.reason}" for e in flag.evidence),
+                )
                 flagged = current.model_copy(update={"status": EnvironmentStatus.FLAGGED})
                 change.write(ws.registry / "environments" / f"{env}.yaml", model_yaml(flagged))
         if decision.outcome == "block":

@@ -31,6 +31,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from . import audit
 from .errors import GovError, NotFound, ReportRejected
 from .models import utc_now
 from .registry import Registry
@@ -834,6 +835,22 @@ def ingest(
                 b"".join((model_json_line(e) + "\n").encode() for e in [*earlier, *entries]),
             )
             change.summary, change.body = _describe(entries)
+            for item in staged:
+                e = item.entry
+                audit.append(
+                    change,
+                    "report_replaced" if e.replaced else "report_ingested",
+                    subject={"runs": ",".join(sorted({g.run for g in item.tallies}))},
+                    outcome=f"{e.counted} judgments in {e.groups} groups",
+                    inputs={
+                        "reports": [e.md5],
+                        "judges": sorted({f"{g.judge}@{g.judge_version}" for g in item.tallies}),
+                    },
+                    reason=f"replaces {e.replaced} verdicts of {', '.join(e.supersedes)}"
+                    if e.replaced
+                    else None,
+                    refs={"path": e.path, "source": e.source},
+                )
             result.ingested = entries
         except BaseException:
             for item in staged:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
+from . import audit
 from .check import decide, find_recorded
 from .errors import GovError
 from .models import CheckpointStatus, utc_now
@@ -62,6 +63,15 @@ def promote(registry: Registry, ref: str, *, override_reason: str | None = None)
     summary = f"promote {ref}" + (" (override)" if override_reason is not None else "")
     with ws.change(summary) as change:
         registry.write_status(change, run, step, CheckpointStatus.PROMOTED)
+        audit.append(
+            change,
+            "override" if override_reason is not None else "promotion",
+            subject={"run": run, "checkpoint": ref},
+            outcome="promoted",
+            inputs=asdict(decision.inputs),
+            reason=override_reason,
+            refs={"decision_outcome": decision.outcome, "digest": decision.digest},
+        )
         if override_reason is not None:
             record = {
                 "kind": "override",

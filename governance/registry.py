@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from . import audit
 from . import workspace as workspace_mod
 from .errors import (
     AlreadyExists,
@@ -493,6 +494,14 @@ class Registry:
             change.write(self._env_file(env), model_yaml(record))
             change.summary = f"environment {env} version {number}"
             change.body = f"{digest}\n\n{note}"
+            audit.append(
+                change,
+                "redesign",
+                subject={"environment": env},
+                outcome=f"v{number}",
+                inputs={"hash": digest, "previous": current.current.hash},
+                reason=note,
+            )
             flag_file = self.ws.registry / "flags" / f"{env}.yaml"
             if flag_file.is_file():  # the redesign resolves the environment's flag
                 flag = load_yaml_model(flag_file, Flag, self.ws.rel(flag_file))
@@ -502,6 +511,12 @@ class Registry:
                     )
                     change.write(flag_file, model_yaml(resolved))
                     change.body += f"\n\nResolves the flag raised at {flag.checkpoint}."
+                    audit.append(
+                        change,
+                        "flag_resolved",
+                        subject={"environment": env, "checkpoint": flag.checkpoint},
+                        outcome=f"resolved by v{number}",
+                    )
         return record
 
     def set_environment_status(
@@ -618,4 +633,12 @@ def acknowledge_flag(registry: Registry, env: str, reason: str, actor: str) -> F
         )
         change.write(registry.ws.registry / "flags" / f"{env}.yaml", model_yaml(updated))
         change.body = f"{actor}: {reason}"
+        audit.append(
+            change,
+            "flag_acknowledged",
+            subject={"environment": env, "checkpoint": flag.checkpoint},
+            outcome="acknowledged",
+            reason=reason,
+            actor=actor,
+        )
     return updated

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import artifacts
+from . import artifacts, audit
 from .errors import GovError
 from .ingest import COUNT_COLUMNS
 from .metrics import METRICS, counts
@@ -249,6 +249,14 @@ def apply(
             ws.audit / "rollbacks" / f"{name}.json",
             (json.dumps(entry, indent=2, default=list) + "\n").encode(),
         )
+        audit.append(
+            change,
+            "rollback_applied",
+            subject={"run": run, "checkpoint": rec.restore, "environments": ",".join(redesign)},
+            outcome=f"new run {name}",
+            inputs={"alpha": alpha, "p_contaminated": rec.p_contaminated},
+            refs={"rollback": ws.rel(ws.audit / "rollbacks" / f"{name}.json")},
+        )
         change.body = (
             f"Restore point {rec.restore} (P(contaminated) = {rec.p_contaminated:.4f} <= {alpha}); "
             f"{rec.checkpoints_lost} checkpoints ({rec.steps_lost} steps) of training given up. "
@@ -256,6 +264,27 @@ def apply(
         )
         artifacts.checkout(ws.root, checkpoint.artifact, checkpoint.artifact_md5, target)
     return Applied(rec, name, target, redesign, change.sha)
+
+
+def record_recommendation(registry: Registry, rec: Recommendation) -> str | None:
+    """Append the recommendation to the audit trail (one commit)."""
+    with registry.ws.change(
+        f"rollback recommended for {rec.run}: {rec.restore or 'none'}"
+    ) as change:
+        audit.append(
+            change,
+            "rollback_recommended",
+            subject={
+                "run": rec.run,
+                "checkpoint": rec.restore,
+                "environments": ",".join(e.environment for e in rec.flagged),
+            },
+            outcome=rec.restore or "none",
+            inputs={"alpha": rec.alpha, "p_contaminated": rec.p_contaminated},
+            reason=rec.reason or None,
+            refs={"checkpoints_lost": rec.checkpoints_lost, "steps_lost": rec.steps_lost},
+        )
+    return change.sha
 
 
 def _next_run_name(registry: Registry, run: str) -> str:

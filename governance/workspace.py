@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import secrets
 import shutil
 from collections.abc import Iterator, Sequence
@@ -17,6 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import git
 from filelock import FileLock, Timeout
@@ -150,17 +152,22 @@ class Workspace:
         ):
             journal.unlink()  # the commit landed; only the clean-up was missed
             return
-        _restore(self, data["files"])
+        _restore(self, data["files"], data.get("sizes", {}))
         journal.unlink()
 
 
-def _restore(ws: Workspace, files: dict[str, str | None]) -> None:
+def _restore(ws: Workspace, files: dict[str, str | None], sizes: dict[str, int]) -> None:
     paths = [ws.root / rel for rel in files]
     for path, old in zip(paths, files.values(), strict=True):
         if old is None:
             path.unlink(missing_ok=True)
         else:
             atomic_write(path, base64.b64decode(old))
+    for rel, size in sizes.items():
+        with (ws.root / rel).open("r+b") as handle:
+            handle.truncate(size)
+            os.fsync(handle.fileno())
+        paths.append(ws.root / rel)
     scm.unstage(ws.repo, [p for p in paths if _tracked_or_staged(ws.repo, p)])
 
 
@@ -181,6 +188,9 @@ class Change:
     touched: list[Path] = field(default_factory=list)
     artifact_paths: list[Path] = field(default_factory=list)
     data_files: set[str] = field(default_factory=set)
+    sizes: dict[str, int] = field(default_factory=dict)  # appended files: their size before
+    trailers: list[str] = field(default_factory=list)  # extra commit trailers (the audit head)
+    audit: list[dict[str, Any]] = field(default_factory=list)  # entries this change appends
     head: str | None = None
     sha: str | None = None
 
@@ -203,8 +213,30 @@ class Change:
             )
             self.touched.append(path)
         if new:
-            record = {"id": self.id, "head": self.head, "files": self.originals}
-            atomic_write(self.ws.state / "journal.json", json.dumps(record).encode())
+            self._journal()
+
+    def _journal(self) -> None:
+        record = {"id": self.id, "head": self.head, "files": self.originals, "sizes": self.sizes}
+        atomic_write(self.ws.state / "journal.json", json.dumps(record).encode())
+
+    def append(self, path: Path, data: bytes) -> None:
+        """Append to a file as part of this change; undone by cutting it back to its old size
+        (so a large append-only file is never copied into the journal)."""
+        rel = self.ws.rel(path)
+        if rel not in self.originals and rel not in self.sizes:
+            if not self.touched:
+                self.head = scm.head(self.ws.repo)
+            if path.is_file():
+                self.sizes[rel] = path.stat().st_size
+            else:
+                self.originals[rel] = None
+            self.touched.append(path)
+            self._journal()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("ab") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
 
     def write(self, path: Path, data: bytes) -> None:
         self.expect([path])
@@ -226,9 +258,8 @@ class Change:
             return None
         if self.artifact_paths and artifacts.default_remote(self.ws.root):
             artifacts.push(self.ws.root, self.artifact_paths)
-        message = f"gov: {self.summary}\n\n{self.body}\n\n{_TRAILER}: {self.id}\n".replace(
-            "\n\n\n\n", "\n\n"
-        )
+        trailers = "\n".join([f"{_TRAILER}: {self.id}", *self.trailers])
+        message = f"gov: {self.summary}\n\n{self.body}\n\n{trailers}\n".replace("\n\n\n\n", "\n\n")
         self.sha = scm.commit_paths(
             self.ws.repo,
             [
@@ -243,8 +274,8 @@ class Change:
         return self.sha
 
     def undo(self) -> None:
-        if self.originals:
-            _restore(self.ws, self.originals)
+        if self.originals or self.sizes:
+            _restore(self.ws, self.originals, self.sizes)
         (self.ws.state / "journal.json").unlink(missing_ok=True)
 
 

@@ -1,0 +1,401 @@
+"""The audit trail: an append-only, hash-chained record of every gate, flag, redesign and rollback.
+
+Each entry is one JSON line of `audit/trail.jsonl` whose id is the sha256 of its content,
+including the id of the entry before it, so an edited, deleted, inserted or reordered entry
+breaks the chain. Every append is part of the registry change it records (one git commit, under
+the workspace lock, journaled), and the commit carries the new chain head as a trailer: a chain
+rewritten and recommitted no longer contains the heads that git history recorded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from .errors import GovError
+from .models import utc_now
+from .workspace import Change, Workspace
+
+TRAIL = "trail.jsonl"
+HEAD_TRAILER = "Gov-Audit-Head"
+ENTRY_TRAILER = "Gov-Audit-Entry"
+GENESIS = "0" * 64
+KINDS = (
+    "check",
+    "promotion",
+    "override",
+    "flag_raised",
+    "flag_acknowledged",
+    "flag_resolved",
+    "redesign",
+    "rollback_recommended",
+    "rollback_applied",
+    "report_ingested",
+    "report_replaced",
+    "policy_change",
+)
+# Interventions made on the monitor's evidence: each is optimization pressure on the CoT.
+PRESSURE_KINDS = ("flag_raised", "redesign", "rollback_applied")
+
+
+class AuditError(GovError):
+    """The trail cannot be read: a malformed line, a missing folder."""
+
+
+class TrailBroken(GovError):
+    """The trail fails verification."""
+
+    exit_code = 1
+
+
+def trail_path(ws: Workspace) -> Path:
+    return ws.audit / TRAIL
+
+
+def entry_id(entry: dict[str, Any]) -> str:
+    body = {k: v for k, v in entry.items() if k != "id"}
+    return hashlib.sha256(
+        json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    ).hexdigest()
+
+
+def actor_of(ws: Workspace, override: str | None = None) -> str:
+    """Who acts: `override`, else $GOV_ACTOR (the CLI's --actor), else git's identity."""
+    override = override or os.environ.get("GOV_ACTOR")
+    if override:
+        return override
+    reader = ws.repo.config_reader()
+    name = reader.get_value("user", "name", default="unknown")
+    email = reader.get_value("user", "email", default="")
+    return f"{name} <{email}>" if email else str(name)
+
+
+def _last_line(path: Path) -> bytes:
+    """The last line of a file, read from its end (the trail may hold 100,000 entries)."""
+    with path.open("rb") as handle:
+        handle.seek(0, 2)
+        size = handle.tell()
+        block = b""
+        position = size
+        while position > 0:
+            step = min(65536, position)
+            position -= step
+            handle.seek(position)
+            block = handle.read(step) + block
+            lines = block.rstrip(b"\n").split(b"\n")
+            if len(lines) > 1 or position == 0:
+                return lines[-1]
+    return b""
+
+
+def append(
+    change: Change,
+    kind: str,
+    *,
+    subject: dict[str, str | None],
+    outcome: str,
+    inputs: dict[str, Any] | None = None,
+    reason: str | None = None,
+    refs: dict[str, Any] | None = None,
+    actor: str | None = None,
+) -> dict[str, Any]:
+    """Append one entry to the trail as part of `change` (its commit anchors the new head)."""
+    assert kind in KINDS, kind
+    ws = change.ws
+    path = trail_path(ws)
+    if change.audit:
+        prev, seq = change.audit[-1]["id"], change.audit[-1]["seq"] + 1
+    elif path.is_file() and path.stat().st_size:
+        last = json.loads(_last_line(path))
+        prev, seq = last["id"], last["seq"] + 1
+    else:
+        prev, seq = GENESIS, 1
+    entry: dict[str, Any] = {
+        "seq": seq,
+        "prev": prev,
+        "kind": kind,
+        "time": utc_now().isoformat(),
+        "actor": actor_of(ws, actor),
+        "subject": {k: v for k, v in subject.items() if v is not None},
+        "inputs": inputs or {},
+        "outcome": outcome,
+    }
+    if reason:
+        entry["reason"] = reason
+    if refs:
+        entry["refs"] = refs
+    entry["id"] = entry_id(entry)
+    change.append(path, (json.dumps(entry, sort_keys=True, separators=(",", ":")) + "\n").encode())
+    change.audit.append(entry)
+    change.trailers = [t for t in change.trailers if not t.startswith(HEAD_TRAILER)]
+    change.trailers += [f"{ENTRY_TRAILER}: {entry['id']}", f"{HEAD_TRAILER}: {seq} {entry['id']}"]
+    return entry
+
+
+# -- reading ----------------------------------------------------------------------------------
+def read(ws: Workspace) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, entry) of every entry; a line that is not a JSON object is an error."""
+    path = trail_path(ws)
+    if not ws.audit.is_dir():
+        raise AuditError(
+            f"{ws.rel(ws.audit)}: the audit folder is missing: run `gov init` to restore it"
+        )
+    if not path.is_file():
+        return
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            if not raw.strip():
+                continue
+            try:
+                entry = json.loads(raw)
+            except ValueError as exc:
+                raise AuditError(f"{ws.rel(path)}:{number}: not a JSON entry ({exc})") from exc
+            if not isinstance(entry, dict) or "id" not in entry or "seq" not in entry:
+                raise AuditError(f"{ws.rel(path)}:{number}: not an audit entry (no id or seq)")
+            yield number, entry
+
+
+_RELATIVE = re.compile(r"(\d+)\s*([dhw])")
+
+
+def parse_since(text: str) -> datetime:
+    """An ISO date or time, or a span back from now: 7d, 24h, 2w."""
+    match = _RELATIVE.fullmatch(text.strip())
+    if match:
+        amount, unit = int(match.group(1)), match.group(2)
+        span = {
+            "h": timedelta(hours=amount),
+            "d": timedelta(days=amount),
+            "w": timedelta(weeks=amount),
+        }
+        return utc_now() - span[unit]
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise GovError(
+            f"--since {text!r}: not a date: use 2026-11-01, 2026-11-01T12:00 or a span like 7d, 24h"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def log(
+    ws: Workspace,
+    *,
+    since: datetime | None = None,
+    run: str | None = None,
+    checkpoint: str | None = None,
+    environment: str | None = None,
+    kind: str | None = None,
+) -> list[dict[str, Any]]:
+    if kind is not None and kind not in KINDS:
+        raise GovError(f"unknown kind {kind!r}: one of {', '.join(KINDS)}")
+    found = []
+    for _, entry in read(ws):
+        subject = entry.get("subject", {})
+        if since is not None and datetime.fromisoformat(entry["time"]) < since:
+            continue
+        if kind is not None and entry["kind"] != kind:
+            continue
+        if run is not None and subject.get("run") != run:
+            continue
+        if checkpoint is not None and subject.get("checkpoint") != checkpoint:
+            continue
+        if environment is not None and environment not in _environments(subject):
+            continue
+        found.append(entry)
+    return found
+
+
+def show(ws: Workspace, prefix: str) -> dict[str, Any]:
+    """One entry (by id prefix or seq) with what it references resolved from git."""
+    matches = [e for _, e in read(ws) if e["id"].startswith(prefix) or str(e["seq"]) == prefix]
+    if not matches:
+        raise GovError(f"no audit entry {prefix!r} (see `gov audit log`)")
+    if len(matches) > 1:
+        raise GovError(f"audit entry prefix {prefix!r} is ambiguous: give more of the id")
+    entry = matches[0]
+    resolved: dict[str, Any] = {}
+    commit = _commit_of(ws, entry)
+    if commit:
+        resolved["commit"] = commit
+        for path in entry.get("inputs", {}).get("policies", {}):
+            try:
+                resolved.setdefault("policies", {})[path] = ws.repo.git.show(
+                    f"{commit}:{_repo_path(ws, path)}"
+                )
+            except Exception:
+                resolved.setdefault("policies", {})[path] = None
+        decision = entry.get("refs", {}).get("decision")
+        if decision:
+            try:
+                resolved["decision"] = json.loads(
+                    ws.repo.git.show(f"{commit}:{_repo_path(ws, decision)}")
+                )
+            except Exception:
+                resolved["decision"] = None
+    missing = [
+        md5 for md5 in entry.get("inputs", {}).get("reports", []) if not _report_present(ws, md5)
+    ]
+    if missing:
+        resolved["reports_missing"] = missing
+    return {"entry": entry, "resolved": resolved}
+
+
+def _report_present(ws: Workspace, md5: str) -> bool:
+    """The report's data (not just its .dvc file) is in the workspace."""
+    return any(not p.name.endswith(".dvc") for p in (ws.root / "reports").glob(f"{md5}.*"))
+
+
+def _repo_path(ws: Workspace, rel: str) -> str:
+    from . import scm
+
+    return (ws.root / rel).resolve().relative_to(scm.work_tree(ws.repo)).as_posix()
+
+
+def _commit_of(ws: Workspace, entry: dict[str, Any]) -> str | None:
+    found = ws.repo.git.log(
+        "--format=%H", "-F", f"--grep={ENTRY_TRAILER}: {entry['id']}", "-1"
+    ).strip()
+    return found or None
+
+
+# -- verifying --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Verification:
+    entries: int
+    head: str | None
+    anchored: int  # chain heads recorded by git commits, all found in the chain
+    missing_reports: list[str]
+
+
+def verify(ws: Workspace) -> Verification:
+    """Check the chain link by link and against the heads git history recorded; raise
+    TrailBroken naming the first bad entry."""
+    path = ws.rel(trail_path(ws))
+    by_seq: dict[int, str] = {}
+    prev = GENESIS
+    expected = 1
+    count = 0
+    missing: set[str] = set()
+    for number, entry in read(ws):
+        count += 1
+        if entry["seq"] != expected:
+            raise TrailBroken(
+                f"{path}:{number}: entry {entry['seq']} is out of place (expected entry "
+                f"{expected}): an entry was deleted, inserted or moved"
+            )
+        if entry["prev"] != prev:
+            raise TrailBroken(
+                f"{path}:{number}: entry {entry['seq']} does not follow entry {expected - 1} "
+                "(its prev hash differs): the chain was cut or reordered here"
+            )
+        if entry_id(entry) != entry["id"]:
+            raise TrailBroken(
+                f"{path}:{number}: entry {entry['seq']} was edited (its hash does not match)"
+            )
+        for md5 in entry.get("inputs", {}).get("reports", []):
+            if not _report_present(ws, md5):
+                missing.add(md5)
+        by_seq[entry["seq"]] = entry["id"]
+        prev = entry["id"]
+        expected += 1
+    anchored = 0
+    rel = _repo_path(ws, path)
+    heads = ws.repo.git.log(
+        f"--format=%H %(trailers:key={HEAD_TRAILER},valueonly,separator=;)", "--", rel
+    )
+    mismatched: list[tuple[int, str]] = []
+    for line in heads.splitlines():
+        commit, _, value = line.partition(" ")
+        for head in filter(None, (v.strip() for v in value.split(";"))):
+            seq_text, _, head_id = head.partition(" ")
+            if by_seq.get(int(seq_text)) != head_id:
+                mismatched.append((int(seq_text), commit))
+            else:
+                anchored += 1
+    if mismatched:
+        seq, commit = min(mismatched)
+        first = _first_difference(ws, rel, commit, seq)
+        raise TrailBroken(
+            f"{path}: entry {first} is not what commit {commit[:12]} recorded: the trail was "
+            "rewritten after it was committed"
+        )
+    committed = _committed_text(ws, path)
+    if committed is not None and not trail_path(ws).read_bytes().startswith(committed):
+        raise TrailBroken(
+            f"{path}: the working copy differs from the committed trail before its end"
+        )
+    return Verification(count, prev if count else None, anchored, sorted(missing))
+
+
+def _first_difference(ws: Workspace, rel: str, commit: str, upto: int) -> int:
+    """The first entry (seq) that differs from the trail as `commit` recorded it."""
+    then = ws.repo.git.show(f"{commit}:{rel}").splitlines()
+    now = trail_path(ws).read_text().splitlines()
+    for index, (old, new) in enumerate(zip(then[:upto], now, strict=False)):
+        if old != new:
+            return index + 1
+    return upto
+
+
+def _tracked(ws: Workspace, rel: str) -> bool:
+    return bool(ws.repo.git.ls_files("--", _repo_path(ws, rel)))
+
+
+def _committed_text(ws: Workspace, rel: str) -> bytes | None:
+    if not _tracked(ws, rel):
+        return None
+    try:
+        text = ws.repo.git.show(f"HEAD:{_repo_path(ws, rel)}", stdout_as_string=False)
+    except Exception:
+        return None
+    return bytes(text)
+
+
+# -- monitor pressure -------------------------------------------------------------------------
+def pressure(ws: Workspace) -> dict[str, dict[str, int]]:
+    """Per environment: how many interventions of each kind were made on monitor evidence."""
+    found: dict[str, dict[str, int]] = {}
+    for _, entry in read(ws):
+        if entry["kind"] not in PRESSURE_KINDS:
+            continue
+        for env in _environments(entry.get("subject", {})):
+            counts = found.setdefault(env, dict.fromkeys(PRESSURE_KINDS, 0))
+            counts[entry["kind"]] += 1
+    return found
+
+
+def _environments(subject: dict[str, str]) -> list[str]:
+    """An entry's environments: one (`environment`) or several (`environments`, comma-joined)."""
+    if "environment" in subject:
+        return [subject["environment"]]
+    return [e for e in subject.get("environments", "").split(",") if e]
+
+
+def redesigns(ws: Workspace, environment: str) -> int:
+    return pressure(ws).get(environment, {}).get("redesign", 0)
+
+
+def policy_change(ws: Workspace, current: dict[str, str]) -> dict[str, list[str]] | None:
+    """How the policy files differ from the last ones the trail recorded (None: no change).
+
+    gov does not write policies (people edit and commit them), so a change is noticed, and
+    recorded, by the next decision that reads them."""
+    last: dict[str, str] = {}
+    for _, entry in read(ws):
+        if entry["kind"] in ("policy_change", "check"):
+            last = entry.get("inputs", {}).get("policies", last)
+    if last == current:
+        return None
+    return {
+        "added": sorted(set(current) - set(last)),
+        "removed": sorted(set(last) - set(current)),
+        "changed": sorted(p for p in current if p in last and last[p] != current[p]),
+    }

@@ -1,0 +1,255 @@
+"""The audit trail: entries for every gate, tamper evidence, concurrency and crashes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import git
+import pytest
+
+from governance import open_registry
+from governance.example import build_example
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def example(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("audit") / "example"
+    build_example(root)
+    return root
+
+
+@pytest.fixture
+def ws(example: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "ex"
+    shutil.copytree(example, copy, symlinks=True)
+    return copy
+
+
+def trail(ws: Path) -> list[dict]:
+    return [json.loads(line) for line in (ws / "audit" / "trail.jsonl").read_text().splitlines()]
+
+
+def test_every_gate_leaves_an_entry(gov, ws: Path, tmp_path: Path) -> None:
+    kinds = [e["kind"] for e in trail(ws)]
+    assert kinds.count("report_ingested") == 48
+    assert kinds[-3:] == ["policy_change", "check", "flag_raised"]  # the example's check
+    assert gov("check", "main@3000", cwd=ws).exit_code == 0
+    assert gov("promote", "main@3000", cwd=ws).exit_code == 0
+    assert (
+        gov(
+            "--actor", "release-bot", "promote", "main@11000", "--override", "--reason", "r", cwd=ws
+        ).exit_code
+        == 0
+    )
+    assert gov("flags", "ack", "code-unit-tests", "--reason", "mine", cwd=ws).exit_code == 0
+    assert gov("rollback", "recommend", cwd=ws).exit_code == 0
+    assert gov("rollback", "apply", "--to", str(tmp_path / "r.bin"), "--yes", cwd=ws).exit_code == 0
+    env_dir = ws / "environments" / "code-unit-tests"
+    (env_dir / "scoring.yaml").write_text("grader: hidden tests\n")
+    assert (
+        gov(
+            "env", "version", "code-unit-tests", "--from", str(env_dir), "--note", "fix", cwd=ws
+        ).exit_code
+        == 0
+    )
+    entries = trail(ws)
+    kinds = [e["kind"] for e in entries]
+    for kind in (
+        "check",
+        "promotion",
+        "override",
+        "flag_acknowledged",
+        "rollback_recommended",
+        "rollback_applied",
+        "redesign",
+        "flag_resolved",
+    ):
+        assert kind in kinds, kind
+    override = next(e for e in entries if e["kind"] == "override")
+    assert override["actor"] == "release-bot" and override["reason"] == "r"
+    assert override["inputs"]["policies"] and override["subject"]["checkpoint"] == "main@11000"
+    promotion = next(e for e in entries if e["kind"] == "promotion")
+    assert (
+        promotion["actor"]
+        == "Seed 175bf4a0 maintainers <maintainers@users.noreply.r-seed-175bf4a0.example>"
+        or "<" in promotion["actor"]
+    )
+    assert gov("audit", "verify", cwd=ws).exit_code == 0
+    logged = json.loads(
+        gov("audit", "log", "--kind", "override", "--format", "json", cwd=ws).stdout
+    )
+    assert [e["id"] for e in logged] == [override["id"]]
+    by_env = json.loads(
+        gov("audit", "log", "--env", "code-unit-tests", "--format", "json", cwd=ws).stdout
+    )
+    assert {
+        "flag_raised",
+        "flag_acknowledged",
+        "redesign",
+        "flag_resolved",
+        "rollback_applied",
+    } <= {e["kind"] for e in by_env}
+    pressure = json.loads(gov("audit", "pressure", "--format", "json", cwd=ws).stdout)
+    assert pressure["code-unit-tests"] == {"flag_raised": 1, "redesign": 1, "rollback_applied": 1}
+
+
+def test_show_resolves_the_policies_and_decision(gov, ws: Path) -> None:
+    check = next(e for e in trail(ws) if e["kind"] == "check")
+    shown = json.loads(gov("audit", "show", check["id"][:10], "--format", "json", cwd=ws).stdout)
+    resolved = shown["resolved"]
+    assert resolved["commit"] == git.Repo(ws).git.log(
+        "--format=%H", "-F", f"--grep={check['id']}", "-1"
+    )
+    assert (
+        "name: rationalization-rate-rising"
+        in resolved["policies"]["policies/rationalization-rate-rising.yaml"]
+    )
+    assert resolved["decision"]["outcome"] == "block"
+
+
+def _rewrite(ws: Path, entries: list[dict]) -> None:
+    (ws / "audit" / "trail.jsonl").write_text(
+        "".join(json.dumps(e, sort_keys=True, separators=(",", ":")) + "\n" for e in entries)
+    )
+
+
+def _tamper_edit(entries: list[dict]) -> list[dict]:
+    entries[5]["outcome"] = "nothing to see"
+    return entries
+
+
+def _tamper_delete(entries: list[dict]) -> list[dict]:
+    return entries[:5] + entries[6:]
+
+
+def _tamper_insert(entries: list[dict]) -> list[dict]:
+    return [*entries[:5], dict(entries[5]), *entries[5:]]
+
+
+def _tamper_reorder(entries: list[dict]) -> list[dict]:
+    entries[5], entries[6] = entries[6], entries[5]
+    return entries
+
+
+@pytest.mark.parametrize(
+    ("tamper", "message"),
+    [
+        (_tamper_edit, "entry 6 was edited"),
+        (_tamper_delete, "entry 7 is out of place"),
+        (_tamper_insert, "entry 6 is out of place"),
+        (_tamper_reorder, "entry 7 is out of place"),
+    ],
+)
+def test_verify_names_the_first_bad_entry(gov, ws: Path, tamper, message: str) -> None:
+    _rewrite(ws, tamper(trail(ws)))
+    result = gov("audit", "verify", cwd=ws)
+    assert result.exit_code == 1
+    assert message in result.stderr and "audit/trail.jsonl:" in result.stderr
+
+
+def test_a_rewritten_and_recommitted_chain_is_caught(gov, ws: Path) -> None:
+    from governance.audit import entry_id
+
+    entries = trail(ws)
+    entries[3]["outcome"] = "forged"
+    prev = entries[2]["id"]
+    for entry in entries[3:]:  # a forger recomputes every hash after the edit...
+        entry["prev"] = prev
+        entry["id"] = entry_id(entry)
+        prev = entry["id"]
+    _rewrite(ws, entries)
+    repo = git.Repo(ws)
+    repo.index.add(["audit/trail.jsonl"])
+    repo.index.commit("tidy the trail")  # ...and commits it
+    result = gov("audit", "verify", cwd=ws)
+    assert result.exit_code == 1
+    assert "entry 4 is not what commit" in result.stderr and "rewritten" in result.stderr
+
+
+APPENDER = """
+import sys
+from governance import audit
+from governance.workspace import find
+ws = find(__import__("pathlib").Path(sys.argv[1]))
+for i in range(8):
+    with ws.change(f"note {sys.argv[2]}-{i}") as change:
+        audit.append(change, "policy_change", subject={}, outcome=f"{sys.argv[2]}-{i}")
+"""
+
+
+def test_concurrent_appends_lose_nothing(gov, ws: Path) -> None:
+    before = len(trail(ws))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    procs = [
+        subprocess.Popen([sys.executable, "-c", APPENDER, str(ws), tag], env=env) for tag in "ab"
+    ]
+    assert [p.wait(timeout=300) for p in procs] == [0, 0]
+    entries = trail(ws)
+    assert len(entries) == before + 16
+    assert sorted(e["outcome"] for e in entries[before:]) == sorted(
+        f"{t}-{i}" for t in "ab" for i in range(8)
+    )
+    assert gov("audit", "verify", cwd=ws).exit_code == 0
+
+
+KILLED = """
+import os, signal, sys
+import governance.scm as scm
+from governance import audit
+from governance.workspace import find
+scm.commit_paths = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
+ws = find(__import__("pathlib").Path(sys.argv[1]))
+with ws.change("doomed") as change:
+    audit.append(change, "policy_change", subject={}, outcome="never")
+"""
+
+
+def test_a_killed_append_leaves_the_trail_whole(gov, ws: Path) -> None:
+    before = (ws / "audit" / "trail.jsonl").read_bytes()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    assert (
+        subprocess.run([sys.executable, "-c", KILLED, str(ws)], env=env, check=False).returncode
+        == -9
+    )
+    assert (ws / "audit" / "trail.jsonl").read_bytes() != before  # the half-made append
+    assert gov("audit", "verify", cwd=ws).exit_code == 0  # the next command undoes it
+    assert (ws / "audit" / "trail.jsonl").read_bytes() == before
+
+
+def test_audit_bad_input(gov, ws: Path) -> None:
+    bad = gov("audit", "log", "--since", "last tuesday", cwd=ws)
+    assert bad.exit_code == 2 and "--since 'last tuesday': not a date" in bad.stderr
+    assert gov("audit", "log", "--since", "7d", "--kind", "check", cwd=ws).exit_code == 0
+    unknown = gov("audit", "log", "--kind", "coup", cwd=ws)
+    assert unknown.exit_code == 2 and "unknown kind 'coup'" in unknown.stderr
+    (ws / "audit" / "trail.jsonl").write_text(
+        (ws / "audit" / "trail.jsonl").read_text() + "{oops\n"
+    )
+    broken = gov("audit", "verify", cwd=ws)
+    assert broken.exit_code == 2 and "not a JSON entry" in broken.stderr
+    shutil.rmtree(ws / "audit")
+    missing = gov("audit", "log", cwd=ws)
+    assert missing.exit_code == 2 and "the audit folder is missing" in missing.stderr
+
+
+def test_verify_names_reports_no_longer_present(gov, ws: Path) -> None:
+    entry = next(e for e in trail(ws) if e["kind"] == "report_ingested")
+    md5 = entry["inputs"]["reports"][0]
+    for path in (ws / "reports").glob(f"{md5}.*"):
+        if not path.name.endswith(".dvc"):
+            path.unlink()
+    result = gov("audit", "verify", cwd=ws)
+    assert result.exit_code == 0
+    assert f"report {md5} named by an entry is not in the workspace" in result.stdout
+
+
+def test_registry_reads_stay_independent_of_the_trail(ws: Path) -> None:
+    # Reading the registry never replays the trail: it is as fast with a long trail as without.
+    assert len(open_registry(ws).checkpoints("main")) == 48
