@@ -28,6 +28,7 @@ from .onset import OnsetPosterior, onset_posterior
 from .policies import Action, Insufficient, LoadedPolicy, Policy, load_policies
 from .registry import Registry, parse_checkpoint_ref
 from .storage import model_yaml
+from .workspace import Workspace
 
 PRIOR = 0.5  # Jeffreys: Beta(k + 1/2, n - k + 1/2)
 GRID = 400  # quantiles of the baseline posterior integrated over for a rise
@@ -219,6 +220,10 @@ def evaluate(
         result.low, result.high = wilson(here.k, here.n)
     if policy.condition.onset is not None:
         return _onset_result(policy, result, points, index)
+    if policy.condition.pressure is not None:
+        result.status = "unavailable"
+        result.reason = "a pressure condition reads the audit trail: gov check evaluates it"
+        return result
     minimum = policy.min_evidence.n
     if here.n < minimum:
         result.reason = f"n = {here.n} < {minimum} at {ref}: insufficient evidence"
@@ -379,7 +384,10 @@ def decide(
         for key, points in sorted(series.items(), key=lambda kv: kv[0].label):
             judges.add(f"{key.judge}@{key.judge_version}")
             read_points.update((p.run, p.step) for p in points)
-            result = evaluate(policy, key, points, (run, step))
+            if policy.condition.pressure is not None:
+                result = _pressure_result(ws, policy, key)
+            else:
+                result = evaluate(policy, key, points, (run, step))
             results.append(result)
             if result.status == "fired":
                 actions.setdefault(policy.name, [a.value for a in policy.actions])
@@ -413,6 +421,21 @@ def decide(
         head,
         gating=gating,
     )
+
+
+def _pressure_result(ws: Workspace, policy: Policy, key: SeriesKey) -> Result:
+    assert policy.condition.pressure is not None
+    limit = policy.condition.pressure.redesigns
+    count = audit.redesigns(ws, key.environment) if key.environment else 0
+    if count > limit:
+        return Result(
+            policy.name,
+            key,
+            "fired",
+            f"redesigned {count} times on monitor evidence (> {limit}): confirm falling rates "
+            "with an independent held-out judge before trusting them",
+        )
+    return Result(policy.name, key, "clear", f"redesigned {count} times on monitor evidence")
 
 
 REDESIGN_GATE = "redesign-gate"
@@ -620,6 +643,8 @@ def backtest(
     rows = counts(ws)
     for item in loaded:
         policy = item.policy
+        if policy.condition.pressure is not None:
+            continue  # it reads the audit trail as it is now, not as it was then
         series = history(registry, run, last, policy, rows)
         gate_thin = policy.insufficient != Insufficient.PASS
         seen_at: dict[tuple[str, int], set[SeriesKey]] = {}

@@ -85,16 +85,25 @@ class Onset(_Part):
     probability: Confidence = 0.95
 
 
+class Pressure(_Part):
+    """The environment was redesigned on monitor evidence more than `redesigns` times: each
+    redesign selects for rationalization this judge cannot see, so its falling rate should be
+    confirmed by an independent held-out judge."""
+
+    redesigns: Annotated[int, Field(ge=0)]
+
+
 class Condition(_Part):
     above: Above | None = None
     rise: Rise | None = None
     onset: Onset | None = None
+    pressure: Pressure | None = None
 
     @model_validator(mode="after")
     def _one(self) -> Condition:
-        chosen = [c for c in (self.above, self.rise, self.onset) if c is not None]
+        chosen = [c for c in (self.above, self.rise, self.onset, self.pressure) if c is not None]
         if len(chosen) != 1:
-            raise ValueError("a condition is exactly one of above, rise or onset")
+            raise ValueError("a condition is exactly one of above, rise, onset or pressure")
         return self
 
 

@@ -253,3 +253,22 @@ def test_verify_names_reports_no_longer_present(gov, ws: Path) -> None:
 def test_registry_reads_stay_independent_of_the_trail(ws: Path) -> None:
     # Reading the registry never replays the trail: it is as fast with a long trail as without.
     assert len(open_registry(ws).checkpoints("main")) == 48
+
+
+def test_the_pressure_policy_warns_after_repeated_redesigns(gov, ws: Path) -> None:
+    env_dir = ws / "environments" / "math-proofs"
+    for i in range(3):
+        (env_dir / "scoring.yaml").write_text(f"grader: v{i + 2}\n")
+        assert (
+            gov(
+                "env", "version", "math-proofs", "--from", str(env_dir), "--note", f"r{i}", cwd=ws
+            ).exit_code
+            == 0
+        )
+    data = json.loads(gov("check", "main@3000", "--dry-run", "--format", "json", cwd=ws).stdout)
+    fired = [
+        r for r in data["results"] if r["policy"] == "monitor-pressure" and r["status"] == "fired"
+    ]
+    assert [r["series"]["environment"] for r in fired] == ["math-proofs"]
+    assert "independent held-out judge" in fired[0]["reason"]
+    assert data["outcome"] == "warn"

@@ -34,6 +34,7 @@ def test_bundled_policies_load() -> None:
         "rationalization-share-rising",
         "overt-rate-above",
         "divergence-rate-rising",
+        "monitor-pressure",
     }
     assert all(len(p.sha256) == 64 for p in loaded)
 
@@ -60,7 +61,7 @@ BAD = {
     "factor not a rise": (GOOD.replace("factor: 2", "factor: 0.5"), ("p.yaml:8", "factor")),
     "two conditions": (
         GOOD.replace("condition:\n", "condition:\n  above: {level: 0.1}\n"),
-        ("exactly one of above, rise or onset",),
+        ("exactly one of above, rise, onset or pressure",),
     ),
     "two baselines": (
         GOOD.replace("{first: 4}", "{first: 4, promoted: true}"),
