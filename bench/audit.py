@@ -1,0 +1,106 @@
+"""Reading and verifying an audit trail of 100,000 entries.
+
+Builds a workspace whose trail holds N chained entries (written as gov writes them, committed
+in batches with their chain heads as git trailers), then times, as processes: `gov audit log`
+filtered by kind and by environment, `gov audit show` of one entry, `gov audit verify`, and one
+more append (`gov flags ack`). No anchor is named for this: the figures stand alone.
+
+Usage: python bench/audit.py [--entries N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import git
+from workspace import bench_workspace
+
+from governance.audit import ENTRY_TRAILER, GENESIS, HEAD_TRAILER, KINDS, entry_id
+
+
+def write_trail(root: Path, entries: int, batches: int = 20) -> str:
+    """N chained entries, committed in `batches` commits; returns one entry id from the middle."""
+    repo = git.Repo(root)
+    path = root / "audit" / "trail.jsonl"
+    prev, middle = GENESIS, ""
+    per = max(1, entries // batches)
+    with path.open("a") as handle:
+        for seq in range(1, entries + 1):
+            entry: dict[str, object] = {
+                "seq": seq,
+                "prev": prev,
+                "kind": KINDS[seq % len(KINDS)],
+                "time": f"2026-{1 + seq % 12:02d}-01T00:00:00+00:00",
+                "actor": "bench <bench@example.com>",
+                "subject": {
+                    "run": "main",
+                    "checkpoint": f"main@{seq}",
+                    "environment": f"env-{seq % 300}",
+                },
+                "inputs": {"policies": {"policies/a.yaml": "0" * 64}, "reports": []},
+                "outcome": "pass",
+            }
+            prev = entry_id(entry)
+            entry["id"] = prev
+            handle.write(json.dumps(entry, sort_keys=True, separators=(",", ":")) + "\n")
+            if seq == entries // 2:
+                middle = prev
+            if seq % per == 0 or seq == entries:
+                handle.flush()
+                repo.index.add(["audit/trail.jsonl"])
+                repo.index.commit(
+                    f"gov: bench entries\n\n{ENTRY_TRAILER}: {prev}\n{HEAD_TRAILER}: {seq} {prev}\n"
+                )
+    return middle
+
+
+def timed(cmd: list[str], cwd: Path, repeat: int = 3) -> float:
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        subprocess.run(cmd, cwd=cwd, check=True, capture_output=True)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--entries", type=int, default=100_000)
+    args = parser.parse_args()
+    gov = shutil.which("gov")
+    if gov is None:
+        sys.exit("install gov first: python3 -m pip install .")
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "ws"
+        root.mkdir()
+        bench_workspace(root, ["env-0"], 3, 10, lambda _: {"env-0": 1.0}, judge_version="1")
+        middle = write_trail(root, args.entries)
+        size = (root / "audit" / "trail.jsonl").stat().st_size
+        print(f"trail: {args.entries:,} entries, {size / 1e6:.0f} MB (median of 3 runs each)")
+        rows = [
+            (
+                "gov audit log --kind override",
+                [gov, "audit", "log", "--kind", "override", "--format", "json"],
+            ),
+            (
+                "gov audit log --env env-7",
+                [gov, "audit", "log", "--env", "env-7", "--format", "json"],
+            ),
+            ("gov audit show ID", [gov, "audit", "show", middle[:12], "--format", "json"]),
+            ("gov audit verify", [gov, "audit", "verify"]),
+            ("gov status (does not read the trail)", [gov, "status"]),
+        ]
+        for label, cmd in rows:
+            print(f"  {label:40} {timed(cmd, root):6.2f} s")
+
+
+if __name__ == "__main__":
+    main()
