@@ -1426,6 +1426,9 @@ def audit_show(ctx: click.Context, entry: str, fmt: str) -> None:
         click.echo(f"--- decision: {resolved['decision']['outcome']}, {len(fired)} results fired")
         for r in fired:
             click.echo(f"  {r['policy']}: {r['reason']} (k = {r['k']}, n = {r['n']})")
+            if r.get("seen"):
+                seen = ", ".join(f"{ref} {k}/{n}" for ref, k, n in r["seen"][-12:])
+                click.echo(f"    the series it saw (last 12 of {len(r['seen'])}): {seen}")
     for md5 in resolved.get("reports_missing", []):
         click.echo(f"report {md5} is not in the workspace: `dvc pull` it to inspect")
 

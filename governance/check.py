@@ -114,6 +114,7 @@ class Result:
     probability: float | None = None
     baseline: tuple[int, int] | None = None
     held: int = 0
+    seen: list[tuple[str, int, int]] | None = None  # (checkpoint, k, n) it saw, when it fired
 
 
 @dataclass
@@ -388,6 +389,8 @@ def decide(
                 result = _pressure_result(ws, policy, key)
             else:
                 result = evaluate(policy, key, points, (run, step))
+                if result.status == "fired":  # what the audit trail shows a reviewer later
+                    result.seen = [(p.ref, p.k, p.n) for p in points]
             results.append(result)
             if result.status == "fired":
                 actions.setdefault(policy.name, [a.value for a in policy.actions])

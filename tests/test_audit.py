@@ -112,6 +112,11 @@ def test_show_resolves_the_policies_and_decision(gov, ws: Path) -> None:
         in resolved["policies"]["policies/rationalization-rate-rising.yaml"]
     )
     assert resolved["decision"]["outcome"] == "block"
+    fired = [r for r in resolved["decision"]["results"] if r["status"] == "fired"]
+    assert fired and fired[0]["seen"][-1][0] == check["subject"]["checkpoint"]
+    assert len(fired[0]["seen"]) == 48  # every checkpoint of the series it evaluated
+    text = gov("audit", "show", str(check["seq"]), cwd=ws).stdout
+    assert "the series it saw (last 12 of 48): main@9250" in text
 
 
 def _rewrite(ws: Path, entries: list[dict]) -> None:
