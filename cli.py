@@ -37,6 +37,7 @@ from governance.registry import (
     parse_checkpoint_ref,
 )
 from governance.reports import report_json_schema
+from governance.storage import atomic_write
 from governance.workspace import init as init_workspace
 
 if TYPE_CHECKING:
@@ -695,7 +696,13 @@ def judge_show(ctx: click.Context, name: str, fmt: str) -> None:
 
 # -- reports and metrics ---------------------------------------------------------------------
 @cli.command()
-@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("files", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--dir",
+    "folder",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="Ingest every report file in this folder (those seen before change nothing).",
+)
 @click.option(
     "--replace",
     is_flag=True,
@@ -704,7 +711,9 @@ def judge_show(ctx: click.Context, name: str, fmt: str) -> None:
 )
 @format_option("table", "json")
 @click.pass_context
-def ingest(ctx: click.Context, files: tuple[Path, ...], replace: bool, fmt: str) -> None:
+def ingest(
+    ctx: click.Context, files: tuple[Path, ...], folder: Path | None, replace: bool, fmt: str
+) -> None:
     """Validate judge reports whole, join them with the registry, count and keep them.
 
     FILES are episode-level JSONL (plain or gzip) or Parquet, or pre-aggregated counts in the
@@ -717,6 +726,19 @@ def ingest(ctx: click.Context, files: tuple[Path, ...], replace: bool, fmt: str)
         gov ingest monitor-output/main-step-001200.jsonl.gz
         gov ingest --replace rejudged/main-step-001200.jsonl
     """
+    if folder is not None:
+        files = files + tuple(
+            sorted(
+                p
+                for p in folder.iterdir()
+                if p.is_file() and p.name.endswith((".jsonl", ".jsonl.gz", ".parquet"))
+            )
+        )
+    if not files:
+        if folder is None:
+            raise click.UsageError("give report FILES or --dir FOLDER")
+        click.echo(f"{folder}: no report files: nothing to ingest")
+        return
     reg = registry(ctx)
     with _progress_bar(files) as progress:
         result = ingest_reports(reg, list(files), replace=replace, progress=progress)
@@ -784,6 +806,12 @@ def schema_report() -> None:
     type=click.Choice([*METRICS, "all"]),
     help="The metric(s) to show (repeatable; default rationalization_rate).",
 )
+@click.option(
+    "--dvc-plots",
+    "plots_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write one CSV per series (step, rate, low, high) here, for `dvc plots`.",
+)
 @format_option("table", "json", "csv")
 @click.pass_context
 def metrics(
@@ -792,6 +820,7 @@ def metrics(
     environment: str | None,
     judge_name: str | None,
     metric_names: tuple[str, ...],
+    plots_dir: Path | None,
     fmt: str,
 ) -> None:
     """Show each metric's series per environment over the checkpoints, with 95% intervals.
@@ -811,6 +840,16 @@ def metrics(
     found = metric_series(
         registry(ctx), metrics=names, run=run_name, environment=environment, judge=judge_name
     )
+    if plots_dir is not None:
+        plots_dir.mkdir(parents=True, exist_ok=True)
+        for s in found:
+            lines = ["step,rate,low,high"] + [
+                f"{p.step},{_num(p.value)},{_num(p.low)},{_num(p.high)}" for p in s.points
+            ]
+            name = f"{s.environment}-v{s.environment_version}-{s.judge}-{s.judge_version}.csv"
+            atomic_write(plots_dir / name, ("\n".join(lines) + "\n").encode())
+        click.echo(f"wrote {len(found)} series to {plots_dir}")
+        return
     if fmt == "json":
         echo_json(found)
         return
@@ -891,14 +930,33 @@ def _num(value: float | None) -> str:
 
 # -- gates: check, promote, flags ------------------------------------------------------------
 @cli.command()
-@click.argument("ref", metavar="RUN@STEP")
+@click.argument("ref", metavar="RUN@STEP", required=False)
+@click.option("--latest", is_flag=True, help="Check the latest checkpoint of --run (or `main`).")
+@click.option("--run", "run_name", help="The run whose latest checkpoint --latest checks.")
+@click.option("--exit-zero", is_flag=True, help="Exit 0 even when blocked (for pipelines).")
+@click.option(
+    "--metrics",
+    "metrics_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the decision's figures as a DVC metrics JSON file.",
+)
 @format_option("table", "json", "junit", "github", "markdown")
 @click.option("--all", "show_all", is_flag=True, help="List clear results too (table format).")
 @click.option(
     "--dry-run", is_flag=True, help="Evaluate and print, but record nothing and flag nothing."
 )
 @click.pass_context
-def check(ctx: click.Context, ref: str, fmt: str, show_all: bool, dry_run: bool) -> None:
+def check(
+    ctx: click.Context,
+    ref: str | None,
+    latest: bool,
+    run_name: str | None,
+    exit_zero: bool,
+    metrics_file: Path | None,
+    fmt: str,
+    show_all: bool,
+    dry_run: bool,
+) -> None:
     """Evaluate every policy at a checkpoint: exit 0 pass (warnings included), 1 blocked.
 
     Only the history up to and including RUN@STEP is read. The decision, with its exact inputs,
@@ -916,9 +974,29 @@ def check(ctx: click.Context, ref: str, fmt: str, show_all: bool, dry_run: bool)
     from governance.check import record as record_decision
 
     reg = registry(ctx)
+    if latest == (ref is not None):
+        raise click.UsageError("give RUN@STEP or --latest, one of them")
+    if ref is None:
+        run = _default_run(reg, run_name)
+        own = reg.checkpoints(run)
+        if not own:
+            click.echo(f"run {run!r} has no checkpoints yet: nothing to check")
+            if metrics_file is not None:
+                atomic_write(metrics_file, b'{"checkpoint": null, "outcome": "none"}\n')
+            return
+        ref = own[-1].ref
     decision = decide(reg, ref)
     if not dry_run:
         record_decision(reg, decision)
+    if metrics_file is not None:
+        figures = {
+            "checkpoint": decision.checkpoint,
+            "outcome": decision.outcome,
+            "blocked": int(decision.outcome == "block"),
+            "fired": len(decision.fired),
+            "flagged": len(decision.flagged),
+        }
+        atomic_write(metrics_file, (json.dumps(figures, indent=2) + "\n").encode())
     if fmt == "json":
         echo_json(decision_record(decision))
     elif fmt == "junit":
@@ -929,7 +1007,7 @@ def check(ctx: click.Context, ref: str, fmt: str, show_all: bool, dry_run: bool)
         click.echo(render.markdown(decision), nl=False)
     else:
         _print_decision(decision, show_all)
-    if decision.outcome == "block":
+    if decision.outcome == "block" and not exit_zero:
         ctx.exit(1)
 
 
@@ -1204,9 +1282,17 @@ def rollback() -> None:
     show_default=True,
     help="The largest acceptable chance that the restore point is already contaminated.",
 )
+@click.option(
+    "--metrics",
+    "metrics_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the recommendation's figures as a DVC metrics JSON file.",
+)
 @format_option("table", "json")
 @click.pass_context
-def rollback_recommend(ctx: click.Context, run_name: str | None, alpha: float, fmt: str) -> None:
+def rollback_recommend(
+    ctx: click.Context, run_name: str | None, alpha: float, metrics_file: Path | None, fmt: str
+) -> None:
     """Name the checkpoint to restart from, the environments to redesign, and the cost.
 
     For every flagged environment, the onset posterior of its rationalization rate gives each
@@ -1223,6 +1309,16 @@ def rollback_recommend(ctx: click.Context, run_name: str | None, alpha: float, f
     reg = registry(ctx)
     rec = recommend(reg, _default_run(reg, run_name), alpha=alpha)
     record_recommendation(reg, rec)
+    if metrics_file is not None:
+        figures = {
+            "restore": rec.restore,
+            "p_contaminated": rec.p_contaminated,
+            "alpha": rec.alpha,
+            "checkpoints_lost": rec.checkpoints_lost,
+            "steps_lost": rec.steps_lost,
+            "flagged": len(rec.flagged),
+        }
+        atomic_write(metrics_file, (json.dumps(figures, indent=2) + "\n").encode())
     if fmt == "json":
         echo_json(rec)
         return
@@ -1489,6 +1585,37 @@ def audit_pressure(ctx: click.Context, fmt: str) -> None:
         )
 
 
+@cli.command("report")
+@click.option("--run", "run_name", help="The run (default: `main`, or the only run).")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("report.html"),
+    show_default=True,
+    help="The HTML file to write (its folder must exist).",
+)
+@click.pass_context
+def report_command(ctx: click.Context, run_name: str | None, output: Path) -> None:
+    """Write one self-contained HTML review page for a run and its lineage.
+
+    The latest decision, flagged environments, restore point and overrides at the top; each
+    environment's rationalization rate with its interval band, onset, policy marks and the
+    restore point; the audit timeline. It opens offline and prints.
+
+    \b
+    Example:
+        gov report --run main -o review.html
+    """
+    from governance.report import build_report
+
+    result = build_report(registry(ctx), output, run_name)
+    click.echo(
+        f"wrote {result.path} (run {result.run}, {result.environments} environments, "
+        f"flagged: {', '.join(result.flagged) or 'none'})"
+    )
+
+
 @cli.command("backtest")
 @click.option("--run", "run_name", help="The run to replay (default: the only run, or `main`).")
 @format_option("table", "json")
@@ -1597,6 +1724,7 @@ def example(directory: Path | None, seed: int | None, remote: Path | None, fmt: 
             f"{result.p_contaminated:.3f}; {result.checkpoints_lost} checkpoints of training "
             "given up): see `gov rollback recommend`"
         )
+    click.echo(f"review page: {result.report} (open it in a browser; it works offline)")
     click.echo(f"\nnext: cd {result.root} && gov check {result.checked} && gov rollback recommend")
 
 

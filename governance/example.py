@@ -256,6 +256,7 @@ class ExampleResult:
     p_contaminated: float
     checkpoints_lost: int
     onsets: dict[str, str]  # flagged environment -> its estimated onset
+    report: Path  # the review page, in the example's workspace
 
 
 def _target(directory: Path | None) -> Path:
@@ -375,6 +376,9 @@ def build_example(
     from .rollback import recommend
 
     restore = recommend(reg, spec.run)
+    from .report import build_report
+
+    page = build_report(reg, root / "report.html", spec.run).path
     return ExampleResult(
         root=root,
         run=spec.run,
@@ -390,6 +394,7 @@ def build_example(
         p_contaminated=restore.p_contaminated,
         checkpoints_lost=restore.checkpoints_lost,
         onsets={e.environment: e.onset or "-" for e in restore.flagged},
+        report=page,
     )
 
 

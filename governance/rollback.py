@@ -91,12 +91,6 @@ def recommend(
     the flagged environments (or the ones given)."""
     if not 0 < alpha < 0.5:
         raise GovError(f"alpha {alpha} is out of range: a small probability such as 0.02")
-    lineage = registry.lineage_checkpoints(run, at)
-    if len(lineage) < 2:
-        raise GovError(
-            f"run {run!r} has {len(lineage)} checkpoint(s): too few for an onset analysis "
-            "(it needs a baseline before the rise)"
-        )
     flagged = flagged_environments(registry) if environments is None else sorted(environments)
     envs = sorted({e.id for e in registry.environments()})
     if not flagged:
@@ -110,6 +104,12 @@ def recommend(
             0,
             0,
             reason="no environment is flagged: no rollback is recommended",
+        )
+    lineage = registry.lineage_checkpoints(run, at)
+    if len(lineage) < 2:
+        raise GovError(
+            f"run {run!r} has {len(lineage)} checkpoint(s): too few for an onset analysis "
+            "(it needs a baseline before the rise)"
         )
     posteriors: dict[tuple[str, str], OnsetPosterior] = {}
     for env in flagged:

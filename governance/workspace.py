@@ -53,6 +53,15 @@ and rollbacks lives here. Do not edit these files by hand.
 """
 
 
+MONITOR_README = """\
+# Monitor output
+
+Drop the judges' reports here (`*.jsonl`, `*.jsonl.gz`, `*.parquet`): `dvc repro` ingests them
+(`gov ingest --dir monitor-output`), re-checks the latest checkpoint, re-places the restore
+point and redraws `report.html`. Reports already ingested change nothing.
+"""
+
+
 def bundled(name: str) -> Path:
     """A file or folder shipped with gov (`policies`, `registry`, `dvc.yaml`): inside the package
     once installed, beside it in a source checkout."""
@@ -315,6 +324,7 @@ def init(folder: Path) -> InitResult:
         folder / CONFIG_FILE: model_yaml(WorkspaceConfig(created=utc_now())),
         ws.registry / "README.md": REGISTRY_README.encode(),
         ws.audit / "README.md": AUDIT_README.encode(),
+        folder / "monitor-output" / "README.md": MONITOR_README.encode(),
     }
     if artifacts.find_dvc_root(folder) in (None, folder):
         # A pipeline file belongs at the DVC root; in a monorepo whose DVC root is higher up,

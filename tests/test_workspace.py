@@ -121,9 +121,12 @@ def test_pipeline_reproduces_and_dvc_reads_its_metrics(workspace: Path) -> None:
         capture_output=True,
         text=True,
     ).stdout
-    metrics = json.loads(shown)[""]["data"]["metrics/registry.json"]["data"]
+    data = json.loads(shown)[""]["data"]
+    metrics = data["metrics/registry.json"]["data"]
     assert metrics["runs"] == 1 and metrics["judges"] == 1
     assert metrics["environments_by_status"]["active"] == 2
+    assert data["metrics/check.json"]["data"]["outcome"] == "none"  # no checkpoint yet
+    assert (workspace / "report.html").is_file()
 
 
 def test_init_keeps_an_existing_dvc_setup_and_pipeline(gov, git_repo: Path) -> None:

@@ -1,0 +1,308 @@
+"""The review report: one self-contained HTML page per run, readable offline and printable.
+
+Charts are inline SVG drawn here (no script, font or image is fetched when the page is viewed):
+each environment's rationalization rate over the run's checkpoints with its 95% interval band,
+the onset posterior's estimate and credible interval, the checkpoints where a policy warned or
+blocked, and the restore point. Flagged environments come first and open; healthy ones are
+folded. The run's audit timeline links each entry to the evidence it refers to.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from . import audit
+from .errors import GovError
+from .metrics import Series, series
+from .onset import onset_posterior
+from .registry import Registry
+from .storage import atomic_write
+
+WIDTH, HEIGHT, PAD = 720, 220, 42
+
+
+@dataclass(frozen=True)
+class ReportResult:
+    path: Path
+    run: str
+    environments: int
+    flagged: list[str]
+    restore: str | None
+
+
+def _decisions(registry: Registry, refs: set[str]) -> list[dict[str, Any]]:
+    folder = registry.ws.audit / "decisions"
+    found = []
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        data = json.loads(path.read_text())
+        if data["checkpoint"] in refs:
+            data["_file"] = registry.ws.rel(path)
+            found.append(data)
+    return sorted(found, key=lambda d: d["evaluated"])
+
+
+def _chart(
+    s: Series, marks: dict[str, str], restore: str | None, onset: tuple[int, int, int] | None
+) -> str:
+    """An SVG chart of a series: interval band, points, policy marks, onset and restore point."""
+    points = s.points
+    count = len(points)
+    top = max([p.high or 0 for p in points] + [0.01]) * 1.1
+
+    def x(i: int) -> float:
+        return PAD + (WIDTH - 2 * PAD) * (i / max(count - 1, 1) if count > 1 else 0.5)
+
+    def y(v: float) -> float:
+        return HEIGHT - PAD + (-(HEIGHT - 2 * PAD) * v / top)
+
+    parts = [
+        f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
+        f'aria-label="{escape(s.metric)} of {escape(s.environment)}">',
+        f'<line x1="{PAD}" y1="{HEIGHT - PAD}" x2="{WIDTH - PAD}" y2="{HEIGHT - PAD}" class="axis"/>',
+        f'<line x1="{PAD}" y1="{PAD}" x2="{PAD}" y2="{HEIGHT - PAD}" class="axis"/>',
+        f'<text x="4" y="{PAD + 4}" class="tick">{top:.1%}</text>',
+        f'<text x="4" y="{HEIGHT - PAD}" class="tick">0%</text>',
+    ]
+    if onset is not None:
+        lo, mid, hi = onset
+        parts.append(
+            f'<rect x="{x(lo):.1f}" y="{PAD}" width="{max(x(hi) - x(lo), 2):.1f}" '
+            f'height="{HEIGHT - 2 * PAD}" class="onset-band"><title>onset 90% credible interval: '
+            f"{escape(points[lo].run)}@{points[lo].step} .. {escape(points[hi].run)}@{points[hi].step}</title></rect>"
+        )
+        parts.append(
+            f'<line x1="{x(mid):.1f}" y1="{PAD}" x2="{x(mid):.1f}" y2="{HEIGHT - PAD}" class="onset">'
+            f"<title>estimated onset {escape(points[mid].run)}@{points[mid].step}</title></line>"
+        )
+    band = [(x(i), y(p.high)) for i, p in enumerate(points) if p.high is not None]
+    band += [(x(i), y(p.low)) for i, p in reversed(list(enumerate(points))) if p.low is not None]
+    if len(band) > 2:
+        parts.append(
+            '<polygon class="band" points="' + " ".join(f"{a:.1f},{b:.1f}" for a, b in band) + '"/>'
+        )
+    line = [(x(i), y(p.value)) for i, p in enumerate(points) if p.value is not None]
+    if len(line) > 1:
+        parts.append(
+            '<polyline class="rate" points="'
+            + " ".join(f"{a:.1f},{b:.1f}" for a, b in line)
+            + '"/>'
+        )
+    for i, p in enumerate(points):
+        ref = f"{p.run}@{p.step}"
+        if p.value is not None:
+            interval = (
+                f"[{p.low:.2%}, {p.high:.2%}]" if p.low is not None and p.high is not None else ""
+            )
+            parts.append(
+                f'<circle cx="{x(i):.1f}" cy="{y(p.value):.1f}" r="2.5" class="point">'
+                f"<title>{escape(ref)}: {p.k}/{p.n} = {p.value:.2%} {interval}</title></circle>"
+            )
+        if ref in marks:
+            parts.append(
+                f'<text x="{x(i):.1f}" y="{PAD - 6}" class="mark {marks[ref]}" text-anchor="middle">'
+                f"{'■' if marks[ref] == 'block' else '▲'}<title>{escape(ref)}: {marks[ref]}</title></text>"
+            )
+        if ref == restore:
+            parts.append(
+                f'<line x1="{x(i):.1f}" y1="{PAD}" x2="{x(i):.1f}" y2="{HEIGHT - PAD}" class="restore">'
+                f"<title>restore point {escape(ref)}</title></line>"
+                f'<text x="{x(i) + 3:.1f}" y="{HEIGHT - PAD - 4}" class="restore-label">restore</text>'
+            )
+    first, last = points[0], points[-1]
+    parts.append(
+        f'<text x="{PAD}" y="{HEIGHT - 12}" class="tick">{escape(first.run)}@{first.step}</text>'
+    )
+    parts.append(
+        f'<text x="{WIDTH - PAD}" y="{HEIGHT - 12}" class="tick" text-anchor="end">'
+        f"{escape(last.run)}@{last.step}</text>"
+    )
+    parts.append("</svg>")
+    return "\n".join(parts)
+
+
+CSS = """
+body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:0 auto;max-width:980px;padding:24px;color:#1d232a}
+h1{font-size:24px;margin:0 0 4px} h2{font-size:19px;margin:28px 0 8px;border-bottom:1px solid #d0d7de;padding-bottom:4px}
+.summary{display:grid;grid-template-columns:repeat(auto-fit,minmax(200px,1fr));gap:10px;margin:16px 0}
+.card{border:1px solid #d0d7de;border-radius:6px;padding:10px 12px}
+.card b{display:block;font-size:12px;color:#57606a;text-transform:uppercase;letter-spacing:.03em}
+.block{color:#b42318} .warn{color:#b54708} .pass{color:#067647}
+details{border:1px solid #d0d7de;border-radius:6px;margin:10px 0;padding:6px 12px}
+details[open]{padding-bottom:12px} summary{cursor:pointer;font-weight:600}
+.chart{width:100%;height:auto} .axis{stroke:#8c959f} .tick{font-size:11px;fill:#57606a}
+.band{fill:#9ec5fe;opacity:.45} .rate{fill:none;stroke:#1f6feb;stroke-width:1.6} .point{fill:#1f6feb}
+.onset-band{fill:#fdd8a8;opacity:.5} .onset{stroke:#b54708;stroke-dasharray:4 3}
+.restore{stroke:#067647;stroke-width:2} .restore-label{font-size:11px;fill:#067647}
+.mark{font-size:12px} .mark.block{fill:#b42318} .mark.warn{fill:#b54708}
+table{border-collapse:collapse;width:100%;font-size:13px} td,th{border-bottom:1px solid #eaeef2;padding:4px 6px;text-align:left;vertical-align:top}
+.muted{color:#57606a} .empty{padding:24px;border:1px dashed #8c959f;border-radius:6px;text-align:center}
+@media print{details{break-inside:avoid} details:not([open]){display:block} body{max-width:none;padding:0}}
+"""
+
+
+def build_report(
+    registry: Registry, output: Path, run: str | None = None, *, alpha: float = 0.02
+) -> ReportResult:
+    """Write the run's review page to `output` (whole or not at all)."""
+    from .rollback import flagged_environments, recommend
+
+    target = output.expanduser().resolve()
+    if not target.parent.is_dir():
+        raise GovError(f"{output}: the folder {target.parent} does not exist: create it first")
+    runs = [r.id for r in registry.runs()]
+    if run is None:
+        if not runs:
+            raise GovError("no runs are registered: nothing to report on")
+        run = "main" if "main" in runs or len(runs) != 1 else runs[0]
+    lineage = registry.lineage_checkpoints(run)
+    refs = {c.ref for c in lineage}
+    all_series = [s for s in series(registry, metrics=["rationalization_rate"], run=run)]
+    decisions = _decisions(registry, refs)
+    flagged = flagged_environments(registry)
+    restore = None
+    restore_text = "no environment is flagged: no rollback recommended"
+    if flagged and len(lineage) >= 2:
+        try:
+            rec = recommend(registry, run, alpha=alpha)
+            restore = rec.restore
+            restore_text = (
+                f"{rec.restore}: P(already contaminated) {rec.p_contaminated:.3f} (alpha {alpha}); "
+                f"gives up {rec.checkpoints_lost} checkpoints ({rec.steps_lost} steps)"
+                if rec.restore
+                else rec.reason
+            )
+        except GovError as exc:
+            restore_text = exc.message
+    marks: dict[str, dict[str, str]] = {}
+    for decision in decisions:
+        for result in decision["results"]:
+            env = result["series"]["environment"]
+            if result["status"] == "fired" and env:
+                outcome = (
+                    "block" if "block" in decision["actions"].get(result["policy"], []) else "warn"
+                )
+                current = marks.setdefault(env, {}).get(decision["checkpoint"])
+                if current != "block":
+                    marks[env][decision["checkpoint"]] = outcome
+    entries = (
+        [
+            e
+            for e in audit.log(registry.ws)
+            if e.get("subject", {}).get("run") in {c.run for c in lineage}
+            or e.get("subject", {}).get("checkpoint") in refs
+            or run in e.get("subject", {}).get("runs", "").split(",")
+        ]
+        if registry.ws.audit.is_dir()
+        else []
+    )
+    overrides = [e for e in entries if e["kind"] == "override"]
+    latest = decisions[-1] if decisions else None
+
+    html = [
+        "<!doctype html><html lang=en><head><meta charset=utf-8>",
+        '<meta name=viewport content="width=device-width,initial-scale=1">',
+        f"<title>gov review: run {escape(run)}</title><style>{CSS}</style></head><body>",
+        f"<h1>gov review: run {escape(run)}</h1>",
+        f"<div class=muted>lineage {' → '.join(escape(r.id) for r in registry.lineage(run))}; "
+        f"{len(lineage)} checkpoints; judge series are never pooled</div>",
+        '<section class=summary aria-label="summary">',
+        _card(
+            "latest decision",
+            f'<span class="{latest["outcome"]}">{escape(latest["outcome"].upper())}</span> at '
+            f'<a href="#audit">{escape(latest["checkpoint"])}</a>'
+            if latest
+            else "no check recorded yet",
+        ),
+        _card(
+            "flagged environments",
+            ", ".join(f'<a href="#env-{escape(e)}">{escape(e)}</a>' for e in flagged) or "none",
+        ),
+        _card("restore point", f"<span id=restore>{escape(restore_text)}</span>"),
+        _card(
+            "overrides",
+            str(len(overrides))
+            + (
+                ""
+                if not overrides
+                else ": " + ", ".join(escape(o["subject"].get("checkpoint", "")) for o in overrides)
+            ),
+        ),
+        "</section>",
+        "<h2>Rationalization rate per environment</h2>",
+    ]
+    if not all_series:
+        html.append(
+            '<div class="empty" id="no-reports">No judge reports have been ingested for this run yet: '
+            "there is nothing to chart. Ingest the monitor's reports with <code>gov ingest</code>.</div>"
+        )
+    ordered = sorted(
+        all_series, key=lambda s: (s.environment not in flagged, s.environment, s.judge_version)
+    )
+    for s in ordered:
+        ks = [p.k for p in s.points]
+        ns = [p.n for p in s.points]
+        post = onset_posterior(ks, ns) if len(s.points) >= 3 else None
+        onset = None
+        onset_text = "too few checkpoints for an onset analysis"
+        if post is not None:
+            lo, hi = post.interval(0.9)
+            mid = post.estimate()
+            onset_text = (
+                f"P(a rise) = {post.p_rise:.3f}; onset ~ {s.points[mid].run}@{s.points[mid].step} "
+                f"(90%: {s.points[lo].run}@{s.points[lo].step} .. {s.points[hi].run}@{s.points[hi].step})"
+            )
+            if post.p_rise >= 0.5:
+                onset = (lo, mid, hi)
+        is_flagged = s.environment in flagged
+        env_marks = marks.get(s.environment, {})
+        html.append(
+            f'<details id="env-{escape(s.environment)}" class="env{" flagged" if is_flagged else ""}"{" open" if is_flagged else ""}>'
+            f"<summary>{escape(s.environment)} v{s.environment_version} · {escape(s.judge)} {escape(s.judge_version)}"
+            f"{' — flagged for redesign' if is_flagged else ''}</summary>"
+            f"<p class=muted>{escape(onset_text)}; ■ blocked ▲ warned at {len(env_marks)} checkpoints</p>"
+        )
+        html.append(
+            _chart(
+                s,
+                env_marks,
+                restore if is_flagged else None,
+                onset if is_flagged or (post and post.p_rise >= 0.95) else None,
+            )
+        )
+        html.append("</details>")
+    html.append('<h2 id="audit">Audit timeline</h2>')
+    if entries:
+        html.append(
+            "<table><tr><th>#</th><th>time</th><th>kind</th><th>subject</th><th>outcome</th><th>actor</th><th>evidence</th></tr>"
+        )
+        for e in entries:
+            subject = e.get("subject", {})
+            env = subject.get("environment")
+            link = f'<a href="#env-{escape(env)}">{escape(env)}</a>' if env else ""
+            decision = e.get("refs", {}).get("decision")
+            evidence = (
+                f"<code>{escape(decision)}</code>"
+                if decision
+                else escape((e.get("reason") or "")[:120])
+            )
+            html.append(
+                f"<tr><td>{e['seq']}</td><td>{escape(e['time'])}</td><td>{escape(e['kind'])}</td>"
+                f"<td>{escape(subject.get('checkpoint', ''))} {link}</td><td>{escape(str(e['outcome']))}</td>"
+                f"<td>{escape(e['actor'])}</td><td>{evidence}</td></tr>"
+            )
+        html.append("</table>")
+    else:
+        html.append("<p class=muted>No audit entries for this run yet.</p>")
+    html.append(
+        "<p class=muted>Generated by gov; self-contained: it loads nothing when viewed.</p></body></html>"
+    )
+    atomic_write(target, "\n".join(html).encode())
+    return ReportResult(target, run, len({s.environment for s in all_series}), flagged, restore)
+
+
+def _card(title: str, body: str) -> str:
+    return f"<div class=card><b>{escape(title)}</b>{body}</div>"

@@ -1,0 +1,175 @@
+"""The review page, opened in a real headless Chromium (Debian's), and its bad input."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import struct
+import subprocess
+import zlib
+from pathlib import Path
+
+import pytest
+
+from governance import open_registry
+from governance.errors import GovError
+from governance.example import build_example
+from governance.report import build_report
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+def ensure_chromium() -> str:
+    """Debian's Chromium, installed by the test set-up where it is missing (root, apt)."""
+    if not Path(CHROMIUM).exists() and shutil.which("apt-get") and os.geteuid() == 0:
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, capture_output=True)
+        subprocess.run(
+            ["apt-get", "install", "-y", "-qq", "chromium"],
+            check=True,
+            env=env,
+            capture_output=True,
+        )
+    assert Path(CHROMIUM).exists(), "Chromium is needed: apt-get install chromium"
+    return CHROMIUM
+
+
+@pytest.fixture(scope="module")
+def example(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("report") / "example"
+    build_example(root)
+    return root
+
+
+def _blank(png: bytes) -> bool:
+    """True if every pixel of an 8-bit RGB(A) PNG is the same colour."""
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, idat, width, height, channels = 8, b"", 0, 0, 4
+    while pos < len(png):
+        length, kind = struct.unpack(">I4s", png[pos : pos + 8])
+        data = png[pos + 8 : pos + 8 + length]
+        if kind == b"IHDR":
+            width, height, _, colour = struct.unpack(">IIBB", data[:10])
+            channels = {2: 3, 6: 4}[colour]
+        elif kind == b"IDAT":
+            idat += data
+        pos += 12 + length
+    raw = zlib.decompress(idat)
+    stride = width * channels + 1
+    # Unfiltered bytes would be needed for exact pixels; distinct scanline payloads are enough
+    # to tell a drawn page from a blank one.
+    rows = {raw[i * stride + 1 : (i + 1) * stride] for i in range(height)}
+    return len(rows) <= 2
+
+
+def test_the_page_renders_offline_in_chromium(gov, example: Path, tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    page_path = tmp_path / "review.html"
+    result = gov("report", "-o", str(page_path), cwd=example)
+    assert result.exit_code == 0, result.stderr
+    html = page_path.read_text()
+    assert "http://" not in html and "https://" not in html and "<script" not in html
+    errors: list[str] = []
+    requests: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=ensure_chromium(),
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
+        page = browser.new_page(viewport={"width": 1100, "height": 1400})
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("request", lambda r: requests.append(r.url))
+        page.goto(page_path.as_uri())
+        flagged = page.locator("details#env-code-unit-tests")
+        assert flagged.get_attribute("open") is not None  # the flagged one stands out, open
+        assert flagged.locator("svg.chart polyline.rate").count() == 1
+        assert flagged.locator("svg.chart line.restore").count() == 1
+        assert "main@" in page.locator("#restore").inner_text()
+        assert page.locator("details#env-math-proofs").get_attribute("open") is None  # folded
+        assert page.locator("#audit").count() == 1
+        assert page.locator("table tr").count() > 10  # the audit timeline
+        shot = page.screenshot(full_page=True)
+        browser.close()
+    assert errors == []
+    assert requests == [page_path.as_uri()]  # the page itself, nothing else
+    assert not _blank(shot)
+
+
+def test_a_run_without_reports_says_so(registry, workspace: Path, artifact, tmp_path: Path) -> None:
+    registry.add_checkpoint("main", 100, artifact("a.pt"), {"math": 1.0})
+    out = tmp_path / "r.html"
+    build_report(registry, out)
+    html = out.read_text()
+    assert 'id="no-reports"' in html and "<svg" not in html
+
+
+def test_a_single_checkpoint_environment_still_draws(
+    registry, workspace: Path, artifact, tmp_path: Path
+) -> None:
+    from test_ingest import episode, write_jsonl
+
+    from governance.ingest import ingest
+
+    registry.add_checkpoint("main", 100, artifact("a.pt"), {"math": 1.0})
+    ingest(registry, [write_jsonl(tmp_path / "r.jsonl", [episode(100, i) for i in range(30)])])
+    out = tmp_path / "one.html"
+    build_report(registry, out)
+    html = out.read_text()
+    assert html.count('class="point"') == 1 and "too few checkpoints for an onset analysis" in html
+
+
+def test_an_output_folder_that_does_not_exist(gov, example: Path, tmp_path: Path) -> None:
+    result = gov("report", "-o", str(tmp_path / "nope" / "r.html"), cwd=example)
+    assert result.exit_code == 2 and "does not exist" in result.stderr
+    assert not (tmp_path / "nope").exists()
+    with pytest.raises(GovError):
+        build_report(open_registry(example), tmp_path / "nope" / "x.html")
+
+
+def test_dvc_repro_recomputes_and_dvc_reads_the_metrics(example: Path, tmp_path: Path) -> None:
+    import json
+
+    ws = tmp_path / "ex"
+    shutil.copytree(example, ws, symlinks=True)
+    assert shutil.which("gov"), "the pipeline runs the installed `gov` command: install it first"
+    subprocess.run(["dvc", "repro", "--quiet"], cwd=ws, check=True, capture_output=True)
+    shown = json.loads(
+        subprocess.run(
+            ["dvc", "metrics", "show", "--json"], cwd=ws, check=True, capture_output=True, text=True
+        ).stdout
+    )[""]["data"]
+    check = shown["metrics/check.json"]["data"]
+    assert check == {
+        "checkpoint": "main@12000",
+        "outcome": "block",
+        "blocked": 1,
+        "fired": check["fired"],
+        "flagged": 1,
+    }
+    restore = shown["metrics/restore.json"]["data"]
+    assert restore["p_contaminated"] <= 0.02 and int(restore["restore"].split("@")[1]) < 6250
+    assert (ws / "report.html").is_file()
+    plots = subprocess.run(
+        ["dvc", "plots", "show", "-o", str(tmp_path / "plots")],
+        cwd=ws,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    assert plots.returncode == 0 and (tmp_path / "plots" / "index.html").is_file()
+    assert "code-unit-tests" in (tmp_path / "plots" / "index.html").read_text()
+
+
+def test_the_example_writes_its_review_page(example: Path) -> None:
+    page = example / "report.html"
+    assert page.is_file() and "code-unit-tests" in page.read_text()
