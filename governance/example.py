@@ -359,7 +359,7 @@ def build_example(
     reg.add_checkpoints(spec.run, new)
 
     # The monitor's reports arrive outside the registry; gov keeps its own content-addressed copy.
-    (root / ".gitignore").write_text("/monitor-output/\n")
+    (root / ".gitignore").write_text("/monitor-output/\n/report.html\n/metrics/\n")
     scm.commit_paths(repo, [root / ".gitignore"], "example: the monitor writes its reports here")
     reports = write_reports(spec, root / "monitor-output", rng)
     ingest(reg, reports)

@@ -119,12 +119,14 @@ def test_rollback_apply_forks_and_the_gate_blocks_the_old_version(
 
 
 def test_rollback_bad_input(gov, registry, workspace: Path, artifact, tmp_path: Path) -> None:
+    from governance.models import EnvironmentStatus
+
     registry.add_checkpoint("main", 100, artifact("a.pt"), {"math": 1.0})
-    few = gov("rollback", "recommend", cwd=workspace)
-    assert few.exit_code == 2 and "too few for an onset analysis" in few.stderr
-    registry.add_checkpoint("main", 200, artifact("b.pt"), {"math": 1.0})
     nothing = gov("rollback", "recommend", cwd=workspace)
     assert nothing.exit_code == 0 and "no environment is flagged" in nothing.stdout
+    registry.set_environment_status("math", EnvironmentStatus.FLAGGED, reason="by hand")
+    few = gov("rollback", "recommend", cwd=workspace)
+    assert few.exit_code == 2 and "too few for an onset analysis" in few.stderr
 
 
 def test_a_restore_point_whose_artifact_is_gone_is_skipped(
