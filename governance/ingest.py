@@ -210,6 +210,17 @@ class Join:
         self._groups: dict[tuple[Any, ...], Group | str] = {}
         self._checkpoints: dict[str, set[int]] = {}
 
+    def of(self, record: JudgedEpisode | AggregatedCounts) -> Group | str:
+        """The registry's group for a validated record's keys, or why there is none."""
+        return self.group(
+            record.run,
+            record.step,
+            record.environment,
+            record.environment_version,
+            record.judge,
+            record.judge_version,
+        )
+
     def group(
         self, run: str, step: int, env: str, env_version: int | str, judge: str, jversion: str | int
     ) -> Group | str:
@@ -562,14 +573,7 @@ def _explain_episodes(path: Path, fmt: Format, join: Join, conflicted: set[str])
     seen: dict[tuple[Any, ...], tuple[int, str, bool]] = {}
     where = "row" if fmt == "parquet" else "line"
     for number, label, episode in _validated(path, fmt, JudgedEpisode, problems):
-        group = join.group(
-            episode.run,
-            episode.step,
-            episode.environment,
-            episode.environment_version,
-            episode.judge,
-            episode.judge_version,
-        )
+        group = join.of(episode)
         if isinstance(group, str):
             problems.add(label, group)
             continue
@@ -632,14 +636,7 @@ def scan_aggregated(path: Path, fmt: Format, join: Join) -> tuple[int, dict[Grou
     tallies: dict[Group, Tally] = {}
     records = 0
     for _, label, counts in _validated(path, fmt, AggregatedCounts, problems):
-        group = join.group(
-            counts.run,
-            counts.step,
-            counts.environment,
-            counts.environment_version,
-            counts.judge,
-            counts.judge_version,
-        )
+        group = join.of(counts)
         if isinstance(group, str):
             problems.add(label, group)
             continue
