@@ -1497,7 +1497,7 @@ def audit_log(
 @format_option("table", "json")
 @click.pass_context
 def audit_show(ctx: click.Context, entry: str, fmt: str) -> None:
-    """Show one entry (by id prefix or number) and what it references: the policy texts and
+    """Show one entry (by number, or by a prefix of its id) and what it references: the policy texts and
     decision it used, as committed.
 
     \b

@@ -215,7 +215,13 @@ def log(
 
 def show(ws: Workspace, prefix: str) -> dict[str, Any]:
     """One entry (by id prefix or seq) with what it references resolved from git."""
-    matches = [e for _, e in read(ws) if e["id"].startswith(prefix) or str(e["seq"]) == prefix]
+    entries = [e for _, e in read(ws)]
+    # A number is an entry's seq; anything else is a prefix of its id.
+    matches = (
+        [e for e in entries if str(e["seq"]) == prefix]
+        if prefix.isdigit() and len(prefix) < 12
+        else [e for e in entries if e["id"].startswith(prefix.lower())]
+    )
     if not matches:
         raise GovError(f"no audit entry {prefix!r} (see `gov audit log`)")
     if len(matches) > 1:

@@ -102,7 +102,7 @@ def test_every_gate_leaves_an_entry(gov, ws: Path, tmp_path: Path) -> None:
 
 def test_show_resolves_the_policies_and_decision(gov, ws: Path) -> None:
     check = next(e for e in trail(ws) if e["kind"] == "check")
-    shown = json.loads(gov("audit", "show", check["id"][:10], "--format", "json", cwd=ws).stdout)
+    shown = json.loads(gov("audit", "show", check["id"][:16], "--format", "json", cwd=ws).stdout)
     resolved = shown["resolved"]
     assert resolved["commit"] == git.Repo(ws).git.log(
         "--format=%H", "-F", f"--grep={check['id']}", "-1"
