@@ -1497,8 +1497,8 @@ def audit_log(
 @format_option("table", "json")
 @click.pass_context
 def audit_show(ctx: click.Context, entry: str, fmt: str) -> None:
-    """Show one entry (by number, or by a prefix of its id) and what it references: the policy texts and
-    decision it used, as committed.
+    """Show one entry (by number, or by a prefix of its id) and what it references: the
+    policy texts and decision it used, as committed.
 
     \b
     Example:
