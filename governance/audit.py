@@ -19,6 +19,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import git
+
 from .errors import GovError
 from .models import utc_now
 from .workspace import Change, Workspace
@@ -236,7 +238,7 @@ def show(ws: Workspace, prefix: str) -> dict[str, Any]:
                 resolved.setdefault("policies", {})[path] = ws.repo.git.show(
                     f"{commit}:{_repo_path(ws, path)}"
                 )
-            except Exception:
+            except git.GitCommandError:  # the file did not exist in that commit
                 resolved.setdefault("policies", {})[path] = None
         decision = entry.get("refs", {}).get("decision")
         if decision:
@@ -244,7 +246,7 @@ def show(ws: Workspace, prefix: str) -> dict[str, Any]:
                 resolved["decision"] = json.loads(
                     ws.repo.git.show(f"{commit}:{_repo_path(ws, decision)}")
                 )
-            except Exception:
+            except (git.GitCommandError, ValueError):  # not in that commit, or not JSON
                 resolved["decision"] = None
     missing = [
         md5 for md5 in entry.get("inputs", {}).get("reports", []) if not _report_present(ws, md5)
@@ -360,7 +362,7 @@ def _committed_text(ws: Workspace, rel: str) -> bytes | None:
         return None
     try:
         text = ws.repo.git.show(f"HEAD:{_repo_path(ws, rel)}", stdout_as_string=False)
-    except Exception:
+    except git.GitCommandError:  # not committed yet
         return None
     return bytes(text)
 

@@ -147,14 +147,9 @@ class _StrictLoader(yaml.SafeLoader):
     """Safe, and also without anchors, aliases or duplicate keys."""
 
     def compose_node(self, parent: Any, index: Any) -> Any:
-        if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()  # type: ignore[no-untyped-call]
-            raise yaml.MarkedYAMLError(
-                problem="anchors and aliases are not allowed in policies",
-                problem_mark=event.start_mark,
-            )
         event = self.peek_event()  # type: ignore[no-untyped-call]
-        if getattr(event, "anchor", None):
+        # An alias, or a node that declares an anchor: both are how alias bombs are built.
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
             raise yaml.MarkedYAMLError(
                 problem="anchors and aliases are not allowed in policies",
                 problem_mark=event.start_mark,
