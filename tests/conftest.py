@@ -144,3 +144,23 @@ def snapshot(root: Path) -> Snapshot:
         check=True,
     ).stdout
     return Snapshot(repo.head.commit.hexsha, status, digest.hexdigest())
+
+
+@pytest.fixture(scope="session")
+def example_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bundled example, built once per session. Read it only: copy it to change it."""
+    from governance.example import build_example
+
+    root = tmp_path_factory.mktemp("example") / "example"
+    build_example(root)
+    return root
+
+
+@pytest.fixture
+def example_copy(example_template: Path, tmp_path: Path) -> Path:
+    """A private copy of the bundled example (a real git repository with its DVC cache)."""
+    import shutil
+
+    copy = tmp_path / "example"
+    shutil.copytree(example_template, copy, symlinks=True)
+    return copy

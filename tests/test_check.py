@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -14,21 +13,7 @@ from test_ingest import episode, write_jsonl
 
 from governance import open_registry
 from governance.check import decide, prob_above, prob_rise
-from governance.example import Healthy, Rising, Spike, build_example, load_spec
-
-
-@pytest.fixture(scope="module")
-def example(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("check") / "example"
-    build_example(root)
-    return root
-
-
-@pytest.fixture
-def workspace_copy(example: Path, tmp_path: Path) -> Path:
-    copy = tmp_path / "example"
-    shutil.copytree(example, copy, symlinks=True)
-    return copy
+from governance.example import Healthy, Rising, Spike, load_spec
 
 
 def test_statistics_match_independent_computations() -> None:
@@ -47,8 +32,8 @@ def test_statistics_match_independent_computations() -> None:
     assert abs(prob_rise(50, 1000, 50, 1000, 1.0) - 0.5) < 0.02
 
 
-def test_defaults_flag_only_the_rising_environment(example: Path) -> None:
-    reg = open_registry(example)
+def test_defaults_flag_only_the_rising_environment(example_template: Path) -> None:
+    reg = open_registry(example_template)
     spec = load_spec()
     kinds = {e.id: type(e.pattern) for e in spec.environments}
     rising = next(e for e in spec.environments if isinstance(e.pattern, Rising))
@@ -67,54 +52,54 @@ def test_defaults_flag_only_the_rising_environment(example: Path) -> None:
     assert 0 <= delay <= 6  # flagged after the onset, within a few checkpoints
 
 
-def test_check_exit_codes_and_formats(gov, workspace_copy: Path) -> None:
-    ok = gov("check", "main@3000", "--dry-run", cwd=workspace_copy)
+def test_check_exit_codes_and_formats(gov, example_copy: Path) -> None:
+    ok = gov("check", "main@3000", "--dry-run", cwd=example_copy)
     assert ok.exit_code == 0 and "decision: PASS at main@3000" in ok.stdout
-    blocked = gov("check", "main@11000", "--dry-run", cwd=workspace_copy)
+    blocked = gov("check", "main@11000", "--dry-run", cwd=example_copy)
     assert blocked.exit_code == 1
     assert "BLOCK" in blocked.stdout and "flagged for redesign: code-unit-tests" in blocked.stdout
-    junit = gov("check", "main@11000", "--dry-run", "--format", "junit", cwd=workspace_copy)
+    junit = gov("check", "main@11000", "--dry-run", "--format", "junit", cwd=example_copy)
     tree = ET.fromstring(junit.stdout)
     assert int(tree.get("failures", "0")) >= 1
     failing = [c for c in tree.iter("testcase") if c.find("failure") is not None]
     assert any("code-unit-tests" in (c.get("name") or "") for c in failing)
-    github = gov("check", "main@11000", "--dry-run", "--format", "github", cwd=workspace_copy)
+    github = gov("check", "main@11000", "--dry-run", "--format", "github", cwd=example_copy)
     assert github.stdout.startswith("::error title=rationalization-rate-rising")
-    markdown = gov("check", "main@11000", "--dry-run", "--format", "markdown", cwd=workspace_copy)
+    markdown = gov("check", "main@11000", "--dry-run", "--format", "markdown", cwd=example_copy)
     assert "**block**" in markdown.stdout and "`code-unit-tests`" in markdown.stdout
     data = json.loads(
-        gov("check", "main@11000", "--dry-run", "--format", "json", cwd=workspace_copy).stdout
+        gov("check", "main@11000", "--dry-run", "--format", "json", cwd=example_copy).stdout
     )
     assert data["outcome"] == "block" and len(data["digest"]) == 64
     assert set(data["inputs"]) == {"checkpoint", "registry_state", "policies", "reports", "judges"}
     assert data["inputs"]["judges"] == ["cot-monitor@2026.10"]
-    unknown = gov("check", "main@12345", cwd=workspace_copy)
+    unknown = gov("check", "main@12345", cwd=example_copy)
     assert unknown.exit_code == 2 and "main@12345 is not registered" in unknown.stderr
 
 
-def test_check_records_flags_and_is_reproducible(gov, workspace_copy: Path) -> None:
-    repo = git.Repo(workspace_copy)
+def test_check_records_flags_and_is_reproducible(gov, example_copy: Path) -> None:
+    repo = git.Repo(example_copy)
     head = repo.head.commit.hexsha
-    first = gov("check", "main@11000", "--format", "json", cwd=workspace_copy)
+    first = gov("check", "main@11000", "--format", "json", cwd=example_copy)
     digest = json.loads(first.stdout)["digest"]
     commit = repo.head.commit
     assert commit.parents[0].hexsha == head
     assert commit.message.startswith("gov: check main@11000: block (flags code-unit-tests)")
-    recorded = list((workspace_copy / "audit" / "decisions").glob("main@11000.*.json"))
+    recorded = list((example_copy / "audit" / "decisions").glob("main@11000.*.json"))
     assert len(recorded) == 1 and json.loads(recorded[0].read_text())["digest"] == digest
-    reg = open_registry(workspace_copy)
+    reg = open_registry(example_copy)
     assert reg.environment("code-unit-tests").status.value == "flagged"
     assert reg.checkpoint("main", 11000).status.value == "blocked"
     # The same inputs give the same decision, and it is not recorded twice.
-    again = json.loads(gov("check", "main@11000", "--format", "json", cwd=workspace_copy).stdout)
+    again = json.loads(gov("check", "main@11000", "--format", "json", cwd=example_copy).stdout)
     assert again["digest"] == digest and again["results"] == json.loads(first.stdout)["results"]
     assert repo.head.commit.hexsha == commit.hexsha
 
 
 def test_later_evidence_does_not_change_an_earlier_decision(
-    workspace_copy: Path, tmp_path: Path
+    example_copy: Path, tmp_path: Path
 ) -> None:
-    reg = open_registry(workspace_copy)
+    reg = open_registry(example_copy)
     before = decide(reg, "main@4000")
     late = [
         {
@@ -134,44 +119,44 @@ def test_later_evidence_does_not_change_an_earlier_decision(
     ]
 
 
-def test_promote_needs_a_recorded_passing_check(gov, workspace_copy: Path) -> None:
-    need = gov("promote", "main@3000", cwd=workspace_copy)
+def test_promote_needs_a_recorded_passing_check(gov, example_copy: Path) -> None:
+    need = gov("promote", "main@3000", cwd=example_copy)
     assert need.exit_code == 2 and "run `gov check main@3000` first" in need.stderr
-    assert gov("check", "main@3000", cwd=workspace_copy).exit_code == 0
-    done = gov("promote", "main@3000", cwd=workspace_copy)
+    assert gov("check", "main@3000", cwd=example_copy).exit_code == 0
+    done = gov("promote", "main@3000", cwd=example_copy)
     assert done.exit_code == 0, done.stderr
-    assert open_registry(workspace_copy).checkpoint("main", 3000).status.value == "promoted"
+    assert open_registry(example_copy).checkpoint("main", 3000).status.value == "promoted"
 
 
-def test_a_blocked_checkpoint_needs_a_recorded_override(gov, workspace_copy: Path) -> None:
-    assert gov("check", "main@11000", cwd=workspace_copy).exit_code == 1
-    before = snapshot(workspace_copy)
-    refused = gov("promote", "main@11000", cwd=workspace_copy)
+def test_a_blocked_checkpoint_needs_a_recorded_override(gov, example_copy: Path) -> None:
+    assert gov("check", "main@11000", cwd=example_copy).exit_code == 1
+    before = snapshot(example_copy)
+    refused = gov("promote", "main@11000", cwd=example_copy)
     assert refused.exit_code == 1 and "blocked" in refused.stderr and "--override" in refused.stderr
-    no_reason = gov("promote", "main@11000", "--override", cwd=workspace_copy)
+    no_reason = gov("promote", "main@11000", "--override", cwd=example_copy)
     assert no_reason.exit_code == 2 and "--reason" in no_reason.stderr
-    assert snapshot(workspace_copy) == before
+    assert snapshot(example_copy) == before
     forced = gov(
-        "promote", "main@11000", "--override", "--reason", "judge misfires here", cwd=workspace_copy
+        "promote", "main@11000", "--override", "--reason", "judge misfires here", cwd=example_copy
     )
     assert forced.exit_code == 0, forced.stderr
-    [override] = list((workspace_copy / "audit" / "overrides").glob("main@11000.*.json"))
+    [override] = list((example_copy / "audit" / "overrides").glob("main@11000.*.json"))
     record = json.loads(override.read_text())
     assert record["reason"] == "judge misfires here" and record["decision_outcome"] == "block"
     assert "rationalization-rate-rising" in record["fired"]
-    assert "Override by" in git.Repo(workspace_copy).head.commit.message
+    assert "Override by" in git.Repo(example_copy).head.commit.message
 
 
-def test_flags_acknowledged_then_resolved_by_a_new_version(gov, workspace_copy: Path) -> None:
-    assert gov("check", "main@11000", cwd=workspace_copy).exit_code == 1
-    listed = json.loads(gov("flags", "list", "--format", "json", cwd=workspace_copy).stdout)
+def test_flags_acknowledged_then_resolved_by_a_new_version(gov, example_copy: Path) -> None:
+    assert gov("check", "main@11000", cwd=example_copy).exit_code == 1
+    listed = json.loads(gov("flags", "list", "--format", "json", cwd=example_copy).stdout)
     assert [(f["environment"], f["status"]) for f in listed] == [("code-unit-tests", "open")]
     assert listed[0]["evidence"][0]["policy"] == "rationalization-rate-rising"
     ack = gov(
-        "flags", "ack", "code-unit-tests", "--reason", "grader rewrite in #4", cwd=workspace_copy
+        "flags", "ack", "code-unit-tests", "--reason", "grader rewrite in #4", cwd=example_copy
     )
     assert ack.exit_code == 0
-    env_dir = workspace_copy / "environments" / "code-unit-tests"
+    env_dir = example_copy / "environments" / "code-unit-tests"
     (env_dir / "scoring.yaml").write_text("grader: hidden-tests\n")
     assert (
         gov(
@@ -182,16 +167,16 @@ def test_flags_acknowledged_then_resolved_by_a_new_version(gov, workspace_copy: 
             str(env_dir),
             "--note",
             "hidden tests",
-            cwd=workspace_copy,
+            cwd=example_copy,
         ).exit_code
         == 0
     )
     shown = json.loads(
-        gov("flags", "show", "code-unit-tests", "--format", "json", cwd=workspace_copy).stdout
+        gov("flags", "show", "code-unit-tests", "--format", "json", cwd=example_copy).stdout
     )
     assert shown["status"] == "resolved" and shown["resolved_by_version"] == 2
     assert shown["acknowledged_reason"] == "grader rewrite in #4"
-    assert open_registry(workspace_copy).environment("code-unit-tests").status.value == "active"
+    assert open_registry(example_copy).environment("code-unit-tests").status.value == "active"
 
 
 def test_no_reports_is_a_clear_no_evidence_outcome(

@@ -11,7 +11,6 @@ import pytest
 
 from governance import open_registry
 from governance.check import decide
-from governance.example import build_example
 from governance.onset import onset_posterior
 
 RNG = np.random.default_rng(2026)
@@ -61,15 +60,8 @@ def test_bad_counts_are_refused() -> None:
     assert onset_posterior([1], [10]).p_rise == 0.0  # one checkpoint: no baseline, no rise
 
 
-@pytest.fixture(scope="module")
-def example(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("onset") / "example"
-    build_example(root)  # checks the last checkpoint: code-unit-tests gets flagged
-    return root
-
-
-def test_restore_point_on_the_example(gov, example: Path) -> None:
-    data = json.loads(gov("rollback", "recommend", "--format", "json", cwd=example).stdout)
+def test_restore_point_on_the_example(gov, example_copy: Path) -> None:
+    data = json.loads(gov("rollback", "recommend", "--format", "json", cwd=example_copy).stdout)
     assert data["restore"] is not None
     step = int(data["restore"].split("@")[1])
     assert step < 6250  # the planted onset
@@ -81,10 +73,10 @@ def test_restore_point_on_the_example(gov, example: Path) -> None:
 
 
 def test_rollback_apply_forks_and_the_gate_blocks_the_old_version(
-    gov, example: Path, tmp_path: Path
+    gov, example_copy: Path, tmp_path: Path
 ) -> None:
     ws = tmp_path / "ex"
-    shutil.copytree(example, ws, symlinks=True)
+    shutil.copytree(example_copy, ws, symlinks=True)
     target = tmp_path / "restart.bin"
     dry = gov("rollback", "apply", "--to", str(target), cwd=ws)
     assert dry.exit_code == 0 and "dry run" in dry.stdout and not target.exists()
@@ -130,10 +122,10 @@ def test_rollback_bad_input(gov, registry, workspace: Path, artifact, tmp_path: 
 
 
 def test_a_restore_point_whose_artifact_is_gone_is_skipped(
-    gov, example: Path, tmp_path: Path
+    gov, example_copy: Path, tmp_path: Path
 ) -> None:
     ws = tmp_path / "ex"
-    shutil.copytree(example, ws, symlinks=True)
+    shutil.copytree(example_copy, ws, symlinks=True)
     first = json.loads(gov("rollback", "recommend", "--format", "json", cwd=ws).stdout)
     run, step = first["restore"].split("@")
     gone = open_registry(ws).checkpoint(run, int(step))

@@ -6,24 +6,14 @@ import json
 import shutil
 from pathlib import Path
 
-import pytest
-
 from governance import open_registry
 from governance.check import backtest, decide
-from governance.example import build_example
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module")
-def example(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("tools") / "example"
-    build_example(root)
-    return root
-
-
-def test_backtest_replays_what_check_would_have_said(gov, example: Path) -> None:
-    reg = open_registry(example)
+def test_backtest_replays_what_check_would_have_said(gov, example_template: Path) -> None:
+    reg = open_registry(example_template)
     result = backtest(reg, "main")
     assert result.checkpoints == 48
     # Every checkpoint's replayed outcome is what `gov check` decides there, seeing its past.
@@ -32,29 +22,29 @@ def test_backtest_replays_what_check_would_have_said(gov, example: Path) -> None
     first = next(a for a in result.alarms if a.policy == "rationalization-rate-rising")
     assert first.series.environment == "code-unit-tests"
     assert result.flagged == {"code-unit-tests": first.checkpoint}
-    data = json.loads(gov("backtest", "--format", "json", cwd=example).stdout)
+    data = json.loads(gov("backtest", "--format", "json", cwd=example_template).stdout)
     assert data["flagged"] == result.flagged
-    table = gov("backtest", cwd=example).stdout
+    table = gov("backtest", cwd=example_template).stdout
     assert f"would flag code-unit-tests at {first.checkpoint}" in table
 
 
 def test_backtest_names_promotions_it_would_have_blocked(
-    gov, example: Path, tmp_path: Path
+    gov, example_template: Path, tmp_path: Path
 ) -> None:
     copy = tmp_path / "ex"
-    shutil.copytree(example, copy, symlinks=True)
+    shutil.copytree(example_template, copy, symlinks=True)
     forced = gov("promote", "main@11000", "--override", "--reason", "test", cwd=copy)
     assert forced.exit_code == 0, forced.stderr
     assert backtest(open_registry(copy), "main").blocked_promotions == ["main@11000"]
 
 
-def test_bundled_policy_tests_pass(gov, example: Path) -> None:
-    result = gov("policy", "test", cwd=example)
+def test_bundled_policy_tests_pass(gov, example_template: Path) -> None:
+    result = gov("policy", "test", cwd=example_template)
     assert result.exit_code == 0, result.stdout
     assert "5 passed, 0 failed" in result.stdout
 
 
-def test_a_failing_policy_test_exits_1(gov, example: Path, tmp_path: Path) -> None:
+def test_a_failing_policy_test_exits_1(gov, example_template: Path, tmp_path: Path) -> None:
     tests = tmp_path / "cases"
     tests.mkdir()
     (tests / "wrong.yaml").write_text(
@@ -62,7 +52,7 @@ def test_a_failing_policy_test_exits_1(gov, example: Path, tmp_path: Path) -> No
         "  - name: claims a steady rate fires\n    series: [[1, 200], [1, 200], [1, 200], [1, 200],"
         " [1, 200], [1, 200], [1, 200], [1, 200], [1, 200], [1, 200]]\n    expect: fired\n"
     )
-    result = gov("policy", "test", str(tests), cwd=example)
+    result = gov("policy", "test", str(tests), cwd=example_template)
     assert result.exit_code == 1
     assert (
         "FAIL rationalization-rate-rising: claims a steady rate fires (expected fired, got clear"
@@ -97,7 +87,7 @@ def test_lint_finds_conditions_that_can_never_fire(gov, tmp_path: Path) -> None:
     assert "4 policy files, 2 errors, 0 warnings" in result.stdout
 
 
-def test_explain_walks_through_the_computation(gov, example: Path) -> None:
+def test_explain_walks_through_the_computation(gov, example_template: Path) -> None:
     result = gov(
         "policy",
         "explain",
@@ -105,23 +95,23 @@ def test_explain_walks_through_the_computation(gov, example: Path) -> None:
         "main@11000",
         "--env",
         "code-unit-tests",
-        cwd=example,
+        cwd=example_template,
     )
     assert result.exit_code == 0, result.stderr
     text = result.stdout
     assert "history: the lineage of main up to and including main@11000; nothing later" in text
     assert "FIRED" in text and "posterior Beta(" in text and "baseline:" in text
-    unknown = gov("policy", "explain", "nope", "main@11000", cwd=example)
+    unknown = gov("policy", "explain", "nope", "main@11000", cwd=example_template)
     assert unknown.exit_code == 2 and "no policy named 'nope'" in unknown.stderr
 
 
 def test_a_bad_policy_in_the_workspace_stops_check_cleanly(
-    gov, example: Path, tmp_path: Path
+    gov, example_template: Path, tmp_path: Path
 ) -> None:
     from conftest import snapshot
 
     copy = tmp_path / "ex"
-    shutil.copytree(example, copy, symlinks=True)
+    shutil.copytree(example_template, copy, symlinks=True)
     (copy / "policies" / "broken.yaml").write_text(
         "name: overt-rate-above\ndescription: x\nmetric: overt_rate\n"
         "condition: {above: {level: 0.1}}\nactions: [warn]\n"

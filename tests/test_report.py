@@ -13,7 +13,6 @@ import pytest
 
 from governance import open_registry
 from governance.errors import GovError
-from governance.example import build_example
 from governance.report import build_report
 
 CHROMIUM = "/usr/bin/chromium"
@@ -32,13 +31,6 @@ def ensure_chromium() -> str:
         )
     assert Path(CHROMIUM).exists(), "Chromium is needed: apt-get install chromium"
     return CHROMIUM
-
-
-@pytest.fixture(scope="module")
-def example(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("report") / "example"
-    build_example(root)
-    return root
 
 
 def _blank(png: bytes) -> bool:
@@ -62,11 +54,11 @@ def _blank(png: bytes) -> bool:
     return len(rows) <= 2
 
 
-def test_the_page_renders_offline_in_chromium(gov, example: Path, tmp_path: Path) -> None:
+def test_the_page_renders_offline_in_chromium(gov, example_template: Path, tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
 
     page_path = tmp_path / "review.html"
-    result = gov("report", "-o", str(page_path), cwd=example)
+    result = gov("report", "-o", str(page_path), cwd=example_template)
     assert result.exit_code == 0, result.stderr
     html = page_path.read_text()
     assert "http://" not in html and "https://" not in html and "<script" not in html
@@ -128,19 +120,21 @@ def test_a_single_checkpoint_environment_still_draws(
     assert html.count('class="point"') == 1 and "too few checkpoints for an onset analysis" in html
 
 
-def test_an_output_folder_that_does_not_exist(gov, example: Path, tmp_path: Path) -> None:
-    result = gov("report", "-o", str(tmp_path / "nope" / "r.html"), cwd=example)
+def test_an_output_folder_that_does_not_exist(gov, example_template: Path, tmp_path: Path) -> None:
+    result = gov("report", "-o", str(tmp_path / "nope" / "r.html"), cwd=example_template)
     assert result.exit_code == 2 and "does not exist" in result.stderr
     assert not (tmp_path / "nope").exists()
     with pytest.raises(GovError):
-        build_report(open_registry(example), tmp_path / "nope" / "x.html")
+        build_report(open_registry(example_template), tmp_path / "nope" / "x.html")
 
 
-def test_dvc_repro_recomputes_and_dvc_reads_the_metrics(example: Path, tmp_path: Path) -> None:
+def test_dvc_repro_recomputes_and_dvc_reads_the_metrics(
+    example_template: Path, tmp_path: Path
+) -> None:
     import json
 
     ws = tmp_path / "ex"
-    shutil.copytree(example, ws, symlinks=True)
+    shutil.copytree(example_template, ws, symlinks=True)
     assert shutil.which("gov"), "the pipeline runs the installed `gov` command: install it first"
     subprocess.run(["dvc", "repro", "--quiet"], cwd=ws, check=True, capture_output=True)
     shown = json.loads(
@@ -170,6 +164,6 @@ def test_dvc_repro_recomputes_and_dvc_reads_the_metrics(example: Path, tmp_path:
     assert "code-unit-tests" in (tmp_path / "plots" / "index.html").read_text()
 
 
-def test_the_example_writes_its_review_page(example: Path) -> None:
-    page = example / "report.html"
+def test_the_example_writes_its_review_page(example_template: Path) -> None:
+    page = example_template / "report.html"
     assert page.is_file() and "code-unit-tests" in page.read_text()
