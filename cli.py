@@ -136,6 +136,9 @@ def cli(workspace: Path | None, traceback: bool, actor: str | None) -> None:  # 
         gov judge add cot-monitor --version 2026.10 --rubric rubric.md
         gov run add main
         gov checkpoint add main@1000 ckpt/1000.pt -e code-tests=1
+        gov ingest monitor-output/main-step-1000.jsonl
+        gov check main@1000 && gov promote main@1000
+        gov rollback recommend                     # when an environment is flagged
     """
     if actor:
         import os
