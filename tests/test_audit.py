@@ -265,3 +265,35 @@ def test_the_pressure_policy_warns_after_repeated_redesigns(gov, ws: Path) -> No
     assert [r["series"]["environment"] for r in fired] == ["math-proofs"]
     assert "independent held-out judge" in fired[0]["reason"]
     assert data["outcome"] == "warn"
+
+
+def test_entries_are_signed_when_git_signs(gov, registry, workspace: Path, tmp_path: Path) -> None:
+    if not shutil.which("ssh-keygen"):
+        pytest.skip("ssh-keygen is needed to make a signing key")
+    key = tmp_path / "signing"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    allowed = tmp_path / "allowed_signers"
+    allowed.write_text(f"trainer@example.com {(tmp_path / 'signing.pub').read_text()}")
+    repo = git.Repo(workspace)
+    with repo.config_writer() as config:
+        config.set_value("gpg", "format", "ssh")
+        config.set_value("user", "signingkey", str(key))
+        config.set_value("commit", "gpgsign", "true")
+        config.set_value("gpg.ssh", "allowedSignersFile", str(allowed))
+    assert gov("flags", "list", cwd=workspace).exit_code == 0
+    registry.add_environment("chess", content_hash="c" * 64)  # a registry change: one commit
+    env_dir = workspace / "envs" / "math"
+    (env_dir / "task.py").write_text("TASK = 'math v2'\n")
+    assert (
+        gov(
+            "env", "version", "math", "--from", str(env_dir), "--note", "v2", cwd=workspace
+        ).exit_code
+        == 0
+    )
+    head = repo.head.commit
+    assert "Gov-Audit-Head:" in head.message  # the redesign's audit entry is in this commit
+    verified = subprocess.run(
+        ["git", "verify-commit", "HEAD"], cwd=workspace, capture_output=True, text=True
+    )
+    assert verified.returncode == 0, verified.stderr
+    assert 'Good "git" signature' in verified.stderr
