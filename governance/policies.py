@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from .errors import GovError
 from .metrics import METRICS
 from .models import Name
-from .storage import _first_error, _yaml_line
+from .storage import located_error
 
 Probability = Annotated[float, Field(gt=0, lt=1)]
 Confidence = Annotated[float, Field(ge=0.5, lt=1)]
@@ -182,17 +182,10 @@ def parse_policy(text: str, display: str) -> Policy:
     try:
         return Policy.model_validate(data)
     except ValidationError as exc:
-        # A typo'd key shows as an unknown field and as the missing one: name the typo.
-        errors = exc.errors(include_url=False)
-        extra = [e for e in errors if e["type"] == "extra_forbidden"]
-        loc, message = (tuple(extra[0]["loc"]), "unknown field") if extra else _first_error(exc)
-        line = _yaml_line(text, loc)
-        field = ".".join(str(p) for p in loc) or "(policy)"
-        if message == "unknown field":
-            message = "unknown field (a typo? see policies/README.md for the fields)"
-        raise PolicyError(
-            f"{display}{f':{line}' if line else ''}: field {field}: {message}"
-        ) from exc
+        message = located_error(text, exc, display)
+        if message.endswith("unknown field"):
+            message += " (a typo? see policies/README.md for the fields)"
+        raise PolicyError(message) from exc
 
 
 def load_policies(folder: Path, root: Path) -> list[LoadedPolicy]:

@@ -17,7 +17,7 @@ from .errors import GovError
 from .metrics import wilson
 from .policies import LoadedPolicy, Policy, PolicyError, _StrictLoader, load_policies, parse_policy
 from .registry import Registry, parse_checkpoint_ref
-from .storage import _first_error, _yaml_line
+from .storage import located_error
 
 
 @dataclass(frozen=True)
@@ -195,12 +195,7 @@ def run_tests(folder: Path, root: Path, policies: list[LoadedPolicy]) -> list[Ca
         except yaml.YAMLError as exc:
             raise PolicyError(f"{display}: {getattr(exc, 'problem', exc)}") from exc
         except ValidationError as exc:
-            loc, message = _first_error(exc)
-            line = _yaml_line(text, loc)
-            where = f":{line}" if line else ""
-            raise PolicyError(
-                f"{display}{where}: field {'.'.join(map(str, loc))}: {message}"
-            ) from exc
+            raise PolicyError(located_error(text, exc, display)) from exc
         if suite.policy not in by_name:
             raise PolicyError(f"{display}: no policy named {suite.policy!r}")
         policy = by_name[suite.policy]

@@ -93,6 +93,16 @@ def _yaml_line(text: str, loc: Sequence[int | str]) -> int | None:
     return line
 
 
+def located_error(text: str, exc: ValidationError, display: str) -> str:
+    """`display:line: field F: message` for a model validated from the YAML `text`.
+
+    A typo'd key fails twice, as an unknown field and as the missing one: the typo is named."""
+    extra = [e for e in exc.errors(include_url=False) if e["type"] == "extra_forbidden"]
+    loc, message = (tuple(extra[0]["loc"]), "unknown field") if extra else _first_error(exc)
+    line = _yaml_line(text, loc)
+    return f"{display}{f':{line}' if line else ''}: field {_field(loc)}: {message}"
+
+
 def _fix_hint(display: str) -> str:
     return f"fix the file, or restore it with `git checkout -- {display}`"
 
@@ -117,11 +127,8 @@ def load_yaml_model(path: Path, model: type[M], display: str) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        loc, message = _first_error(exc)
-        line = _yaml_line(text, loc)
-        where = f":{line}" if line else ""
         raise RegistryFileError(
-            f"{display}{where}: field {_field(loc)}: {message}; {_fix_hint(display)}"
+            f"{located_error(text, exc, display)}; {_fix_hint(display)}"
         ) from exc
 
 
