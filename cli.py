@@ -1172,10 +1172,10 @@ def flags_ack(ctx: click.Context, environment: str, reason: str) -> None:
     Example:
         gov flags ack code-unit-tests --reason "grader rewrite tracked in #456"
     """
-    from governance.promotion import actor
+    from governance.audit import actor_of
 
     reg = registry(ctx)
-    flag = acknowledge_flag(reg, environment, reason, actor(reg))
+    flag = acknowledge_flag(reg, environment, reason, actor_of(reg.ws))
     click.echo(f"acknowledged the flag on {flag.environment} ({flag.acknowledged_by})")
 
 
@@ -1638,10 +1638,7 @@ def backtest_command(ctx: click.Context, run_name: str | None, fmt: str) -> None
     from governance.check import backtest as run_backtest
 
     reg = registry(ctx)
-    if run_name is None:
-        runs = [r.id for r in reg.runs()]
-        run_name = runs[0] if len(runs) == 1 else "main"
-    result = run_backtest(reg, run_name)
+    result = run_backtest(reg, _default_run(reg, run_name))
     if fmt == "json":
         echo_json(result)
         return

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from functools import lru_cache
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -370,9 +371,10 @@ def decide(
     flagged: set[str] = set()
     read_points: set[tuple[str, int]] = set()
     judges: set[str] = set()
+    rows = counts(ws)  # read once: every policy reads the same counts
     for item in loaded:
         policy = item.policy
-        series = history(registry, run, step, policy)
+        series = history(registry, run, step, policy, rows)
         if not series:
             results.append(
                 Result(
@@ -532,7 +534,7 @@ def record(registry: Registry, decision: Decision) -> str | None:
     one commit. Returns the commit, or None when this very decision was recorded before."""
     ws = registry.ws
     run, step = parse_checkpoint_ref(decision.checkpoint)
-    path = ws.audit / "decisions" / f"{run}@{step}.{decision.digest[:16]}.json"
+    path = decision_path(registry, decision)
     if path.exists():
         return None
     summary = f"check {decision.checkpoint}: {decision.outcome}"
@@ -597,9 +599,14 @@ def record(registry: Registry, decision: Decision) -> str | None:
     return change.sha
 
 
-def find_recorded(registry: Registry, decision: Decision) -> bool:
+def decision_path(registry: Registry, decision: Decision) -> Path:
+    """Where a decision is recorded: one file per checkpoint and inputs digest."""
     run, step = parse_checkpoint_ref(decision.checkpoint)
-    return (registry.ws.audit / "decisions" / f"{run}@{step}.{decision.digest[:16]}.json").exists()
+    return registry.ws.audit / "decisions" / f"{run}@{step}.{decision.digest[:16]}.json"
+
+
+def find_recorded(registry: Registry, decision: Decision) -> bool:
+    return decision_path(registry, decision).exists()
 
 
 # -- replaying the policies over a run ------------------------------------------------------

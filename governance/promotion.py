@@ -27,14 +27,6 @@ class Promotion:
     commit: str | None
 
 
-def actor(registry: Registry) -> str:
-    """Who is acting: git's configured identity."""
-    reader = registry.ws.repo.config_reader()
-    name = reader.get_value("user", "name", default="unknown")
-    email = reader.get_value("user", "email", default="")
-    return f"{name} <{email}>" if email else str(name)
-
-
 def promote(registry: Registry, ref: str, *, override_reason: str | None = None) -> Promotion:
     """Promote RUN@STEP. Without an override, the policies evaluated now must pass (or only
     warn) and that very evaluation must have been recorded by `gov check`."""
@@ -76,7 +68,7 @@ def promote(registry: Registry, ref: str, *, override_reason: str | None = None)
             record = {
                 "kind": "override",
                 "checkpoint": ref,
-                "actor": actor(registry),
+                "actor": audit.actor_of(ws),
                 "reason": override_reason,
                 "decision_outcome": decision.outcome,
                 "decision_digest": decision.digest,

@@ -51,13 +51,13 @@ class Recommendation:
 
 
 def _series(
-    registry: Registry, lineage: list[Checkpoint], env: str
+    rows: list[dict[str, int | str]], lineage: list[Checkpoint], env: str
 ) -> dict[str, list[tuple[int, int]]]:
     """Per judge version: (k, n) of the rationalization rate at each lineage checkpoint."""
     metric = METRICS[METRIC]
     index = {(c.run, c.step): i for i, c in enumerate(lineage)}
     found: dict[str, list[tuple[int, int]]] = {}
-    for row in counts(registry.ws):
+    for row in rows:
         where = (str(row["run"]), int(row["step"]))
         if row["environment"] != env or where not in index:
             continue
@@ -111,9 +111,10 @@ def recommend(
             f"run {run!r} has {len(lineage)} checkpoint(s): too few for an onset analysis "
             "(it needs a baseline before the rise)"
         )
+    rows = counts(registry.ws)  # read once for every flagged environment
     posteriors: dict[tuple[str, str], OnsetPosterior] = {}
     for env in flagged:
-        series = _series(registry, lineage, env)
+        series = _series(rows, lineage, env)
         if not series:
             raise GovError(
                 f"environment {env!r} is flagged but has no judgments in run {run!r}'s history: "
