@@ -7,24 +7,56 @@ A Bayesian changepoint model of binomial counts over a checkpoint series, a pure
 - counts are beta-binomial with concentration phi, so checkpoints may differ by more than
   binomial noise (phi = infinity is plain binomial);
 - checkpoints with no judgments (n = 0) keep their place in the order and say nothing.
-p0, r, phi and L are integrated out over grids under flat (log-scale) priors; half the prior
-mass is on "no rise at all", the other half spread evenly over the onset checkpoints.
+p0, r, phi and L are integrated out over grids (`OnsetPrior`; flat on the log scale by default);
+half the prior mass is on "no rise at all", the other half spread evenly over the onset
+checkpoints.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 from scipy.special import betaln, logsumexp
 
-P0_GRID = np.geomspace(1e-4, 0.3, 18)
-RATIO_GRID = np.geomspace(1.5, 40.0, 10)
-PHI_GRID = (30.0, 100.0, 300.0, 1000.0, 3000.0, np.inf)
-RAMPS = tuple(range(1, 16))
 RATE_GRID = np.geomspace(1e-4, 0.95, 160)  # where likelihoods are tabulated
-PRIOR_RISE = 0.5
+_HERMITE = np.polynomial.hermite.hermgauss(12)  # nodes and weights for a log-normal wobble
+
+
+@dataclass(frozen=True)
+class OnsetPrior:
+    """What the model assumes before it sees the counts.
+
+    p0 and r are integrated over their grids with equal weight (log-spaced by default, so flat on
+    the log scale), the ramp length over `ramps` with weights `ramp_weights` (equal by default).
+    Extra variation between checkpoints is either beta-binomial with each concentration in
+    `spread` (inf: plain binomial), or, with `dispersion="log-normal"`, a log-normal wobble of the
+    rate with each standard deviation in `spread` (0: none). Half the mass is on "no rise at all"
+    unless `p_rise` says otherwise; the onset is uniform over the checkpoints after the first."""
+
+    p0: tuple[float, ...] = tuple(np.geomspace(1e-4, 0.3, 18))
+    ratio: tuple[float, ...] = tuple(np.geomspace(1.5, 40.0, 10))
+    spread: tuple[float, ...] = (30.0, 100.0, 300.0, 1000.0, 3000.0, float("inf"))
+    dispersion: Literal["beta-binomial", "log-normal"] = "beta-binomial"
+    ramps: tuple[int, ...] = tuple(range(1, 16))
+    ramp_weights: tuple[float, ...] | None = None
+    p_rise: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.ramp_weights is not None and len(self.ramp_weights) != len(self.ramps):
+            raise ValueError("ramp_weights needs one weight per ramp length")
+        if min(self.ramps) < 1 or not 0 < self.p_rise < 1:
+            raise ValueError("ramps are lengths >= 1 and p_rise is in (0, 1)")
+
+    def log_ramp_weights(self) -> np.ndarray:
+        w = np.ones(len(self.ramps)) if self.ramp_weights is None else np.array(self.ramp_weights)
+        with np.errstate(divide="ignore"):
+            return np.asarray(np.log(w / w.sum()))
+
+
+DEFAULT_PRIOR = OnsetPrior()
 
 
 @dataclass
@@ -69,21 +101,37 @@ def _rate_index(rates: np.ndarray) -> np.ndarray:
     return np.asarray(np.where(left < right, idx - 1, idx))
 
 
-def _loglik_table(k: np.ndarray, n: np.ndarray) -> np.ndarray:
-    """log P(k_i | n_i, rate, phi) for every tabulated rate and phi: shape (phi, rate, i)."""
+def _binomial(k: np.ndarray, n: np.ndarray, p: np.ndarray) -> np.ndarray:
+    return np.asarray(k * np.log(p) + (n - k) * np.log1p(-p))
+
+
+def _loglik_table(k: np.ndarray, n: np.ndarray, prior: OnsetPrior) -> np.ndarray:
+    """log P(k_i | n_i, rate, spread) for every tabulated rate and spread: (spread, rate, i)."""
     p = RATE_GRID[:, None]
     tables = []
-    for phi in PHI_GRID:
-        if np.isinf(phi):
-            ll = k * np.log(p) + (n - k) * np.log1p(-p)
+    for spread in prior.spread:
+        if prior.dispersion == "log-normal" and spread > 0:
+            nodes, weights = _HERMITE
+            wobbled = np.clip(
+                p[None] * np.exp(np.sqrt(2) * spread * nodes)[:, None, None], 1e-9, 1 - 1e-9
+            )
+            ll = logsumexp(
+                _binomial(k, n, wobbled) + np.log(weights / np.sqrt(np.pi))[:, None, None], axis=0
+            )
+        elif prior.dispersion == "log-normal" or np.isinf(spread):
+            ll = _binomial(k, n, p)
         else:
-            a, b = p * phi, (1 - p) * phi
+            a, b = p * spread, (1 - p) * spread
             ll = betaln(k + a, n - k + b) - betaln(a, b)
         tables.append(np.where(n > 0, ll, 0.0))
     return np.stack(tables)
 
 
-def onset_posterior(k: Sequence[int] | np.ndarray, n: Sequence[int] | np.ndarray) -> OnsetPosterior:
+def onset_posterior(
+    k: Sequence[int] | np.ndarray,
+    n: Sequence[int] | np.ndarray,
+    prior: OnsetPrior = DEFAULT_PRIOR,
+) -> OnsetPosterior:
     """The onset posterior of a series of counts: k successes in n trials per checkpoint."""
     ks = np.asarray(k, dtype=float)
     ns = np.asarray(n, dtype=float)
@@ -94,10 +142,11 @@ def onset_posterior(k: Sequence[int] | np.ndarray, n: Sequence[int] | np.ndarray
     t = len(ks)
     if t < 2 or not np.any(ns > 0):
         return OnsetPosterior(t, 0.0, np.full(max(t, 1), 1.0 / max(t, 1)))
-    table = _loglik_table(ks, ns)  # (phi, rate, i)
+    table = _loglik_table(ks, ns, prior)  # (spread, rate, i)
     cum = np.concatenate([np.zeros((*table.shape[:2], 1)), np.cumsum(table, axis=2)], axis=2)
-    j0 = _rate_index(P0_GRID)  # (p0,)
-    j1 = _rate_index(P0_GRID[:, None] * RATIO_GRID[None, :])  # (p0, r)
+    p0_grid, ratio_grid = np.array(prior.p0), np.array(prior.ratio)
+    j0 = _rate_index(p0_grid)  # (p0,)
+    j1 = _rate_index(p0_grid[:, None] * ratio_grid[None, :])  # (p0, r)
     # No rise: p0 everywhere.
     null = cum[:, j0, t]  # (phi, p0)
     log_null = logsumexp(null) - np.log(null.size)
@@ -105,25 +154,27 @@ def onset_posterior(k: Sequence[int] | np.ndarray, n: Sequence[int] | np.ndarray
     taus = np.arange(t)
     before = cum[:, j0, :t][:, :, None, :]  # (phi, p0, 1, tau)
     full = cum[:, j1, :]  # (phi, p0, r, t + 1)
-    logs = np.full((t, len(RAMPS)), -np.inf)
-    for li, ramp in enumerate(RAMPS):
+    logs = np.full((t, len(prior.ramps)), -np.inf)
+    for li, ramp in enumerate(prior.ramps):
         fracs = np.arange(1, ramp) / ramp  # the ramp's checkpoints before the full rate
         ramp_j = _rate_index(
-            P0_GRID[:, None, None] * (1 + (RATIO_GRID[None, :, None] - 1) * fracs[None, None, :])
+            p0_grid[:, None, None] * (1 + (ratio_grid[None, :, None] - 1) * fracs[None, None, :])
         )  # (p0, r, L-1)
-        ll = np.broadcast_to(before, (len(PHI_GRID), len(P0_GRID), len(RATIO_GRID), t)).copy()
+        ll = np.broadcast_to(before, (len(prior.spread), len(p0_grid), len(ratio_grid), t)).copy()
         for s in range(min(ramp - 1, t)):  # the s-th ramp checkpoint of onset tau is tau + s
             ramp_ll = table[:, ramp_j[:, :, s], :]  # (phi, p0, r, i)
             ll[..., : t - s] += ramp_ll[..., s:]
         end = np.minimum(t, taus + ramp - 1)
         ll += full[..., t : t + 1] - full[..., end]
         flat = ll.reshape(-1, t)
-        logs[:, li] = logsumexp(flat, axis=0) - np.log(flat.shape[0])
+        top = flat.max(axis=0)  # logsumexp over the grid, in place (the hot loop)
+        np.exp(np.subtract(flat, top, out=flat), out=flat)
+        logs[:, li] = np.log(flat.sum(axis=0)) + top - np.log(flat.shape[0])
     logs[0] = -np.inf  # an onset needs a checkpoint before it
-    per_onset = logsumexp(logs, axis=1) - np.log(len(RAMPS))  # (t,), tau = 0 stays -inf
+    per_onset = logsumexp(logs + prior.log_ramp_weights(), axis=1)  # (t,); tau = 0 stays -inf
     log_rise = logsumexp(per_onset[1:]) - np.log(t - 1)
-    prior = np.log([1 - PRIOR_RISE, PRIOR_RISE])
-    evidence = logsumexp([log_null + prior[0], log_rise + prior[1]])
-    p_rise = float(np.exp(log_rise + prior[1] - evidence))
+    odds = np.log([1 - prior.p_rise, prior.p_rise])
+    evidence = logsumexp([log_null + odds[0], log_rise + odds[1]])
+    p_rise = float(np.exp(log_rise + odds[1] - evidence))
     onset = np.exp(per_onset - logsumexp(per_onset))
     return OnsetPosterior(t, p_rise, onset)

@@ -11,7 +11,7 @@ import pytest
 
 from governance import open_registry
 from governance.check import decide
-from governance.onset import onset_posterior
+from governance.onset import OnsetPrior, onset_posterior
 
 RNG = np.random.default_rng(2026)
 
@@ -52,6 +52,28 @@ def test_missing_checkpoints_keep_their_place() -> None:
     n[10:14] = 0
     post = onset_posterior(k, n)
     assert post.p_rise > 0.99 and 20 <= post.estimate() <= 26
+
+
+def test_the_prior_can_be_chosen() -> None:
+    k, n = simulate(60, 30, 0.01, 6, 1)
+    binomial = onset_posterior(k, n, OnsetPrior(spread=(float("inf"),)))
+    unwobbled = onset_posterior(k, n, OnsetPrior(spread=(0.0,), dispersion="log-normal"))
+    assert np.allclose(binomial.onset, unwobbled.onset) and binomial.p_rise == unwobbled.p_rise
+    slight = onset_posterior(k, n, OnsetPrior(spread=(0.01,), dispersion="log-normal"))
+    assert np.abs(slight.onset - binomial.onset).max() < 0.02
+    # Told that rises are steps, the model places this step more sharply than when a long ramp
+    # might have begun earlier, and never later than the default does.
+    steps = onset_posterior(k, n, OnsetPrior(ramps=(1,)))
+    default = onset_posterior(k, n)
+    assert steps.restore_index(0.02) >= default.restore_index(0.02)
+    assert steps.p_onset_by(27) < default.p_onset_by(27)
+    # A ramp weight of zero rules that length out: the same as leaving it off the list.
+    zero = OnsetPrior(ramps=(1, 2, 3), ramp_weights=(1.0, 0.0, 1.0))
+    assert np.allclose(
+        onset_posterior(k, n, zero).onset, onset_posterior(k, n, OnsetPrior(ramps=(1, 3))).onset
+    )
+    with pytest.raises(ValueError, match="one weight per ramp"):
+        OnsetPrior(ramps=(1, 2), ramp_weights=(1.0,))
 
 
 def test_bad_counts_are_refused() -> None:
