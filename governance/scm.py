@@ -24,6 +24,36 @@ def open_repo(folder: Path) -> git.Repo:
         ) from exc
 
 
+# core.fsync's words that name loose objects (git-config(1)); git's default leaves them out.
+_LOOSE_OBJECT_WORDS = {"loose-object", "objects", "committed", "added", "all"}
+
+
+def syncs_objects(repo: git.Repo) -> bool:
+    """Whether git, as configured here, flushes the objects it writes to disk (fsync).
+
+    gov holds the content it stores (a report kept in DVC) to the same durability: git's default
+    (`core.fsync` without loose objects) trusts the OS to write it back, and so does gov; a repo
+    set to flush objects (`core.fsync=objects`, `all`, ... or `core.fsyncObjectFiles`) gets the
+    stored reports flushed too."""
+    reader = repo.config_reader()
+    flushed = False
+    if reader.has_option("core", "fsyncObjectFiles"):
+        flushed = str(reader.get_value("core", "fsyncObjectFiles")).lower() in {
+            "true",
+            "1",
+            "yes",
+            "on",
+        }
+    if reader.has_option("core", "fsync"):
+        for word in str(reader.get_value("core", "fsync")).split(","):
+            word = word.strip()
+            if word == "none" or (word.startswith("-") and word[1:] in _LOOSE_OBJECT_WORDS):
+                flushed = False
+            elif word in _LOOSE_OBJECT_WORDS:
+                flushed = True
+    return flushed
+
+
 def work_tree(repo: git.Repo) -> Path:
     if repo.bare or repo.working_tree_dir is None:
         raise NotAGitRepository(f"{repo.git_dir} is a bare git repository: gov needs a work tree")

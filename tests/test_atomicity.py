@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import git
+import pytest
 from conftest import snapshot
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -101,3 +102,28 @@ def test_concurrent_writers_lose_nothing(registry, workspace: Path) -> None:
     assert all(len(c.parents) == 1 for c in new_commits)
     assert repo.git.status("--porcelain") == ""
     repo.git.fsck("--strict")
+
+
+@pytest.mark.parametrize(
+    ("settings", "flushed"),
+    [
+        ({}, False),  # git's own default leaves loose objects to the OS
+        ({"fsync": "committed,-loose-object"}, False),
+        ({"fsync": "objects"}, True),
+        ({"fsync": "all"}, True),
+        ({"fsync": "all,-objects"}, False),
+        ({"fsync": "loose-object,none"}, False),
+        ({"fsync": "pack,reference"}, False),
+        ({"fsyncObjectFiles": "true"}, True),
+    ],
+)
+def test_stored_reports_are_flushed_where_git_flushes_objects(
+    tmp_path: Path, settings: dict[str, str], flushed: bool
+) -> None:
+    from governance.scm import syncs_objects
+
+    repo = git.Repo.init(tmp_path)
+    with repo.config_writer() as config:
+        for key, value in settings.items():
+            config.set_value("core", key, value)
+    assert syncs_objects(repo) is flushed

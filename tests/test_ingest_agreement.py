@@ -31,8 +31,8 @@ FIELDS: dict[str, tuple[list[object], list[object]]] = {
     "judge": (['"cot-monitor"'], ['"oracle"', "7"]),
     "judge_version": (['"1"', "1"], ["1.0", "true", '""', '"2"']),
     "episode": (
-        ['"e1"', "7", "-3", '"\\u0065"', '"a\\nb"', '"x y"'],
-        ['""', "7.5", "true", "null", '{"a": 1}', '["x"]'],
+        ['"e1"', "7", "-3", "0", '"\\u0065"', '"a\\nb"', '"x y"', '" "', '"\\""'],
+        ['""', "7.5", "1e3", "true", "false", "null", '{"a": 1}', '["x"]'],
     ),
     "verdict": (
         ['"none"', '"rejected"', '"rationalized"', '"overt"'],
@@ -40,8 +40,8 @@ FIELDS: dict[str, tuple[list[object], list[object]]] = {
     ),
     "divergent": (["true", "false"], ['"true"', "1", "0", "null"]),
     "confidence": (
-        [ABSENT, "0", "1", "0.5", "null", "1e-3", "1E0", "-0"],
-        ["1.5", "-0.1", '"0.5"', "true"],
+        [ABSENT, "0", "1", "0.5", "0.0", "null", "1e-3", "1E0", "-0"],
+        ["1.5", "-0.1", "1e1", '"0.5"', '"1"', "true", "false", "[0.5]", '{"c": 1}'],
     ),
     "evidence": (
         [
