@@ -893,6 +893,7 @@ def _stage(
         fmt = sniff(path)
         kind = detect_kind(path, fmt)
         incoming = reports_dir / f".incoming-{secrets.token_hex(6)}"
+        before = _identity(path)
         copier = _Copy(path, incoming, flush)
         copier.start()
         scan: EpisodeScan | None = None
@@ -908,10 +909,17 @@ def _stage(
             incoming.unlink(missing_ok=True)
             raise
         copier.join()
-        if copier.error is not None:
+        if copier.error is not None or _identity(path) != before:
             _discard(scan)
             incoming.unlink(missing_ok=True)
-            raise GovError(f"{path}: cannot be copied into the workspace: {copier.error}")
+            if copier.error is not None:
+                raise GovError(f"{path}: cannot be copied into the workspace: {copier.error}")
+            # The counts come from one read and the stored copy from another: they must be the
+            # same bytes, or a decision would name a report that does not hold its evidence.
+            raise GovError(
+                f"{path}: changed while it was being ingested; nothing stored "
+                "(ingest it once whatever writes it has finished)"
+            )
         if copier.md5 in known or any(s.entry.md5 == copier.md5 for s in staged):
             result.unchanged.append((str(path), copier.md5))
             incoming.unlink()
@@ -932,6 +940,12 @@ def _stage(
             ingested=utc_now(),
         )
         staged.append(_Staged(path, incoming, stored, entry, tallies, scan))
+
+
+def _identity(path: Path) -> tuple[int, int, int, int]:
+    """What changes when a file is written to or replaced: inode, device, size, mtime."""
+    st = path.stat()
+    return st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns
 
 
 def _describe(entries: list[ReportEntry]) -> tuple[str, str]:

@@ -385,3 +385,25 @@ def test_progress_is_reported_to_a_callback(registry, reports: Path) -> None:
     path = write_jsonl(reports / "p.jsonl", mixed(100, 30))
     ingest(registry, [path], progress=lambda _phase, fraction: seen.append(fraction))
     assert seen and seen[-1] == 1.0 and all(0 <= f <= 1 for f in seen)
+
+
+def test_a_report_written_to_while_it_is_ingested_is_refused(registry, workspace, reports) -> None:
+    """The counts are read from one pass and the stored copy from another: if the file moves
+    between them (a judge still appending), nothing is stored and the user is told why."""
+    from governance.errors import GovError
+    from governance.ingest import ingest
+
+    path = write_jsonl(reports / "growing.jsonl", mixed(100, 30))
+    before = snapshot(workspace)
+
+    def append_more(_phase: str, fraction: float) -> None:
+        if fraction == 1.0:  # the scan is done: the judge writes one more episode
+            with path.open("a") as handle:
+                handle.write(json.dumps(episode(100, 999)) + "\n")
+
+    with pytest.raises(GovError, match="changed while it was being ingested; nothing stored"):
+        ingest(registry, [path], progress=append_more)
+    assert snapshot(workspace) == before
+    assert not list((workspace / "reports").glob(".incoming-*"))
+    ingest(registry, [path])  # once it is complete, it goes in whole: 31 episodes
+    assert registry.summary().judgments == 31
