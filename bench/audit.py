@@ -23,6 +23,7 @@ from pathlib import Path
 import git
 from workspace import bench_workspace
 
+from governance import audit, open_registry
 from governance.audit import ENTRY_TRAILER, GENESIS, HEAD_TRAILER, KINDS, entry_id
 
 
@@ -100,6 +101,15 @@ def main() -> None:
         ]
         for label, cmd in rows:
             print(f"  {label:40} {timed(cmd, root):6.2f} s")
+        # What one `gov check` reads of the trail: the newest decision's policies, and the
+        # redesign pressure once per environment series (300 here), as the default policies do.
+        ws = open_registry(root).ws
+        start = time.perf_counter()
+        audit.policy_change(ws, {})
+        for env in range(300):
+            audit.redesigns(ws, f"env-{env}")
+        label = "a check's trail reads, 300 environments"
+        print(f"  {label:40} {time.perf_counter() - start:6.2f} s (library)")
 
 
 if __name__ == "__main__":

@@ -368,16 +368,35 @@ def _committed_text(ws: Workspace, rel: str) -> bytes | None:
 
 
 # -- monitor pressure -------------------------------------------------------------------------
+# The last trail read for pressure, keyed by what an append or a repair changes (a check asks
+# once per environment: with a long trail and many environments, re-reading it dominated).
+_pressure_seen: dict[tuple[int, int, int, int], dict[str, dict[str, int]]] = {}
+
+
+def _stamp(path: Path) -> tuple[int, int, int, int] | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
 def pressure(ws: Workspace) -> dict[str, dict[str, int]]:
     """Per environment: how many interventions of each kind were made on monitor evidence."""
-    found: dict[str, dict[str, int]] = {}
-    for _, entry in read(ws):
-        if entry["kind"] not in PRESSURE_KINDS:
-            continue
-        for env in _environments(entry.get("subject", {})):
-            counts = found.setdefault(env, dict.fromkeys(PRESSURE_KINDS, 0))
-            counts[entry["kind"]] += 1
-    return found
+    stamp = _stamp(trail_path(ws))
+    found = _pressure_seen.get(stamp) if stamp is not None else None
+    if found is None:
+        found = {}
+        for _, entry in read(ws):
+            if entry["kind"] not in PRESSURE_KINDS:
+                continue
+            for env in _environments(entry.get("subject", {})):
+                counts = found.setdefault(env, dict.fromkeys(PRESSURE_KINDS, 0))
+                counts[entry["kind"]] += 1
+        if stamp is not None and stamp == _stamp(trail_path(ws)):
+            _pressure_seen.clear()
+            _pressure_seen[stamp] = found
+    return {env: dict(counts) for env, counts in found.items()}
 
 
 def _environments(subject: dict[str, str]) -> list[str]:
@@ -396,10 +415,12 @@ def policy_change(ws: Workspace, current: dict[str, str]) -> dict[str, list[str]
 
     gov does not write policies (people edit and commit them), so a change is noticed, and
     recorded, by the next decision that reads them."""
-    last: dict[str, str] = {}
-    for _, entry in read(ws):
-        if entry["kind"] in ("policy_change", "check"):
-            last = entry.get("inputs", {}).get("policies", last)
+    last = _last_policies(trail_path(ws))
+    if last is None:  # read forwards: names the line that cannot be read
+        last = {}
+        for _, entry in read(ws):
+            if entry["kind"] in ("policy_change", "check"):
+                last = entry.get("inputs", {}).get("policies", last)
     if last == current:
         return None
     return {
@@ -407,3 +428,36 @@ def policy_change(ws: Workspace, current: dict[str, str]) -> dict[str, list[str]
         "removed": sorted(set(last) - set(current)),
         "changed": sorted(p for p in current if p in last and last[p] != current[p]),
     }
+
+
+def _last_policies(path: Path, block: int = 1 << 16) -> dict[str, str] | None:
+    """The policies of the newest check or policy_change entry, reading the trail from its end
+    (a decision needs only the latest; the trail only grows). None: a line that is not an
+    entry was met, or the trail is missing, for the forward read to report."""
+    try:
+        handle = path.open("rb")
+    except FileNotFoundError:
+        return None
+    with handle:
+        end = handle.seek(0, os.SEEK_END)
+        carry = b""
+        while end > 0:
+            start = max(0, end - block)
+            handle.seek(start)
+            lines = (handle.read(end - start) + carry).split(b"\n")
+            carry = lines.pop(0) if start > 0 else b""  # may be cut: joined with the next block
+            for raw in reversed(lines):
+                if not raw.strip():
+                    continue
+                try:
+                    entry = json.loads(raw)
+                except ValueError:
+                    return None
+                if not isinstance(entry, dict) or "kind" not in entry:
+                    return None
+                if entry["kind"] in ("policy_change", "check"):
+                    policies = entry.get("inputs", {}).get("policies")
+                    if isinstance(policies, dict):
+                        return policies
+            end = start
+    return {}

@@ -297,3 +297,40 @@ def test_entries_are_signed_when_git_signs(gov, registry, workspace: Path, tmp_p
     )
     assert verified.returncode == 0, verified.stderr
     assert 'Good "git" signature' in verified.stderr
+
+
+@pytest.mark.parametrize("block", [7, 64, 1 << 16])
+def test_the_latest_policies_are_read_from_the_end_of_the_trail(tmp_path: Path, block) -> None:
+    """A check compares the policies with the newest decision's, reading the trail backwards;
+    it must find what a read from the start finds, whatever the block boundaries cut."""
+    from governance.audit import _last_policies
+
+    path = tmp_path / "trail.jsonl"
+    lines, expected = [], {}
+    for i in range(40):
+        kind = ["check", "flag_raised", "policy_change", "override"][i % 4]
+        entry = {"seq": i, "id": f"e{i}", "kind": kind, "inputs": {}}
+        if kind in ("check", "policy_change") and i % 3:
+            entry["inputs"]["policies"] = {f"policies/p{i % 5}.yaml": "x" * (i % 9)}
+        lines.append(json.dumps(entry))
+        if "policies" in entry["inputs"]:
+            expected = entry["inputs"]["policies"]
+        path.write_text("\n".join(lines) + "\n")
+        assert _last_policies(path, block) == expected, i
+    path.write_text("\n".join(lines[:3]) + "\nnot json\n")
+    assert _last_policies(path, block) is None  # the forward read then names the line
+    path.write_text("not json\n" + "\n".join(lines[:1]) + "\n")
+    assert _last_policies(path, block) is None  # met before any decision: the same
+
+
+def test_pressure_follows_every_append(ws: Path) -> None:
+    from governance import audit
+
+    workspace = open_registry(ws).ws
+    before = audit.pressure(workspace).get("math-proofs", {}).get("redesign", 0)
+    for i in (1, 2):
+        with workspace.change(f"redesign {i}") as change:
+            audit.append(
+                change, "redesign", subject={"environment": "math-proofs"}, outcome=f"r{i}"
+            )
+        assert audit.pressure(workspace)["math-proofs"]["redesign"] == before + i
