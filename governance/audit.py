@@ -23,6 +23,7 @@ import git
 
 from .errors import GovError
 from .models import utc_now
+from .storage import FileStamp, file_stamp
 from .workspace import Change, Workspace
 
 TRAIL = "trail.jsonl"
@@ -370,20 +371,12 @@ def _committed_text(ws: Workspace, rel: str) -> bytes | None:
 # -- monitor pressure -------------------------------------------------------------------------
 # The last trail read for pressure, keyed by what an append or a repair changes (a check asks
 # once per environment: with a long trail and many environments, re-reading it dominated).
-_pressure_seen: dict[tuple[int, int, int, int], dict[str, dict[str, int]]] = {}
-
-
-def _stamp(path: Path) -> tuple[int, int, int, int] | None:
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        return None
-    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+_pressure_seen: dict[FileStamp, dict[str, dict[str, int]]] = {}
 
 
 def pressure(ws: Workspace) -> dict[str, dict[str, int]]:
     """Per environment: how many interventions of each kind were made on monitor evidence."""
-    stamp = _stamp(trail_path(ws))
+    stamp = file_stamp(trail_path(ws))
     found = _pressure_seen.get(stamp) if stamp is not None else None
     if found is None:
         found = {}
@@ -393,7 +386,7 @@ def pressure(ws: Workspace) -> dict[str, dict[str, int]]:
             for env in _environments(entry.get("subject", {})):
                 counts = found.setdefault(env, dict.fromkeys(PRESSURE_KINDS, 0))
                 counts[entry["kind"]] += 1
-        if stamp is not None and stamp == _stamp(trail_path(ws)):
+        if stamp is not None and stamp == file_stamp(trail_path(ws)):
             _pressure_seen.clear()
             _pressure_seen[stamp] = found
     return {env: dict(counts) for env, counts in found.items()}

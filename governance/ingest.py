@@ -36,7 +36,7 @@ from .errors import GovError, NotFound, ReportRejected
 from .models import utc_now
 from .registry import Registry
 from .reports import AggregatedCounts, JudgedEpisode
-from .storage import iter_jsonl_models, model_json_line
+from .storage import file_stamp, iter_jsonl_models, model_json_line
 from .workspace import Workspace
 
 MAX_RECORD_BYTES = 1 << 20
@@ -300,11 +300,6 @@ def _connect(ws: Workspace) -> Any:
     return con
 
 
-_JSON_COLUMNS = (
-    "{schema_version: 'JSON', run: 'JSON', step: 'JSON', environment: 'JSON', "
-    "environment_version: 'JSON', judge: 'JSON', judge_version: 'JSON', episode: 'JSON', "
-    "verdict: 'JSON', divergent: 'JSON', confidence: 'JSON', evidence: 'JSON', note: 'JSON'}"
-)
 _EPISODE_FIELDS = (
     "schema_version",
     "run",
@@ -320,6 +315,7 @@ _EPISODE_FIELDS = (
     "evidence",
     "note",
 )
+_JSON_COLUMNS = "{" + ", ".join(f"{f}: 'JSON'" for f in _EPISODE_FIELDS) + "}"  # as JSON text
 
 # A row passes only if each per-row field would pass the pydantic model too (see test_ingest's
 # property test): episode a non-empty string or an integer, confidence a number in [0, 1],
@@ -893,7 +889,7 @@ def _stage(
         fmt = sniff(path)
         kind = detect_kind(path, fmt)
         incoming = reports_dir / f".incoming-{secrets.token_hex(6)}"
-        before = _identity(path)
+        before = file_stamp(path)
         copier = _Copy(path, incoming, flush)
         copier.start()
         scan: EpisodeScan | None = None
@@ -909,7 +905,7 @@ def _stage(
             incoming.unlink(missing_ok=True)
             raise
         copier.join()
-        if copier.error is not None or _identity(path) != before:
+        if copier.error is not None or file_stamp(path) != before:
             _discard(scan)
             incoming.unlink(missing_ok=True)
             if copier.error is not None:
@@ -940,12 +936,6 @@ def _stage(
             ingested=utc_now(),
         )
         staged.append(_Staged(path, incoming, stored, entry, tallies, scan))
-
-
-def _identity(path: Path) -> tuple[int, int, int, int]:
-    """What changes when a file is written to or replaced: inode, device, size, mtime."""
-    st = path.stat()
-    return st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns
 
 
 def _describe(entries: list[ReportEntry]) -> tuple[str, str]:

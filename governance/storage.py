@@ -25,6 +25,19 @@ _Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _Dumper: type[yaml.SafeDumper] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
+FileStamp = tuple[int, int, int, int]
+
+
+def file_stamp(path: Path) -> FileStamp | None:
+    """What any write to a file, or its replacement, changes: device, inode, size, mtime.
+    None when there is no such file."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
 def atomic_write(path: Path, data: bytes) -> None:
     """Replace `path` with `data` in one rename; a crash leaves the old file or the new one."""
     path.parent.mkdir(parents=True, exist_ok=True)
