@@ -1,61 +1,40 @@
-"""The `gov` command: parse the arguments, call one library function, format what it returns.
+"""The `gov` command: click declarations, one `governance.api` call per command, and one way
+to render what it returns (`governance.render`).
 
-Installed as `governance.cli` (see pyproject.toml); every command has a Python twin in `governance`.
+Installed as `governance.cli` (see pyproject.toml). Everything here is argument parsing and
+display; the product's logic, defaults and file formats live in the library.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, is_dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import click
-from pydantic import BaseModel
-from rich import box
-from rich.console import Console
-from rich.table import Table
 
-from governance import __version__
+from governance import api, render
 from governance.errors import GovError
-from governance.example import ExampleResult, build_example
-from governance.ingest import ingest as ingest_reports
-from governance.metrics import METRICS, wilson
-from governance.metrics import series as metric_series
-from governance.models import Checkpoint, CheckpointStatus, Environment, Judge, Run
-from governance.registry import (
-    Registry,
-    acknowledge_flag,
-    get_flag,
-    list_flags,
-    open_registry,
-    parse_checkpoint_ref,
-)
-from governance.reports import report_json_schema
-from governance.storage import atomic_write
-from governance.workspace import init as init_workspace
-
-if TYPE_CHECKING:
-    from governance.check import Decision
-
-# The statistics (numpy, scipy) load only for the commands that use them: a registry command
-# should not pay their import time.
 
 F = TypeVar("F", bound=Callable[..., Any])
 INTERNAL_ERROR = 3
 
+# What to tell a command-line user where the library names the keyword argument that fixes it.
+REMEDIES: dict[str, Callable[[str], str]] = {
+    "replace": lambda m: f"{m}; pass --replace to record the new verdicts in their place",
+    "override": lambda m: f"{m} (--override --reason TEXT, and that is recorded)",
+    "name": lambda m: f"{m}: pass another --name",
+    "since": lambda m: f"--since {m}",
+    "workspace": lambda m: f"{m}, or pass --workspace",
+    "workspace_folder": lambda m: f"--workspace {m}",
+}
 
-def _console() -> Console:
-    # Not a terminal (CI logs, pipes): no colour, and wide enough that tables do not fold.
-    return Console(width=None if sys.stdout.isatty() else 140, highlight=False, soft_wrap=False)
 
+def output_options(*choices: str) -> Callable[[F], F]:
+    """The `--format` option, the same on every command that prints data."""
 
-def format_option(*choices: str) -> Callable[[F], F]:
     def decorate(func: F) -> F:
         return click.option(
             "--format",
@@ -69,44 +48,14 @@ def format_option(*choices: str) -> Callable[[F], F]:
     return decorate
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, BaseModel):
-        return value.model_dump(mode="json", exclude_none=True)
-    if is_dataclass(value) and not isinstance(value, type):
-        return _jsonable(asdict(value))
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
-def echo_json(value: Any) -> None:
-    click.echo(json.dumps(_jsonable(value), indent=2, default=str))
-
-
-def echo_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    table = Table(box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False)
-    for column in columns:
-        table.add_column(column)
-    for row in rows:
-        table.add_row(*("" if v is None else str(v) for v in row))
-    console = _console()
-    console.print(f"[bold]{title}[/bold]", soft_wrap=True)
-    console.print(table)
-
-
-def echo_fields(fields: Sequence[tuple[str, Any]]) -> None:
-    width = max(len(k) for k, _ in fields)
-    for key, value in fields:
-        click.echo(f"{key:<{width}}  {'' if value is None else value}")
-
-
-def registry(ctx: click.Context) -> Registry:
+def _ws(ctx: click.Context) -> Path | None:
     workspace: Path | None = ctx.find_root().params.get("workspace")
-    return open_registry(workspace)
+    return workspace
+
+
+def _actor(ctx: click.Context) -> str | None:
+    actor: str | None = ctx.find_root().params.get("actor")
+    return actor
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -120,8 +69,8 @@ def registry(ctx: click.Context) -> Registry:
 @click.option(
     "--actor", help="Who is acting, for the audit trail (default: git's user.name and email)."
 )
-@click.version_option(__version__, prog_name="gov")
-def cli(workspace: Path | None, traceback: bool, actor: str | None) -> None:  # noqa: ARG001
+@click.version_option(api.__version__, prog_name="gov")
+def cli(workspace: Path | None, traceback: bool, actor: str | None) -> None:
     """gov: checkpoint governance and rollback for RL training of reasoning models.
 
     Judges read sampled episodes' chains of thought and actions; gov tells a bad reason that was
@@ -140,10 +89,6 @@ def cli(workspace: Path | None, traceback: bool, actor: str | None) -> None:  # 
         gov check main@1000 && gov promote main@1000
         gov rollback recommend                     # when an environment is flagged
     """
-    if actor:
-        import os
-
-        os.environ["GOV_ACTOR"] = actor
 
 
 @cli.command()
@@ -162,7 +107,7 @@ def init(directory: Path) -> None:
         gov init
         gov init path/to/training-repo
     """
-    result = init_workspace(directory)
+    result = api.init(directory)
     if not result.created:
         click.echo(f"{result.root} is already a gov workspace; nothing to do")
         return
@@ -172,7 +117,7 @@ def init(directory: Path) -> None:
 
 
 @cli.command()
-@format_option("table", "json")
+@output_options("table", "json")
 @click.pass_context
 def status(ctx: click.Context, fmt: str) -> None:
     """Summarise the workspace: runs, checkpoints, environments, judges.
@@ -182,34 +127,7 @@ def status(ctx: click.Context, fmt: str) -> None:
         gov status
         gov status --format json
     """
-    summary = registry(ctx).summary()
-    if fmt == "json":
-        echo_json(summary)
-        return
-    _print_summary(summary.__dict__)
-
-
-def _counts(counts: dict[str, int]) -> str:
-    return ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in counts.items() if n) or "none"
-
-
-def _print_summary(s: dict[str, Any]) -> None:
-    echo_fields(
-        [
-            ("workspace", s["root"]),
-            ("git HEAD", (s["head"] or "no commit")[:12]),
-            ("DVC remote", s["dvc_remote"] or "none (artifacts only in the local DVC cache)"),
-            ("runs", s["runs"]),
-            ("checkpoints", f"{s['checkpoints']} ({_counts(s['checkpoints_by_status'])})"),
-            (
-                "environments",
-                f"{sum(s['environments_by_status'].values())} "
-                f"({_counts(s['environments_by_status'])})",
-            ),
-            ("judges", s["judges"]),
-            ("reports", f"{s['reports']} ingested ({s['judgments']} judgments)"),
-        ]
-    )
+    render.emit(api.status(_ws(ctx)), fmt, render.summary)
 
 
 # -- runs ---------------------------------------------------------------------------------
@@ -231,13 +149,12 @@ def run_add(ctx: click.Context, name: str, parent: str | None, note: str | None)
         gov run add main
         gov run add main-r1 --parent main@2400 --note "restart after redesign of code-tests"
     """
-    parent_run, step = parse_checkpoint_ref(parent) if parent else (None, None)
-    record = registry(ctx).add_run(name, parent_run=parent_run, forked_from_step=step, note=note)
+    record = api.run_add(_ws(ctx), name, parent=parent, note=note)
     click.echo(f"registered run {record.id}")
 
 
 @run.command("list")
-@format_option("table", "json")
+@output_options("table", "json")
 @click.pass_context
 def run_list(ctx: click.Context, fmt: str) -> None:
     """List the runs with their parents and checkpoint counts.
@@ -246,26 +163,16 @@ def run_list(ctx: click.Context, fmt: str) -> None:
     Example:
         gov run list --format json
     """
-    reg = registry(ctx)
-    runs = reg.runs()
-    counts = {r.id: len(reg.checkpoints(r.id)) for r in runs}
+    found = api.run_list(_ws(ctx))
     if fmt == "json":
-        echo_json([{**_jsonable(r), "checkpoints": counts[r.id]} for r in runs])
+        render.echo_json([{**render.jsonable(r.run), "checkpoints": r.checkpoints} for r in found])
         return
-    echo_table(
-        "runs",
-        ["run", "parent", "checkpoints", "created", "note"],
-        [[r.id, _parent(r), counts[r.id], r.created.isoformat(), r.note] for r in runs],
-    )
-
-
-def _parent(r: Run) -> str:
-    return f"{r.parent_run}@{r.forked_from_step}" if r.parent_run else "-"
+    render.run_list(found)
 
 
 @run.command("show")
 @click.argument("name")
-@format_option("table", "json")
+@output_options("table", "json")
 @click.pass_context
 def run_show(ctx: click.Context, name: str, fmt: str) -> None:
     """Show a run, its lineage and its checkpoints.
@@ -274,69 +181,10 @@ def run_show(ctx: click.Context, name: str, fmt: str) -> None:
     Example:
         gov run show main
     """
-    reg = registry(ctx)
-    lineage = reg.lineage(name)
-    checkpoints = reg.checkpoints(name)
-    if fmt == "json":
-        echo_json(
-            {
-                "run": lineage[-1],
-                "lineage": [f"{r.id}" for r in lineage],
-                "checkpoints": checkpoints,
-            }
-        )
-        return
-    record = lineage[-1]
-    steps = [c.step for c in checkpoints]
-    echo_fields(
-        [
-            ("run", record.id),
-            ("created", record.created.isoformat()),
-            ("forked from", _parent(record)),
-            ("lineage", " -> ".join(r.id for r in lineage)),
-            (
-                "checkpoints",
-                f"{len(steps)}" + (f" (steps {steps[0]}-{steps[-1]})" if steps else ""),
-            ),
-            ("note", record.note),
-        ]
-    )
+    render.emit(api.run_show(_ws(ctx), name), fmt, render.run_show)
 
 
 # -- checkpoints --------------------------------------------------------------------------
-def _parse_exposure(values: Sequence[str], exposure_file: Path | None) -> dict[str, float]:
-    exposure: dict[str, float] = {}
-    if exposure_file is not None:
-        exposure.update(_read_exposure_file(exposure_file))
-    for value in values:
-        key, sep, weight = value.rpartition("=")
-        try:
-            exposure[key] = float(weight)
-        except ValueError:
-            key = ""
-        if not sep or not key:
-            raise click.BadParameter(
-                f"{value!r}: expected ENV[@VERSION]=WEIGHT, for example code-tests=0.25",
-                param_hint="--exposure",
-            ) from None
-    return exposure
-
-
-def _read_exposure_file(path: Path) -> dict[str, float]:
-    import yaml
-
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise GovError(f"{path}: cannot read the exposure file: {exc}".splitlines()[0]) from exc
-    if not isinstance(data, dict) or not all(
-        isinstance(k, str) and isinstance(v, int | float) and not isinstance(v, bool)
-        for k, v in data.items()
-    ):
-        raise GovError(f"{path}: an exposure file maps ENV[@VERSION] to a weight, e.g. `math: 0.5`")
-    return {k: float(v) for k, v in data.items()}
-
-
 @cli.group()
 def checkpoint() -> None:
     """Checkpoints: artifacts tracked by DVC, with what they were trained on."""
@@ -359,7 +207,7 @@ def checkpoint() -> None:
     help="A YAML mapping of ENV[@VERSION] to weight, instead of (or besides) --exposure.",
 )
 @click.option("--note", help="A note kept with the checkpoint.")
-@format_option("table", "json")
+@output_options("table", "json")
 @click.pass_context
 def checkpoint_add(
     ctx: click.Context,
@@ -378,23 +226,24 @@ def checkpoint_add(
     Example:
         gov checkpoint add main@1200 ckpt/step-1200.pt -e code-tests=0.6 -e math@v2=0.4
     """
-    run_name, step = parse_checkpoint_ref(ref)
-    weights = _parse_exposure(exposure, exposure_file)
-    record = registry(ctx).add_checkpoint(run_name, step, artifact, weights, note=note)
-    if fmt == "json":
-        echo_json(record)
-        return
-    click.echo(f"registered checkpoint {record.ref} ({record.artifact}, md5 {record.artifact_md5})")
+    record = api.checkpoint_add(
+        _ws(ctx), ref, artifact, exposure, exposure_file=exposure_file, note=note
+    )
+    render.emit(
+        record,
+        fmt,
+        lambda c: click.echo(f"registered checkpoint {c.ref} ({c.artifact}, md5 {c.artifact_md5})"),
+    )
 
 
 @checkpoint.command("list")
 @click.option("--run", "run_name", help="Only this run's checkpoints.")
 @click.option(
     "--status",
-    type=click.Choice([s.value for s in CheckpointStatus]),
+    type=click.Choice(api.CHECKPOINT_STATUSES),
     help="Only checkpoints with this status.",
 )
-@format_option("table", "json")
+@output_options("table", "json")
 @click.pass_context
 def checkpoint_list(ctx: click.Context, run_name: str | None, status: str | None, fmt: str) -> None:
     """List checkpoints, by run and step.
@@ -403,32 +252,13 @@ def checkpoint_list(ctx: click.Context, run_name: str | None, status: str | None
     Example:
         gov checkpoint list --run main --status promoted
     """
-    found = registry(ctx).checkpoints(run_name)
-    if status:
-        found = [c for c in found if c.status.value == status]
-    if fmt == "json":
-        echo_json(found)
-        return
-    echo_table(
-        "checkpoints",
-        ["checkpoint", "status", "created", "artifact", "md5", "environments"],
-        [
-            [
-                c.ref,
-                c.status.value,
-                c.created.isoformat(),
-                c.artifact,
-                c.artifact_md5[:10],
-                len(c.exposure),
-            ]
-            for c in found
-        ],
-    )
+    found = api.checkpoint_list(_ws(ctx), run=run_name, status=status)
+    render.emit(found, fmt, render.checkpoint_list)
 
 
 @checkpoint.command("show")
 @click.argument("ref", metavar="RUN@STEP")
-@format_option("table", "json")
+@output_options("table", "json")
 @click.pass_context
 def checkpoint_show(ctx: click.Context, ref: str, fmt: str) -> None:
     """Show one checkpoint and its exposure.
@@ -437,29 +267,7 @@ def checkpoint_show(ctx: click.Context, ref: str, fmt: str) -> None:
     Example:
         gov checkpoint show main@1200
     """
-    record: Checkpoint = registry(ctx).checkpoint(*parse_checkpoint_ref(ref))
-    if fmt == "json":
-        echo_json(record)
-        return
-    echo_fields(
-        [
-            ("checkpoint", record.ref),
-            ("status", record.status.value),
-            ("created", record.created.isoformat()),
-            ("artifact", record.artifact),
-            ("md5", record.artifact_md5),
-            ("size", record.artifact_size),
-            ("note", record.note),
-        ]
-    )
-    echo_table(
-        "exposure",
-        ["environment", "version", "hash", "weight"],
-        [
-            [e.environment, f"v{e.version}", e.hash[7:19], f"{e.weight:.4f}"]
-            for e in record.exposure
-        ],
-    )
+    render.emit(api.checkpoint_show(_ws(ctx), ref), fmt, render.checkpoint_show)
 
 
 # -- environments -------------------------------------------------------------------------
@@ -487,7 +295,7 @@ def env() -> None:
 @_HASH
 @click.option("--description", help="What the environment trains.")
 @click.option("--note", help="A note on this first version.")
-@format_option("table", "json")
+@output_options("table", "json")
 @click.pass_context
 def env_add(
     ctx: click.Context,
@@ -505,17 +313,14 @@ def env_add(
         gov env add code-tests --from envs/code_tests --from scoring/code_tests.py
         gov env add math --hash sha256:3f2a...  --description "competition math"
     """
-    record = registry(ctx).add_environment(
-        name, paths=list(paths), content_hash=digest, description=description, note=note
+    record = api.env_add(
+        _ws(ctx), name, paths=paths, content_hash=digest, description=description, note=note
     )
-    _print_env(record, fmt, f"registered environment {record.id} v1 ({record.current.hash})")
-
-
-def _print_env(record: Environment, fmt: str, message: str) -> None:
-    if fmt == "json":
-        echo_json(record)
-    else:
-        click.echo(message)
+    render.emit(
+        record,
+        fmt,
+        lambda e: click.echo(f"registered environment {e.id} v1 ({e.current.hash})"),
+    )
 
 
 @env.command("version")
@@ -523,7 +328,7 @@ def _print_env(record: Environment, fmt: str, message: str) -> None:
 @_FROM
 @_HASH
 @click.option("--note", required=True, help="What the redesign changed (required).")
-@format_option("table", "json")
+@output_options("table", "json")
 @click.pass_context
 def env_version(
     ctx: click.Context,
@@ -539,15 +344,18 @@ def env_version(
     Example:
         gov env version code-tests --from envs/code_tests --note "hidden tests; grader checks I/O"
     """
-    record = registry(ctx).add_environment_version(
-        name, paths=list(paths), content_hash=digest, note=note
+    record = api.env_version(
+        _ws(ctx), name, note=note, paths=paths, content_hash=digest, actor=_actor(ctx)
     )
-    v = record.current
-    _print_env(record, fmt, f"environment {record.id} is now v{v.number} ({v.hash})")
+    render.emit(
+        record,
+        fmt,
+        lambda e: click.echo(f"environment {e.id} is now v{e.current.number} ({e.current.hash})"),
+    )
 
 
 @env.command("list")
-@format_option("table", "json")
+@output_options("table", "json")
 @click.pass_context
 def env_list(ctx: click.Context, fmt: str) -> None:
     """List environments with their status and current version.
@@ -556,23 +364,12 @@ def env_list(ctx: click.Context, fmt: str) -> None:
     Example:
         gov env list --format json
     """
-    found = registry(ctx).environments()
-    if fmt == "json":
-        echo_json(found)
-        return
-    echo_table(
-        "environments",
-        ["environment", "status", "version", "hash", "description"],
-        [
-            [e.id, e.status.value, f"v{e.current.number}", e.current.hash[7:19], e.description]
-            for e in found
-        ],
-    )
+    render.emit(api.env_list(_ws(ctx)), fmt, render.env_list)
 
 
 @env.command("show")
 @click.argument("name")
-@format_option("table", "json")
+@output_options("table", "json")
 @click.pass_context
 def env_show(ctx: click.Context, name: str, fmt: str) -> None:
     """Show an environment and its version history.
@@ -581,22 +378,7 @@ def env_show(ctx: click.Context, name: str, fmt: str) -> None:
     Example:
         gov env show code-tests
     """
-    record = registry(ctx).environment(name)
-    if fmt == "json":
-        echo_json(record)
-        return
-    echo_fields(
-        [
-            ("environment", record.id),
-            ("status", record.status.value),
-            ("description", record.description),
-        ]
-    )
-    echo_table(
-        "versions",
-        ["version", "hash", "created", "note"],
-        [[f"v{v.number}", v.hash, v.created.isoformat(), v.note] for v in record.versions],
-    )
+    render.emit(api.env_show(_ws(ctx), name), fmt, render.env_show)
 
 
 # -- judges -------------------------------------------------------------------------------
@@ -617,7 +399,7 @@ def judge() -> None:
 @click.option("--rubric-hash", help="A precomputed sha256 hash of the rubric instead of --rubric.")
 @click.option("--description", help="What the judge is (model, person, ensemble).")
 @click.option("--note", help="A note on this version.")
-@format_option("table", "json")
+@output_options("table", "json")
 @click.pass_context
 def judge_add(
     ctx: click.Context,
@@ -635,22 +417,26 @@ def judge_add(
     Example:
         gov judge add cot-monitor --version 2026.10 --rubric monitor/rubric.md
     """
-    record: Judge = registry(ctx).add_judge(
+    record = api.judge_add(
+        _ws(ctx),
         name,
         version,
-        rubric=list(rubric),
+        rubric=rubric,
         rubric_hash=rubric_hash,
         description=description,
         note=note,
     )
-    if fmt == "json":
-        echo_json(record)
-        return
-    click.echo(f"registered judge {record.id} version {version} ({record.current.rubric_hash})")
+    render.emit(
+        record,
+        fmt,
+        lambda j: click.echo(
+            f"registered judge {j.id} version {version} ({j.current.rubric_hash})"
+        ),
+    )
 
 
 @judge.command("list")
-@format_option("table", "json")
+@output_options("table", "json")
 @click.pass_context
 def judge_list(ctx: click.Context, fmt: str) -> None:
     """List judges and their versions.
@@ -659,24 +445,12 @@ def judge_list(ctx: click.Context, fmt: str) -> None:
     Example:
         gov judge list
     """
-    found = registry(ctx).judges()
-    if fmt == "json":
-        echo_json(found)
-        return
-    echo_table(
-        "judges",
-        ["judge", "version", "rubric hash", "created", "description"],
-        [
-            [j.id, v.version, v.rubric_hash[7:19], v.created.isoformat(), j.description]
-            for j in found
-            for v in j.versions
-        ],
-    )
+    render.emit(api.judge_list(_ws(ctx)), fmt, render.judge_list)
 
 
 @judge.command("show")
 @click.argument("name")
-@format_option("table", "json")
+@output_options("table", "json")
 @click.pass_context
 def judge_show(ctx: click.Context, name: str, fmt: str) -> None:
     """Show a judge and its versions.
@@ -685,16 +459,7 @@ def judge_show(ctx: click.Context, name: str, fmt: str) -> None:
     Example:
         gov judge show cot-monitor --format json
     """
-    record = registry(ctx).judge(name)
-    if fmt == "json":
-        echo_json(record)
-        return
-    echo_fields([("judge", record.id), ("description", record.description)])
-    echo_table(
-        "versions",
-        ["version", "rubric hash", "created", "note"],
-        [[v.version, v.rubric_hash, v.created.isoformat(), v.note] for v in record.versions],
-    )
+    render.emit(api.judge_show(_ws(ctx), name), fmt, render.judge_show)
 
 
 # -- reports and metrics ---------------------------------------------------------------------
@@ -712,7 +477,7 @@ def judge_show(ctx: click.Context, name: str, fmt: str) -> None:
     help="Let these reports replace earlier verdicts on the same episodes by the same judge "
     "version (recorded in the ledger and the commit). Without it, a changed verdict is refused.",
 )
-@format_option("table", "json")
+@output_options("table", "json")
 @click.pass_context
 def ingest(
     ctx: click.Context, files: tuple[Path, ...], folder: Path | None, replace: bool, fmt: str
@@ -729,39 +494,13 @@ def ingest(
         gov ingest monitor-output/main-step-001200.jsonl.gz
         gov ingest --replace rejudged/main-step-001200.jsonl
     """
-    if folder is not None:
-        files = files + tuple(
-            sorted(
-                p
-                for p in folder.iterdir()
-                if p.is_file() and p.name.endswith((".jsonl", ".jsonl.gz", ".parquet"))
-            )
-        )
-    if not files:
-        if folder is None:
-            raise click.UsageError("give report FILES or --dir FOLDER")
-        click.echo(f"{folder}: no report files: nothing to ingest")
-        return
-    reg = registry(ctx)
+    if not files and folder is None:
+        raise click.UsageError("give report FILES or --dir FOLDER")
     with _progress_bar(files) as progress:
-        result = ingest_reports(reg, list(files), replace=replace, progress=progress)
-    if fmt == "json":
-        echo_json(result)
-        return
-    for source, md5 in result.unchanged:
-        click.echo(f"{source}: already ingested (md5 {md5}); nothing changed")
-    for entry in result.ingested:
-        extra = (
-            f", {entry.duplicates} repeated judgments not counted again" if entry.duplicates else ""
+        result = api.ingest(
+            _ws(ctx), files, folder=folder, replace=replace, progress=progress, actor=_actor(ctx)
         )
-        if entry.replaced:
-            extra += f", {entry.replaced} verdicts replacing earlier ones"
-        click.echo(
-            f"{entry.source}: {entry.records} records, {entry.counted} judgments counted in "
-            f"{entry.groups} groups{extra} -> {entry.path}"
-        )
-    if result.commit:
-        click.echo(f"committed {result.commit[:12]}")
+    render.emit(result, fmt, render.ingested)
 
 
 @contextmanager
@@ -771,6 +510,7 @@ def _progress_bar(files: Sequence[Path]) -> Iterator[Callable[[str, float], None
     if not (large and sys.stderr.isatty()):
         yield None
         return
+    from rich.console import Console
     from rich.progress import Progress
 
     with Progress(console=Console(stderr=True), transient=True) as bar:
@@ -782,20 +522,25 @@ def _progress_bar(files: Sequence[Path]) -> Iterator[Callable[[str, float], None
         yield update
 
 
-@cli.group()
-def schema() -> None:
-    """JSON Schemas of gov's file formats, for other tools to validate against."""
+@cli.command("schema")
+@click.argument("name", required=False)
+@click.option("--list", "listing", is_flag=True, help="List the schemas and their files.")
+def schema(name: str | None, listing: bool) -> None:
+    """Print the JSON Schema of one of gov's file formats (or, with --list, name them all).
 
-
-@schema.command("report")
-def schema_report() -> None:
-    """Print the JSON Schema of a divergence report (episode-level and aggregated records).
+    report (a judge's divergence report), run, checkpoint, environment, judge, flag, ledger,
+    policy, audit-entry, decision, override, rollback, workspace.
 
     \b
     Example:
         gov schema report > gov-report.schema.json
+        gov schema --list
     """
-    echo_json(report_json_schema())
+    if listing or name is None:
+        for key, where in api.schema()["schemas"].items():
+            click.echo(f"{key:<12} {where}")
+        return
+    render.echo_json(api.schema(name))
 
 
 @cli.command()
@@ -806,7 +551,7 @@ def schema_report() -> None:
     "--metric",
     "metric_names",
     multiple=True,
-    type=click.Choice([*METRICS, "all"]),
+    type=click.Choice([*api.METRIC_NAMES, "all"]),
     help="The metric(s) to show (repeatable; default rationalization_rate).",
 )
 @click.option(
@@ -815,7 +560,7 @@ def schema_report() -> None:
     type=click.Path(file_okay=False, path_type=Path),
     help="Write one CSV per series (step, rate, low, high) here, for `dvc plots`.",
 )
-@format_option("table", "json", "csv")
+@output_options("table", "json", "csv")
 @click.pass_context
 def metrics(
     ctx: click.Context,
@@ -836,99 +581,21 @@ def metrics(
         gov metrics --env code-unit-tests
         gov metrics --metric all --format csv > metrics.csv
     """
-    if "all" in metric_names or (not metric_names and fmt != "table"):
-        names = list(METRICS)  # files and JSON carry every metric unless asked otherwise
-    else:
-        names = list(metric_names) or ["rationalization_rate"]
-    found = metric_series(
-        registry(ctx), metrics=names, run=run_name, environment=environment, judge=judge_name
+    result = api.metrics(
+        _ws(ctx),
+        names=metric_names,
+        run=run_name,
+        environment=environment,
+        judge=judge_name,
+        every=fmt != "table",
+        plots=plots_dir,
     )
-    if plots_dir is not None:
-        plots_dir.mkdir(parents=True, exist_ok=True)
-        for s in found:
-            lines = ["step,rate,low,high"] + [
-                f"{p.step},{_num(p.value)},{_num(p.low)},{_num(p.high)}" for p in s.points
-            ]
-            name = f"{s.environment}-v{s.environment_version}-{s.judge}-{s.judge_version}.csv"
-            atomic_write(plots_dir / name, ("\n".join(lines) + "\n").encode())
-        click.echo(f"wrote {len(found)} series to {plots_dir}")
-        return
-    if fmt == "json":
-        echo_json(found)
-        return
-    if fmt == "csv":
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(
-            [
-                "metric",
-                "run",
-                "step",
-                "environment",
-                "environment_version",
-                "judge",
-                "judge_version",
-                "k",
-                "n",
-                "value",
-                "low",
-                "high",
-            ]
-        )
-        for s in found:
-            for p in s.points:
-                writer.writerow(
-                    [
-                        s.metric,
-                        p.run,
-                        p.step,
-                        s.environment,
-                        s.environment_version,
-                        s.judge,
-                        s.judge_version,
-                        p.k,
-                        p.n,
-                        _num(p.value),
-                        _num(p.low),
-                        _num(p.high),
-                    ]
-                )
-        click.echo(buffer.getvalue(), nl=False)
-        return
-    if not found:
-        click.echo("no judgments ingested yet for this selection: see `gov ingest`")
-        return
-    judges_per_env: dict[tuple[str, str], set[tuple[str, str]]] = {}
-    for s in found:
-        judges_per_env.setdefault((s.metric, s.environment), set()).add((s.judge, s.judge_version))
-    for s in found:
-        rows = [
-            [f"{p.run}@{p.step}", p.k, p.n, _pct(p.value), f"[{_pct(p.low)}, {_pct(p.high)}]"]
-            if p.value is not None
-            else [f"{p.run}@{p.step}", p.k, p.n, "-", "insufficient evidence (n = 0)"]
-            for p in s.points
-        ]
-        echo_table(
-            f"{s.metric} · {s.environment} v{s.environment_version} · judge {s.judge} "
-            f"{s.judge_version}",
-            ["checkpoint", "k", "n", "value", "95% interval"],
-            rows,
-        )
-    for (metric, env), judges in judges_per_env.items():
-        if len(judges) > 1:
-            listed = ", ".join(f"{j} {v}" for j, v in sorted(judges))
-            click.echo(
-                f"note: {env} has {len(judges)} judge series for {metric} ({listed}): "
-                "shown separately, not pooled"
-            )
-
-
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{value * 100:.2f}%"
-
-
-def _num(value: float | None) -> str:
-    return "" if value is None else f"{value:.6g}"
+    if plots_dir is not None or fmt == "table":
+        render.metrics_table(result)
+    elif fmt == "csv":
+        render.metrics_csv(result)
+    else:
+        render.echo_json(result.series)
 
 
 # -- gates: check, promote, flags ------------------------------------------------------------
@@ -943,7 +610,7 @@ def _num(value: float | None) -> str:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Also write the decision's figures as a DVC metrics JSON file.",
 )
-@format_option("table", "json", "junit", "github", "markdown")
+@output_options("table", "json", "junit", "github", "markdown")
 @click.option("--all", "show_all", is_flag=True, help="List clear results too (table format).")
 @click.option(
     "--dry-run", is_flag=True, help="Evaluate and print, but record nothing and flag nothing."
@@ -972,90 +639,29 @@ def check(
         gov check main@7250 --format junit > gov-check.xml
         gov check main@7250 --format github      # annotations in a GitHub workflow
     """
-    from governance import render
-    from governance.check import decide, decision_record
-    from governance.check import record as record_decision
-
-    reg = registry(ctx)
     if latest == (ref is not None):
         raise click.UsageError("give RUN@STEP or --latest, one of them")
-    if ref is None:
-        run = _default_run(reg, run_name)
-        own = reg.checkpoints(run)
-        if not own:
-            click.echo(f"run {run!r} has no checkpoints yet: nothing to check")
-            if metrics_file is not None:
-                atomic_write(metrics_file, b'{"checkpoint": null, "outcome": "none"}\n')
-            return
-        ref = own[-1].ref
-    decision = decide(reg, ref)
-    if not dry_run:
-        record_decision(reg, decision)
-    if metrics_file is not None:
-        figures = {
-            "checkpoint": decision.checkpoint,
-            "outcome": decision.outcome,
-            "blocked": int(decision.outcome == "block"),
-            "fired": len(decision.fired),
-            "flagged": len(decision.flagged),
-        }
-        atomic_write(metrics_file, (json.dumps(figures, indent=2) + "\n").encode())
-    if fmt == "json":
-        echo_json(decision_record(decision))
-    elif fmt == "junit":
+    record, actor = not dry_run, _actor(ctx)
+    decision = (
+        api.check(_ws(ctx), ref, record=record, metrics_file=metrics_file, actor=actor)
+        if ref is not None
+        else api.check_latest(
+            _ws(ctx), run=run_name, record=record, metrics_file=metrics_file, actor=actor
+        )
+    )
+    if decision is None:
+        click.echo("the run has no checkpoints yet: nothing to check")
+        return
+    if fmt == "junit":
         click.echo(render.junit(decision), nl=False)
     elif fmt == "github":
         click.echo(render.github(decision), nl=False)
     elif fmt == "markdown":
         click.echo(render.markdown(decision), nl=False)
     else:
-        _print_decision(decision, show_all)
+        render.emit(decision, fmt, lambda d: render.decision_text(d, show_all))
     if decision.outcome == "block" and not exit_zero:
         ctx.exit(1)
-
-
-def _print_decision(decision: Decision, show_all: bool) -> None:
-    click.secho(
-        f"decision: {decision.outcome.upper()} at {decision.checkpoint}",
-        bold=True,
-        fg={"pass": "green", "warn": "yellow", "block": "red"}[decision.outcome],
-    )
-    rows = []
-    clear = thin = 0
-    for r in decision.results:
-        if not show_all and r.status == "clear":
-            clear += 1
-            continue
-        if not show_all and r.status == "insufficient" and r.policy not in decision.gating:
-            thin += 1
-            continue
-        probability = "-" if r.probability is None else f"{r.probability:.3f}"
-        numbers = (
-            "-"
-            if r.value is None
-            else f"{r.k}/{r.n} = {_pct(r.value)} [{_pct(r.low)}, {_pct(r.high)}]"
-        )
-        rows.append([r.policy, r.series.label, r.status, numbers, probability, r.reason])
-    if rows:
-        echo_table(
-            "results", ["policy", "series", "result", "at this checkpoint", "P", "why"], rows
-        )
-    if clear or thin:
-        click.echo(
-            f"{clear} more results are clear and {thin} have too little evidence to say, "
-            "which this decision does not count against the checkpoint (--all lists them)"
-        )
-    empty = [r for r in decision.results if r.reason.startswith("no judgments for")]
-    if empty and len(empty) == len(decision.results):
-        click.echo(f"no evidence: nothing judged up to {decision.checkpoint} (see `gov ingest`)")
-    if decision.flagged:
-        click.echo(f"flagged for redesign: {', '.join(decision.flagged)}")
-    fired = {a for acts in decision.actions.values() for a in acts}
-    if "recommend_rollback" in fired:
-        click.echo("a policy recommends a rollback: see `gov rollback recommend`")
-    if "require_review" in fired:
-        click.echo("a policy requires a human review of this checkpoint")
-    click.echo(f"inputs digest {decision.digest[:16]} (registry, policies, reports, judges)")
 
 
 @cli.command()
@@ -1074,13 +680,13 @@ def promote(ctx: click.Context, ref: str, override: bool, reason: str | None) ->
         gov check main@4000 && gov promote main@4000
         gov promote main@7250 --override --reason "judge misfires on this env; see #123"
     """
-    from governance.promotion import promote as promote_checkpoint
-
     if override and not reason:
         raise click.UsageError("--override needs --reason TEXT")
     if reason and not override:
         raise click.UsageError("--reason goes with --override")
-    result = promote_checkpoint(registry(ctx), ref, override_reason=reason if override else None)
+    result = api.promote(
+        _ws(ctx), ref, override_reason=reason if override else None, actor=_actor(ctx)
+    )
     how = f" (override: {result.override})" if result.override else f" (check {result.outcome})"
     click.echo(f"promoted {result.checkpoint}{how}")
 
@@ -1091,7 +697,7 @@ def flags() -> None:
 
 
 @flags.command("list")
-@format_option("table", "json")
+@output_options("table", "json")
 @click.pass_context
 def flags_list(ctx: click.Context, fmt: str) -> None:
     """List flags, open and resolved.
@@ -1100,29 +706,12 @@ def flags_list(ctx: click.Context, fmt: str) -> None:
     Example:
         gov flags list
     """
-    found = list_flags(registry(ctx))
-    if fmt == "json":
-        echo_json(found)
-        return
-    echo_table(
-        "flags",
-        ["environment", "version", "status", "raised at", "policies"],
-        [
-            [
-                f.environment,
-                f"v{f.version}",
-                f.status,
-                f.checkpoint,
-                ", ".join(sorted({e.policy for e in f.evidence})),
-            ]
-            for f in found
-        ],
-    )
+    render.emit(api.flags_list(_ws(ctx)), fmt, render.flag_list)
 
 
 @flags.command("show")
 @click.argument("environment")
-@format_option("table", "json")
+@output_options("table", "json")
 @click.pass_context
 def flags_show(ctx: click.Context, environment: str, fmt: str) -> None:
     """Show a flag and its evidence.
@@ -1131,34 +720,7 @@ def flags_show(ctx: click.Context, environment: str, fmt: str) -> None:
     Example:
         gov flags show code-unit-tests
     """
-    flag = get_flag(registry(ctx), environment)
-    if fmt == "json":
-        echo_json(flag)
-        return
-    echo_fields(
-        [
-            ("environment", f"{flag.environment} (flagged version v{flag.version})"),
-            ("status", flag.status),
-            ("raised at", flag.checkpoint),
-            ("decision", flag.decision[:16]),
-            (
-                "acknowledged",
-                f"{flag.acknowledged_by}: {flag.acknowledged_reason}"
-                if flag.acknowledged_by
-                else None,
-            ),
-            ("resolved by", f"v{flag.resolved_by_version}" if flag.resolved_by_version else None),
-        ]
-    )
-    echo_table(
-        "evidence",
-        ["policy", "series", "why"],
-        [[e.policy, e.series, e.reason] for e in flag.evidence],
-    )
-    if flag.status != "resolved":
-        click.echo(
-            f"resolve it by registering the redesign: gov env version {flag.environment} ..."
-        )
+    render.emit(api.flag_show(_ws(ctx), environment), fmt, render.flag_show)
 
 
 @flags.command("ack")
@@ -1172,23 +734,13 @@ def flags_ack(ctx: click.Context, environment: str, reason: str) -> None:
     Example:
         gov flags ack code-unit-tests --reason "grader rewrite tracked in #456"
     """
-    from governance.audit import actor_of
-
-    reg = registry(ctx)
-    flag = acknowledge_flag(reg, environment, reason, actor_of(reg.ws))
+    flag = api.flag_ack(_ws(ctx), environment, reason, actor=_actor(ctx))
     click.echo(f"acknowledged the flag on {flag.environment} ({flag.acknowledged_by})")
 
 
 @cli.group()
 def policy() -> None:
     """Policy tooling: lint, explain a computation, run test cases."""
-
-
-def _policy_folder(ctx: click.Context, folder: Path | None) -> tuple[Path, Path]:
-    if folder is not None:
-        return folder.resolve(), folder.resolve().parent
-    ws = registry(ctx).ws
-    return ws.policies, ws.root
 
 
 @policy.command("lint")
@@ -1207,16 +759,9 @@ def policy_lint(ctx: click.Context, folder: Path | None) -> None:
         gov policy lint
         gov policy lint path/to/policies
     """
-    from governance.policy_tools import lint as lint_policies
-
-    folder, root = _policy_folder(ctx, folder)
-    findings = lint_policies(folder, root)
-    for finding in findings:
-        click.echo(str(finding), err=finding.level == "error")
-    errors = sum(1 for f in findings if f.level == "error")
-    files = len([*folder.glob("*.yaml"), *folder.glob("*.yml")])
-    click.echo(f"{files} policy files, {errors} errors, {len(findings) - errors} warnings")
-    if errors:
+    result = api.policy_lint(_ws(ctx) if folder is None else None, folder)
+    render.lint(result)
+    if result.errors:
         ctx.exit(2)
 
 
@@ -1232,9 +777,7 @@ def policy_explain(ctx: click.Context, name: str, ref: str, environment: str | N
     Example:
         gov policy explain rationalization-rate-rising main@7250 --env code-unit-tests
     """
-    from governance.policy_tools import explain as explain_policy
-
-    for line in explain_policy(registry(ctx), name, ref, environment):
+    for line in api.policy_explain(_ws(ctx), name, ref, environment):
         click.echo(line)
 
 
@@ -1253,21 +796,9 @@ def policy_test(ctx: click.Context, folder: Path | None) -> None:
     Example:
         gov policy test
     """
-    from governance.policies import load_policies
-    from governance.policy_tools import run_tests as run_policy_tests
-
-    policies_dir, root = _policy_folder(ctx, None)
-    tests = folder.resolve() if folder is not None else policies_dir / "tests"
-    results = run_policy_tests(tests, root, load_policies(policies_dir, root))
-    for r in results:
-        mark = "ok  " if r.passed else "FAIL"
-        click.echo(
-            f"{mark} {r.policy}: {r.case}"
-            + ("" if r.passed else f" (expected {r.expected}, got {r.got}: {r.reason})")
-        )
-    failed = sum(1 for r in results if not r.passed)
-    click.echo(f"{len(results) - failed} passed, {failed} failed")
-    if failed:
+    results = api.policy_test(_ws(ctx), folder)
+    render.policy_tests(results)
+    if any(not r.passed for r in results):
         ctx.exit(1)
 
 
@@ -1276,22 +807,25 @@ def rollback() -> None:
     """The restore point: the checkpoint to restart training from, before the problem arose."""
 
 
-@rollback.command("recommend")
-@click.option("--run", "run_name", help="The run (default: the only run, or `main`).")
-@click.option(
+_ALPHA = click.option(
     "--alpha",
     type=float,
-    default=0.02,
+    default=api.DEFAULT_ALPHA,
     show_default=True,
     help="The largest acceptable chance that the restore point is already contaminated.",
 )
+
+
+@rollback.command("recommend")
+@click.option("--run", "run_name", help="The run (default: the only run, or `main`).")
+@_ALPHA
 @click.option(
     "--metrics",
     "metrics_file",
     type=click.Path(dir_okay=False, path_type=Path),
     help="Also write the recommendation's figures as a DVC metrics JSON file.",
 )
-@format_option("table", "json")
+@output_options("table", "json")
 @click.pass_context
 def rollback_recommend(
     ctx: click.Context, run_name: str | None, alpha: float, metrics_file: Path | None, fmt: str
@@ -1307,70 +841,10 @@ def rollback_recommend(
         gov rollback recommend --run main
         gov rollback recommend --alpha 0.01 --format json
     """
-    from governance.rollback import recommend, record_recommendation
-
-    reg = registry(ctx)
-    rec = recommend(reg, _default_run(reg, run_name), alpha=alpha)
-    record_recommendation(reg, rec)
-    if metrics_file is not None:
-        figures = {
-            "restore": rec.restore,
-            "p_contaminated": rec.p_contaminated,
-            "alpha": rec.alpha,
-            "checkpoints_lost": rec.checkpoints_lost,
-            "steps_lost": rec.steps_lost,
-            "flagged": len(rec.flagged),
-        }
-        atomic_write(metrics_file, (json.dumps(figures, indent=2) + "\n").encode())
-    if fmt == "json":
-        echo_json(rec)
-        return
-    _print_recommendation(rec)
-
-
-def _default_run(reg: Registry, run_name: str | None) -> str:
-    if run_name is not None:
-        return run_name
-    runs = [r.id for r in reg.runs()]
-    return runs[0] if len(runs) == 1 else "main"
-
-
-def _print_recommendation(rec: Any) -> None:
-    if rec.restore is None:
-        click.echo(f"no restore point: {rec.reason}")
-    else:
-        click.secho(f"restore point: {rec.restore}", bold=True)
-        click.echo(
-            f"  P(already contaminated) = {rec.p_contaminated:.4f} (alpha {rec.alpha}); "
-            f"training given up: {rec.checkpoints_lost} checkpoints, {rec.steps_lost} steps"
-        )
-    if rec.flagged:
-        echo_table(
-            "environments to redesign",
-            [
-                "environment",
-                "judge",
-                "P(rise)",
-                "onset (median)",
-                "90% credible interval",
-                "P(onset <= restore)",
-            ],
-            [
-                [
-                    e.environment,
-                    e.judge,
-                    f"{e.p_rise:.3f}",
-                    e.onset,
-                    f"{e.onset_interval[0]} .. {e.onset_interval[1]}",
-                    f"{e.p_contaminated:.4f}",
-                ]
-                for e in rec.flagged
-            ],
-        )
-    if rec.fine:
-        click.echo(f"fine: {', '.join(rec.fine)}")
-    for line in rec.skipped:
-        click.echo(f"skipped (safer, not restorable): {line}")
+    rec = api.rollback_recommend(
+        _ws(ctx), run=run_name, alpha=alpha, metrics_file=metrics_file, actor=_actor(ctx)
+    )
+    render.emit(rec, fmt, render.recommendation)
 
 
 @rollback.command("apply")
@@ -1383,13 +857,7 @@ def _print_recommendation(rec: Any) -> None:
     help="Where to write the restore point's checkpoint artifact.",
 )
 @click.option("--name", "new_run", help="The new run's name (default: RUN-rN).")
-@click.option(
-    "--alpha",
-    type=float,
-    default=0.02,
-    show_default=True,
-    help="The largest acceptable chance that the restore point is contaminated.",
-)
+@_ALPHA
 @click.option("--yes", is_flag=True, help="Do it; without --yes this is a dry run.")
 @click.pass_context
 def rollback_apply(
@@ -1411,26 +879,16 @@ def rollback_apply(
         gov rollback apply --to restart/ckpt.pt            # dry run
         gov rollback apply --to restart/ckpt.pt --yes
     """
-    from governance.rollback import apply, recommend
-
-    reg = registry(ctx)
-    run = _default_run(reg, run_name)
-    if not yes:
-        rec = recommend(reg, run, alpha=alpha)
-        _print_recommendation(rec)
-        if rec.restore is not None:
-            click.echo(
-                f"dry run: with --yes, gov would fork a new run from {rec.restore}, write its "
-                f"artifact to {target}, and put {', '.join(e.environment for e in rec.flagged)} "
-                "in redesign"
-            )
-        return
-    done = apply(reg, run, to=target, new_run=new_run, alpha=alpha)
-    click.echo(
-        f"new run {done.new_run} forked from {done.recommendation.restore}; artifact at "
-        f"{done.artifact}; in redesign: {', '.join(done.redesign)} "
-        f"(commit {(done.commit or '-')[:12]})"
+    plan = api.rollback_apply(
+        _ws(ctx),
+        target,
+        run=run_name,
+        new_run=new_run,
+        alpha=alpha,
+        dry_run=not yes,
+        actor=_actor(ctx),
     )
+    render.rollback_plan(plan)
 
 
 @cli.group("audit")
@@ -1444,7 +902,7 @@ def audit_group() -> None:
 @click.option("--checkpoint", help="Only entries about this checkpoint (RUN@STEP).")
 @click.option("--env", "environment", help="Only entries about this environment.")
 @click.option("--kind", help="Only entries of this kind (check, promotion, override, ...).")
-@format_option("table", "json")
+@output_options("table", "json")
 @click.pass_context
 def audit_log(
     ctx: click.Context,
@@ -1462,42 +920,20 @@ def audit_log(
         gov audit log --since 7d --kind override
         gov audit log --env code-unit-tests --format json
     """
-    from governance import audit
-
-    ws = registry(ctx).ws
-    found = audit.log(
-        ws,
-        since=audit.parse_since(since) if since else None,
+    found = api.audit_log(
+        _ws(ctx),
+        since=since,
         run=run_name,
         checkpoint=checkpoint,
         environment=environment,
         kind=kind,
     )
-    if fmt == "json":
-        echo_json(found)
-        return
-    echo_table(
-        f"audit trail ({len(found)} entries)",
-        ["#", "id", "time", "kind", "subject", "outcome", "actor", "reason"],
-        [
-            [
-                e["seq"],
-                e["id"][:12],
-                e["time"],
-                e["kind"],
-                " ".join(f"{k}={v}" for k, v in e.get("subject", {}).items()),
-                e["outcome"],
-                e["actor"],
-                (e.get("reason") or "")[:60],
-            ]
-            for e in found
-        ],
-    )
+    render.emit(found, fmt, render.audit_log)
 
 
 @audit_group.command("show")
 @click.argument("entry")
-@format_option("table", "json")
+@output_options("table", "json")
 @click.pass_context
 def audit_show(ctx: click.Context, entry: str, fmt: str) -> None:
     """Show one entry (by number, or by a prefix of its id) and what it references: the
@@ -1507,29 +943,7 @@ def audit_show(ctx: click.Context, entry: str, fmt: str) -> None:
     Example:
         gov audit show 3f2a9c
     """
-    from governance import audit
-
-    shown = audit.show(registry(ctx).ws, entry)
-    if fmt == "json":
-        echo_json(shown)
-        return
-    click.echo(json.dumps(shown["entry"], indent=2))
-    resolved = shown["resolved"]
-    if "commit" in resolved:
-        click.echo(f"recorded in commit {resolved['commit']}")
-    for path, text in resolved.get("policies", {}).items():
-        click.echo(f"--- {path} (as committed then)")
-        click.echo(text if text is not None else "(not in that commit)")
-    if resolved.get("decision"):
-        fired = [r for r in resolved["decision"]["results"] if r["status"] == "fired"]
-        click.echo(f"--- decision: {resolved['decision']['outcome']}, {len(fired)} results fired")
-        for r in fired:
-            click.echo(f"  {r['policy']}: {r['reason']} (k = {r['k']}, n = {r['n']})")
-            if r.get("seen"):
-                seen = ", ".join(f"{ref} {k}/{n}" for ref, k, n in r["seen"][-12:])
-                click.echo(f"    the series it saw (last 12 of {len(r['seen'])}): {seen}")
-    for md5 in resolved.get("reports_missing", []):
-        click.echo(f"report {md5} is not in the workspace: `dvc pull` it to inspect")
+    render.emit(api.audit_show(_ws(ctx), entry), fmt, render.audit_show)
 
 
 @audit_group.command("verify")
@@ -1544,19 +958,11 @@ def audit_verify(ctx: click.Context) -> None:
     Example:
         gov audit verify
     """
-    from governance import audit
-
-    result = audit.verify(registry(ctx).ws)
-    click.echo(
-        f"audit trail intact: {result.entries} entries, head {(result.head or '-')[:16]}, "
-        f"{result.anchored} heads anchored in git history"
-    )
-    for md5 in result.missing_reports:
-        click.echo(f"note: report {md5} named by an entry is not in the workspace (dvc pull it)")
+    render.audit_verify(api.audit_verify(_ws(ctx)))
 
 
 @audit_group.command("pressure")
-@format_option("table", "json")
+@output_options("table", "json")
 @click.pass_context
 def audit_pressure(ctx: click.Context, fmt: str) -> None:
     """Interventions made on monitor evidence, per environment: each is optimization pressure
@@ -1566,26 +972,11 @@ def audit_pressure(ctx: click.Context, fmt: str) -> None:
     Example:
         gov audit pressure
     """
-    from governance import audit
-
-    found = audit.pressure(registry(ctx).ws)
+    result = api.audit_pressure(_ws(ctx))
     if fmt == "json":
-        echo_json(found)
+        render.echo_json(result.counts)
         return
-    echo_table(
-        "monitor pressure",
-        ["environment", "flags raised", "redesigns", "rollbacks"],
-        [
-            [env, c["flag_raised"], c["redesign"], c["rollback_applied"]]
-            for env, c in sorted(found.items())
-        ],
-    )
-    heavy = [env for env, c in found.items() if c["redesign"] >= 2]
-    for env in heavy:
-        click.echo(
-            f"{env}: redesigned {found[env]['redesign']} times on monitor evidence: check falling "
-            "rates with an independent held-out judge before trusting them"
-        )
+    render.pressure(result)
 
 
 @cli.command("report")
@@ -1610,9 +1001,7 @@ def report_command(ctx: click.Context, run_name: str | None, output: Path) -> No
     Example:
         gov report --run main -o review.html
     """
-    from governance.report import build_report
-
-    result = build_report(registry(ctx), output, run_name)
+    result = api.report(_ws(ctx), output, run=run_name)
     click.echo(
         f"wrote {result.path} (run {result.run}, {result.environments} environments, "
         f"flagged: {', '.join(result.flagged) or 'none'})"
@@ -1621,7 +1010,7 @@ def report_command(ctx: click.Context, run_name: str | None, output: Path) -> No
 
 @cli.command("backtest")
 @click.option("--run", "run_name", help="The run to replay (default: the only run, or `main`).")
-@format_option("table", "json")
+@output_options("table", "json")
 @click.pass_context
 def backtest_command(ctx: click.Context, run_name: str | None, fmt: str) -> None:
     """Replay the policies at every checkpoint of a run, each seeing only its past.
@@ -1635,43 +1024,7 @@ def backtest_command(ctx: click.Context, run_name: str | None, fmt: str) -> None
         gov backtest --run main
         gov backtest --run main --format json > backtest.json
     """
-    from governance.check import backtest as run_backtest
-
-    reg = registry(ctx)
-    result = run_backtest(reg, _default_run(reg, run_name))
-    if fmt == "json":
-        echo_json(result)
-        return
-    blocks = sum(1 for o in result.outcomes.values() if o == "block")
-    warns = sum(1 for o in result.outcomes.values() if o == "warn")
-    click.echo(
-        f"replayed {result.checkpoints} checkpoints of {result.run}: {blocks} would be blocked, "
-        f"{warns} would warn"
-    )
-    if result.alarms:
-        echo_table(
-            "first alarms",
-            ["first fired at", "policy", "series", "actions", "checkpoints fired", "restore point"],
-            [
-                [
-                    a.checkpoint,
-                    a.policy,
-                    a.series.label,
-                    ", ".join(a.actions),
-                    a.fired_at,
-                    a.restore or "-",
-                ]
-                for a in result.alarms
-            ],
-        )
-    for env, ref in sorted(result.flagged.items()):
-        click.echo(f"would flag {env} at {ref}")
-    if result.blocked_promotions:
-        click.echo(
-            f"promotions the policies would have blocked: {', '.join(result.blocked_promotions)}"
-        )
-    else:
-        click.echo("no promoted checkpoint would have been blocked")
+    render.emit(api.backtest(_ws(ctx), run=run_name), fmt, render.backtest)
 
 
 # -- the bundled example ------------------------------------------------------------------
@@ -1683,7 +1036,7 @@ def backtest_command(ctx: click.Context, run_name: str | None, fmt: str) -> None
     type=click.Path(file_okay=False, path_type=Path),
     help="A folder to use as the example's DVC remote (artifacts are pushed there).",
 )
-@format_option("table", "json")
+@output_options("table", "json")
 def example(directory: Path | None, seed: int | None, remote: Path | None, fmt: str) -> None:
     """Build the bundled example workspace and run gov's main job on it.
 
@@ -1695,45 +1048,12 @@ def example(directory: Path | None, seed: int | None, remote: Path | None, fmt: 
         gov example /tmp/gov-example
         cd /tmp/gov-example && gov status
     """
-    result: ExampleResult = build_example(directory, seed=seed, remote=remote)
-    if fmt == "json":
-        echo_json(result)
-        return
-    click.echo(f"built the example workspace in {result.root}")
-    click.echo("")
-    _print_summary(result.summary.__dict__)
-    click.echo("")
-    echo_table(
-        f"rationalization rate per environment: first {result.window} checkpoints against the "
-        f"last {result.window} (95% Wilson intervals), and the pattern the example planted",
-        ["environment", "early", "late", "planted pattern"],
-        [
-            [e.environment, _rate(e.early), _rate(e.late), result.patterns[e.environment]]
-            for e in result.environments
-        ],
-    )
-    click.echo(f"\ngov check {result.checked}: {result.outcome.upper()}")
-    for env, first in result.flagged.items():
-        click.echo(
-            f"  flagged for redesign: {env} (onset estimated at {result.onsets.get(env, '-')}; "
-            f"the policies would first have flagged it at {first})"
-        )
-    if result.restore:
-        click.echo(
-            f"restore point: {result.restore} (P(already contaminated) = "
-            f"{result.p_contaminated:.3f}; {result.checkpoints_lost} checkpoints of training "
-            "given up): see `gov rollback recommend`"
-        )
-    click.echo(f"review page: {result.report} (open it in a browser; it works offline)")
-    click.echo(f"\nnext: cd {result.root} && gov check {result.checked} && gov rollback recommend")
+    render.emit(api.example(directory, seed=seed, remote=remote), fmt, render.example)
 
 
-def _rate(counts: tuple[int, int]) -> str:
-    k, n = counts
-    if n == 0:
-        return "insufficient evidence"
-    low, high = wilson(k, n)
-    return f"{k}/{n} = {k / n:.2%} [{low:.2%}, {high:.2%}]"
+def _error_line(exc: GovError) -> str:
+    remedy = REMEDIES.get(exc.remedy or "")
+    return remedy(exc.message) if remedy else exc.message
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -1744,7 +1064,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except GovError as exc:
         if show_traceback:
             raise
-        click.secho(f"gov: error: {exc.message}", fg="red", err=True)
+        click.secho(f"gov: error: {_error_line(exc)}", fg="red", err=True)
         for line in exc.details:
             click.echo(f"  {line}", err=True)
         sys.exit(exc.exit_code)

@@ -24,7 +24,8 @@ import git
 from workspace import bench_workspace
 
 from governance import audit, open_registry
-from governance.audit import ENTRY_TRAILER, GENESIS, HEAD_TRAILER, KINDS, entry_id
+from governance.audit import ENTRY_TRAILER, GENESIS, HEAD_TRAILER, entry_id
+from governance.records import KINDS
 
 
 def write_trail(root: Path, entries: int, batches: int = 20) -> str:

@@ -22,7 +22,7 @@ from pathlib import Path
 from workspace import bench_workspace
 
 from governance import open_registry
-from governance.check import backtest
+from governance.backtest import backtest
 from governance.ingest import ingest
 
 

@@ -28,8 +28,8 @@ from multiprocessing import Pool
 
 import numpy as np
 
-from governance.metrics import wilson
-from governance.onset import DEFAULT_PRIOR, OnsetPrior, onset_posterior
+from governance.stats.intervals import wilson
+from governance.stats.onset import DEFAULT_PRIOR, OnsetPrior, onset_posterior
 
 BASELINE = 5  # checkpoints the threshold and CUSUM anchors take their baseline from
 LONGEST_RAMP = 15

@@ -21,8 +21,9 @@ from typing import Any
 
 import git
 
-from .errors import GovError
+from .errors import AuditError, GovError, TrailBroken
 from .models import utc_now
+from .records import KINDS, AuditEntry
 from .storage import FileStamp, file_stamp
 from .workspace import Change, Workspace
 
@@ -30,32 +31,8 @@ TRAIL = "trail.jsonl"
 HEAD_TRAILER = "Gov-Audit-Head"
 ENTRY_TRAILER = "Gov-Audit-Entry"
 GENESIS = "0" * 64
-KINDS = (
-    "check",
-    "promotion",
-    "override",
-    "flag_raised",
-    "flag_acknowledged",
-    "flag_resolved",
-    "redesign",
-    "rollback_recommended",
-    "rollback_applied",
-    "report_ingested",
-    "report_replaced",
-    "policy_change",
-)
 # Interventions made on the monitor's evidence: each is optimization pressure on the CoT.
 PRESSURE_KINDS = ("flag_raised", "redesign", "rollback_applied")
-
-
-class AuditError(GovError):
-    """The trail cannot be read: a malformed line, a missing folder."""
-
-
-class TrailBroken(GovError):
-    """The trail fails verification."""
-
-    exit_code = 1
 
 
 def trail_path(ws: Workspace) -> Path:
@@ -69,11 +46,10 @@ def entry_id(entry: dict[str, Any]) -> str:
     ).hexdigest()
 
 
-def actor_of(ws: Workspace, override: str | None = None) -> str:
-    """Who acts: `override`, else $GOV_ACTOR (the CLI's --actor), else git's identity."""
-    override = override or os.environ.get("GOV_ACTOR")
-    if override:
-        return override
+def actor_of(ws: Workspace) -> str:
+    """Who acts: the workspace's actor (the API's `actor` argument), else git's identity."""
+    if ws.actor:
+        return ws.actor
     reader = ws.repo.config_reader()
     name = reader.get_value("user", "name", default="unknown")
     email = reader.get_value("user", "email", default="")
@@ -107,7 +83,6 @@ def append(
     inputs: dict[str, Any] | None = None,
     reason: str | None = None,
     refs: dict[str, Any] | None = None,
-    actor: str | None = None,
 ) -> dict[str, Any]:
     """Append one entry to the trail as part of `change` (its commit anchors the new head)."""
     assert kind in KINDS, kind
@@ -121,11 +96,12 @@ def append(
     else:
         prev, seq = GENESIS, 1
     entry: dict[str, Any] = {
+        "schema_version": 1,
         "seq": seq,
         "prev": prev,
         "kind": kind,
         "time": utc_now().isoformat(),
-        "actor": actor_of(ws, actor),
+        "actor": actor_of(ws),
         "subject": {k: v for k, v in subject.items() if v is not None},
         "inputs": inputs or {},
         "outcome": outcome,
@@ -183,7 +159,8 @@ def parse_since(text: str) -> datetime:
         moment = datetime.fromisoformat(text.strip())
     except ValueError:
         raise GovError(
-            f"--since {text!r}: not a date: use 2026-11-01, 2026-11-01T12:00 or a span like 7d, 24h"
+            f"{text!r}: not a date: use 2026-11-01, 2026-11-01T12:00 or a span like 7d, 24h",
+            remedy="since",
         ) from None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
@@ -196,7 +173,8 @@ def log(
     checkpoint: str | None = None,
     environment: str | None = None,
     kind: str | None = None,
-) -> list[dict[str, Any]]:
+) -> list[AuditEntry]:
+    """The entries that match every filter given, oldest first."""
     if kind is not None and kind not in KINDS:
         raise GovError(f"unknown kind {kind!r}: one of {', '.join(KINDS)}")
     found = []
@@ -212,11 +190,20 @@ def log(
             continue
         if environment is not None and environment not in _environments(subject):
             continue
-        found.append(entry)
+        found.append(AuditEntry.model_validate(entry))
     return found
 
 
-def show(ws: Workspace, prefix: str) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Shown:
+    """An entry and what it references, resolved from git: the commit that recorded it, the
+    policy texts and the decision as committed then, reports no longer in the workspace."""
+
+    entry: AuditEntry
+    resolved: dict[str, Any]
+
+
+def show(ws: Workspace, prefix: str) -> Shown:
     """One entry (by id prefix or seq) with what it references resolved from git."""
     entries = [e for _, e in read(ws)]
     # A number is an entry's seq; anything else is a prefix of its id.
@@ -254,7 +241,7 @@ def show(ws: Workspace, prefix: str) -> dict[str, Any]:
     ]
     if missing:
         resolved["reports_missing"] = missing
-    return {"entry": entry, "resolved": resolved}
+    return Shown(AuditEntry.model_validate(entry), resolved)
 
 
 def _report_present(ws: Workspace, md5: str) -> bool:

@@ -1,7 +1,8 @@
 """The one exception family of gov: every failure a user can act on is a GovError, one line long.
 
 The CLI prints the message on one line and exits with the error's code; `--traceback` shows
-the stack.
+the stack. A library message never names a CLI flag: where the fix is a flag, the error carries
+a `remedy` (the keyword argument that does it) and the CLI adds the flag's own words.
 """
 
 from __future__ import annotations
@@ -12,11 +13,15 @@ class GovError(Exception):
 
     exit_code = 2
 
-    def __init__(self, message: str, details: list[str] | None = None) -> None:
+    def __init__(
+        self, message: str, details: list[str] | None = None, *, remedy: str | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         # Further lines (the next bad records of a refused report, say); the message stands alone.
         self.details = details or []
+        # The API argument that would do what the user likely wants (`replace`, `override`).
+        self.remedy = remedy
 
     def __str__(self) -> str:
         return self.message
@@ -72,3 +77,23 @@ class ExampleError(GovError):
 
 class ReportRejected(GovError):
     """A report refused whole: bad records, unknown registry keys or conflicting verdicts."""
+
+
+class PolicyError(GovError):
+    """A policy file that cannot be used: bad YAML, a schema violation, a duplicate name."""
+
+
+class AuditError(GovError):
+    """The audit trail cannot be read: a malformed line, a missing folder."""
+
+
+class TrailBroken(GovError):
+    """The audit trail fails verification."""
+
+    exit_code = 1
+
+
+class Blocked(GovError):
+    """The policies block this checkpoint's promotion."""
+
+    exit_code = 1

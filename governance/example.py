@@ -20,13 +20,20 @@ from typing import Annotated, Literal
 import git
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from . import scm
+from . import artifacts, counts, scm
+from .backtest import backtest
 from .errors import ExampleError, GitError
+from .gates import decide
+from .gates import record as record_decision
 from .ingest import ingest
 from .models import Name
 from .registry import NewCheckpoint, Registry, Summary
-from .storage import dump_yaml, load_yaml_model
+from .review import build_report
+from .rollback import recommend
+from .stats.series import many
+from .storage import load_yaml_model
 from .workspace import Workspace, bundled, find, init
+from .yamlio import dump as dump_yaml
 
 Rate = Annotated[float, Field(ge=0, le=1)]
 
@@ -225,10 +232,8 @@ class EarlyLate:
 
 
 def early_late(reg: Registry, run: str, window: int) -> list[EarlyLate]:
-    from .metrics import series
-
     found: list[EarlyLate] = []
-    for s in series(reg, metrics=["rationalization_rate"], run=run):
+    for s in many(counts.rows(reg.ws), ["rationalization_rate"], reg.order(run)):
         head, tail = s.points[:window], s.points[-window:]
         found.append(
             EarlyLate(
@@ -366,18 +371,11 @@ def build_example(
     window = max(1, spec.checkpoints // 4)
 
     # The main job: check the latest checkpoint (recorded), and replay the run for first alarms.
-    from .check import backtest, decide
-    from .check import record as record_decision
-
     latest = f"{spec.run}@{spec.steps[-1]}"
     decision = decide(reg, latest)
     record_decision(reg, decision)
     replay = backtest(reg, spec.run)
-    from .rollback import recommend
-
     restore = recommend(reg, spec.run)
-    from .report import build_report
-
     page = build_report(reg, root / "report.html", spec.run).path
     return ExampleResult(
         root=root,
@@ -400,8 +398,6 @@ def build_example(
 
 def set_dvc_remote(ws: Workspace, url: Path | str) -> None:
     """Make `url` the workspace's default DVC remote, as one registry change."""
-    from . import artifacts
-
     config = artifacts.find_dvc_root(ws.root)
     assert config is not None
     with ws.change(f"use {url} as the DVC remote") as change:

@@ -157,11 +157,19 @@ class WorkspaceConfig(Record):
 
 
 class FlagEvidence(BaseModel):
+    """A fired result that raised a flag: the policy, its metric and the series it fired on."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     policy: str
-    series: str
+    series: str  # the series' label
     reason: str
+    # Where the rollback places its restore point (absent in flags of older releases).
+    metric: str | None = None
+    environment_version: int | None = None
+    judge: str | None = None
+    judge_version: str | None = None
+    raises_flag: bool | None = None  # its policy flags environments (others only add evidence)
 
 
 class Flag(Record):

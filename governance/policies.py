@@ -10,22 +10,17 @@ from __future__ import annotations
 import hashlib
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .errors import GovError
-from .metrics import METRICS
+from . import yamlio
+from .errors import PolicyError
 from .models import Name
-from .storage import located_error
+from .stats.metrics import METRICS
 
 Probability = Annotated[float, Field(gt=0, lt=1)]
 Confidence = Annotated[float, Field(ge=0.5, lt=1)]
-
-
-class PolicyError(GovError):
-    """A policy file that cannot be used: bad YAML, a schema violation, a duplicate name."""
 
 
 class Action(StrEnum):
@@ -83,6 +78,9 @@ class Onset(_Part):
     checkpoint: P(a rise, with its onset earlier than this checkpoint) >= probability."""
 
     probability: Confidence = 0.95
+
+
+DEFAULT_PRESSURE_REDESIGNS = 2  # the shipped monitor-pressure policy's limit, and the fallback
 
 
 class Pressure(_Part):
@@ -143,49 +141,16 @@ class LoadedPolicy(BaseModel):
     sha256: str
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """Safe, and also without anchors, aliases or duplicate keys."""
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        event = self.peek_event()  # type: ignore[no-untyped-call]
-        # An alias, or a node that declares an anchor: both are how alias bombs are built.
-        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
-            raise yaml.MarkedYAMLError(
-                problem="anchors and aliases are not allowed in policies",
-                problem_mark=event.start_mark,
-            )
-        return super().compose_node(parent, index)
-
-    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise yaml.MarkedYAMLError(
-                    problem=f"duplicate key {key!r}", problem_mark=key_node.start_mark
-                )
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
 def parse_policy(text: str, display: str) -> Policy:
     """A policy from YAML text; `display` names the file in errors."""
     try:
-        data = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f":{mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise PolicyError(f"{display}{where}: {problem}") from exc
-    if not isinstance(data, dict):
-        raise PolicyError(f"{display}: a policy is a mapping of fields (see policies/README.md)")
-    try:
-        return Policy.model_validate(data)
-    except ValidationError as exc:
-        message = located_error(text, exc, display)
-        if message.endswith("unknown field"):
-            message += " (a typo? see policies/README.md for the fields)"
-        raise PolicyError(message) from exc
+        return yamlio.parse(
+            text, Policy, display, PolicyError, what="a policy: a mapping of fields"
+        )
+    except PolicyError as exc:
+        if exc.message.endswith("unknown field"):
+            raise PolicyError(f"{exc.message} (a typo? see policies/README.md)") from exc
+        raise
 
 
 def load_policies(folder: Path, root: Path) -> list[LoadedPolicy]:
@@ -209,3 +174,14 @@ def load_policies(folder: Path, root: Path) -> list[LoadedPolicy]:
             LoadedPolicy(policy=policy, path=display, sha256=hashlib.sha256(raw).hexdigest())
         )
     return loaded
+
+
+def pressure_limit(loaded: list[LoadedPolicy]) -> int:
+    """How many redesigns on monitor evidence the policies allow before warning: the strictest
+    pressure policy's, or the shipped default without one."""
+    limits = [
+        p.policy.condition.pressure.redesigns
+        for p in loaded
+        if p.policy.condition.pressure is not None
+    ]
+    return min(limits, default=DEFAULT_PRESSURE_REDESIGNS)

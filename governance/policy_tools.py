@@ -10,14 +10,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from .check import Point, SeriesKey, evaluate, history, prob_above, prob_rise
-from .errors import GovError
-from .metrics import wilson
-from .policies import LoadedPolicy, Policy, PolicyError, _StrictLoader, load_policies, parse_policy
+from . import counts, yamlio
+from .errors import GovError, PolicyError
+from .gates import policy_series
+from .policies import LoadedPolicy, Policy, load_policies, parse_policy
 from .registry import Registry, parse_checkpoint_ref
-from .storage import located_error
+from .stats.evaluate import evaluate
+from .stats.intervals import wilson
+from .stats.posteriors import prob_above, prob_rise
+from .stats.series import Point, SeriesKey
 
 
 @dataclass(frozen=True)
@@ -120,7 +123,7 @@ def explain(registry: Registry, name: str, ref: str, environment: str | None = N
         "version is its own series",
         f"2. history: the lineage of {run} up to and including {ref}; nothing later",
     ]
-    series = history(registry, run, step, policy)
+    series = policy_series(policy, counts.rows(ws), registry.order(run, step))
     if environment is not None:
         series = {k: v for k, v in series.items() if k.environment == environment}
     if not series:
@@ -180,8 +183,6 @@ class CaseResult:
 
 def run_tests(folder: Path, root: Path, policies: list[LoadedPolicy]) -> list[CaseResult]:
     """Run every test file under `folder` against `policies`."""
-    import yaml
-
     by_name = {p.policy.name: p.policy for p in policies}
     results: list[CaseResult] = []
     files = sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")])
@@ -190,12 +191,7 @@ def run_tests(folder: Path, root: Path, policies: list[LoadedPolicy]) -> list[Ca
     for path in files:
         display = path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
         text = path.read_text(encoding="utf-8")
-        try:
-            suite = _Suite.model_validate(yaml.load(text, Loader=_StrictLoader))
-        except yaml.YAMLError as exc:
-            raise PolicyError(f"{display}: {getattr(exc, 'problem', exc)}") from exc
-        except ValidationError as exc:
-            raise PolicyError(located_error(text, exc, display)) from exc
+        suite = yamlio.parse(text, _Suite, display, PolicyError, what="a policy test suite")
         if suite.policy not in by_name:
             raise PolicyError(f"{display}: no policy named {suite.policy!r}")
         policy = by_name[suite.policy]

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from . import audit
+from . import artifacts, audit, counts, scm
 from . import workspace as workspace_mod
 from .errors import (
     AlreadyExists,
@@ -191,6 +191,17 @@ class Registry:
             found += [c for c in self.checkpoints(record.id) if limit is None or c.step <= limit]
         return found
 
+    def default_run(self, run: str | None = None) -> str:
+        """`run` if given, else the only run, else `main`: the run commands act on by default."""
+        if run is not None:
+            return run
+        runs = [p.stem for p in self._all("runs", ".yaml")]
+        return runs[0] if len(runs) == 1 else "main"
+
+    def order(self, run: str, step: int | None = None) -> list[tuple[str, int, str]]:
+        """(run, step, status) of the lineage's checkpoints up to `step`: a series' order."""
+        return [(c.run, c.step, c.status.value) for c in self.lineage_checkpoints(run, step)]
+
     def add_run(
         self,
         run: str,
@@ -219,10 +230,16 @@ class Registry:
                 forked_from_step=forked_from_step,
                 note=note,
             )
-            change.write(self._run_file(run), model_yaml(record))
+            self.write_run(change, record)
             if parent_run is not None:
                 change.body = f"Forked from {parent_run}@{forked_from_step}."
         return record
+
+    def write_run(self, change: workspace_mod.Change, record: Run) -> None:
+        """Register a run as part of `change` (a rollback forks one in its own change)."""
+        if self._run_file(record.id).exists():
+            raise AlreadyExists(f"run {record.id!r} is already registered", remedy="name")
+        change.write(self._run_file(record.id), model_yaml(record))
 
     # -- checkpoints ---------------------------------------------------------------------
     def checkpoints(self, run: str | None = None) -> list[Checkpoint]:
@@ -378,8 +395,9 @@ class Registry:
         override."""
         if status == CheckpointStatus.PROMOTED:
             raise GovError(
-                f"checkpoint {run}@{step} is promoted only by `gov promote` "
-                "(a passing check of the same inputs, or --override --reason)"
+                f"checkpoint {run}@{step} is promoted only through the promotion gate "
+                "(a passing check of the same inputs, or a recorded override)",
+                remedy="override",
             )
         with self.ws.change(f"mark checkpoint {run}@{step} {status.value}") as change:
             updated = self.write_status(change, run, step, status)
@@ -502,31 +520,88 @@ class Registry:
                 inputs={"hash": digest, "previous": current.current.hash},
                 reason=note,
             )
-            flag_file = self.ws.registry / "flags" / f"{env}.yaml"
-            if flag_file.is_file():  # the redesign resolves the environment's flag
-                flag = load_yaml_model(flag_file, Flag, self.ws.rel(flag_file))
-                if flag.status != "resolved":
-                    resolved = flag.model_copy(
-                        update={"status": "resolved", "resolved_by_version": number}
-                    )
-                    change.write(flag_file, model_yaml(resolved))
-                    change.body += f"\n\nResolves the flag raised at {flag.checkpoint}."
-                    audit.append(
-                        change,
-                        "flag_resolved",
-                        subject={"environment": env, "checkpoint": flag.checkpoint},
-                        outcome=f"resolved by v{number}",
-                    )
+            flag = self.find_flag(env)
+            if flag is not None and flag.status != "resolved":  # the redesign resolves it
+                resolved = flag.model_copy(
+                    update={"status": "resolved", "resolved_by_version": number}
+                )
+                self.write_flag(change, resolved)
+                change.body += f"\n\nResolves the flag raised at {flag.checkpoint}."
+                audit.append(
+                    change,
+                    "flag_resolved",
+                    subject={"environment": env, "checkpoint": flag.checkpoint},
+                    outcome=f"resolved by v{number}",
+                )
         return record
 
     def set_environment_status(
         self, env: str, status: EnvironmentStatus, reason: str | None = None
     ) -> Environment:
         with self.ws.change(f"mark environment {env} {status.value}") as change:
-            record = self.environment(env).model_copy(update={"status": status})
-            change.write(self._env_file(env), model_yaml(record))
+            record = self.write_environment_status(change, env, status)
             change.body = reason or ""
         return record
+
+    def write_environment_status(
+        self, change: workspace_mod.Change, env: str, status: EnvironmentStatus
+    ) -> Environment:
+        """Set an environment's status as part of `change` (for gov's gates and rollbacks)."""
+        record = self.environment(env).model_copy(update={"status": status})
+        change.write(self._env_file(env), model_yaml(record))
+        return record
+
+    # -- flags ---------------------------------------------------------------------------
+    def _flag_file(self, env: str) -> Path:
+        return self.ws.registry / "flags" / f"{check_name('environment', env)}.yaml"
+
+    def flags(self) -> list[Flag]:
+        """Every flag, open, acknowledged or resolved, by environment."""
+        return [
+            load_yaml_model(p, Flag, self.ws.rel(p))
+            for p in sorted((self.ws.registry / "flags").glob("*.yaml"))
+        ]
+
+    def find_flag(self, env: str) -> Flag | None:
+        path = self._flag_file(env)
+        return load_yaml_model(path, Flag, self.ws.rel(path)) if path.is_file() else None
+
+    def flag(self, env: str) -> Flag:
+        found = self.find_flag(env)
+        if found is None:
+            raise NotFound(f"environment {env!r} has no flag (see `gov flags list`)")
+        return found
+
+    def write_flag(self, change: workspace_mod.Change, flag: Flag) -> None:
+        """Raise or update a flag as part of `change` (for gov's gates)."""
+        change.write(self._flag_file(flag.environment), model_yaml(flag))
+
+    def acknowledge_flag(self, env: str, reason: str) -> Flag:
+        """Someone has seen the flag and owns the redesign; it stays until a new version lands."""
+        actor = audit.actor_of(self.ws)
+        with self.ws.change(f"acknowledge the flag on environment {env}") as change:
+            flag = self.flag(env)
+            if flag.status == "resolved":
+                raise GovError(
+                    f"the flag on {env!r} was resolved by version {flag.resolved_by_version}"
+                )
+            updated = flag.model_copy(
+                update={
+                    "status": "acknowledged",
+                    "acknowledged_by": actor,
+                    "acknowledged_reason": reason,
+                }
+            )
+            self.write_flag(change, updated)
+            change.body = f"{actor}: {reason}"
+            audit.append(
+                change,
+                "flag_acknowledged",
+                subject={"environment": env, "checkpoint": flag.checkpoint},
+                outcome="acknowledged",
+                reason=reason,
+            )
+        return updated
 
     # -- judges --------------------------------------------------------------------------
     def judges(self) -> list[Judge]:
@@ -574,10 +649,6 @@ class Registry:
 
     # -- overview ------------------------------------------------------------------------
     def summary(self) -> Summary:
-        from . import artifacts, scm
-        from .ingest import ledger
-
-        reports = ledger(self.ws)
         checkpoints = self.checkpoints()
         by_status: dict[str, int] = {s.value: 0 for s in CheckpointStatus}
         for ckpt in checkpoints:
@@ -585,6 +656,7 @@ class Registry:
         envs: dict[str, int] = {s.value: 0 for s in EnvironmentStatus}
         for env in self.environments():
             envs[env.status.value] += 1
+        reports, judgments = counts.summary(self.ws)
         return Summary(
             root=self.ws.root,
             runs=len(self.runs()),
@@ -592,53 +664,16 @@ class Registry:
             checkpoints_by_status=by_status,
             environments_by_status=envs,
             judges=len(self.judges()),
-            reports=len(reports),
-            judgments=sum(r.counted for r in reports),
+            reports=reports,
+            judgments=judgments,
             dvc_remote=artifacts.default_remote(self.ws.root),
             head=scm.head(self.ws.repo),
         )
 
 
-def open_registry(workspace: Path | str | None = None) -> Registry:
-    """The registry of the workspace at `workspace` (or found upwards from the current folder)."""
-    return Registry(workspace_mod.find(Path(workspace) if workspace is not None else None))
-
-
-def list_flags(registry: Registry) -> list[Flag]:
-    folder = registry.ws.registry / "flags"
-    return [load_yaml_model(p, Flag, registry.ws.rel(p)) for p in sorted(folder.glob("*.yaml"))]
-
-
-def get_flag(registry: Registry, env: str) -> Flag:
-    path = registry.ws.registry / "flags" / f"{check_name('environment', env)}.yaml"
-    if not path.is_file():
-        raise NotFound(f"environment {env!r} has no flag (see `gov flags list`)")
-    return load_yaml_model(path, Flag, registry.ws.rel(path))
-
-
-def acknowledge_flag(registry: Registry, env: str, reason: str, actor: str) -> Flag:
-    """Someone has seen the flag and owns the redesign; it stays until a new version lands."""
-    with registry.ws.change(f"acknowledge the flag on environment {env}") as change:
-        flag = get_flag(registry, env)
-        if flag.status == "resolved":
-            raise GovError(
-                f"the flag on {env!r} was resolved by version {flag.resolved_by_version}"
-            )
-        updated = flag.model_copy(
-            update={
-                "status": "acknowledged",
-                "acknowledged_by": actor,
-                "acknowledged_reason": reason,
-            }
-        )
-        change.write(registry.ws.registry / "flags" / f"{env}.yaml", model_yaml(updated))
-        change.body = f"{actor}: {reason}"
-        audit.append(
-            change,
-            "flag_acknowledged",
-            subject={"environment": env, "checkpoint": flag.checkpoint},
-            outcome="acknowledged",
-            reason=reason,
-            actor=actor,
-        )
-    return updated
+def open_registry(workspace: Path | str | None = None, *, actor: str | None = None) -> Registry:
+    """The registry of the workspace at `workspace` (or found upwards from the current folder);
+    `actor` is who the audit trail names for its changes (default: git's identity)."""
+    found = workspace_mod.find(Path(workspace) if workspace is not None else None)
+    found.actor = actor
+    return Registry(found)

@@ -1,12 +1,668 @@
-"""A decision rendered for the places CI shows it: JUnit XML, GitHub annotations, Markdown."""
+"""How the `gov` command shows a result: as a table or text, JSON, CSV, JUnit XML, GitHub
+annotations or Markdown. The CLI's one way to render; the library never prints.
+
+`emit(result, fmt, text)` prints any API result in the chosen format: JSON of any model or
+dataclass; the table or text view a command passes as `text`.
+"""
 
 from __future__ import annotations
 
+import csv
+import io
+import json
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 from xml.sax.saxutils import escape, quoteattr
 
-from .check import Decision, Result
+import click
+from pydantic import BaseModel
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from .stats.intervals import wilson
+from .stats.series import Point, Series
+
+if TYPE_CHECKING:
+    from .api import Lint, Metrics, Pressure, RollbackPlan, RunDetail, RunListing
+    from .audit import Shown, Verification
+    from .backtest import Backtest
+    from .example import ExampleResult
+    from .ingest import IngestResult
+    from .models import Checkpoint, Environment, Flag, Judge
+    from .policy_tools import CaseResult
+    from .records import AuditEntry, Decision
+    from .registry import Summary
+    from .rollback import Recommendation
+    from .stats.result import Result
 
 
+# -- the generic formats ----------------------------------------------------------------------
+def jsonable(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json", exclude_none=True)
+    if isinstance(value, Series):
+        return {
+            "metric": value.metric,
+            "environment": value.key.environment,
+            "environment_version": value.key.environment_version,
+            "judge": value.key.judge,
+            "judge_version": value.key.judge_version,
+            "points": [jsonable(p) for p in value.points],
+        }
+    if isinstance(value, Point):
+        return {
+            "run": value.run,
+            "step": value.step,
+            "k": value.k,
+            "n": value.n,
+            "value": value.value,
+            "low": value.low,
+            "high": value.high,
+        }
+    if is_dataclass(value) and not isinstance(value, type):
+        return {k: jsonable(getattr(value, k)) for k in asdict(value)}
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def echo_json(value: Any) -> None:
+    click.echo(json.dumps(jsonable(value), indent=2, default=str))
+
+
+def _console() -> Console:
+    # Not a terminal (CI logs, pipes): no colour, and wide enough that tables do not fold.
+    return Console(width=None if sys.stdout.isatty() else 140, highlight=False, soft_wrap=False)
+
+
+def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    grid = Table(box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False)
+    for column in columns:
+        grid.add_column(column)
+    for row in rows:
+        grid.add_row(*("" if v is None else str(v) for v in row))
+    console = _console()
+    console.print(f"[bold]{title}[/bold]", soft_wrap=True)
+    console.print(grid)
+
+
+def fields(pairs: Sequence[tuple[str, Any]]) -> None:
+    width = max(len(k) for k, _ in pairs)
+    for key, value in pairs:
+        click.echo(f"{key:<{width}}  {'' if value is None else value}")
+
+
+def emit(result: Any, fmt: str, text: Callable[[Any], None] | None = None) -> None:
+    """Print `result` as `fmt`: json, or the command's own `text` view (table, text)."""
+    if fmt == "json" or text is None:
+        echo_json(result)
+    else:
+        text(result)
+
+
+def pct(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:.2f}%"
+
+
+def _num(value: float | None) -> str:
+    return "" if value is None else f"{value:.6g}"
+
+
+def rate(counts: tuple[int, int]) -> str:
+    k, n = counts
+    if n == 0:
+        return "insufficient evidence"
+    low, high = wilson(k, n)
+    return f"{k}/{n} = {k / n:.2%} [{low:.2%}, {high:.2%}]"
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in counts.items() if n) or "none"
+
+
+# -- the workspace ----------------------------------------------------------------------------
+def summary(s: Summary) -> None:
+    fields(
+        [
+            ("workspace", s.root),
+            ("git HEAD", (s.head or "no commit")[:12]),
+            ("DVC remote", s.dvc_remote or "none (artifacts only in the local DVC cache)"),
+            ("runs", s.runs),
+            ("checkpoints", f"{s.checkpoints} ({_counts(s.checkpoints_by_status)})"),
+            (
+                "environments",
+                f"{sum(s.environments_by_status.values())} ({_counts(s.environments_by_status)})",
+            ),
+            ("judges", s.judges),
+            ("reports", f"{s.reports} ingested ({s.judgments} judgments)"),
+        ]
+    )
+
+
+def _parent(run: Any) -> str:
+    return f"{run.parent_run}@{run.forked_from_step}" if run.parent_run else "-"
+
+
+def run_list(found: list[RunListing]) -> None:
+    table(
+        "runs",
+        ["run", "parent", "checkpoints", "created", "note"],
+        [
+            [r.run.id, _parent(r.run), r.checkpoints, r.run.created.isoformat(), r.run.note]
+            for r in found
+        ],
+    )
+
+
+def run_show(detail: RunDetail) -> None:
+    record = detail.run
+    steps = [c.step for c in detail.checkpoints]
+    fields(
+        [
+            ("run", record.id),
+            ("created", record.created.isoformat()),
+            ("forked from", _parent(record)),
+            ("lineage", " -> ".join(detail.lineage)),
+            (
+                "checkpoints",
+                f"{len(steps)}" + (f" (steps {steps[0]}-{steps[-1]})" if steps else ""),
+            ),
+            ("note", record.note),
+        ]
+    )
+
+
+def checkpoint_list(found: list[Checkpoint]) -> None:
+    table(
+        "checkpoints",
+        ["checkpoint", "status", "created", "artifact", "md5", "environments"],
+        [
+            [
+                c.ref,
+                c.status.value,
+                c.created.isoformat(),
+                c.artifact,
+                c.artifact_md5[:10],
+                len(c.exposure),
+            ]
+            for c in found
+        ],
+    )
+
+
+def checkpoint_show(record: Checkpoint) -> None:
+    fields(
+        [
+            ("checkpoint", record.ref),
+            ("status", record.status.value),
+            ("created", record.created.isoformat()),
+            ("artifact", record.artifact),
+            ("md5", record.artifact_md5),
+            ("size", record.artifact_size),
+            ("note", record.note),
+        ]
+    )
+    table(
+        "exposure",
+        ["environment", "version", "hash", "weight"],
+        [
+            [e.environment, f"v{e.version}", e.hash[7:19], f"{e.weight:.4f}"]
+            for e in record.exposure
+        ],
+    )
+
+
+def env_list(found: list[Environment]) -> None:
+    table(
+        "environments",
+        ["environment", "status", "version", "hash", "description"],
+        [
+            [e.id, e.status.value, f"v{e.current.number}", e.current.hash[7:19], e.description]
+            for e in found
+        ],
+    )
+
+
+def env_show(record: Environment) -> None:
+    fields(
+        [
+            ("environment", record.id),
+            ("status", record.status.value),
+            ("description", record.description),
+        ]
+    )
+    table(
+        "versions",
+        ["version", "hash", "created", "note"],
+        [[f"v{v.number}", v.hash, v.created.isoformat(), v.note] for v in record.versions],
+    )
+
+
+def judge_list(found: list[Judge]) -> None:
+    table(
+        "judges",
+        ["judge", "version", "rubric hash", "created", "description"],
+        [
+            [j.id, v.version, v.rubric_hash[7:19], v.created.isoformat(), j.description]
+            for j in found
+            for v in j.versions
+        ],
+    )
+
+
+def judge_show(record: Judge) -> None:
+    fields([("judge", record.id), ("description", record.description)])
+    table(
+        "versions",
+        ["version", "rubric hash", "created", "note"],
+        [[v.version, v.rubric_hash, v.created.isoformat(), v.note] for v in record.versions],
+    )
+
+
+# -- reports and metrics ----------------------------------------------------------------------
+def ingested(result: IngestResult) -> None:
+    if result.note:
+        click.echo(result.note)
+    for source, md5 in result.unchanged:
+        click.echo(f"{source}: already ingested (md5 {md5}); nothing changed")
+    for entry in result.ingested:
+        extra = (
+            f", {entry.duplicates} repeated judgments not counted again" if entry.duplicates else ""
+        )
+        if entry.replaced:
+            extra += f", {entry.replaced} verdicts replacing earlier ones"
+        click.echo(
+            f"{entry.source}: {entry.records} records, {entry.counted} judgments counted in "
+            f"{entry.groups} groups{extra} -> {entry.path}"
+        )
+    if result.commit:
+        click.echo(f"committed {result.commit[:12]}")
+
+
+METRICS_CSV = (
+    "metric",
+    "run",
+    "step",
+    "environment",
+    "environment_version",
+    "judge",
+    "judge_version",
+    "k",
+    "n",
+    "value",
+    "low",
+    "high",
+)
+
+
+def metrics_csv(result: Metrics) -> None:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(METRICS_CSV)
+    for s in result.series:
+        for p in s.points:
+            writer.writerow(
+                [
+                    s.metric,
+                    p.run,
+                    p.step,
+                    s.environment,
+                    s.environment_version,
+                    s.judge,
+                    s.judge_version,
+                    p.k,
+                    p.n,
+                    _num(p.value),
+                    _num(p.low),
+                    _num(p.high),
+                ]
+            )
+    click.echo(buffer.getvalue(), nl=False)
+
+
+def metrics_table(result: Metrics) -> None:
+    found = result.series
+    if result.plots is not None:
+        folder = result.plots[0].parent if result.plots else "the folder"
+        click.echo(f"wrote {len(result.plots)} series to {folder}")
+        return
+    if not found:
+        click.echo("no judgments ingested yet for this selection: see `gov ingest`")
+        return
+    judges_per_env: dict[tuple[str, str], set[tuple[str, str]]] = {}
+    for s in found:
+        judges_per_env.setdefault((s.metric, s.environment), set()).add((s.judge, s.judge_version))
+    for s in found:
+        rows = [
+            [f"{p.run}@{p.step}", p.k, p.n, pct(p.value), f"[{pct(p.low)}, {pct(p.high)}]"]
+            if p.value is not None
+            else [f"{p.run}@{p.step}", p.k, p.n, "-", "insufficient evidence (n = 0)"]
+            for p in s.points
+        ]
+        table(
+            f"{s.metric} · {s.environment} v{s.environment_version} · judge {s.judge} "
+            f"{s.judge_version}",
+            ["checkpoint", "k", "n", "value", "95% interval"],
+            rows,
+        )
+    for (metric, env), judges in judges_per_env.items():
+        if len(judges) > 1:
+            listed = ", ".join(f"{j} {v}" for j, v in sorted(judges))
+            click.echo(
+                f"note: {env} has {len(judges)} judge series for {metric} ({listed}): "
+                "shown separately, not pooled"
+            )
+
+
+# -- gates ------------------------------------------------------------------------------------
+def decision_text(decision: Decision, show_all: bool = False) -> None:
+    click.secho(
+        f"decision: {decision.outcome.upper()} at {decision.checkpoint}",
+        bold=True,
+        fg={"pass": "green", "warn": "yellow", "block": "red"}[decision.outcome],
+    )
+    rows = []
+    clear = thin = 0
+    for r in decision.results:
+        if not show_all and r.status == "clear":
+            clear += 1
+            continue
+        if not show_all and r.status == "insufficient" and r.policy not in decision.gating:
+            thin += 1
+            continue
+        probability = "-" if r.probability is None else f"{r.probability:.3f}"
+        numbers = (
+            "-"
+            if r.value is None
+            else f"{r.k}/{r.n} = {pct(r.value)} [{pct(r.low)}, {pct(r.high)}]"
+        )
+        rows.append([r.policy, r.series.label, r.status, numbers, probability, r.reason])
+    if rows:
+        table("results", ["policy", "series", "result", "at this checkpoint", "P", "why"], rows)
+    if clear or thin:
+        click.echo(
+            f"{clear} more results are clear and {thin} have too little evidence to say, "
+            "which this decision does not count against the checkpoint (--all lists them)"
+        )
+    empty = [r for r in decision.results if r.reason.startswith("no judgments for")]
+    if empty and len(empty) == len(decision.results):
+        click.echo(f"no evidence: nothing judged up to {decision.checkpoint} (see `gov ingest`)")
+    if decision.flagged:
+        click.echo(f"flagged for redesign: {', '.join(decision.flagged)}")
+    fired = {a for acts in decision.actions.values() for a in acts}
+    if "recommend_rollback" in fired:
+        click.echo("a policy recommends a rollback: see `gov rollback recommend`")
+    if "require_review" in fired:
+        click.echo("a policy requires a human review of this checkpoint")
+    click.echo(f"inputs digest {decision.digest[:16]} (registry, policies, reports, judges)")
+
+
+def flag_list(found: list[Flag]) -> None:
+    table(
+        "flags",
+        ["environment", "version", "status", "raised at", "policies"],
+        [
+            [
+                f.environment,
+                f"v{f.version}",
+                f.status,
+                f.checkpoint,
+                ", ".join(sorted({e.policy for e in f.evidence})),
+            ]
+            for f in found
+        ],
+    )
+
+
+def flag_show(flag: Flag) -> None:
+    fields(
+        [
+            ("environment", f"{flag.environment} (flagged version v{flag.version})"),
+            ("status", flag.status),
+            ("raised at", flag.checkpoint),
+            ("decision", flag.decision[:16]),
+            (
+                "acknowledged",
+                f"{flag.acknowledged_by}: {flag.acknowledged_reason}"
+                if flag.acknowledged_by
+                else None,
+            ),
+            ("resolved by", f"v{flag.resolved_by_version}" if flag.resolved_by_version else None),
+        ]
+    )
+    table(
+        "evidence",
+        ["policy", "series", "why"],
+        [[e.policy, e.series, e.reason] for e in flag.evidence],
+    )
+    if flag.status != "resolved":
+        click.echo(
+            f"resolve it by registering the redesign: gov env version {flag.environment} ..."
+        )
+
+
+# -- policies ---------------------------------------------------------------------------------
+def lint(result: Lint) -> None:
+    for finding in result.findings:
+        click.echo(str(finding), err=finding.level == "error")
+    click.echo(
+        f"{result.files} policy files, {result.errors} errors, "
+        f"{len(result.findings) - result.errors} warnings"
+    )
+
+
+def policy_tests(results: list[CaseResult]) -> None:
+    for r in results:
+        mark = "ok  " if r.passed else "FAIL"
+        click.echo(
+            f"{mark} {r.policy}: {r.case}"
+            + ("" if r.passed else f" (expected {r.expected}, got {r.got}: {r.reason})")
+        )
+    failed = sum(1 for r in results if not r.passed)
+    click.echo(f"{len(results) - failed} passed, {failed} failed")
+
+
+def backtest(result: Backtest) -> None:
+    blocks = sum(1 for o in result.outcomes.values() if o == "block")
+    warns = sum(1 for o in result.outcomes.values() if o == "warn")
+    click.echo(
+        f"replayed {result.checkpoints} checkpoints of {result.run}: {blocks} would be blocked, "
+        f"{warns} would warn"
+    )
+    if result.alarms:
+        table(
+            "first alarms",
+            ["first fired at", "policy", "series", "actions", "checkpoints fired", "restore point"],
+            [
+                [
+                    a.checkpoint,
+                    a.policy,
+                    a.series.label,
+                    ", ".join(a.actions),
+                    a.fired_at,
+                    a.restore or "-",
+                ]
+                for a in result.alarms
+            ],
+        )
+    for env, ref in sorted(result.flagged.items()):
+        click.echo(f"would flag {env} at {ref}")
+    if result.blocked_promotions:
+        click.echo(
+            f"promotions the policies would have blocked: {', '.join(result.blocked_promotions)}"
+        )
+    else:
+        click.echo("no promoted checkpoint would have been blocked")
+
+
+# -- rollback ---------------------------------------------------------------------------------
+def recommendation(rec: Recommendation) -> None:
+    if rec.restore is None:
+        click.echo(f"no restore point: {rec.reason}")
+    else:
+        click.secho(f"restore point: {rec.restore}", bold=True)
+        click.echo(
+            f"  P(already contaminated) = {rec.p_contaminated:.4f} (alpha {rec.alpha}); "
+            f"training given up: {rec.checkpoints_lost} checkpoints, {rec.steps_lost} steps"
+        )
+        if rec.set_by:
+            click.echo(f"  placed by {rec.set_by} (the earliest restore of the flagged series)")
+    if rec.flagged:
+        table(
+            "environments to redesign",
+            [
+                "environment",
+                "metric",
+                "judge",
+                "P(rise)",
+                "onset (median)",
+                "90% credible interval",
+                "P(onset <= restore)",
+            ],
+            [
+                [
+                    e.environment + (f" v{e.environment_version}" if e.environment_version else ""),
+                    e.metric,
+                    e.judge,
+                    f"{e.p_rise:.3f}",
+                    e.onset,
+                    f"{e.onset_interval[0]} .. {e.onset_interval[1]}" if e.onset_interval else "-",
+                    f"{e.p_contaminated:.4f}",
+                ]
+                for e in rec.flagged
+            ],
+        )
+    if rec.fine:
+        click.echo(f"fine: {', '.join(rec.fine)}")
+    for line in rec.skipped:
+        click.echo(f"skipped (safer, not restorable): {line}")
+
+
+def rollback_plan(plan: RollbackPlan) -> None:
+    rec = plan.recommendation
+    done = plan.applied
+    if done is None:
+        recommendation(rec)
+        if rec.restore is not None:
+            click.echo(
+                f"dry run: with --yes, gov would fork a new run from {rec.restore}, write its "
+                f"artifact to {plan.target}, and put {', '.join(rec.environments)} in redesign"
+            )
+        return
+    click.echo(
+        f"new run {done.new_run} forked from {rec.restore}; artifact at "
+        f"{done.artifact}; in redesign: {', '.join(done.redesign)} "
+        f"(commit {(done.commit or '-')[:12]})"
+    )
+
+
+# -- the audit trail --------------------------------------------------------------------------
+def audit_log(found: list[AuditEntry]) -> None:
+    table(
+        f"audit trail ({len(found)} entries)",
+        ["#", "id", "time", "kind", "subject", "outcome", "actor", "reason"],
+        [
+            [
+                e.seq,
+                e.id[:12],
+                e.time,
+                e.kind,
+                " ".join(f"{k}={v}" for k, v in e.subject.items()),
+                e.outcome,
+                e.actor,
+                (e.reason or "")[:60],
+            ]
+            for e in found
+        ],
+    )
+
+
+def audit_show(shown: Shown) -> None:
+    click.echo(json.dumps(shown.entry.model_dump(mode="json", exclude_none=True), indent=2))
+    resolved = shown.resolved
+    if "commit" in resolved:
+        click.echo(f"recorded in commit {resolved['commit']}")
+    for path, text in resolved.get("policies", {}).items():
+        click.echo(f"--- {path} (as committed then)")
+        click.echo(text if text is not None else "(not in that commit)")
+    if resolved.get("decision"):
+        fired = [r for r in resolved["decision"]["results"] if r["status"] == "fired"]
+        click.echo(f"--- decision: {resolved['decision']['outcome']}, {len(fired)} results fired")
+        for r in fired:
+            click.echo(f"  {r['policy']}: {r['reason']} (k = {r['k']}, n = {r['n']})")
+            if r.get("seen"):
+                seen = ", ".join(f"{ref} {k}/{n}" for ref, k, n in r["seen"][-12:])
+                click.echo(f"    the series it saw (last 12 of {len(r['seen'])}): {seen}")
+    for md5 in resolved.get("reports_missing", []):
+        click.echo(f"report {md5} is not in the workspace: `dvc pull` it to inspect")
+
+
+def audit_verify(result: Verification) -> None:
+    click.echo(
+        f"audit trail intact: {result.entries} entries, head {(result.head or '-')[:16]}, "
+        f"{result.anchored} heads anchored in git history"
+    )
+    for md5 in result.missing_reports:
+        click.echo(f"note: report {md5} named by an entry is not in the workspace (dvc pull it)")
+
+
+def pressure(result: Pressure) -> None:
+    table(
+        "monitor pressure",
+        ["environment", "flags raised", "redesigns", "rollbacks"],
+        [
+            [env, c["flag_raised"], c["redesign"], c["rollback_applied"]]
+            for env, c in sorted(result.counts.items())
+        ],
+    )
+    for env in result.heavy:
+        click.echo(
+            f"{env}: redesigned {result.counts[env]['redesign']} times on monitor evidence "
+            f"(more than {result.limit}): check falling rates with an independent held-out "
+            "judge before trusting them"
+        )
+
+
+# -- the example ------------------------------------------------------------------------------
+def example(result: ExampleResult) -> None:
+    click.echo(f"built the example workspace in {result.root}")
+    click.echo("")
+    summary(result.summary)
+    click.echo("")
+    table(
+        f"rationalization rate per environment: first {result.window} checkpoints against the "
+        f"last {result.window} (95% Wilson intervals), and the pattern the example planted",
+        ["environment", "early", "late", "planted pattern"],
+        [
+            [e.environment, rate(e.early), rate(e.late), result.patterns[e.environment]]
+            for e in result.environments
+        ],
+    )
+    click.echo(f"\ngov check {result.checked}: {result.outcome.upper()}")
+    for env, first in result.flagged.items():
+        click.echo(
+            f"  flagged for redesign: {env} (onset estimated at {result.onsets.get(env, '-')}; "
+            f"the policies would first have flagged it at {first})"
+        )
+    if result.restore:
+        click.echo(
+            f"restore point: {result.restore} (P(already contaminated) = "
+            f"{result.p_contaminated:.3f}; {result.checkpoints_lost} checkpoints of training "
+            "given up): see `gov rollback recommend`"
+        )
+    click.echo(f"review page: {result.report} (open it in a browser; it works offline)")
+    click.echo(f"\nnext: cd {result.root} && gov check {result.checked} && gov rollback recommend")
+
+
+# -- a decision where CI shows it -------------------------------------------------------------
 def _numbers(r: Result) -> str:
     if r.n is None or r.value is None:
         return "-"

@@ -1,39 +1,40 @@
 """The restore point: the checkpoint to restart training from, before the problem arose.
 
-For every flagged environment, the onset posterior of its rationalization rate along the run's
-lineage says how likely each checkpoint is to be after the onset. The restore point is the
-latest checkpoint whose chance of being contaminated is at most alpha for every flagged
-environment, whose artifact can still be had (DVC cache or remote), and that is not
-quarantined. `apply` forks the new run from it and puts the flagged environments in redesign.
+Each flagged environment's flag names the series that raised it: a metric, an environment
+version and a judge version. The onset posterior of each such series along the run's lineage
+says how likely each checkpoint is to be after the onset; the restore point is the latest
+checkpoint whose chance of being contaminated is at most alpha on every one of them (so the
+earliest series' restore wins), whose artifact can still be had (DVC cache or remote), and that
+is not quarantined. `apply` forks the new run from it and puts the flagged environments in
+redesign.
 """
 
 from __future__ import annotations
 
-import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import artifacts, audit
+from . import artifacts, audit, counts
 from .errors import GovError
-from .ingest import COUNT_COLUMNS
-from .metrics import METRICS, counts
 from .models import Checkpoint, CheckpointStatus, EnvironmentStatus, Run, utc_now
-from .onset import OnsetPosterior, onset_posterior
-from .registry import Registry, list_flags
-from .storage import model_yaml
+from .records import DEFAULT_ALPHA, RestoreEvidence, Rollback
+from .registry import Registry
+from .stats.metrics import DEFAULT_METRIC
+from .stats.onset import OnsetPosterior, onset_posterior
+from .stats.series import SeriesKey, build
+from .storage import model_json
 
-DEFAULT_ALPHA = 0.02
-METRIC = "rationalization_rate"
 
+@dataclass(frozen=True)
+class FlaggedSeries:
+    """What a flag says to place the restore point on; None matches any version."""
 
-@dataclass
-class EnvironmentEvidence:
     environment: str
-    judge: str
-    p_rise: float
-    onset: str | None  # the median onset checkpoint
-    onset_interval: tuple[str, str] | None  # 90% credible interval
-    p_contaminated: float  # P(onset at or before the restore point | a rise)
+    environment_version: int | None
+    judge: str | None
+    judge_version: str | None
+    metric: str | None  # None: the rationalization rate (flags of older releases)
 
 
 @dataclass
@@ -41,42 +42,49 @@ class Recommendation:
     run: str
     alpha: float
     restore: str | None  # RUN@STEP, None when no checkpoint is safe enough
-    flagged: list[EnvironmentEvidence]
+    flagged: list[RestoreEvidence]
     fine: list[str]
-    p_contaminated: float  # the largest over the flagged environments
+    p_contaminated: float  # the largest over the flagged series
     checkpoints_lost: int
     steps_lost: int
     skipped: list[str] = field(default_factory=list)  # safer checkpoints not restorable, why
     reason: str = ""
+    set_by: str | None = None  # the metric (and series) whose restore was the earliest
+
+    @property
+    def environments(self) -> list[str]:
+        return sorted({e.environment for e in self.flagged})
 
 
-def _series(
-    rows: list[dict[str, int | str]], lineage: list[Checkpoint], env: str
-) -> dict[str, list[tuple[int, int]]]:
-    """Per judge version: (k, n) of the rationalization rate at each lineage checkpoint."""
-    metric = METRICS[METRIC]
-    index = {(c.run, c.step): i for i, c in enumerate(lineage)}
-    found: dict[str, list[tuple[int, int]]] = {}
-    for row in rows:
-        where = (str(row["run"]), int(row["step"]))
-        if row["environment"] != env or where not in index:
+def flagged_series(registry: Registry) -> list[FlaggedSeries]:
+    """The series each open flag was raised on (by the policies that flag environments), and
+    the rationalization rate of environments flagged or in redesign without a flag file."""
+    found: list[FlaggedSeries] = []
+    flagged = set()
+    for flag in registry.flags():
+        if flag.status == "resolved":
             continue
-        judge = f"{row['judge']}@{row['judge_version']}"
-        series = found.setdefault(judge, [(0, 0)] * len(lineage))
-        c = {name: int(row[name]) for name in COUNT_COLUMNS}
-        k0, n0 = series[index[where]]
-        series[index[where]] = (k0 + metric.numerator(c), n0 + metric.denominator(c))
-    return found
+        flagged.add(flag.environment)
+        raising = [e for e in flag.evidence if e.raises_flag and e.metric]
+        for e in raising:
+            found.append(
+                FlaggedSeries(
+                    flag.environment, e.environment_version, e.judge, e.judge_version, e.metric
+                )
+            )
+        if not raising:
+            found.append(FlaggedSeries(flag.environment, flag.version, None, None, None))
+    for env in registry.environments():
+        if env.id not in flagged and env.status in (
+            EnvironmentStatus.FLAGGED,
+            EnvironmentStatus.IN_REDESIGN,
+        ):
+            found.append(FlaggedSeries(env.id, None, None, None, None))
+    return sorted(set(found), key=lambda f: (f.environment, str(f)))
 
 
 def flagged_environments(registry: Registry) -> list[str]:
-    envs = {f.environment for f in list_flags(registry) if f.status != "resolved"}
-    envs |= {
-        e.id
-        for e in registry.environments()
-        if e.status in (EnvironmentStatus.FLAGGED, EnvironmentStatus.IN_REDESIGN)
-    }
-    return sorted(envs)
+    return sorted({f.environment for f in flagged_series(registry)})
 
 
 def recommend(
@@ -85,15 +93,16 @@ def recommend(
     *,
     alpha: float = DEFAULT_ALPHA,
     at: int | None = None,
-    environments: list[str] | None = None,
+    flagged: list[FlaggedSeries] | None = None,
 ) -> Recommendation:
     """The restore point of RUN (seeing its history up to step `at`, all of it by default), for
-    the flagged environments (or the ones given)."""
+    the flagged series (or the ones given)."""
     if not 0 < alpha < 0.5:
         raise GovError(f"alpha {alpha} is out of range: a small probability such as 0.02")
-    flagged = flagged_environments(registry) if environments is None else sorted(environments)
+    targets = flagged_series(registry) if flagged is None else flagged
     envs = sorted({e.id for e in registry.environments()})
-    if not flagged:
+    names = sorted({t.environment for t in targets})
+    if not targets:
         return Recommendation(
             run,
             alpha,
@@ -111,20 +120,33 @@ def recommend(
             f"run {run!r} has {len(lineage)} checkpoint(s): too few for an onset analysis "
             "(it needs a baseline before the rise)"
         )
-    rows = counts(registry.ws)  # read once for every flagged environment
-    posteriors: dict[tuple[str, str], OnsetPosterior] = {}
-    for env in flagged:
-        series = _series(rows, lineage, env)
+    order = [(c.run, c.step, c.status.value) for c in lineage]
+    rows = counts.rows(registry.ws)  # read once for every flagged series
+    posteriors: dict[tuple[str, SeriesKey], OnsetPosterior] = {}
+    for target in targets:
+        metric = target.metric or DEFAULT_METRIC
+        series = build(
+            rows,
+            metric,
+            order,
+            environment=target.environment,
+            environment_version=target.environment_version,
+            judge=target.judge,
+            judge_version=target.judge_version,
+            fill=True,
+        )
         if not series:
             raise GovError(
-                f"environment {env!r} is flagged but has no judgments in run {run!r}'s history: "
-                "nothing to place its onset with"
+                f"environment {target.environment!r} is flagged but has no judgments of "
+                f"{metric} in run {run!r}'s history: nothing to place its onset with"
             )
-        for judge, points in series.items():
-            posteriors[(env, judge)] = onset_posterior(
-                [p[0] for p in points], [p[1] for p in points]
+        for key, points in series.items():
+            posteriors[(metric, key)] = onset_posterior(
+                [p.k for p in points], [p.n for p in points]
             )
-    safe = min(p.restore_index(alpha) for p in posteriors.values())
+    by_series = {where: p.restore_index(alpha) for where, p in posteriors.items()}
+    earliest = min(by_series, key=lambda where: (by_series[where], where[0], where[1]))
+    safe = by_series[earliest]
     skipped: list[str] = []
     restore = None
     for index in range(safe, -1, -1):
@@ -136,30 +158,37 @@ def recommend(
         skipped.append(f"{candidate.ref}: {why}")
     latest = lineage[-1]
     evidence = []
-    for (env, judge), post in sorted(posteriors.items()):
+    for (metric, key), post in sorted(posteriors.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         lo, hi = post.interval(0.9)
+        assert key.environment is not None
         evidence.append(
-            EnvironmentEvidence(
-                env,
-                judge,
-                post.p_rise,
-                lineage[post.estimate()].ref,
-                (lineage[lo].ref, lineage[hi].ref),
-                post.p_onset_by(restore) if restore is not None else 1.0,
+            RestoreEvidence(
+                environment=key.environment,
+                environment_version=key.environment_version,
+                judge=f"{key.judge}@{key.judge_version}",
+                metric=metric,
+                p_rise=post.p_rise,
+                onset=lineage[post.estimate()].ref,
+                onset_interval=(lineage[lo].ref, lineage[hi].ref),
+                p_contaminated=post.p_onset_by(restore) if restore is not None else 1.0,
+                restore=lineage[by_series[(metric, key)]].ref,
             )
         )
+    set_by = f"{earliest[0]} on {earliest[1].label}"
+    fine = [e for e in envs if e not in names]
     if restore is None:
         return Recommendation(
             run,
             alpha,
             None,
             evidence,
-            [e for e in envs if e not in flagged],
+            fine,
             1.0,
             len(lineage),
             latest.step,
             skipped,
             reason=f"no restorable checkpoint has P(contaminated) <= {alpha}",
+            set_by=set_by,
         )
     point = lineage[restore]
     return Recommendation(
@@ -167,11 +196,12 @@ def recommend(
         alpha,
         point.ref,
         evidence,
-        [e for e in envs if e not in flagged],
+        fine,
         max(e.p_contaminated for e in evidence),
         len(lineage) - 1 - restore,
         latest.step - point.step,
         skipped,
+        set_by=set_by,
     )
 
 
@@ -208,55 +238,49 @@ def apply(
         raise GovError(f"nothing to apply: {rec.reason}")
     source_run, step = rec.restore.split("@")
     checkpoint = registry.checkpoint(source_run, int(step))
-    name = new_run or _next_run_name(registry, run)
-    if (registry.ws.registry / "runs" / f"{name}.yaml").exists():
-        raise GovError(f"run {name!r} already exists: pass another --name")
+    name = new_run or next_run_name(registry, run)
+    if any(r.id == name for r in registry.runs()):
+        raise GovError(f"run {name!r} already exists: name the new run otherwise", remedy="name")
     target = to.resolve()
     if target.exists():
         raise GovError(f"{to} already exists: give a new path for the restored checkpoint")
     if not target.parent.is_dir():
         raise GovError(f"{target.parent} does not exist: create it first")
     ws = registry.ws
+    redesign = rec.environments
     with ws.change(f"roll back {run} to {rec.restore}: new run {name}") as change:
         record = Run(
             id=name,
             created=utc_now(),
             parent_run=source_run,
             forked_from_step=int(step),
-            note=f"rollback of {run} to {rec.restore}; redesign: "
-            + ", ".join(sorted({e.environment for e in rec.flagged})),
+            note=f"rollback of {run} to {rec.restore}; redesign: " + ", ".join(redesign),
         )
-        change.write(ws.registry / "runs" / f"{name}.yaml", model_yaml(record))
-        redesign = sorted({e.environment for e in rec.flagged})
+        registry.write_run(change, record)
         for env in redesign:
-            current = registry.environment(env)
-            if current.status != EnvironmentStatus.IN_REDESIGN:
-                updated = current.model_copy(update={"status": EnvironmentStatus.IN_REDESIGN})
-                change.write(ws.registry / "environments" / f"{env}.yaml", model_yaml(updated))
-        entry = {
-            "kind": "rollback",
-            "run": run,
-            "restore": rec.restore,
-            "new_run": name,
-            "alpha": alpha,
-            "p_contaminated": rec.p_contaminated,
-            "checkpoints_lost": rec.checkpoints_lost,
-            "steps_lost": rec.steps_lost,
-            "redesign": redesign,
-            "evidence": [e.__dict__ for e in rec.flagged],
-            "time": utc_now().isoformat(),
-        }
-        change.write(
-            ws.audit / "rollbacks" / f"{name}.json",
-            (json.dumps(entry, indent=2, default=list) + "\n").encode(),
+            if registry.environment(env).status != EnvironmentStatus.IN_REDESIGN:
+                registry.write_environment_status(change, env, EnvironmentStatus.IN_REDESIGN)
+        document = Rollback(
+            run=run,
+            restore=rec.restore,
+            new_run=name,
+            alpha=alpha,
+            p_contaminated=rec.p_contaminated,
+            checkpoints_lost=rec.checkpoints_lost,
+            steps_lost=rec.steps_lost,
+            redesign=redesign,
+            evidence=rec.flagged,
+            set_by=rec.set_by,
         )
+        path = ws.audit / "rollbacks" / f"{name}.json"
+        change.write(path, model_json(document))
         audit.append(
             change,
             "rollback_applied",
             subject={"run": run, "checkpoint": rec.restore, "environments": ",".join(redesign)},
             outcome=f"new run {name}",
             inputs={"alpha": alpha, "p_contaminated": rec.p_contaminated},
-            refs={"rollback": ws.rel(ws.audit / "rollbacks" / f"{name}.json")},
+            refs={"rollback": ws.rel(path)},
         )
         change.body = (
             f"Restore point {rec.restore} (P(contaminated) = {rec.p_contaminated:.4f} <= {alpha}); "
@@ -278,19 +302,29 @@ def record_recommendation(registry: Registry, rec: Recommendation) -> str | None
             subject={
                 "run": rec.run,
                 "checkpoint": rec.restore,
-                "environments": ",".join(e.environment for e in rec.flagged),
+                "environments": ",".join(rec.environments),
             },
             outcome=rec.restore or "none",
             inputs={"alpha": rec.alpha, "p_contaminated": rec.p_contaminated},
             reason=rec.reason or None,
-            refs={"checkpoints_lost": rec.checkpoints_lost, "steps_lost": rec.steps_lost},
+            refs={
+                "checkpoints_lost": rec.checkpoints_lost,
+                "steps_lost": rec.steps_lost,
+                "set_by": rec.set_by,
+            },
         )
     return change.sha
 
 
-def _next_run_name(registry: Registry, run: str) -> str:
-    base = run.split("-r")[0] if "-r" in run else run
+_RESTART = re.compile(r"(?P<base>.+)-r(?P<number>\d+)")
+
+
+def next_run_name(registry: Registry, run: str) -> str:
+    """`main` -> `main-r1`, `main-r1` -> `main-r2`: only a trailing `-rN` is a restart count."""
+    match = _RESTART.fullmatch(run)
+    base = match.group("base") if match else run
+    taken = {r.id for r in registry.runs()}
     number = 1
-    while (registry.ws.registry / "runs" / f"{base}-r{number}.yaml").exists():
+    while f"{base}-r{number}" in taken:
         number += 1
     return f"{base}-r{number}"

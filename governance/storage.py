@@ -1,8 +1,8 @@
-"""Reading and writing the registry's plain-text files.
+"""Reading and writing gov's plain-text files: YAML and JSON records, JSONL logs.
 
 Reads turn any YAML, JSON or validation problem into one line naming the file, the line and the
-field. Writes go to a temporary file that replaces the target in one rename, so a file is always
-either its old or its new content.
+field (YAML through `yamlio`). Writes go to a temporary file that replaces the target in one
+rename, so a file is always either its old or its new content.
 """
 
 from __future__ import annotations
@@ -10,19 +10,16 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
+from . import yamlio
 from .errors import RegistryFileError
 
 M = TypeVar("M", bound=BaseModel)
-
-_Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-_Dumper: type[yaml.SafeDumper] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
 FileStamp = tuple[int, int, int, int]
@@ -55,69 +52,21 @@ def atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
-def dump_yaml(data: Any) -> bytes:
-    text = yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100)
-    return text.encode()
-
-
 def model_yaml(model: BaseModel) -> bytes:
-    return dump_yaml(model.model_dump(mode="json", exclude_none=True))
+    return yamlio.dump(model.model_dump(mode="json", exclude_none=True))
 
 
 def model_json_line(model: BaseModel) -> str:
     return model.model_dump_json(exclude_none=True)
 
 
-def _field(loc: Sequence[int | str]) -> str:
-    return ".".join(str(part) for part in loc) or "(top level)"
-
-
-def _first_error(exc: ValidationError) -> tuple[tuple[int | str, ...], str]:
-    err = exc.errors(include_url=False)[0]
-    message = err["msg"]
-    if err["type"] not in ("missing", "extra_forbidden") and "input" in err:
-        message = f"{message} (got {err['input']!r:.60})"
-    elif err["type"] == "extra_forbidden":
-        message = "unknown field"
-    return tuple(err["loc"]), message
-
-
-def _yaml_line(text: str, loc: Sequence[int | str]) -> int | None:
-    """The line of the YAML node at `loc` (or of its nearest existing parent)."""
-    try:
-        node = yaml.compose(text, Loader=_Loader)
-    except yaml.YAMLError:
-        return None
-    line = node.start_mark.line + 1 if node is not None else None
-    for part in loc:
-        if isinstance(node, yaml.MappingNode):
-            match = [(k, v) for k, v in node.value if k.value == str(part)]
-            if not match:
-                break
-            key, node = match[0]
-            line = key.start_mark.line + 1
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
-            if part >= len(node.value):
-                break
-            node = node.value[part]
-            line = node.start_mark.line + 1
-        else:
-            break
-    return line
-
-
-def located_error(text: str, exc: ValidationError, display: str) -> str:
-    """`display:line: field F: message` for a model validated from the YAML `text`.
-
-    A typo'd key fails twice, as an unknown field and as the missing one: the typo is named."""
-    extra = [e for e in exc.errors(include_url=False) if e["type"] == "extra_forbidden"]
-    loc, message = (tuple(extra[0]["loc"]), "unknown field") if extra else _first_error(exc)
-    line = _yaml_line(text, loc)
-    return f"{display}{f':{line}' if line else ''}: field {_field(loc)}: {message}"
+def model_json(model: BaseModel) -> bytes:
+    """A document of the audit side (a decision, an override, a rollback): indented JSON."""
+    return (model.model_dump_json(indent=2) + "\n").encode()
 
 
 def _fix_hint(display: str) -> str:
-    return f"fix the file, or restore it with `git checkout -- {display}`"
+    return f"; fix the file, or restore it with `git checkout -- {display}`"
 
 
 def load_yaml_model(path: Path, model: type[M], display: str) -> M:
@@ -126,23 +75,9 @@ def load_yaml_model(path: Path, model: type[M], display: str) -> M:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise RegistryFileError(f"{display}: not UTF-8 text ({exc.reason})") from exc
-    try:
-        data = yaml.load(text, Loader=_Loader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f":{mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise RegistryFileError(
-            f"{display}{where}: invalid YAML: {problem}; {_fix_hint(display)}"
-        ) from exc
-    if not isinstance(data, dict):
-        raise RegistryFileError(f"{display}: expected a mapping of fields; {_fix_hint(display)}")
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise RegistryFileError(
-            f"{located_error(text, exc, display)}; {_fix_hint(display)}"
-        ) from exc
+    return yamlio.parse(
+        text, model, display, RegistryFileError, strict=False, suffix=_fix_hint(display)
+    )
 
 
 def iter_jsonl_models(path: Path, model: type[M], display: str) -> Iterator[M]:
@@ -154,7 +89,7 @@ def iter_jsonl_models(path: Path, model: type[M], display: str) -> Iterator[M]:
             try:
                 yield model.model_validate_json(raw)
             except ValidationError as exc:
-                loc, message = _first_error(exc)
+                loc, message = yamlio.first_error(exc)
                 if exc.errors()[0]["type"] == "json_invalid":
                     try:
                         json.loads(raw)
@@ -163,8 +98,9 @@ def iter_jsonl_models(path: Path, model: type[M], display: str) -> Iterator[M]:
                     except Exception:
                         pass
                     raise RegistryFileError(
-                        f"{display}:{number}: {message}; {_fix_hint(display)}"
+                        f"{display}:{number}: {message}{_fix_hint(display)}"
                     ) from exc
                 raise RegistryFileError(
-                    f"{display}:{number}: field {_field(loc)}: {message}; {_fix_hint(display)}"
+                    f"{display}:{number}: field {yamlio.field_name(loc)}: {message}"
+                    f"{_fix_hint(display)}"
                 ) from exc

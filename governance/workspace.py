@@ -75,6 +75,7 @@ def bundled(name: str) -> Path:
 class Workspace:
     root: Path
     repo: git.Repo
+    actor: str | None = None  # who the audit trail names (default: git's identity)
 
     @property
     def registry(self) -> Path:
@@ -292,7 +293,7 @@ def find(start: Path | None = None) -> Workspace:
     """The workspace at `start` or its nearest parent holding gov.yaml (like git finds .git)."""
     origin = (start or Path.cwd()).resolve()
     if start is not None and not origin.is_dir():
-        raise NotAWorkspace(f"--workspace {start}: no such folder")
+        raise NotAWorkspace(f"{start}: no such folder", remedy="workspace_folder")
     for folder in (origin, *origin.parents):
         if (folder / CONFIG_FILE).is_file():
             load_yaml_model(folder / CONFIG_FILE, WorkspaceConfig, CONFIG_FILE)
@@ -301,7 +302,8 @@ def find(start: Path | None = None) -> Workspace:
             return ws
     raise NotAWorkspace(
         f"no gov workspace in {origin} or any folder above it: run `gov init` in your "
-        "training repository, or pass --workspace"
+        "training repository",
+        remedy="workspace",
     )
 
 

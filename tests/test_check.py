@@ -9,10 +9,10 @@ from pathlib import Path
 import git
 import pytest
 from conftest import snapshot
+from governance.check import decide, prob_above, prob_rise
 from test_ingest import episode, write_jsonl
 
 from governance import open_registry
-from governance.check import decide, prob_above, prob_rise
 from governance.example import Healthy, Rising, Spike, load_spec
 
 

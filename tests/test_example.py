@@ -48,8 +48,9 @@ def test_example_meets_the_plan(built: Path) -> None:
 
 
 def test_example_reports_carry_the_planted_patterns(built: Path) -> None:
-    from governance.ingest import ledger
     from governance.metrics import series, wilson
+
+    from governance.ingest import ledger
 
     reg = open_registry(built)
     entries = ledger(reg.ws)

@@ -16,10 +16,10 @@ import duckdb
 import git
 import pytest
 from conftest import snapshot
+from governance.metrics import counts
 
 from governance import open_registry
 from governance.ingest import ledger
-from governance.metrics import counts
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -9,12 +9,12 @@ import math
 from pathlib import Path
 
 import pytest
+from governance.metrics import series, wilson
 from hypothesis import given
 from hypothesis import strategies as st
 from test_ingest import episode, write_jsonl
 
 from governance import open_registry
-from governance.metrics import series, wilson
 
 
 def test_wilson_matches_published_values() -> None:

@@ -6,8 +6,9 @@ import json
 import shutil
 from pathlib import Path
 
-from governance import open_registry
 from governance.check import backtest, decide
+
+from governance import open_registry
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,4 +1,4 @@
-"""The review report: one self-contained HTML page per run, readable offline and printable.
+"""The review page: one self-contained HTML page per run, readable offline and printable.
 
 Charts are inline SVG drawn here (no script, font or image is fetched when the page is viewed):
 each environment's rationalization rate over the run's checkpoints with its 95% interval band,
@@ -9,17 +9,17 @@ folded. The run's audit timeline links each entry to the evidence it refers to.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from html import escape
 from pathlib import Path
-from typing import Any
 
-from . import audit
+from . import audit, counts
 from .errors import GovError
-from .metrics import Series, series
-from .onset import onset_posterior
+from .gates import recorded_decisions
 from .registry import Registry
+from .rollback import flagged_environments, recommend
+from .stats.onset import onset_posterior
+from .stats.series import Series, many
 from .storage import atomic_write
 
 WIDTH, HEIGHT, PAD = 720, 220, 42
@@ -32,17 +32,6 @@ class ReportResult:
     environments: int
     flagged: list[str]
     restore: str | None
-
-
-def _decisions(registry: Registry, refs: set[str]) -> list[dict[str, Any]]:
-    folder = registry.ws.audit / "decisions"
-    found = []
-    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
-        data = json.loads(path.read_text())
-        if data["checkpoint"] in refs:
-            data["_file"] = registry.ws.rel(path)
-            found.append(data)
-    return sorted(found, key=lambda d: d["evaluated"])
 
 
 def _chart(
@@ -148,20 +137,17 @@ def build_report(
     registry: Registry, output: Path, run: str | None = None, *, alpha: float = 0.02
 ) -> ReportResult:
     """Write the run's review page to `output` (whole or not at all)."""
-    from .rollback import flagged_environments, recommend
-
     target = output.expanduser().resolve()
     if not target.parent.is_dir():
         raise GovError(f"{output}: the folder {target.parent} does not exist: create it first")
-    runs = [r.id for r in registry.runs()]
-    if run is None:
-        if not runs:
-            raise GovError("no runs are registered: nothing to report on")
-        run = "main" if "main" in runs or len(runs) != 1 else runs[0]
+    if run is None and not registry.runs():
+        raise GovError("no runs are registered: nothing to report on")
+    run = registry.default_run(run)
     lineage = registry.lineage_checkpoints(run)
     refs = {c.ref for c in lineage}
-    all_series = [s for s in series(registry, metrics=["rationalization_rate"], run=run)]
-    decisions = _decisions(registry, refs)
+    order = [(c.run, c.step, c.status.value) for c in lineage]
+    all_series = many(counts.rows(registry.ws), ["rationalization_rate"], order)
+    decisions = [d for _, d in recorded_decisions(registry.ws, refs)]
     flagged = flagged_environments(registry)
     restore = None
     restore_text = "no environment is flagged: no rollback recommended"
@@ -179,27 +165,25 @@ def build_report(
             restore_text = exc.message
     marks: dict[str, dict[str, str]] = {}
     for decision in decisions:
-        for result in decision["results"]:
-            env = result["series"]["environment"]
-            if result["status"] == "fired" and env:
-                outcome = (
-                    "block" if "block" in decision["actions"].get(result["policy"], []) else "warn"
-                )
-                current = marks.setdefault(env, {}).get(decision["checkpoint"])
+        for result in decision.results:
+            env = result.series.environment
+            if result.status == "fired" and env:
+                outcome = "block" if "block" in decision.actions.get(result.policy, []) else "warn"
+                current = marks.setdefault(env, {}).get(decision.checkpoint)
                 if current != "block":
-                    marks[env][decision["checkpoint"]] = outcome
+                    marks[env][decision.checkpoint] = outcome
     entries = (
         [
             e
             for e in audit.log(registry.ws)
-            if e.get("subject", {}).get("run") in {c.run for c in lineage}
-            or e.get("subject", {}).get("checkpoint") in refs
-            or run in e.get("subject", {}).get("runs", "").split(",")
+            if e.subject.get("run") in {c.run for c in lineage}
+            or e.subject.get("checkpoint") in refs
+            or run in e.subject.get("runs", "").split(",")
         ]
         if registry.ws.audit.is_dir()
         else []
     )
-    overrides = [e for e in entries if e["kind"] == "override"]
+    overrides = [e for e in entries if e.kind == "override"]
     latest = decisions[-1] if decisions else None
 
     html = [
@@ -212,8 +196,8 @@ def build_report(
         '<section class=summary aria-label="summary">',
         _card(
             "latest decision",
-            f'<span class="{latest["outcome"]}">{escape(latest["outcome"].upper())}</span> at '
-            f'<a href="#audit">{escape(latest["checkpoint"])}</a>'
+            f'<span class="{latest.outcome}">{escape(latest.outcome.upper())}</span> at '
+            f'<a href="#audit">{escape(latest.checkpoint)}</a>'
             if latest
             else "no check recorded yet",
         ),
@@ -228,7 +212,7 @@ def build_report(
             + (
                 ""
                 if not overrides
-                else ": " + ", ".join(escape(o["subject"].get("checkpoint", "")) for o in overrides)
+                else ": " + ", ".join(escape(o.subject.get("checkpoint", "")) for o in overrides)
             ),
         ),
         "</section>",
@@ -280,19 +264,17 @@ def build_report(
             "<table><tr><th>#</th><th>time</th><th>kind</th><th>subject</th><th>outcome</th><th>actor</th><th>evidence</th></tr>"
         )
         for e in entries:
-            subject = e.get("subject", {})
+            subject = e.subject
             env = subject.get("environment")
             link = f'<a href="#env-{escape(env)}">{escape(env)}</a>' if env else ""
-            decision = e.get("refs", {}).get("decision")
+            document = (e.refs or {}).get("decision")
             evidence = (
-                f"<code>{escape(decision)}</code>"
-                if decision
-                else escape((e.get("reason") or "")[:120])
+                f"<code>{escape(document)}</code>" if document else escape((e.reason or "")[:120])
             )
             html.append(
-                f"<tr><td>{e['seq']}</td><td>{escape(e['time'])}</td><td>{escape(e['kind'])}</td>"
-                f"<td>{escape(subject.get('checkpoint', ''))} {link}</td><td>{escape(str(e['outcome']))}</td>"
-                f"<td>{escape(e['actor'])}</td><td>{evidence}</td></tr>"
+                f"<tr><td>{e.seq}</td><td>{escape(e.time)}</td><td>{escape(e.kind)}</td>"
+                f"<td>{escape(subject.get('checkpoint', ''))} {link}</td><td>{escape(str(e.outcome))}</td>"
+                f"<td>{escape(e.actor)}</td><td>{evidence}</td></tr>"
             )
         html.append("</table>")
     else:

@@ -1,0 +1,641 @@
+"""gov's API: one function per verb of the `gov` command, each taking plain arguments and
+returning a typed result that carries everything the command prints.
+
+The CLI is a thin layer over these functions, and a training loop calls the very same ones::
+
+    from governance import api
+
+    api.checkpoint_add("path/to/workspace", "main@1200", "ckpt/step-1200.pt", {"code-tests": 1})
+    decision = api.check("path/to/workspace", "main@1200")
+    if decision.outcome != "block":
+        api.promote("path/to/workspace", "main@1200")
+
+`workspace` is the workspace folder (or any folder inside it), or None for the one above the
+current folder. `actor` names who acts in the audit trail (default: git's user.name and email).
+The numerical libraries load only in the verbs that use them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import __version__, yamlio
+from .errors import ExposureError, GovError
+from .models import Checkpoint, CheckpointStatus, Environment, Flag, Judge, Run
+from .records import DEFAULT_ALPHA, KINDS
+from .registry import NewCheckpoint, Registry, Summary, open_registry, parse_checkpoint_ref
+from .stats.metrics import METRICS
+from .workspace import InitResult
+from .workspace import init as init_workspace
+
+if TYPE_CHECKING:
+    from .audit import Shown, Verification
+    from .backtest import Backtest
+    from .example import ExampleResult
+    from .ingest import IngestResult
+    from .policy_tools import CaseResult, Finding
+    from .records import AuditEntry, Decision
+    from .review import ReportResult
+    from .rollback import Applied, Recommendation
+    from .stats.series import Series
+
+Where = Path | str | Registry | None
+Progress = Callable[[str, float], None]
+
+__all__ = [
+    "AUDIT_KINDS",
+    "CHECKPOINT_STATUSES",
+    "DEFAULT_ALPHA",
+    "METRIC_NAMES",
+    "NewCheckpoint",
+    "Where",
+    "__version__",
+    "audit_log",
+    "audit_pressure",
+    "audit_show",
+    "audit_verify",
+    "backtest",
+    "check",
+    "check_latest",
+    "checkpoint_add",
+    "checkpoint_list",
+    "checkpoint_show",
+    "checkpoints_add",
+    "env_add",
+    "env_list",
+    "env_show",
+    "env_version",
+    "example",
+    "flag_ack",
+    "flag_show",
+    "flags_list",
+    "ingest",
+    "init",
+    "judge_add",
+    "judge_list",
+    "judge_show",
+    "metrics",
+    "policy_explain",
+    "policy_lint",
+    "policy_test",
+    "promote",
+    "report",
+    "rollback_apply",
+    "rollback_recommend",
+    "run_add",
+    "run_list",
+    "run_show",
+    "schema",
+    "status",
+]
+
+
+def _open(workspace: Where, actor: str | None = None) -> Registry:
+    if isinstance(workspace, Registry):  # a caller that holds one already
+        return workspace
+    return open_registry(workspace, actor=actor)
+
+
+# -- the workspace ----------------------------------------------------------------------------
+def init(directory: Path | str = ".") -> InitResult:
+    """Make a git repository (or a folder in one) a governance workspace; idempotent."""
+    return init_workspace(Path(directory))
+
+
+def status(workspace: Where = None) -> Summary:
+    """Runs, checkpoints by status, environments by status, judges, reports and judgments."""
+    return _open(workspace).summary()
+
+
+# -- runs -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RunListing:
+    run: Run
+    checkpoints: int
+
+
+@dataclass(frozen=True)
+class RunDetail:
+    run: Run
+    lineage: list[str]  # run ids, oldest first
+    checkpoints: list[Checkpoint]
+
+
+def run_add(
+    workspace: Where, name: str, *, parent: str | None = None, note: str | None = None
+) -> Run:
+    """Register a run; a restart names the checkpoint it forks from (`RUN@STEP`)."""
+    parent_run, step = parse_checkpoint_ref(parent) if parent else (None, None)
+    return _open(workspace).add_run(name, parent_run=parent_run, forked_from_step=step, note=note)
+
+
+def run_list(workspace: Where = None) -> list[RunListing]:
+    reg = _open(workspace)
+    return [RunListing(r, len(reg.checkpoints(r.id))) for r in reg.runs()]
+
+
+def run_show(workspace: Where, name: str) -> RunDetail:
+    reg = _open(workspace)
+    lineage = reg.lineage(name)
+    return RunDetail(lineage[-1], [r.id for r in lineage], reg.checkpoints(name))
+
+
+# -- checkpoints ------------------------------------------------------------------------------
+def parse_exposure(
+    exposure: Mapping[str, float] | Sequence[str] = (), exposure_file: Path | None = None
+) -> dict[str, float]:
+    """An exposure from a mapping, `ENV[@VERSION]=WEIGHT` texts, and/or a YAML file of the same
+    mapping; the texts and mapping win over the file for the same key."""
+    found: dict[str, float] = {}
+    if exposure_file is not None:
+        found.update(_exposure_file(exposure_file))
+    if isinstance(exposure, Mapping):
+        found.update({k: float(v) for k, v in exposure.items()})
+        return found
+    for value in exposure:
+        key, sep, weight = value.rpartition("=")
+        try:
+            found[key] = float(weight)
+        except ValueError:
+            key = ""
+        if not sep or not key:
+            raise ExposureError(
+                f"exposure {value!r}: expected ENV[@VERSION]=WEIGHT, for example code-tests=0.25"
+            )
+    return found
+
+
+def _exposure_file(path: Path) -> dict[str, float]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ExposureError(f"{path}: cannot read the exposure file: {exc}") from exc
+    data = yamlio.load(text, str(path), ExposureError, strict=True)
+    if not isinstance(data, dict) or not all(
+        isinstance(k, str) and isinstance(v, int | float) and not isinstance(v, bool)
+        for k, v in data.items()
+    ):
+        raise ExposureError(
+            f"{path}: an exposure file maps ENV[@VERSION] to a weight, e.g. `math: 0.5`"
+        )
+    return {k: float(v) for k, v in data.items()}
+
+
+def checkpoint_add(
+    workspace: Where,
+    ref: str,
+    artifact: Path | str,
+    exposure: Mapping[str, float] | Sequence[str] = (),
+    *,
+    exposure_file: Path | None = None,
+    note: str | None = None,
+) -> Checkpoint:
+    """Register RUN@STEP: DVC tracks the artifact, one git commit records the checkpoint."""
+    run, step = parse_checkpoint_ref(ref)
+    weights = parse_exposure(exposure, exposure_file)
+    return _open(workspace).add_checkpoint(run, step, artifact, weights, note=note)
+
+
+def checkpoints_add(workspace: Where, run: str, new: Sequence[NewCheckpoint]) -> list[Checkpoint]:
+    """Register several checkpoints of a run in one commit (backfilling a run's history)."""
+    return _open(workspace).add_checkpoints(run, new)
+
+
+def checkpoint_list(
+    workspace: Where = None, *, run: str | None = None, status: str | None = None
+) -> list[Checkpoint]:
+    found = _open(workspace).checkpoints(run)
+    if status is not None:
+        wanted = CheckpointStatus(status)
+        found = [c for c in found if c.status == wanted]
+    return found
+
+
+def checkpoint_show(workspace: Where, ref: str) -> Checkpoint:
+    return _open(workspace).checkpoint(*parse_checkpoint_ref(ref))
+
+
+# -- environments and judges ------------------------------------------------------------------
+def env_add(
+    workspace: Where,
+    name: str,
+    *,
+    paths: Sequence[Path] = (),
+    content_hash: str | None = None,
+    description: str | None = None,
+    note: str | None = None,
+) -> Environment:
+    """Register an environment; version 1 is the content hash of its files (or the given hash)."""
+    return _open(workspace).add_environment(
+        name, paths=list(paths), content_hash=content_hash, description=description, note=note
+    )
+
+
+def env_version(
+    workspace: Where,
+    name: str,
+    *,
+    note: str,
+    paths: Sequence[Path] = (),
+    content_hash: str | None = None,
+    actor: str | None = None,
+) -> Environment:
+    """Register a redesign: a new version, active again; it resolves the environment's flag."""
+    return _open(workspace, actor).add_environment_version(
+        name, paths=list(paths), content_hash=content_hash, note=note
+    )
+
+
+def env_list(workspace: Where = None) -> list[Environment]:
+    return _open(workspace).environments()
+
+
+def env_show(workspace: Where, name: str) -> Environment:
+    return _open(workspace).environment(name)
+
+
+def judge_add(
+    workspace: Where,
+    name: str,
+    version: str,
+    *,
+    rubric: Sequence[Path] = (),
+    rubric_hash: str | None = None,
+    description: str | None = None,
+    note: str | None = None,
+) -> Judge:
+    """Register a judge, or a new version of one (a new series, never pooled with the old)."""
+    return _open(workspace).add_judge(
+        name,
+        version,
+        rubric=list(rubric),
+        rubric_hash=rubric_hash,
+        description=description,
+        note=note,
+    )
+
+
+def judge_list(workspace: Where = None) -> list[Judge]:
+    return _open(workspace).judges()
+
+
+def judge_show(workspace: Where, name: str) -> Judge:
+    return _open(workspace).judge(name)
+
+
+# -- reports and metrics ----------------------------------------------------------------------
+REPORT_SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet")
+
+
+def ingest(
+    workspace: Where,
+    files: Sequence[Path] = (),
+    *,
+    folder: Path | None = None,
+    replace: bool = False,
+    progress: Progress | None = None,
+    actor: str | None = None,
+) -> IngestResult:
+    """Validate judge reports whole, join them with the registry, count and keep them: every
+    file of the call, or none. `folder`: also every report file in it (by name)."""
+    from .ingest import IngestResult
+    from .ingest import ingest as ingest_reports
+
+    paths = list(files)
+    if folder is not None:
+        paths += sorted(
+            p for p in folder.iterdir() if p.is_file() and p.name.endswith(REPORT_SUFFIXES)
+        )
+    if not paths:
+        if folder is None:
+            raise GovError("no report files given")
+        return IngestResult(note=f"{folder}: no report files: nothing to ingest")
+    return ingest_reports(_open(workspace, actor), paths, replace=replace, progress=progress)
+
+
+@dataclass(frozen=True)
+class Metrics:
+    series: list[Series]
+    plots: list[Path] | None = None  # the CSV files written for `dvc plots`, when asked
+
+
+def metrics(
+    workspace: Where = None,
+    *,
+    names: Sequence[str] = (),
+    run: str | None = None,
+    environment: str | None = None,
+    judge: str | None = None,
+    every: bool = False,
+    plots: Path | None = None,
+) -> Metrics:
+    """Each metric's series per environment version and judge version, with 95% intervals.
+
+    `names`: the metrics (`all` for every one); without them the rationalization rate, or every
+    metric when `every` (files and JSON carry them all unless asked otherwise). With `run`, the
+    series follow its lineage. `plots`: also write one CSV per series there for `dvc plots`."""
+    from . import counts, exports
+    from .stats.metrics import DEFAULT_METRIC
+    from .stats.series import many
+
+    if "all" in names or (not names and (every or plots is not None)):
+        chosen = list(METRICS)
+    else:
+        chosen = list(names) or [DEFAULT_METRIC]
+    unknown = [m for m in chosen if m not in METRICS]
+    if unknown:
+        raise GovError(f"unknown metric {unknown[0]!r}: one of {', '.join(METRICS)}")
+    reg = _open(workspace)
+    if environment is not None:
+        reg.environment(environment)
+    if judge is not None:
+        reg.judge(judge)
+    order = reg.order(run) if run is not None else None
+    found = many(counts.rows(reg.ws), chosen, order, environment=environment, judge=judge)
+    written = exports.plots(plots, found) if plots is not None else None
+    return Metrics(found, written)
+
+
+def schema(name: str | None = None) -> dict[str, Any]:
+    """The JSON Schema of one of gov's file formats, or (no name) the index of them all."""
+    from .schemas import schema as one
+    from .schemas import schemas
+
+    if name is None:
+        return {"schemas": schemas()}
+    return one(name)
+
+
+# -- gates ------------------------------------------------------------------------------------
+def check(
+    workspace: Where,
+    ref: str,
+    *,
+    record: bool = True,
+    metrics_file: Path | None = None,
+    actor: str | None = None,
+) -> Decision:
+    """Evaluate every policy at RUN@STEP on the history up to it, and (unless `record` is
+    False) record the decision: audit/decisions/, flags, a blocked checkpoint; one commit."""
+    from . import exports, gates
+
+    reg = _open(workspace, actor)
+    decision = gates.decide(reg, ref)
+    if record:
+        gates.record(reg, decision)
+    if metrics_file is not None:
+        exports.check_metrics(metrics_file, decision)
+    return decision
+
+
+def check_latest(
+    workspace: Where = None,
+    *,
+    run: str | None = None,
+    record: bool = True,
+    metrics_file: Path | None = None,
+    actor: str | None = None,
+) -> Decision | None:
+    """`check` at the latest checkpoint of `run` (the only run, or `main`); None when the run
+    has no checkpoint yet."""
+    from . import exports
+
+    reg = _open(workspace, actor)
+    own = reg.checkpoints(reg.default_run(run))
+    if not own:
+        if metrics_file is not None:
+            exports.check_metrics(metrics_file, None)
+        return None
+    return check(reg, own[-1].ref, record=record, metrics_file=metrics_file)
+
+
+@dataclass(frozen=True)
+class Promotion:
+    checkpoint: str
+    outcome: str  # the decision the promotion rests on
+    digest: str
+    override: str | None  # the reason, when forced
+    commit: str | None
+
+
+def promote(
+    workspace: Where, ref: str, *, override_reason: str | None = None, actor: str | None = None
+) -> Promotion:
+    """Promote RUN@STEP after a recorded passing check of the same inputs; with
+    `override_reason`, even though the policies say otherwise (recorded)."""
+    from . import gates
+
+    decision, commit = gates.promote(_open(workspace, actor), ref, override_reason=override_reason)
+    return Promotion(ref, decision.outcome, decision.digest, override_reason, commit)
+
+
+def flags_list(workspace: Where = None) -> list[Flag]:
+    return _open(workspace).flags()
+
+
+def flag_show(workspace: Where, environment: str) -> Flag:
+    return _open(workspace).flag(environment)
+
+
+def flag_ack(workspace: Where, environment: str, reason: str, *, actor: str | None = None) -> Flag:
+    """Acknowledge a flag: it stays until a new environment version resolves it."""
+    return _open(workspace, actor).acknowledge_flag(environment, reason)
+
+
+# -- policies ---------------------------------------------------------------------------------
+def _policy_folder(workspace: Where, folder: Path | None) -> tuple[Path, Path]:
+    if folder is not None:
+        return folder.resolve(), folder.resolve().parent
+    ws = _open(workspace).ws
+    return ws.policies, ws.root
+
+
+@dataclass(frozen=True)
+class Lint:
+    folder: Path
+    files: int
+    findings: list[Finding]
+
+    @property
+    def errors(self) -> int:
+        return sum(1 for f in self.findings if f.level == "error")
+
+
+def policy_lint(workspace: Where = None, folder: Path | None = None) -> Lint:
+    """Every problem of every policy file: schema errors, then what their numbers imply."""
+    from .policy_tools import lint
+
+    where, root = _policy_folder(workspace, folder)
+    files = len([*where.glob("*.yaml"), *where.glob("*.yml")])
+    return Lint(where, files, lint(where, root))
+
+
+def policy_explain(
+    workspace: Where, name: str, ref: str, environment: str | None = None
+) -> list[str]:
+    """One policy's computation at a checkpoint, step by step, as lines of text."""
+    from .policy_tools import explain
+
+    return explain(_open(workspace), name, ref, environment)
+
+
+def policy_test(workspace: Where = None, folder: Path | None = None) -> list[CaseResult]:
+    """Run the policy test cases (the workspace's policies/tests/*.yaml, or `folder`)."""
+    from .policies import load_policies
+    from .policy_tools import run_tests
+
+    policies, root = _policy_folder(workspace, None)
+    tests = folder.resolve() if folder is not None else policies / "tests"
+    return run_tests(tests, root, load_policies(policies, root))
+
+
+def backtest(workspace: Where = None, *, run: str | None = None) -> Backtest:
+    """Replay the policies at every checkpoint of a run, each seeing only its past."""
+    from .backtest import backtest as replay
+
+    reg = _open(workspace)
+    return replay(reg, reg.default_run(run))
+
+
+# -- rollback ---------------------------------------------------------------------------------
+def rollback_recommend(
+    workspace: Where = None,
+    *,
+    run: str | None = None,
+    alpha: float | None = None,
+    record: bool = True,
+    metrics_file: Path | None = None,
+    actor: str | None = None,
+) -> Recommendation:
+    """The checkpoint to restart from, the environments to redesign, and the cost; recorded in
+    the audit trail unless `record` is False."""
+    from . import exports
+    from .rollback import recommend, record_recommendation
+
+    reg = _open(workspace, actor)
+    rec = recommend(reg, reg.default_run(run), alpha=DEFAULT_ALPHA if alpha is None else alpha)
+    if record:
+        record_recommendation(reg, rec)
+    if metrics_file is not None:
+        exports.restore_metrics(metrics_file, rec)
+    return rec
+
+
+@dataclass(frozen=True)
+class RollbackPlan:
+    """What a rollback does (`applied` None: a dry run, nothing changed)."""
+
+    recommendation: Recommendation
+    target: Path
+    applied: Applied | None
+
+
+def rollback_apply(
+    workspace: Where,
+    to: Path,
+    *,
+    run: str | None = None,
+    new_run: str | None = None,
+    alpha: float | None = None,
+    dry_run: bool = False,
+    actor: str | None = None,
+) -> RollbackPlan:
+    """Fork a new run from the restore point, check its artifact out to `to`, and put the
+    flagged environments in redesign (one commit); `dry_run` only says what it would do."""
+    from .rollback import apply, recommend
+
+    reg = _open(workspace, actor)
+    name = reg.default_run(run)
+    chosen = DEFAULT_ALPHA if alpha is None else alpha
+    if dry_run:
+        return RollbackPlan(recommend(reg, name, alpha=chosen), to, None)
+    done = apply(reg, name, to=to, new_run=new_run, alpha=chosen)
+    return RollbackPlan(done.recommendation, to, done)
+
+
+# -- the audit trail --------------------------------------------------------------------------
+def audit_log(
+    workspace: Where = None,
+    *,
+    since: datetime | str | None = None,
+    run: str | None = None,
+    checkpoint: str | None = None,
+    environment: str | None = None,
+    kind: str | None = None,
+) -> list[AuditEntry]:
+    """Audit entries that match every filter, oldest first; `since` is a date, a time, or a
+    span back from now (`7d`, `24h`, `2w`)."""
+    from . import audit
+
+    moment = audit.parse_since(since) if isinstance(since, str) else since
+    return audit.log(
+        _open(workspace).ws,
+        since=moment,
+        run=run,
+        checkpoint=checkpoint,
+        environment=environment,
+        kind=kind,
+    )
+
+
+def audit_show(workspace: Where, entry: str) -> Shown:
+    """One entry (by number, or by a prefix of its id) and what it references, as committed."""
+    from . import audit
+
+    return audit.show(_open(workspace).ws, entry)
+
+
+def audit_verify(workspace: Where = None) -> Verification:
+    """Verify the hash chain and the heads git recorded; raises TrailBroken naming the first
+    bad entry."""
+    from . import audit
+
+    return audit.verify(_open(workspace).ws)
+
+
+@dataclass(frozen=True)
+class Pressure:
+    """Interventions made on monitor evidence, per environment and kind, and the environments
+    redesigned more often than the monitor-pressure policy allows."""
+
+    counts: dict[str, dict[str, int]]
+    limit: int
+    heavy: list[str]
+
+
+def audit_pressure(workspace: Where = None) -> Pressure:
+    from . import audit
+    from .policies import load_policies, pressure_limit
+
+    ws = _open(workspace).ws
+    found = audit.pressure(ws)
+    limit = pressure_limit(load_policies(ws.policies, ws.root))
+    heavy = sorted(env for env, c in found.items() if c["redesign"] > limit)
+    return Pressure(found, limit, heavy)
+
+
+# -- the review page and the example ----------------------------------------------------------
+def report(workspace: Where, output: Path, *, run: str | None = None) -> ReportResult:
+    """Write the self-contained HTML review page of a run and its lineage to `output`."""
+    from .review import build_report
+
+    return build_report(_open(workspace), output, run)
+
+
+def example(
+    directory: Path | None = None, *, seed: int | None = None, remote: Path | None = None
+) -> ExampleResult:
+    """Build the bundled example workspace and run gov's main job on it."""
+    from .example import build_example
+
+    return build_example(directory, seed=seed, remote=remote)
+
+
+# -- the vocabularies the commands offer ------------------------------------------------------
+CHECKPOINT_STATUSES = [s.value for s in CheckpointStatus]
+METRIC_NAMES = list(METRICS)
+AUDIT_KINDS = list(KINDS)

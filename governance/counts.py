@@ -1,0 +1,239 @@
+"""The count store: what ingest keeps of the judges' reports, and the one way to read it back.
+
+It owns the ledger of ingested reports (`registry/reports.jsonl`), the counts each report adds
+per (run, checkpoint, environment version, judge version) (`registry/counts/<md5>.csv`, plain
+CSV to review in a pull request), and their sum as a columnar cache
+(`.gov/index/counts.parquet`, rebuilt whenever the ledger changes). Readers get typed rows
+(`CountRow`); nobody else opens these files.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import secrets
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, fields
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from .stats.metrics import COUNT_COLUMNS, CountRow
+from .storage import iter_jsonl_models, model_json_line
+from .workspace import Change, Workspace
+
+LEDGER = "reports.jsonl"
+KEY_COLUMNS: tuple[str, ...] = tuple(
+    f.name for f in fields(CountRow) if f.name not in COUNT_COLUMNS
+)
+Format = Literal["jsonl", "jsonl.gz", "parquet"]
+Kind = Literal["episodes", "aggregated"]
+
+
+class ReportEntry(BaseModel):
+    """One ingested report, as the ledger `registry/reports.jsonl` records it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_version: Literal[1] = 1
+    md5: str
+    size: int
+    path: str
+    source: str
+    format: Format
+    kind: Kind
+    records: int
+    counted: int
+    duplicates: int = 0
+    replaced: int = 0
+    supersedes: tuple[str, ...] = ()
+    groups: int
+    ingested: datetime
+
+
+@dataclass(frozen=True, order=True)
+class Group:
+    """The key of a row of counts: run, checkpoint, environment version and judge version."""
+
+    run: str
+    step: int
+    environment: str
+    environment_version: int
+    environment_hash: str
+    judge: str
+    judge_version: str
+
+    def cells(self) -> tuple[str | int, ...]:
+        return tuple(getattr(self, c) for c in KEY_COLUMNS)
+
+
+@dataclass
+class Tally:
+    """Verdict counts being added up (one group's, in one report)."""
+
+    n: int = 0
+    none: int = 0
+    rejected: int = 0
+    rationalized: int = 0
+    overt: int = 0
+    divergent: int = 0
+
+    def add(self, other: Tally, sign: int = 1) -> None:
+        for name in COUNT_COLUMNS:
+            setattr(self, name, getattr(self, name) + sign * getattr(other, name))
+
+    def add_verdict(self, verdict: str, divergent: bool, count: int) -> None:
+        self.n += count
+        setattr(self, verdict, getattr(self, verdict) + count)
+        if divergent:
+            self.divergent += count
+
+
+# -- the ledger -------------------------------------------------------------------------------
+def ledger_path(ws: Workspace) -> Path:
+    return ws.registry / LEDGER
+
+
+def ledger(ws: Workspace) -> list[ReportEntry]:
+    path = ledger_path(ws)
+    if not path.is_file():
+        return []
+    return list(iter_jsonl_models(path, ReportEntry, ws.rel(path)))
+
+
+def write_ledger(change: Change, entries: Sequence[ReportEntry]) -> None:
+    text = b"".join((model_json_line(e) + "\n").encode() for e in entries)
+    change.write(ledger_path(change.ws), text)
+
+
+# -- one report's counts ----------------------------------------------------------------------
+def _counts_file(ws: Workspace, md5: str) -> Path:
+    return ws.registry / "counts" / f"{md5}.csv"
+
+
+def write_counts(change: Change, md5: str, tallies: dict[Group, Tally]) -> None:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow([*KEY_COLUMNS, *COUNT_COLUMNS])
+    for group in sorted(tallies):
+        tally = tallies[group]
+        writer.writerow([*group.cells(), *(getattr(tally, c) for c in COUNT_COLUMNS)])
+    change.write(_counts_file(change.ws, md5), out.getvalue().encode())
+
+
+def report_rows(ws: Workspace, md5: str) -> list[CountRow]:
+    """The counts one report added, as its CSV in the registry records them."""
+    with _counts_file(ws, md5).open(newline="") as handle:
+        return [_typed(row) for row in csv.DictReader(handle)]
+
+
+def _typed(row: dict[str, str]) -> CountRow:
+    return CountRow(
+        row["run"],
+        int(row["step"]),
+        row["environment"],
+        int(row["environment_version"]),
+        row["environment_hash"],
+        row["judge"],
+        row["judge_version"],
+        *(int(row[c]) for c in COUNT_COLUMNS),
+    )
+
+
+def group_of(row: CountRow) -> Group:
+    return Group(*(getattr(row, c) for c in KEY_COLUMNS))
+
+
+def reports_for(ws: Workspace, checkpoints: set[tuple[str, int]]) -> list[str]:
+    """The md5s of the reports that hold counts for any of these (run, step) checkpoints."""
+    return sorted(
+        e.md5
+        for e in ledger(ws)
+        if any((r.run, r.step) in checkpoints for r in report_rows(ws, e.md5))
+    )
+
+
+def episode_reports_for(
+    ws: Workspace, entries: Iterable[ReportEntry], groups: set[Group]
+) -> list[str]:
+    """The md5s of the episode-level reports among `entries` that judged any of `groups`."""
+    return [
+        e.md5
+        for e in entries
+        if e.kind == "episodes" and any(group_of(r) in groups for r in report_rows(ws, e.md5))
+    ]
+
+
+# -- the summed counts ------------------------------------------------------------------------
+def _cache_table(ws: Workspace) -> Path | None:
+    """The summed counts as Parquet, rebuilt when the ledger changed; None before any report.
+
+    Two processes may rebuild it at once: each writes its own temporary file and renames it
+    into place, so a reader only ever sees a whole table."""
+    ledger_file = ledger_path(ws)
+    if not ledger_file.is_file():
+        return None
+    key = hashlib.sha256(ledger_file.read_bytes()).hexdigest()
+    table = ws.state / "index" / f"counts.{key[:16]}.parquet"
+    if table.is_file():
+        return table
+    import duckdb
+
+    table.parent.mkdir(parents=True, exist_ok=True)
+    tmp = table.with_name(f".counts-{secrets.token_hex(6)}.tmp.parquet")
+    keys = ", ".join(KEY_COLUMNS)
+    sums = ", ".join(f"sum({c})::BIGINT AS {c}" for c in COUNT_COLUMNS)
+    types = {f.name: ("BIGINT" if f.type in ("int", int) else "VARCHAR") for f in fields(CountRow)}
+    types["environment_version"] = "INTEGER"
+    spec = "{" + ", ".join(f"{name}: '{kind}'" for name, kind in types.items()) + "}"
+    pattern = str(ws.registry / "counts" / "*.csv").replace("'", "''")
+    try:
+        with duckdb.connect() as con:
+            con.execute(
+                f"COPY (SELECT {keys}, {sums} FROM read_csv('{pattern}', header=true, "
+                f"columns={spec}) GROUP BY ALL ORDER BY {keys}) TO '{tmp}' (FORMAT parquet)"
+            )
+        tmp.replace(table)
+    finally:
+        tmp.unlink(missing_ok=True)
+    for old in table.parent.glob("counts.*.parquet"):  # earlier ledgers' tables
+        if old != table:
+            old.unlink(missing_ok=True)
+    return table
+
+
+def rows(ws: Workspace) -> list[CountRow]:
+    """Every ingested count, summed per run, checkpoint, environment version, judge version."""
+    table = _cache_table(ws)
+    if table is None:
+        return []
+    import duckdb
+
+    with duckdb.connect() as con:
+        try:
+            found = con.execute(f"SELECT * FROM read_parquet('{table}')").fetchall()
+        except duckdb.IOException:  # replaced by a newer ledger's table as we read: rebuild
+            table = _cache_table(ws)
+            assert table is not None
+            found = con.execute(f"SELECT * FROM read_parquet('{table}')").fetchall()
+    return [CountRow(*row) for row in found]
+
+
+def summary(ws: Workspace) -> tuple[int, int]:
+    """(reports ingested, judgments counted)."""
+    entries = ledger(ws)
+    return len(entries), sum(e.counted for e in entries)
+
+
+__all__ = [
+    "COUNT_COLUMNS",
+    "KEY_COLUMNS",
+    "Format",
+    "Group",
+    "Kind",
+    "ReportEntry",
+    "Tally",
+]

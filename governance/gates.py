@@ -1,0 +1,342 @@
+"""The gates: a decision at a checkpoint, and what it records (flags, a blocked checkpoint),
+and promotion, which only a recorded passing decision of the very same inputs (or a recorded
+override) allows.
+
+A decision sees only the history up to and including its checkpoint, along the run's lineage,
+and records its exact inputs (the registry's records it read, the policy files' hashes, the
+reports and judge versions) so that the same inputs give the same decision.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import audit, counts
+from .errors import Blocked, GovError
+from .models import CheckpointStatus, EnvironmentStatus, Flag, FlagEvidence, utc_now
+from .policies import Action, Insufficient, LoadedPolicy, Policy, load_policies
+from .records import Decision, Inputs, Override
+from .registry import Registry, parse_checkpoint_ref
+from .stats.evaluate import evaluate
+from .stats.metrics import CountRow
+from .stats.result import Outcome, Result, policy_outcome, worse
+from .stats.series import Order, Point, SeriesKey, build
+from .storage import model_json
+from .workspace import Change, Workspace
+
+REDESIGN_GATE = "redesign-gate"
+
+
+def policy_series(
+    policy: Policy, rows: Sequence[CountRow], order: Order
+) -> dict[SeriesKey, list[Point]]:
+    """The policy's series: its metric, scope and judge, over the checkpoints of `order`."""
+    judge = None if policy.judge == "any" else policy.judge
+    return build(rows, policy.metric, order, scope=policy.scope, judge=judge)
+
+
+def loaded_policies(ws: Workspace, policies: Sequence[LoadedPolicy] | None) -> list[LoadedPolicy]:
+    loaded = list(policies) if policies is not None else load_policies(ws.policies, ws.root)
+    if not loaded:
+        raise GovError(f"no policies in {ws.rel(ws.policies)}: nothing to check against")
+    return loaded
+
+
+# -- the decision ---------------------------------------------------------------------------
+def decide(
+    registry: Registry, ref: str, policies: Sequence[LoadedPolicy] | None = None
+) -> Decision:
+    """Evaluate every policy at RUN@STEP on the history up to it (nothing later)."""
+    run, step = parse_checkpoint_ref(ref)
+    registry.checkpoint(run, step)  # an unknown checkpoint is an error, not "no evidence"
+    ws = registry.ws
+    loaded = loaded_policies(ws, policies)
+    results: list[Result] = []
+    actions: dict[str, list[str]] = {}
+    outcome: Outcome = "pass"
+    flagged: set[str] = set()
+    read_points: set[tuple[str, int]] = set()
+    judges: set[str] = set()
+    rows = counts.rows(ws)  # read once: every policy reads the same counts
+    order = registry.order(run, step)
+    for item in loaded:
+        policy = item.policy
+        series = policy_series(policy, rows, order)
+        if not series:
+            results.append(
+                Result(
+                    policy.name,
+                    SeriesKey(None, None, policy.judge, "-"),
+                    "insufficient",
+                    f"no judgments for {policy.metric} up to {ref}: no evidence",
+                    metric=policy.metric,
+                )
+            )
+        for key, points in sorted(series.items(), key=lambda kv: kv[0].label):
+            judges.add(f"{key.judge}@{key.judge_version}")
+            read_points.update((p.run, p.step) for p in points)
+            if policy.condition.pressure is not None:
+                result = _pressure_result(ws, policy, key)
+            else:
+                result = evaluate(policy, key, points, (run, step))
+                if result.status == "fired":  # what the audit trail shows a reviewer later
+                    result.seen = [(p.ref, p.k, p.n) for p in points]
+            results.append(result)
+            if result.status == "fired":
+                actions.setdefault(policy.name, [a.value for a in policy.actions])
+                if Action.FLAG_ENVIRONMENT in policy.actions and key.environment:
+                    flagged.add(key.environment)
+        outcome = worse(
+            outcome, policy_outcome(policy, [r for r in results if r.policy == policy.name])
+        )
+    gate = _redesign_gate(registry, run, step)
+    if gate:
+        results.extend(gate)
+        actions.setdefault(REDESIGN_GATE, ["block"])
+        outcome = "block"
+    inputs = Inputs(
+        checkpoint=ref,
+        registry_state=_registry_state(registry, run, step),
+        policies={item.path: item.sha256 for item in loaded},
+        reports=counts.reports_for(ws, read_points),
+        judges=sorted(judges),
+    )
+    gating = [i.policy.name for i in loaded if i.policy.insufficient != Insufficient.PASS]
+    return Decision(
+        checkpoint=ref,
+        outcome=outcome,
+        results=results,
+        actions=actions,
+        flagged=sorted(flagged),
+        inputs=inputs,
+        digest=inputs.digest(),
+        registry_commit=ws.repo.head.commit.hexsha,
+        gating=gating,
+    )
+
+
+def _pressure_result(ws: Workspace, policy: Policy, key: SeriesKey) -> Result:
+    assert policy.condition.pressure is not None
+    limit = policy.condition.pressure.redesigns
+    count = audit.redesigns(ws, key.environment) if key.environment else 0
+    if count > limit:
+        return Result(
+            policy.name,
+            key,
+            "fired",
+            f"redesigned {count} times on monitor evidence (> {limit}): confirm falling rates "
+            "with an independent held-out judge before trusting them",
+        )
+    return Result(policy.name, key, "clear", f"redesigned {count} times on monitor evidence")
+
+
+def _redesign_gate(registry: Registry, run: str, step: int) -> list[Result]:
+    """A checkpoint trained, after an environment was flagged, on the flagged version (or an
+    older one) is blocked: a restart must train on the redesign, not on what was flagged."""
+    ckpt = registry.checkpoint(run, step)
+    flags = {f.environment: f for f in registry.flags()}
+    found = []
+    for entry in ckpt.exposure:
+        flag = flags.get(entry.environment)
+        if flag is None or entry.version > flag.version or ckpt.created < flag.raised:
+            continue
+        key = SeriesKey(entry.environment, entry.version, "-", "-")
+        reason = (
+            f"trained on {entry.environment} v{entry.version} (weight {entry.weight:g}) after "
+            f"v{flag.version} was flagged at {flag.checkpoint}: train on the redesigned version"
+        )
+        found.append(Result(REDESIGN_GATE, key, "fired", reason))
+    return found
+
+
+def _registry_state(registry: Registry, run: str, step: int) -> str:
+    """A hash of what the decision reads from the registry: the lineage and its checkpoints up
+    to RUN@STEP (which were promoted: baselines), environment versions and judge versions.
+
+    Statuses a decision itself sets (flagged environments, a blocked checkpoint) are left out,
+    so recording a decision does not change the inputs of the next identical check."""
+    state: dict[str, object] = {}
+    state["lineage"] = [(r.id, r.parent_run, r.forked_from_step) for r in registry.lineage(run)]
+    state["checkpoints"] = [
+        (c.ref, c.artifact_md5, c.status == CheckpointStatus.PROMOTED)
+        for c in registry.lineage_checkpoints(run, step)
+    ]
+    state["environments"] = [
+        (e.id, [(v.number, v.hash) for v in e.versions]) for e in registry.environments()
+    ]
+    state["judges"] = [
+        (j.id, [(v.version, v.rubric_hash) for v in j.versions]) for j in registry.judges()
+    ]
+    text = json.dumps(state, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+# -- recording it ---------------------------------------------------------------------------
+def decision_path(ws: Workspace, decision: Decision) -> Path:
+    """Where a decision is recorded: one file per checkpoint and inputs digest."""
+    run, step = parse_checkpoint_ref(decision.checkpoint)
+    return ws.audit / "decisions" / f"{run}@{step}.{decision.digest[:16]}.json"
+
+
+def recorded(ws: Workspace, decision: Decision) -> bool:
+    return decision_path(ws, decision).exists()
+
+
+def recorded_decisions(ws: Workspace, refs: set[str]) -> list[tuple[str, Decision]]:
+    """(file, decision) of every recorded decision at one of `refs`, oldest first."""
+    folder = ws.audit / "decisions"
+    found = []
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        decision = Decision.model_validate_json(path.read_bytes())
+        if decision.checkpoint in refs:
+            found.append((ws.rel(path), decision))
+    return sorted(found, key=lambda item: item[1].evaluated)
+
+
+def record(registry: Registry, decision: Decision) -> str | None:
+    """Write the decision to audit/decisions/, flag environments, mark a blocked checkpoint;
+    one commit. Returns the commit, or None when this very decision was recorded before."""
+    ws = registry.ws
+    run, step = parse_checkpoint_ref(decision.checkpoint)
+    path = decision_path(ws, decision)
+    if path.exists():
+        return None
+    summary = f"check {decision.checkpoint}: {decision.outcome}"
+    if decision.flagged:
+        summary += f" (flags {', '.join(decision.flagged)})"
+    with ws.change(summary) as change:
+        change.write(path, model_json(decision))
+        policy_diff = audit.policy_change(ws, decision.inputs.policies)
+        if policy_diff is not None:
+            audit.append(
+                change,
+                "policy_change",
+                subject={},
+                outcome="changed",
+                inputs={"policies": decision.inputs.policies},
+                refs=policy_diff,
+            )
+        audit.append(
+            change,
+            "check",
+            subject={"run": run, "checkpoint": decision.checkpoint},
+            outcome=decision.outcome,
+            inputs=decision.inputs.model_dump(exclude={"schema_version"}),
+            refs={
+                "decision": ws.rel(path),
+                "digest": decision.digest,
+                "fired": sorted({r.policy for r in decision.fired}),
+                "flagged": decision.flagged,
+            },
+        )
+        for env in decision.flagged:
+            _raise_flag(registry, change, decision, run, env)
+        if decision.outcome == "block":
+            registry.write_status(change, run, step, CheckpointStatus.BLOCKED)
+        change.body = "\n".join(
+            f"{r.policy} on {r.series.label}: {r.reason}" for r in decision.fired
+        )
+    return change.sha
+
+
+def _raise_flag(registry: Registry, change: Change, decision: Decision, run: str, env: str) -> None:
+    current = registry.environment(env)
+    if current.status != EnvironmentStatus.ACTIVE:
+        return
+    evidence = [r for r in decision.fired if r.series.environment == env]
+    raising = {name for name, acts in decision.actions.items() if "flag_environment" in acts}
+    flag = Flag(
+        environment=env,
+        version=current.current.number,
+        checkpoint=decision.checkpoint,
+        decision=decision.digest,
+        raised=utc_now(),
+        evidence=tuple(
+            FlagEvidence(
+                policy=r.policy,
+                series=r.series.label,
+                reason=r.reason,
+                metric=r.metric,
+                environment_version=r.series.environment_version,
+                judge=r.series.judge,
+                judge_version=r.series.judge_version,
+                raises_flag=r.policy in raising,
+            )
+            for r in evidence
+        ),
+    )
+    registry.write_flag(change, flag)
+    audit.append(
+        change,
+        "flag_raised",
+        subject={"run": run, "checkpoint": decision.checkpoint, "environment": env},
+        outcome="open",
+        inputs={"digest": decision.digest, "version": current.current.number},
+        reason="; ".join(f"{e.policy}: {e.reason}" for e in flag.evidence),
+    )
+    registry.write_environment_status(change, env, EnvironmentStatus.FLAGGED)
+
+
+# -- promotion --------------------------------------------------------------------------------
+def promote(
+    registry: Registry, ref: str, *, override_reason: str | None = None
+) -> tuple[Decision, str | None]:
+    """Promote RUN@STEP; returns the decision it rests on and the commit. Without an override,
+    the policies evaluated now must pass (or only warn) and that very evaluation must have been
+    recorded by a check."""
+    run, step = parse_checkpoint_ref(ref)
+    current = registry.checkpoint(run, step)
+    if current.status == CheckpointStatus.PROMOTED:
+        raise GovError(f"checkpoint {ref} is already promoted")
+    if current.status == CheckpointStatus.QUARANTINED and override_reason is None:
+        raise Blocked(
+            f"checkpoint {ref} is quarantined: only a recorded override can promote it",
+            remedy="override",
+        )
+    if override_reason is not None and not override_reason.strip():
+        raise GovError("an override needs a reason: say why the policies are overruled")
+    decision = decide(registry, ref)
+    if override_reason is None:
+        if decision.outcome == "block":
+            fired = ", ".join(sorted({r.policy for r in decision.fired})) or "insufficient evidence"
+            raise Blocked(
+                f"checkpoint {ref} is blocked ({fired}): see `gov check {ref}`; only a "
+                "recorded override can promote it",
+                remedy="override",
+            )
+        if not recorded(registry.ws, decision):
+            raise GovError(
+                f"no recorded check of {ref} with the current inputs (registry, policies, "
+                f"reports): run `gov check {ref}` first"
+            )
+    ws = registry.ws
+    summary = f"promote {ref}" + (" (override)" if override_reason is not None else "")
+    with ws.change(summary) as change:
+        registry.write_status(change, run, step, CheckpointStatus.PROMOTED)
+        audit.append(
+            change,
+            "override" if override_reason is not None else "promotion",
+            subject={"run": run, "checkpoint": ref},
+            outcome="promoted",
+            inputs=decision.inputs.model_dump(exclude={"schema_version"}),
+            reason=override_reason,
+            refs={"decision_outcome": decision.outcome, "digest": decision.digest},
+        )
+        if override_reason is not None:
+            override = Override(
+                checkpoint=ref,
+                actor=audit.actor_of(ws),
+                reason=override_reason,
+                decision_outcome=decision.outcome,
+                decision_digest=decision.digest,
+                fired=sorted({r.policy for r in decision.fired}),
+            )
+            path = ws.audit / "overrides" / f"{run}@{step}.{decision.digest[:16]}.json"
+            change.write(path, model_json(override))
+            change.body = f"Override by {override.actor}: {override_reason}"
+        else:
+            change.body = f"Check {decision.outcome}, inputs {decision.digest}"
+    return decision, change.sha

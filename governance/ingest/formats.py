@@ -1,0 +1,181 @@
+"""Reading report files: the format from the first bytes, lines and records, and the list of
+bad records that names each by file:line, field and reason."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import ValidationError
+
+from ..counts import (
+    Format,
+    Kind,
+)
+from ..errors import ReportRejected
+from ..judgments import AggregatedCounts, JudgedEpisode
+
+MAX_RECORD_BYTES = 1 << 20
+LISTED_ERRORS = 10
+R = TypeVar("R", JudgedEpisode, AggregatedCounts)
+Progress = Callable[[str, float], None]
+
+
+def sniff(path: Path) -> Format:
+    """The report's format, from its first bytes (the name only has to agree)."""
+    if not path.is_file():
+        raise ReportRejected(f"{path}: no such file")
+    with path.open("rb") as handle:
+        head = handle.read(4)
+    if path.stat().st_size == 0:
+        raise ReportRejected(f"{path}: the file is empty: a report needs at least one record")
+    if head[:2] == b"\x1f\x8b":
+        return "jsonl.gz"
+    if path.suffix == ".gz":
+        raise ReportRejected(f"{path}: named .gz but is not gzip (it starts with {head!r})")
+    if head == b"PAR1":
+        return "parquet"
+    if path.suffix == ".parquet":
+        raise ReportRejected(f"{path}: named .parquet but is not a Parquet file")
+    return "jsonl"
+
+
+def _open_text(path: Path, fmt: Format) -> io.BufferedIOBase:
+    if fmt == "jsonl.gz":
+        return gzip.open(path, "rb")
+    return path.open("rb")
+
+
+def lines(path: Path, fmt: Format) -> Iterator[tuple[int, bytes | None]]:
+    """(line number, raw line) of each non-blank line; None for a line over MAX_RECORD_BYTES."""
+    try:
+        with _open_text(path, fmt) as handle:
+            number = 0
+            while True:
+                raw = handle.readline(MAX_RECORD_BYTES + 1)
+                if not raw:
+                    return
+                number += 1
+                if len(raw) > MAX_RECORD_BYTES and not raw.endswith(b"\n"):
+                    while raw and not raw.endswith(b"\n"):  # skip the rest of the long line
+                        raw = handle.readline(MAX_RECORD_BYTES)
+                    yield number, None
+                    continue
+                if raw.strip():
+                    yield number, raw
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        raise ReportRejected(f"{path}: cannot be read as {fmt}: {exc}") from exc
+
+
+def detect_kind(path: Path, fmt: Format) -> Kind:
+    if fmt == "parquet":
+        import duckdb
+
+        with duckdb.connect() as con:
+            described = con.execute(f"DESCRIBE SELECT * FROM read_parquet({quote(path)})")
+            names = {c[0] for c in described.fetchall()}
+        return "aggregated" if "n" in names and "verdict" not in names else "episodes"
+    for number, raw in lines(path, fmt):
+        if raw is None:
+            raise ReportRejected(f"{path}:{number}: record longer than {MAX_RECORD_BYTES} bytes")
+        try:
+            first = json.loads(raw)
+        except ValueError as exc:
+            raise ReportRejected(f"{path}:{number}: invalid JSON: {exc}") from exc
+        if not isinstance(first, dict):
+            raise ReportRejected(f"{path}:{number}: a record must be a JSON object")
+        if "verdict" in first:
+            return "episodes"
+        if "n" in first:
+            return "aggregated"
+        raise ReportRejected(
+            f"{path}:{number}: neither a judged episode (no field verdict) nor aggregated "
+            "counts (no field n): see `gov schema report`"
+        )
+    raise ReportRejected(f"{path}: the file is empty: a report needs at least one record")
+
+
+def quote(path: Path | str) -> str:
+    return "'" + str(path).replace("'", "''") + "'"
+
+
+@dataclass
+class Problems:
+    """The first bad records of a file, and how many there are in all."""
+
+    source: str
+    listed: list[str] = field(default_factory=list)
+    count: int = 0
+
+    def add(self, where: str, message: str) -> None:
+        self.count += 1
+        if len(self.listed) < LISTED_ERRORS:
+            self.listed.append(f"{where}: {message}")
+
+    def raise_if_any(self) -> None:
+        if not self.count:
+            return
+        more = self.count - len(self.listed)
+        details = self.listed[1:] + ([f"... and {more} more"] if more else [])
+        plural = "s" if self.count != 1 else ""
+        raise ReportRejected(
+            f"{self.source}: refused, nothing stored ({self.count} bad record{plural}); "
+            f"{self.listed[0]}",
+            details,
+        )
+
+
+def validation_message(exc: ValidationError) -> str:
+    err = exc.errors(include_url=False)[0]
+    loc = ".".join(str(p) for p in err["loc"])
+    message = err["msg"]
+    if err["type"] == "json_invalid":
+        return f"invalid JSON ({message.removeprefix('Invalid JSON: ')})"
+    if err["type"] == "missing":
+        return f"field {loc}: missing"
+    got = f" (got {err['input']!r:.60})" if "input" in err and err["type"] != "model_type" else ""
+    return f"field {loc}: {message}{got}" if loc else f"{message}{got}"
+
+
+def validated(
+    path: Path, fmt: Format, model: type[R], problems: Problems
+) -> Iterator[tuple[int, str, R]]:
+    """(number, where, record) of each record that the model accepts; the others are noted."""
+    for number, record in records(path, fmt, problems):
+        label = f"{path}:{number}" if fmt != "parquet" else f"{path} row {number}"
+        try:
+            yield (
+                number,
+                label,
+                (
+                    model.model_validate_json(record)
+                    if isinstance(record, bytes)
+                    else model.model_validate(record)
+                ),
+            )
+        except ValidationError as exc:
+            problems.add(label, validation_message(exc))
+
+
+def records(path: Path, fmt: Format, problems: Problems) -> Iterator[tuple[int, Any]]:
+    if fmt != "parquet":
+        for number, raw in lines(path, fmt):
+            if raw is None:
+                problems.add(f"{path}:{number}", f"record longer than {MAX_RECORD_BYTES} bytes")
+            else:
+                yield number, raw
+        return
+    import duckdb
+
+    cursor = duckdb.connect().execute(f"SELECT * FROM read_parquet({quote(path)})")
+    names = [d[0] for d in cursor.description]
+    number = 0
+    while batch := cursor.fetchmany(10_000):
+        for row in batch:
+            number += 1
+            yield number, {k: v for k, v in zip(names, row, strict=True) if v is not None}

@@ -1,0 +1,248 @@
+"""The whole ingest: every file validated while it is copied and hashed, then all of them kept
+in one registry change (the stored report in DVC, its counts, the ledger, the audit entry), or
+none of them."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import audit, scm
+from ..counts import (
+    Group,
+    ReportEntry,
+    Tally,
+    ledger,
+    write_counts,
+    write_ledger,
+)
+from ..errors import GovError
+from ..models import utc_now
+from ..registry import Registry
+from ..storage import file_stamp
+from .episodes import against_earlier, discard, place
+from .formats import (
+    Progress,
+    detect_kind,
+    sniff,
+)
+from .join import Join
+from .scan import EpisodeScan, scan_aggregated, scan_episodes
+
+
+@dataclass
+class IngestResult:
+    ingested: list[ReportEntry] = field(default_factory=list)
+    unchanged: list[tuple[str, str]] = field(default_factory=list)  # (source, md5) seen before
+    commit: str | None = None
+    note: str | None = None  # why nothing was read (an empty folder)
+
+
+class _Copy(threading.Thread):
+    """Copies a report into the workspace while computing its md5 (DVC's content address).
+
+    The copy is flushed to disk only where git flushes the objects it writes (`scm.syncs_objects`):
+    a crash of the process can never leave it half-written (it is renamed into place after the
+    commit's journal names it), and a power loss is then as survivable as the commit itself."""
+
+    def __init__(self, source: Path, dest: Path, flush: bool) -> None:
+        super().__init__(daemon=True)
+        self.source, self.dest, self.flush = source, dest, flush
+        self.md5 = ""
+        self.error: BaseException | None = None
+        self.cancelled = threading.Event()
+
+    def run(self) -> None:
+        digest = hashlib.md5(usedforsecurity=False)
+        buffer = bytearray(4 << 20)  # one buffer, reused: no fresh pages to fault in per chunk
+        view = memoryview(buffer)
+        try:
+            with self.source.open("rb", buffering=0) as src, self.dest.open("wb") as dst:
+                while read := src.readinto(buffer):
+                    if self.cancelled.is_set():
+                        return
+                    digest.update(view[:read])
+                    dst.write(view[:read])
+                dst.flush()
+                if self.flush:
+                    os.fsync(dst.fileno())
+            self.md5 = digest.hexdigest()
+        except BaseException as exc:  # reported by the caller
+            self.error = exc
+
+
+@dataclass
+class _Staged:
+    source: Path
+    incoming: Path  # the copy being made in reports/, renamed to `stored` once all is valid
+    stored: Path
+    entry: ReportEntry
+    tallies: dict[Group, Tally]
+    scan: EpisodeScan | None
+
+
+def ingest(
+    registry: Registry,
+    paths: Sequence[Path],
+    *,
+    replace: bool = False,
+    progress: Progress | None = None,
+) -> IngestResult:
+    """Validate every file whole, then keep them all in one registry change (or none of them)."""
+    ws = registry.ws
+    if not paths:
+        raise GovError("no report files given")
+    result = IngestResult()
+    staged: list[_Staged] = []
+    with ws.change("ingest reports") as change:
+        try:
+            _stage(registry, paths, staged, result, progress)
+            earlier = ledger(ws)
+            entries: list[ReportEntry] = []
+            for item in staged:
+                if item.scan is not None:
+                    item.entry, item.tallies = against_earlier(
+                        ws,
+                        item.source,
+                        item.entry,
+                        item.tallies,
+                        item.scan,
+                        [*earlier, *entries],
+                        replace,
+                    )
+                entries.append(item.entry)
+                change.expect([item.stored], data=True)
+                item.incoming.replace(item.stored)
+                write_counts(change, item.entry.md5, item.tallies)
+            if not entries:
+                return result
+            tracked = change.track(
+                [item.stored for item in staged],
+                link="hardlink",
+                known_md5={item.stored: item.entry.md5 for item in staged},
+            )
+            for item in staged:  # DVC's hash of what it keeps must be the ledger's
+                if tracked[item.stored].md5 != item.entry.md5:
+                    raise GovError(f"{item.source}: changed while it was being ingested")
+            write_ledger(change, [*earlier, *entries])
+            change.summary, change.body = _describe(entries)
+            for item in staged:
+                e = item.entry
+                audit.append(
+                    change,
+                    "report_replaced" if e.replaced else "report_ingested",
+                    subject={"runs": ",".join(sorted({g.run for g in item.tallies}))},
+                    outcome=f"{e.counted} judgments in {e.groups} groups",
+                    inputs={
+                        "reports": [e.md5],
+                        "judges": sorted({f"{g.judge}@{g.judge_version}" for g in item.tallies}),
+                    },
+                    reason=f"replaces {e.replaced} verdicts of {', '.join(e.supersedes)}"
+                    if e.replaced
+                    else None,
+                    refs={"path": e.path, "source": e.source},
+                )
+            result.ingested = entries
+        except BaseException:
+            for item in staged:
+                discard(item.scan)
+            raise
+        finally:
+            for item in staged:
+                item.incoming.unlink(missing_ok=True)
+    result.commit = change.sha
+    # The episode tables are a local index, placed once the change is committed; one lost to a
+    # crash here is rebuilt from its report when next needed.
+    for item in staged:
+        if item.scan is not None:
+            place(item.scan, item.entry.md5, ws)
+    return result
+
+
+def _stage(
+    registry: Registry,
+    paths: Sequence[Path],
+    staged: list[_Staged],
+    result: IngestResult,
+    progress: Progress | None,
+) -> None:
+    """Validate each file while a copy of it is made (and hashed) in reports/."""
+    ws = registry.ws
+    join = Join(registry)
+    known = {e.md5 for e in ledger(ws)}
+    reports_dir = ws.root / "reports"
+    reports_dir.mkdir(exist_ok=True)
+    flush = scm.syncs_objects(ws.repo)
+    for path in paths:
+        fmt = sniff(path)
+        kind = detect_kind(path, fmt)
+        incoming = reports_dir / f".incoming-{secrets.token_hex(6)}"
+        before = file_stamp(path)
+        copier = _Copy(path, incoming, flush)
+        copier.start()
+        scan: EpisodeScan | None = None
+        try:
+            if kind == "episodes":
+                scan = scan_episodes(ws, path, fmt, join, progress)
+                records, tallies, duplicates = scan.records, scan.tallies, scan.duplicates
+            else:
+                (records, tallies), duplicates = scan_aggregated(path, fmt, join), 0
+        except BaseException:
+            copier.cancelled.set()
+            copier.join()
+            incoming.unlink(missing_ok=True)
+            raise
+        copier.join()
+        if copier.error is not None or file_stamp(path) != before:
+            discard(scan)
+            incoming.unlink(missing_ok=True)
+            if copier.error is not None:
+                raise GovError(f"{path}: cannot be copied into the workspace: {copier.error}")
+            # The counts come from one read and the stored copy from another: they must be the
+            # same bytes, or a decision would name a report that does not hold its evidence.
+            raise GovError(
+                f"{path}: changed while it was being ingested; nothing stored "
+                "(ingest it once whatever writes it has finished)"
+            )
+        if copier.md5 in known or any(s.entry.md5 == copier.md5 for s in staged):
+            result.unchanged.append((str(path), copier.md5))
+            incoming.unlink()
+            discard(scan)
+            continue
+        stored = reports_dir / f"{copier.md5}.{fmt}"
+        entry = ReportEntry(
+            md5=copier.md5,
+            size=path.stat().st_size,
+            path=ws.rel(stored),
+            source=path.name,
+            format=fmt,
+            kind=kind,
+            records=records,
+            counted=sum(t.n for t in tallies.values()),
+            duplicates=duplicates,
+            groups=len(tallies),
+            ingested=utc_now(),
+        )
+        staged.append(_Staged(path, incoming, stored, entry, tallies, scan))
+
+
+def _describe(entries: list[ReportEntry]) -> tuple[str, str]:
+    """The commit's summary and body for an ingest."""
+    replaced = sum(e.replaced for e in entries)
+    summary = (
+        f"ingest {len(entries)} report{'s' if len(entries) != 1 else ''} "
+        f"({sum(e.counted for e in entries)} judgments"
+        + (f", {replaced} replacing earlier verdicts" if replaced else "")
+        + ")"
+    )
+    body = "\n".join(
+        f"{e.path} from {e.source}: {e.records} records, {e.groups} groups"
+        + (f", replaces {e.replaced} verdicts of {', '.join(e.supersedes)}" if e.replaced else "")
+        for e in entries
+    )
+    return summary, body

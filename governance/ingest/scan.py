@@ -1,0 +1,358 @@
+"""Validating a report whole: one DuckDB pass over an episode report (the per-row rules in SQL,
+the distinct keys with the models' own types), pydantic record by record only to name what is
+wrong; aggregated reports record by record."""
+
+from __future__ import annotations
+
+import csv
+import json
+import secrets
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from ..counts import (
+    COUNT_COLUMNS,
+    KEY_COLUMNS,
+    Format,
+    Group,
+    Tally,
+)
+from ..errors import ReportRejected
+from ..judgments import AggregatedCounts, JudgedEpisode
+from ..workspace import Workspace
+from .formats import (
+    LISTED_ERRORS,
+    MAX_RECORD_BYTES,
+    Problems,
+    Progress,
+    quote,
+    validated,
+    validation_message,
+)
+from .join import Join
+
+_RAW_KEYS = ("run", "step", "environment", "environment_version", "judge", "judge_version")
+_COMBO = (*_RAW_KEYS, "schema_version", "verdict", "divergent")
+
+
+def connect(ws: Workspace) -> Any:
+    import duckdb
+
+    tmp = ws.state / "tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect(config={"memory_limit": "1GB", "temp_directory": str(tmp)})
+    con.execute("SET preserve_insertion_order = false")
+    return con
+
+
+_EPISODE_FIELDS = (
+    "schema_version",
+    "run",
+    "step",
+    "environment",
+    "environment_version",
+    "judge",
+    "judge_version",
+    "episode",
+    "verdict",
+    "divergent",
+    "confidence",
+    "evidence",
+    "note",
+)
+_JSON_COLUMNS = "{" + ", ".join(f"{f}: 'JSON'" for f in _EPISODE_FIELDS) + "}"  # as JSON text
+
+# A row passes only if each per-row field would pass the pydantic model too (see test_ingest's
+# property test): episode a non-empty string or an integer, confidence a number in [0, 1],
+# evidence a list of {start, end, quote} with 0 <= start < end, note a string. The values are
+# JSON text as DuckDB re-serialises it (no spaces; strings quoted; true, false and null bare), so
+# a string is told by its quote and a number by DuckDB's cast (which takes no JSON literal)
+# without a regular expression on every row.
+_ROW_PROBLEM = r"""
+CASE
+  WHEN episode IS NULL THEN 'episode'
+  WHEN NOT (CASE WHEN starts_with(episode, '"') THEN length(episode) > 2
+                 ELSE regexp_full_match(episode, '-?(0|[1-9][0-9]*)') END) THEN 'episode'
+  WHEN confidence IS NOT NULL AND NOT coalesce(
+      NOT starts_with(confidence, '"') AND TRY_CAST(confidence AS DOUBLE) BETWEEN 0 AND 1,
+      false) THEN 'confidence'
+  WHEN note IS NOT NULL AND left(note, 1) <> '"' THEN 'note'
+  WHEN evidence IS NOT NULL AND NOT coalesce(
+      json_type(evidence::JSON) = 'ARRAY'
+      AND coalesce(list_bool_and(list_transform(json_extract(evidence::JSON, '$[*]'), lambda x:
+          json_type(x) = 'OBJECT'
+          AND list_sort(json_keys(x)) = ['end', 'quote', 'start']
+          AND json_type(x, '$.start') = 'UBIGINT'
+          AND json_type(x, '$.end') = 'UBIGINT'
+          AND json_type(x, '$.quote') = 'VARCHAR'
+          AND (x->>'$.end')::UBIGINT > (x->>'$.start')::UBIGINT)), true), false) THEN 'evidence'
+END
+"""
+
+
+def _raw_select(path: Path, fmt: Format, con: Any) -> str:
+    """SELECT of every field as its JSON text (NULL when absent), for JSONL or Parquet."""
+    if fmt == "parquet":
+        present = {
+            c[0]
+            for c in con.execute(f"DESCRIBE SELECT * FROM read_parquet({quote(path)})").fetchall()
+        }
+        cols = ", ".join(
+            f"to_json({_ident(f)})::VARCHAR AS {f}" if f in present else f"NULL::VARCHAR AS {f}"
+            for f in _EPISODE_FIELDS
+        )
+        return f"SELECT {cols} FROM read_parquet({quote(path)})"
+    compression = "gzip" if fmt == "jsonl.gz" else "none"
+    cols = ", ".join(f"{f}::VARCHAR AS {f}" for f in _EPISODE_FIELDS)
+    return (
+        f"SELECT {cols} FROM read_json({quote(path)}, format='newline_delimited', "
+        f"compression='{compression}', columns={_JSON_COLUMNS}, "
+        f"maximum_object_size={MAX_RECORD_BYTES})"
+    )
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+@dataclass
+class EpisodeScan:
+    """A validated episode report: its counts, and how its raw keys map to the registry's.
+
+    `keys` (a CSV of raw key text -> group, verdict, divergent) is kept in the local index; the
+    per-episode table `part` is only built when a later report judges the same groups again."""
+
+    records: int
+    tallies: dict[Group, Tally]
+    duplicates: int
+    keys: Path
+    part: Path | None = None
+
+
+def _decode(raw: str | None) -> Any:
+    return None if raw is None else json.loads(raw)
+
+
+def _combo_problem(
+    combo: dict[str, str | None], join: Join
+) -> tuple[tuple[Group, str, bool] | None, str]:
+    """Validate one distinct combination of raw key values; (group, verdict, divergent) or why."""
+    values = {k: _decode(v) for k, v in combo.items()}
+    record = {k: v for k, v in values.items() if v is not None}
+    try:
+        # The model itself, on a stand-in episode: the same rules as the line-by-line path.
+        JudgedEpisode.model_validate({**record, "episode": "x"})
+    except ValidationError as exc:
+        return None, validation_message(exc)
+    group = join.group(
+        values["run"],
+        values["step"],
+        values["environment"],
+        values["environment_version"],
+        values["judge"],
+        values["judge_version"],
+    )
+    if isinstance(group, str):
+        return None, group
+    return (group, str(values["verdict"]), bool(values["divergent"])), ""
+
+
+_NULL = ""  # raw JSON text is never empty, so an empty CSV field can stand for SQL NULL
+
+
+def _write_keys(path: Path, mapping: dict[tuple[str | None, ...], tuple[Group, str, bool]]) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow([*(f"raw_{c}" for c in _COMBO), *KEY_COLUMNS, "verdict", "divergent"])
+        for raw, (group, verdict, divergent) in mapping.items():
+            cells = [_NULL if v is None else v for v in raw]
+            writer.writerow([*cells, *group.cells(), verdict, "true" if divergent else "false"])
+
+
+def canonical_episodes(part: Path, keys: Path) -> str:
+    """SQL for an episode table with the registry's keys: KEY_COLUMNS, h, verdict, divergent."""
+    on = " AND ".join(f"coalesce(p.{c}, '') = coalesce(k.raw_{c}, '')" for c in _COMBO)
+    typed = {"step": "BIGINT", "environment_version": "INTEGER"}
+    cols = ", ".join(f"k.{c}::{typed[c]} AS {c}" if c in typed else f"k.{c}" for c in KEY_COLUMNS)
+    return (
+        f"SELECT DISTINCT {cols}, p.h, k.verdict, k.divergent::BOOLEAN AS divergent "
+        f"FROM read_parquet({quote(part)}) p "
+        f"JOIN read_csv({quote(keys)}, header = true, all_varchar = true) k ON {on}"
+    )
+
+
+def scan_episodes(
+    ws: Workspace, path: Path, fmt: Format, join: Join, progress: Progress | None = None
+) -> EpisodeScan:
+    """Validate and count an episode-level report; raise ReportRejected naming its bad records.
+
+    One pass of DuckDB over the file groups it two ways at once: by the raw key values (a few
+    thousand combinations, validated here with the model's own types) and by episode (to find
+    an episode judged twice)."""
+    import duckdb
+
+    con = connect(ws)
+    combo = ", ".join(_COMBO)
+    query = (
+        f"SELECT GROUPING(k) AS g, {combo}, count(*) AS n, count(problem) AS bad, "
+        f"k, min(vh) AS low, max(vh) AS high, min(c) AS c FROM ("
+        f"SELECT {combo}, hash({combo}) AS c, hash({', '.join(_RAW_KEYS)}, episode) AS k, "
+        f"hash(verdict, divergent) AS vh, {_ROW_PROBLEM} AS problem "
+        f"FROM ({_raw_select(path, fmt, con)})) "
+        f"GROUP BY GROUPING SETS (({combo}, c), (k)) HAVING GROUPING(k) = 1 OR count(*) > 1"
+    )
+    try:
+        try:
+            rows = _run_with_progress(con, query, progress)
+        except duckdb.Error as exc:
+            _explain_episodes(path, fmt, join, set())  # names the bad lines
+            detail = " ".join(str(exc).split())[:200]
+            raise ReportRejected(
+                f"{path}: cannot be read as {fmt} episode records: {detail}"
+            ) from None
+    finally:
+        con.close()
+    width = len(_COMBO)
+    combos = [r for r in rows if r[0] == 1]
+    repeated = [r for r in rows if r[0] == 0]
+    records = sum(r[width + 1] for r in combos)
+    if records == 0:
+        raise ReportRejected(f"{path}: no records: a report needs at least one")
+    mapping: dict[tuple[str | None, ...], tuple[Group, str, bool]] = {}
+    by_hash: dict[int, tuple[Group, str, bool]] = {}
+    bad = sum(r[width + 2] for r in combos)
+    for row in combos:
+        raw = tuple(row[1 : width + 1])
+        resolved, _ = _combo_problem(dict(zip(_COMBO, raw, strict=True)), join)
+        if resolved is None:
+            bad += 1
+        else:
+            mapping[raw] = resolved
+            by_hash[row[-1]] = resolved
+    conflicts = [r for r in repeated if r[-3] != r[-2]]
+    if bad or conflicts:
+        _explain_episodes(path, fmt, join, _episode_ids(ws, path, fmt, conflicts[:LISTED_ERRORS]))
+        # The record-by-record read found nothing: the two readers disagree, which is a bug.
+        raise RuntimeError(f"{path}: the fast check refused records the model accepts")
+    tallies: dict[Group, Tally] = {}
+    for row in combos:
+        group, verdict, divergent = by_hash[row[-1]]
+        tallies.setdefault(group, Tally()).add_verdict(verdict, divergent, row[width + 1])
+    duplicates = 0
+    for row in repeated:  # the same judgment repeated in the file: count the episode once
+        group, verdict, divergent = by_hash[row[-1]]
+        tallies[group].add_verdict(verdict, divergent, -(row[width + 1] - 1))
+        duplicates += row[width + 1] - 1
+    keys = ws.state / "tmp" / f"keys-{secrets.token_hex(6)}.csv"
+    _write_keys(keys, mapping)
+    return EpisodeScan(records, tallies, duplicates, keys)
+
+
+def _episode_ids(ws: Workspace, path: Path, fmt: Format, rows: list[tuple[Any, ...]]) -> set[str]:
+    """The episode ids behind some of scan_episodes' per-episode rows (their hash k)."""
+    if not rows:
+        return set()
+    # Rows hold k only as the grouping key; recompute it to find the episodes (error path only).
+    con = connect(ws)
+    try:
+        found = con.execute(
+            f"SELECT DISTINCT episode FROM ({_raw_select(path, fmt, con)}) WHERE "
+            f"hash({', '.join(_RAW_KEYS)}, episode) IN (SELECT unnest(?::UBIGINT[]))",
+            [[r[-4] for r in rows]],
+        ).fetchall()
+    finally:
+        con.close()
+    return {str(json.loads(e[0])) for e in found}
+
+
+def build_part(ws: Workspace, path: Path, fmt: Format) -> Path:
+    """The per-episode table of a (validated) report: raw keys, episode hash, judgment."""
+    con = connect(ws)
+    part = ws.state / "tmp" / f"part-{secrets.token_hex(6)}.parquet"
+    try:
+        con.execute(
+            f"COPY (SELECT {', '.join(_COMBO)}, hash(episode) AS h "
+            f"FROM ({_raw_select(path, fmt, con)})) TO {quote(part)} (FORMAT parquet)"
+        )
+    finally:
+        con.close()
+    return part
+
+
+def _group_row(group: Group) -> tuple[Any, ...]:
+    return tuple(getattr(group, c) for c in KEY_COLUMNS)
+
+
+def _run_with_progress(con: Any, sql: str, progress: Progress | None) -> list[tuple[Any, ...]]:
+    if progress is None:
+        return list(con.execute(sql).fetchall())
+    done = threading.Event()
+    outcome: list[Any] = []
+
+    def work() -> None:
+        try:
+            outcome.append(con.execute(sql).fetchall())
+        except BaseException as exc:  # handed back to the caller's thread
+            outcome.append(exc)
+        finally:
+            done.set()
+
+    worker = threading.Thread(target=work, daemon=True)
+    worker.start()
+    while not done.wait(0.2):
+        fraction = con.query_progress()
+        if fraction >= 0:
+            progress("reading", fraction / 100)
+    worker.join()
+    progress("reading", 1.0)
+    if isinstance(outcome[0], BaseException):
+        raise outcome[0]
+    return list(outcome[0])
+
+
+def _explain_episodes(path: Path, fmt: Format, join: Join, conflicted: set[str]) -> None:
+    """Read the file record by record with pydantic and raise naming its first bad records.
+
+    `conflicted`: ids of episodes judged twice differently, whose lines are to be named."""
+    problems = Problems(str(path))
+    seen: dict[tuple[Any, ...], tuple[int, str, bool]] = {}
+    where = "row" if fmt == "parquet" else "line"
+    for number, label, episode in validated(path, fmt, JudgedEpisode, problems):
+        group = join.of(episode)
+        if isinstance(group, str):
+            problems.add(label, group)
+            continue
+        key = (group, str(episode.episode))
+        judged = (number, episode.verdict.value, episode.divergent)
+        if key[1] in conflicted:
+            first = seen.setdefault(key, judged)
+            if first[1:] != judged[1:]:
+                problems.add(
+                    label,
+                    f"episode {episode.episode!r} was judged {first[1]}"
+                    f"{' (divergent)' if first[2] else ''} at {where} {first[0]} and "
+                    f"{episode.verdict.value}{' (divergent)' if episode.divergent else ''} here",
+                )
+    problems.raise_if_any()
+
+
+def scan_aggregated(path: Path, fmt: Format, join: Join) -> tuple[int, dict[Group, Tally]]:
+    problems = Problems(str(path))
+    tallies: dict[Group, Tally] = {}
+    records = 0
+    for _, label, counts in validated(path, fmt, AggregatedCounts, problems):
+        group = join.of(counts)
+        if isinstance(group, str):
+            problems.add(label, group)
+            continue
+        records += 1
+        tally = Tally(**{c: getattr(counts, c) for c in COUNT_COLUMNS})
+        tallies.setdefault(group, Tally()).add(tally)
+    problems.raise_if_any()
+    if not records:
+        raise ReportRejected(f"{path}: no records: a report needs at least one")
+    return records, tallies

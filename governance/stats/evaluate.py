@@ -1,0 +1,173 @@
+"""One policy on one series at one checkpoint: fired, clear, or too little evidence to say.
+
+A pure function of the policy and the series' points (no registry, no files), used alike by
+`gov check`, the backtest, `gov policy explain` and the policy test cases.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import lru_cache
+
+from ..policies import Policy
+from .onset import OnsetPosterior, onset_posterior
+from .posteriors import prob_above, prob_rise, rise_bound
+from .result import Result
+from .series import Point, SeriesKey
+
+
+def evaluate(
+    policy: Policy,
+    key: SeriesKey,
+    points: Sequence[Point],
+    at: tuple[str, int],
+    index: int = -1,
+    *,
+    bounded: bool = False,
+) -> Result:
+    """The policy's verdict at checkpoint `at`, seeing `points[: index + 1]` only (the last
+    point by default): the point at `index` should be that checkpoint's.
+
+    `bounded`: a result that is clearly clear may leave its probability unset (backtests)."""
+    ref = f"{at[0]}@{at[1]}"
+    result = Result(policy.name, key, "insufficient", "", metric=policy.metric)
+    index = index if index >= 0 else len(points) - 1
+    if index < 0 or (points[index].run, points[index].step) != at:
+        result.reason = f"no judgments at {ref}: no evidence"
+        return result
+    here = points[index]
+    result.k, result.n = here.k, here.n
+    if here.n:
+        result.value = here.value
+        result.low, result.high = here.low, here.high
+    if policy.condition.onset is not None:
+        return _onset_result(policy, result, points, index)
+    if policy.condition.pressure is not None:
+        result.status = "unavailable"
+        result.reason = "a pressure condition reads the audit trail: gov check evaluates it"
+        return result
+    minimum = policy.min_evidence.n
+    if here.n < minimum:
+        result.reason = f"n = {here.n} < {minimum} at {ref}: insufficient evidence"
+        return result
+    baseline = _baseline(policy, points, index)
+    if isinstance(baseline, str):
+        result.reason = baseline
+        return result
+    result.baseline = baseline
+    held = 0
+    probability: float | None = None
+    need = _confidence(policy)
+    for point in reversed(points[max(0, index - policy.sustained + 1) : index + 1]):
+        if point.n < minimum:
+            break
+        if bounded and baseline is not None and policy.condition.rise is not None:
+            factor = policy.condition.rise.factor
+            if rise_bound(point.k, point.n, baseline[0], baseline[1], factor) < need:
+                break  # clearly below: the exact integral is not needed
+        p = _probability(policy, point, baseline)
+        probability = p if probability is None else probability
+        if p < need:
+            break
+        held += 1
+        if held == policy.sustained:
+            break
+    result.probability, result.held = probability, held
+    if held >= policy.sustained:
+        result.status = "fired"
+        result.reason = f"{_claim(policy, baseline)}: P = {probability:.3f} >= {need}" + (
+            f", held {held} checkpoints running" if policy.sustained > 1 else ""
+        )
+    else:
+        result.status = "clear"
+        if held:
+            result.reason = f"held {held} of the {policy.sustained} checkpoints running it needs"
+        elif probability is None:
+            result.reason = f"{_claim(policy, baseline)}: P < {need} (bounded)"
+        else:
+            result.reason = f"{_claim(policy, baseline)}: P = {probability:.3f} < {need}"
+    return result
+
+
+def _onset_result(policy: Policy, result: Result, points: Sequence[Point], index: int) -> Result:
+    """The onset condition: a rise that began at least one checkpoint before this one (so a
+    single bad checkpoint is not enough), with the stated probability."""
+    assert policy.condition.onset is not None
+    need = policy.condition.onset.probability
+    seen = points[: index + 1]
+    if sum(p.n for p in seen) < policy.min_evidence.n or len(seen) < 3:
+        result.reason = "too little history for an onset analysis: insufficient evidence"
+        return result
+    posterior = _onset(tuple(p.k for p in seen), tuple(p.n for p in seen))
+    probability = posterior.p_rise * posterior.p_onset_by(len(seen) - 2)
+    result.probability = probability
+    onset = seen[posterior.estimate()].ref
+    if probability >= need:
+        result.status = "fired"
+        result.reason = (
+            f"P(a rise began before this checkpoint) = {probability:.3f} >= {need}; onset ~ {onset}"
+        )
+    else:
+        result.status = "clear"
+        result.reason = f"P(a rise began before this checkpoint) = {probability:.3f} < {need}"
+    return result
+
+
+@lru_cache(maxsize=4096)
+def _onset(k: tuple[int, ...], n: tuple[int, ...]) -> OnsetPosterior:
+    return onset_posterior(k, n)
+
+
+def _confidence(policy: Policy) -> float:
+    condition = policy.condition
+    if condition.above is not None:
+        return condition.above.confidence
+    assert condition.rise is not None
+    return condition.rise.confidence
+
+
+def _probability(policy: Policy, point: Point, baseline: tuple[int, int] | None) -> float:
+    condition = policy.condition
+    if condition.above is not None:
+        return prob_above(point.k, point.n, condition.above.level)
+    assert condition.rise is not None and baseline is not None
+    return prob_rise(point.k, point.n, baseline[0], baseline[1], condition.rise.factor)
+
+
+def _claim(policy: Policy, baseline: tuple[int, int] | None) -> str:
+    condition = policy.condition
+    if condition.above is not None:
+        return f"{policy.metric} > {condition.above.level:g}"
+    assert condition.rise is not None and baseline is not None
+    k0, n0 = baseline
+    return f"{policy.metric} > {condition.rise.factor:g} x baseline ({k0}/{n0} = {k0 / n0:.3%})"
+
+
+def _baseline(policy: Policy, points: Sequence[Point], index: int) -> tuple[int, int] | str | None:
+    """(k, n) pooled over the baseline checkpoints; None without a rise; a reason if unusable."""
+    rise = policy.condition.rise
+    if rise is None:
+        return None
+    past = points[:index]
+    if rise.baseline.first is not None:
+        first = rise.baseline.first
+        if len(past) < first:
+            return (
+                f"baseline not established: {len(past)} earlier checkpoints with judgments, "
+                f"the first {first} are needed"
+            )
+        chosen = list(past[:first])
+    elif rise.baseline.promoted:
+        chosen = [p for p in past if p.status == "promoted"]
+        if not chosen:
+            return "no promoted checkpoint before this one to serve as the baseline"
+    else:
+        assert rise.baseline.checkpoint is not None
+        run, _, step = rise.baseline.checkpoint.rpartition("@")
+        chosen = [p for p in past if p.run == run and step.isdigit() and p.step == int(step)]
+        if not chosen:
+            return f"baseline checkpoint {rise.baseline.checkpoint} has no judgments in this series"
+    k0, n0 = sum(p.k for p in chosen), sum(p.n for p in chosen)
+    if n0 == 0:
+        return "the baseline checkpoints have no judgments for this metric"
+    return k0, n0
