@@ -27,6 +27,7 @@ REMEDIES: dict[str, Callable[[str], str]] = {
     "override": lambda m: f"{m} (--override --reason TEXT, and that is recorded)",
     "name": lambda m: f"{m}: pass another --name",
     "since": lambda m: f"--since {m}",
+    "exposure": lambda m: f"invalid --exposure: {m}",
     "workspace": lambda m: f"{m}, or pass --workspace",
     "workspace_folder": lambda m: f"--workspace {m}",
 }

@@ -164,7 +164,8 @@ def parse_exposure(
             key = ""
         if not sep or not key:
             raise ExposureError(
-                f"exposure {value!r}: expected ENV[@VERSION]=WEIGHT, for example code-tests=0.25"
+                f"exposure {value!r}: expected ENV[@VERSION]=WEIGHT, for example code-tests=0.25",
+                remedy="exposure",
             )
     return found
 

@@ -224,7 +224,7 @@ def record(registry: Registry, decision: Decision) -> str | None:
             "check",
             subject={"run": run, "checkpoint": decision.checkpoint},
             outcome=decision.outcome,
-            inputs=decision.inputs.model_dump(exclude={"schema_version"}),
+            inputs=decision.inputs.model_dump(),
             refs={
                 "decision": ws.rel(path),
                 "digest": decision.digest,
@@ -321,7 +321,7 @@ def promote(
             "override" if override_reason is not None else "promotion",
             subject={"run": run, "checkpoint": ref},
             outcome="promoted",
-            inputs=decision.inputs.model_dump(exclude={"schema_version"}),
+            inputs=decision.inputs.model_dump(),
             reason=override_reason,
             refs={"decision_outcome": decision.outcome, "digest": decision.digest},
         )

@@ -145,7 +145,7 @@ def parse_policy(text: str, display: str) -> Policy:
     """A policy from YAML text; `display` names the file in errors."""
     try:
         return yamlio.parse(
-            text, Policy, display, PolicyError, what="a policy: a mapping of fields"
+            text, Policy, display, PolicyError, what="a policy is a mapping of fields (see policies/README.md)"
         )
     except PolicyError as exc:
         if exc.message.endswith("unknown field"):

@@ -64,8 +64,11 @@ class AuditEntry(_Record):
         return [e for e in self.subject.get("environments", "").split(",") if e]
 
 
-class Inputs(_Record):
-    """Everything a decision read, so the same inputs give the same decision."""
+class Inputs(BaseModel):
+    """Everything a decision read, so the same inputs give the same decision (part of a
+    decision, which carries the schema version)."""
+
+    model_config = ConfigDict(extra="forbid")
 
     checkpoint: str
     registry_state: str  # sha256 of the registry records the decision read
@@ -74,9 +77,7 @@ class Inputs(_Record):
     judges: list[str]  # judge@version read
 
     def digest(self) -> str:
-        # schema_version is left out: a new format of the same inputs is the same decision.
-        body = self.model_dump(exclude={"schema_version"})
-        text = json.dumps(body, sort_keys=True, separators=(",", ":"))
+        text = json.dumps(self.model_dump(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()
 
 

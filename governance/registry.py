@@ -395,7 +395,7 @@ class Registry:
         override."""
         if status == CheckpointStatus.PROMOTED:
             raise GovError(
-                f"checkpoint {run}@{step} is promoted only through the promotion gate "
+                f"checkpoint {run}@{step} is promoted only by `gov promote` "
                 "(a passing check of the same inputs, or a recorded override)",
                 remedy="override",
             )

@@ -119,14 +119,14 @@ def parse(
     error: type[GovError],
     *,
     strict: bool = True,
-    what: str = "a mapping of fields",
+    what: str = "expected a mapping of fields",
     suffix: str = "",
 ) -> M:
     """YAML text to a validated `model`; every problem is one `error` line naming the file,
     the line and the field. `suffix` is appended to each message (how to fix it)."""
     data = load(text, display, error, strict=strict, suffix=suffix)
     if not isinstance(data, dict):
-        raise error(f"{display}: expected {what}{suffix}")
+        raise error(f"{display}: {what}{suffix}")
     try:
         return model.model_validate(data)
     except ValidationError as exc:

@@ -9,11 +9,12 @@ from pathlib import Path
 import git
 import pytest
 from conftest import snapshot
-from governance.check import decide, prob_above, prob_rise
 from test_ingest import episode, write_jsonl
 
 from governance import open_registry
 from governance.example import Healthy, Rising, Spike, load_spec
+from governance.gates import decide
+from governance.stats.posteriors import prob_above, prob_rise
 
 
 def test_statistics_match_independent_computations() -> None:

@@ -48,14 +48,16 @@ def test_example_meets_the_plan(built: Path) -> None:
 
 
 def test_example_reports_carry_the_planted_patterns(built: Path) -> None:
-    from governance.metrics import series, wilson
-
-    from governance.ingest import ledger
+    from governance import api
+    from governance.counts import ledger
+    from governance.stats.intervals import wilson
 
     reg = open_registry(built)
     entries = ledger(reg.ws)
     assert len(entries) == 48 and all(e.kind == "episodes" for e in entries)
-    per_point = [p.n for s in series(reg, metrics=["rationalization_rate"]) for p in s.points]
+    per_point = [
+        p.n for s in api.metrics(reg, names=["rationalization_rate"]).series for p in s.points
+    ]
     assert min(per_point) >= 40 and max(per_point) <= 320  # tens to hundreds per checkpoint
     spec = load_spec()
     rising = next(e for e in spec.environments if isinstance(e.pattern, Rising))
@@ -63,7 +65,7 @@ def test_example_reports_carry_the_planted_patterns(built: Path) -> None:
     healthy = next(e for e in spec.environments if isinstance(e.pattern, Healthy))
 
     def pooled(env: str, metric: str, steps: range) -> tuple[int, int]:
-        [found] = series(reg, metrics=[metric], environment=env)
+        [found] = api.metrics(reg, names=[metric], environment=env).series
         points = [p for p in found.points if p.step in steps]
         return sum(p.k for p in points), sum(p.n for p in points)
 

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from collections import Counter
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +17,15 @@ import duckdb
 import git
 import pytest
 from conftest import snapshot
-from governance.metrics import counts
 
+from governance import counts as count_store
 from governance import open_registry
-from governance.ingest import ledger
+from governance.counts import ledger
+
+
+def counts(ws: Any) -> list[dict[str, Any]]:
+    return [asdict(r) for r in count_store.rows(ws)]
+
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -367,7 +373,7 @@ def test_schema_report_is_json_schema_of_both_forms(gov) -> None:
 
 
 def test_readme_examples_are_valid_reports() -> None:
-    from governance.reports import AggregatedCounts, JudgedEpisode
+    from governance.judgments import AggregatedCounts, JudgedEpisode
 
     text = (ROOT / "README.md").read_text()
     blocks = text.split("```jsonl\n")[1:]

@@ -10,14 +10,15 @@ from pathlib import Path
 
 import pytest
 from conftest import make_git_repo
-from governance.reports import JudgedEpisode
+from governance.judgments import JudgedEpisode
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from governance import init, open_registry
 from governance.errors import ReportRejected
-from governance.ingest import Join, scan_episodes
+from governance.ingest.join import Join
+from governance.ingest.scan import scan_episodes
 
 ABSENT = object()
 

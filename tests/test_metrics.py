@@ -9,12 +9,12 @@ import math
 from pathlib import Path
 
 import pytest
-from governance.metrics import series, wilson
 from hypothesis import given
 from hypothesis import strategies as st
 from test_ingest import episode, write_jsonl
 
-from governance import open_registry
+from governance import api, open_registry
+from governance.stats.intervals import wilson
 
 
 def test_wilson_matches_published_values() -> None:
@@ -52,7 +52,7 @@ def judged(registry, workspace: Path, artifact, tmp_path: Path) -> Path:
 
 
 def test_series_per_judge_version_are_not_pooled(judged: Path) -> None:
-    found = series(open_registry(judged), metrics=["rationalization_rate"])
+    found = api.metrics(open_registry(judged), names=["rationalization_rate"]).series
     assert [(s.judge_version, [(p.step, p.k, p.n) for p in s.points]) for s in found] == [
         ("1", [(100, 2, 20), (200, 0, 10)]),
         ("2", [(100, 6, 20)]),
@@ -62,7 +62,9 @@ def test_series_per_judge_version_are_not_pooled(judged: Path) -> None:
 
 
 def test_share_with_no_bad_reasons_is_insufficient_evidence(gov, judged: Path) -> None:
-    shares = series(open_registry(judged), metrics=["rationalization_share"], judge="cot-monitor")
+    shares = api.metrics(
+        open_registry(judged), names=["rationalization_share"], judge="cot-monitor"
+    ).series
     by_step = {p.step: p for p in shares[0].points}
     assert by_step[100].value == 1.0  # 2 rationalized, 0 rejected
     assert by_step[200].value == 0.0 and by_step[200].n == 5
@@ -99,6 +101,8 @@ def test_series_follow_the_lineage(judged: Path, registry, artifact, tmp_path: P
     from governance.ingest import ingest
 
     ingest(registry, [tmp_path / "r1.jsonl"])
-    found = series(registry, metrics=["rationalization_rate"], run="main-r1", judge="cot-monitor")
+    found = api.metrics(
+        registry, names=["rationalization_rate"], run="main-r1", judge="cot-monitor"
+    ).series
     v1 = next(s for s in found if s.judge_version == "1")
     assert [(p.run, p.step) for p in v1.points] == [("main", 100), ("main-r1", 150)]

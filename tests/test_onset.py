@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from governance.check import decide
-from governance.onset import OnsetPrior, onset_posterior
 
 from governance import open_registry
+from governance.gates import decide
+from governance.stats.onset import OnsetPrior, onset_posterior
 
 RNG = np.random.default_rng(2026)
 

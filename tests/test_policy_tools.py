@@ -6,9 +6,9 @@ import json
 import shutil
 from pathlib import Path
 
-from governance.check import backtest, decide
-
 from governance import open_registry
+from governance.backtest import backtest
+from governance.gates import decide
 
 ROOT = Path(__file__).resolve().parent.parent
 

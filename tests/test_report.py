@@ -10,10 +10,10 @@ import zlib
 from pathlib import Path
 
 import pytest
-from governance.report import build_report
 
 from governance import open_registry
 from governance.errors import GovError
+from governance.review import build_report
 
 CHROMIUM = "/usr/bin/chromium"
 
