@@ -25,10 +25,10 @@ from typing import TYPE_CHECKING, Any
 
 from . import __version__, yamlio
 from .errors import ExposureError, GovError
+from .metrics import METRICS
 from .models import Checkpoint, CheckpointStatus, Environment, Flag, Judge, Run
 from .records import DEFAULT_ALPHA, KINDS
 from .registry import NewCheckpoint, Registry, Summary, open_registry, parse_checkpoint_ref
-from .stats.metrics import METRICS
 from .workspace import InitResult
 from .workspace import init as init_workspace
 
@@ -340,7 +340,7 @@ def metrics(
     metric when `every` (files and JSON carry them all unless asked otherwise). With `run`, the
     series follow its lineage. `plots`: also write one CSV per series there for `dvc plots`."""
     from . import counts, exports
-    from .stats.metrics import DEFAULT_METRIC
+    from .metrics import DEFAULT_METRIC
     from .stats.series import many
 
     if "all" in names or (not names and (every or plots is not None)):

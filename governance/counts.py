@@ -21,7 +21,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from .stats.metrics import COUNT_COLUMNS, CountRow
+from .metrics import COUNT_COLUMNS, CountRow
 from .storage import iter_jsonl_models, model_json_line
 from .workspace import Change, Workspace
 

@@ -16,12 +16,12 @@ from pathlib import Path
 
 from . import audit, counts
 from .errors import Blocked, GovError
+from .metrics import CountRow
 from .models import CheckpointStatus, EnvironmentStatus, Flag, FlagEvidence, utc_now
 from .policies import Action, Insufficient, LoadedPolicy, Policy, load_policies
 from .records import Decision, Inputs, Override
 from .registry import Registry, parse_checkpoint_ref
 from .stats.evaluate import evaluate
-from .stats.metrics import CountRow
 from .stats.result import Outcome, Result, policy_outcome, worse
 from .stats.series import Order, Point, SeriesKey, build
 from .storage import model_json

@@ -16,8 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from . import yamlio
 from .errors import PolicyError
+from .metrics import METRICS
 from .models import Name
-from .stats.metrics import METRICS
 
 Probability = Annotated[float, Field(gt=0, lt=1)]
 Confidence = Annotated[float, Field(ge=0.5, lt=1)]
@@ -145,7 +145,11 @@ def parse_policy(text: str, display: str) -> Policy:
     """A policy from YAML text; `display` names the file in errors."""
     try:
         return yamlio.parse(
-            text, Policy, display, PolicyError, what="a policy is a mapping of fields (see policies/README.md)"
+            text,
+            Policy,
+            display,
+            PolicyError,
+            what="a policy is a mapping of fields (see policies/README.md)",
         )
     except PolicyError as exc:
         if exc.message.endswith("unknown field"):

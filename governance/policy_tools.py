@@ -191,7 +191,13 @@ def run_tests(folder: Path, root: Path, policies: list[LoadedPolicy]) -> list[Ca
     for path in files:
         display = path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
         text = path.read_text(encoding="utf-8")
-        suite = yamlio.parse(text, _Suite, display, PolicyError, what="expected a policy test suite: a mapping with policy and cases")
+        suite = yamlio.parse(
+            text,
+            _Suite,
+            display,
+            PolicyError,
+            what="expected a policy test suite: a mapping with policy and cases",
+        )
         if suite.policy not in by_name:
             raise PolicyError(f"{display}: no policy named {suite.policy!r}")
         policy = by_name[suite.policy]

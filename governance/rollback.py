@@ -17,10 +17,10 @@ from pathlib import Path
 
 from . import artifacts, audit, counts
 from .errors import GovError
+from .metrics import DEFAULT_METRIC
 from .models import Checkpoint, CheckpointStatus, EnvironmentStatus, Run, utc_now
 from .records import DEFAULT_ALPHA, RestoreEvidence, Rollback
 from .registry import Registry
-from .stats.metrics import DEFAULT_METRIC
 from .stats.onset import OnsetPosterior, onset_posterior
 from .stats.series import SeriesKey, build
 from .storage import model_json

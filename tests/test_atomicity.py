@@ -9,6 +9,7 @@ from pathlib import Path
 
 import git
 import pytest
+
 from conftest import snapshot
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import git
 import pytest
-from conftest import snapshot
 from test_ingest import episode, write_jsonl
 
+from conftest import snapshot
 from governance import open_registry
 from governance.example import Healthy, Rising, Spike, load_spec
 from governance.gates import decide

@@ -16,8 +16,8 @@ from typing import Any
 import duckdb
 import git
 import pytest
-from conftest import snapshot
 
+from conftest import snapshot
 from governance import counts as count_store
 from governance import open_registry
 from governance.counts import ledger

@@ -9,16 +9,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import make_git_repo
-from governance.judgments import JudgedEpisode
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from conftest import make_git_repo
 from governance import init, open_registry
 from governance.errors import ReportRejected
 from governance.ingest.join import Join
 from governance.ingest.scan import scan_episodes
+from governance.judgments import JudgedEpisode
 
 ABSENT = object()
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import git
 import pytest
 import yaml
-from conftest import snapshot
 
+from conftest import snapshot
 from governance import NewCheckpoint, Registry
 from governance.errors import AlreadyExists, LineageError, NotFound
 from governance.example import set_dvc_remote

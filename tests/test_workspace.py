@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import git
+
 from conftest import make_git_repo, snapshot
 
 

@@ -10,8 +10,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 
+from ..metrics import COUNT_COLUMNS, METRICS, CountRow
 from .intervals import wilson
-from .metrics import COUNT_COLUMNS, METRICS, CountRow
 
 
 @dataclass(frozen=True)
