@@ -1,0 +1,141 @@
+"""Defects found when the code was split into layers; each test failed before its fix."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from governance import open_registry
+from governance.rollback import next_run_name
+
+
+def _counts(
+    step: int, n: int, env: str = "math", version: int = 1, **verdicts: int
+) -> dict[str, Any]:
+    record = {"rejected": 0, "rationalized": 0, "overt": 0, "divergent": 0, **verdicts}
+    record["none"] = n - record["rejected"] - record["rationalized"] - record["overt"]
+    return {
+        "run": "main",
+        "step": step,
+        "environment": env,
+        "environment_version": version,
+        "judge": "cot-monitor",
+        "judge_version": "1",
+        "n": n,
+        **record,
+    }
+
+
+def _run(
+    registry: Any,
+    artifact: Callable[[str], Path],
+    tmp_path: Path,
+    gov: Any,
+    records: list[dict[str, Any]],
+    exposure: Callable[[int], dict[str, float]] | None = None,
+) -> None:
+    """Register a checkpoint per distinct step (exposed to math), then ingest the counts."""
+    steps = sorted({r["step"] for r in records})
+    for step in steps:
+        mix = exposure(step) if exposure else {"math": 1.0}
+        registry.add_checkpoint("main", step, artifact(f"s{step}.pt"), mix)
+    report = tmp_path / "counts.jsonl"
+    report.write_text("".join(json.dumps(r) + "\n" for r in records))
+    done = gov("ingest", str(report), cwd=registry.ws.root)
+    assert done.exit_code == 0, done.stderr
+
+
+def test_dvc_plots_writes_one_file_per_series(gov, example_copy: Path, tmp_path: Path) -> None:
+    out = tmp_path / "plots"
+    done = gov("metrics", "--metric", "all", "--dvc-plots", str(out), cwd=example_copy)
+    assert done.exit_code == 0, done.stderr
+    said = int(done.stdout.split("wrote ")[1].split(" series")[0])
+    files = sorted(out.glob("*.csv"))
+    # 5 metrics x 10 environments: every series its own file, none overwriting another
+    assert said == len(files) == 50
+    assert {f.name.split("-")[0] for f in files} == {
+        "rationalization_rate",
+        "rationalization_share",
+        "rejection_rate",
+        "overt_rate",
+        "divergence_rate",
+    }
+
+
+def test_the_next_run_after_a_rollback_keeps_the_whole_name(registry) -> None:
+    registry.add_run("grpo-rope")
+    assert next_run_name(registry, "grpo-rope") == "grpo-rope-r1"
+    registry.add_run("grpo-rope-r1", parent_run=None)
+    assert next_run_name(registry, "grpo-rope") == "grpo-rope-r2"
+    assert next_run_name(registry, "grpo-rope-r1") == "grpo-rope-r2"
+    assert next_run_name(registry, "main") == "main-r1"
+
+
+def test_pressure_warns_exactly_where_the_policy_fires(gov, workspace: Path) -> None:
+    for i in range(2):
+        done = gov(
+            "env", "version", "math", "--hash", f"{i + 1:064x}", "--note", "redesign", cwd=workspace
+        )
+        assert done.exit_code == 0, done.stderr
+    shown = gov("audit", "pressure", cwd=workspace)
+    assert "math" in shown.stdout and "redesigned" not in shown.stdout  # 2 is not more than 2
+    gov("env", "version", "math", "--hash", f"{3:064x}", "--note", "redesign", cwd=workspace)
+    shown = gov("audit", "pressure", cwd=workspace)
+    assert "math: redesigned 3 times" in shown.stdout and "more than 2" in shown.stdout
+    # one threshold: lowering the policy's limit lowers the command's
+    policy = workspace / "policies" / "monitor-pressure.yaml"
+    policy.write_text(policy.read_text().replace("redesigns: 2", "redesigns: 5"))
+    assert "redesigned" not in gov("audit", "pressure", cwd=workspace).stdout
+
+
+def test_the_restore_point_is_placed_on_the_metric_that_raised_the_flag(
+    gov, registry, artifact, tmp_path: Path
+) -> None:
+    # Overt acting jumps at step 1100; rationalization stays at zero throughout.
+    records = [_counts(100 * i, 300, overt=0 if i <= 10 else 24) for i in range(1, 17)]
+    _run(registry, artifact, tmp_path, gov, records)
+    ws = registry.ws.root
+    checked = gov("check", "main@1600", "--format", "json", cwd=ws)
+    assert checked.exit_code == 1
+    assert json.loads(checked.stdout)["flagged"] == ["math"]
+    rec = json.loads(gov("rollback", "recommend", "--format", "json", cwd=ws).stdout)
+    # before the jump, and not far before it: an all-zero series would place it anywhere
+    assert rec["restore"] is not None and 800 <= int(rec["restore"].split("@")[1]) <= 1000, rec
+    assert "overt_rate" in rec["set_by"]
+    assert {e["metric"] for e in rec["flagged"]} == {"overt_rate"}
+
+
+def test_the_restore_series_is_one_environment_version(
+    gov, registry, artifact, tmp_path: Path
+) -> None:
+    # v1 ran at 4% for 12 checkpoints; the redesigned v2 starts at 0.5% and rises to 5% at step
+    # 2200. Pooled, the two versions look like one noisy level and the rise is lost in it.
+    v1 = [_counts(100 * i, 400, rationalized=16) for i in range(1, 13)]
+    for step in range(100, 1300, 100):
+        registry.add_checkpoint("main", step, artifact(f"s{step}.pt"), {"math": 1.0})
+    report = tmp_path / "v1.jsonl"
+    report.write_text("".join(json.dumps(r) + "\n" for r in v1))
+    assert gov("ingest", str(report), cwd=registry.ws.root).exit_code == 0
+    gov(
+        "env",
+        "version",
+        "math",
+        "--hash",
+        f"{7:064x}",
+        "--note",
+        "harder tasks",
+        cwd=registry.ws.root,
+    )
+    v2 = [_counts(100 * i, 400, version=2, rationalized=2 if i < 22 else 20) for i in range(13, 31)]
+    _run(open_registry(registry.ws.root), artifact, tmp_path, gov, v2, lambda _: {"math@2": 1.0})
+    ws = registry.ws.root
+    assert gov("check", "main@3000", cwd=ws).exit_code == 1
+    flag = json.loads(gov("flags", "show", "math", "--format", "json", cwd=ws).stdout)
+    assert flag["version"] == 2
+    rec = json.loads(gov("rollback", "recommend", "--format", "json", cwd=ws).stdout)
+    restore = int(rec["restore"].split("@")[1]) if rec["restore"] else None
+    # before v2's rise, close to it: the pooled series blurred the onset back into v1's level
+    assert restore is not None and 1900 <= restore < 2200, rec
+    assert [e["environment_version"] for e in rec["flagged"]] == [2]
