@@ -294,7 +294,7 @@ REPORT_SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet")
 
 def ingest(
     workspace: Where,
-    files: Sequence[Path] = (),
+    files: Sequence[Path | str] = (),
     *,
     folder: Path | None = None,
     replace: bool = False,
@@ -306,7 +306,7 @@ def ingest(
     from .ingest import IngestResult
     from .ingest import ingest as ingest_reports
 
-    paths = list(files)
+    paths = [Path(f) for f in files]
     if folder is not None:
         paths += sorted(
             p for p in folder.iterdir() if p.is_file() and p.name.endswith(REPORT_SUFFIXES)

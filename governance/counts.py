@@ -21,14 +21,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from .metrics import COUNT_COLUMNS, CountRow
+from .metrics import COUNT_COLUMNS, CountKey, CountRow
 from .storage import iter_jsonl_models, model_json_line
 from .workspace import Change, Workspace
 
 LEDGER = "reports.jsonl"
-KEY_COLUMNS: tuple[str, ...] = tuple(
-    f.name for f in fields(CountRow) if f.name not in COUNT_COLUMNS
-)
+KEY_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(CountKey))
 Format = Literal["jsonl", "jsonl.gz", "parquet"]
 Kind = Literal["episodes", "aggregated"]
 
@@ -54,20 +52,7 @@ class ReportEntry(BaseModel):
     ingested: datetime
 
 
-@dataclass(frozen=True, order=True)
-class Group:
-    """The key of a row of counts: run, checkpoint, environment version and judge version."""
-
-    run: str
-    step: int
-    environment: str
-    environment_version: int
-    environment_hash: str
-    judge: str
-    judge_version: str
-
-    def cells(self) -> tuple[str | int, ...]:
-        return tuple(getattr(self, c) for c in KEY_COLUMNS)
+Group = CountKey  # the key of a row of counts, as ingest groups a report's records
 
 
 @dataclass
@@ -120,7 +105,8 @@ def write_counts(change: Change, md5: str, tallies: dict[Group, Tally]) -> None:
     writer.writerow([*KEY_COLUMNS, *COUNT_COLUMNS])
     for group in sorted(tallies):
         tally = tallies[group]
-        writer.writerow([*group.cells(), *(getattr(tally, c) for c in COUNT_COLUMNS)])
+        cells = [getattr(group, c) for c in KEY_COLUMNS]
+        writer.writerow([*cells, *(getattr(tally, c) for c in COUNT_COLUMNS)])
     change.write(_counts_file(change.ws, md5), out.getvalue().encode())
 
 

@@ -30,9 +30,10 @@ class Counts(Protocol):
     def divergent(self) -> int: ...
 
 
-@dataclass(frozen=True, slots=True)
-class CountRow:
-    """The summed counts of one run, checkpoint, environment version and judge version."""
+@dataclass(frozen=True, order=True)
+class CountKey:
+    """What a row of counts is counted for: a run's checkpoint, an environment version and a
+    judge version."""
 
     run: str
     step: int
@@ -41,6 +42,12 @@ class CountRow:
     environment_hash: str
     judge: str
     judge_version: str
+
+
+@dataclass(frozen=True)
+class CountRow(CountKey):
+    """The summed counts of one run, checkpoint, environment version and judge version."""
+
     n: int
     none: int
     rejected: int

@@ -170,7 +170,8 @@ def _write_keys(path: Path, mapping: dict[tuple[str | None, ...], tuple[Group, s
         writer.writerow([*(f"raw_{c}" for c in _COMBO), *KEY_COLUMNS, "verdict", "divergent"])
         for raw, (group, verdict, divergent) in mapping.items():
             cells = [_NULL if v is None else v for v in raw]
-            writer.writerow([*cells, *group.cells(), verdict, "true" if divergent else "false"])
+            key = [getattr(group, c) for c in KEY_COLUMNS]
+            writer.writerow([*cells, *key, verdict, "true" if divergent else "false"])
 
 
 def canonical_episodes(part: Path, keys: Path) -> str:
