@@ -19,14 +19,13 @@ from xml.sax.saxutils import escape, quoteattr
 
 import click
 from pydantic import BaseModel
-from rich import box
-from rich.console import Console
-from rich.table import Table
 
 from .stats.intervals import wilson
 from .stats.series import Point, Series
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from .api import Lint, Metrics, Pressure, RollbackPlan, RunDetail, RunListing
     from .audit import Shown, Verification
     from .backtest import Backtest
@@ -79,11 +78,16 @@ def echo_json(value: Any) -> None:
 
 
 def _console() -> Console:
+    from rich.console import Console  # only the commands that draw tables pay its import
+
     # Not a terminal (CI logs, pipes): no colour, and wide enough that tables do not fold.
     return Console(width=None if sys.stdout.isatty() else 140, highlight=False, soft_wrap=False)
 
 
 def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    from rich import box
+    from rich.table import Table
+
     grid = Table(box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False)
     for column in columns:
         grid.add_column(column)
