@@ -1,11 +1,11 @@
 """gov: checkpoint governance and rollback for RL training of reasoning models.
 
-A training loop uses the same calls as the `gov` command::
+A training loop uses the same calls as the `gov` command, in `governance.api`::
 
-    from governance import open_registry
+    from governance import api
 
-    registry = open_registry()          # the workspace above the current folder
-    registry.add_checkpoint("main", 1200, "ckpt/step-1200.pt", {"code-tests": 0.6, "math": 0.4})
+    api.checkpoint_add(None, "main@1200", "ckpt/step-1200.pt", {"code-tests": 0.6, "math": 0.4})
+    decision = api.check(None, "main@1200")   # None: the workspace above the current folder
 """
 
 from __future__ import annotations
