@@ -49,21 +49,7 @@ def connect(ws: Workspace) -> Any:
     return con
 
 
-_EPISODE_FIELDS = (
-    "schema_version",
-    "run",
-    "step",
-    "environment",
-    "environment_version",
-    "judge",
-    "judge_version",
-    "episode",
-    "verdict",
-    "divergent",
-    "confidence",
-    "evidence",
-    "note",
-)
+_EPISODE_FIELDS = tuple(JudgedEpisode.model_fields)  # every field, in the model's order
 _JSON_COLUMNS = "{" + ", ".join(f"{f}: 'JSON'" for f in _EPISODE_FIELDS) + "}"  # as JSON text
 
 # A row passes only if each per-row field would pass the pydantic model too (see test_ingest's
