@@ -13,23 +13,29 @@ from governance import open_registry
 from governance.check import decide
 from governance.onset import OnsetPrior, onset_posterior
 
-RNG = np.random.default_rng(2026)
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    """A generator of each test's own: its data do not depend on which tests ran before."""
+    return np.random.default_rng(2026)
 
 
-def simulate(t: int, onset: int | None, base: float, factor: float, ramp: int = 1):
-    n = RNG.integers(40, 400, t)
+def simulate(
+    rng: np.random.Generator, t: int, onset: int | None, base: float, factor: float, ramp: int = 1
+):
+    n = rng.integers(40, 400, t)
     p = np.full(t, base)
     if onset is not None:
         for i in range(onset, t):
             p[i] = base * (1 + (factor - 1) * min(1.0, (i - onset + 1) / ramp))
-    p = np.clip(p * np.exp(RNG.normal(0, 0.2, t)), 0, 1)  # extra variation between checkpoints
-    return RNG.binomial(n, p), n
+    p = np.clip(p * np.exp(rng.normal(0, 0.2, t)), 0, 1)  # extra variation between checkpoints
+    return rng.binomial(n, p), n
 
 
 @pytest.mark.parametrize("ramp", [1, 4, 10])
-def test_a_rise_is_found_and_the_restore_point_is_clean(ramp: int) -> None:
+def test_a_rise_is_found_and_the_restore_point_is_clean(rng, ramp: int) -> None:
     for _ in range(5):
-        k, n = simulate(60, 30, 0.01, 6, ramp)
+        k, n = simulate(rng, 60, 30, 0.01, 6, ramp)
         post = onset_posterior(k, n)
         assert post.p_rise > 0.99
         low, high = post.interval(0.9)
@@ -38,24 +44,24 @@ def test_a_rise_is_found_and_the_restore_point_is_clean(ramp: int) -> None:
         assert abs(post.onset.sum() - 1) < 1e-9
 
 
-def test_no_rise_and_a_single_spike_are_not_rises() -> None:
-    quiet = [onset_posterior(*simulate(60, None, 0.01, 1)).p_rise for _ in range(10)]
+def test_no_rise_and_a_single_spike_are_not_rises(rng) -> None:
+    quiet = [onset_posterior(*simulate(rng, 60, None, 0.01, 1)).p_rise for _ in range(10)]
     assert max(quiet) < 0.9
-    k, n = simulate(60, None, 0.01, 1)
+    k, n = simulate(rng, 60, None, 0.01, 1)
     k[40] = n[40] // 10  # one checkpoint at 10%
     assert onset_posterior(k, n).p_rise < 0.95
 
 
-def test_missing_checkpoints_keep_their_place() -> None:
-    k, n = simulate(50, 25, 0.01, 8)
+def test_missing_checkpoints_keep_their_place(rng) -> None:
+    k, n = simulate(rng, 50, 25, 0.01, 8)
     k[10:14] = 0
     n[10:14] = 0
     post = onset_posterior(k, n)
     assert post.p_rise > 0.99 and 20 <= post.estimate() <= 26
 
 
-def test_the_prior_can_be_chosen() -> None:
-    k, n = simulate(60, 30, 0.01, 6, 1)
+def test_the_prior_can_be_chosen(rng) -> None:
+    k, n = simulate(rng, 60, 30, 0.01, 6, 1)
     binomial = onset_posterior(k, n, OnsetPrior(spread=(float("inf"),)))
     unwobbled = onset_posterior(k, n, OnsetPrior(spread=(0.0,), dispersion="log-normal"))
     assert np.allclose(binomial.onset, unwobbled.onset) and binomial.p_rise == unwobbled.p_rise
