@@ -36,8 +36,8 @@ def test_defaults_flag_only_the_rising_environment(example_template: Path) -> No
     reg = open_registry(example_template)
     spec = load_spec()
     kinds = {e.id: type(e.pattern) for e in spec.environments}
-    rising = next(e for e in spec.environments if isinstance(e.pattern, Rising))
-    assert isinstance(rising.pattern, Rising)
+    # Exactly one environment is planted as rising: it alone may be flagged.
+    [(rising, rise)] = [(e, e.pattern) for e in spec.environments if isinstance(e.pattern, Rising)]
     first_fire: dict[str, int] = {}
     for ckpt in reg.checkpoints("main"):
         decision = decide(reg, ckpt.ref)
@@ -47,7 +47,7 @@ def test_defaults_flag_only_the_rising_environment(example_template: Path) -> No
             if result.series.environment is not None:
                 assert kinds[result.series.environment] not in (Spike, Healthy), result
     assert set(first_fire) == {rising.id}
-    onset = rising.pattern.onset_step
+    onset = rise.onset_step
     delay = (first_fire[rising.id] - onset) // spec.step_interval
     assert 0 <= delay <= 6  # flagged after the onset, within a few checkpoints
 
