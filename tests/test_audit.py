@@ -243,9 +243,40 @@ def test_verify_names_reports_no_longer_present(gov, ws: Path) -> None:
     assert f"report {md5} named by an entry is not in the workspace" in result.stdout
 
 
-def test_registry_reads_stay_independent_of_the_trail(ws: Path) -> None:
-    # Reading the registry never replays the trail: it is as fast with a long trail as without.
-    assert len(open_registry(ws).checkpoints("main")) == 48
+READS = (
+    ("status", "--format", "json"),
+    ("status",),
+    ("checkpoint", "list", "--format", "json"),
+    ("checkpoint", "list"),
+    ("checkpoint", "show", "main@6000", "--format", "json"),
+    ("env", "list", "--format", "json"),
+)
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "edited", "empty", "deleted"])
+def test_registry_reads_stay_independent_of_the_trail(gov, ws: Path, damage: str) -> None:
+    # Reading the registry never replays the trail: whatever the trail holds, the same answers.
+    before = {args: gov(*args, cwd=ws) for args in READS}
+    assert all(r.exit_code == 0 for r in before.values()), before
+    assert len(json.loads(before[READS[2]].stdout)) == 48
+    path = ws / "audit" / "trail.jsonl"
+    text = path.read_text()
+    if damage == "garbage":
+        path.write_bytes(b"\x00\xffnot json at all\n" + text.encode() + b"{oops\n")
+    elif damage == "truncated":
+        path.write_text(text[: len(text) // 2])  # ends in the middle of an entry
+    elif damage == "edited":
+        _rewrite(ws, _tamper_edit(trail(ws)))
+    elif damage == "empty":
+        path.write_text("")
+    else:
+        path.unlink()
+    damaged = path.read_bytes() if path.exists() else None
+    assert gov("audit", "verify", cwd=ws).exit_code != 0  # the trail really is broken
+    for args, expected in before.items():
+        after = gov(*args, cwd=ws)
+        assert (after.exit_code, after.stdout) == (expected.exit_code, expected.stdout), args
+    assert (path.read_bytes() if path.exists() else None) == damaged  # reads leave it alone
 
 
 def test_the_pressure_policy_warns_after_repeated_redesigns(gov, ws: Path) -> None:
