@@ -179,3 +179,34 @@ def test_a_flagged_environment_without_judgments_is_named(
     result = gov("rollback", "recommend", cwd=workspace)
     assert result.exit_code == 2
     assert "environment 'math' is flagged but has no judgments" in result.stderr
+
+
+def test_a_quarantined_checkpoint_is_no_restore_point_and_not_promotable(
+    gov, example_copy: Path
+) -> None:
+    from governance.models import CheckpointStatus
+
+    ws = example_copy
+    first = json.loads(gov("rollback", "recommend", "--format", "json", cwd=ws).stdout)
+    run, step = first["restore"].split("@")
+    assert first["skipped"] == []
+    steps = sorted(c.step for c in open_registry(ws).checkpoints(run))
+    earlier = steps[steps.index(int(step)) - 1]
+    open_registry(ws).set_checkpoint_status(run, int(step), CheckpointStatus.QUARANTINED)
+
+    again = gov("rollback", "recommend", cwd=ws)
+    assert again.exit_code == 0, again.stderr
+    assert f"skipped (safer, not restorable): {first['restore']}: quarantined" in again.stdout
+    data = json.loads(gov("rollback", "recommend", "--format", "json", cwd=ws).stdout)
+    assert data["restore"] == f"{run}@{earlier}"  # the next earlier checkpoint
+    assert data["skipped"] == [f"{first['restore']}: quarantined"]
+    assert data["checkpoints_lost"] == first["checkpoints_lost"] + 1
+
+    # A passing, recorded check does not make it promotable; only a recorded override does.
+    assert gov("check", first["restore"], cwd=ws).exit_code == 0
+    refused = gov("promote", first["restore"], cwd=ws)
+    assert refused.exit_code == 1 and "quarantined" in refused.stderr
+    assert open_registry(ws).checkpoint(run, int(step)).status == CheckpointStatus.QUARANTINED
+    forced = gov("promote", first["restore"], "--override", "--reason", "vetted", cwd=ws)
+    assert forced.exit_code == 0, forced.stderr
+    assert open_registry(ws).checkpoint(run, int(step)).status == CheckpointStatus.PROMOTED
