@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,47 @@ import cli
 from governance import Registry, init, open_registry
 from governance.example import set_dvc_remote
 from governance.workspace import find
+
+# The git identity of every test: tests never see the developer's own git or DVC configuration.
+TEST_NAME = "Gov Tester"
+TEST_EMAIL = "gov-tester@example.com"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A temporary HOME with an otherwise empty global git config holding only a test identity.
+
+    `GIT_CONFIG_GLOBAL` is the new HOME's `.gitconfig`, so that git (which follows the variable)
+    and GitPython (which reads `~/.gitconfig`) see the same file. GitPython still reads
+    /etc/gitconfig whatever GIT_CONFIG_NOSYSTEM says; only git itself skips it."""
+    home = tmp_path_factory.mktemp("home")
+    gitconfig = home / ".gitconfig"
+    gitconfig.write_text("")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HOME", str(home))
+        patch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+        patch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+        patch.setenv("GIT_CONFIG_GLOBAL", str(gitconfig))
+        patch.setenv("DVC_GLOBAL_CONFIG_DIR", str(home / "dvc-global"))
+        patch.setenv("DVC_SYSTEM_CONFIG_DIR", str(home / "dvc-system"))
+        patch.setenv("DVC_NO_ANALYTICS", "1")
+        for key, value in (
+            ("user.name", TEST_NAME),
+            ("user.email", TEST_EMAIL),
+            ("commit.gpgsign", "false"),
+            ("init.defaultBranch", "main"),
+        ):
+            subprocess.run(["git", "config", "--global", key, value], check=True)
+        yield home
+
+
+@pytest.fixture(autouse=True)
+def no_actor_leak(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """`gov --actor` sets $GOV_ACTOR in the process: keep it from reaching the next test (and
+    keep a GOV_ACTOR of the developer's shell out of every test)."""
+    monkeypatch.delenv("GOV_ACTOR", raising=False)
+    yield
+    os.environ.pop("GOV_ACTOR", None)
 
 
 @dataclass
@@ -29,8 +71,6 @@ def run_gov(args: list[str], cwd: Path | None = None) -> Result:
     """Run `gov ARGS` in-process, through the same entry point as the installed command."""
     runner = CliRunner()
     with runner.isolation() as (out, err, _):
-        import os
-
         before = Path.cwd()
         if cwd is not None:
             os.chdir(cwd)

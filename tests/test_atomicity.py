@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -128,3 +129,107 @@ def test_stored_reports_are_flushed_where_git_flushes_objects(
         for key, value in settings.items():
             config.set_value("core", key, value)
     assert syncs_objects(repo) is flushed
+
+
+COUNTS_READER = """
+import json, sys, time
+from dataclasses import asdict
+from pathlib import Path
+from governance import counts as count_store
+from governance.workspace import find
+
+def counts(ws):
+    return [asdict(row) for row in count_store.rows(ws)]
+
+ws = find(Path(sys.argv[1]))
+sync, me, other, rounds = Path(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5])
+for r in range(rounds):
+    for table in (ws.state / "index").glob("counts.*.parquet"):
+        table.unlink(missing_ok=True)  # the cache is gone: this read rebuilds it
+    (sync / f"{me}-{r}").touch()
+    deadline = time.monotonic() + 60
+    while not (sync / f"{other}-{r}").exists():  # both readers start each round together
+        if (sync / "failed").exists():
+            sys.exit(f"the other reader failed (round {r})")
+        if time.monotonic() > deadline:
+            sys.exit("the other reader never arrived")
+        time.sleep(0.0005)
+    try:
+        rows = counts(ws)
+    except BaseException:
+        (sync / "failed").touch()
+        raise
+    print(json.dumps(rows, sort_keys=True), flush=True)
+"""
+
+
+def test_two_processes_rebuilding_the_counts_cache(
+    registry, workspace: Path, artifact, tmp_path: Path
+) -> None:
+    from test_ingest import episode, write_jsonl
+
+    from governance.ingest import ingest
+
+    # Planted: per step, how many episodes of each verdict, and how many of them divergent.
+    planted = {
+        100: {"none": 30, "rejected": 5, "rationalized": 2, "overt": 1},
+        200: {"none": 20, "rejected": 0, "rationalized": 7, "overt": 3},
+        300: {"none": 41, "rejected": 9, "rationalized": 0, "overt": 0},
+    }
+    for step in planted:
+        registry.add_checkpoint("main", step, artifact(f"c{step}.pt"), {"math": 1.0})
+    reports = []
+    for step, verdicts in planted.items():
+        records = [
+            episode(step, f"{verdict}-{i}", verdict, divergent=verdict == "rationalized")
+            for verdict, count in verdicts.items()
+            for i in range(count)
+        ]
+        reports.append(write_jsonl(tmp_path / f"r{step}.jsonl", records))
+    ingest(registry, reports)
+    expected = [
+        {
+            "run": "main",
+            "step": step,
+            "environment": "math",
+            "environment_version": 1,
+            "judge": "cot-monitor",
+            "judge_version": "1",
+            "n": sum(verdicts.values()),
+            **verdicts,
+            "divergent": verdicts["rationalized"],
+        }
+        for step, verdicts in planted.items()
+    ]
+    sync = tmp_path / "sync"
+    sync.mkdir()
+    rounds = 40
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                COUNTS_READER,
+                str(workspace),
+                str(sync),
+                me,
+                other,
+                str(rounds),
+            ],
+            env=env,
+            cwd=workspace,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for me, other in (("a", "b"), ("b", "a"))
+    ]
+    outputs = [p.communicate(timeout=240) for p in procs]
+    for proc, (out, err) in zip(procs, outputs, strict=True):
+        assert proc.returncode == 0, err[-2000:]
+        lines = out.splitlines()
+        assert len(lines) == rounds
+        for line in lines:
+            rows = sorted(json.loads(line), key=lambda row: row["step"])
+            assert [{k: row[k] for k in expected[0]} for row in rows] == expected

@@ -201,6 +201,8 @@ def test_missing_git_identity_is_refused_before_any_write(
     with repo.config_writer() as config:
         config.remove_section("user")
     monkeypatch.setenv("HOME", str(workspace.parent))  # no global identity either
+    (workspace.parent / "empty.gitconfig").write_text("")
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(workspace.parent / "empty.gitconfig"))
     monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
     monkeypatch.setenv("EMAIL", "")
     for var in ("GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL"):

@@ -37,8 +37,8 @@ def test_defaults_flag_only_the_rising_environment(example_template: Path) -> No
     reg = open_registry(example_template)
     spec = load_spec()
     kinds = {e.id: type(e.pattern) for e in spec.environments}
-    rising = next(e for e in spec.environments if isinstance(e.pattern, Rising))
-    assert isinstance(rising.pattern, Rising)
+    # Exactly one environment is planted as rising: it alone may be flagged.
+    [(rising, rise)] = [(e, e.pattern) for e in spec.environments if isinstance(e.pattern, Rising)]
     first_fire: dict[str, int] = {}
     for ckpt in reg.checkpoints("main"):
         decision = decide(reg, ckpt.ref)
@@ -48,7 +48,7 @@ def test_defaults_flag_only_the_rising_environment(example_template: Path) -> No
             if result.series.environment is not None:
                 assert kinds[result.series.environment] not in (Spike, Healthy), result
     assert set(first_fire) == {rising.id}
-    onset = rising.pattern.onset_step
+    onset = rise.onset_step
     delay = (first_fire[rising.id] - onset) // spec.step_interval
     assert 0 <= delay <= 6  # flagged after the onset, within a few checkpoints
 
@@ -218,3 +218,72 @@ def test_the_python_api_cannot_promote_around_the_gate(registry, workspace: Path
     registry.add_checkpoint("main", 100, artifact("a.pt"), {"math": 1.0})
     with pytest.raises(GovError, match="promoted only by `gov promote`"):
         registry.set_checkpoint_status("main", 100, CheckpointStatus.PROMOTED)
+
+
+RISE_POLICY = (
+    "name: {name}\ndescription: a rise against a baseline\nmetric: rationalization_rate\n"
+    "condition: {{rise: {{baseline: {baseline}, factor: 3, confidence: 0.95}}}}\n"
+    "min_evidence: {{n: 50}}\ninsufficient: pass\nactions: [block]\n"
+)
+
+
+def test_rise_baselines_promoted_and_named_checkpoints(
+    gov, registry, workspace: Path, artifact, tmp_path: Path
+) -> None:
+    from governance.ingest import ingest
+
+    # Rationalized per 200 episodes: high at the start, low at 300, then a rise at 400 that is
+    # a rise against 300 (1%) but not against the first two checkpoints (10%). 250 is never
+    # judged.
+    planted = {100: 20, 200: 20, 300: 2, 400: 30}
+    for step in (100, 200, 250, 300, 400):
+        registry.add_checkpoint("main", step, artifact(f"c{step}.pt"), {"math": 1.0})
+    records = [
+        episode(step, i, "rationalized" if i < k else "none")
+        for step, k in planted.items()
+        for i in range(200)
+    ]
+    ingest(registry, [write_jsonl(tmp_path / "r.jsonl", records)])
+    for path in (workspace / "policies").glob("*.yaml"):
+        path.unlink()
+    baselines = {
+        "vs-first": "{first: 2}",
+        "vs-promoted": "{promoted: true}",
+        "vs-300": "{checkpoint: main@300}",
+        "vs-100": "{checkpoint: main@100}",
+        "vs-250": "{checkpoint: main@250}",
+    }
+    for name, baseline in baselines.items():
+        (workspace / "policies" / f"{name}.yaml").write_text(
+            RISE_POLICY.format(name=name, baseline=baseline)
+        )
+
+    def results(ref: str) -> dict[str, dict]:
+        out = gov("check", ref, "--dry-run", "--format", "json", cwd=workspace)
+        assert out.exit_code in (0, 1), out.stderr
+        found = json.loads(out.stdout)["results"]
+        assert len(found) == len(baselines)  # one series (math v1), one result per policy
+        return {r["policy"]: r for r in found}
+
+    at = results("main@400")
+    assert at["vs-first"]["status"] == "clear" and at["vs-first"]["baseline"] == [40, 400]
+    assert at["vs-100"]["status"] == "clear" and at["vs-100"]["baseline"] == [20, 200]
+    assert at["vs-300"]["status"] == "fired" and at["vs-300"]["baseline"] == [2, 200]
+    assert at["vs-promoted"]["status"] == "insufficient"
+    assert "no promoted checkpoint before this one" in at["vs-promoted"]["reason"]
+    assert at["vs-250"]["status"] == "insufficient"
+    assert "main@250 has no judgments" in at["vs-250"]["reason"]
+
+    # Promote main@300 (its check passes: nothing rose by then), and the promoted baseline is
+    # that checkpoint's 2/200: the rise at 400 now fires against it.
+    assert gov("check", "main@300", cwd=workspace).exit_code == 0
+    assert gov("promote", "main@300", cwd=workspace).exit_code == 0
+    at = results("main@400")
+    assert at["vs-promoted"]["status"] == "fired" and at["vs-promoted"]["baseline"] == [2, 200]
+    assert at["vs-first"]["status"] == "clear"
+    blocked = gov("check", "main@400", "--dry-run", cwd=workspace)
+    assert blocked.exit_code == 1 and "BLOCK" in blocked.stdout
+    # A checkpoint promoted later is no baseline for an earlier one.
+    earlier = results("main@200")
+    assert earlier["vs-promoted"]["status"] == "insufficient"
+    assert "no promoted checkpoint before this one" in earlier["vs-promoted"]["reason"]

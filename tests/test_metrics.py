@@ -61,16 +61,41 @@ def test_series_per_judge_version_are_not_pooled(judged: Path) -> None:
     assert point.value == 0.1 and (point.low, point.high) == wilson(2, 20)
 
 
-def test_share_with_no_bad_reasons_is_insufficient_evidence(gov, judged: Path) -> None:
-    shares = api.metrics(
-        open_registry(judged), names=["rationalization_share"], judge="cot-monitor"
-    ).series
-    by_step = {p.step: p for p in shares[0].points}
+def test_share_with_no_bad_reasons_is_insufficient_evidence(
+    gov, judged: Path, tmp_path: Path
+) -> None:
+    from governance.ingest import ingest
+
+    # At step 300 the judge saw no bad reason at all (none or overt only): the share's
+    # denominator, rejected + rationalized, is 0 there although 12 episodes were judged.
+    records = [episode(300, i, "overt" if i < 2 else "none") for i in range(12)]
+    ingest(open_registry(judged), [write_jsonl(tmp_path / "quiet.jsonl", records)])
+    [v1] = [
+        s
+        for s in api.metrics(open_registry(judged), names=["rationalization_share"]).series
+        if s.judge_version == "1"
+    ]
+    by_step = {p.step: p for p in v1.points}
     assert by_step[100].value == 1.0  # 2 rationalized, 0 rejected
     assert by_step[200].value == 0.0 and by_step[200].n == 5
+    zero = by_step[300]
+    assert (zero.k, zero.n, zero.value, zero.low, zero.high) == (0, 0, None, None, None)
     table = gov("metrics", "--metric", "rationalization_share", cwd=judged).stdout
     assert "judge cot-monitor 1" in table and "judge cot-monitor 2" in table
     assert "not pooled" in table
+    v1_table = table.split("judge cot-monitor 1", 1)[1].split("judge cot-monitor 2", 1)[0]
+    rows = {line.split()[0]: line for line in v1_table.splitlines() if "main@" in line}
+    assert set(rows) == {"main@100", "main@200", "main@300"}
+    assert "insufficient evidence" in rows["main@300"]
+    assert not any("insufficient evidence" in rows[r] for r in ("main@100", "main@200"))
+    data = json.loads(
+        gov("metrics", "--metric", "rationalization_share", "--format", "json", cwd=judged).stdout
+    )
+    [v1_json] = [s for s in data if s["judge_version"] == "1"]
+    points = {p["step"]: p for p in v1_json["points"]}
+    assert points[300]["n"] == 0 and points[300]["value"] is None
+    assert points[300]["low"] is None and points[300]["high"] is None
+    assert points[200]["value"] == 0.0
 
 
 def test_metrics_formats(gov, judged: Path) -> None:

@@ -13,23 +13,29 @@ from governance import open_registry
 from governance.gates import decide
 from governance.stats.onset import OnsetPrior, onset_posterior
 
-RNG = np.random.default_rng(2026)
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    """A generator of each test's own: its data do not depend on which tests ran before."""
+    return np.random.default_rng(2026)
 
 
-def simulate(t: int, onset: int | None, base: float, factor: float, ramp: int = 1):
-    n = RNG.integers(40, 400, t)
+def simulate(
+    rng: np.random.Generator, t: int, onset: int | None, base: float, factor: float, ramp: int = 1
+):
+    n = rng.integers(40, 400, t)
     p = np.full(t, base)
     if onset is not None:
         for i in range(onset, t):
             p[i] = base * (1 + (factor - 1) * min(1.0, (i - onset + 1) / ramp))
-    p = np.clip(p * np.exp(RNG.normal(0, 0.2, t)), 0, 1)  # extra variation between checkpoints
-    return RNG.binomial(n, p), n
+    p = np.clip(p * np.exp(rng.normal(0, 0.2, t)), 0, 1)  # extra variation between checkpoints
+    return rng.binomial(n, p), n
 
 
 @pytest.mark.parametrize("ramp", [1, 4, 10])
-def test_a_rise_is_found_and_the_restore_point_is_clean(ramp: int) -> None:
+def test_a_rise_is_found_and_the_restore_point_is_clean(rng, ramp: int) -> None:
     for _ in range(5):
-        k, n = simulate(60, 30, 0.01, 6, ramp)
+        k, n = simulate(rng, 60, 30, 0.01, 6, ramp)
         post = onset_posterior(k, n)
         assert post.p_rise > 0.99
         low, high = post.interval(0.9)
@@ -38,24 +44,24 @@ def test_a_rise_is_found_and_the_restore_point_is_clean(ramp: int) -> None:
         assert abs(post.onset.sum() - 1) < 1e-9
 
 
-def test_no_rise_and_a_single_spike_are_not_rises() -> None:
-    quiet = [onset_posterior(*simulate(60, None, 0.01, 1)).p_rise for _ in range(10)]
+def test_no_rise_and_a_single_spike_are_not_rises(rng) -> None:
+    quiet = [onset_posterior(*simulate(rng, 60, None, 0.01, 1)).p_rise for _ in range(10)]
     assert max(quiet) < 0.9
-    k, n = simulate(60, None, 0.01, 1)
+    k, n = simulate(rng, 60, None, 0.01, 1)
     k[40] = n[40] // 10  # one checkpoint at 10%
     assert onset_posterior(k, n).p_rise < 0.95
 
 
-def test_missing_checkpoints_keep_their_place() -> None:
-    k, n = simulate(50, 25, 0.01, 8)
+def test_missing_checkpoints_keep_their_place(rng) -> None:
+    k, n = simulate(rng, 50, 25, 0.01, 8)
     k[10:14] = 0
     n[10:14] = 0
     post = onset_posterior(k, n)
     assert post.p_rise > 0.99 and 20 <= post.estimate() <= 26
 
 
-def test_the_prior_can_be_chosen() -> None:
-    k, n = simulate(60, 30, 0.01, 6, 1)
+def test_the_prior_can_be_chosen(rng) -> None:
+    k, n = simulate(rng, 60, 30, 0.01, 6, 1)
     binomial = onset_posterior(k, n, OnsetPrior(spread=(float("inf"),)))
     unwobbled = onset_posterior(k, n, OnsetPrior(spread=(0.0,), dispersion="log-normal"))
     assert np.allclose(binomial.onset, unwobbled.onset) and binomial.p_rise == unwobbled.p_rise
@@ -173,3 +179,34 @@ def test_a_flagged_environment_without_judgments_is_named(
     result = gov("rollback", "recommend", cwd=workspace)
     assert result.exit_code == 2
     assert "environment 'math' is flagged but has no judgments" in result.stderr
+
+
+def test_a_quarantined_checkpoint_is_no_restore_point_and_not_promotable(
+    gov, example_copy: Path
+) -> None:
+    from governance.models import CheckpointStatus
+
+    ws = example_copy
+    first = json.loads(gov("rollback", "recommend", "--format", "json", cwd=ws).stdout)
+    run, step = first["restore"].split("@")
+    assert first["skipped"] == []
+    steps = sorted(c.step for c in open_registry(ws).checkpoints(run))
+    earlier = steps[steps.index(int(step)) - 1]
+    open_registry(ws).set_checkpoint_status(run, int(step), CheckpointStatus.QUARANTINED)
+
+    again = gov("rollback", "recommend", cwd=ws)
+    assert again.exit_code == 0, again.stderr
+    assert f"skipped (safer, not restorable): {first['restore']}: quarantined" in again.stdout
+    data = json.loads(gov("rollback", "recommend", "--format", "json", cwd=ws).stdout)
+    assert data["restore"] == f"{run}@{earlier}"  # the next earlier checkpoint
+    assert data["skipped"] == [f"{first['restore']}: quarantined"]
+    assert data["checkpoints_lost"] == first["checkpoints_lost"] + 1
+
+    # A passing, recorded check does not make it promotable; only a recorded override does.
+    assert gov("check", first["restore"], cwd=ws).exit_code == 0
+    refused = gov("promote", first["restore"], cwd=ws)
+    assert refused.exit_code == 1 and "quarantined" in refused.stderr
+    assert open_registry(ws).checkpoint(run, int(step)).status == CheckpointStatus.QUARANTINED
+    forced = gov("promote", first["restore"], "--override", "--reason", "vetted", cwd=ws)
+    assert forced.exit_code == 0, forced.stderr
+    assert open_registry(ws).checkpoint(run, int(step)).status == CheckpointStatus.PROMOTED

@@ -129,9 +129,12 @@ def test_an_output_folder_that_does_not_exist(gov, example_template: Path, tmp_p
 
 
 def test_dvc_repro_recomputes_and_dvc_reads_the_metrics(
-    example_template: Path, tmp_path: Path
+    gov, example_template: Path, tmp_path: Path
 ) -> None:
     import json
+    import re
+
+    from governance.example import Rising, load_spec
 
     ws = tmp_path / "ex"
     shutil.copytree(example_template, ws, symlinks=True)
@@ -142,26 +145,43 @@ def test_dvc_repro_recomputes_and_dvc_reads_the_metrics(
             ["dvc", "metrics", "show", "--json"], cwd=ws, check=True, capture_output=True, text=True
         ).stdout
     )[""]["data"]
+    # What gov check itself says about the latest checkpoint, and what the example planted.
+    decision = json.loads(
+        gov("check", "main@12000", "--dry-run", "--format", "json", cwd=ws).stdout
+    )
+    fired = [r for r in decision["results"] if r["status"] == "fired"]
+    spec = load_spec()
+    [rising] = [e.id for e in spec.environments if isinstance(e.pattern, Rising)]
+    assert fired and {r["series"]["environment"] for r in fired} == {rising}
     check = shown["metrics/check.json"]["data"]
     assert check == {
         "checkpoint": "main@12000",
         "outcome": "block",
         "blocked": 1,
-        "fired": check["fired"],
+        "fired": len(fired),
         "flagged": 1,
     }
     restore = shown["metrics/restore.json"]["data"]
     assert restore["p_contaminated"] <= 0.02 and int(restore["restore"].split("@")[1]) < 6250
     assert (ws / "report.html").is_file()
-    plots = subprocess.run(
+    subprocess.run(
         ["dvc", "plots", "show", "-o", str(tmp_path / "plots")],
         cwd=ws,
         check=True,
         capture_output=True,
         text=True,
     )
-    assert plots.returncode == 0 and (tmp_path / "plots" / "index.html").is_file()
-    assert "code-unit-tests" in (tmp_path / "plots" / "index.html").read_text()
+    html = (tmp_path / "plots" / "index.html").read_text()
+    # One rationalization-rate plot per environment, each with a point per checkpoint.
+    plots = re.findall(
+        r'<div id\s*=\s*"metrics_rationalization_rationalization_rate-(.+?)-v\d+-[^"]*">'
+        r"\s*<script[^>]*>\s*var spec = (.*?);\n",
+        html,
+    )
+    assert sorted(env for env, _ in plots) == sorted(e.id for e in spec.environments)
+    steps = [str(s) for s in spec.steps]
+    for env, text in plots:
+        assert [v["step"] for v in json.loads(text)["data"]["values"]] == steps, env
 
 
 def test_the_example_writes_its_review_page(example_template: Path) -> None:
