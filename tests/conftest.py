@@ -51,15 +51,6 @@ def isolated_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         yield home
 
 
-@pytest.fixture(autouse=True)
-def no_actor_leak(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """`gov --actor` sets $GOV_ACTOR in the process: keep it from reaching the next test (and
-    keep a GOV_ACTOR of the developer's shell out of every test)."""
-    monkeypatch.delenv("GOV_ACTOR", raising=False)
-    yield
-    os.environ.pop("GOV_ACTOR", None)
-
-
 @dataclass
 class Result:
     exit_code: int
