@@ -18,7 +18,7 @@ The numerical libraries load only in the verbs that use them.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -95,8 +95,12 @@ __all__ = [
 
 
 def _open(workspace: Where, actor: str | None = None) -> Registry:
-    if isinstance(workspace, Registry):  # a caller that holds one already
-        return workspace
+    """The registry to act on; `actor` names who acts for this call only. A caller that holds
+    a Registry already keeps it as it is: the actor applies to a copy of its workspace."""
+    if isinstance(workspace, Registry):
+        if actor is None or actor == workspace.ws.actor:
+            return workspace
+        return Registry(replace(workspace.ws, actor=actor))
     return open_registry(workspace, actor=actor)
 
 

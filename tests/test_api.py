@@ -9,7 +9,7 @@ from pathlib import Path
 import git
 import pytest
 
-from governance import api
+from governance import Registry, api
 from governance.errors import GovError
 from governance.records import Decision
 
@@ -44,6 +44,18 @@ def test_the_actor_is_an_argument_not_the_environment(example_copy: Path) -> Non
     after = trail[-1]
     assert ack["actor"] == "alice"
     assert after["kind"] == "rollback_recommended" and after["actor"] != "alice"
+
+
+def test_the_actor_applies_to_a_registry_the_caller_holds(registry: Registry) -> None:
+    api.env_version(registry, "math", note="new grader", content_hash="b" * 64, actor="alice")
+    api.env_version(registry, "code-tests", note="hidden tests", content_hash="c" * 64)
+    trail = [json.loads(line) for line in (registry.ws.audit / "trail.jsonl").open()]
+    redesigns = [
+        (e["subject"]["environment"], e["actor"]) for e in trail if e["kind"] == "redesign"
+    ]
+    # The actor names who acts in that call only: the caller's registry is left as it was.
+    assert redesigns == [("math", "alice"), ("code-tests", "Test Trainer <trainer@example.com>")]
+    assert registry.ws.actor is None
 
 
 def test_every_schema_gov_lists_is_a_json_schema() -> None:
