@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,8 +22,8 @@ import git
 
 from .errors import AuditError, GovError, TrailBroken
 from .models import utc_now
-from .records import KINDS, AuditEntry
-from .storage import FileStamp, file_stamp
+from .records import KINDS, AuditBody, AuditEntry, AuditKind, canonical_json
+from .storage import FileStamp, file_stamp, iter_jsonl_lines, iter_jsonl_lines_reversed
 from .workspace import Change, Workspace
 
 TRAIL = "trail.jsonl"
@@ -40,10 +39,9 @@ def trail_path(ws: Workspace) -> Path:
 
 
 def entry_id(entry: dict[str, Any]) -> str:
+    """The id an entry read from the trail should have: the hash of its content as written."""
     body = {k: v for k, v in entry.items() if k != "id"}
-    return hashlib.sha256(
-        json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
-    ).hexdigest()
+    return hashlib.sha256(canonical_json(body).encode()).hexdigest()
 
 
 def actor_of(ws: Workspace) -> str:
@@ -58,63 +56,47 @@ def actor_of(ws: Workspace) -> str:
 
 def _last_line(path: Path) -> bytes:
     """The last line of a file, read from its end (the trail may hold 100,000 entries)."""
-    with path.open("rb") as handle:
-        handle.seek(0, 2)
-        size = handle.tell()
-        block = b""
-        position = size
-        while position > 0:
-            step = min(65536, position)
-            position -= step
-            handle.seek(position)
-            block = handle.read(step) + block
-            lines = block.rstrip(b"\n").split(b"\n")
-            if len(lines) > 1 or position == 0:
-                return lines[-1]
-    return b""
+    return next(iter_jsonl_lines_reversed(path), b"")
 
 
 def append(
     change: Change,
-    kind: str,
+    kind: AuditKind,
     *,
     subject: dict[str, str | None],
     outcome: str,
     inputs: dict[str, Any] | None = None,
     reason: str | None = None,
     refs: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+) -> AuditEntry:
     """Append one entry to the trail as part of `change` (its commit anchors the new head)."""
-    assert kind in KINDS, kind
     ws = change.ws
     path = trail_path(ws)
     if change.audit:
-        prev, seq = change.audit[-1]["id"], change.audit[-1]["seq"] + 1
+        prev, seq = change.audit[-1].id, change.audit[-1].seq + 1
     elif path.is_file() and path.stat().st_size:
         last = json.loads(_last_line(path))
         prev, seq = last["id"], last["seq"] + 1
     else:
         prev, seq = GENESIS, 1
-    entry: dict[str, Any] = {
-        "schema_version": 1,
-        "seq": seq,
-        "prev": prev,
-        "kind": kind,
-        "time": utc_now().isoformat(),
-        "actor": actor_of(ws),
-        "subject": {k: v for k, v in subject.items() if v is not None},
-        "inputs": inputs or {},
-        "outcome": outcome,
-    }
-    if reason:
-        entry["reason"] = reason
-    if refs:
-        entry["refs"] = refs
-    entry["id"] = entry_id(entry)
-    change.append(path, (json.dumps(entry, sort_keys=True, separators=(",", ":")) + "\n").encode())
+    entry = AuditEntry.seal(
+        AuditBody(
+            seq=seq,
+            prev=prev,
+            kind=kind,
+            time=utc_now().isoformat(),
+            actor=actor_of(ws),
+            subject={k: v for k, v in subject.items() if v is not None},
+            inputs=inputs or {},
+            outcome=outcome,
+            reason=reason or None,
+            refs=refs or None,
+        )
+    )
+    change.append(path, entry.line())
     change.audit.append(entry)
     change.trailers = [t for t in change.trailers if not t.startswith(HEAD_TRAILER)]
-    change.trailers += [f"{ENTRY_TRAILER}: {entry['id']}", f"{HEAD_TRAILER}: {seq} {entry['id']}"]
+    change.trailers += [f"{ENTRY_TRAILER}: {entry.id}", f"{HEAD_TRAILER}: {seq} {entry.id}"]
     return entry
 
 
@@ -128,17 +110,14 @@ def read(ws: Workspace) -> Iterator[tuple[int, dict[str, Any]]]:
         )
     if not path.is_file():
         return
-    with path.open("rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            if not raw.strip():
-                continue
-            try:
-                entry = json.loads(raw)
-            except ValueError as exc:
-                raise AuditError(f"{ws.rel(path)}:{number}: not a JSON entry ({exc})") from exc
-            if not isinstance(entry, dict) or "id" not in entry or "seq" not in entry:
-                raise AuditError(f"{ws.rel(path)}:{number}: not an audit entry (no id or seq)")
-            yield number, entry
+    for number, raw in iter_jsonl_lines(path):
+        try:
+            entry = json.loads(raw)
+        except ValueError as exc:
+            raise AuditError(f"{ws.rel(path)}:{number}: not a JSON entry ({exc})") from exc
+        if not isinstance(entry, dict) or "id" not in entry or "seq" not in entry:
+            raise AuditError(f"{ws.rel(path)}:{number}: not an audit entry (no id or seq)")
+        yield number, entry
 
 
 _RELATIVE = re.compile(r"(\d+)\s*([dhw])")
@@ -414,30 +393,17 @@ def _last_policies(path: Path, block: int = 1 << 16) -> dict[str, str] | None:
     """The policies of the newest check or policy_change entry, reading the trail from its end
     (a decision needs only the latest; the trail only grows). None: a line that is not an
     entry was met, or the trail is missing, for the forward read to report."""
-    try:
-        handle = path.open("rb")
-    except FileNotFoundError:
+    if not path.is_file():
         return None
-    with handle:
-        end = handle.seek(0, os.SEEK_END)
-        carry = b""
-        while end > 0:
-            start = max(0, end - block)
-            handle.seek(start)
-            lines = (handle.read(end - start) + carry).split(b"\n")
-            carry = lines.pop(0) if start > 0 else b""  # may be cut: joined with the next block
-            for raw in reversed(lines):
-                if not raw.strip():
-                    continue
-                try:
-                    entry = json.loads(raw)
-                except ValueError:
-                    return None
-                if not isinstance(entry, dict) or "kind" not in entry:
-                    return None
-                if entry["kind"] in ("policy_change", "check"):
-                    policies = entry.get("inputs", {}).get("policies")
-                    if isinstance(policies, dict):
-                        return policies
-            end = start
+    for raw in iter_jsonl_lines_reversed(path, block):
+        try:
+            entry = json.loads(raw)
+        except ValueError:
+            return None
+        if not isinstance(entry, dict) or "kind" not in entry:
+            return None
+        if entry["kind"] in ("policy_change", "check"):
+            policies = entry.get("inputs", {}).get("policies")
+            if isinstance(policies, dict):
+                return policies
     return {}

@@ -40,9 +40,8 @@ class _Record(BaseModel):
     schema_version: Literal[1] = 1
 
 
-class AuditEntry(_Record):
-    """One entry of the hash-chained trail: its id is the sha256 of the rest of its content,
-    which includes the id of the entry before it (`prev`)."""
+class AuditBody(_Record):
+    """An audit entry without its id: what the id is the hash of."""
 
     seq: Annotated[int, Field(ge=1)]
     prev: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
@@ -54,7 +53,32 @@ class AuditEntry(_Record):
     outcome: str
     reason: str | None = None
     refs: dict[str, Any] | None = None
+
+    def written(self) -> dict[str, Any]:
+        """The fields as the trail writes them: `reason` and `refs` only when there are some
+        (`inputs` keeps its own None values: the hash covers them)."""
+        absent = {k for k in ("reason", "refs") if getattr(self, k) is None}
+        return self.model_dump(exclude=absent | {"id"})
+
+    def digest(self) -> str:
+        """The entry's id: the sha256 of its canonical JSON without the id."""
+        return hashlib.sha256(canonical_json(self.written()).encode()).hexdigest()
+
+
+class AuditEntry(AuditBody):
+    """One entry of the hash-chained trail: its id is the sha256 of the rest of its content,
+    which includes the id of the entry before it (`prev`)."""
+
     id: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+    @classmethod
+    def seal(cls, body: AuditBody) -> AuditEntry:
+        """The entry of `body`, with the id its content hashes to."""
+        return cls.model_validate({**body.written(), "id": body.digest()})
+
+    def line(self) -> bytes:
+        """The entry's line of the trail: canonical JSON (sorted keys, no spaces)."""
+        return (canonical_json({**self.written(), "id": self.id}) + "\n").encode()
 
     @property
     def environments(self) -> list[str]:
@@ -62,6 +86,11 @@ class AuditEntry(_Record):
         if "environment" in self.subject:
             return [self.subject["environment"]]
         return [e for e in self.subject.get("environments", "").split(",") if e]
+
+
+def canonical_json(value: Any) -> str:
+    """The JSON the audit trail hashes and writes: sorted keys, no spaces, ASCII."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
 class Inputs(BaseModel):

@@ -80,27 +80,49 @@ def load_yaml_model(path: Path, model: type[M], display: str) -> M:
     )
 
 
-def iter_jsonl_models(path: Path, model: type[M], display: str) -> Iterator[M]:
-    """Read a file of one JSON record a line, naming the line of any bad record."""
+def iter_jsonl_lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    """(line number, bytes) of every line of a JSON-lines file that is not blank: what each
+    reader of one names in its errors."""
     with path.open("rb") as handle:
         for number, raw in enumerate(handle, start=1):
-            if not raw.strip():
-                continue
-            try:
-                yield model.model_validate_json(raw)
-            except ValidationError as exc:
-                loc, message = yamlio.first_error(exc)
-                if exc.errors()[0]["type"] == "json_invalid":
-                    try:
-                        json.loads(raw)
-                    except ValueError as json_exc:
-                        message = f"invalid JSON: {json_exc}"
-                    except Exception:
-                        pass
-                    raise RegistryFileError(
-                        f"{display}:{number}: {message}{_fix_hint(display)}"
-                    ) from exc
+            if raw.strip():
+                yield number, raw
+
+
+def iter_jsonl_lines_reversed(path: Path, block: int = 1 << 16) -> Iterator[bytes]:
+    """The lines of a file that are not blank, last first, read in blocks from its end (for the
+    newest records of a long, append-only file)."""
+    with path.open("rb") as handle:
+        end = handle.seek(0, os.SEEK_END)
+        carry = b""
+        while end > 0:
+            start = max(0, end - block)
+            handle.seek(start)
+            lines = (handle.read(end - start) + carry).split(b"\n")
+            carry = lines.pop(0) if start > 0 else b""  # may be cut: joined with the next block
+            for raw in reversed(lines):
+                if raw.strip():
+                    yield raw
+            end = start
+
+
+def iter_jsonl_models(path: Path, model: type[M], display: str) -> Iterator[M]:
+    """Read a file of one JSON record a line, naming the line of any bad record."""
+    for number, raw in iter_jsonl_lines(path):
+        try:
+            yield model.model_validate_json(raw)
+        except ValidationError as exc:
+            loc, message = yamlio.first_error(exc)
+            if exc.errors()[0]["type"] == "json_invalid":
+                try:
+                    json.loads(raw)
+                except ValueError as json_exc:
+                    message = f"invalid JSON: {json_exc}"
+                except Exception:
+                    pass
                 raise RegistryFileError(
-                    f"{display}:{number}: field {yamlio.field_name(loc)}: {message}"
-                    f"{_fix_hint(display)}"
+                    f"{display}:{number}: {message}{_fix_hint(display)}"
                 ) from exc
+            raise RegistryFileError(
+                f"{display}:{number}: field {yamlio.field_name(loc)}: {message}{_fix_hint(display)}"
+            ) from exc

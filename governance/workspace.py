@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import git
 from filelock import FileLock, Timeout
@@ -27,6 +27,9 @@ from . import artifacts, scm
 from .errors import NotAWorkspace, WorkspaceBusy
 from .models import WorkspaceConfig, utc_now
 from .storage import atomic_write, load_yaml_model, model_yaml
+
+if TYPE_CHECKING:
+    from .records import AuditEntry
 
 CONFIG_FILE = "gov.yaml"
 STATE_DIR = ".gov"
@@ -200,7 +203,7 @@ class Change:
     data_files: set[str] = field(default_factory=set)
     sizes: dict[str, int] = field(default_factory=dict)  # appended files: their size before
     trailers: list[str] = field(default_factory=list)  # extra commit trailers (the audit head)
-    audit: list[dict[str, Any]] = field(default_factory=list)  # entries this change appends
+    audit: list[AuditEntry] = field(default_factory=list)  # entries this change appends
     head: str | None = None
     sha: str | None = None
 

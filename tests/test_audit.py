@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import git
@@ -14,6 +15,7 @@ import pytest
 
 from conftest import TEST_EMAIL, TEST_NAME
 from governance import open_registry
+from governance.workspace import Workspace
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -378,3 +380,86 @@ def test_pressure_follows_every_append(ws: Path) -> None:
                 change, "redesign", subject={"environment": "math-proofs"}, outcome=f"r{i}"
             )
         assert audit.pressure(workspace)["math-proofs"]["redesign"] == before + i
+
+
+# Three entries as the trail wrote them before entries were built through the AuditEntry model
+# (a None inside inputs, non-ASCII text, an empty reason and refs left out): written again, the
+# bytes, and so every id of an existing chain, must be the same.
+WRITTEN_BEFORE = [
+    '{"actor":"alice <alice@example.com>","id":"80a36ff32cea1e85b36770906bf892d7aff78ce3bc814a810b6a8db8dfe2fdc2","inputs":{"k":3,"policies":{"policies/a.yaml":"abababababababababababababababababababababababababababababababab"},"reports":["00000000000000000000000000000000"],"x":null},"kind":"check","outcome":"pass","prev":"0000000000000000000000000000000000000000000000000000000000000000","schema_version":1,"seq":1,"subject":{"checkpoint":"main@1000","run":"main"},"time":"2026-11-02T09:30:00+00:00"}',
+    '{"actor":"alice <alice@example.com>","id":"2243d59a8b96b4fbc96c04fc271b1d2fd02177c949ad8af699ba93cb6ff3a8b7","inputs":{},"kind":"override","outcome":"promoted","prev":"80a36ff32cea1e85b36770906bf892d7aff78ce3bc814a810b6a8db8dfe2fdc2","reason":"judge misfires; see #12 \\u2014 \\u00fcn\\u00efcode","refs":{"decision":"audit/decisions/main@1000.abc.json"},"schema_version":1,"seq":2,"subject":{"checkpoint":"main@1000"},"time":"2026-11-02T09:30:00+00:00"}',
+    '{"actor":"alice <alice@example.com>","id":"3e251ae34e4bf4b25f0813f1575b59667a2aa7373855e73f0bda479b99c02aac","inputs":{},"kind":"redesign","outcome":"v2","prev":"2243d59a8b96b4fbc96c04fc271b1d2fd02177c949ad8af699ba93cb6ff3a8b7","schema_version":1,"seq":3,"subject":{"environment":"math"},"time":"2026-11-02T09:30:00+00:00"}',
+]
+
+
+def _append_the_three(ws: Workspace) -> None:
+    from governance import audit
+
+    with ws.change("two entries") as change:
+        audit.append(
+            change,
+            "check",
+            subject={"run": "main", "checkpoint": "main@1000", "environment": None},
+            outcome="pass",
+            inputs={
+                "policies": {"policies/a.yaml": "ab" * 32},
+                "reports": ["0" * 32],
+                "k": 3,
+                "x": None,
+            },
+        )
+        audit.append(
+            change,
+            "override",
+            subject={"checkpoint": "main@1000"},
+            outcome="promoted",
+            reason="judge misfires; see #12 \u2014 \u00fcn\u00efcode",
+            refs={"decision": "audit/decisions/main@1000.abc.json"},
+        )
+    with ws.change("empty reason") as change:
+        audit.append(
+            change, "redesign", subject={"environment": "math"}, outcome="v2", reason="", refs={}
+        )
+
+
+def test_entries_are_written_byte_for_byte_as_before(
+    workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from governance import audit
+
+    monkeypatch.setattr(audit, "utc_now", lambda: datetime(2026, 11, 2, 9, 30, tzinfo=UTC))
+    ws = open_registry(workspace, actor="alice <alice@example.com>").ws
+    assert not audit.trail_path(ws).exists()
+    _append_the_three(ws)
+    assert audit.trail_path(ws).read_text().splitlines() == WRITTEN_BEFORE
+    assert audit.verify(ws).entries == 3
+
+
+def test_a_trail_written_before_still_verifies_and_reads(workspace: Path) -> None:
+    from governance import audit
+
+    ws = open_registry(workspace).ws
+    path = audit.trail_path(ws)
+    path.write_text("\n".join(WRITTEN_BEFORE) + "\n")
+    repo = git.Repo(workspace)
+    repo.index.add([str(path)])
+    repo.index.commit("a trail from an earlier gov")
+    checked = audit.verify(ws)
+    assert (checked.entries, checked.head) == (3, json.loads(WRITTEN_BEFORE[-1])["id"])
+    entries = audit.log(ws)
+    assert [e.line().decode().rstrip("\n") for e in entries] == WRITTEN_BEFORE
+    assert (
+        entries[0].inputs["x"] is None
+        and entries[1].reason == "judge misfires; see #12 \u2014 \u00fcn\u00efcode"
+    )
+
+
+def test_lines_read_from_the_end_are_the_lines_last_first(tmp_path: Path) -> None:
+    from governance.storage import iter_jsonl_lines, iter_jsonl_lines_reversed
+
+    path = tmp_path / "t.jsonl"
+    path.write_bytes(b'{"a":1}\n\n  \n{"b":22}\n{"c":333}')
+    assert [n for n, _ in iter_jsonl_lines(path)] == [1, 4, 5]
+    for block in (1, 2, 3, 5, 8, 64):
+        found = list(iter_jsonl_lines_reversed(path, block))
+        assert found == [b'{"c":333}', b'{"b":22}', b'{"a":1}'], block
