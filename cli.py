@@ -33,8 +33,11 @@ REMEDIES: dict[str, Callable[[str], str]] = {
 }
 
 
-def output_options(*choices: str) -> Callable[[F], F]:
-    """The `--format` option, the same on every command that prints data."""
+def output_options(*offered: render.View | str) -> Callable[[F], F]:
+    """The `--format` option, the same on every command that prints data: its choices are the
+    formats the command's view offers (`render.View`), the first the default. The command
+    prints with `render.emit(result, fmt, view)`, the same view."""
+    choices = [f for v in offered for f in (v.formats if isinstance(v, render.View) else (v,))]
 
     def decorate(func: F) -> F:
         return click.option(
@@ -118,7 +121,7 @@ def init(directory: Path) -> None:
 
 
 @cli.command()
-@output_options("table", "json")
+@output_options(render.SUMMARY)
 @click.pass_context
 def status(ctx: click.Context, fmt: str) -> None:
     """Summarise the workspace: runs, checkpoints, environments, judges.
@@ -128,7 +131,7 @@ def status(ctx: click.Context, fmt: str) -> None:
         gov status
         gov status --format json
     """
-    render.emit(api.status(_ws(ctx)), fmt, render.summary)
+    render.emit(api.status(_ws(ctx)), fmt, render.SUMMARY)
 
 
 # -- runs ---------------------------------------------------------------------------------
@@ -155,7 +158,7 @@ def run_add(ctx: click.Context, name: str, parent: str | None, note: str | None)
 
 
 @run.command("list")
-@output_options("table", "json")
+@output_options(render.RUN_LIST)
 @click.pass_context
 def run_list(ctx: click.Context, fmt: str) -> None:
     """List the runs with their parents and checkpoint counts.
@@ -164,16 +167,12 @@ def run_list(ctx: click.Context, fmt: str) -> None:
     Example:
         gov run list --format json
     """
-    found = api.run_list(_ws(ctx))
-    if fmt == "json":
-        render.echo_json([{**render.jsonable(r.run), "checkpoints": r.checkpoints} for r in found])
-        return
-    render.run_list(found)
+    render.emit(api.run_list(_ws(ctx)), fmt, render.RUN_LIST)
 
 
 @run.command("show")
 @click.argument("name")
-@output_options("table", "json")
+@output_options(render.RUN_SHOW)
 @click.pass_context
 def run_show(ctx: click.Context, name: str, fmt: str) -> None:
     """Show a run, its lineage and its checkpoints.
@@ -182,7 +181,7 @@ def run_show(ctx: click.Context, name: str, fmt: str) -> None:
     Example:
         gov run show main
     """
-    render.emit(api.run_show(_ws(ctx), name), fmt, render.run_show)
+    render.emit(api.run_show(_ws(ctx), name), fmt, render.RUN_SHOW)
 
 
 # -- checkpoints --------------------------------------------------------------------------
@@ -208,7 +207,7 @@ def checkpoint() -> None:
     help="A YAML mapping of ENV[@VERSION] to weight, instead of (or besides) --exposure.",
 )
 @click.option("--note", help="A note kept with the checkpoint.")
-@output_options("table", "json")
+@output_options(render.CHECKPOINT_ADDED)
 @click.pass_context
 def checkpoint_add(
     ctx: click.Context,
@@ -230,11 +229,7 @@ def checkpoint_add(
     record = api.checkpoint_add(
         _ws(ctx), ref, artifact, exposure, exposure_file=exposure_file, note=note
     )
-    render.emit(
-        record,
-        fmt,
-        lambda c: click.echo(f"registered checkpoint {c.ref} ({c.artifact}, md5 {c.artifact_md5})"),
-    )
+    render.emit(record, fmt, render.CHECKPOINT_ADDED)
 
 
 @checkpoint.command("list")
@@ -244,7 +239,7 @@ def checkpoint_add(
     type=click.Choice(api.CHECKPOINT_STATUSES),
     help="Only checkpoints with this status.",
 )
-@output_options("table", "json")
+@output_options(render.CHECKPOINT_LIST)
 @click.pass_context
 def checkpoint_list(ctx: click.Context, run_name: str | None, status: str | None, fmt: str) -> None:
     """List checkpoints, by run and step.
@@ -254,12 +249,12 @@ def checkpoint_list(ctx: click.Context, run_name: str | None, status: str | None
         gov checkpoint list --run main --status promoted
     """
     found = api.checkpoint_list(_ws(ctx), run=run_name, status=status)
-    render.emit(found, fmt, render.checkpoint_list)
+    render.emit(found, fmt, render.CHECKPOINT_LIST)
 
 
 @checkpoint.command("show")
 @click.argument("ref", metavar="RUN@STEP")
-@output_options("table", "json")
+@output_options(render.CHECKPOINT_SHOW)
 @click.pass_context
 def checkpoint_show(ctx: click.Context, ref: str, fmt: str) -> None:
     """Show one checkpoint and its exposure.
@@ -268,7 +263,7 @@ def checkpoint_show(ctx: click.Context, ref: str, fmt: str) -> None:
     Example:
         gov checkpoint show main@1200
     """
-    render.emit(api.checkpoint_show(_ws(ctx), ref), fmt, render.checkpoint_show)
+    render.emit(api.checkpoint_show(_ws(ctx), ref), fmt, render.CHECKPOINT_SHOW)
 
 
 # -- environments -------------------------------------------------------------------------
@@ -296,7 +291,7 @@ def env() -> None:
 @_HASH
 @click.option("--description", help="What the environment trains.")
 @click.option("--note", help="A note on this first version.")
-@output_options("table", "json")
+@output_options(render.ENV_ADDED)
 @click.pass_context
 def env_add(
     ctx: click.Context,
@@ -317,11 +312,7 @@ def env_add(
     record = api.env_add(
         _ws(ctx), name, paths=paths, content_hash=digest, description=description, note=note
     )
-    render.emit(
-        record,
-        fmt,
-        lambda e: click.echo(f"registered environment {e.id} v1 ({e.current.hash})"),
-    )
+    render.emit(record, fmt, render.ENV_ADDED)
 
 
 @env.command("version")
@@ -329,7 +320,7 @@ def env_add(
 @_FROM
 @_HASH
 @click.option("--note", required=True, help="What the redesign changed (required).")
-@output_options("table", "json")
+@output_options(render.ENV_VERSIONED)
 @click.pass_context
 def env_version(
     ctx: click.Context,
@@ -348,15 +339,11 @@ def env_version(
     record = api.env_version(
         _ws(ctx), name, note=note, paths=paths, content_hash=digest, actor=_actor(ctx)
     )
-    render.emit(
-        record,
-        fmt,
-        lambda e: click.echo(f"environment {e.id} is now v{e.current.number} ({e.current.hash})"),
-    )
+    render.emit(record, fmt, render.ENV_VERSIONED)
 
 
 @env.command("list")
-@output_options("table", "json")
+@output_options(render.ENV_LIST)
 @click.pass_context
 def env_list(ctx: click.Context, fmt: str) -> None:
     """List environments with their status and current version.
@@ -365,12 +352,12 @@ def env_list(ctx: click.Context, fmt: str) -> None:
     Example:
         gov env list --format json
     """
-    render.emit(api.env_list(_ws(ctx)), fmt, render.env_list)
+    render.emit(api.env_list(_ws(ctx)), fmt, render.ENV_LIST)
 
 
 @env.command("show")
 @click.argument("name")
-@output_options("table", "json")
+@output_options(render.ENV_SHOW)
 @click.pass_context
 def env_show(ctx: click.Context, name: str, fmt: str) -> None:
     """Show an environment and its version history.
@@ -379,7 +366,7 @@ def env_show(ctx: click.Context, name: str, fmt: str) -> None:
     Example:
         gov env show code-tests
     """
-    render.emit(api.env_show(_ws(ctx), name), fmt, render.env_show)
+    render.emit(api.env_show(_ws(ctx), name), fmt, render.ENV_SHOW)
 
 
 # -- judges -------------------------------------------------------------------------------
@@ -400,7 +387,7 @@ def judge() -> None:
 @click.option("--rubric-hash", help="A precomputed sha256 hash of the rubric instead of --rubric.")
 @click.option("--description", help="What the judge is (model, person, ensemble).")
 @click.option("--note", help="A note on this version.")
-@output_options("table", "json")
+@output_options(render.JUDGE_ADDED)
 @click.pass_context
 def judge_add(
     ctx: click.Context,
@@ -427,17 +414,11 @@ def judge_add(
         description=description,
         note=note,
     )
-    render.emit(
-        record,
-        fmt,
-        lambda j: click.echo(
-            f"registered judge {j.id} version {version} ({j.current.rubric_hash})"
-        ),
-    )
+    render.emit(record, fmt, render.JUDGE_ADDED)
 
 
 @judge.command("list")
-@output_options("table", "json")
+@output_options(render.JUDGE_LIST)
 @click.pass_context
 def judge_list(ctx: click.Context, fmt: str) -> None:
     """List judges and their versions.
@@ -446,12 +427,12 @@ def judge_list(ctx: click.Context, fmt: str) -> None:
     Example:
         gov judge list
     """
-    render.emit(api.judge_list(_ws(ctx)), fmt, render.judge_list)
+    render.emit(api.judge_list(_ws(ctx)), fmt, render.JUDGE_LIST)
 
 
 @judge.command("show")
 @click.argument("name")
-@output_options("table", "json")
+@output_options(render.JUDGE_SHOW)
 @click.pass_context
 def judge_show(ctx: click.Context, name: str, fmt: str) -> None:
     """Show a judge and its versions.
@@ -460,7 +441,7 @@ def judge_show(ctx: click.Context, name: str, fmt: str) -> None:
     Example:
         gov judge show cot-monitor --format json
     """
-    render.emit(api.judge_show(_ws(ctx), name), fmt, render.judge_show)
+    render.emit(api.judge_show(_ws(ctx), name), fmt, render.JUDGE_SHOW)
 
 
 # -- reports and metrics ---------------------------------------------------------------------
@@ -478,7 +459,7 @@ def judge_show(ctx: click.Context, name: str, fmt: str) -> None:
     help="Let these reports replace earlier verdicts on the same episodes by the same judge "
     "version (recorded in the ledger and the commit). Without it, a changed verdict is refused.",
 )
-@output_options("table", "json")
+@output_options(render.INGESTED)
 @click.pass_context
 def ingest(
     ctx: click.Context, files: tuple[Path, ...], folder: Path | None, replace: bool, fmt: str
@@ -501,12 +482,13 @@ def ingest(
         result = api.ingest(
             _ws(ctx), files, folder=folder, replace=replace, progress=progress, actor=_actor(ctx)
         )
-    render.emit(result, fmt, render.ingested)
+    render.emit(result, fmt, render.INGESTED)
 
 
 @contextmanager
 def _progress_bar(files: Sequence[Path]) -> Iterator[Callable[[str, float], None] | None]:
     """A progress bar for large inputs, on a terminal only."""
+    # Presentation only: whether the terminal shows a bar; what is read, and how, is the same.
     large = sum(f.stat().st_size for f in files if f.is_file()) > 64 << 20
     if not (large and sys.stderr.isatty()):
         yield None
@@ -538,10 +520,9 @@ def schema(name: str | None, listing: bool) -> None:
         gov schema --list
     """
     if listing or name is None:
-        for key, where in api.schema()["schemas"].items():
-            click.echo(f"{key:<12} {where}")
+        render.schema_files(api.schemas())
         return
-    render.echo_json(api.schema(name))
+    render.echo_json(api.schema(name).schema)
 
 
 @cli.command()
@@ -561,7 +542,7 @@ def schema(name: str | None, listing: bool) -> None:
     type=click.Path(file_okay=False, path_type=Path),
     help="Write one CSV per series (step, rate, low, high) here, for `dvc plots`.",
 )
-@output_options("table", "json", "csv")
+@output_options(render.METRICS)
 @click.pass_context
 def metrics(
     ctx: click.Context,
@@ -588,15 +569,9 @@ def metrics(
         run=run_name,
         environment=environment,
         judge=judge_name,
-        every=fmt != "table",
         plots=plots_dir,
     )
-    if plots_dir is not None or fmt == "table":
-        render.metrics_table(result)
-    elif fmt == "csv":
-        render.metrics_csv(result)
-    else:
-        render.echo_json(result.series)
+    render.emit(result, fmt, render.METRICS)
 
 
 # -- gates: check, promote, flags ------------------------------------------------------------
@@ -611,7 +586,7 @@ def metrics(
     type=click.Path(dir_okay=False, path_type=Path),
     help="Also write the decision's figures as a DVC metrics JSON file.",
 )
-@output_options("table", "json", "junit", "github", "markdown")
+@output_options(render.DECISION)
 @click.option("--all", "show_all", is_flag=True, help="List clear results too (table format).")
 @click.option(
     "--dry-run", is_flag=True, help="Evaluate and print, but record nothing and flag nothing."
@@ -653,14 +628,7 @@ def check(
     if decision is None:
         click.echo("the run has no checkpoints yet: nothing to check")
         return
-    if fmt == "junit":
-        click.echo(render.junit(decision), nl=False)
-    elif fmt == "github":
-        click.echo(render.github(decision), nl=False)
-    elif fmt == "markdown":
-        click.echo(render.markdown(decision), nl=False)
-    else:
-        render.emit(decision, fmt, lambda d: render.decision_text(d, show_all))
+    render.emit(decision, fmt, render.DECISION, show_all=show_all)
     if decision.outcome == "block" and not exit_zero:
         ctx.exit(1)
 
@@ -698,7 +666,7 @@ def flags() -> None:
 
 
 @flags.command("list")
-@output_options("table", "json")
+@output_options(render.FLAG_LIST)
 @click.pass_context
 def flags_list(ctx: click.Context, fmt: str) -> None:
     """List flags, open and resolved.
@@ -707,12 +675,12 @@ def flags_list(ctx: click.Context, fmt: str) -> None:
     Example:
         gov flags list
     """
-    render.emit(api.flags_list(_ws(ctx)), fmt, render.flag_list)
+    render.emit(api.flags_list(_ws(ctx)), fmt, render.FLAG_LIST)
 
 
 @flags.command("show")
 @click.argument("environment")
-@output_options("table", "json")
+@output_options(render.FLAG_SHOW)
 @click.pass_context
 def flags_show(ctx: click.Context, environment: str, fmt: str) -> None:
     """Show a flag and its evidence.
@@ -721,7 +689,7 @@ def flags_show(ctx: click.Context, environment: str, fmt: str) -> None:
     Example:
         gov flags show code-unit-tests
     """
-    render.emit(api.flag_show(_ws(ctx), environment), fmt, render.flag_show)
+    render.emit(api.flag_show(_ws(ctx), environment), fmt, render.FLAG_SHOW)
 
 
 @flags.command("ack")
@@ -770,16 +738,18 @@ def policy_lint(ctx: click.Context, folder: Path | None) -> None:
 @click.argument("name")
 @click.argument("ref", metavar="RUN@STEP")
 @click.option("--env", "environment", help="Only this environment's series.")
+@output_options(render.EXPLANATION)
 @click.pass_context
-def policy_explain(ctx: click.Context, name: str, ref: str, environment: str | None) -> None:
+def policy_explain(
+    ctx: click.Context, name: str, ref: str, environment: str | None, fmt: str
+) -> None:
     """Show one policy's computation at a checkpoint, step by step.
 
     \b
     Example:
         gov policy explain rationalization-rate-rising main@7250 --env code-unit-tests
     """
-    for line in api.policy_explain(_ws(ctx), name, ref, environment):
-        click.echo(line)
+    render.emit(api.policy_explain(_ws(ctx), name, ref, environment), fmt, render.EXPLANATION)
 
 
 @policy.command("test")
@@ -826,7 +796,7 @@ _ALPHA = click.option(
     type=click.Path(dir_okay=False, path_type=Path),
     help="Also write the recommendation's figures as a DVC metrics JSON file.",
 )
-@output_options("table", "json")
+@output_options(render.RECOMMENDATION)
 @click.pass_context
 def rollback_recommend(
     ctx: click.Context, run_name: str | None, alpha: float, metrics_file: Path | None, fmt: str
@@ -845,7 +815,7 @@ def rollback_recommend(
     rec = api.rollback_recommend(
         _ws(ctx), run=run_name, alpha=alpha, metrics_file=metrics_file, actor=_actor(ctx)
     )
-    render.emit(rec, fmt, render.recommendation)
+    render.emit(rec, fmt, render.RECOMMENDATION)
 
 
 @rollback.command("apply")
@@ -903,7 +873,7 @@ def audit_group() -> None:
 @click.option("--checkpoint", help="Only entries about this checkpoint (RUN@STEP).")
 @click.option("--env", "environment", help="Only entries about this environment.")
 @click.option("--kind", help="Only entries of this kind (check, promotion, override, ...).")
-@output_options("table", "json")
+@output_options(render.AUDIT_LOG)
 @click.pass_context
 def audit_log(
     ctx: click.Context,
@@ -929,12 +899,12 @@ def audit_log(
         environment=environment,
         kind=kind,
     )
-    render.emit(found, fmt, render.audit_log)
+    render.emit(found, fmt, render.AUDIT_LOG)
 
 
 @audit_group.command("show")
 @click.argument("entry")
-@output_options("table", "json")
+@output_options(render.AUDIT_SHOW)
 @click.pass_context
 def audit_show(ctx: click.Context, entry: str, fmt: str) -> None:
     """Show one entry (by number, or by a prefix of its id) and what it references: the
@@ -944,7 +914,7 @@ def audit_show(ctx: click.Context, entry: str, fmt: str) -> None:
     Example:
         gov audit show 3f2a9c
     """
-    render.emit(api.audit_show(_ws(ctx), entry), fmt, render.audit_show)
+    render.emit(api.audit_show(_ws(ctx), entry), fmt, render.AUDIT_SHOW)
 
 
 @audit_group.command("verify")
@@ -963,7 +933,7 @@ def audit_verify(ctx: click.Context) -> None:
 
 
 @audit_group.command("pressure")
-@output_options("table", "json")
+@output_options(render.PRESSURE)
 @click.pass_context
 def audit_pressure(ctx: click.Context, fmt: str) -> None:
     """Interventions made on monitor evidence, per environment: each is optimization pressure
@@ -973,11 +943,7 @@ def audit_pressure(ctx: click.Context, fmt: str) -> None:
     Example:
         gov audit pressure
     """
-    result = api.audit_pressure(_ws(ctx))
-    if fmt == "json":
-        render.echo_json(result.counts)
-        return
-    render.pressure(result)
+    render.emit(api.audit_pressure(_ws(ctx)), fmt, render.PRESSURE)
 
 
 @cli.command("report")
@@ -986,12 +952,11 @@ def audit_pressure(ctx: click.Context, fmt: str) -> None:
     "-o",
     "--output",
     type=click.Path(dir_okay=False, path_type=Path),
-    default=Path("report.html"),
-    show_default=True,
-    help="The HTML file to write (its folder must exist).",
+    help="The HTML file to write (its folder must exist; default: report.html in the "
+    "workspace's top folder).",
 )
 @click.pass_context
-def report_command(ctx: click.Context, run_name: str | None, output: Path) -> None:
+def report_command(ctx: click.Context, run_name: str | None, output: Path | None) -> None:
     """Write one self-contained HTML review page for a run and its lineage.
 
     The latest decision, flagged environments, restore point and overrides at the top; each
@@ -1037,7 +1002,7 @@ def backtest_command(ctx: click.Context, run_name: str | None, fmt: str) -> None
     type=click.Path(file_okay=False, path_type=Path),
     help="A folder to use as the example's DVC remote (artifacts are pushed there).",
 )
-@output_options("table", "json")
+@output_options(render.EXAMPLE)
 def example(directory: Path | None, seed: int | None, remote: Path | None, fmt: str) -> None:
     """Build the bundled example workspace and run gov's main job on it.
 
@@ -1049,7 +1014,7 @@ def example(directory: Path | None, seed: int | None, remote: Path | None, fmt: 
         gov example /tmp/gov-example
         cd /tmp/gov-example && gov status
     """
-    render.emit(api.example(directory, seed=seed, remote=remote), fmt, render.example)
+    render.emit(api.example(directory, seed=seed, remote=remote), fmt, render.EXAMPLE)
 
 
 def _error_line(exc: GovError) -> str:

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from .backtest import Backtest
     from .example import ExampleResult
     from .ingest import IngestResult
-    from .policy_tools import CaseResult, Finding
+    from .policy_tools import CaseResult, Explanation, Finding
     from .records import AuditEntry, Decision
     from .review import ReportResult
     from .rollback import Applied, Recommendation
@@ -90,6 +90,7 @@ __all__ = [
     "run_list",
     "run_show",
     "schema",
+    "schemas",
     "status",
 ]
 
@@ -324,7 +325,11 @@ def ingest(
 
 @dataclass(frozen=True)
 class Metrics:
+    """Series of the metrics asked for (every metric when none was named), with the ones a
+    summary shows first (`headline`: those named, else the default metric)."""
+
     series: list[Series]
+    headline: list[str]
     plots: list[Path] | None = None  # the CSV files written for `dvc plots`, when asked
 
 
@@ -335,22 +340,18 @@ def metrics(
     run: str | None = None,
     environment: str | None = None,
     judge: str | None = None,
-    every: bool = False,
     plots: Path | None = None,
 ) -> Metrics:
     """Each metric's series per environment version and judge version, with 95% intervals.
 
-    `names`: the metrics (`all` for every one); without them the rationalization rate, or every
-    metric when `every` (files and JSON carry them all unless asked otherwise). With `run`, the
-    series follow its lineage. `plots`: also write one CSV per series there for `dvc plots`."""
+    `names`: the metrics (`all`, or none, for every one; a table shows the rationalization rate
+    of those). With `run`, the series follow its lineage. `plots`: also write one CSV per series
+    there for `dvc plots`."""
     from . import counts, exports
     from .metrics import DEFAULT_METRIC
     from .stats.series import many
 
-    if "all" in names or (not names and (every or plots is not None)):
-        chosen = list(METRICS)
-    else:
-        chosen = list(names) or [DEFAULT_METRIC]
+    chosen = list(METRICS) if "all" in names or not names else list(dict.fromkeys(names))
     unknown = [m for m in chosen if m not in METRICS]
     if unknown:
         raise GovError(f"unknown metric {unknown[0]!r}: one of {', '.join(METRICS)}")
@@ -362,17 +363,38 @@ def metrics(
     order = reg.order(run) if run is not None else None
     found = many(counts.rows(reg.ws), chosen, order, environment=environment, judge=judge)
     written = exports.plots(plots, found) if plots is not None else None
-    return Metrics(found, written)
+    return Metrics(found, chosen if names else [DEFAULT_METRIC], written)
 
 
-def schema(name: str | None = None) -> dict[str, Any]:
-    """The JSON Schema of one of gov's file formats, or (no name) the index of them all."""
+@dataclass(frozen=True)
+class SchemaFile:
+    """One of gov's file formats: its schema's name and the file it describes."""
+
+    name: str
+    describes: str
+
+
+@dataclass(frozen=True)
+class Schema:
+    name: str
+    describes: str
+    schema: dict[str, Any]  # the JSON Schema (draft 2020-12)
+
+
+def schemas() -> list[SchemaFile]:
+    """Every file format gov has a JSON Schema for."""
+    from .schemas import schemas as listed
+
+    return [SchemaFile(name, where) for name, where in listed().items()]
+
+
+def schema(name: str) -> Schema:
+    """The JSON Schema of one of gov's file formats (see `schemas`)."""
     from .schemas import schema as one
-    from .schemas import schemas
+    from .schemas import schemas as listed
 
-    if name is None:
-        return {"schemas": schemas()}
-    return one(name)
+    body = one(name)
+    return Schema(name, listed()[name], body)
 
 
 # -- gates ------------------------------------------------------------------------------------
@@ -481,8 +503,9 @@ def policy_lint(workspace: Where = None, folder: Path | None = None) -> Lint:
 
 def policy_explain(
     workspace: Where, name: str, ref: str, environment: str | None = None
-) -> list[str]:
-    """One policy's computation at a checkpoint, step by step, as lines of text."""
+) -> Explanation:
+    """One policy's computation at a checkpoint, step by step: the policy, the history it
+    reads, and for each series its counts, baseline, posterior and result."""
     from .policy_tools import explain
 
     return explain(_open(workspace), name, ref, environment)
@@ -624,11 +647,15 @@ def audit_pressure(workspace: Where = None) -> Pressure:
 
 
 # -- the review page and the example ----------------------------------------------------------
-def report(workspace: Where, output: Path, *, run: str | None = None) -> ReportResult:
-    """Write the self-contained HTML review page of a run and its lineage to `output`."""
-    from .review import build_report
+def report(
+    workspace: Where = None, output: Path | str | None = None, *, run: str | None = None
+) -> ReportResult:
+    """Write the self-contained HTML review page of a run and its lineage to `output`
+    (default: `report.html` in the workspace's top folder)."""
+    from .review import PAGE, build_report
 
-    return build_report(_open(workspace), output, run)
+    reg = _open(workspace)
+    return build_report(reg, Path(output) if output is not None else reg.ws.root / PAGE, run)
 
 
 def example(

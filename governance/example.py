@@ -28,7 +28,7 @@ from .gates import record as record_decision
 from .ingest import ingest
 from .models import Name
 from .registry import NewCheckpoint, Registry, Summary
-from .review import build_report
+from .review import PAGE, build_report
 from .rollback import recommend
 from .stats.series import many
 from .storage import load_yaml_model
@@ -364,7 +364,7 @@ def build_example(
     reg.add_checkpoints(spec.run, new)
 
     # The monitor's reports arrive outside the registry; gov keeps its own content-addressed copy.
-    (root / ".gitignore").write_text("/monitor-output/\n/report.html\n/metrics/\n")
+    (root / ".gitignore").write_text(f"/monitor-output/\n/{PAGE}\n/metrics/\n")
     scm.commit_paths(repo, [root / ".gitignore"], "example: the monitor writes its reports here")
     reports = write_reports(spec, root / "monitor-output", rng)
     ingest(reg, reports)
@@ -376,7 +376,7 @@ def build_example(
     record_decision(reg, decision)
     replay = backtest(reg, spec.run)
     restore = recommend(reg, spec.run)
-    page = build_report(reg, root / "report.html", spec.run).path
+    page = build_report(reg, root / PAGE, spec.run).path
     return ExampleResult(
         root=root,
         run=spec.run,

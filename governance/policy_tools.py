@@ -104,8 +104,37 @@ def _meaning(policy: Policy) -> list[tuple[Literal["error", "warning"], str]]:
 
 
 # -- explain ----------------------------------------------------------------------------------
-def explain(registry: Registry, name: str, ref: str, environment: str | None = None) -> list[str]:
-    """The computation of one policy at one checkpoint, as lines of text."""
+@dataclass(frozen=True)
+class SeriesStep:
+    """One series' part of an explanation: the result at the checkpoint and what it rests on."""
+
+    series: str  # its label: environment version and judge version
+    status: str
+    reason: str
+    at: tuple[int, int] | None  # (k, n) at the checkpoint, when it has judgments there
+    interval: tuple[float, float] | None  # 95% Wilson interval of that rate
+    baseline: tuple[int, int] | None  # (k, n) of the baseline, for the policies that have one
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """The computation of one policy at one checkpoint."""
+
+    policy: str
+    path: str
+    sha256: str
+    description: str
+    metric: str
+    scope: str
+    judge: str
+    run: str
+    checkpoint: str
+    min_evidence: int
+    series: list[SeriesStep]
+
+
+def explain(registry: Registry, name: str, ref: str, environment: str | None = None) -> Explanation:
+    """The computation of one policy at one checkpoint."""
     ws = registry.ws
     loaded = {p.policy.name: p for p in load_policies(ws.policies, ws.root)}
     if name not in loaded:
@@ -117,38 +146,37 @@ def explain(registry: Registry, name: str, ref: str, environment: str | None = N
     policy = item.policy
     run, step = parse_checkpoint_ref(ref)
     registry.checkpoint(run, step)
-    lines = [
-        f"policy {policy.name} ({item.path}, sha256 {item.sha256[:12]}): {policy.description}",
-        f"1. metric {policy.metric}, scope {policy.scope}, judge {policy.judge}; each judge "
-        "version is its own series",
-        f"2. history: the lineage of {run} up to and including {ref}; nothing later",
-    ]
     series = policy_series(policy, counts.rows(ws), registry.order(run, step))
     if environment is not None:
         series = {k: v for k, v in series.items() if k.environment == environment}
-    if not series:
-        lines.append("3. no judgments in this history: no evidence, the result is insufficient")
-        return lines
-    lines.append(f"3. {len(series)} series; for each, the condition at {ref}:")
+    steps: list[SeriesStep] = []
     for key, points in sorted(series.items(), key=lambda kv: kv[0].label):
         result = evaluate(policy, key, points, (run, step))
-        lines.append(f"   - {key.label}: {result.status.upper()}")
         here = points[-1] if points and (points[-1].run, points[-1].step) == (run, step) else None
-        if here is not None and here.n:
-            low, high = wilson(here.k, here.n)
-            lines.append(
-                f"     at {ref}: k = {here.k}, n = {here.n}, rate {here.k / here.n:.3%} "
-                f"(95% Wilson [{low:.3%}, {high:.3%}]); posterior Beta({here.k + 0.5}, "
-                f"{here.n - here.k + 0.5}); minimum evidence n >= {policy.min_evidence.n}"
+        counted = here is not None and here.n > 0
+        steps.append(
+            SeriesStep(
+                series=key.label,
+                status=result.status,
+                reason=result.reason,
+                at=(here.k, here.n) if here is not None and counted else None,
+                interval=wilson(here.k, here.n) if here is not None and counted else None,
+                baseline=result.baseline,
             )
-        if result.baseline is not None:
-            k0, n0 = result.baseline
-            lines.append(
-                f"     baseline: {k0}/{n0} = {k0 / n0:.3%}, "
-                f"posterior Beta({k0 + 0.5}, {n0 - k0 + 0.5})"
-            )
-        lines.append(f"     {result.reason}")
-    return lines
+        )
+    return Explanation(
+        policy=policy.name,
+        path=str(item.path),
+        sha256=item.sha256,
+        description=policy.description,
+        metric=policy.metric,
+        scope=policy.scope,
+        judge=policy.judge,
+        run=run,
+        checkpoint=ref,
+        min_evidence=policy.min_evidence.n,
+        series=steps,
+    )
 
 
 # -- tests ------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import io
 import json
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, is_dataclass
+from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from xml.sax.saxutils import escape, quoteattr
@@ -26,13 +26,21 @@ from .stats.series import Point, Series
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from .api import Lint, Metrics, Pressure, RollbackPlan, RunDetail, RunListing
+    from .api import (
+        Lint,
+        Metrics,
+        Pressure,
+        RollbackPlan,
+        RunDetail,
+        RunListing,
+        SchemaFile,
+    )
     from .audit import Shown, Verification
     from .backtest import Backtest
     from .example import ExampleResult
     from .ingest import IngestResult
     from .models import Checkpoint, Environment, Flag, Judge
-    from .policy_tools import CaseResult
+    from .policy_tools import CaseResult, Explanation
     from .records import AuditEntry, Decision
     from .registry import Summary
     from .rollback import Recommendation
@@ -104,12 +112,46 @@ def fields(pairs: Sequence[tuple[str, Any]]) -> None:
         click.echo(f"{key:<{width}}  {'' if value is None else value}")
 
 
-def emit(result: Any, fmt: str, text: Callable[[Any], None] | None = None) -> None:
-    """Print `result` as `fmt`: json, or the command's own `text` view (table, text)."""
-    if fmt == "json" or text is None:
-        echo_json(result)
+TEXT_FORMATS = ("csv", "junit", "github", "markdown")
+
+
+@dataclass(frozen=True)
+class View:
+    """The formats a command offers for its result, and how each is drawn: `table` (tables or
+    text on the terminal, the default) prints; `json` prints the JSON of the result (or of the
+    part `json` picks); the text formats return the text to print. JSON is always offered."""
+
+    table: Callable[..., None] | None = None
+    json: Callable[[Any], None] = echo_json
+    csv: Callable[[Any], str] | None = None
+    junit: Callable[[Any], str] | None = None
+    github: Callable[[Any], str] | None = None
+    markdown: Callable[[Any], str] | None = None
+
+    @property
+    def formats(self) -> tuple[str, ...]:
+        """The `--format` choices, the default first."""
+        first = ("table",) if self.table is not None else ()
+        return (*first, "json", *(f for f in TEXT_FORMATS if getattr(self, f) is not None))
+
+
+def emit(
+    result: Any, fmt: str, view: View | Callable[..., None] | None = None, **options: Any
+) -> None:
+    """Print `result` as `fmt`, one of the formats `view` offers (a bare function is a view of
+    only a table); `options` go to the table view (such as `show_all`)."""
+    if not isinstance(view, View):
+        view = View(table=view)
+    if fmt not in view.formats:
+        raise ValueError(f"no {fmt} view of {type(result).__name__}: one of {view.formats}")
+    if fmt == "table":
+        assert view.table is not None
+        view.table(result, **options)
+    elif fmt == "json":
+        view.json(result)
     else:
-        text(result)
+        render: Callable[[Any], str] = getattr(view, fmt)
+        click.echo(render(result), nl=False)
 
 
 def pct(value: float | None) -> str:
@@ -166,6 +208,10 @@ def run_list(found: list[RunListing]) -> None:
     )
 
 
+def run_list_json(found: list[RunListing]) -> None:
+    echo_json([{**jsonable(r.run), "checkpoints": r.checkpoints} for r in found])
+
+
 def run_show(detail: RunDetail) -> None:
     record = detail.run
     steps = [c.step for c in detail.checkpoints]
@@ -182,6 +228,10 @@ def run_show(detail: RunDetail) -> None:
             ("note", record.note),
         ]
     )
+
+
+def checkpoint_added(c: Checkpoint) -> None:
+    click.echo(f"registered checkpoint {c.ref} ({c.artifact}, md5 {c.artifact_md5})")
 
 
 def checkpoint_list(found: list[Checkpoint]) -> None:
@@ -224,6 +274,14 @@ def checkpoint_show(record: Checkpoint) -> None:
     )
 
 
+def env_added(e: Environment) -> None:
+    click.echo(f"registered environment {e.id} v1 ({e.current.hash})")
+
+
+def env_versioned(e: Environment) -> None:
+    click.echo(f"environment {e.id} is now v{e.current.number} ({e.current.hash})")
+
+
 def env_list(found: list[Environment]) -> None:
     table(
         "environments",
@@ -248,6 +306,10 @@ def env_show(record: Environment) -> None:
         ["version", "hash", "created", "note"],
         [[f"v{v.number}", v.hash, v.created.isoformat(), v.note] for v in record.versions],
     )
+
+
+def judge_added(j: Judge) -> None:
+    click.echo(f"registered judge {j.id} version {j.current.version} ({j.current.rubric_hash})")
 
 
 def judge_list(found: list[Judge]) -> None:
@@ -307,7 +369,16 @@ METRICS_CSV = (
 )
 
 
-def metrics_csv(result: Metrics) -> None:
+def _plots_written(result: Metrics) -> str:
+    assert result.plots is not None
+    folder = result.plots[0].parent if result.plots else "the folder"
+    return f"wrote {len(result.plots)} series to {folder}"
+
+
+def metrics_csv(result: Metrics) -> str:
+    """Every series asked for, a row per point (or, with --dvc-plots, what was written)."""
+    if result.plots is not None:
+        return _plots_written(result) + "\n"
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(METRICS_CSV)
@@ -329,15 +400,22 @@ def metrics_csv(result: Metrics) -> None:
                     _num(p.high),
                 ]
             )
-    click.echo(buffer.getvalue(), nl=False)
+    return buffer.getvalue()
+
+
+def metrics_json(result: Metrics) -> None:
+    if result.plots is not None:
+        click.echo(_plots_written(result))
+        return
+    echo_json(result.series)
 
 
 def metrics_table(result: Metrics) -> None:
-    found = result.series
+    """The headline metrics' series, a table each (or, with --dvc-plots, what was written)."""
     if result.plots is not None:
-        folder = result.plots[0].parent if result.plots else "the folder"
-        click.echo(f"wrote {len(result.plots)} series to {folder}")
+        click.echo(_plots_written(result))
         return
+    found = [s for s in result.series if s.metric in result.headline]
     if not found:
         click.echo("no judgments ingested yet for this selection: see `gov ingest`")
         return
@@ -472,6 +550,45 @@ def policy_tests(results: list[CaseResult]) -> None:
         )
     failed = sum(1 for r in results if not r.passed)
     click.echo(f"{len(results) - failed} passed, {failed} failed")
+
+
+def explanation(found: Explanation) -> None:
+    click.echo(
+        f"policy {found.policy} ({found.path}, sha256 {found.sha256[:12]}): {found.description}"
+    )
+    click.echo(
+        f"1. metric {found.metric}, scope {found.scope}, judge {found.judge}; each judge "
+        "version is its own series"
+    )
+    click.echo(
+        f"2. history: the lineage of {found.run} up to and including {found.checkpoint}; "
+        "nothing later"
+    )
+    if not found.series:
+        click.echo("3. no judgments in this history: no evidence, the result is insufficient")
+        return
+    click.echo(f"3. {len(found.series)} series; for each, the condition at {found.checkpoint}:")
+    for step in found.series:
+        click.echo(f"   - {step.series}: {step.status.upper()}")
+        if step.at is not None and step.interval is not None:
+            (k, n), (low, high) = step.at, step.interval
+            click.echo(
+                f"     at {found.checkpoint}: k = {k}, n = {n}, rate {k / n:.3%} "
+                f"(95% Wilson [{low:.3%}, {high:.3%}]); posterior Beta({k + 0.5}, "
+                f"{n - k + 0.5}); minimum evidence n >= {found.min_evidence}"
+            )
+        if step.baseline is not None:
+            k0, n0 = step.baseline
+            click.echo(
+                f"     baseline: {k0}/{n0} = {k0 / n0:.3%}, "
+                f"posterior Beta({k0 + 0.5}, {n0 - k0 + 0.5})"
+            )
+        click.echo(f"     {step.reason}")
+
+
+def schema_files(found: list[SchemaFile]) -> None:
+    for f in found:
+        click.echo(f"{f.name:<12} {f.describes}")
 
 
 def backtest(result: Backtest) -> None:
@@ -635,6 +752,10 @@ def pressure(result: Pressure) -> None:
         )
 
 
+def pressure_json(result: Pressure) -> None:
+    echo_json(result.counts)
+
+
 # -- the example ------------------------------------------------------------------------------
 def example(result: ExampleResult) -> None:
     click.echo(f"built the example workspace in {result.root}")
@@ -752,3 +873,30 @@ def markdown(decision: Decision) -> str:
         f"{clear} other policy/series pairs are clear. Inputs digest `{decision.digest[:16]}`."
     )
     return "\n".join(lines) + "\n"
+
+
+# -- what each command offers -------------------------------------------------------------------
+SUMMARY = View(table=summary)
+RUN_LIST = View(table=run_list, json=run_list_json)
+RUN_SHOW = View(table=run_show)
+CHECKPOINT_ADDED = View(table=checkpoint_added)
+CHECKPOINT_LIST = View(table=checkpoint_list)
+CHECKPOINT_SHOW = View(table=checkpoint_show)
+ENV_ADDED = View(table=env_added)
+ENV_VERSIONED = View(table=env_versioned)
+ENV_LIST = View(table=env_list)
+ENV_SHOW = View(table=env_show)
+JUDGE_ADDED = View(table=judge_added)
+JUDGE_LIST = View(table=judge_list)
+JUDGE_SHOW = View(table=judge_show)
+INGESTED = View(table=ingested)
+METRICS = View(table=metrics_table, json=metrics_json, csv=metrics_csv)
+DECISION = View(table=decision_text, junit=junit, github=github, markdown=markdown)
+FLAG_LIST = View(table=flag_list)
+FLAG_SHOW = View(table=flag_show)
+EXPLANATION = View(table=explanation)
+RECOMMENDATION = View(table=recommendation)
+AUDIT_LOG = View(table=audit_log)
+AUDIT_SHOW = View(table=audit_show)
+PRESSURE = View(table=pressure, json=pressure_json)
+EXAMPLE = View(table=example)

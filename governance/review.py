@@ -25,6 +25,9 @@ from .storage import atomic_write
 WIDTH, HEIGHT, PAD = 720, 220, 42
 
 
+PAGE = "report.html"  # where the review page goes unless asked otherwise, in the workspace
+
+
 @dataclass(frozen=True)
 class ReportResult:
     path: Path

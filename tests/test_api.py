@@ -59,13 +59,15 @@ def test_the_actor_applies_to_a_registry_the_caller_holds(registry: Registry) ->
 
 
 def test_every_schema_gov_lists_is_a_json_schema() -> None:
-    listed = api.schema()["schemas"]
+    listed = {f.name: f.describes for f in api.schemas()}
     assert {"report", "decision", "audit-entry", "override", "rollback", "flag"} <= set(listed)
-    for name in listed:
-        schema = api.schema(name)
-        assert schema["$schema"].startswith("https://json-schema.org/")
+    assert listed["audit-entry"] == "a line of audit/trail.jsonl"
+    for name, describes in listed.items():
+        found = api.schema(name)
+        assert (found.name, found.describes) == (name, describes)
+        assert found.schema["$schema"].startswith("https://json-schema.org/")
         if name != "report":
-            assert "schema_version" in schema["properties"], name
+            assert "schema_version" in found.schema["properties"], name
     with pytest.raises(GovError, match="no schema named"):
         api.schema("nope")
 

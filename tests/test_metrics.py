@@ -109,6 +109,15 @@ def test_metrics_formats(gov, judged: Path) -> None:
         "overt_rate",
         "divergence_rate",
     }
+    # A table shows the headline metric; the files and JSON carry every metric unless named.
+    table = gov("metrics", cwd=judged).stdout
+    assert "rationalization_rate ·" in table and "rejection_rate" not in table
+    found = api.metrics(judged)
+    assert found.headline == ["rationalization_rate"]
+    assert {s.metric for s in found.series} == {r["metric"] for r in rows}
+    named = api.metrics(judged, names=["overt_rate", "rejection_rate"])
+    assert named.headline == ["overt_rate", "rejection_rate"]
+    assert {s.metric for s in named.series} == {"overt_rate", "rejection_rate"}
     rejection = [r for r in rows if r["metric"] == "rejection_rate" and r["step"] == "200"]
     assert rejection[0]["k"] == "5" and rejection[0]["n"] == "10"
     data = json.loads(gov("metrics", "--env", "math", "--format", "json", cwd=judged).stdout)
