@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
+import shutil
 import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -15,7 +17,7 @@ from click.testing import CliRunner
 
 import cli
 from governance import Registry, init, open_registry
-from governance.example import set_dvc_remote
+from governance.example import ExampleResult, build_example, set_dvc_remote
 from governance.workspace import find
 
 # The git identity of every test: tests never see the developer's own git or DVC configuration.
@@ -109,25 +111,58 @@ def dvc_remote(tmp_path: Path) -> Path:
     return remote
 
 
-@pytest.fixture
-def workspace(git_repo: Path, dvc_remote: Path) -> Path:
-    """An initialised workspace with a DVC remote, two environments, a judge and a run."""
-    init(git_repo)
-    set_dvc_remote(find(git_repo), dvc_remote)
-    reg = open_registry(git_repo)
+def build_workspace(root: Path, remote: Path) -> None:
+    """A git repository at `root` made a workspace with `remote` as its DVC remote, two
+    environments, a judge and a run."""
+    make_git_repo(root)
+    init(root)
+    set_dvc_remote(find(root), remote)
+    reg = open_registry(root)
     for env in ("code-tests", "math"):
-        folder = git_repo / "envs" / env
+        folder = root / "envs" / env
         folder.mkdir(parents=True)
         (folder / "task.py").write_text(f"TASK = {env!r}\n")
         reg.add_environment(env, paths=[folder], description=f"the {env} environment")
-    rubric = git_repo / "rubric.md"
+    rubric = root / "rubric.md"
     rubric.write_text("Judge rationalization.\n")
     reg.add_judge("cot-monitor", "1", rubric=[rubric])
     reg.add_run("main")
-    repo = git.Repo(git_repo)
+    repo = git.Repo(root)
     repo.index.add(["envs", "rubric.md"])
     repo.index.commit("environment sources and rubric")
-    return git_repo
+
+
+@pytest.fixture(scope="session")
+def workspace_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The `workspace` fixture's workspace, built once per session. Never change it: tests get
+    copies."""
+    root = tmp_path_factory.mktemp("workspace-template")
+    remote = root / "dvc-remote"
+    remote.mkdir()
+    build_workspace(root / "repo", remote)
+    return root / "repo"
+
+
+def point_dvc_remote(root: Path, remote: Path) -> None:
+    """Make a copied workspace's DVC remote its own folder, in place of the one the template
+    committed (folded into the last commit, so the copy starts with a clean tree as the
+    template did)."""
+    config = root / ".dvc" / "config"
+    text = config.read_text()
+    urls = re.findall(r"^\s*url = (.+)$", text, flags=re.MULTILINE)
+    assert len(urls) == 1, text
+    config.write_text(text.replace(urls[0], str(remote)))
+    git.Repo(root).git.commit("--amend", "--no-edit", "--quiet", "--", ".dvc/config")
+
+
+@pytest.fixture
+def workspace(workspace_template: Path, dvc_remote: Path, tmp_path: Path) -> Path:
+    """An initialised workspace with a DVC remote of its own (`dvc_remote`), two environments,
+    a judge and a run: a private copy of the session's template."""
+    root = tmp_path / "repo"
+    shutil.copytree(workspace_template, root, symlinks=True)
+    point_dvc_remote(root, dvc_remote)
+    return root
 
 
 @pytest.fixture
@@ -178,20 +213,21 @@ def snapshot(root: Path) -> Snapshot:
 
 
 @pytest.fixture(scope="session")
-def example_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The bundled example, built once per session. Read it only: copy it to change it."""
-    from governance.example import build_example
+def example_built(tmp_path_factory: pytest.TempPathFactory) -> ExampleResult:
+    """The bundled example, built once per session (what `gov example` prints comes from
+    this). Read it only: copy it to change it."""
+    return build_example(tmp_path_factory.mktemp("example") / "example")
 
-    root = tmp_path_factory.mktemp("example") / "example"
-    build_example(root)
-    return root
+
+@pytest.fixture(scope="session")
+def example_template(example_built: ExampleResult) -> Path:
+    """The session's bundled example workspace. Read it only: copy it to change it."""
+    return example_built.root
 
 
 @pytest.fixture
 def example_copy(example_template: Path, tmp_path: Path) -> Path:
     """A private copy of the bundled example (a real git repository with its DVC cache)."""
-    import shutil
-
     copy = tmp_path / "example"
     shutil.copytree(example_template, copy, symlinks=True)
     return copy

@@ -8,21 +8,32 @@ from pathlib import Path
 import git
 import pytest
 
-from governance import open_registry
+from conftest import Result, run_gov
+from governance import api, open_registry
 from governance.errors import ExampleError
-from governance.example import Healthy, Rising, Spike, build_example, load_spec
+from governance.example import (
+    ExampleResult,
+    Healthy,
+    Rising,
+    Spike,
+    build_example,
+    load_spec,
+)
 
 CHECKOUT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("ex") / "example"
-    build_example(root, remote=root.parent / "remote")
-    return root
+def built_by_the_command(tmp_path_factory: pytest.TempPathFactory) -> tuple[Result, Path, Path]:
+    """The one run of `gov example` in the suite (the README's quickstart), with a DVC remote;
+    every other test reads the session's example (`example_template`)."""
+    root = tmp_path_factory.mktemp("ex-cli")
+    result = run_gov(["example", str(root / "example"), "--remote", str(root / "remote")])
+    return result, root / "example", root / "remote"
 
 
-def test_example_meets_the_plan(built: Path) -> None:
+def test_example_meets_the_plan(example_template: Path) -> None:
+    built = example_template
     reg = open_registry(built)
     checkpoints = reg.checkpoints("main")
     assert len(checkpoints) >= 40
@@ -44,15 +55,13 @@ def test_example_meets_the_plan(built: Path) -> None:
             assert env.pattern.step in steps
     repo = git.Repo(built)
     assert repo.git.status("--porcelain") == ""
-    assert (built.parent / "remote" / "files" / "md5").is_dir()
 
 
-def test_example_reports_carry_the_planted_patterns(built: Path) -> None:
-    from governance import api
+def test_example_reports_carry_the_planted_patterns(example_template: Path) -> None:
     from governance.counts import ledger
     from governance.stats.intervals import wilson
 
-    reg = open_registry(built)
+    reg = open_registry(example_template)
     entries = ledger(reg.ws)
     assert len(entries) == 48 and all(e.kind == "episodes" for e in entries)
     per_point = [
@@ -86,22 +95,29 @@ def test_example_reports_carry_the_planted_patterns(built: Path) -> None:
     )
 
 
-def test_example_is_deterministic_per_seed(built: Path, tmp_path: Path) -> None:
-    again = tmp_path / "again"
-    build_example(again)
-    other = tmp_path / "other"
-    build_example(other, seed=7)
+def _fingerprint(root: Path) -> list[tuple[int, str, tuple[tuple[str, float], ...]]]:
+    return [
+        (c.step, c.artifact_md5, tuple((e.environment, e.weight) for e in c.exposure))
+        for c in open_registry(root).checkpoints("main")
+    ]
 
-    def fingerprint(root: Path) -> list[tuple[int, str, tuple[tuple[str, float], ...]]]:
-        return [
-            (c.step, c.artifact_md5, tuple((e.environment, e.weight) for e in c.exposure))
-            for c in open_registry(root).checkpoints("main")
-        ]
 
-    assert fingerprint(again) == fingerprint(built)
-    assert fingerprint(other) != fingerprint(built)
+def test_example_is_deterministic_per_seed(
+    example_template: Path, built_by_the_command: tuple[Result, Path, Path], tmp_path: Path
+) -> None:
+    # The same seed, built twice (once by the session, once by the command): the same example.
+    _, again, _ = built_by_the_command
+    assert _fingerprint(again) == _fingerprint(example_template)
     envs = [e.current.hash for e in open_registry(again).environments()]
-    assert envs == [e.current.hash for e in open_registry(built).environments()]
+    assert envs == [e.current.hash for e in open_registry(example_template).environments()]
+    # Another seed, another example: shown on a small spec, so as not to build the whole again.
+    spec = load_spec()
+    small = spec.model_copy(update={"checkpoints": 3, "environments": spec.environments[:2]})
+    same = build_example(tmp_path / "same", spec=small)
+    other = build_example(tmp_path / "other", spec=small, seed=7)
+    assert (same.seed, other.seed) == (spec.seed, 7)
+    assert len(_fingerprint(other.root)) == 3
+    assert _fingerprint(other.root) != _fingerprint(same.root)
 
 
 def test_example_refuses_non_empty_folders_and_other_repositories(tmp_path: Path) -> None:
@@ -116,14 +132,24 @@ def test_example_refuses_non_empty_folders_and_other_repositories(tmp_path: Path
     assert not (CHECKOUT / "example-workspace").exists()
 
 
-def test_example_command_prints_the_summary(gov, tmp_path: Path) -> None:
-    result = gov("example", str(tmp_path / "ex"))
+def test_example_command_prints_the_summary(
+    gov,
+    built_by_the_command: tuple[Result, Path, Path],
+    example_built: ExampleResult,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    result, root, remote = built_by_the_command
     assert result.exit_code == 0, result.stderr
     assert "checkpoints   48 (47 registered, 1 blocked)" in result.stdout
     assert "rationalization rises from step" in result.stdout
     assert "48 ingested" in result.stdout
     assert "gov check main@12000: BLOCK" in result.stdout
     assert "flagged for redesign: code-unit-tests" in result.stdout
+    assert git.Repo(root).git.status("--porcelain") == ""
+    assert (remote / "files" / "md5").is_dir()  # --remote: the artifacts were pushed there
+    # The JSON view of the same result, without building the example once more.
+    monkeypatch.setattr(api, "example", lambda *args, **kwargs: example_built)
     data = json.loads(gov("example", str(tmp_path / "ex2"), "--format", "json").stdout)
     assert data["summary"]["checkpoints"] == 48
     assert data["summary"]["environments_by_status"] == {
