@@ -4,12 +4,17 @@ A Bayesian changepoint model of binomial counts over a checkpoint series, a pure
 (k, n) per checkpoint:
 - before the onset the rate is p0; from the onset it rises to p1 = r x p0, at once (a step) or
   linearly over L checkpoints (a gradual rise);
-- counts are beta-binomial with concentration phi, so checkpoints may differ by more than
-  binomial noise (phi = infinity is plain binomial);
+- the rate wobbles between checkpoints (log-normal, its sd integrated over a grid; 0 is plain
+  binomial), so checkpoints may differ by more than binomial noise;
+- a rise may come in two stages: a first, smaller rise (p0 -> r1 x p0, a step or a ramp), then a
+  second one (to r2 x r1 x p0) some checkpoints later; the onset is the first stage's, so a
+  restore point between the stages counts as contaminated, as it is;
 - checkpoints with no judgments (n = 0) keep their place in the order and say nothing.
 p0, r, phi and L are integrated out over grids (`OnsetPrior`; flat on the log scale by default);
 half the prior mass is on "no rise at all", the other half spread evenly over the onset
-checkpoints.
+checkpoints (and, for two stages, the second stage evenly over the checkpoints after the first).
+The model cannot see an onset at the first checkpoint (nothing comes before it to compare with),
+so the first checkpoint's cleanliness is assumed, never measured: `OnsetPosterior.known_clean`.
 """
 
 from __future__ import annotations
@@ -37,18 +42,39 @@ class OnsetPrior:
     unless `p_rise` says otherwise; the onset is uniform over the checkpoints after the first."""
 
     p0: tuple[float, ...] = tuple(np.geomspace(1e-4, 0.3, 18))
-    ratio: tuple[float, ...] = tuple(np.geomspace(1.5, 40.0, 10))
-    spread: tuple[float, ...] = (30.0, 100.0, 300.0, 1000.0, 3000.0, float("inf"))
-    dispersion: Literal["beta-binomial", "log-normal"] = "beta-binomial"
+    ratio: tuple[float, ...] = tuple(np.geomspace(1.5, 1000.0, 16))  # from near zero to over half
+    # A log-normal wobble keeps the extra variation relative to the rate at every level; a
+    # beta-binomial's grows without bound as the rate falls (at 0.4% a concentration of 1000 is a
+    # 50% wobble), which lets "no rise" explain any early rise of a rare behaviour away.
+    spread: tuple[float, ...] = (0.0, 0.2, 0.4)
+    dispersion: Literal["beta-binomial", "log-normal"] = "log-normal"
     ramps: tuple[int, ...] = tuple(range(1, 16))
     ramp_weights: tuple[float, ...] | None = None
     p_rise: float = 0.5
+    # Two-stage rises: P(two stages | a rise), the first stage's ratios and ramp lengths, the
+    # second stage's ramp lengths (its ratio over the first stage's rate is on `ratio`).
+    two_stage: float = 0.02
+    first_ratio: tuple[float, ...] = (1.8, 2.5)
+    first_step: float = 0.001  # a first stage adds at least this to the rate (0.1 points)
+    first_ramps: tuple[int, ...] = (1, 4, 8)
+    second_ramps: tuple[int, ...] = (1, 3, 6, 10)
+    second_gap: int = 14  # the second onset 1 .. this many checkpoints after the first's end
 
     def __post_init__(self) -> None:
         if self.ramp_weights is not None and len(self.ramp_weights) != len(self.ramps):
             raise ValueError("ramp_weights needs one weight per ramp length")
         if min(self.ramps) < 1 or not 0 < self.p_rise < 1:
             raise ValueError("ramps are lengths >= 1 and p_rise is in (0, 1)")
+        if self.dispersion == "log-normal" and not np.isfinite(max(self.spread)):
+            raise ValueError("a log-normal wobble's sd is finite (0: none)")
+        if not 0 <= self.two_stage < 1:
+            raise ValueError("two_stage is a probability in [0, 1)")
+        if self.two_stage and (
+            min(self.first_ramps + self.second_ramps) < 1
+            or min(self.first_ratio) <= 1
+            or self.second_gap < 1
+        ):
+            raise ValueError("stage ramps are lengths >= 1 and first-stage ratios are above 1")
 
     def log_ramp_weights(self) -> np.ndarray:
         w = np.ones(len(self.ramps)) if self.ramp_weights is None else np.array(self.ramp_weights)
@@ -66,6 +92,14 @@ class OnsetPosterior:
     checkpoints: int
     p_rise: float  # probability that the rate rose at all
     onset: np.ndarray = field(repr=False)  # P(onset at i | a rise), i = 0..checkpoints-1
+    p_two_stage: float = 0.0  # P(the rise came in two stages | a rise)
+
+    @staticmethod
+    def known_clean(index: int) -> bool:
+        """Whether the model measures, rather than assumes, that checkpoint `index` is before
+        the onset: never for the first checkpoint, which has nothing before it to compare with
+        (its rate may have been high from the start)."""
+        return index >= 1
 
     def p_onset_by(self, index: int) -> float:
         """P(onset at or before checkpoint `index` | a rise): the chance it is contaminated."""
@@ -105,9 +139,30 @@ def _binomial(k: np.ndarray, n: np.ndarray, p: np.ndarray) -> np.ndarray:
     return np.asarray(k * np.log(p) + (n - k) * np.log1p(-p))
 
 
-def _loglik_table(k: np.ndarray, n: np.ndarray, prior: OnsetPrior) -> np.ndarray:
-    """log P(k_i | n_i, rate, spread) for every tabulated rate and spread: (spread, rate, i)."""
-    p = RATE_GRID[:, None]
+def _p0_nodes(k: np.ndarray, n: np.ndarray, prior: OnsetPrior) -> tuple[np.ndarray, np.ndarray]:
+    """Where the base rate p0 is integrated, and each node's log prior mass (flat on the log
+    scale over the prior's range): the prior's grid, plus a dense cluster around the pooled rate.
+
+    A long, well-judged series pins the rate down far more finely than any fixed grid; with
+    nodes too coarse, "no rise" fits worse than a rise that can pick its rate from more
+    combinations, and a steady series would read as rising."""
+    low, high = float(min(prior.p0)), float(max(prior.p0))
+    pooled = (k.sum() + 0.5) / (n.sum() + 1.0)
+    half = min(0.7, max(0.04, 5.0 / np.sqrt(k.sum() + 1.0)))  # log units
+    dense = np.exp(np.log(pooled) + np.linspace(-half, half, 15))
+    nodes = np.unique(np.concatenate([prior.p0, dense[(dense > low) & (dense < high)]]))
+    logs = np.log(nodes)
+    edges = np.concatenate([[np.log(low)], (logs[1:] + logs[:-1]) / 2, [np.log(high)]])
+    return nodes, np.log(np.diff(edges) / (np.log(high) - np.log(low)))
+
+
+def _loglik_table(
+    k: np.ndarray, n: np.ndarray, prior: OnsetPrior, extra: np.ndarray | None = None
+) -> np.ndarray:
+    """log P(k_i | n_i, rate, spread) for every tabulated rate and spread: (spread, rate, i).
+    The rates are RATE_GRID's, then `extra`'s (evaluated exactly)."""
+    rates = RATE_GRID if extra is None else np.concatenate([RATE_GRID, extra])
+    p = np.clip(rates, 1e-9, 1 - 1e-9)[:, None]
     tables = []
     for spread in prior.spread:
         if prior.dispersion == "log-normal" and spread > 0:
@@ -142,17 +197,22 @@ def onset_posterior(
     t = len(ks)
     if t < 2 or not np.any(ns > 0):
         return OnsetPosterior(t, 0.0, np.full(max(t, 1), 1.0 / max(t, 1)))
-    table = _loglik_table(ks, ns, prior)  # (spread, rate, i)
+    p0_grid, weights = _p0_nodes(ks, ns, prior)
+    ratio_grid = np.array(prior.ratio)
+    exact = [p0_grid, (p0_grid[:, None] * ratio_grid[None, :]).ravel()]
+    if prior.two_stage > 0:
+        exact.append((p0_grid[:, None] * np.array(prior.first_ratio)[None, :]).ravel())
+    table = _loglik_table(ks, ns, prior, np.concatenate(exact))  # (spread, rate, i)
     cum = np.concatenate([np.zeros((*table.shape[:2], 1)), np.cumsum(table, axis=2)], axis=2)
-    p0_grid, ratio_grid = np.array(prior.p0), np.array(prior.ratio)
-    j0 = _rate_index(p0_grid)  # (p0,)
-    j1 = _rate_index(p0_grid[:, None] * ratio_grid[None, :])  # (p0, r)
+    size = len(p0_grid)
+    j0 = len(RATE_GRID) + np.arange(size)  # (p0,): exact rows of the table
+    j1 = (j0[-1] + 1 + np.arange(size * len(ratio_grid))).reshape(size, -1)  # (p0, r)
     # No rise: p0 everywhere.
-    null = cum[:, j0, t]  # (phi, p0)
-    log_null = logsumexp(null) - np.log(null.size)
+    null = cum[:, j0, t] + weights  # (phi, p0)
+    log_null = logsumexp(null) - np.log(len(prior.spread))
     # A rise at onset tau with ramp L: p0 before tau, the ramp, then p1; all tau at once.
     taus = np.arange(t)
-    before = cum[:, j0, :t][:, :, None, :]  # (phi, p0, 1, tau)
+    before = (cum[:, j0, :t] + weights[:, None])[:, :, None, :]  # (phi, p0, 1, tau)
     full = cum[:, j1, :]  # (phi, p0, r, t + 1)
     logs = np.full((t, len(prior.ramps)), -np.inf)
     for li, ramp in enumerate(prior.ramps):
@@ -169,12 +229,92 @@ def onset_posterior(
         flat = ll.reshape(-1, t)
         top = flat.max(axis=0)  # logsumexp over the grid, in place (the hot loop)
         np.exp(np.subtract(flat, top, out=flat), out=flat)
-        logs[:, li] = np.log(flat.sum(axis=0)) + top - np.log(flat.shape[0])
+        logs[:, li] = np.log(flat.sum(axis=0)) + top - np.log(len(prior.spread) * len(ratio_grid))
     logs[0] = -np.inf  # an onset needs a checkpoint before it
-    per_onset = logsumexp(logs + prior.log_ramp_weights(), axis=1)  # (t,); tau = 0 stays -inf
+    single = logsumexp(logs + prior.log_ramp_weights(), axis=1)  # (t,); tau = 0 stays -inf
+    per_onset, p_two = single, np.zeros(t)
+    if prior.two_stage > 0:
+        double = _two_stage(table, cum, prior, p0_grid, weights, j1[-1, -1] + 1)
+        w = prior.two_stage
+        parts = np.stack([np.log1p(-w) + single, np.log(w) + double])
+        per_onset = logsumexp(parts, axis=0)
+        with np.errstate(invalid="ignore"):
+            p_two = np.nan_to_num(np.exp(parts[1] - per_onset))
+    per_onset[0] = -np.inf
     log_rise = logsumexp(per_onset[1:]) - np.log(t - 1)
     odds = np.log([1 - prior.p_rise, prior.p_rise])
     evidence = logsumexp([log_null + odds[0], log_rise + odds[1]])
     p_rise = float(np.exp(log_rise + odds[1] - evidence))
     onset = np.exp(per_onset - logsumexp(per_onset))
-    return OnsetPosterior(t, p_rise, onset)
+    return OnsetPosterior(t, p_rise, onset, float(np.sum(onset * p_two)))
+
+
+def _ramp_ll(
+    table: np.ndarray, low: np.ndarray, ratio: np.ndarray, length: int, t: int
+) -> np.ndarray:
+    """log-likelihood of the ramp checkpoints of a rise starting at each tau: the rate goes from
+    `low` to `low x ratio` over `length` checkpoints, the last of them at the full rate (so the
+    ramp proper is the first length - 1). Shapes: low (p0, a), ratio (b,) -> (spread, p0, a, b,
+    t); positions past the end add nothing."""
+    out = np.zeros((table.shape[0], *low.shape, len(ratio), t))
+    for s in range(min(length - 1, t)):
+        rate = low[:, :, None] * (1 + (ratio[None, None, :] - 1) * (s + 1) / length)
+        out[..., : t - s] += table[:, _rate_index(rate), :][..., s:]
+    return out
+
+
+def _two_stage(
+    table: np.ndarray,
+    cum: np.ndarray,
+    prior: OnsetPrior,
+    p0: np.ndarray,
+    weights: np.ndarray,
+    first_row: int,
+) -> np.ndarray:
+    """log P(counts | two stages, first onset at tau) for every tau, averaged over the grids, the
+    ramps and the second onset.
+
+    The second onset comes `gap` checkpoints after the first stage reaches its rate, `gap` even
+    over 1 .. `second_gap`; a second onset past the last checkpoint is not yet seen (the counts
+    show the first stage only). Its terms do not depend on tau, so they are tabulated once."""
+    t = table.shape[2]
+    r1, r2 = np.array(prior.first_ratio), np.array(prior.ratio)
+    p1 = p0[:, None] * r1[None, :]  # (p0, r1)
+    j0 = len(RATE_GRID) + np.arange(len(p0))
+    j1 = (first_row + np.arange(p1.size)).reshape(p1.shape)  # exact rows of the table
+    j2 = _rate_index(p1[:, :, None] * r2[None, None, :])  # (p0, r1, r2)
+    taus = np.arange(t)
+    c1 = cum[:, j1, :]  # (spread, p0, r1, t + 1)
+    c2 = cum[:, j2, :]  # (spread, p0, r1, r2, t + 1)
+    # second[..., tau2]: the first stage's rate up to tau2, then the second stage (any ratio and
+    # ramp, averaged); past the end, the first stage's rate to the end.
+    second = np.full((*c1.shape[:-1], t), -np.inf)
+    for length in prior.second_ramps:
+        end = np.minimum(t, taus + length - 1)
+        a = c1[..., None, :t] + (c2[..., t : t + 1] - c2[..., end])
+        a += _ramp_ll(table, p1, r2, length, t).reshape(a.shape)
+        np.logaddexp(second, logsumexp(a, axis=3), out=second)
+    second -= np.log(len(prior.second_ramps) * len(r2))
+    longest = max(prior.first_ramps) + prior.second_gap + 1
+    unseen = np.broadcast_to(c1[..., t : t + 1], (*c1.shape[:-1], longest))
+    second = np.concatenate([second, unseen], axis=-1)
+    c0 = (cum[:, j0, :] + weights[:, None])[:, :, None, :]  # (spread, p0, 1, t + 1)
+    found = np.full((len(prior.first_ramps), t), -np.inf)
+    gaps = np.arange(1, prior.second_gap + 1)
+    # A first stage too small to matter (2x a rate of 0.01%) is no contamination: ruled out.
+    material = p1 - p0[:, None] >= prior.first_step  # (p0, r1)
+    if not material.any():
+        return np.full(t, -np.inf)
+    excluded = np.where(material, 0.0, -np.inf)[None, :, :, None]
+    share = np.log(np.exp(weights)[:, None].repeat(len(r1), 1)[material].sum() / len(r1))
+    for li, length in enumerate(prior.first_ramps):
+        first_end = np.minimum(t, taus + length - 1)
+        head = excluded + (
+            c0[..., :t] + _ramp_ll(table, p0[:, None], r1, length, t)[:, :, 0] - c1[..., first_end]
+        )
+        onsets = taus[:, None] + length - 1 + gaps[None, :]  # (tau, gap) -> tau2
+        ll = head + logsumexp(second[..., onsets], axis=-1) - np.log(len(gaps))
+        found[li] = (
+            logsumexp(ll.reshape(-1, t), axis=0) - np.log(len(prior.spread) * len(r1)) - share
+        )
+    return np.asarray(logsumexp(found, axis=0) - np.log(len(prior.first_ramps)))
