@@ -1,129 +1,208 @@
-"""Replaying the policies over a past run: at every checkpoint, each seeing only its past.
+"""Replaying the policies over a past run, or over counts exported from another system: at
+every checkpoint, each seeing only its past.
 
 Shows, per policy and series, the first checkpoint that would have warned, blocked or flagged,
-and the restore point the rollback would have named then; records nothing. It uses the same
-evaluation as `gov check`, on series built once for the whole run.
+and the restore point the rollback would have named then; records nothing. Both forms run the
+one replay (`governance.stats.replay`) that `gov check` evaluates with, so the same counts give
+the same alarms with or without a workspace.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from . import counts
 from .errors import GovError
-from .gates import loaded_policies, policy_series
-from .policies import Action, Insufficient, LoadedPolicy
-from .registry import Registry, parse_checkpoint_ref
-from .stats.evaluate import evaluate
-from .stats.result import Outcome, worse
-from .stats.series import SeriesKey
-
-
-@dataclass
-class FirstAlarm:
-    policy: str
-    series: SeriesKey
-    checkpoint: str  # the first checkpoint at which the policy fired on this series
-    actions: list[str]
-    fired_at: int  # how many checkpoints it fired at in all
-    reason: str
-    metric: str | None = None
-    restore: str | None = None  # the restore point `gov rollback recommend` would have named
+from .gates import loaded_policies
+from .ingest.formats import detect_kind, sniff
+from .ingest.join import FreeJoin
+from .ingest.scan import scan_aggregated
+from .metrics import CountRow
+from .policies import LoadedPolicy, load_policies
+from .records import DEFAULT_ALPHA
+from .registry import Registry
+from .rollback import not_restorable
+from .stats.replay import Alarm, replay
+from .stats.result import Outcome
+from .stats.series import Order
 
 
 @dataclass
 class Backtest:
     run: str
     checkpoints: int
-    alarms: list[FirstAlarm]
+    alarms: list[Alarm]
     outcomes: dict[str, Outcome]  # checkpoint -> what `gov check` would have decided then
     blocked_promotions: list[str]  # promoted checkpoints the policies would have blocked
     flagged: dict[str, str]  # environment -> first checkpoint that would have flagged it
+    alpha: float = DEFAULT_ALPHA
+
+    def document(self) -> dict[str, Any]:
+        """What `--format json` prints."""
+        return {
+            "run": self.run,
+            "checkpoints": self.checkpoints,
+            "alpha": self.alpha,
+            "alarms": [alarm_document(self.run, a) for a in self.alarms],
+            "outcomes": self.outcomes,
+            "blocked_promotions": self.blocked_promotions,
+            "flagged": self.flagged,
+        }
+
+
+@dataclass
+class CountsBacktest:
+    """A replay of exported counts: every run on its own, its checkpoints its steps in order."""
+
+    source: str
+    runs: list[Backtest]
+    alpha: float
+
+    @property
+    def alarms(self) -> list[tuple[str, Alarm]]:
+        return [(b.run, a) for b in self.runs for a in b.alarms]
+
+    @property
+    def blocked(self) -> bool:
+        return any(a.outcome == "block" for b in self.runs for a in b.alarms)
+
+    def document(self) -> dict[str, Any]:
+        """What `--format json` prints: every run's first alarms in one list."""
+        return {
+            "counts": self.source,
+            "alpha": self.alpha,
+            "runs": {b.run: b.checkpoints for b in self.runs},
+            "alarms": [alarm_document(run, a) for run, a in self.alarms],
+        }
+
+
+def alarm_document(run: str, alarm: Alarm) -> dict[str, Any]:
+    """One first alarm as JSON: where, which policy and series, and the restore point then.
+    `run` is the run of the alarm's checkpoint (a parent's, along a lineage), `replayed` the
+    run whose lineage was replayed."""
+    at_run, _, step = alarm.checkpoint.rpartition("@")
+    restore_run, _, restore_step = (alarm.restore or "").rpartition("@")
+    return {
+        "run": at_run,
+        "replayed": run,
+        "policy": alarm.policy,
+        "metric": alarm.metric,
+        "environment": alarm.series.environment,
+        "environment_version": alarm.series.environment_version,
+        "judge": alarm.series.judge,
+        "judge_version": alarm.series.judge_version,
+        "checkpoint": alarm.checkpoint,
+        "step": int(step),
+        "outcome": alarm.outcome,
+        "actions": alarm.actions,
+        "fired_at": alarm.fired_at,
+        "reason": alarm.reason,
+        "restore": alarm.restore,
+        "restore_run": restore_run or None,
+        "restore_step": int(restore_step) if alarm.restore else None,
+        "restore_known_clean": alarm.known_clean,
+    }
 
 
 def backtest(
-    registry: Registry, run: str, policies: Sequence[LoadedPolicy] | None = None
+    registry: Registry,
+    run: str,
+    policies: Sequence[LoadedPolicy] | None = None,
+    *,
+    alpha: float = DEFAULT_ALPHA,
 ) -> Backtest:
     """Replay every policy at every checkpoint of the run's lineage, each seeing only its past."""
+    _check_alpha(alpha)
     ws = registry.ws
     loaded = loaded_policies(ws, policies)
-    own = registry.checkpoints(run)
-    if not own:
+    lineage = registry.lineage_checkpoints(run)
+    if not lineage:
         raise GovError(f"run {run!r} has no checkpoints to replay")
-    order = registry.order(run, own[-1].step)
-    status = {f"{r}@{s}": st for r, s, st in order}
-    position = {(r, s): i for i, (r, s, _) in enumerate(order)}
-    outcomes: dict[str, Outcome] = {f"{r}@{s}": "pass" for r, s, _ in order}
-    alarms: list[FirstAlarm] = []
-    flagged: dict[str, str] = {}
-    rows = counts.rows(ws)
-    for item in loaded:
-        policy = item.policy
-        if policy.condition.pressure is not None:
-            continue  # it reads the audit trail as it is now, not as it was then
-        series = policy_series(policy, rows, order)
-        gate_thin = policy.insufficient != Insufficient.PASS
-        seen_at: dict[tuple[str, int], set[SeriesKey]] = {}
-        for key, points in sorted(series.items(), key=lambda kv: kv[0].label):
-            first: FirstAlarm | None = None
-            for index, point in enumerate(points):
-                seen_at.setdefault((point.run, point.step), set()).add(key)
-                result = evaluate(policy, key, points, (point.run, point.step), index, bounded=True)
-                ref = point.ref
-                if result.status == "fired":
-                    effect: Outcome = "block" if Action.BLOCK in policy.actions else "warn"
-                    outcomes[ref] = worse(outcomes[ref], effect)
-                    if first is None:
-                        first = FirstAlarm(
-                            policy.name,
-                            key,
-                            ref,
-                            [a.value for a in policy.actions],
-                            0,
-                            result.reason,
-                            policy.metric,
-                        )
-                        if Action.FLAG_ENVIRONMENT in policy.actions and key.environment:
-                            known = flagged.get(key.environment)
-                            if known is None or position[_split(known)] > position[_split(ref)]:
-                                flagged[key.environment] = ref
-                    first.fired_at += 1
-                elif result.status == "insufficient" and gate_thin:
-                    outcomes[ref] = worse(outcomes[ref], policy.insufficient.value)
-            if first is not None:
-                alarms.append(first)
-        if gate_thin:  # a checkpoint where a series has no judgments at all is thin evidence too
-            for r, s, _ in order:
-                if len(seen_at.get((r, s), ())) < len(series) or not series:
-                    ref = f"{r}@{s}"
-                    outcomes[ref] = worse(outcomes[ref], policy.insufficient.value)
-    for alarm in alarms:
-        if alarm.series.environment and "recommend_rollback" in alarm.actions:
-            alarm.restore = _restore_then(registry, alarm)
-    blocked = [ref for ref, st in status.items() if st == "promoted" and outcomes[ref] == "block"]
-    alarms.sort(key=lambda a: (position[_split(a.checkpoint)], a.policy, a.series.label))
-    return Backtest(run, len(order), alarms, outcomes, blocked, flagged)
-
-
-def _restore_then(registry: Registry, alarm: FirstAlarm) -> str | None:
-    """The restore point the rollback would have named at the alarm, from its past alone, on
-    the series and metric that raised it."""
-    from .rollback import FlaggedSeries, recommend
-
-    run, step = _split(alarm.checkpoint)
-    key = alarm.series
-    assert key.environment is not None
-    target = FlaggedSeries(
-        key.environment, key.environment_version, key.judge, key.judge_version, alarm.metric
+    order = [(c.run, c.step, c.status.value) for c in lineage]
+    return _replay(
+        run,
+        counts.rows(ws),
+        order,
+        loaded,
+        alpha,
+        lambda i: not_restorable(registry, lineage[i]),
     )
-    try:
-        rec = recommend(registry, run, at=step, flagged=[target])
-    except GovError:
-        return None
-    return rec.restore
 
 
-def _split(ref: str) -> tuple[str, int]:
-    run, step = parse_checkpoint_ref(ref)
-    return run, step
+def backtest_counts(
+    path: Path,
+    policies: Path | None = None,
+    *,
+    alpha: float = DEFAULT_ALPHA,
+) -> CountsBacktest:
+    """Replay the policies (a folder of them; the bundled defaults without one) over aggregated
+    count records, the form `gov ingest` accepts, without a workspace."""
+    _check_alpha(alpha)
+    folder = policies if policies is not None else bundled_policies()
+    if not folder.is_dir():
+        raise GovError(f"{folder}: no such folder of policies")
+    loaded = load_policies(folder, folder.parent)
+    if not loaded:
+        raise GovError(f"no policies in {folder}: nothing to replay")
+    rows = read_counts(path)
+    by_run: dict[str, list[CountRow]] = {}
+    for row in rows:
+        by_run.setdefault(row.run, []).append(row)
+    runs = []
+    for run, own in sorted(by_run.items()):
+        order: Order = [(run, step, "registered") for step in sorted({r.step for r in own})]
+        runs.append(_replay(run, own, order, loaded, alpha))
+    return CountsBacktest(str(path), runs, alpha)
+
+
+def read_counts(path: Path) -> list[CountRow]:
+    """Aggregated count records, validated exactly as `gov ingest` validates them."""
+    if not path.is_file():
+        raise GovError(f"{path}: no such file")
+    fmt = sniff(path)
+    if detect_kind(path, fmt) != "aggregated":
+        raise GovError(
+            f"{path}: episode-level records; a backtest reads aggregated counts (n, none, "
+            "rejected, rationalized, overt, divergent per run, step, environment version and "
+            "judge version)"
+        )
+    _, tallies = scan_aggregated(path, fmt, FreeJoin())
+    return [
+        CountRow(*(getattr(g, f) for f in g.__dataclass_fields__), **vars(t))
+        for g, t in sorted(tallies.items())
+    ]
+
+
+def bundled_policies() -> Path:
+    """The default policies as `gov init` installs them."""
+    from .workspace import bundled
+
+    return bundled("policies")
+
+
+def _replay(
+    run: str,
+    rows: Sequence[CountRow],
+    order: Order,
+    loaded: Sequence[LoadedPolicy],
+    alpha: float,
+    unusable: Callable[[int], str | None] = lambda _: None,
+) -> Backtest:
+    done = replay(rows, order, [item.policy for item in loaded], alpha, unusable)
+    refs = [f"{r}@{s}" for r, s, _ in order]
+    outcomes = dict(zip(refs, done.outcomes, strict=True))
+    blocked = [
+        ref
+        for ref, (_, _, status) in zip(refs, order, strict=True)
+        if status == "promoted" and outcomes[ref] == "block"
+    ]
+    flagged = {env: refs[i] for env, i in done.flagged.items()}
+    return Backtest(run, len(order), done.alarms, outcomes, blocked, flagged, alpha)
+
+
+def _check_alpha(alpha: float) -> None:
+    if not 0 < alpha < 0.5:
+        raise GovError(f"alpha {alpha} is out of range: a small probability such as 0.02")

@@ -16,26 +16,17 @@ from pathlib import Path
 
 from . import audit, counts
 from .errors import Blocked, GovError
-from .metrics import CountRow
 from .models import CheckpointStatus, EnvironmentStatus, Flag, FlagEvidence, utc_now
 from .policies import Action, Insufficient, LoadedPolicy, Policy, load_policies
 from .records import Decision, Inputs, Override
 from .registry import Registry, parse_checkpoint_ref
 from .stats.evaluate import evaluate
 from .stats.result import Outcome, Result, policy_outcome, worse
-from .stats.series import Order, Point, SeriesKey, build
+from .stats.series import SeriesKey, for_policy
 from .storage import model_json
 from .workspace import Change, Workspace
 
 REDESIGN_GATE = "redesign-gate"
-
-
-def policy_series(
-    policy: Policy, rows: Sequence[CountRow], order: Order
-) -> dict[SeriesKey, list[Point]]:
-    """The policy's series: its metric, scope and judge, over the checkpoints of `order`."""
-    judge = None if policy.judge == "any" else policy.judge
-    return build(rows, policy.metric, order, scope=policy.scope, judge=judge)
 
 
 def loaded_policies(ws: Workspace, policies: Sequence[LoadedPolicy] | None) -> list[LoadedPolicy]:
@@ -64,7 +55,7 @@ def decide(
     order = registry.order(run, step)
     for item in loaded:
         policy = item.policy
-        series = policy_series(policy, rows, order)
+        series = for_policy(policy, rows, order)
         if not series:
             results.append(
                 Result(

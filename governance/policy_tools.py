@@ -14,13 +14,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from . import counts, yamlio
 from .errors import GovError, PolicyError
-from .gates import policy_series
 from .policies import LoadedPolicy, Policy, load_policies, parse_policy
 from .registry import Registry, parse_checkpoint_ref
 from .stats.evaluate import evaluate
 from .stats.intervals import wilson
 from .stats.posteriors import prob_above, prob_rise
-from .stats.series import Point, SeriesKey
+from .stats.series import Point, SeriesKey, for_policy
 
 
 @dataclass(frozen=True)
@@ -146,7 +145,7 @@ def explain(registry: Registry, name: str, ref: str, environment: str | None = N
     policy = item.policy
     run, step = parse_checkpoint_ref(ref)
     registry.checkpoint(run, step)
-    series = policy_series(policy, counts.rows(ws), registry.order(run, step))
+    series = for_policy(policy, counts.rows(ws), registry.order(run, step))
     if environment is not None:
         series = {k: v for k, v in series.items() if k.environment == environment}
     steps: list[SeriesStep] = []

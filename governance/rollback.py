@@ -21,8 +21,7 @@ from .metrics import DEFAULT_METRIC
 from .models import Checkpoint, CheckpointStatus, EnvironmentStatus, Run, utc_now
 from .records import DEFAULT_ALPHA, RestoreEvidence, Rollback
 from .registry import Registry
-from .stats.onset import OnsetPosterior, onset_posterior
-from .stats.series import SeriesKey, build
+from .stats.restore import Target, place, restore_point
 from .storage import model_json
 
 
@@ -50,6 +49,7 @@ class Recommendation:
     skipped: list[str] = field(default_factory=list)  # safer checkpoints not restorable, why
     reason: str = ""
     set_by: str | None = None  # the metric (and series) whose restore was the earliest
+    known_clean: bool = True  # False: the restore point's cleanliness is assumed, not measured
 
     @property
     def environments(self) -> list[str]:
@@ -122,59 +122,52 @@ def recommend(
         )
     order = [(c.run, c.step, c.status.value) for c in lineage]
     rows = counts.rows(registry.ws)  # read once for every flagged series
-    posteriors: dict[tuple[str, SeriesKey], OnsetPosterior] = {}
+    placed = []
     for target in targets:
         metric = target.metric or DEFAULT_METRIC
-        series = build(
+        found = place(
             rows,
-            metric,
             order,
-            environment=target.environment,
-            environment_version=target.environment_version,
-            judge=target.judge,
-            judge_version=target.judge_version,
-            fill=True,
+            [
+                Target(
+                    target.environment,
+                    target.environment_version,
+                    target.judge,
+                    target.judge_version,
+                    metric,
+                )
+            ],
         )
-        if not series:
+        if not found:
             raise GovError(
                 f"environment {target.environment!r} is flagged but has no judgments of "
                 f"{metric} in run {run!r}'s history: nothing to place its onset with"
             )
-        for key, points in series.items():
-            posteriors[(metric, key)] = onset_posterior(
-                [p.k for p in points], [p.n for p in points]
-            )
-    by_series = {where: p.restore_index(alpha) for where, p in posteriors.items()}
-    earliest = min(by_series, key=lambda where: (by_series[where], where[0], where[1]))
-    safe = by_series[earliest]
-    skipped: list[str] = []
-    restore = None
-    for index in range(safe, -1, -1):
-        candidate = lineage[index]
-        why = _not_restorable(registry, candidate)
-        if why is None:
-            restore = index
-            break
-        skipped.append(f"{candidate.ref}: {why}")
+        placed += [p for p in found if p not in placed]
+    point = restore_point(placed, alpha, lambda i: not_restorable(registry, lineage[i]))
+    skipped = [f"{lineage[i].ref}: {why}" for i, why in point.skipped]
     latest = lineage[-1]
+    restore = point.index
     evidence = []
-    for (metric, key), post in sorted(posteriors.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+    for item in placed:
+        post = item.posterior
         lo, hi = post.interval(0.9)
-        assert key.environment is not None
+        assert item.key.environment is not None
+        safe = item.restore(alpha)
         evidence.append(
             RestoreEvidence(
-                environment=key.environment,
-                environment_version=key.environment_version,
-                judge=f"{key.judge}@{key.judge_version}",
-                metric=metric,
+                environment=item.key.environment,
+                environment_version=item.key.environment_version,
+                judge=f"{item.key.judge}@{item.key.judge_version}",
+                metric=item.metric,
                 p_rise=post.p_rise,
-                onset=lineage[post.estimate()].ref,
-                onset_interval=(lineage[lo].ref, lineage[hi].ref),
-                p_contaminated=post.p_onset_by(restore) if restore is not None else 1.0,
-                restore=lineage[by_series[(metric, key)]].ref,
+                onset=item.ref(order, post.estimate()),
+                onset_interval=(item.ref(order, lo), item.ref(order, hi)),
+                p_contaminated=item.p_contaminated(restore) if restore is not None else 1.0,
+                restore=lineage[safe].ref if safe >= 0 else None,
             )
         )
-    set_by = f"{earliest[0]} on {earliest[1].label}"
+    set_by = f"{point.set_by.metric} on {point.set_by.key.label}"
     fine = [e for e in envs if e not in names]
     if restore is None:
         return Recommendation(
@@ -190,22 +183,31 @@ def recommend(
             reason=f"no restorable checkpoint has P(contaminated) <= {alpha}",
             set_by=set_by,
         )
-    point = lineage[restore]
+    chosen = lineage[restore]
+    reason = ""
+    if not point.known_clean:
+        reason = (
+            f"no checkpoint in the lineage is known to be clean: {chosen.ref} is the first "
+            "with judgments, so nothing before it shows its rate was normal (it may have been "
+            "high from the start); compare its rate with another run or judge before trusting it"
+        )
     return Recommendation(
         run,
         alpha,
-        point.ref,
+        chosen.ref,
         evidence,
         fine,
         max(e.p_contaminated for e in evidence),
         len(lineage) - 1 - restore,
-        latest.step - point.step,
+        latest.step - chosen.step,
         skipped,
+        reason=reason,
         set_by=set_by,
+        known_clean=point.known_clean,
     )
 
 
-def _not_restorable(registry: Registry, checkpoint: Checkpoint) -> str | None:
+def not_restorable(registry: Registry, checkpoint: Checkpoint) -> str | None:
     if checkpoint.status == CheckpointStatus.QUARANTINED:
         return "quarantined"
     where = artifacts.locate(registry.ws.root, checkpoint.artifact_md5)

@@ -60,3 +60,22 @@ class Join:
         except NotFound as exc:
             return exc.message.split(":")[0] if "is not registered" in exc.message else exc.message
         return Group(run, step, env, version.number, version.hash, judge, str(jversion))
+
+
+class FreeJoin:
+    """Report keys taken as they are, without a registry (a backtest of exported counts): an
+    environment version must then be its number, since no registry resolves a hash prefix."""
+
+    def of(self, record: JudgedEpisode | AggregatedCounts) -> Group | str:
+        version = record.environment_version
+        if not isinstance(version, int):
+            return f"environment_version {version!r}: without a workspace a version is its number"
+        return Group(
+            record.run,
+            record.step,
+            record.environment,
+            version,
+            "",
+            record.judge,
+            str(record.judge_version),
+        )

@@ -33,7 +33,7 @@ from .formats import (
     validated,
     validation_message,
 )
-from .join import Join
+from .join import FreeJoin, Join
 
 _RAW_KEYS = ("run", "step", "environment", "environment_version", "judge", "judge_version")
 _COMBO = (*_RAW_KEYS, "schema_version", "verdict", "divergent")
@@ -327,7 +327,9 @@ def _explain_episodes(path: Path, fmt: Format, join: Join, conflicted: set[str])
     problems.raise_if_any()
 
 
-def scan_aggregated(path: Path, fmt: Format, join: Join) -> tuple[int, dict[Group, Tally]]:
+def scan_aggregated(
+    path: Path, fmt: Format, join: Join | FreeJoin
+) -> tuple[int, dict[Group, Tally]]:
     problems = Problems(str(path))
     tallies: dict[Group, Tally] = {}
     records = 0

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from functools import lru_cache
 
 from ..policies import Policy
-from .onset import OnsetPosterior, onset_posterior
+from .onset import OnsetPosterior, OnsetPrior, onset_posterior
 from .posteriors import prob_above, prob_rise, rise_bound
 from .result import Result
 from .series import Point, SeriesKey
@@ -113,9 +113,14 @@ def _onset_result(policy: Policy, result: Result, points: Sequence[Point], index
     return result
 
 
+# The alarm asks whether a rise began, not where its first stage was: the one-stage model answers
+# that as well and far faster; the restore point (governance.stats.restore) reads both.
+ALARM_PRIOR = OnsetPrior(two_stage=0.0)
+
+
 @lru_cache(maxsize=4096)
 def _onset(k: tuple[int, ...], n: tuple[int, ...]) -> OnsetPosterior:
-    return onset_posterior(k, n)
+    return onset_posterior(k, n, ALARM_PRIOR)
 
 
 def _confidence(policy: Policy) -> float:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from ..metrics import COUNT_COLUMNS, METRICS, CountRow
+from ..policies import Policy
 from .intervals import wilson
 
 
@@ -144,6 +145,27 @@ def build(
     return series
 
 
+def for_policy(
+    policy: Policy, rows: Iterable[CountRow], order: Order
+) -> dict[SeriesKey, list[Point]]:
+    """The policy's series: its metric, scope and judge, over the checkpoints of `order`.
+
+    An onset condition reads positions (a checkpoint nobody judged keeps its place, as n = 0,
+    exactly as the restore point reads them), from the series' first judged checkpoint on; the
+    other conditions read the judged checkpoints only."""
+    judge = None if policy.judge == "any" else policy.judge
+    onset = policy.condition.onset is not None
+    found = build(rows, policy.metric, order, scope=policy.scope, judge=judge, fill=onset)
+    return {key: from_first_judged(points) for key, points in found.items()} if onset else found
+
+
+def from_first_judged(points: Sequence[Point]) -> list[Point]:
+    """The points from the first with judgments on: before it the series did not exist yet (an
+    environment added later), which is no evidence of a steady rate."""
+    first = next((i for i, p in enumerate(points) if p.n), len(points))
+    return list(points[first:])
+
+
 def many(
     rows: Sequence[CountRow],
     metrics: Sequence[str],
@@ -164,4 +186,14 @@ def _sort_key(key: SeriesKey) -> tuple[str, int, str, str]:
     return (key.environment or "", key.environment_version or 0, key.judge, key.judge_version)
 
 
-__all__ = ["COUNT_COLUMNS", "Order", "Point", "Series", "SeriesKey", "build", "many"]
+__all__ = [
+    "COUNT_COLUMNS",
+    "Order",
+    "Point",
+    "Series",
+    "SeriesKey",
+    "build",
+    "for_policy",
+    "from_first_judged",
+    "many",
+]

@@ -1,0 +1,135 @@
+"""Replaying policies over count rows: at every checkpoint, each seeing only its past.
+
+Pure: the rows, the checkpoint order and the policies in, the first alarm of each policy on
+each series (with the restore point the rollback rule names at that moment) and what a check
+would have decided at each checkpoint out. `gov backtest` runs it on a workspace and on
+exported counts alike, so both give the same alarms for the same counts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from ..metrics import CountRow
+from ..policies import Action, Insufficient, Policy
+from .evaluate import evaluate
+from .restore import Target, place, restore_point
+from .result import Outcome, worse
+from .series import Order, SeriesKey, for_policy
+
+
+@dataclass
+class Alarm:
+    """The first checkpoint at which a policy fired on a series."""
+
+    policy: str
+    series: SeriesKey
+    metric: str
+    index: int  # its position in the order
+    checkpoint: str
+    outcome: Outcome  # block or warn
+    actions: list[str]
+    reason: str
+    fired_at: int = 0  # how many checkpoints it fired at in all
+    restore_index: int | None = None  # what the rollback would have named then (position)
+    restore: str | None = None
+    known_clean: bool | None = None  # False: the restore point is assumed clean, not measured
+
+
+@dataclass
+class Replay:
+    alarms: list[Alarm] = field(default_factory=list)
+    outcomes: list[Outcome] = field(default_factory=list)  # per position in the order
+    flagged: dict[str, int] = field(default_factory=dict)  # environment -> first flagging position
+
+
+def replay(
+    rows: Sequence[CountRow],
+    order: Order,
+    policies: Sequence[Policy],
+    alpha: float,
+    unusable: Callable[[int], str | None] = lambda _: None,
+    *,
+    first_only: bool = False,
+) -> Replay:
+    """Every policy at every checkpoint of `order` (oldest first), each seeing its past only.
+
+    `unusable(position)` says why a checkpoint cannot be restored to (None: it can).
+    `first_only`: stop each series at its first alarm (the outcomes are then incomplete)."""
+    refs = [f"{r}@{s}" for r, s, _ in order]
+    position = {(r, s): i for i, (r, s, _) in enumerate(order)}
+    result = Replay(outcomes=["pass"] * len(order))
+    outcomes = result.outcomes
+    for policy in policies:
+        if policy.condition.pressure is not None:
+            continue  # it reads the audit trail as it is now, not as it was then
+        series = for_policy(policy, rows, order)
+        gate_thin = policy.insufficient != Insufficient.PASS
+        effect: Outcome = "block" if Action.BLOCK in policy.actions else "warn"
+        covered = [0] * len(order)
+        for key, points in sorted(series.items(), key=lambda kv: kv[0].label):
+            first: Alarm | None = None
+            for index, point in enumerate(points):
+                where = position[(point.run, point.step)]
+                covered[where] += 1
+                verdict = evaluate(
+                    policy, key, points, (point.run, point.step), index, bounded=True
+                )
+                if verdict.status == "fired":
+                    outcomes[where] = worse(outcomes[where], effect)
+                    if first is None:
+                        first = Alarm(
+                            policy.name,
+                            key,
+                            policy.metric,
+                            where,
+                            refs[where],
+                            effect,
+                            [a.value for a in policy.actions],
+                            verdict.reason,
+                        )
+                        _restore(first, rows, order, alpha, unusable)
+                        if Action.FLAG_ENVIRONMENT in policy.actions and key.environment:
+                            known = result.flagged.get(key.environment, where)
+                            result.flagged[key.environment] = min(known, where)
+                    first.fired_at += 1
+                    if first_only:
+                        break
+                elif verdict.status == "insufficient" and gate_thin:
+                    outcomes[where] = worse(outcomes[where], policy.insufficient.value)
+            if first is not None:
+                result.alarms.append(first)
+        if gate_thin:  # a checkpoint where a series has no judgments at all is thin evidence too
+            for where, seen in enumerate(covered):
+                if seen < len(series) or not series:
+                    outcomes[where] = worse(outcomes[where], policy.insufficient.value)
+    result.alarms.sort(key=lambda a: (a.index, a.policy, a.series.label))
+    return result
+
+
+def _restore(
+    alarm: Alarm,
+    rows: Sequence[CountRow],
+    order: Order,
+    alpha: float,
+    unusable: Callable[[int], str | None],
+) -> None:
+    """The restore point the rollback would have named at the alarm, from its past alone, on
+    the series and metric that raised it."""
+    key = alarm.series
+    if key.environment is None:
+        return  # a run-wide series names no environment to redesign or restore on
+    past = order[: alarm.index + 1]
+    target = Target(
+        key.environment, key.environment_version, key.judge, key.judge_version, alarm.metric
+    )
+    placed = place(rows, past, [target])
+    if len(past) < 2 or not placed:
+        return
+    point = restore_point(placed, alpha, unusable)
+    if point.index is not None:
+        alarm.restore_index = point.index
+        run, step, _ = past[point.index]
+        alarm.restore = f"{run}@{step}"
+        alarm.known_clean = point.known_clean

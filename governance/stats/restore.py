@@ -1,0 +1,111 @@
+"""The restore point from the counts alone: on each series that raised an alarm (a metric, an
+environment version, a judge version), the onset posterior along the lineage; the restore point
+is the latest checkpoint whose chance of being at or after the onset is at most alpha on every
+one of them, so the earliest series' restore wins.
+
+Pure: `gov rollback recommend` adds what only the registry knows (quarantine, whether the
+artifact can still be had); `gov backtest` names the same point at the moment of each alarm.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from ..metrics import CountRow
+from .onset import DEFAULT_PRIOR, OnsetPosterior, OnsetPrior, onset_posterior
+from .series import Order, SeriesKey, build
+
+
+@dataclass(frozen=True)
+class Target:
+    """A series to place the onset on; None matches any version (and any judge)."""
+
+    environment: str
+    environment_version: int | None
+    judge: str | None
+    judge_version: str | None
+    metric: str
+
+
+@dataclass(frozen=True)
+class Placed:
+    """One series' onset posterior, from its first judged checkpoint (`offset` in the order)."""
+
+    metric: str
+    key: SeriesKey
+    posterior: OnsetPosterior
+    offset: int
+
+    def restore(self, alpha: float) -> int:
+        """The latest safe position in the order by this series alone (-1: none)."""
+        index = self.posterior.restore_index(alpha)
+        return -1 if index < 0 else self.offset + index
+
+    def p_contaminated(self, position: int) -> float:
+        return self.posterior.p_onset_by(position - self.offset)
+
+    def ref(self, order: Order, index: int) -> str:
+        run, step, _ = order[min(self.offset + index, len(order) - 1)]
+        return f"{run}@{step}"
+
+
+def place(
+    rows: Iterable[CountRow],
+    order: Order,
+    targets: Sequence[Target],
+    prior: OnsetPrior = DEFAULT_PRIOR,
+) -> list[Placed]:
+    """The onset posterior of every series the targets name (empty where none has judgments)."""
+    rows = list(rows)
+    placed: dict[tuple[str, SeriesKey], Placed] = {}
+    for target in targets:
+        series = build(
+            rows,
+            target.metric,
+            order,
+            environment=target.environment,
+            environment_version=target.environment_version,
+            judge=target.judge,
+            judge_version=target.judge_version,
+            fill=True,
+        )
+        for key, points in series.items():
+            first = next((i for i, p in enumerate(points) if p.n), None)
+            if first is None or (target.metric, key) in placed:
+                continue
+            seen = points[first:]
+            post = onset_posterior([p.k for p in seen], [p.n for p in seen], prior)
+            placed[(target.metric, key)] = Placed(target.metric, key, post, first)
+    return sorted(placed.values(), key=lambda p: (p.key, p.metric))
+
+
+@dataclass(frozen=True)
+class RestorePoint:
+    index: int | None  # position in the order; None: no usable checkpoint is safe enough
+    safe: int  # the latest position safe enough by the counts alone (-1: none)
+    set_by: Placed  # the series whose restore was the earliest
+    skipped: tuple[tuple[int, str], ...]  # safer positions passed over, and why
+    known_clean: bool  # False: the restore is its series' first judged checkpoint, assumed clean
+
+
+def restore_point(
+    placed: Sequence[Placed],
+    alpha: float,
+    unusable: Callable[[int], str | None] = lambda _: None,
+) -> RestorePoint:
+    """The latest position safe on every series and usable (`unusable` says why not)."""
+    if not placed:
+        raise ValueError("no series to place a restore point on")
+    earliest = min(placed, key=lambda p: (p.restore(alpha), p.key, p.metric))
+    safe = earliest.restore(alpha)
+    skipped: list[tuple[int, str]] = []
+    for index in range(safe, -1, -1):
+        why = unusable(index)
+        if why is None:
+            clean = all(
+                index < p.offset or OnsetPosterior.known_clean(index - p.offset) for p in placed
+            )
+            return RestorePoint(index, safe, earliest, tuple(skipped), clean)
+        skipped.append((index, why))
+    return RestorePoint(None, safe, earliest, tuple(skipped), False)
