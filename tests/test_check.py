@@ -65,7 +65,7 @@ def test_check_exit_codes_and_formats(gov, example_copy: Path) -> None:
     failing = [c for c in tree.iter("testcase") if c.find("failure") is not None]
     assert any("code-unit-tests" in (c.get("name") or "") for c in failing)
     github = gov("check", "main@11000", "--dry-run", "--format", "github", cwd=example_copy)
-    assert github.stdout.startswith("::error title=rationalization-rate-rising")
+    assert "::error title=rationalization-rate-rising" in github.stdout
     markdown = gov("check", "main@11000", "--dry-run", "--format", "markdown", cwd=example_copy)
     assert "**block**" in markdown.stdout and "`code-unit-tests`" in markdown.stdout
     data = json.loads(
@@ -152,7 +152,7 @@ def test_flags_acknowledged_then_resolved_by_a_new_version(gov, example_copy: Pa
     assert gov("check", "main@11000", cwd=example_copy).exit_code == 1
     listed = json.loads(gov("flags", "list", "--format", "json", cwd=example_copy).stdout)
     assert [(f["environment"], f["status"]) for f in listed] == [("code-unit-tests", "open")]
-    assert listed[0]["evidence"][0]["policy"] == "rationalization-rate-rising"
+    assert "rationalization-rate-rising" in {e["policy"] for e in listed[0]["evidence"]}
     ack = gov(
         "flags", "ack", "code-unit-tests", "--reason", "grader rewrite in #4", cwd=example_copy
     )

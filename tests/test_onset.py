@@ -11,7 +11,9 @@ import pytest
 
 from governance import open_registry
 from governance.gates import decide
+from governance.metrics import CountRow
 from governance.stats.onset import OnsetPrior, onset_posterior
+from governance.stats.restore import Target, place, restore_point
 
 
 @pytest.fixture
@@ -62,7 +64,7 @@ def test_missing_checkpoints_keep_their_place(rng) -> None:
 
 def test_the_prior_can_be_chosen(rng) -> None:
     k, n = simulate(rng, 60, 30, 0.01, 6, 1)
-    binomial = onset_posterior(k, n, OnsetPrior(spread=(float("inf"),)))
+    binomial = onset_posterior(k, n, OnsetPrior(spread=(float("inf"),), dispersion="beta-binomial"))
     unwobbled = onset_posterior(k, n, OnsetPrior(spread=(0.0,), dispersion="log-normal"))
     assert np.allclose(binomial.onset, unwobbled.onset) and binomial.p_rise == unwobbled.p_rise
     slight = onset_posterior(k, n, OnsetPrior(spread=(0.01,), dispersion="log-normal"))
@@ -95,7 +97,11 @@ def test_restore_point_on_the_example(gov, example_copy: Path) -> None:
     assert step < 6250  # the planted onset
     assert data["p_contaminated"] <= 0.02
     [flagged] = data["flagged"]
-    assert flagged["environment"] == "code-unit-tests" and flagged["onset"] == "main@6250"
+    # the median onset within a checkpoint of the planted one, which the 90% interval holds
+    assert flagged["environment"] == "code-unit-tests"
+    assert flagged["onset"] in ("main@6000", "main@6250", "main@6500")
+    low, high = (int(ref.split("@")[1]) for ref in flagged["onset_interval"])
+    assert low <= 6250 <= high
     assert data["checkpoints_lost"] == (12000 - step) // 250
     assert "tool-use-booking" in data["fine"] and "math-proofs" in data["fine"]
 
@@ -210,3 +216,52 @@ def test_a_quarantined_checkpoint_is_no_restore_point_and_not_promotable(
     forced = gov("promote", first["restore"], "--override", "--reason", "vetted", cwd=ws)
     assert forced.exit_code == 0, forced.stderr
     assert open_registry(ws).checkpoint(run, int(step)).status == CheckpointStatus.PROMOTED
+
+
+def test_a_long_steady_series_is_not_a_rise(rng) -> None:
+    # 600 checkpoints of a steady 1%: a coarse grid of base rates once made "no rise" fit worse
+    # than a rise that picks its rate from more combinations (P(rise) = 1.0 by step 400).
+    n = rng.integers(40, 320, 600)
+    k = rng.binomial(n, 0.01)
+    assert onset_posterior(k, n).p_rise < 0.5
+
+
+def test_a_rise_in_two_stages_restores_before_the_first(rng) -> None:
+    # 2x at checkpoint 20, then 6x at 30: the onset is the first stage. A one-stage model reads
+    # the first stage as the base rate and places its restore point between the stages.
+    t = 45
+    n = np.full(t, 400)
+    rate = np.full(t, 0.01)
+    rate[20:] = 0.02
+    rate[30:] = 0.06
+    k = rng.binomial(n, rate)
+    one_stage = onset_posterior(k, n, OnsetPrior(two_stage=0.0))
+    assert one_stage.restore_index(0.02) >= 20  # contaminated
+    two = onset_posterior(k, n, OnsetPrior(two_stage=0.25))
+    assert two.p_rise > 0.99
+    assert two.restore_index(0.02) < 20
+    # and a plain step is still placed before its onset (how far before is bench/onset.py's
+    # waste column: a two-stage reading of noise can move it several checkpoints back)
+    step = rng.binomial(n, np.where(np.arange(t) < 25, 0.01, 0.05))
+    assert 0 < onset_posterior(step, n).restore_index(0.02) < 25
+
+
+def test_the_first_checkpoint_is_never_known_clean() -> None:
+    # High from the first checkpoint on, rising further at the second: the restore point can
+    # only be the first checkpoint, whose own rate nothing measures against.
+    rows = [
+        CountRow("main", step, "math", 1, "", "j", "1", 200, 200 - k, 0, k, 0, 0)
+        for step, k in zip(range(100, 1300, 100), [40, 120, *[118] * 10], strict=True)
+    ]
+    order = [("main", r.step, "registered") for r in rows]
+    placed = place(rows, order, [Target("math", 1, "j", "1", "rationalization_rate")])
+    point = restore_point(placed, 0.02)
+    assert point.index == 0 and not point.known_clean
+    later = [
+        CountRow("main", step, "math", 1, "", "j", "1", 200, 200 - k, 0, k, 0, 0)
+        for step, k in zip(range(100, 1300, 100), [2, 1, 3, 2, 40, *[42] * 7], strict=True)
+    ]
+    point = restore_point(
+        place(later, order, [Target("math", 1, "j", "1", "rationalization_rate")]), 0.02
+    )
+    assert point.index is not None and 1 <= point.index < 4 and point.known_clean

@@ -42,7 +42,7 @@ def test_backtest_names_promotions_it_would_have_blocked(
 def test_bundled_policy_tests_pass(gov, example_template: Path) -> None:
     result = gov("policy", "test", cwd=example_template)
     assert result.exit_code == 0, result.stdout
-    assert "5 passed, 0 failed" in result.stdout
+    assert "8 passed, 0 failed" in result.stdout
 
 
 def test_a_failing_policy_test_exits_1(gov, example_template: Path, tmp_path: Path) -> None:
@@ -101,7 +101,7 @@ def test_explain_walks_through_the_computation(gov, example_template: Path) -> N
     assert result.exit_code == 0, result.stderr
     text = result.stdout
     assert "history: the lineage of main up to and including main@11000; nothing later" in text
-    assert "FIRED" in text and "posterior Beta(" in text and "baseline:" in text
+    assert "FIRED" in text and "P(a rise began before this checkpoint) = 1.000" in text
     unknown = gov("policy", "explain", "nope", "main@11000", cwd=example_template)
     assert unknown.exit_code == 2 and "no policy named 'nope'" in unknown.stderr
 
