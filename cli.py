@@ -976,21 +976,60 @@ def report_command(ctx: click.Context, run_name: str | None, output: Path | None
 
 @cli.command("backtest")
 @click.option("--run", "run_name", help="The run to replay (default: the only run, or `main`).")
-@output_options("table", "json")
+@click.option(
+    "--counts",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Replay aggregated count records (JSONL, gzip or Parquet, as `gov ingest` takes them) "
+    "without a workspace: every run in the file, its steps in order.",
+)
+@click.option(
+    "--policies",
+    "policy_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="With --counts: a folder of policies (default: the ones `gov init` installs).",
+)
+@click.option(
+    "--alpha",
+    type=float,
+    default=api.DEFAULT_ALPHA,
+    show_default=True,
+    help="The restore point's largest acceptable chance of being contaminated.",
+)
+@output_options(render.BACKTEST)
 @click.pass_context
-def backtest_command(ctx: click.Context, run_name: str | None, fmt: str) -> None:
+def backtest_command(
+    ctx: click.Context,
+    run_name: str | None,
+    counts: Path | None,
+    policy_dir: Path | None,
+    alpha: float,
+    fmt: str,
+) -> None:
     """Replay the policies at every checkpoint of a run, each seeing only its past.
 
     Shows, per policy and series, the first checkpoint that would have warned, blocked or
-    flagged, and which promotions the policies would have blocked: how to tune policies on past
-    runs before they gate anything. Nothing is recorded.
+    flagged, the restore point the rollback would have named then, and which promotions the
+    policies would have blocked: how to tune policies on past runs before they gate anything.
+    Nothing is recorded. With --counts it replays counts exported from another system, with no
+    workspace, and exits 1 when a blocking policy would have fired (0 otherwise).
 
     \b
     Example:
         gov backtest --run main
         gov backtest --run main --format json > backtest.json
+        gov backtest --counts counts.jsonl --policies my-policies/ --format json
     """
-    render.emit(api.backtest(_ws(ctx), run=run_name), fmt, render.backtest)
+    if counts is not None:
+        if run_name is not None:
+            raise click.UsageError("--run replays a workspace's run; --counts replays every run")
+        result = api.backtest_counts(counts, policies=policy_dir, alpha=alpha)
+        render.emit(result, fmt, render.COUNTS_BACKTEST)
+        if result.blocked:
+            ctx.exit(1)
+        return
+    if policy_dir is not None:
+        raise click.UsageError("--policies goes with --counts (a workspace uses its own policies)")
+    render.emit(api.backtest(_ws(ctx), run=run_name, alpha=alpha), fmt, render.BACKTEST)
 
 
 # -- the bundled example ------------------------------------------------------------------

@@ -34,7 +34,7 @@ from .workspace import init as init_workspace
 
 if TYPE_CHECKING:
     from .audit import Shown, Verification
-    from .backtest import Backtest
+    from .backtest import Backtest, CountsBacktest
     from .example import ExampleResult
     from .ingest import IngestResult
     from .policy_tools import CaseResult, Explanation, Finding
@@ -59,6 +59,7 @@ __all__ = [
     "audit_show",
     "audit_verify",
     "backtest",
+    "backtest_counts",
     "check",
     "check_latest",
     "checkpoint_add",
@@ -521,12 +522,25 @@ def policy_test(workspace: Where = None, folder: Path | None = None) -> list[Cas
     return run_tests(tests, root, load_policies(policies, root))
 
 
-def backtest(workspace: Where = None, *, run: str | None = None) -> Backtest:
+def backtest(
+    workspace: Where = None, *, run: str | None = None, alpha: float = DEFAULT_ALPHA
+) -> Backtest:
     """Replay the policies at every checkpoint of a run, each seeing only its past."""
     from .backtest import backtest as replay
 
     reg = _open(workspace)
-    return replay(reg, reg.default_run(run))
+    return replay(reg, reg.default_run(run), alpha=alpha)
+
+
+def backtest_counts(
+    counts: Path | str, *, policies: Path | str | None = None, alpha: float = DEFAULT_ALPHA
+) -> CountsBacktest:
+    """Replay policies (a folder; the bundled defaults without one) over aggregated count
+    records exported from any system, without a workspace: each run's checkpoints are its steps
+    in order."""
+    from .backtest import backtest_counts as replay
+
+    return replay(Path(counts), None if policies is None else Path(policies), alpha=alpha)
 
 
 # -- rollback ---------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
         SchemaFile,
     )
     from .audit import Shown, Verification
-    from .backtest import Backtest
+    from .backtest import Backtest, CountsBacktest
     from .example import ExampleResult
     from .ingest import IngestResult
     from .models import Checkpoint, Environment, Flag, Judge
@@ -591,6 +591,30 @@ def schema_files(found: list[SchemaFile]) -> None:
         click.echo(f"{f.name:<12} {f.describes}")
 
 
+def counts_backtest(result: CountsBacktest) -> None:
+    runs = ", ".join(f"{b.run} ({b.checkpoints} checkpoints)" for b in result.runs)
+    click.echo(f"replayed {result.source}: {runs}; alpha {result.alpha}")
+    if not result.alarms:
+        click.echo("no policy would have fired")
+        return
+    table(
+        "first alarms",
+        ["run", "first fired at", "policy", "series", "outcome", "restore point"],
+        [
+            [
+                run,
+                a.checkpoint,
+                a.policy,
+                a.series.label,
+                a.outcome,
+                (a.restore or "-")
+                + (" (first checkpoint: not known clean)" if a.known_clean is False else ""),
+            ]
+            for run, a in result.alarms
+        ],
+    )
+
+
 def backtest(result: Backtest) -> None:
     blocks = sum(1 for o in result.outcomes.values() if o == "block")
     warns = sum(1 for o in result.outcomes.values() if o == "warn")
@@ -900,3 +924,5 @@ AUDIT_LOG = View(table=audit_log)
 AUDIT_SHOW = View(table=audit_show)
 PRESSURE = View(table=pressure, json=pressure_json)
 EXAMPLE = View(table=example)
+BACKTEST = View(table=backtest, json=lambda r: echo_json(r.document()))
+COUNTS_BACKTEST = View(table=counts_backtest, json=lambda r: echo_json(r.document()))
