@@ -24,7 +24,7 @@ from .metrics import CountRow
 from .policies import LoadedPolicy, load_policies
 from .records import DEFAULT_ALPHA
 from .registry import Registry
-from .rollback import not_restorable
+from .rollback import check_alpha, not_restorable
 from .stats.replay import Alarm, replay
 from .stats.result import Outcome
 from .stats.series import Order
@@ -115,7 +115,7 @@ def backtest(
     alpha: float = DEFAULT_ALPHA,
 ) -> Backtest:
     """Replay every policy at every checkpoint of the run's lineage, each seeing only its past."""
-    _check_alpha(alpha)
+    check_alpha(alpha)
     ws = registry.ws
     loaded = loaded_policies(ws, policies)
     lineage = registry.lineage_checkpoints(run)
@@ -140,7 +140,7 @@ def backtest_counts(
 ) -> CountsBacktest:
     """Replay the policies (a folder of them; the bundled defaults without one) over aggregated
     count records, the form `gov ingest` accepts, without a workspace."""
-    _check_alpha(alpha)
+    check_alpha(alpha)
     folder = policies if policies is not None else bundled_policies()
     if not folder.is_dir():
         raise GovError(f"{folder}: no such folder of policies")
@@ -170,10 +170,7 @@ def read_counts(path: Path) -> list[CountRow]:
             "judge version)"
         )
     _, tallies = scan_aggregated(path, fmt, FreeJoin())
-    return [
-        CountRow(*(getattr(g, f) for f in g.__dataclass_fields__), **vars(t))
-        for g, t in sorted(tallies.items())
-    ]
+    return [counts.row_of(group, tally) for group, tally in sorted(tallies.items())]
 
 
 def bundled_policies() -> Path:
@@ -201,8 +198,3 @@ def _replay(
     ]
     flagged = {env: refs[i] for env, i in done.flagged.items()}
     return Backtest(run, len(order), done.alarms, outcomes, blocked, flagged, alpha)
-
-
-def _check_alpha(alpha: float) -> None:
-    if not 0 < alpha < 0.5:
-        raise GovError(f"alpha {alpha} is out of range: a small probability such as 0.02")

@@ -110,6 +110,13 @@ def write_counts(change: Change, md5: str, tallies: dict[Group, Tally]) -> None:
     change.write(_counts_file(change.ws, md5), out.getvalue().encode())
 
 
+def row_of(group: Group, tally: Tally) -> CountRow:
+    """A row of counts: a group's key and its tally."""
+    return CountRow(
+        *(getattr(group, c) for c in KEY_COLUMNS), *(getattr(tally, c) for c in COUNT_COLUMNS)
+    )
+
+
 def report_rows(ws: Workspace, md5: str) -> list[CountRow]:
     """The counts one report added, as its CSV in the registry records them."""
     with _counts_file(ws, md5).open(newline="") as handle:

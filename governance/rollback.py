@@ -21,7 +21,8 @@ from .metrics import DEFAULT_METRIC
 from .models import Checkpoint, CheckpointStatus, EnvironmentStatus, Run, utc_now
 from .records import DEFAULT_ALPHA, RestoreEvidence, Rollback
 from .registry import Registry
-from .stats.restore import Target, place, restore_point
+from .stats.restore import Placed, Target, place, restore_point
+from .stats.series import SeriesKey
 from .storage import model_json
 
 
@@ -83,6 +84,12 @@ def flagged_series(registry: Registry) -> list[FlaggedSeries]:
     return sorted(set(found), key=lambda f: (f.environment, str(f)))
 
 
+def check_alpha(alpha: float) -> None:
+    """The restore point's alpha is a small probability; anything else is refused."""
+    if not 0 < alpha < 0.5:
+        raise GovError(f"alpha {alpha} is out of range: a small probability such as 0.02")
+
+
 def flagged_environments(registry: Registry) -> list[str]:
     return sorted({f.environment for f in flagged_series(registry)})
 
@@ -97,8 +104,7 @@ def recommend(
 ) -> Recommendation:
     """The restore point of RUN (seeing its history up to step `at`, all of it by default), for
     the flagged series (or the ones given)."""
-    if not 0 < alpha < 0.5:
-        raise GovError(f"alpha {alpha} is out of range: a small probability such as 0.02")
+    check_alpha(alpha)
     targets = flagged_series(registry) if flagged is None else flagged
     envs = sorted({e.id for e in registry.environments()})
     names = sorted({t.environment for t in targets})
@@ -122,7 +128,7 @@ def recommend(
         )
     order = [(c.run, c.step, c.status.value) for c in lineage]
     rows = counts.rows(registry.ws)  # read once for every flagged series
-    placed = []
+    placed: dict[tuple[str, SeriesKey], Placed] = {}
     for target in targets:
         metric = target.metric or DEFAULT_METRIC
         found = place(
@@ -143,13 +149,15 @@ def recommend(
                 f"environment {target.environment!r} is flagged but has no judgments of "
                 f"{metric} in run {run!r}'s history: nothing to place its onset with"
             )
-        placed += [p for p in found if p not in placed]
-    point = restore_point(placed, alpha, lambda i: not_restorable(registry, lineage[i]))
+        placed.update(((p.metric, p.key), p) for p in found)
+    point = restore_point(
+        list(placed.values()), alpha, lambda i: not_restorable(registry, lineage[i])
+    )
     skipped = [f"{lineage[i].ref}: {why}" for i, why in point.skipped]
     latest = lineage[-1]
     restore = point.index
     evidence = []
-    for item in placed:
+    for item in placed.values():
         post = item.posterior
         lo, hi = post.interval(0.9)
         assert item.key.environment is not None

@@ -234,7 +234,7 @@ def onset_posterior(
     single = logsumexp(logs + prior.log_ramp_weights(), axis=1)  # (t,); tau = 0 stays -inf
     per_onset, p_two = single, np.zeros(t)
     if prior.two_stage > 0:
-        double = _two_stage(table, cum, prior, p0_grid, weights, j1[-1, -1] + 1)
+        double = _two_stage(table, cum, prior, p0_grid, weights, j0, j1[-1, -1] + 1)
         w = prior.two_stage
         parts = np.stack([np.log1p(-w) + single, np.log(w) + double])
         per_onset = logsumexp(parts, axis=0)
@@ -269,6 +269,7 @@ def _two_stage(
     prior: OnsetPrior,
     p0: np.ndarray,
     weights: np.ndarray,
+    j0: np.ndarray,
     first_row: int,
 ) -> np.ndarray:
     """log P(counts | two stages, first onset at tau) for every tau, averaged over the grids, the
@@ -280,7 +281,10 @@ def _two_stage(
     t = table.shape[2]
     r1, r2 = np.array(prior.first_ratio), np.array(prior.ratio)
     p1 = p0[:, None] * r1[None, :]  # (p0, r1)
-    j0 = len(RATE_GRID) + np.arange(len(p0))
+    # A first stage too small to matter (2x a rate of 0.01%) is no contamination: ruled out.
+    material = p1 - p0[:, None] >= prior.first_step  # (p0, r1)
+    if not material.any():
+        return np.full(t, -np.inf)
     j1 = (first_row + np.arange(p1.size)).reshape(p1.shape)  # exact rows of the table
     j2 = _rate_index(p1[:, :, None] * r2[None, None, :])  # (p0, r1, r2)
     taus = np.arange(t)
@@ -301,12 +305,8 @@ def _two_stage(
     c0 = (cum[:, j0, :] + weights[:, None])[:, :, None, :]  # (spread, p0, 1, t + 1)
     found = np.full((len(prior.first_ramps), t), -np.inf)
     gaps = np.arange(1, prior.second_gap + 1)
-    # A first stage too small to matter (2x a rate of 0.01%) is no contamination: ruled out.
-    material = p1 - p0[:, None] >= prior.first_step  # (p0, r1)
-    if not material.any():
-        return np.full(t, -np.inf)
     excluded = np.where(material, 0.0, -np.inf)[None, :, :, None]
-    share = np.log(np.exp(weights)[:, None].repeat(len(r1), 1)[material].sum() / len(r1))
+    share = np.log((np.exp(weights)[:, None] * material).sum() / len(r1))  # the prior mass left
     for li, length in enumerate(prior.first_ramps):
         first_end = np.minimum(t, taus + length - 1)
         head = excluded + (

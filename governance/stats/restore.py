@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from ..metrics import CountRow
 from .onset import DEFAULT_PRIOR, OnsetPosterior, OnsetPrior, onset_posterior
-from .series import Order, SeriesKey, build
+from .series import Order, SeriesKey, build, first_judged
 
 
 @dataclass(frozen=True)
@@ -71,8 +71,8 @@ def place(
             fill=True,
         )
         for key, points in series.items():
-            first = next((i for i, p in enumerate(points) if p.n), None)
-            if first is None or (target.metric, key) in placed:
+            first = first_judged(points)
+            if first == len(points) or (target.metric, key) in placed:
                 continue
             seen = points[first:]
             post = onset_posterior([p.k for p in seen], [p.n for p in seen], prior)

@@ -156,14 +156,15 @@ def for_policy(
     judge = None if policy.judge == "any" else policy.judge
     onset = policy.condition.onset is not None
     found = build(rows, policy.metric, order, scope=policy.scope, judge=judge, fill=onset)
-    return {key: from_first_judged(points) for key, points in found.items()} if onset else found
+    return (
+        {key: points[first_judged(points) :] for key, points in found.items()} if onset else found
+    )
 
 
-def from_first_judged(points: Sequence[Point]) -> list[Point]:
-    """The points from the first with judgments on: before it the series did not exist yet (an
-    environment added later), which is no evidence of a steady rate."""
-    first = next((i for i, p in enumerate(points) if p.n), len(points))
-    return list(points[first:])
+def first_judged(points: Sequence[Point]) -> int:
+    """The position of the first point with judgments (the length: none has any). Before it
+    the series did not exist yet (an environment added later): no evidence of a steady rate."""
+    return next((i for i, p in enumerate(points) if p.n), len(points))
 
 
 def many(
@@ -193,7 +194,7 @@ __all__ = [
     "Series",
     "SeriesKey",
     "build",
+    "first_judged",
     "for_policy",
-    "from_first_judged",
     "many",
 ]
