@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
-from scipy.special import betaln, logsumexp
+from scipy.special import betaln
 
 RATE_GRID = np.geomspace(1e-4, 0.95, 160)  # where likelihoods are tabulated
 _HERMITE = np.polynomial.hermite.hermgauss(12)  # nodes and weights for a log-normal wobble
@@ -53,12 +53,16 @@ class OnsetPrior:
     p_rise: float = 0.5
     # Two-stage rises: P(two stages | a rise), the first stage's ratios and ramp lengths, the
     # second stage's ramp lengths (its ratio over the first stage's rate is on `ratio`).
-    two_stage: float = 0.02
+    two_stage: float = 0.05
     first_ratio: tuple[float, ...] = (1.8, 2.5)
     first_step: float = 0.001  # a first stage adds at least this to the rate (0.1 points)
     first_ramps: tuple[int, ...] = (1, 4, 8)
     second_ramps: tuple[int, ...] = (1, 3, 6, 10)
     second_gap: int = 14  # the second onset 1 .. this many checkpoints after the first's end
+    dense: int = 15  # base-rate nodes added around the pooled rate (see _p0_nodes)
+    # The chance that a checkpoint is an outlier (a bad batch, a judge hiccup): its rate anywhere
+    # from a tenth to ten times the rest. One bad checkpoint is then no evidence of a lasting rise.
+    outliers: float = 0.03
 
     def __post_init__(self) -> None:
         if self.ramp_weights is not None and len(self.ramp_weights) != len(self.ramps):
@@ -67,6 +71,8 @@ class OnsetPrior:
             raise ValueError("ramps are lengths >= 1 and p_rise is in (0, 1)")
         if self.dispersion == "log-normal" and not np.isfinite(max(self.spread)):
             raise ValueError("a log-normal wobble's sd is finite (0: none)")
+        if not 0 <= self.outliers < 1:
+            raise ValueError("outliers is a probability in [0, 1)")
         if not 0 <= self.two_stage < 1:
             raise ValueError("two_stage is a probability in [0, 1)")
         if self.two_stage and (
@@ -125,6 +131,17 @@ class OnsetPosterior:
         return int(below[-1]) if below.size else -1
 
 
+def logsumexp(a: np.ndarray | Sequence[float], axis: int | None = None) -> np.ndarray:
+    """log(sum(exp(a))) along `axis` (all of it by default), without overflow; an all -inf slice
+    gives -inf. scipy's does the same with more checks, which cost more than the sum here."""
+    a = np.asarray(a, dtype=float)
+    top = np.max(a, axis=axis, keepdims=True)
+    top = np.where(np.isfinite(top), top, 0.0)
+    with np.errstate(divide="ignore"):
+        out = np.log(np.sum(np.exp(a - top), axis=axis, keepdims=True)) + top
+    return np.asarray(np.squeeze(out, axis=axis) if axis is not None else out.reshape(()))
+
+
 def _rate_index(rates: np.ndarray) -> np.ndarray:
     """Nearest tabulated rate, on the log scale."""
     logs = np.log(RATE_GRID)
@@ -149,7 +166,7 @@ def _p0_nodes(k: np.ndarray, n: np.ndarray, prior: OnsetPrior) -> tuple[np.ndarr
     low, high = float(min(prior.p0)), float(max(prior.p0))
     pooled = (k.sum() + 0.5) / (n.sum() + 1.0)
     half = min(0.7, max(0.04, 5.0 / np.sqrt(k.sum() + 1.0)))  # log units
-    dense = np.exp(np.log(pooled) + np.linspace(-half, half, 15))
+    dense = np.exp(np.log(pooled) + np.linspace(-half, half, prior.dense))
     nodes = np.unique(np.concatenate([prior.p0, dense[(dense > low) & (dense < high)]]))
     logs = np.log(nodes)
     edges = np.concatenate([[np.log(low)], (logs[1:] + logs[:-1]) / 2, [np.log(high)]])
@@ -164,6 +181,11 @@ def _loglik_table(
     rates = RATE_GRID if extra is None else np.concatenate([RATE_GRID, extra])
     p = np.clip(rates, 1e-9, 1 - 1e-9)[:, None]
     tables = []
+    outlying = None
+    if prior.outliers > 0:  # a checkpoint at 1/10 to 10 times the rate, log-uniformly
+        factors = np.exp(np.linspace(np.log(0.1), np.log(10.0), 9))
+        scaled = np.clip(p[None] * factors[:, None, None], 1e-9, 1 - 1e-9)
+        outlying = logsumexp(_binomial(k, n, scaled), axis=0) - np.log(len(factors))
     for spread in prior.spread:
         if prior.dispersion == "log-normal" and spread > 0:
             nodes, weights = _HERMITE
@@ -178,6 +200,8 @@ def _loglik_table(
         else:
             a, b = p * spread, (1 - p) * spread
             ll = betaln(k + a, n - k + b) - betaln(a, b)
+        if outlying is not None:
+            ll = np.logaddexp(np.log1p(-prior.outliers) + ll, np.log(prior.outliers) + outlying)
         tables.append(np.where(n > 0, ll, 0.0))
     return np.stack(tables)
 
