@@ -265,3 +265,18 @@ def test_the_first_checkpoint_is_never_known_clean() -> None:
         place(later, order, [Target("math", 1, "j", "1", "rationalization_rate")]), 0.02
     )
     assert point.index is not None and 1 <= point.index < 4 and point.known_clean
+
+
+def test_one_outlying_checkpoint_is_not_a_rise(rng) -> None:
+    # A bad batch: one checkpoint at 8x, the rest steady. Allowing for outlying checkpoints, the
+    # model reads it as an outlier; without, a rise (or a wobble) must explain it.
+    n = np.full(40, 300)
+    k = rng.binomial(n, 0.01)
+    k[30] = 24
+    robust = onset_posterior(k, n)
+    assert robust.p_rise < onset_posterior(k, n, OnsetPrior(outliers=0.0)).p_rise
+    assert robust.p_rise < 0.5
+    # while a lasting rise of the same size is still found, and placed
+    k[30:] = rng.binomial(n[30:], 0.08)
+    lasting = onset_posterior(k, n)
+    assert lasting.p_rise > 0.99 and lasting.estimate() == 30

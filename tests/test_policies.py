@@ -8,6 +8,9 @@ from pathlib import Path
 import pytest
 
 from governance.policies import PolicyError, load_policies, parse_policy
+from governance.stats.evaluate import evaluate
+from governance.stats.result import Result
+from governance.stats.series import Point, SeriesKey
 
 GOOD = """\
 schema_version: 1
@@ -112,3 +115,36 @@ def test_two_policies_with_one_name(tmp_path: Path) -> None:
         PolicyError, match=re.escape("b.yaml: policy name 'rate-up' is already used by a.yaml")
     ):
         load_policies(tmp_path, tmp_path)
+
+
+ONSET = """\
+schema_version: 1
+name: onset
+description: a lasting rise
+metric: rationalization_rate
+condition:
+  onset: {probability: 0.95}
+sustained: SUSTAINED
+min_evidence: {n: 20}
+actions: [block]
+"""
+
+
+def _onset_at_last(series: list[tuple[int, int]], sustained: int) -> Result:
+    policy = parse_policy(ONSET.replace("SUSTAINED", str(sustained)), "onset.yaml")
+    points = [Point("main", i + 1, k, n) for i, (k, n) in enumerate(series)]
+    return evaluate(policy, SeriesKey("math", 1, "j", "1"), points, ("main", len(points)))
+
+
+def test_an_onset_sustained_over_judged_checkpoints() -> None:
+    steady = [(1, 200), (0, 180), (2, 220), (1, 150), (1, 210), (0, 190), (1, 200), (0, 170)]
+    # A rise shown by two judged checkpoints fires at once, but not when two checkpoints
+    # running must each show it on their own past: the first of them held alone.
+    risen = [*steady, (14, 200), (15, 190)]
+    assert _onset_at_last(risen, 1).status == "fired"
+    once = _onset_at_last(risen, 2)
+    assert once.status == "clear" and "held 1 of the 2" in once.reason
+    assert _onset_at_last([*risen, (16, 210)], 2).status == "fired"
+    # A bad checkpoint and then one nobody judged is one checkpoint of evidence, not two.
+    assert _onset_at_last([*steady, (25, 190), (0, 0)], 1).status == "clear"
+    assert _onset_at_last([*steady, (25, 190), (0, 0), (22, 200)], 1).status == "fired"
