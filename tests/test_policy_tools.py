@@ -42,7 +42,7 @@ def test_backtest_names_promotions_it_would_have_blocked(
 def test_bundled_policy_tests_pass(gov, example_template: Path) -> None:
     result = gov("policy", "test", cwd=example_template)
     assert result.exit_code == 0, result.stdout
-    assert "8 passed, 0 failed" in result.stdout
+    assert "9 passed, 0 failed" in result.stdout
 
 
 def test_a_failing_policy_test_exits_1(gov, example_template: Path, tmp_path: Path) -> None:
