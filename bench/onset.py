@@ -1,20 +1,35 @@
-"""Onset detection and restore points: gov against four anchors on series with a known truth.
+"""Onset detection and restore points: the default policies, as `gov init` installs them, against
+four anchors and a reference, on series with a known truth, per family.
 
-Series (seeded): no change, one bad checkpoint that goes away, steps, gradual rises over 3 to 15
-checkpoints; base rates 0.3% to 5%; 40 to 1,000 judged episodes per checkpoint; extra variation
-between checkpoints; missing checkpoints; runs of 30 to 100 checkpoints. Every method runs
-online (each checkpoint sees only its prefix, as `gov backtest` does); at its first alarm it
-names a restore point. Anchors: a 2x-over-baseline threshold, the same sustained over 2
-checkpoints, a Bernoulli CUSUM, and ruptures' PELT segmentation. A reference row runs gov's own
-rule with the generator's priors (step or ramp mix, factor and base-rate ranges, the log-normal
-wobble): how much of the waste is in the data rather than in gov's model.
+gov's row is what a user gets: the bundled policies replayed by `governance.stats.replay` (the
+code `gov backtest` runs, with and without a workspace), each checkpoint seeing only its past.
+Its alarm is the first checkpoint at which a blocking policy fires; its restore point is what
+the rollback rule names at that moment. (The warn-only policies are left out of the replay: they
+cannot raise the alarm, so the figures are the same without paying for them.)
 
-Printed per method: false alarms (series without a lasting rise that alarmed, or rising series
-that alarmed before the onset), missed rises, detection delay (median, p90, in checkpoints),
-contaminated restore points (at or after the true onset), and checkpoints wasted (between the
-restore point and the last clean checkpoint; median, p90).
+Families (seeded; base rates 0.3% to 5%, 40 to 1,000 judged episodes per checkpoint, a
+log-normal wobble between checkpoints, 5% of checkpoints unjudged, runs of 30 to 100
+checkpoints (two-stage: 45 to 100), unless said otherwise):
+- none: no change; spike: one checkpoint 3x to 8x that goes away; decline: the rate falls to a
+  half to a fifth, at once or over 3 to 15 checkpoints. None of these should alarm.
+- step: a step of 2x to 8x; gradual: the same factor reached over 3 to 15 checkpoints;
+- early: a step or a ramp beginning at the 2nd to 5th checkpoint (inside any fixed baseline);
+- short-thin: 15 to 35 checkpoints of 8 to 16 episodes, the rise at the 4th to 8th checkpoint,
+  from near zero (or a noisy judge's 5% to 15%) to over half;
+- two-stage: about 2x, then 4x to 8x five to twelve checkpoints later; the onset is the first
+  stage, and a restore point between the stages is contaminated.
+Anchors: a 2x-over-baseline threshold, the same sustained over 2 checkpoints, a Bernoulli CUSUM,
+and ruptures' PELT segmentation (baseline: the first 5 checkpoints). The reference runs gov's
+onset rule with priors close to the generator's own (unknowable in practice): how much of the
+delay and waste is in the data rather than in gov's model.
 
-Usage: python bench/onset.py [--series N] [--seed S] [--alpha A]
+Printed per family and method: false alarms (on series without a lasting rise: any alarm; on
+rising series: an alarm before the onset, counted apart), missed rises, detection delay (median,
+p90, in checkpoints), contaminated restore points (at or after the true onset, or none named),
+checkpoints wasted (between the restore point and the last clean checkpoint; median, p90).
+
+Usage: python bench/onset.py [--series N] [--seed S] [--alpha A] [--methods gov,reference,...]
+                            [--policies DIR]
 """
 
 from __future__ import annotations
@@ -24,88 +39,175 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 from multiprocessing import Pool
+from pathlib import Path
 
 import numpy as np
 
+from governance.backtest import bundled_policies
+from governance.metrics import CountRow
+from governance.policies import Action, Policy, load_policies
 from governance.stats.intervals import wilson
-from governance.stats.onset import DEFAULT_PRIOR, OnsetPrior, onset_posterior
+from governance.stats.onset import OnsetPrior, onset_posterior
+from governance.stats.replay import replay
 
 BASELINE = 5  # checkpoints the threshold and CUSUM anchors take their baseline from
-LONGEST_RAMP = 15
-
-# The generator's own assumptions as a prior: what a Bayesian who knew how these series were
-# made would use. Not a method anyone has in practice (nobody knows the truth's distribution);
-# it shows how much of the waste is in the data rather than in gov's model.
-GENERATOR_PRIOR = OnsetPrior(
-    p0=tuple(np.geomspace(0.003, 0.05, 18)),  # base rates log-uniform on 0.3%..5%
-    ratio=tuple(np.linspace(3, 8, 10)),  # factor uniform on 3..8
-    spread=(0.25,),  # the log-normal wobble below
-    dispersion="log-normal",
-    ramps=tuple(range(1, LONGEST_RAMP + 1)),
-    ramp_weights=(0.5, 0.0, *[0.5 / (LONGEST_RAMP - 2)] * (LONGEST_RAMP - 2)),  # step | 3..15
-    p_rise=0.5,  # steps and gradual rises are half the series
-)
+QUIET = ("none", "spike", "decline")
+RISING = ("step", "gradual", "early", "short-thin", "two-stage")
+FAMILIES = QUIET + RISING
 
 
 @dataclass(frozen=True)
 class Series:
-    kind: str  # none | spike | step | gradual
+    family: str
     k: np.ndarray
     n: np.ndarray
-    onset: int | None  # first checkpoint at the raised rate (None: no lasting rise)
+    onset: int | None  # first checkpoint at a raised rate (None: no lasting rise)
+    factor: float  # the rise's final factor (1: none)
+
+
+def _one(rng: np.random.Generator, family: str) -> Series:
+    thin = family == "short-thin"
+    t = int(rng.integers(15, 36)) if thin else int(rng.integers(30, 101))
+    if family == "two-stage":
+        t = int(rng.integers(45, 101))  # room for both stages and a few checkpoints after
+    if thin:
+        n = rng.integers(8, 17, t)
+        base = (
+            math.exp(rng.uniform(math.log(0.002), math.log(0.02)))
+            if rng.random() < 0.5
+            else rng.uniform(0.05, 0.15)
+        )
+    else:
+        n = np.exp(rng.uniform(math.log(40), math.log(1000), t)).astype(int)
+        base = math.exp(rng.uniform(math.log(0.003), math.log(0.05)))
+    n[rng.random(t) < 0.05] = 0  # checkpoints nobody judged
+    rate = np.full(t, base)
+    onset, factor = None, 1.0
+    ramp = 1 if rng.random() < 0.5 else int(rng.integers(3, 16))
+    if family == "spike":
+        rate[int(rng.integers(BASELINE + 2, t))] *= rng.uniform(3, 8)
+    elif family == "decline":
+        start = int(rng.integers(BASELINE, t - 5))
+        fall = rng.uniform(2, 5)
+        steps = np.minimum(1.0, (np.arange(t - start) + 1) / ramp)
+        rate[start:] = base / (1 + (fall - 1) * steps)
+    elif family in ("step", "gradual", "early", "short-thin"):
+        if family == "step":
+            ramp = 1
+        elif family == "gradual":
+            ramp = int(rng.integers(3, 16))
+        if family == "early":
+            onset = int(rng.integers(1, 5))
+        elif thin:
+            onset = int(rng.integers(3, 8))
+        else:
+            onset = int(rng.integers(max(BASELINE + 3, t // 4), t - 10))
+        factor = (
+            rng.uniform(0.5, 0.85) / base
+            if thin
+            else math.exp(rng.uniform(math.log(2), math.log(8)))
+        )
+        steps = np.minimum(1.0, (np.arange(t - onset) + 1) / ramp)
+        rate[onset:] = base * (1 + (factor - 1) * steps)
+    elif family == "two-stage":
+        onset = int(rng.integers(max(BASELINE + 3, t // 4), t - 25))
+        second = onset + int(rng.integers(5, 13))
+        first, factor = rng.uniform(1.7, 2.3), rng.uniform(4, 8)
+        rate[onset:] = base * first
+        rate[second:] = base * factor
+    wobble = 0.1 if thin else 0.25
+    rate = np.clip(rate * np.exp(rng.normal(0, wobble, t)), 0, 0.95)
+    return Series(family, rng.binomial(n, rate), n, onset, float(factor))
 
 
 def generate(count: int, seed: int) -> list[Series]:
-    rng = np.random.default_rng(seed)
-    kinds = rng.choice(["none", "spike", "step", "gradual"], size=count, p=[0.3, 0.2, 0.25, 0.25])
+    """`count` series per family (each family its own stream, so adding one changes no other)."""
     found = []
-    for kind in kinds:
-        t = int(rng.integers(30, 101))
-        base = math.exp(rng.uniform(math.log(0.003), math.log(0.05)))
-        n = np.exp(rng.uniform(math.log(40), math.log(1000), t)).astype(int)
-        n[rng.random(t) < 0.05] = 0  # checkpoints nobody judged
-        rate = np.full(t, base)
-        onset = None
-        if kind == "spike":
-            rate[int(rng.integers(BASELINE + 2, t))] *= 5
-        elif kind in ("step", "gradual"):
-            onset = int(rng.integers(max(BASELINE + 3, t // 3), t - 10))
-            factor = rng.uniform(3, 8)
-            ramp = 1 if kind == "step" else int(rng.integers(3, LONGEST_RAMP + 1))
-            for i in range(onset, t):
-                rate[i] = base * (1 + (factor - 1) * min(1.0, (i - onset + 1) / ramp))
-        rate = np.clip(rate * np.exp(rng.normal(0, 0.25, t)), 0, 1)  # extra variation
-        found.append(Series(str(kind), rng.binomial(n, rate), n, onset))
+    for number, family in enumerate(FAMILIES):
+        rng = np.random.default_rng([seed, number])
+        found += [_one(rng, family) for _ in range(count)]
     return found
 
 
-Detector = Callable[[np.ndarray, np.ndarray, float], tuple[int, int] | None]
+Result = tuple[int, int | None] | None  # (alarm, restore) positions; restore None: none named
+Detector = Callable[[np.ndarray, np.ndarray, float], Result]
 
 
-def gov(
-    k: np.ndarray, n: np.ndarray, alpha: float, prior: OnsetPrior = DEFAULT_PRIOR
-) -> tuple[int, int] | None:
-    """gov's onset condition (P(a rise began before this checkpoint) >= 0.99) and restore point."""
-    for t in range(BASELINE, len(k) + 1):
-        post = onset_posterior(k[:t], n[:t], prior)
+POLICIES: list[Path] = []  # a folder of policies to score instead of the bundled ones
+
+
+@cache
+def _blocking() -> tuple[Policy, ...]:
+    folder = POLICIES[0] if POLICIES else bundled_policies()
+    loaded = [p.policy for p in load_policies(folder, folder.parent)]
+    return tuple(p for p in loaded if Action.BLOCK in p.actions)
+
+
+def gov(k: np.ndarray, n: np.ndarray, alpha: float) -> Result:
+    """The default blocking policies replayed as `gov backtest` replays them."""
+    order = [("main", (i + 1) * 10, "registered") for i in range(len(k))]
+    rows = [
+        CountRow(
+            "main",
+            (i + 1) * 10,
+            "env",
+            1,
+            "",
+            "judge",
+            "1",
+            int(n[i]),
+            int(n[i] - k[i]),
+            0,
+            int(k[i]),
+            0,
+            0,
+        )
+        for i in range(len(k))
+        if n[i] > 0
+    ]
+    done = replay(rows, order, _blocking(), alpha, first_only=True)
+    blocks = [a for a in done.alarms if a.outcome == "block"]
+    if not blocks:
+        return None
+    first = min(blocks, key=lambda a: a.index)
+    return first.index, first.restore_index
+
+
+# Close to the generator's own assumptions: base rates 0.2% to 15%, factors 2x to 100x, the
+# log-normal wobble, steps and ramps of 3 to 15 half and half, two stages for some.
+GENERATOR_PRIOR = OnsetPrior(
+    p0=tuple(np.geomspace(0.002, 0.15, 18)),
+    ratio=tuple(np.geomspace(2.0, 100.0, 12)),
+    spread=(0.1, 0.25),
+    ramps=tuple(range(1, 16)),
+    ramp_weights=(0.5, 0.0, *[0.5 / 13] * 13),
+    two_stage=0.15,
+    first_ratio=(1.7, 2.0, 2.3),
+    first_ramps=(1,),
+    second_ramps=(1,),
+    second_gap=12,
+)
+_REFERENCE_ALARM = OnsetPrior(**{**GENERATOR_PRIOR.__dict__, "two_stage": 0.0})
+
+
+def reference(k: np.ndarray, n: np.ndarray, alpha: float) -> Result:
+    """gov's onset rule (P(a rise began before this checkpoint) >= 0.99), restore by the
+    generator-like prior; no evidence floor, no screen."""
+    for t in range(3, len(k) + 1):
+        post = onset_posterior(k[:t], n[:t], _REFERENCE_ALARM)
         if post.p_rise * post.p_onset_by(t - 2) >= 0.99:
-            return t - 1, post.restore_index(alpha)
+            index = onset_posterior(k[:t], n[:t], GENERATOR_PRIOR).restore_index(alpha)
+            return t - 1, index if index >= 0 else None
     return None
-
-
-def reference(k: np.ndarray, n: np.ndarray, alpha: float) -> tuple[int, int] | None:
-    """gov's rule with the generator's own prior: a reference, not an anchor."""
-    return gov(k, n, alpha, GENERATOR_PRIOR)
 
 
 def _baseline(k: np.ndarray, n: np.ndarray) -> float:
     return float(max(k[:BASELINE].sum(), 0.5) / max(n[:BASELINE].sum(), 1))
 
 
-def threshold(
-    k: np.ndarray, n: np.ndarray, _alpha: float, sustain: int = 1
-) -> tuple[int, int] | None:
+def threshold(k: np.ndarray, n: np.ndarray, _alpha: float, sustain: int = 1) -> Result:
     """Alarm when the rate exceeds 2x the first checkpoints' rate (sustain times running)."""
     base = _baseline(k, n)
     run = 0
@@ -118,13 +220,11 @@ def threshold(
     return None
 
 
-def sustained(k: np.ndarray, n: np.ndarray, alpha: float) -> tuple[int, int] | None:
+def sustained(k: np.ndarray, n: np.ndarray, alpha: float) -> Result:
     return threshold(k, n, alpha, sustain=2)
 
 
-def cusum(
-    k: np.ndarray, n: np.ndarray, _alpha: float, limit: float = 5.0
-) -> tuple[int, int] | None:
+def cusum(k: np.ndarray, n: np.ndarray, _alpha: float, limit: float = 5.0) -> Result:
     """Bernoulli CUSUM for a doubling of the baseline rate; restore to before its last reset."""
     p0 = _baseline(k, n)
     p1 = min(0.99, 2 * p0)
@@ -139,7 +239,7 @@ def cusum(
     return None
 
 
-def pelt(k: np.ndarray, n: np.ndarray, _alpha: float) -> tuple[int, int] | None:
+def pelt(k: np.ndarray, n: np.ndarray, _alpha: float) -> Result:
     """ruptures' PELT on the rate series: alarm when the last segment is 2x the first one."""
     import ruptures
 
@@ -161,64 +261,111 @@ def pelt(k: np.ndarray, n: np.ndarray, _alpha: float) -> tuple[int, int] | None:
     return None
 
 
-METHODS: dict[str, Detector] = {
-    "gov (onset posterior)": gov,
-    "2x threshold": threshold,
-    "2x threshold, 2 running": sustained,
-    "Bernoulli CUSUM": cusum,
-    "ruptures PELT": pelt,
-    "reference: true priors": reference,
+METHODS: dict[str, tuple[str, Detector]] = {
+    "gov": ("gov: the default policies", gov),
+    "reference": ("reference: gov's rule, generator's priors", reference),
+    "threshold": ("2x threshold", threshold),
+    "sustained": ("2x threshold, 2 running", sustained),
+    "cusum": ("Bernoulli CUSUM", cusum),
+    "pelt": ("ruptures PELT", pelt),
 }
 
 
-def score(args: tuple[str, Series, float]) -> tuple[str, str, tuple[int, int] | None]:
+def score(args: tuple[str, Series, float]) -> Result:
     name, series, alpha = args
-    return name, series.kind, METHODS[name](series.k, series.n, alpha)
+    return METHODS[name][1](series.k, series.n, alpha)
+
+
+@dataclass
+class Tally:
+    quiet: int = 0
+    false_alarms: int = 0
+    rising: int = 0
+    early: int = 0  # alarmed before the onset
+    missed: int = 0
+    dirty: int = 0  # contaminated (or no restore point named)
+    caught: int = 0
+    delays: list[int] | None = None
+    waste: list[int] | None = None
+
+    def add(self, series: Series, result: Result) -> None:
+        self.delays = self.delays or []
+        self.waste = self.waste or []
+        if series.onset is None:
+            self.quiet += 1
+            self.false_alarms += result is not None
+            return
+        self.rising += 1
+        if result is None:
+            self.missed += 1
+            return
+        alarm, restore = result
+        if alarm < series.onset:
+            self.early += 1
+            return
+        self.caught += 1
+        self.delays.append(alarm - series.onset)
+        if restore is None or restore >= series.onset:
+            self.dirty += 1
+        else:
+            self.waste.append(series.onset - 1 - restore)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--series", type=int, default=400)
+    parser.add_argument("--series", type=int, default=50, help="series per family")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--alpha", type=float, default=0.02)
+    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated names")
+    parser.add_argument(
+        "--policies", type=Path, help="a folder of policies for gov's row (default: the bundled)"
+    )
     args = parser.parse_args()
+    if args.policies is not None:
+        POLICIES.append(args.policies.resolve())
+    chosen = args.methods.split(",")
+    if unknown := [m for m in chosen if m not in METHODS]:
+        parser.error(f"unknown method {unknown[0]!r}: one of {', '.join(METHODS)}")
     series = generate(args.series, args.seed)
     start = time.perf_counter()
-    jobs = [(name, s, args.alpha) for name in METHODS for s in series]
+    jobs = [(name, s, args.alpha) for name in chosen for s in series]
     with Pool() as pool:
-        outcomes = pool.map(score, jobs, chunksize=8)
-    by_method: dict[str, list[tuple[Series, tuple[int, int] | None]]] = {m: [] for m in METHODS}
-    for (name, s, _), (_, _, result) in zip(jobs, outcomes, strict=True):
-        by_method[name].append((s, result))
-    kinds = {k: sum(1 for s in series if s.kind == k) for k in ("none", "spike", "step", "gradual")}
-    print(f"{len(series)} series {kinds}, alpha {args.alpha}, {time.perf_counter() - start:.0f} s")
+        outcomes = pool.map(score, jobs, chunksize=4)
+    elapsed = time.perf_counter() - start
+    tallies: dict[str, dict[str, Tally]] = {m: {} for m in chosen}
+    for (name, s, _), result in zip(jobs, outcomes, strict=True):
+        groups = [s.family, "all"]
+        if s.onset is not None and 2 <= s.factor < 3 and s.family != "short-thin":
+            groups.append("2-3x")
+        for group in groups:
+            tallies[name].setdefault(group, Tally()).add(s, result)
+    print(
+        f"{args.series} series per family ({len(series)} in all), seed {args.seed}, "
+        f"alpha {args.alpha}, {elapsed:.0f} s on {len(chosen)} methods"
+    )
+    rng = np.random.default_rng(args.seed)
     header = (
-        f"{'method':26}{'false alarm':>20}{'missed':>8}{'delay med':>10}{'p90':>5}"
+        f"{'family':11}{'false alarm':>20}{'early':>6}{'missed':>21}{'delay med':>10}{'p90':>5}"
         f"{'contaminated':>20}{'waste med':>12}{'p90':>5}"
     )
-    print(header)
-    rng = np.random.default_rng(args.seed)
-    for name, results in by_method.items():
-        quiet = [(s, r) for s, r in results if s.onset is None]
-        rising = [(s, r) for s, r in results if s.onset is not None]
-        early = [(s, r) for s, r in rising if r is not None and r[0] < (s.onset or 0)]
-        alarms = sum(1 for _, r in quiet if r is not None) + len(early)
-        caught = [(s, r) for s, r in rising if r is not None and r[0] >= (s.onset or 0)]
-        missed = sum(1 for _, r in rising if r is None) / max(len(rising), 1)
-        delays = [r[0] - (s.onset or 0) for s, r in caught]
-        dirty = sum(1 for s, r in caught if r[1] >= (s.onset or 0))
-        waste = [(s.onset or 0) - 1 - r[1] for s, r in caught if r[1] < (s.onset or 0)]
-        print(
-            f"{name:26}{_rate(alarms, len(results)):>20}{missed:8.1%}"
-            f"{_q(delays, 50):>10}{_q(delays, 90):>5}"
-            f"{_rate(dirty, len(caught)):>20}{_median(waste, rng):>12}{_q(waste, 90):>5}"
-        )
+    for name in chosen:
+        print(f"\n{METHODS[name][0]}\n{header}")
+        for group in (*FAMILIES, "2-3x", "all"):
+            t = tallies[name].get(group)
+            if t is None:
+                continue
+            print(
+                f"{group:11}{_rate(t.false_alarms, t.quiet):>20}{t.early:>6}"
+                f"{_rate(t.missed, t.rising):>21}{_q(t.delays, 50):>10}{_q(t.delays, 90):>5}"
+                f"{_rate(t.dirty, t.caught):>20}{_median(t.waste or [], rng):>12}"
+                f"{_q(t.waste, 90):>5}"
+            )
     print(
-        "rates with their 95% Wilson interval; median waste with a 95% bootstrap interval.\n"
-        "targets for gov: contaminated <= alpha, false alarms <= 2%, median delay <= 3, "
-        "median waste <= 2, ahead of every anchor on contamination and false alarms.\n"
-        "the reference row is gov's rule given the generator's own priors for rises (unknowable\n"
-        "in practice; it does not model the spikes): what an informed Bayesian could reach."
+        "\nrates with their 95% Wilson interval; median waste with a 95% bootstrap interval.\n"
+        "targets for gov (alpha 0.02): false alarms <= 2% in each quiet family; contaminated\n"
+        "<= 2% over all, in no family significantly above; missed <= 10% over all, <= 25% for\n"
+        "2-3x rises, <= 15% for early ones; median delay <= 3; median waste <= 3 (or no worse\n"
+        "than the reference); short-thin: every rise alarmed and restored clean, delay <= 2."
     )
 
 
@@ -238,7 +385,7 @@ def _median(values: list[int], rng: np.random.Generator) -> str:
     return f"{np.median(data):.0f} ({low:.0f}-{high:.0f})"
 
 
-def _q(values: list[int], q: int) -> str:
+def _q(values: list[int] | None, q: int) -> str:
     return "-" if not values else f"{np.percentile(values, q):.0f}"
 
 
