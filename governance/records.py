@@ -158,6 +158,7 @@ class RestoreEvidence(BaseModel):
     onset: str | None  # the median onset checkpoint
     onset_interval: tuple[str, str] | None  # 90% credible interval
     p_contaminated: float  # P(onset at or before the restore point | a rise)
+    known_clean: bool = True  # False: the restore point is this series' first judged checkpoint
     restore: str | None = None  # the latest safe checkpoint on this series alone
 
 

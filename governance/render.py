@@ -654,10 +654,17 @@ def recommendation(rec: Recommendation) -> None:
         click.echo(f"no restore point: {rec.reason}")
     else:
         click.secho(f"restore point: {rec.restore}", bold=True)
-        click.echo(
-            f"  P(already contaminated) = {rec.p_contaminated:.4f} (alpha {rec.alpha}); "
-            f"training given up: {rec.checkpoints_lost} checkpoints, {rec.steps_lost} steps"
+        risk = (
+            f"P(already contaminated) = {rec.p_contaminated:.4f} (alpha {rec.alpha})"
+            if rec.known_clean
+            else "P(already contaminated): unknown"
         )
+        click.echo(
+            f"  {risk}; training given up: {rec.checkpoints_lost} checkpoints, "
+            f"{rec.steps_lost} steps"
+        )
+        if not rec.known_clean:
+            click.secho(f"  {rec.reason}", fg="yellow")
         if rec.set_by:
             click.echo(f"  placed by {rec.set_by} (the earliest restore of the flagged series)")
     if rec.flagged:
@@ -680,7 +687,7 @@ def recommendation(rec: Recommendation) -> None:
                     f"{e.p_rise:.3f}",
                     e.onset,
                     f"{e.onset_interval[0]} .. {e.onset_interval[1]}" if e.onset_interval else "-",
-                    f"{e.p_contaminated:.4f}",
+                    f"{e.p_contaminated:.4f}" if e.known_clean else "unknown (first judged)",
                 ]
                 for e in rec.flagged
             ],

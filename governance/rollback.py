@@ -172,6 +172,7 @@ def recommend(
                 onset=item.ref(order, post.estimate()),
                 onset_interval=(item.ref(order, lo), item.ref(order, hi)),
                 p_contaminated=item.p_contaminated(restore) if restore is not None else 1.0,
+                known_clean=restore is not None and item.known_clean(restore),
                 restore=lineage[safe].ref if safe >= 0 else None,
             )
         )

@@ -140,3 +140,20 @@ def test_the_restore_series_is_one_environment_version(
     # checkpoints before it): the pooled series blurred the onset back into v1's level
     assert restore is not None and 1700 <= restore < 2200, rec
     assert [e["environment_version"] for e in rec["flagged"]] == [2]
+
+
+def test_a_rate_high_from_the_start_has_no_checkpoint_known_clean(
+    gov, registry, artifact, tmp_path: Path
+) -> None:
+    # 20% from the first checkpoint, 60% from the second on: the restore point can only be the
+    # first checkpoint, and nothing measures that one against anything before it.
+    records = [_counts(100 * i, 200, rationalized=40 if i == 1 else 120) for i in range(1, 13)]
+    _run(registry, artifact, tmp_path, gov, records)
+    ws = registry.ws.root
+    assert gov("check", "main@1200", cwd=ws).exit_code == 1
+    rec = json.loads(gov("rollback", "recommend", "--format", "json", cwd=ws).stdout)
+    assert rec["restore"] == "main@100" and rec["known_clean"] is False
+    assert "no checkpoint in the lineage is known to be clean" in rec["reason"]
+    text = gov("rollback", "recommend", cwd=ws).stdout
+    assert "no checkpoint in the lineage is known to be clean" in text
+    assert "P(already contaminated): unknown" in text and "0.0000" not in text

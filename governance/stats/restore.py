@@ -45,6 +45,11 @@ class Placed:
     def p_contaminated(self, position: int) -> float:
         return self.posterior.p_onset_by(position - self.offset)
 
+    def known_clean(self, position: int) -> bool:
+        """Whether this series measures, rather than assumes, that `position` is before the
+        onset (a position before the series began is no evidence against it either)."""
+        return position < self.offset or OnsetPosterior.known_clean(position - self.offset)
+
     def ref(self, order: Order, index: int) -> str:
         run, step, _ = order[min(self.offset + index, len(order) - 1)]
         return f"{run}@{step}"
@@ -103,9 +108,7 @@ def restore_point(
     for index in range(safe, -1, -1):
         why = unusable(index)
         if why is None:
-            clean = all(
-                index < p.offset or OnsetPosterior.known_clean(index - p.offset) for p in placed
-            )
+            clean = all(p.known_clean(index) for p in placed)
             return RestorePoint(index, safe, earliest, tuple(skipped), clean)
         skipped.append((index, why))
     return RestorePoint(None, safe, earliest, tuple(skipped), False)
