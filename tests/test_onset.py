@@ -280,3 +280,16 @@ def test_one_outlying_checkpoint_is_not_a_rise(rng) -> None:
     k[30:] = rng.binomial(n[30:], 0.08)
     lasting = onset_posterior(k, n)
     assert lasting.p_rise > 0.99 and lasting.estimate() == 30
+
+
+def test_a_rise_long_ago_is_still_found_in_a_long_run() -> None:
+    # 3x at checkpoint 100 of 2,000, never looked at since: the risen stretch is long and well
+    # judged, so its rate is pinned down finely. On the coarse grid of risen rates alone the rise
+    # fitted worse than "no rise" (P(rise) 0.75 here, the onset placed at 119).
+    rng = np.random.default_rng(1)
+    t = 2000
+    rate = np.where(np.arange(t) < 100, 0.004, 0.012)
+    n = rng.integers(40, 320, t)
+    k = rng.binomial(n, np.clip(rate * np.exp(rng.normal(0, 0.25, t)), 0, 1))
+    post = onset_posterior(k, n, OnsetPrior(two_stage=0.0))
+    assert post.p_rise > 0.99 and 97 <= post.estimate() <= 103

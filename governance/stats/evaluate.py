@@ -154,7 +154,7 @@ ALARM_PRIOR = OnsetPrior(two_stage=0.0)
 # A coarse grid of the same model, about eight times cheaper, screens every checkpoint first:
 # only where it gives at least SCREEN_BELOW is the full grid computed. On 2,689 prefixes of
 # rising, ramping and steady series (bases 0.3% to 15%, 8 to 1,000 episodes) the coarse value was
-# never below 0.20 where the full one reached 0.95 (the defaults' level): half that is the bar.
+# never below 0.55 where the full one reached 0.95 (the defaults' level); the bar is far lower.
 SCREEN_PRIOR = OnsetPrior(
     two_stage=0.0,
     p0=tuple(np.geomspace(1e-4, 0.3, 10)),

@@ -164,13 +164,47 @@ def _p0_nodes(k: np.ndarray, n: np.ndarray, prior: OnsetPrior) -> tuple[np.ndarr
     nodes too coarse, "no rise" fits worse than a rise that can pick its rate from more
     combinations, and a steady series would read as rising."""
     low, high = float(min(prior.p0)), float(max(prior.p0))
-    pooled = (k.sum() + 0.5) / (n.sum() + 1.0)
-    half = min(0.7, max(0.04, 5.0 / np.sqrt(k.sum() + 1.0)))  # log units
-    dense = np.exp(np.log(pooled) + np.linspace(-half, half, prior.dense))
+    dense = _dense(k, n, prior)
     nodes = np.unique(np.concatenate([prior.p0, dense[(dense > low) & (dense < high)]]))
     logs = np.log(nodes)
     edges = np.concatenate([[np.log(low)], (logs[1:] + logs[:-1]) / 2, [np.log(high)]])
     return nodes, np.log(np.diff(edges) / (np.log(high) - np.log(low)))
+
+
+def _ratio_nodes(
+    k: np.ndarray, n: np.ndarray, prior: OnsetPrior, p0: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """For each base-rate node, the ratios the risen rate is integrated over and their log prior
+    masses (flat on the log scale over the prior's ratio range): the prior's grid, plus the
+    ratios that land on dense nodes around the pooled rate of the series' later half. A long,
+    well-judged risen stretch pins its rate down as finely as a steady series does; on the
+    coarse grid alone a rise would fit worse than "no rise" there. Shapes (p0, r); a ratio
+    outside the range has no mass."""
+    grid = np.array(prior.ratio)
+    low, high = np.log(grid.min()), np.log(grid.max())
+    late = len(k) // 2
+    targets = _dense(k[late:], n[late:], prior)
+    ratios = np.concatenate(
+        [np.broadcast_to(grid, (len(p0), len(grid))), targets[None, :] / p0[:, None]], axis=1
+    )
+    ratios.sort(axis=1)
+    logs = np.log(ratios)
+    inside = (logs >= low) & (logs <= high)
+    clipped = np.clip(logs, low, high)
+    middle = (clipped[:, 1:] + clipped[:, :-1]) / 2
+    edges = np.concatenate(
+        [np.full((len(p0), 1), low), middle, np.full((len(p0), 1), high)], axis=1
+    )
+    with np.errstate(divide="ignore"):
+        mass = np.log(np.where(inside, np.diff(edges, axis=1), 0.0) / (high - low))
+    return np.where(inside, ratios, grid[0]), mass
+
+
+def _dense(k: np.ndarray, n: np.ndarray, prior: OnsetPrior) -> np.ndarray:
+    """`prior.dense` rates around the pooled rate, as wide as its uncertainty (log units)."""
+    pooled = (k.sum() + 0.5) / (n.sum() + 1.0)
+    half = min(0.7, max(0.04, 5.0 / np.sqrt(k.sum() + 1.0)))
+    return np.asarray(np.exp(np.log(pooled) + np.linspace(-half, half, prior.dense)))
 
 
 def _loglik_table(
@@ -222,29 +256,29 @@ def onset_posterior(
     if t < 2 or not np.any(ns > 0):
         return OnsetPosterior(t, 0.0, np.full(max(t, 1), 1.0 / max(t, 1)))
     p0_grid, weights = _p0_nodes(ks, ns, prior)
-    ratio_grid = np.array(prior.ratio)
-    exact = [p0_grid, (p0_grid[:, None] * ratio_grid[None, :]).ravel()]
+    ratios, ratio_mass = _ratio_nodes(ks, ns, prior, p0_grid)  # (p0, r) each
+    exact = [p0_grid, (p0_grid[:, None] * ratios).ravel()]
     if prior.two_stage > 0:
         exact.append((p0_grid[:, None] * np.array(prior.first_ratio)[None, :]).ravel())
     table = _loglik_table(ks, ns, prior, np.concatenate(exact))  # (spread, rate, i)
     cum = np.concatenate([np.zeros((*table.shape[:2], 1)), np.cumsum(table, axis=2)], axis=2)
     size = len(p0_grid)
     j0 = len(RATE_GRID) + np.arange(size)  # (p0,): exact rows of the table
-    j1 = (j0[-1] + 1 + np.arange(size * len(ratio_grid))).reshape(size, -1)  # (p0, r)
+    j1 = (j0[-1] + 1 + np.arange(ratios.size)).reshape(ratios.shape)  # (p0, r)
     # No rise: p0 everywhere.
     null = cum[:, j0, t] + weights  # (phi, p0)
     log_null = logsumexp(null) - np.log(len(prior.spread))
     # A rise at onset tau with ramp L: p0 before tau, the ramp, then p1; all tau at once.
     taus = np.arange(t)
-    before = (cum[:, j0, :t] + weights[:, None])[:, :, None, :]  # (phi, p0, 1, tau)
+    before = (cum[:, j0, :t] + weights[:, None])[:, :, None, :] + ratio_mass[None, :, :, None]
     full = cum[:, j1, :]  # (phi, p0, r, t + 1)
     logs = np.full((t, len(prior.ramps)), -np.inf)
     for li, ramp in enumerate(prior.ramps):
         fracs = np.arange(1, ramp) / ramp  # the ramp's checkpoints before the full rate
         ramp_j = _rate_index(
-            p0_grid[:, None, None] * (1 + (ratio_grid[None, :, None] - 1) * fracs[None, None, :])
+            p0_grid[:, None, None] * (1 + (ratios[:, :, None] - 1) * fracs[None, None, :])
         )  # (p0, r, L-1)
-        ll = np.broadcast_to(before, (len(prior.spread), len(p0_grid), len(ratio_grid), t)).copy()
+        ll = np.broadcast_to(before, (len(prior.spread), *ratios.shape, t)).copy()
         for s in range(min(ramp - 1, t)):  # the s-th ramp checkpoint of onset tau is tau + s
             ramp_ll = table[:, ramp_j[:, :, s], :]  # (phi, p0, r, i)
             ll[..., : t - s] += ramp_ll[..., s:]
@@ -253,7 +287,7 @@ def onset_posterior(
         flat = ll.reshape(-1, t)
         top = flat.max(axis=0)  # logsumexp over the grid, in place (the hot loop)
         np.exp(np.subtract(flat, top, out=flat), out=flat)
-        logs[:, li] = np.log(flat.sum(axis=0)) + top - np.log(len(prior.spread) * len(ratio_grid))
+        logs[:, li] = np.log(flat.sum(axis=0)) + top - np.log(len(prior.spread))
     logs[0] = -np.inf  # an onset needs a checkpoint before it
     single = logsumexp(logs + prior.log_ramp_weights(), axis=1)  # (t,); tau = 0 stays -inf
     per_onset, p_two = single, np.zeros(t)
