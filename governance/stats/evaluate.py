@@ -168,7 +168,7 @@ SCREEN_BELOW = 0.1
 
 @lru_cache(maxsize=4096)
 def _onset(k: tuple[int, ...], n: tuple[int, ...], prior: OnsetPrior) -> OnsetPosterior:
-    return onset_posterior(k, n, prior)
+    return onset_posterior(k, n, prior, zoom=False)  # where the onset lies does not matter here
 
 
 def _confidence(policy: Policy) -> float:

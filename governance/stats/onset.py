@@ -63,6 +63,11 @@ class OnsetPrior:
     # The chance that a checkpoint is an outlier (a bad batch, a judge hiccup): its rate anywhere
     # from a tenth to ten times the rest. One bad checkpoint is then no evidence of a lasting rise.
     outliers: float = 0.03
+    # A long series keeps its last `recent` checkpoints one by one and sums the older ones (all
+    # but the first) into at most `blocks` runs of consecutive checkpoints (see _compress): the
+    # cost stops growing with the run, and an onset far back is placed to within its block.
+    recent: int = 64
+    blocks: int = 32
 
     def __post_init__(self) -> None:
         if self.ramp_weights is not None and len(self.ramp_weights) != len(self.ramps):
@@ -75,6 +80,8 @@ class OnsetPrior:
             raise ValueError("outliers is a probability in [0, 1)")
         if not 0 <= self.two_stage < 1:
             raise ValueError("two_stage is a probability in [0, 1)")
+        if self.recent < 2 or self.blocks < 1:
+            raise ValueError("recent is at least 2 checkpoints and blocks at least 1")
         if self.two_stage and (
             min(self.first_ramps + self.second_ramps) < 1
             or min(self.first_ratio) <= 1
@@ -208,10 +215,16 @@ def _dense(k: np.ndarray, n: np.ndarray, prior: OnsetPrior) -> np.ndarray:
 
 
 def _loglik_table(
-    k: np.ndarray, n: np.ndarray, prior: OnsetPrior, extra: np.ndarray | None = None
+    k: np.ndarray,
+    n: np.ndarray,
+    prior: OnsetPrior,
+    extra: np.ndarray | None = None,
+    sizes: np.ndarray | None = None,
 ) -> np.ndarray:
     """log P(k_i | n_i, rate, spread) for every tabulated rate and spread: (spread, rate, i).
-    The rates are RATE_GRID's, then `extra`'s (evaluated exactly)."""
+    The rates are RATE_GRID's, then `extra`'s (evaluated exactly). A position that sums `size`
+    checkpoints wobbles by the spread / sqrt(size) (their wobbles average out)."""
+    shrink = np.ones(len(k)) if sizes is None else 1.0 / np.sqrt(sizes)
     rates = RATE_GRID if extra is None else np.concatenate([RATE_GRID, extra])
     p = np.clip(rates, 1e-9, 1 - 1e-9)[:, None]
     tables = []
@@ -223,9 +236,8 @@ def _loglik_table(
     for spread in prior.spread:
         if prior.dispersion == "log-normal" and spread > 0:
             nodes, weights = _HERMITE
-            wobbled = np.clip(
-                p[None] * np.exp(np.sqrt(2) * spread * nodes)[:, None, None], 1e-9, 1 - 1e-9
-            )
+            wobble = np.exp(np.sqrt(2) * spread * np.multiply.outer(nodes, shrink))
+            wobbled = np.clip(p[None] * wobble[:, None, :], 1e-9, 1 - 1e-9)
             ll = logsumexp(
                 _binomial(k, n, wobbled) + np.log(weights / np.sqrt(np.pi))[:, None, None], axis=0
             )
@@ -244,23 +256,59 @@ def onset_posterior(
     k: Sequence[int] | np.ndarray,
     n: Sequence[int] | np.ndarray,
     prior: OnsetPrior = DEFAULT_PRIOR,
+    *,
+    zoom: bool = True,
 ) -> OnsetPosterior:
-    """The onset posterior of a series of counts: k successes in n trials per checkpoint."""
+    """The onset posterior of a series of counts: k successes in n trials per checkpoint.
+
+    On a long series whose onset lies in the summed history, a second pass reads it finely
+    there (`zoom`); P(rise) barely moves with it, so an alarm may skip it."""
     ks = np.asarray(k, dtype=float)
     ns = np.asarray(n, dtype=float)
     if ks.shape != ns.shape or ks.ndim != 1:
         raise ValueError("k and n must be sequences of the same length")
     if np.any(ks < 0) or np.any(ks > ns):
         raise ValueError("every count needs 0 <= k <= n")
-    t = len(ks)
-    if t < 2 or not np.any(ns > 0):
+    if len(ks) < 2 or not np.any(ns > 0):
+        t = len(ks)
         return OnsetPosterior(t, 0.0, np.full(max(t, 1), 1.0 / max(t, 1)))
+    post = _posterior(*_compress(ks, ns, prior), len(ks), prior)
+    window = _focus(post, len(ks), prior) if zoom else None
+    if window is not None:  # the onset lies in the summed history: read it finely there
+        post = _posterior(*_compress(ks, ns, prior, window), len(ks), prior)
+    return post
+
+
+def _focus(post: OnsetPosterior, length: int, prior: OnsetPrior) -> tuple[int, int] | None:
+    """Where to keep checkpoints one by one on a second pass: from the checkpoint where the
+    onset's first 0.1% lies to its median, at least `prior.recent` and at most twice that; None
+    when a rise is unlikely or the summed history holds less than 1% of the onset's mass (or the
+    series was not summed at all)."""
+    old = length - prior.recent
+    if old - 1 < 2 * prior.blocks or post.p_rise < 0.5 or post.p_onset_by(old - 1) < 0.01:
+        return None
+    cdf = np.cumsum(post.onset)
+    first = max(1, min(int(np.searchsorted(cdf, 0.001)), old - 1))
+    median = int(np.searchsorted(cdf, 0.5)) + 1
+    return first, min(old, max(first + prior.recent, median), first + 2 * prior.recent)
+
+
+def _posterior(
+    ks: np.ndarray,
+    ns: np.ndarray,
+    sizes: np.ndarray,
+    starts: np.ndarray,
+    length: int,
+    prior: OnsetPrior,
+) -> OnsetPosterior:
+    """The posterior over `length` checkpoints, read as the positions `_compress` made."""
+    t = len(ks)
     p0_grid, weights = _p0_nodes(ks, ns, prior)
     ratios, ratio_mass = _ratio_nodes(ks, ns, prior, p0_grid)  # (p0, r) each
     exact = [p0_grid, (p0_grid[:, None] * ratios).ravel()]
     if prior.two_stage > 0:
         exact.append((p0_grid[:, None] * np.array(prior.first_ratio)[None, :]).ravel())
-    table = _loglik_table(ks, ns, prior, np.concatenate(exact))  # (spread, rate, i)
+    table = _loglik_table(ks, ns, prior, np.concatenate(exact), sizes)  # (spread, rate, i)
     cum = np.concatenate([np.zeros((*table.shape[:2], 1)), np.cumsum(table, axis=2)], axis=2)
     size = len(p0_grid)
     j0 = len(RATE_GRID) + np.arange(size)  # (p0,): exact rows of the table
@@ -298,13 +346,45 @@ def onset_posterior(
         per_onset = logsumexp(parts, axis=0)
         with np.errstate(invalid="ignore"):
             p_two = np.nan_to_num(np.exp(parts[1] - per_onset))
+    # The onset is uniform over the checkpoints after the first: a block holds as many as it sums.
+    per_onset = per_onset + np.log(sizes)
     per_onset[0] = -np.inf
-    log_rise = logsumexp(per_onset[1:]) - np.log(t - 1)
+    log_rise = logsumexp(per_onset[1:]) - np.log(length - 1)
     odds = np.log([1 - prior.p_rise, prior.p_rise])
     evidence = logsumexp([log_null + odds[0], log_rise + odds[1]])
     p_rise = float(np.exp(log_rise + odds[1] - evidence))
-    onset = np.exp(per_onset - logsumexp(per_onset))
-    return OnsetPosterior(t, p_rise, onset, float(np.sum(onset * p_two)))
+    mass = np.exp(per_onset - logsumexp(per_onset))
+    # A block's mass goes to its first checkpoint: its whole block counts as contaminated.
+    onset = np.zeros(length)
+    onset[starts] = mass
+    return OnsetPosterior(length, p_rise, onset, float(np.sum(mass * p_two)))
+
+
+def _compress(
+    k: np.ndarray, n: np.ndarray, prior: OnsetPrior, focus: tuple[int, int] | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The series the model reads: (k, n, size, start) per position. A short series is itself
+    (every size 1). A long one keeps its first checkpoint (nothing comes before it), its last
+    `prior.recent` and those in `focus` (a range) one by one, and sums the rest into at most
+    `prior.blocks` runs of consecutive checkpoints of nearly equal length: an alarm reads recent
+    checkpoints finely and the old history as a whole."""
+    t = len(k)
+    old = t - prior.recent - 1  # the checkpoints between the first and the recent ones
+    if old < 2 * prior.blocks:
+        return k, n, np.ones(t), np.arange(t)
+    lo, hi = focus if focus is not None else (t - prior.recent, t - prior.recent)
+    parts = [np.zeros(1, dtype=int), np.arange(lo, hi), np.arange(t - prior.recent, t)]
+    for a, b in ((1, lo), (hi, t - prior.recent)):  # the summed stretches, blocks shared out
+        if b > a:
+            count = max(1, round(prior.blocks * (b - a) / old))
+            parts.append(np.unique(a + (np.arange(count) * (b - a)) // count))
+    starts = np.unique(np.concatenate(parts))
+    return (
+        np.add.reduceat(k, starts),
+        np.add.reduceat(n, starts),
+        np.diff(np.append(starts, t)).astype(float),
+        starts,
+    )
 
 
 def _ramp_ll(
