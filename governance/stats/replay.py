@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from ..metrics import CountRow
 from ..policies import Action, Insufficient, Policy
-from .evaluate import evaluate
+from .evaluate import evaluate, onset_candidates
 from .restore import Target, place, restore_point
 from .result import Outcome, worse
 from .series import Order, SeriesKey, for_policy
@@ -56,7 +56,12 @@ def replay(
     """Every policy at every checkpoint of `order` (oldest first), each seeing its past only.
 
     `unusable(position)` says why a checkpoint cannot be restored to (None: it can).
-    `first_only`: stop each series at its first alarm (the outcomes are then incomplete)."""
+    `first_only`: stop each series at its first alarm (the outcomes are then incomplete).
+
+    An onset policy's alarm stands on its series from its first checkpoint on: a rise that
+    began does not un-begin, and a posterior at every later checkpoint of a long run would cost
+    minutes. Elsewhere a cheap screen (`evaluate.onset_candidates`) spares the posterior at the
+    checkpoints where it could not reach the policy's level."""
     refs = [f"{r}@{s}" for r, s, _ in order]
     position = {(r, s): i for i, (r, s, _) in enumerate(order)}
     result = Replay(outcomes=["pass"] * len(order))
@@ -67,12 +72,23 @@ def replay(
         series = for_policy(policy, rows, order)
         gate_thin = policy.insufficient != Insufficient.PASS
         effect: Outcome = "block" if Action.BLOCK in policy.actions else "warn"
+        onset = policy.condition.onset is not None
         covered = [0] * len(order)
         for key, points in sorted(series.items(), key=lambda kv: kv[0].label):
             first: Alarm | None = None
+            if onset:
+                thin, candidates = onset_candidates(policy, points)
             for index, point in enumerate(points):
                 where = position[(point.run, point.step)]
                 covered[where] += 1
+                if onset and first is not None:  # a rise that began does not un-begin
+                    outcomes[where] = worse(outcomes[where], effect)
+                    first.fired_at += 1
+                    continue
+                if onset and not candidates[index]:
+                    if thin[index] and gate_thin:
+                        outcomes[where] = worse(outcomes[where], policy.insufficient.value)
+                    continue  # thin, or clear on the screen: what evaluate would find
                 verdict = evaluate(
                     policy, key, points, (point.run, point.step), index, bounded=True
                 )

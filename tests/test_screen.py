@@ -1,0 +1,131 @@
+"""What keeps the onset condition cheap on a long run: the screen before the posterior, the
+summed history of a long series, and the replay's standing alarms."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from governance.backtest import bundled_policies
+from governance.metrics import CountRow
+from governance.policies import load_policies
+from governance.stats.evaluate import ALARM_PRIOR, _onset, evaluate, screen_odds
+from governance.stats.onset import DEFAULT_PRIOR, _compress, onset_posterior
+from governance.stats.replay import replay
+from governance.stats.screen import rise_odds
+from governance.stats.series import Point, SeriesKey
+
+
+def _series(rng: np.random.Generator, t: int, onset: int | None, base: float, factor: float):
+    n = rng.integers(8, 600, t)
+    n[rng.random(t) < 0.05] = 0
+    rate = np.full(t, base)
+    if onset is not None:
+        ramp = int(rng.choice([1, 4, 10]))
+        steps = np.minimum(1.0, (np.arange(t - onset) + 1) / ramp)
+        rate[onset:] = base * (1 + (factor - 1) * steps)
+    rate = np.clip(rate * np.exp(rng.normal(0, 0.25, t)), 0, 0.95)
+    return rng.binomial(n, rate), n
+
+
+def test_one_prefix_is_screened_as_among_all_of_them() -> None:
+    rng = np.random.default_rng(4)
+    k, n = _series(rng, 300, 200, 0.01, 3)
+    every = rise_odds(k, n)
+    for t in (2, 3, 40, 199, 205, 299):
+        alone = rise_odds(k[: t + 1], n[: t + 1], last=True)[0]
+        assert alone == every[t] or (np.isneginf(alone) and np.isneginf(every[t]))
+    assert np.all(np.isneginf(every[:2]))  # fewer than three judged: nothing to screen
+    assert every[299] > 20 > every[199]  # a 3x rise a hundred checkpoints long, and before it
+
+
+def test_the_screen_never_hides_what_the_posterior_would_fire_on() -> None:
+    # Fresh series (seeds the screen's margin was not measured on): wherever the posterior
+    # reaches a policy's level, the screen lets it be computed.
+    rng = np.random.default_rng(20261202)
+    checked = 0
+    for _ in range(24):
+        t = int(rng.integers(15, 70))
+        onset = int(rng.integers(1, t - 3)) if rng.random() < 0.8 else None
+        base = float(np.exp(rng.uniform(np.log(0.003), np.log(0.1))))
+        k, n = _series(rng, t, onset, base, float(rng.uniform(2, 8)))
+        odds = rise_odds(k, n)
+        for i in range(2, t, 3):
+            judged = np.flatnonzero(n[: i + 1] > 0)
+            if len(judged) < 3:
+                continue
+            post = _onset(tuple(k[: i + 1]), tuple(n[: i + 1]), ALARM_PRIOR)
+            p = post.p_rise * post.p_onset_by(int(judged[-2]))
+            for need in (0.95, 0.99):
+                if p >= need:
+                    checked += 1
+                    assert odds[i] >= screen_odds(need), (k[: i + 1], n[: i + 1], p)
+    assert checked > 50
+
+
+def test_a_steady_series_is_cleared_by_the_screen_alone() -> None:
+    rng = np.random.default_rng(5)
+    n = rng.integers(40, 320, 400)
+    k = rng.binomial(n, 0.01)
+    policy = next(
+        lp.policy
+        for lp in load_policies(bundled_policies(), bundled_policies().parent)
+        if lp.policy.name == "rationalization-rate-rising"
+    )
+    key = SeriesKey("env", 1, "j", "1")
+    points = [
+        Point("main", 10 * (i + 1), int(a), int(b))
+        for i, (a, b) in enumerate(zip(k, n, strict=True))
+    ]
+    result = evaluate(policy, key, points, ("main", 4000))
+    assert result.status == "clear" and "no rise on the screen" in result.reason
+    assert result.probability is None  # no posterior was computed
+
+
+def test_a_long_series_is_summed_but_its_rise_is_placed_finely() -> None:
+    k = np.arange(2000.0)
+    n = np.full(2000, 5000.0)
+    ks, ns, sizes, starts = _compress(k, n, DEFAULT_PRIOR)
+    assert len(ks) <= 1 + DEFAULT_PRIOR.blocks + DEFAULT_PRIOR.recent
+    assert ks.sum() == k.sum() and ns.sum() == n.sum() and sizes.sum() == 2000
+    assert starts[0] == 0 and sizes[0] == 1 and np.all(sizes[-DEFAULT_PRIOR.recent :] == 1)
+    # A 2.5x rise at checkpoint 250 of 600, found late: summed and unsummed agree on P(rise), and
+    # the restore point is before the onset, within a few checkpoints of the unsummed model's.
+    rng = np.random.default_rng(8)
+    n = rng.integers(40, 320, 600)
+    rate = np.where(np.arange(600) < 250, 0.005, 0.0125)
+    k = rng.binomial(n, np.clip(rate * np.exp(rng.normal(0, 0.2, 600)), 0, 1))
+    summed = onset_posterior(k, n)
+    whole = onset_posterior(k, n, replace(DEFAULT_PRIOR, recent=10_000))
+    assert abs(summed.p_rise - whole.p_rise) < 0.01
+    assert whole.restore_index(0.02) - 10 <= summed.restore_index(0.02) < 250
+
+
+def _rows(k: np.ndarray, n: np.ndarray) -> list[CountRow]:
+    return [
+        CountRow("main", 10 * (i + 1), "env", 1, "h", "j", "1", int(b), int(b - a), 0, int(a), 0, 0)
+        for i, (a, b) in enumerate(zip(k, n, strict=True))
+    ]
+
+
+def test_an_onset_alarm_stands_for_the_rest_of_the_replay() -> None:
+    # A rise that then goes back down: the alarm raised during it stands on every later
+    # checkpoint (a rise that began does not un-begin), so each is blocked.
+    rng = np.random.default_rng(9)
+    n = rng.integers(100, 300, 60)
+    rate = np.where((np.arange(60) >= 20) & (np.arange(60) < 35), 0.08, 0.01)
+    k = rng.binomial(n, rate)
+    rows = _rows(k, n)
+    order = [("main", r.step, "registered") for r in rows]
+    policies = [
+        lp.policy
+        for lp in load_policies(bundled_policies(), bundled_policies().parent)
+        if lp.policy.name == "rationalization-rate-rising"
+    ]
+    done = replay(rows, order, policies, 0.02)
+    (alarm,) = done.alarms
+    assert 20 < alarm.index < 30
+    assert done.outcomes[: alarm.index] == ["pass"] * alarm.index
+    assert done.outcomes[alarm.index :] == ["block"] * (60 - alarm.index)
+    assert alarm.fired_at == 60 - alarm.index
