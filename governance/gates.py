@@ -14,6 +14,8 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 from . import audit, counts
 from .errors import Blocked, GovError
 from .models import CheckpointStatus, EnvironmentStatus, Flag, FlagEvidence, utc_now
@@ -22,7 +24,7 @@ from .records import Decision, Inputs, Override
 from .registry import Registry, parse_checkpoint_ref
 from .stats.evaluate import evaluate
 from .stats.result import Outcome, Result, policy_outcome, worse
-from .stats.series import SeriesKey, for_policy
+from .stats.series import SeriesKey, Table, for_policy
 from .storage import model_json
 from .workspace import Change, Workspace
 
@@ -49,10 +51,10 @@ def decide(
     actions: dict[str, list[str]] = {}
     outcome: Outcome = "pass"
     flagged: set[str] = set()
-    read_points: set[tuple[str, int]] = set()
     judges: set[str] = set()
-    rows = counts.rows(ws)  # read once: every policy reads the same counts
+    rows = Table.of(counts.rows(ws))  # read once: every policy reads the same counts
     order = registry.order(run, step)
+    read = np.zeros(len(order), dtype=bool)  # the checkpoints whose counts were read
     for item in loaded:
         policy = item.policy
         series = for_policy(policy, rows, order)
@@ -68,7 +70,7 @@ def decide(
             )
         for key, points in sorted(series.items(), key=lambda kv: kv[0].label):
             judges.add(f"{key.judge}@{key.judge_version}")
-            read_points.update((p.run, p.step) for p in points)
+            read[points.positions] = True
             if policy.condition.pressure is not None:
                 result = _pressure_result(ws, policy, key)
             else:
@@ -92,7 +94,7 @@ def decide(
         checkpoint=ref,
         registry_state=_registry_state(registry, run, step),
         policies={item.path: item.sha256 for item in loaded},
-        reports=counts.reports_for(ws, read_points),
+        reports=counts.reports_for(ws, {order[i][:2] for i in np.flatnonzero(read)}),
         judges=sorted(judges),
     )
     gating = [i.policy.name for i in loaded if i.policy.insufficient != Insufficient.PASS]

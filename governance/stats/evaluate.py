@@ -10,13 +10,14 @@ from collections.abc import Sequence
 from functools import lru_cache
 
 import numpy as np
+from scipy.special import betainc
 
 from ..policies import Policy
 from .onset import OnsetPosterior, OnsetPrior, onset_posterior
-from .posteriors import prob_above, prob_rise, rise_bound
+from .posteriors import PRIOR, prob_above, prob_rise, rise_bound
 from .result import Result
 from .screen import rise_odds
-from .series import Point, SeriesKey
+from .series import Point, SeriesKey, columns
 
 
 def evaluate(
@@ -100,12 +101,13 @@ def _onset_result(policy: Policy, result: Result, points: Sequence[Point], index
     assert policy.condition.onset is not None
     need = policy.condition.onset.probability
     seen = points[: index + 1]
-    judged = [i for i, p in enumerate(seen) if p.n]
-    if sum(p.n for p in seen) < policy.min_evidence.n or len(judged) < 3:
+    ks, ns = columns(seen)
+    judged = np.flatnonzero(ns).tolist()
+    if int(ns.sum()) < policy.min_evidence.n or len(judged) < 3:
         result.reason = "too little history for an onset analysis: insufficient evidence"
         return result
     claim = "P(a rise began before this checkpoint)"
-    odds = float(rise_odds([p.k for p in seen], [p.n for p in seen], last=True)[0])
+    odds = float(rise_odds(ks, ns, last=True)[0])
     if odds < screen_odds(need):
         result.status = "clear"
         result.reason = f"{claim} far below {need}: no rise on the screen (log odds {odds:.1f})"
@@ -145,7 +147,8 @@ def _onset_result(policy: Policy, result: Result, points: Sequence[Point], index
 def _onset_probability(seen: Sequence[Point], held: int) -> tuple[float, OnsetPosterior | None]:
     """P(a rise with its onset at or before position `held`), and the full posterior; the coarse
     screen's value and None where that is far too low to need the full grid."""
-    ks, ns = tuple(p.k for p in seen), tuple(p.n for p in seen)
+    k, n = columns(seen)
+    ks, ns = tuple(k.tolist()), tuple(n.tolist())
     rough = _onset(ks, ns, SCREEN_PRIOR)
     probability = rough.p_rise * rough.p_onset_by(held)
     if probability < SCREEN_BELOW:
@@ -154,16 +157,24 @@ def _onset_probability(seen: Sequence[Point], held: int) -> tuple[float, OnsetPo
     return posterior.p_rise * posterior.p_onset_by(held), posterior
 
 
-def onset_candidates(policy: Policy, points: Sequence[Point]) -> tuple[np.ndarray, np.ndarray]:
-    """For an onset policy, at every position of the series: whether the evidence is too thin
-    for an onset analysis, and whether the screen leaves it to the posterior (every other
-    position is clear). What `_onset_result` would find at each, for all at once."""
-    ks = np.array([p.k for p in points], dtype=float)
-    ns = np.array([p.n for p in points], dtype=float)
-    thin = (np.cumsum(ns) < policy.min_evidence.n) | (np.cumsum(ns > 0) < 3)
-    assert policy.condition.onset is not None
-    need = policy.condition.onset.probability
-    return thin, ~thin & (rise_odds(ks, ns) >= screen_odds(need))
+def candidates(policy: Policy, points: Sequence[Point]) -> tuple[np.ndarray, np.ndarray]:
+    """At every position of the series, for all at once: whether `evaluate` could fire there
+    (elsewhere it finds the policy clear or the evidence thin), and whether the evidence is too
+    thin. An onset policy's thin positions are those with too little history and its possible
+    ones those the screen leaves to the posterior; a level policy's are those below its n and
+    those whose own point is above the level with the confidence; any other is evaluated
+    everywhere."""
+    ks, ns = columns(points)
+    condition = policy.condition
+    if condition.onset is not None:
+        thin = (np.cumsum(ns) < policy.min_evidence.n) | (np.cumsum(ns > 0) < 3)
+        possible = rise_odds(ks, ns) >= screen_odds(condition.onset.probability)
+        return ~thin & possible, thin
+    if condition.above is not None:
+        thin = ns < policy.min_evidence.n
+        above = 1.0 - betainc(ks + PRIOR, ns - ks + PRIOR, condition.above.level)
+        return ~thin & (above >= condition.above.confidence), thin
+    return np.ones(len(ks), dtype=bool), np.zeros(len(ks), dtype=bool)
 
 
 def screen_odds(need: float) -> float:
@@ -181,7 +192,13 @@ def screen_odds(need: float) -> float:
 SCREEN_MARGIN = 4.5
 # The alarm asks whether a rise began, not where its first stage was: the one-stage model answers
 # that as well and far faster; the restore point (governance.stats.restore) reads both.
-ALARM_PRIOR = OnsetPrior(two_stage=0.0)
+# It reads eight of the model's fifteen ramp lengths, each weighted by the lengths
+# it stands for (the same uniform prior, about half the cost).
+ALARM_PRIOR = OnsetPrior(
+    two_stage=0.0,
+    ramps=(1, 2, 3, 4, 6, 8, 11, 15),
+    ramp_weights=(1, 1, 1, 1, 3, 2, 3, 3),
+)
 # A coarse grid of the same model, about eight times cheaper, screens every checkpoint first:
 # only where it gives at least SCREEN_BELOW is the full grid computed. On 2,689 prefixes of
 # rising, ramping and steady series (bases 0.3% to 15%, 8 to 1,000 episodes) the coarse value was

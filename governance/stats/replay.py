@@ -11,12 +11,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from ..metrics import CountRow
 from ..policies import Action, Insufficient, Policy
-from .evaluate import evaluate, onset_candidates
+from .evaluate import candidates, evaluate
 from .restore import Target, place, restore_point
 from .result import Outcome, worse
-from .series import Order, SeriesKey, for_policy
+from .series import Order, SeriesKey, Table, for_policy
 
 
 @dataclass
@@ -60,38 +62,33 @@ def replay(
 
     An onset policy's alarm stands on its series from its first checkpoint on: a rise that
     began does not un-begin, and a posterior at every later checkpoint of a long run would cost
-    minutes. Elsewhere a cheap screen (`evaluate.onset_candidates`) spares the posterior at the
-    checkpoints where it could not reach the policy's level."""
+    minutes. Elsewhere cheap bounds (`evaluate.candidates`) spare the evaluation at the
+    checkpoints where the policy could not fire."""
     refs = [f"{r}@{s}" for r, s, _ in order]
-    position = {(r, s): i for i, (r, s, _) in enumerate(order)}
+    table = Table.of(rows)  # columns once, for every policy's series
     result = Replay(outcomes=["pass"] * len(order))
     outcomes = result.outcomes
     for policy in policies:
         if policy.condition.pressure is not None:
             continue  # it reads the audit trail as it is now, not as it was then
-        series = for_policy(policy, rows, order)
+        series = for_policy(policy, table, order)
         gate_thin = policy.insufficient != Insufficient.PASS
+        thin_outcome: Outcome = policy.insufficient.value
         effect: Outcome = "block" if Action.BLOCK in policy.actions else "warn"
         onset = policy.condition.onset is not None
-        covered = [0] * len(order)
+        covered = np.zeros(len(order), dtype=np.int64)
         for key, points in sorted(series.items(), key=lambda kv: kv[0].label):
             first: Alarm | None = None
-            if onset:
-                thin, candidates = onset_candidates(policy, points)
-            for index, point in enumerate(points):
-                where = position[(point.run, point.step)]
-                covered[where] += 1
-                if onset and first is not None:  # a rise that began does not un-begin
-                    outcomes[where] = worse(outcomes[where], effect)
-                    first.fired_at += 1
-                    continue
-                if onset and not candidates[index]:
-                    if thin[index] and gate_thin:
-                        outcomes[where] = worse(outcomes[where], policy.insufficient.value)
-                    continue  # thin, or clear on the screen: what evaluate would find
-                verdict = evaluate(
-                    policy, key, points, (point.run, point.step), index, bounded=True
-                )
+            positions = points.positions
+            covered[positions] += 1
+            todo, thin = candidates(policy, points)
+            if gate_thin:
+                for where in positions[thin].tolist():
+                    outcomes[where] = worse(outcomes[where], thin_outcome)
+            for index in np.flatnonzero(todo).tolist():
+                where = int(positions[index])
+                run, step, _ = order[where]
+                verdict = evaluate(policy, key, points, (run, step), index, bounded=True)
                 if verdict.status == "fired":
                     outcomes[where] = worse(outcomes[where], effect)
                     if first is None:
@@ -105,28 +102,33 @@ def replay(
                             [a.value for a in policy.actions],
                             verdict.reason,
                         )
-                        _restore(first, rows, order, alpha, unusable)
+                        _restore(first, table, order, alpha, unusable)
                         if Action.FLAG_ENVIRONMENT in policy.actions and key.environment:
                             known = result.flagged.get(key.environment, where)
                             result.flagged[key.environment] = min(known, where)
                     first.fired_at += 1
                     if first_only:
                         break
+                    if onset:  # a rise that began does not un-begin: it stands from here on
+                        for later in positions[index + 1 :].tolist():
+                            outcomes[later] = worse(outcomes[later], effect)
+                            first.fired_at += 1
+                        break
                 elif verdict.status == "insufficient" and gate_thin:
-                    outcomes[where] = worse(outcomes[where], policy.insufficient.value)
+                    outcomes[where] = worse(outcomes[where], thin_outcome)
             if first is not None:
                 result.alarms.append(first)
         if gate_thin:  # a checkpoint where a series has no judgments at all is thin evidence too
-            for where, seen in enumerate(covered):
+            for where, seen in enumerate(covered.tolist()):
                 if seen < len(series) or not series:
-                    outcomes[where] = worse(outcomes[where], policy.insufficient.value)
+                    outcomes[where] = worse(outcomes[where], thin_outcome)
     result.alarms.sort(key=lambda a: (a.index, a.policy, a.series.label))
     return result
 
 
 def _restore(
     alarm: Alarm,
-    rows: Sequence[CountRow],
+    rows: Sequence[CountRow] | Table,
     order: Order,
     alpha: float,
     unusable: Callable[[int], str | None],

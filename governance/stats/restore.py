@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from ..metrics import CountRow
 from .onset import DEFAULT_PRIOR, OnsetPosterior, OnsetPrior, onset_posterior
-from .series import Order, SeriesKey, build, first_judged
+from .series import Order, SeriesKey, Table, build, columns, first_judged
 
 
 @dataclass(frozen=True)
@@ -56,17 +56,17 @@ class Placed:
 
 
 def place(
-    rows: Iterable[CountRow],
+    rows: Iterable[CountRow] | Table,
     order: Order,
     targets: Sequence[Target],
     prior: OnsetPrior = DEFAULT_PRIOR,
 ) -> list[Placed]:
     """The onset posterior of every series the targets name (empty where none has judgments)."""
-    rows = list(rows)
+    table = rows if isinstance(rows, Table) else Table.of(rows)
     placed: dict[tuple[str, SeriesKey], Placed] = {}
     for target in targets:
         series = build(
-            rows,
+            table,
             target.metric,
             order,
             environment=target.environment,
@@ -79,8 +79,8 @@ def place(
             first = first_judged(points)
             if first == len(points) or (target.metric, key) in placed:
                 continue
-            seen = points[first:]
-            post = onset_posterior([p.k for p in seen], [p.n for p in seen], prior)
+            ks, ns = columns(points[first:])
+            post = onset_posterior(ks, ns, prior)
             placed[(target.metric, key)] = Placed(target.metric, key, post, first)
     return sorted(placed.values(), key=lambda p: (p.key, p.metric))
 

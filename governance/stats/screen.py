@@ -5,7 +5,7 @@ against "one rate throughout", on a conjugate model (each rate with a Jeffreys B
 prior, plain binomial counts), the split uniform over the prefix's positions and no later than
 its last judged checkpoint but one (the onset condition asks for a rise covering the last two
 judged checkpoints). Splits are tried at each of the eight positions before that checkpoint and
-after the first, then about 12% apart towards the middle, each standing for the positions
+after the first, then about 20% apart towards the middle, each standing for the positions
 nearest it: a prefix costs a few dozen sums whatever the length of the run, and cumulative sums
 give every prefix at once.
 
@@ -20,7 +20,7 @@ import numpy as np
 from scipy.special import betaln, log_ndtr
 
 _NEAR = 8  # splits at each of this many positions before the last judged checkpoint but one
-_STRETCH = 1.12  # then this far apart
+_STRETCH = 1.2  # then this far apart
 
 
 # One fixed grid, so a prefix is screened alike alone and among all of a series' prefixes.

@@ -9,10 +9,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, overload
 
 from ..metrics import COUNT_COLUMNS, METRICS, CountRow
 from ..policies import Policy
 from .intervals import wilson
+
+if TYPE_CHECKING:  # numpy is loaded when a series is built, not when the CLI starts
+    import numpy as np
 
 
 @dataclass(frozen=True)
@@ -89,8 +94,81 @@ class Series:
 Order = Sequence[tuple[str, int, str]]
 
 
+class Points(Sequence[Point]):
+    """A series' points as columns: each point's position in `order`, and its k and n. Reads as
+    a sequence of Point (made on demand); a slice is a Points again. A long run's series are
+    built and screened without making a Python object per checkpoint."""
+
+    __slots__ = ("ks", "ns", "order", "positions")
+
+    def __init__(self, order: Order, positions: np.ndarray, ks: np.ndarray, ns: np.ndarray):
+        self.order = order
+        self.positions = positions
+        self.ks = ks
+        self.ns = ns
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    @overload
+    def __getitem__(self, index: int) -> Point: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Points: ...
+
+    def __getitem__(self, index: int | slice) -> Point | Points:
+        if isinstance(index, slice):
+            return Points(self.order, self.positions[index], self.ks[index], self.ns[index])
+        run, step, status = self.order[int(self.positions[index])]
+        return Point(run, step, int(self.ks[index]), int(self.ns[index]), status)
+
+    def __repr__(self) -> str:
+        return f"Points({list(self)!r})"
+
+
+@dataclass
+class Table:
+    """Count rows as columns, read once and shared by every series built from them."""
+
+    runs: list[str]
+    steps: list[int]
+    keys: list[tuple[str, int, str, str]]  # (environment, version, judge, judge version)
+    checkpoint: np.ndarray  # per row: its index in `checkpoints`
+    key: np.ndarray  # per row: its index in `keys`
+    checkpoints: list[tuple[str, int]]
+    columns: dict[str, np.ndarray]  # each count column
+
+    @classmethod
+    def of(cls, rows: Iterable[CountRow]) -> Table:
+        import numpy as np
+
+        rows = list(rows)
+        checkpoints: dict[tuple[str, int], int] = {}
+        keys: dict[tuple[str, int, str, str], int] = {}
+        where = [checkpoints.setdefault((r.run, r.step), len(checkpoints)) for r in rows]
+        which = [
+            keys.setdefault(
+                (r.environment, r.environment_version, r.judge, r.judge_version), len(keys)
+            )
+            for r in rows
+        ]
+        columns = {
+            name: np.fromiter((getattr(r, name) for r in rows), dtype=np.int64, count=len(rows))
+            for name in COUNT_COLUMNS
+        }
+        return cls(
+            [r.run for r in rows],
+            [r.step for r in rows],
+            list(keys),
+            np.asarray(where, dtype=np.int64),
+            np.asarray(which, dtype=np.int64),
+            list(checkpoints),
+            columns,
+        )
+
+
 def build(
-    rows: Iterable[CountRow],
+    rows: Iterable[CountRow] | Table,
     metric: str,
     order: Order | None = None,
     *,
@@ -100,54 +178,67 @@ def build(
     judge: str | None = None,
     judge_version: str | None = None,
     fill: bool = False,
-) -> dict[SeriesKey, list[Point]]:
+) -> dict[SeriesKey, Points]:
     """The metric's series from count rows, in checkpoint order.
 
     `order`: the checkpoints to keep (a run's lineage), oldest first; without it, every row's
     checkpoint, by run and step. `scope="run"` adds environments up (judge versions never).
     `fill`: every checkpoint of `order` keeps its place, as n = 0 where nothing was judged (the
     onset analysis counts positions). The other arguments filter on the series key."""
+    import numpy as np
+
+    table = rows if isinstance(rows, Table) else Table.of(rows)
     definition = METRICS[metric]
-    selected = [
-        r
-        for r in rows
-        if (environment is None or r.environment == environment)
-        and (environment_version is None or r.environment_version == environment_version)
-        and (judge is None or r.judge == judge)
-        and (judge_version is None or r.judge_version == judge_version)
-    ]
+    wanted = np.array(
+        [
+            (environment is None or e == environment)
+            and (environment_version is None or v == environment_version)
+            and (judge is None or j == judge)
+            and (judge_version is None or jv == judge_version)
+            for e, v, j, jv in table.keys
+        ],
+        dtype=bool,
+    )
+    selected = wanted[table.key] if len(table.key) else np.zeros(0, dtype=bool)
     if order is None:
-        order = sorted({(r.run, r.step, "registered") for r in selected})
-    position = {(r, s): (i, status) for i, (r, s, status) in enumerate(order)}
-    found: dict[SeriesKey, dict[tuple[str, int], list[int]]] = {}
-    for row in selected:
-        where = (row.run, row.step)
-        if where not in position:
-            continue
-        if scope == "environment":
-            key = SeriesKey(row.environment, row.environment_version, row.judge, row.judge_version)
-        else:
-            key = SeriesKey(None, None, row.judge, row.judge_version)
-        tally = found.setdefault(key, {}).setdefault(where, [0, 0])
-        tally[0] += definition.numerator(row)
-        tally[1] += definition.denominator(row)
-    series: dict[SeriesKey, list[Point]] = {}
-    for key, by_point in found.items():
+        used = np.unique(table.checkpoint[selected])
+        order = sorted((*table.checkpoints[i], "registered") for i in used)
+    position = {(r, s): i for i, (r, s, _) in enumerate(order)}
+    placed = np.array([position.get(c, -1) for c in table.checkpoints] or [-1], dtype=np.int64)
+    at = placed[table.checkpoint] if len(table.checkpoint) else np.zeros(0, dtype=np.int64)
+    keep = selected & (at >= 0)
+    if scope == "environment":
+        names = [SeriesKey(*key) for key in table.keys]
+        code = table.key[keep]
+    else:
+        pooled: dict[tuple[str, str], int] = {}
+        per_key = [pooled.setdefault((j, jv), len(pooled)) for _, _, j, jv in table.keys]
+        names = [SeriesKey(None, None, j, jv) for j, jv in pooled]
+        code = np.asarray(per_key, dtype=np.int64)[table.key[keep]]
+    columns = SimpleNamespace(**{name: c[keep] for name, c in table.columns.items()})
+    numerator = np.asarray(definition.numerator(columns), dtype=np.int64)
+    denominator = np.asarray(definition.denominator(columns), dtype=np.int64)
+    length = len(order)
+    cells, inverse = np.unique(code * length + at[keep], return_inverse=True)
+    k = np.bincount(inverse, weights=numerator, minlength=len(cells)).astype(np.int64)
+    n = np.bincount(inverse, weights=denominator, minlength=len(cells)).astype(np.int64)
+    series: dict[SeriesKey, Points] = {}
+    bounds = np.flatnonzero(np.diff(cells // length)) + 1
+    for part in np.split(np.arange(len(cells)), bounds) if len(cells) else []:
+        key = names[int(cells[part[0]] // length)]
+        positions = cells[part] % length
         if fill:
-            empty = [0, 0]
-            series[key] = [
-                Point(r, s, by_point.get((r, s), empty)[0], by_point.get((r, s), empty)[1], status)
-                for r, s, status in order
-            ]
+            ks, ns = np.zeros(length, dtype=np.int64), np.zeros(length, dtype=np.int64)
+            ks[positions], ns[positions] = k[part], n[part]
+            series[key] = Points(order, np.arange(length), ks, ns)
         else:
-            ordered = sorted(by_point.items(), key=lambda item: position[item[0]][0])
-            series[key] = [Point(r, s, kn[0], kn[1], position[(r, s)][1]) for (r, s), kn in ordered]
+            series[key] = Points(order, positions, k[part], n[part])
     return series
 
 
 def for_policy(
-    policy: Policy, rows: Iterable[CountRow], order: Order
-) -> dict[SeriesKey, list[Point]]:
+    policy: Policy, rows: Iterable[CountRow] | Table, order: Order
+) -> dict[SeriesKey, Points]:
     """The policy's series: its metric, scope and judge, over the checkpoints of `order`.
 
     An onset condition reads positions (a checkpoint nobody judged keeps its place, as n = 0,
@@ -164,11 +255,26 @@ def for_policy(
 def first_judged(points: Sequence[Point]) -> int:
     """The position of the first point with judgments (the length: none has any). Before it
     the series did not exist yet (an environment added later): no evidence of a steady rate."""
-    return next((i for i, p in enumerate(points) if p.n), len(points))
+    import numpy as np
+
+    judged = np.flatnonzero(columns(points)[1])
+    return int(judged[0]) if len(judged) else len(points)
+
+
+def columns(points: Sequence[Point]) -> tuple[np.ndarray, np.ndarray]:
+    """The points' k and n as arrays (without a copy for Points)."""
+    import numpy as np
+
+    if isinstance(points, Points):
+        return points.ks, points.ns
+    return (
+        np.array([p.k for p in points], dtype=np.int64),
+        np.array([p.n for p in points], dtype=np.int64),
+    )
 
 
 def many(
-    rows: Sequence[CountRow],
+    rows: Sequence[CountRow] | Table,
     metrics: Sequence[str],
     order: Order | None = None,
     *,
@@ -179,7 +285,7 @@ def many(
     found: list[Series] = []
     for metric in metrics:
         built = build(rows, metric, order, environment=environment, judge=judge)
-        found += [Series(metric, key, points) for key, points in built.items()]
+        found += [Series(metric, key, list(points)) for key, points in built.items()]
     return sorted(found, key=lambda s: (s.metric, _sort_key(s.key)))
 
 
@@ -191,9 +297,12 @@ __all__ = [
     "COUNT_COLUMNS",
     "Order",
     "Point",
+    "Points",
     "Series",
     "SeriesKey",
+    "Table",
     "build",
+    "columns",
     "first_judged",
     "for_policy",
     "many",
