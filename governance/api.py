@@ -362,7 +362,7 @@ def metrics(
     if judge is not None:
         reg.judge(judge)
     order = reg.order(run) if run is not None else None
-    found = many(counts.rows(reg.ws), chosen, order, environment=environment, judge=judge)
+    found = many(counts.table(reg.ws), chosen, order, environment=environment, judge=judge)
     written = exports.plots(plots, found) if plots is not None else None
     return Metrics(found, chosen if names else [DEFAULT_METRIC], written)
 

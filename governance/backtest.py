@@ -27,7 +27,7 @@ from .registry import Registry
 from .rollback import check_alpha, not_restorable
 from .stats.replay import Alarm, replay
 from .stats.result import Outcome
-from .stats.series import Order
+from .stats.series import Order, Table
 
 
 @dataclass
@@ -124,7 +124,7 @@ def backtest(
     order = [(c.run, c.step, c.status.value) for c in lineage]
     return _replay(
         run,
-        counts.rows(ws),
+        counts.table(ws),
         order,
         loaded,
         alpha,
@@ -182,7 +182,7 @@ def bundled_policies() -> Path:
 
 def _replay(
     run: str,
-    rows: Sequence[CountRow],
+    rows: Sequence[CountRow] | Table,
     order: Order,
     loaded: Sequence[LoadedPolicy],
     alpha: float,

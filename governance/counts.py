@@ -22,6 +22,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from .metrics import COUNT_COLUMNS, CountKey, CountRow
+from .stats.series import Table
 from .storage import iter_jsonl_models, model_json_line
 from .workspace import Change, Workspace
 
@@ -142,11 +143,31 @@ def group_of(row: CountRow) -> Group:
 
 def reports_for(ws: Workspace, checkpoints: set[tuple[str, int]]) -> list[str]:
     """The md5s of the reports that hold counts for any of these (run, step) checkpoints."""
+    md5s = {e.md5 for e in ledger(ws)}
+    if not md5s or not checkpoints:
+        return []
+    import duckdb
+
+    pattern = _sql_text(str(ws.registry / "counts" / "*.csv"))
+    with duckdb.connect() as con:
+        found = con.execute(
+            f"SELECT DISTINCT filename, run, step FROM read_csv({pattern}, header=true, "
+            f"filename=true, columns={_csv_columns()})"
+        ).fetchall()
     return sorted(
-        e.md5
-        for e in ledger(ws)
-        if any((r.run, r.step) in checkpoints for r in report_rows(ws, e.md5))
+        {Path(name).stem for name, run, step in found if (run, step) in checkpoints} & md5s
     )
+
+
+def _sql_text(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _csv_columns() -> str:
+    """DuckDB's column types for a counts CSV."""
+    types = {f.name: ("BIGINT" if f.type in ("int", int) else "VARCHAR") for f in fields(CountRow)}
+    types["environment_version"] = "INTEGER"
+    return "{" + ", ".join(f"{name}: '{kind}'" for name, kind in types.items()) + "}"
 
 
 def episode_reports_for(
@@ -179,15 +200,13 @@ def _cache_table(ws: Workspace) -> Path | None:
     tmp = table.with_name(f".counts-{secrets.token_hex(6)}.tmp.parquet")
     keys = ", ".join(KEY_COLUMNS)
     sums = ", ".join(f"sum({c})::BIGINT AS {c}" for c in COUNT_COLUMNS)
-    types = {f.name: ("BIGINT" if f.type in ("int", int) else "VARCHAR") for f in fields(CountRow)}
-    types["environment_version"] = "INTEGER"
-    spec = "{" + ", ".join(f"{name}: '{kind}'" for name, kind in types.items()) + "}"
-    pattern = str(ws.registry / "counts" / "*.csv").replace("'", "''")
+    pattern = _sql_text(str(ws.registry / "counts" / "*.csv"))
     try:
         with duckdb.connect() as con:
             con.execute(
-                f"COPY (SELECT {keys}, {sums} FROM read_csv('{pattern}', header=true, "
-                f"columns={spec}) GROUP BY ALL ORDER BY {keys}) TO '{tmp}' (FORMAT parquet)"
+                f"COPY (SELECT {keys}, {sums} FROM read_csv({pattern}, header=true, "
+                f"columns={_csv_columns()}) GROUP BY ALL ORDER BY {keys}) TO '{tmp}' "
+                "(FORMAT parquet)"
             )
         tmp.replace(table)
     finally:
@@ -213,6 +232,49 @@ def rows(ws: Workspace) -> list[CountRow]:
             assert table is not None
             found = con.execute(f"SELECT * FROM read_parquet('{table}')").fetchall()
     return [CountRow(*row) for row in found]
+
+
+def table(ws: Workspace) -> Table:
+    """Every ingested count as columns: what `rows` holds, without an object per row (a long,
+    wide run has hundreds of thousands)."""
+    import numpy as np
+
+    path = _cache_table(ws)
+    if path is None:
+        return Table.of([])
+    import duckdb
+
+    query = (
+        "SELECT *, dense_rank() OVER (ORDER BY run, step) - 1 AS _checkpoint, dense_rank() OVER "
+        "(ORDER BY environment, environment_version, judge, judge_version) - 1 AS _key "
+        "FROM read_parquet({})"
+    )
+    with duckdb.connect() as con:
+        try:
+            data = con.execute(query.format(_sql_text(str(path)))).fetchnumpy()
+        except duckdb.IOException:  # replaced by a newer ledger's table as we read: rebuild
+            path = _cache_table(ws)
+            assert path is not None
+            data = con.execute(query.format(_sql_text(str(path)))).fetchnumpy()
+    checkpoint = np.asarray(data["_checkpoint"], dtype=np.int64)
+    key = np.asarray(data["_key"], dtype=np.int64)
+    _, at = np.unique(checkpoint, return_index=True)
+    _, of = np.unique(key, return_index=True)
+    return Table(
+        [
+            (
+                str(data["environment"][i]),
+                int(data["environment_version"][i]),
+                str(data["judge"][i]),
+                str(data["judge_version"][i]),
+            )
+            for i in of.tolist()
+        ],
+        checkpoint,
+        key,
+        [(str(data["run"][i]), int(data["step"][i])) for i in at.tolist()],
+        {c: np.asarray(data[c], dtype=np.int64) for c in COUNT_COLUMNS},
+    )
 
 
 def summary(ws: Workspace) -> tuple[int, int]:

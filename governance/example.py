@@ -233,7 +233,7 @@ class EarlyLate:
 
 def early_late(reg: Registry, run: str, window: int) -> list[EarlyLate]:
     found: list[EarlyLate] = []
-    for s in many(counts.rows(reg.ws), ["rationalization_rate"], reg.order(run)):
+    for s in many(counts.table(reg.ws), ["rationalization_rate"], reg.order(run)):
         head, tail = s.points[:window], s.points[-window:]
         found.append(
             EarlyLate(

@@ -24,7 +24,7 @@ from .records import Decision, Inputs, Override
 from .registry import Registry, parse_checkpoint_ref
 from .stats.evaluate import evaluate
 from .stats.result import Outcome, Result, policy_outcome, worse
-from .stats.series import SeriesKey, Table, for_policy
+from .stats.series import SeriesKey, for_policy
 from .storage import model_json
 from .workspace import Change, Workspace
 
@@ -52,7 +52,7 @@ def decide(
     outcome: Outcome = "pass"
     flagged: set[str] = set()
     judges: set[str] = set()
-    rows = Table.of(counts.rows(ws))  # read once: every policy reads the same counts
+    rows = counts.table(ws)  # read once: every policy reads the same counts
     order = registry.order(run, step)
     read = np.zeros(len(order), dtype=bool)  # the checkpoints whose counts were read
     for item in loaded:

@@ -145,7 +145,7 @@ def explain(registry: Registry, name: str, ref: str, environment: str | None = N
     policy = item.policy
     run, step = parse_checkpoint_ref(ref)
     registry.checkpoint(run, step)
-    series = for_policy(policy, counts.rows(ws), registry.order(run, step))
+    series = for_policy(policy, counts.table(ws), registry.order(run, step))
     if environment is not None:
         series = {k: v for k, v in series.items() if k.environment == environment}
     steps: list[SeriesStep] = []

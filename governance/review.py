@@ -149,7 +149,7 @@ def build_report(
     lineage = registry.lineage_checkpoints(run)
     refs = {c.ref for c in lineage}
     order = [(c.run, c.step, c.status.value) for c in lineage]
-    all_series = many(counts.rows(registry.ws), ["rationalization_rate"], order)
+    all_series = many(counts.table(registry.ws), ["rationalization_rate"], order)
     decisions = [d for _, d in recorded_decisions(registry.ws, refs)]
     flagged = flagged_environments(registry)
     restore = None

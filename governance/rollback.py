@@ -127,7 +127,7 @@ def recommend(
             "(it needs a baseline before the rise)"
         )
     order = [(c.run, c.step, c.status.value) for c in lineage]
-    rows = counts.rows(registry.ws)  # read once for every flagged series
+    rows = counts.table(registry.ws)  # read once for every flagged series
     placed: dict[tuple[str, SeriesKey], Placed] = {}
     for target in targets:
         metric = target.metric or DEFAULT_METRIC

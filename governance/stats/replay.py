@@ -47,7 +47,7 @@ class Replay:
 
 
 def replay(
-    rows: Sequence[CountRow],
+    rows: Sequence[CountRow] | Table,
     order: Order,
     policies: Sequence[Policy],
     alpha: float,
@@ -65,7 +65,7 @@ def replay(
     minutes. Elsewhere cheap bounds (`evaluate.candidates`) spare the evaluation at the
     checkpoints where the policy could not fire."""
     refs = [f"{r}@{s}" for r, s, _ in order]
-    table = Table.of(rows)  # columns once, for every policy's series
+    table = rows if isinstance(rows, Table) else Table.of(rows)  # once, for every policy
     result = Replay(outcomes=["pass"] * len(order))
     outcomes = result.outcomes
     for policy in policies:

@@ -130,8 +130,6 @@ class Points(Sequence[Point]):
 class Table:
     """Count rows as columns, read once and shared by every series built from them."""
 
-    runs: list[str]
-    steps: list[int]
     keys: list[tuple[str, int, str, str]]  # (environment, version, judge, judge version)
     checkpoint: np.ndarray  # per row: its index in `checkpoints`
     key: np.ndarray  # per row: its index in `keys`
@@ -157,8 +155,6 @@ class Table:
             for name in COUNT_COLUMNS
         }
         return cls(
-            [r.run for r in rows],
-            [r.step for r in rows],
             list(keys),
             np.asarray(where, dtype=np.int64),
             np.asarray(which, dtype=np.int64),
