@@ -140,3 +140,42 @@ def test_series_follow_the_lineage(judged: Path, registry, artifact, tmp_path: P
     ).series
     v1 = next(s for s in found if s.judge_version == "1")
     assert [(p.run, p.step) for p in v1.points] == [("main", 100), ("main-r1", 150)]
+
+
+def test_series_built_as_columns_hold_the_summed_counts(example_template: Path) -> None:
+    # The columns read straight from DuckDB, grouped by array arithmetic, against plain sums of
+    # the row objects: every metric, per environment version and for the whole run.
+    from governance import counts
+    from governance.metrics import METRICS
+    from governance.stats.series import build
+
+    reg = open_registry(example_template)
+    rows = counts.rows(reg.ws)
+    order = reg.order("main")
+    where = {(r, s): i for i, (r, s, _) in enumerate(order)}
+    for metric, definition in METRICS.items():
+        for scope in ("environment", "run"):
+            expected: dict[tuple, dict[int, list[int]]] = {}
+            for row in rows:
+                key = (
+                    (row.environment, row.environment_version, row.judge, row.judge_version)
+                    if scope == "environment"
+                    else (None, None, row.judge, row.judge_version)
+                )
+                tally = expected.setdefault(key, {}).setdefault(where[(row.run, row.step)], [0, 0])
+                tally[0] += definition.numerator(row)
+                tally[1] += definition.denominator(row)
+            built = build(counts.table(reg.ws), metric, order, scope=scope)
+            assert {tuple(vars(k).values()) for k in built} == set(expected)
+            for key, points in built.items():
+                want = expected[tuple(vars(key).values())]
+                assert [(p.step, p.k, p.n) for p in points] == [
+                    (order[i][1], *want[i]) for i in sorted(want)
+                ]
+            filled = build(counts.table(reg.ws), metric, order, scope=scope, fill=True)
+            for key, points in filled.items():
+                want = expected[tuple(vars(key).values())]
+                assert len(points) == len(order)
+                assert [(p.k, p.n) for p in points] == [
+                    tuple(want.get(i, (0, 0))) for i in range(len(order))
+                ]
