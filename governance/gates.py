@@ -19,12 +19,12 @@ import numpy as np
 from . import audit, counts
 from .errors import Blocked, GovError
 from .models import CheckpointStatus, EnvironmentStatus, Flag, FlagEvidence, utc_now
-from .policies import Action, Insufficient, LoadedPolicy, Policy, load_policies
+from .policies import Action, Insufficient, LoadedPolicy, Policy, load_policies, with_unjudged
 from .records import Decision, Inputs, Override
 from .registry import Registry, parse_checkpoint_ref
-from .stats.evaluate import evaluate
+from .stats.evaluate import evaluate, not_judged
 from .stats.result import Outcome, Result, policy_outcome, worse
-from .stats.series import SeriesKey, for_policy
+from .stats.series import Order, Points, SeriesKey, for_policy
 from .storage import model_json
 from .workspace import Change, Workspace
 
@@ -55,9 +55,15 @@ def decide(
     rows = counts.table(ws)  # read once: every policy reads the same counts
     order = registry.order(run, step)
     read = np.zeros(len(order), dtype=bool)  # the checkpoints whose counts were read
-    for item in loaded:
-        policy = item.policy
+    for policy in with_unjudged([item.policy for item in loaded]):
         series = for_policy(policy, rows, order)
+        if policy.condition.unjudged is not None:
+            result = _unjudged_result(policy, series, order)
+            results.append(result)
+            if result.status == "fired":
+                actions.setdefault(policy.name, [a.value for a in policy.actions])
+            outcome = worse(outcome, policy_outcome(policy, [result]))
+            continue
         if not series:
             results.append(
                 Result(
@@ -109,6 +115,20 @@ def decide(
         registry_commit=ws.repo.head.commit.hexsha,
         gating=gating,
     )
+
+
+def _unjudged_result(policy: Policy, series: dict[SeriesKey, Points], order: Order) -> Result:
+    """Whether the checkpoint (the last of `order`) has judged episodes of its own, in any of
+    the policy's series (any environment, any judge version)."""
+    last = len(order) - 1
+    n = sum(int(p.ns[p.positions == last].sum()) for p in series.values())
+    run, step, _ = order[last]
+    result = Result(policy.name, SeriesKey(None, None, policy.judge, "-"), "clear", "")
+    result.metric, result.n = policy.metric, n
+    if not n:
+        return not_judged(result, f"{run}@{step}")
+    result.reason = f"judged: n = {n} at {run}@{step}"
+    return result
 
 
 def _pressure_result(ws: Workspace, policy: Policy, key: SeriesKey) -> Result:

@@ -8,6 +8,7 @@ typo'd key is refused, not ignored). Every error names the file, the line and th
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
@@ -91,17 +92,30 @@ class Pressure(_Part):
     redesigns: Annotated[int, Field(ge=0)]
 
 
+class Unjudged(_Part):
+    """The checkpoint has no judged episodes of its own yet (for the policy's metric and judge,
+    in any environment): judging lags training, and a checkpoint nobody has judged is not known
+    to be clean. Without a policy of this kind, gov check applies NOT_JUDGED (block)."""
+
+
 class Condition(_Part):
     above: Above | None = None
     rise: Rise | None = None
     onset: Onset | None = None
     pressure: Pressure | None = None
+    unjudged: Unjudged | None = None
 
     @model_validator(mode="after")
     def _one(self) -> Condition:
-        chosen = [c for c in (self.above, self.rise, self.onset, self.pressure) if c is not None]
+        chosen = [
+            c
+            for c in (self.above, self.rise, self.onset, self.pressure, self.unjudged)
+            if c is not None
+        ]
         if len(chosen) != 1:
-            raise ValueError("a condition is exactly one of above, rise, onset or pressure")
+            raise ValueError(
+                "a condition is exactly one of above, rise, onset, pressure or unjudged"
+            )
         return self
 
 
@@ -131,6 +145,23 @@ class Policy(_Part):
         if Action.FLAG_ENVIRONMENT in self.actions and self.scope != "environment":
             raise ValueError("flag_environment needs scope: environment")
         return self
+
+
+# What applies when no policy says what to do with a checkpoint not judged yet: it cannot pass.
+NOT_JUDGED = Policy(
+    name="not-judged-yet",
+    description="a checkpoint with no judged episodes of its own cannot pass (built in)",
+    metric="rationalization_rate",
+    scope="run",
+    condition=Condition(unjudged=Unjudged()),
+    actions=(Action.BLOCK,),
+)
+
+
+def with_unjudged(policies: Sequence[Policy]) -> list[Policy]:
+    """The policies, and NOT_JUDGED unless one of them says what an unjudged checkpoint gets."""
+    found = list(policies)
+    return found if any(p.condition.unjudged for p in found) else [*found, NOT_JUDGED]
 
 
 class LoadedPolicy(BaseModel):

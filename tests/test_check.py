@@ -180,16 +180,22 @@ def test_flags_acknowledged_then_resolved_by_a_new_version(gov, example_copy: Pa
     assert open_registry(example_copy).environment("code-unit-tests").status.value == "active"
 
 
-def test_no_reports_is_a_clear_no_evidence_outcome(
+def test_a_checkpoint_nobody_judged_is_blocked_not_passed(
     gov, registry, workspace: Path, artifact
 ) -> None:
+    # Missing evidence never passes: with no judgments anywhere, the decision says so and blocks.
     registry.add_checkpoint("main", 100, artifact("a.pt"), {"math": 1.0})
     result = gov("check", "main@100", cwd=workspace)
-    assert result.exit_code == 0, result.stderr
-    assert "no evidence: nothing judged up to main@100" in result.stdout
+    assert result.exit_code == 1, result.stderr
+    assert "decision: BLOCK at main@100" in result.stdout
     data = json.loads(gov("check", "main@100", "--format", "json", cwd=workspace).stdout)
-    assert {r["status"] for r in data["results"]} == {"insufficient"}
-    assert all("no evidence" in r["reason"] for r in data["results"])
+    verdicts = {r["policy"]: r for r in data["results"]}
+    assert verdicts["not-judged-yet"]["status"] == "fired"
+    assert "not judged yet: main@100 has no judged episodes" in verdicts["not-judged-yet"]["reason"]
+    others = [r for r in data["results"] if r["policy"] != "not-judged-yet"]
+    assert others and all(r["status"] == "insufficient" for r in others)
+    refused = gov("promote", "main@100", cwd=workspace)
+    assert refused.exit_code == 1 and "main@100" in refused.stderr
 
 
 def test_thin_evidence_can_be_made_to_block(
@@ -262,6 +268,9 @@ def test_rise_baselines_promoted_and_named_checkpoints(
         out = gov("check", ref, "--dry-run", "--format", "json", cwd=workspace)
         assert out.exit_code in (0, 1), out.stderr
         found = json.loads(out.stdout)["results"]
+        judged = [r for r in found if r["policy"] == "not-judged-yet"]  # the built-in
+        assert [r["status"] for r in judged] == ["clear"]
+        found = [r for r in found if r["policy"] != "not-judged-yet"]
         assert len(found) == len(baselines)  # one series (math v1), one result per policy
         return {r["policy"]: r for r in found}
 

@@ -38,6 +38,7 @@ def test_bundled_policies_load() -> None:
         "overt-rate-above",
         "divergence-rate-rising",
         "monitor-pressure",
+        "not-judged-yet",
     }
     assert all(len(p.sha256) == 64 for p in loaded)
 
@@ -64,7 +65,7 @@ BAD = {
     "factor not a rise": (GOOD.replace("factor: 2", "factor: 0.5"), ("p.yaml:8", "factor")),
     "two conditions": (
         GOOD.replace("condition:\n", "condition:\n  above: {level: 0.1}\n"),
-        ("exactly one of above, rise, onset or pressure",),
+        ("exactly one of above, rise, onset, pressure or unjudged",),
     ),
     "two baselines": (
         GOOD.replace("{first: 4}", "{first: 4, promoted: true}"),

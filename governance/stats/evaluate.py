@@ -37,6 +37,8 @@ def evaluate(
     result = Result(policy.name, key, "insufficient", "", metric=policy.metric)
     index = index if index >= 0 else len(points) - 1
     if index < 0 or (points[index].run, points[index].step) != at:
+        if policy.condition.unjudged is not None:
+            return not_judged(result, ref)
         result.reason = f"no judgments at {ref}: no evidence"
         return result
     here = points[index]
@@ -46,6 +48,12 @@ def evaluate(
         result.low, result.high = here.low, here.high
     if policy.condition.onset is not None:
         return _onset_result(policy, result, points, index)
+    if policy.condition.unjudged is not None:
+        if not here.n:
+            return not_judged(result, ref)
+        result.status = "clear"
+        result.reason = f"judged: n = {here.n} at {ref}"
+        return result
     if policy.condition.pressure is not None:
         result.status = "unavailable"
         result.reason = "a pressure condition reads the audit trail: gov check evaluates it"
@@ -155,6 +163,16 @@ def _onset_probability(seen: Sequence[Point], held: int) -> tuple[float, OnsetPo
         return probability, None
     posterior = _onset(ks, ns, ALARM_PRIOR)
     return posterior.p_rise * posterior.p_onset_by(held), posterior
+
+
+def not_judged(result: Result, ref: str) -> Result:
+    """The unjudged condition's verdict at a checkpoint with no judged episodes."""
+    result.status = "fired"
+    result.reason = (
+        f"not judged yet: {ref} has no judged episodes of its own (ingest its judge report, "
+        "then check again)"
+    )
+    return result
 
 
 def candidates(policy: Policy, points: Sequence[Point]) -> tuple[np.ndarray, np.ndarray]:

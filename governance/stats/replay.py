@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..metrics import CountRow
-from ..policies import Action, Insufficient, Policy
+from ..policies import Action, Insufficient, Policy, with_unjudged
 from .evaluate import candidates, evaluate
 from .restore import Target, place, restore_point
 from .result import Outcome, worse
@@ -68,10 +68,18 @@ def replay(
     table = rows if isinstance(rows, Table) else Table.of(rows)  # once, for every policy
     result = Replay(outcomes=["pass"] * len(order))
     outcomes = result.outcomes
-    for policy in policies:
+    for policy in with_unjudged(policies):
         if policy.condition.pressure is not None:
             continue  # it reads the audit trail as it is now, not as it was then
         series = for_policy(policy, table, order)
+        if policy.condition.unjudged is not None:  # checkpoints nobody judged: the policy's effect
+            judged = np.zeros(len(order), dtype=np.int64)
+            for points in series.values():
+                judged[points.positions] += points.ns
+            unjudged: Outcome = "block" if Action.BLOCK in policy.actions else "warn"
+            for where in np.flatnonzero(judged == 0).tolist():
+                outcomes[where] = worse(outcomes[where], unjudged)
+            continue
         gate_thin = policy.insufficient != Insufficient.PASS
         thin_outcome: Outcome = policy.insufficient.value
         effect: Outcome = "block" if Action.BLOCK in policy.actions else "warn"
