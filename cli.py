@@ -577,7 +577,12 @@ def metrics(
 # -- gates: check, promote, flags ------------------------------------------------------------
 @cli.command()
 @click.argument("ref", metavar="RUN@STEP", required=False)
-@click.option("--latest", is_flag=True, help="Check the latest checkpoint of --run (or `main`).")
+@click.option(
+    "--latest",
+    is_flag=True,
+    help="Check the latest checkpoint of --run; without it, of the newest run forked from the "
+    "only run or `main` (the run being trained, after restarts).",
+)
 @click.option("--run", "run_name", help="The run whose latest checkpoint --latest checks.")
 @click.option("--exit-zero", is_flag=True, help="Exit 0 even when blocked (for pipelines).")
 @click.option(

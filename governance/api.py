@@ -428,12 +428,13 @@ def check_latest(
     metrics_file: Path | None = None,
     actor: str | None = None,
 ) -> Decision | None:
-    """`check` at the latest checkpoint of `run` (the only run, or `main`); None when the run
-    has no checkpoint yet."""
+    """`check` at the latest checkpoint of `run`; without one, of the newest run forked (at any
+    remove) from the only run or `main`: the run being trained, after restarts. None when that
+    run has no checkpoint yet."""
     from . import exports
 
     reg = _open(workspace, actor)
-    own = reg.checkpoints(reg.default_run(run))
+    own = reg.checkpoints(run if run is not None else reg.newest(reg.default_run()))
     if not own:
         if metrics_file is not None:
             exports.check_metrics(metrics_file, None)

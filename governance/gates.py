@@ -50,7 +50,7 @@ def decide(
     results: list[Result] = []
     actions: dict[str, list[str]] = {}
     outcome: Outcome = "pass"
-    flagged: set[str] = set()
+    flagged: dict[str, int] = {}  # environment -> the newest version whose evidence fired
     judges: set[str] = set()
     rows = counts.table(ws)  # read once: every policy reads the same counts
     order = registry.order(run, step)
@@ -87,7 +87,8 @@ def decide(
             if result.status == "fired":
                 actions.setdefault(policy.name, [a.value for a in policy.actions])
                 if Action.FLAG_ENVIRONMENT in policy.actions and key.environment:
-                    flagged.add(key.environment)
+                    version = key.environment_version or 0
+                    flagged[key.environment] = max(flagged.get(key.environment, 0), version)
         outcome = worse(
             outcome, policy_outcome(policy, [r for r in results if r.policy == policy.name])
         )
@@ -109,12 +110,20 @@ def decide(
         outcome=outcome,
         results=results,
         actions=actions,
-        flagged=sorted(flagged),
+        flagged=_current(registry, flagged),
         inputs=inputs,
         digest=inputs.digest(),
         registry_commit=ws.repo.head.commit.hexsha,
         gating=gating,
     )
+
+
+def _current(registry: Registry, flagged: dict[str, int]) -> list[str]:
+    """The environments to flag: those whose evidence is about their current version. Evidence
+    about a version already redesigned still blocks the checkpoint trained on it, but flags
+    nothing: the flag was raised, and resolved, on that version."""
+    current = {e.id: e.current.number for e in registry.environments()}
+    return sorted(env for env, version in flagged.items() if version >= current.get(env, 0))
 
 
 def _unjudged_result(policy: Policy, series: dict[SeriesKey, Points], order: Order) -> Result:
@@ -261,9 +270,10 @@ def _raise_flag(registry: Registry, change: Change, decision: Decision, run: str
         return
     evidence = [r for r in decision.fired if r.series.environment == env]
     raising = {name for name, acts in decision.actions.items() if "flag_environment" in acts}
+    fired = [r.series.environment_version for r in evidence if r.policy in raising]
     flag = Flag(
         environment=env,
-        version=current.current.number,
+        version=max((v for v in fired if v), default=current.current.number),
         checkpoint=decision.checkpoint,
         decision=decision.digest,
         raised=utc_now(),
@@ -287,7 +297,7 @@ def _raise_flag(registry: Registry, change: Change, decision: Decision, run: str
         "flag_raised",
         subject={"run": run, "checkpoint": decision.checkpoint, "environment": env},
         outcome="open",
-        inputs={"digest": decision.digest, "version": current.current.number},
+        inputs={"digest": decision.digest, "version": flag.version},
         reason="; ".join(f"{e.policy}: {e.reason}" for e in flag.evidence),
     )
     registry.write_environment_status(change, env, EnvironmentStatus.FLAGGED)

@@ -198,6 +198,12 @@ class Registry:
         runs = [p.stem for p in self._all("runs", ".yaml")]
         return runs[0] if len(runs) == 1 else "main"
 
+    def newest(self, run: str) -> str:
+        """The newest run whose lineage includes `run` (itself when nothing forked from it):
+        the run being trained, after restarts."""
+        found = [r for r in self.runs() if run in {a.id for a in self.lineage(r.id)}]
+        return max(found, key=lambda r: (r.created, r.id)).id if found else run
+
     def order(self, run: str, step: int | None = None) -> list[tuple[str, int, str]]:
         """(run, step, status) of the lineage's checkpoints up to `step`: a series' order."""
         return [(c.run, c.step, c.status.value) for c in self.lineage_checkpoints(run, step)]

@@ -73,3 +73,41 @@ def test_the_backtest_blocks_the_checkpoints_check_would_block_for_want_of_judgm
     result = backtest(reg, "main")
     assert result.outcomes["main@1100"] == "block" == decide(reg, "main@1100").outcome
     assert result.outcomes["main@1000"] == "pass" == decide(reg, "main@1000").outcome
+
+
+def test_a_recheck_after_a_redesign_flags_only_the_version_that_rose(
+    gov, example_copy: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    ws = tmp_path / "ex"
+    shutil.copytree(example_copy, ws, symlinks=True)
+    reg = open_registry(ws)
+    [flag] = [f for f in reg.flags() if f.environment == "code-unit-tests"]
+    assert flag.version == 1
+    done = gov("rollback", "apply", "--to", str(tmp_path / "restart.bin"), "--yes", cwd=ws)
+    assert done.exit_code == 0, done.stderr
+    env_dir = ws / "environments" / "code-unit-tests"
+    (env_dir / "scoring.yaml").write_text("grader: hidden tests\n")
+    reg = open_registry(ws)
+    reg.add_environment_version("code-unit-tests", paths=[env_dir], note="hidden tests")
+    # Checking an old checkpoint again reads v1's evidence: it blocks that checkpoint, and
+    # flags nothing (v1's flag was raised and resolved; v2 has no evidence against it).
+    again = gov("check", "main@12000", "--format", "json", cwd=ws)
+    assert again.exit_code == 1
+    assert json.loads(again.stdout)["flagged"] == []
+    reg = open_registry(ws)
+    assert reg.environment("code-unit-tests").status.value == "active"
+    assert [f.version for f in reg.flags() if f.environment == "code-unit-tests"] == [1]
+    # The restarted run, trained on v2, is not blocked by the redesign gate; and --latest
+    # follows it rather than `main`.
+    [new] = [r for r in reg.runs() if r.parent_run == "main"]
+    mix = {e.id: 1 / len(reg.environments()) for e in reg.environments()}
+    (ws / "ckpt").mkdir()
+    (ws / "ckpt" / "b.bin").write_bytes(b"b")
+    step = (new.forked_from_step or 0) + 250
+    reg.add_checkpoint(new.id, step, ws / "ckpt" / "b.bin", mix)
+    latest = gov("check", "--latest", "--dry-run", "--format", "json", cwd=ws)
+    data = json.loads(latest.stdout)
+    assert data["checkpoint"] == f"{new.id}@{step}"
+    assert not [r for r in data["results"] if r["policy"] == "redesign-gate"]
