@@ -308,11 +308,14 @@ def _posterior(
     exact = [p0_grid, (p0_grid[:, None] * ratios).ravel()]
     if prior.two_stage > 0:
         exact.append((p0_grid[:, None] * np.array(prior.first_ratio)[None, :]).ravel())
-    table = _loglik_table(ks, ns, prior, np.concatenate(exact), sizes)  # (spread, rate, i)
+    # Each distinct rate once: the dense risen rates are the same for every base rate.
+    rates, row = np.unique(np.concatenate(exact), return_inverse=True)
+    row = len(RATE_GRID) + row.ravel()  # each exact rate's row of the table
+    table = _loglik_table(ks, ns, prior, rates, sizes)  # (spread, rate, i)
     cum = np.concatenate([np.zeros((*table.shape[:2], 1)), np.cumsum(table, axis=2)], axis=2)
     size = len(p0_grid)
-    j0 = len(RATE_GRID) + np.arange(size)  # (p0,): exact rows of the table
-    j1 = (j0[-1] + 1 + np.arange(ratios.size)).reshape(ratios.shape)  # (p0, r)
+    j0 = row[:size]  # (p0,): exact rows of the table
+    j1 = row[size : size + ratios.size].reshape(ratios.shape)  # (p0, r)
     # No rise: p0 everywhere.
     null = cum[:, j0, t] + weights  # (phi, p0)
     log_null = logsumexp(null) - np.log(len(prior.spread))
@@ -340,7 +343,7 @@ def _posterior(
     single = logsumexp(logs + prior.log_ramp_weights(), axis=1)  # (t,); tau = 0 stays -inf
     per_onset, p_two = single, np.zeros(t)
     if prior.two_stage > 0:
-        double = _two_stage(table, cum, prior, p0_grid, weights, j0, j1[-1, -1] + 1)
+        double = _two_stage(table, cum, prior, p0_grid, weights, j0, row[size + ratios.size :])
         w = prior.two_stage
         parts = np.stack([np.log1p(-w) + single, np.log(w) + double])
         per_onset = logsumexp(parts, axis=0)
@@ -408,7 +411,7 @@ def _two_stage(
     p0: np.ndarray,
     weights: np.ndarray,
     j0: np.ndarray,
-    first_row: int,
+    first_rows: np.ndarray,
 ) -> np.ndarray:
     """log P(counts | two stages, first onset at tau) for every tau, averaged over the grids, the
     ramps and the second onset.
@@ -423,7 +426,7 @@ def _two_stage(
     material = p1 - p0[:, None] >= prior.first_step  # (p0, r1)
     if not material.any():
         return np.full(t, -np.inf)
-    j1 = (first_row + np.arange(p1.size)).reshape(p1.shape)  # exact rows of the table
+    j1 = first_rows.reshape(p1.shape)  # exact rows of the table
     j2 = _rate_index(p1[:, :, None] * r2[None, None, :])  # (p0, r1, r2)
     taus = np.arange(t)
     c1 = cum[:, j1, :]  # (spread, p0, r1, t + 1)
