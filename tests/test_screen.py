@@ -129,3 +129,39 @@ def test_an_onset_alarm_stands_for_the_rest_of_the_replay() -> None:
     assert done.outcomes[: alarm.index] == ["pass"] * alarm.index
     assert done.outcomes[alarm.index :] == ["block"] * (60 - alarm.index)
     assert alarm.fired_at == 60 - alarm.index
+
+
+def test_a_replay_shared_out_over_the_cores_gives_what_one_process_gives(monkeypatch) -> None:
+    import governance.stats.replay as replay_module
+
+    rng = np.random.default_rng(12)
+    rows = []
+    for env in range(6):
+        n = rng.integers(50, 300, 50)
+        rate = np.where(np.arange(50) >= 25 + env, 0.02 * (1 + env % 3), 0.01)
+        k = rng.binomial(n, rate if env % 2 == 0 else np.full(50, 0.01))
+        rows += [
+            CountRow(
+                "main",
+                10 * (i + 1),
+                f"e{env}",
+                1,
+                "h",
+                "j",
+                "1",
+                int(b),
+                int(b - a),
+                0,
+                int(a),
+                0,
+                0,
+            )
+            for i, (a, b) in enumerate(zip(k, n, strict=True))
+        ]
+    order = [("main", 10 * (i + 1), "registered") for i in range(50)]
+    policies = [lp.policy for lp in load_policies(bundled_policies(), bundled_policies().parent)]
+    alone = replay(rows, order, policies, 0.02)
+    monkeypatch.setattr(replay_module, "PARALLEL_ABOVE", 0)
+    shared = replay(rows, order, policies, 0.02)
+    assert alone.alarms and [vars(a) for a in shared.alarms] == [vars(a) for a in alone.alarms]
+    assert shared.outcomes == alone.outcomes and shared.flagged == alone.flagged

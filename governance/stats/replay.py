@@ -8,7 +8,10 @@ exported counts alike, so both give the same alarms for the same counts.
 
 from __future__ import annotations
 
+import multiprocessing as mp
+import os
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -18,7 +21,7 @@ from ..policies import Action, Insufficient, Policy, with_unjudged
 from .evaluate import candidates, evaluate
 from .restore import Target, place, restore_point
 from .result import Outcome, worse
-from .series import Order, SeriesKey, Table, for_policy
+from .series import Order, Points, SeriesKey, Table, for_policy
 
 
 @dataclass
@@ -64,10 +67,10 @@ def replay(
     began does not un-begin, and a posterior at every later checkpoint of a long run would cost
     minutes. Elsewhere cheap bounds (`evaluate.candidates`) spare the evaluation at the
     checkpoints where the policy could not fire."""
-    refs = [f"{r}@{s}" for r, s, _ in order]
     table = rows if isinstance(rows, Table) else Table.of(rows)  # once, for every policy
     result = Replay(outcomes=["pass"] * len(order))
     outcomes = result.outcomes
+    jobs: list[tuple[Policy, SeriesKey, Points]] = []
     for policy in with_unjudged(policies):
         if policy.condition.pressure is not None:
             continue  # it reads the audit trail as it is now, not as it was then
@@ -80,58 +83,129 @@ def replay(
             for where in np.flatnonzero(judged == 0).tolist():
                 outcomes[where] = worse(outcomes[where], unjudged)
             continue
-        gate_thin = policy.insufficient != Insufficient.PASS
-        thin_outcome: Outcome = policy.insufficient.value
-        effect: Outcome = "block" if Action.BLOCK in policy.actions else "warn"
-        onset = policy.condition.onset is not None
-        covered = np.zeros(len(order), dtype=np.int64)
-        for key, points in sorted(series.items(), key=lambda kv: kv[0].label):
-            first: Alarm | None = None
-            positions = points.positions
-            covered[positions] += 1
-            todo, thin = candidates(policy, points)
-            if gate_thin:
-                for where in positions[thin].tolist():
-                    outcomes[where] = worse(outcomes[where], thin_outcome)
-            for index in np.flatnonzero(todo).tolist():
-                where = int(positions[index])
-                run, step, _ = order[where]
-                verdict = evaluate(policy, key, points, (run, step), index, bounded=True)
-                if verdict.status == "fired":
-                    outcomes[where] = worse(outcomes[where], effect)
-                    if first is None:
-                        first = Alarm(
-                            policy.name,
-                            key,
-                            policy.metric,
-                            where,
-                            refs[where],
-                            effect,
-                            [a.value for a in policy.actions],
-                            verdict.reason,
-                        )
-                        _restore(first, table, order, alpha, unusable)
-                        if Action.FLAG_ENVIRONMENT in policy.actions and key.environment:
-                            known = result.flagged.get(key.environment, where)
-                            result.flagged[key.environment] = min(known, where)
-                    first.fired_at += 1
-                    if first_only:
-                        break
-                    if onset:  # a rise that began does not un-begin: it stands from here on
-                        for later in positions[index + 1 :].tolist():
-                            outcomes[later] = worse(outcomes[later], effect)
-                            first.fired_at += 1
-                        break
-                elif verdict.status == "insufficient" and gate_thin:
-                    outcomes[where] = worse(outcomes[where], thin_outcome)
-            if first is not None:
-                result.alarms.append(first)
-        if gate_thin:  # a checkpoint where a series has no judgments at all is thin evidence too
-            for where, seen in enumerate(covered.tolist()):
-                if seen < len(series) or not series:
-                    outcomes[where] = worse(outcomes[where], thin_outcome)
+        if policy.insufficient != Insufficient.PASS:
+            # a checkpoint where a series has no judgments at all is thin evidence too
+            covered = np.zeros(len(order), dtype=np.int64)
+            for points in series.values():
+                covered[points.positions] += 1
+            for where in np.flatnonzero(covered < max(1, len(series))).tolist():
+                outcomes[where] = worse(outcomes[where], _thin(policy))
+        jobs += [(policy, key, series[key]) for key in sorted(series, key=lambda k: k.label)]
+    shared = _Shared(table, order, alpha, unusable, first_only)
+    for found in _run(shared, jobs):
+        for where, outcome in found.outcomes:
+            outcomes[where] = worse(outcomes[where], outcome)
+        if found.alarm is not None:
+            alarm = found.alarm
+            result.alarms.append(alarm)
+            if "flag_environment" in alarm.actions and alarm.series.environment:
+                env = alarm.series.environment
+                result.flagged[env] = min(result.flagged.get(env, alarm.index), alarm.index)
     result.alarms.sort(key=lambda a: (a.index, a.policy, a.series.label))
     return result
+
+
+@dataclass
+class _Shared:
+    """What every series' replay reads."""
+
+    table: Table
+    order: Order
+    alpha: float
+    unusable: Callable[[int], str | None]
+    first_only: bool
+
+
+@dataclass
+class _Found:
+    """One series' replay: what it decided where, and its first alarm."""
+
+    outcomes: list[tuple[int, Outcome]]
+    alarm: Alarm | None
+
+
+# A replay of at least this many (series x checkpoints) is shared out over the machine's cores.
+PARALLEL_ABOVE = 200_000
+_SHARED: _Shared | None = None  # the forked workers' view of the replay's inputs
+
+
+def _run(shared: _Shared, jobs: list[tuple[Policy, SeriesKey, Points]]) -> list[_Found]:
+    """Every series' replay, in the order of `jobs`: in this process, or for a large replay on
+    the machine's cores (forked workers read the inputs without copying them)."""
+    global _SHARED
+    size = sum(len(points) for _, _, points in jobs)
+    cores = min(len(os.sched_getaffinity(0)), 8) if hasattr(os, "sched_getaffinity") else 1
+    if size < PARALLEL_ABOVE or cores < 2 or "fork" not in mp.get_all_start_methods():
+        return [_series(shared, *job) for job in jobs]
+    _SHARED = shared
+    try:
+        with ProcessPoolExecutor(cores, mp_context=mp.get_context("fork")) as pool:
+            # many small chunks: the series that need posteriors are few and far between
+            return list(pool.map(_job, jobs, chunksize=max(1, len(jobs) // (cores * 16))))
+    finally:
+        _SHARED = None
+
+
+def _job(job: tuple[Policy, SeriesKey, Points]) -> _Found:
+    assert _SHARED is not None
+    return _series(_SHARED, *job)
+
+
+def _series(shared: _Shared, policy: Policy, key: SeriesKey, points: Points) -> _Found:
+    """One policy on one series at every checkpoint, each seeing its past only."""
+    order = shared.order
+    effect: Outcome = "block" if Action.BLOCK in policy.actions else "warn"
+    gate_thin = policy.insufficient != Insufficient.PASS
+    thin_outcome = _thin(policy)
+    onset = policy.condition.onset is not None
+    positions = points.positions
+    found = _Found([], None)
+    todo, thin = candidates(policy, points)
+    if gate_thin:
+        found.outcomes += [(where, thin_outcome) for where in positions[thin].tolist()]
+    first: Alarm | None = None
+    for index in np.flatnonzero(todo).tolist():
+        where = int(positions[index])
+        run, step, _ = order[where]
+        verdict = evaluate(policy, key, points, (run, step), index, bounded=True)
+        if verdict.status == "fired":
+            found.outcomes.append((where, effect))
+            if first is None:
+                first = Alarm(
+                    policy.name,
+                    key,
+                    policy.metric,
+                    where,
+                    f"{run}@{step}",
+                    effect,
+                    [a.value for a in policy.actions],
+                    verdict.reason,
+                )
+                _restore(first, shared.table, order, shared.alpha, shared.unusable)
+            first.fired_at += 1
+            if shared.first_only:
+                break
+            if onset:  # a rise that began does not un-begin: it stands from here on
+                later = positions[index + 1 :].tolist()
+                found.outcomes += [(w, effect) for w in later]
+                first.fired_at += len(later)
+                break
+        elif verdict.status == "insufficient" and gate_thin:
+            found.outcomes.append((where, thin_outcome))
+    found.alarm = first
+    return found
+
+
+_THIN: dict[Insufficient, Outcome] = {
+    Insufficient.PASS: "pass",
+    Insufficient.WARN: "warn",
+    Insufficient.BLOCK: "block",
+}
+
+
+def _thin(policy: Policy) -> Outcome:
+    """What thin evidence means for the gate under this policy."""
+    return _THIN[policy.insufficient]
 
 
 def _restore(
