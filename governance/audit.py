@@ -20,10 +20,16 @@ from typing import Any
 
 import git
 
-from .errors import AuditError, GovError, TrailBroken
+from .errors import AuditError, GovError, TrailBroken, TrailRefused
 from .models import utc_now
 from .records import KINDS, AuditBody, AuditEntry, AuditKind, canonical_json
-from .storage import FileStamp, file_stamp, iter_jsonl_lines, iter_jsonl_lines_reversed
+from .storage import (
+    FileStamp,
+    atomic_write,
+    file_stamp,
+    iter_jsonl_lines,
+    iter_jsonl_lines_reversed,
+)
 from .workspace import Change, Workspace
 
 TRAIL = "trail.jsonl"
@@ -72,6 +78,8 @@ def append(
     """Append one entry to the trail as part of `change` (its commit anchors the new head)."""
     ws = change.ws
     path = trail_path(ws)
+    if not change.audit:
+        guard(ws)  # nothing is written on top of a trail that fails verification
     if change.audit:
         prev, seq = change.audit[-1].id, change.audit[-1].seq + 1
     elif path.is_file() and path.stat().st_size:
@@ -308,6 +316,65 @@ def verify(ws: Workspace) -> Verification:
             f"{path}: the working copy differs from the committed trail before its end"
         )
     return Verification(count, prev if count else None, anchored, sorted(missing))
+
+
+VERIFIED = "verified-trail.json"  # in the workspace's local state: how far the trail was verified
+
+
+def guard(ws: Workspace) -> None:
+    """Verify the trail before anything is appended to it, cheaply: a trail whose first bytes are
+    still those verified last time is checked from there on, link by link; any other is
+    verified in full (the chain and the heads git recorded). Raises TrailRefused naming the
+    first bad entry."""
+    path = trail_path(ws)
+    if not path.is_file():
+        return
+    data = path.read_bytes()
+    mark = ws.state / VERIFIED
+    try:
+        known = json.loads(mark.read_bytes())
+        size, digest, seq, head = known["size"], known["sha256"], known["seq"], known["id"]
+    except (OSError, ValueError, KeyError, TypeError):
+        size = -1
+    try:
+        if 0 <= size <= len(data) and hashlib.sha256(data[:size]).hexdigest() == digest:
+            seq, head = _verify_from(ws, data, size, seq, head)
+        else:
+            done = verify(ws)
+            seq, head = done.entries, done.head or GENESIS
+    except TrailBroken as exc:
+        raise TrailRefused(
+            f"refusing to write: {exc} (see `gov audit verify`; restore the trail from git)"
+        ) from exc
+    record = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest(), "seq": seq, "id": head}
+    atomic_write(mark, json.dumps(record).encode())
+
+
+def _verify_from(ws: Workspace, data: bytes, offset: int, seq: int, prev: str) -> tuple[int, str]:
+    """Check the entries after byte `offset` follow entry `seq` (id `prev`) link by link."""
+    rel = ws.rel(trail_path(ws))
+    number = data[:offset].count(b"\n")
+    for raw in data[offset:].splitlines():
+        number += 1
+        if not raw.strip():
+            continue
+        try:
+            entry = json.loads(raw)
+            expected = entry["seq"] == seq + 1 and entry["prev"] == prev
+            intact = entry_id(entry) == entry["id"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise TrailBroken(f"{rel}:{number}: not an audit entry ({exc})") from exc
+        if not expected:
+            raise TrailBroken(
+                f"{rel}:{number}: entry {entry['seq']} does not follow entry {seq}: the chain "
+                "was cut, reordered or extended by hand here"
+            )
+        if not intact:
+            raise TrailBroken(
+                f"{rel}:{number}: entry {seq + 1} was edited (its hash does not match)"
+            )
+        seq, prev = entry["seq"], entry["id"]
+    return seq, prev
 
 
 def _first_difference(ws: Workspace, rel: str, commit: str, upto: int) -> int:

@@ -93,6 +93,15 @@ class TrailBroken(GovError):
     exit_code = 1
 
 
+class EvidenceError(GovError):
+    """The evidence cannot be turned into a verdict (a probability that is not a number): the
+    gate refuses rather than decide on it."""
+
+
+class TrailRefused(GovError):
+    """A write refused because the audit trail it would extend fails verification."""
+
+
 class Blocked(GovError):
     """The policies block this checkpoint's promotion."""
 

@@ -44,6 +44,7 @@ def decide(
 ) -> Decision:
     """Evaluate every policy at RUN@STEP on the history up to it (nothing later)."""
     run, step = parse_checkpoint_ref(ref)
+    ref = f"{run}@{step}"  # one spelling of each checkpoint in what is recorded
     registry.checkpoint(run, step)  # an unknown checkpoint is an error, not "no evidence"
     ws = registry.ws
     loaded = loaded_policies(ws, policies)

@@ -37,7 +37,10 @@ class Verdict(StrEnum):
 VERDICTS: tuple[str, ...] = tuple(v.value for v in Verdict)
 
 Step = Annotated[StrictInt, Field(ge=0)]
-Count = Annotated[StrictInt, Field(ge=0)]
+# The most judged episodes one record (or one group, summed over a report's records) may count:
+# a trillion, far beyond any run, and far below where sums over many reports could overflow.
+MAX_COUNT = 10**12
+Count = Annotated[StrictInt, Field(ge=0, le=MAX_COUNT)]
 # A version is its number (2 or "v2") or a prefix of its content hash ("3f2a9c1", "sha256:3f2a").
 EnvironmentVersionRef = Annotated[StrictInt, Field(ge=1)] | Annotated[str, Field(min_length=1)]
 JudgeVersionRef = Annotated[str, Field(min_length=1)] | StrictInt
@@ -97,7 +100,7 @@ class JudgedEpisode(_Report):
 class AggregatedCounts(_Report):
     """Counts for one (run, checkpoint, environment version, judge version), counted upstream."""
 
-    n: Annotated[StrictInt, Field(ge=1)]
+    n: Annotated[StrictInt, Field(ge=1, le=MAX_COUNT)]
     none: Count
     rejected: Count
     rationalized: Count

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt
 
 SCHEMA_VERSION: Literal[1] = 1
 
@@ -92,7 +92,7 @@ class Checkpoint(Record):
     """A saved checkpoint: its artifact in DVC and what it was trained on since the previous one."""
 
     run: Name
-    step: Annotated[int, Field(ge=0)]
+    step: Annotated[StrictInt, Field(ge=0)]
     artifact: str
     artifact_md5: Md5
     artifact_size: Annotated[int, Field(ge=0)] | None = None

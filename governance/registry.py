@@ -24,6 +24,7 @@ from .errors import (
     InvalidName,
     LineageError,
     NotFound,
+    RegistryFileError,
 )
 from .models import (
     Checkpoint,
@@ -39,7 +40,12 @@ from .models import (
     name_problem,
     utc_now,
 )
-from .storage import iter_jsonl_models, load_yaml_model, model_json_line, model_yaml
+from .storage import (
+    iter_jsonl_numbered,
+    load_yaml_model,
+    model_json_line,
+    model_yaml,
+)
 from .workspace import Workspace
 
 WEIGHT_TOLERANCE = 1e-3
@@ -58,7 +64,15 @@ def parse_checkpoint_ref(ref: str) -> tuple[str, int]:
     run, sep, step = ref.rpartition("@")
     if not sep or not run or not step.isdigit():
         raise GovError(f"checkpoint {ref!r}: expected RUN@STEP, for example main@1200")
+    if not _STEP.fullmatch(step):
+        raise GovError(
+            f"checkpoint {ref!r}: a step is written in ASCII digits without leading zeros "
+            "(for example main@1400)"
+        )
     return check_name("run", run), int(step)
+
+
+_STEP = re.compile(r"0|[1-9][0-9]*", re.ASCII)
 
 
 def content_hash(paths: Sequence[Path]) -> str:
@@ -257,7 +271,22 @@ class Registry:
                 self.run(name)
             path = self._checkpoint_file(name)
             if path.is_file():
-                found.extend(iter_jsonl_models(path, Checkpoint, self.ws.rel(path)))
+                found.extend(self._checkpoint_lines(path))
+        return found
+
+    def _checkpoint_lines(self, path: Path) -> list[Checkpoint]:
+        """One run's checkpoints, in the order gov writes them: one line a step, steps rising;
+        a hand edit that repeats or reorders a step is an error naming its line."""
+        display = self.ws.rel(path)
+        found: list[Checkpoint] = []
+        for number, ckpt in iter_jsonl_numbered(path, Checkpoint, display):
+            if found and ckpt.step <= found[-1].step:
+                why = "appears twice" if ckpt.step == found[-1].step else "is out of order"
+                raise RegistryFileError(
+                    f"{display}:{number}: field step: step {ckpt.step} {why} (each step once, "
+                    "rising): fix or remove the line by hand"
+                )
+            found.append(ckpt)
         return found
 
     def checkpoint(self, run: str, step: int) -> Checkpoint:

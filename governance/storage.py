@@ -108,9 +108,15 @@ def iter_jsonl_lines_reversed(path: Path, block: int = 1 << 16) -> Iterator[byte
 
 def iter_jsonl_models(path: Path, model: type[M], display: str) -> Iterator[M]:
     """Read a file of one JSON record a line, naming the line of any bad record."""
+    for _, record in iter_jsonl_numbered(path, model, display):
+        yield record
+
+
+def iter_jsonl_numbered(path: Path, model: type[M], display: str) -> Iterator[tuple[int, M]]:
+    """(line number, record) of a file of one JSON record a line; a bad line is an error."""
     for number, raw in iter_jsonl_lines(path):
         try:
-            yield model.model_validate_json(raw)
+            yield number, model.model_validate_json(raw)
         except ValidationError as exc:
             loc, message = yamlio.first_error(exc)
             if exc.errors()[0]["type"] == "json_invalid":

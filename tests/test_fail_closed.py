@@ -111,3 +111,71 @@ def test_a_recheck_after_a_redesign_flags_only_the_version_that_rose(
     data = json.loads(latest.stdout)
     assert data["checkpoint"] == f"{new.id}@{step}"
     assert not [r for r in data["results"] if r["policy"] == "redesign-gate"]
+
+
+def test_absurd_counts_are_refused_at_ingest_and_the_workspace_stays_usable(
+    gov, registry, artifact, tmp_path: Path
+) -> None:
+    _run(registry, artifact, tmp_path, gov, [_counts(100, 300, rationalized=3)])
+    huge = _counts(100, 10**30, rationalized=3)
+    one = tmp_path / "huge.jsonl"
+    one.write_text(json.dumps(huge) + "\n")
+    refused = gov("ingest", str(one), cwd=registry.ws.root)
+    assert refused.exit_code == 2 and "Traceback" not in refused.stderr
+    assert "huge.jsonl:1" in refused.stderr and "n" in refused.stderr
+    half = 2**62
+    two = tmp_path / "two.jsonl"
+    record = _counts(100, half, rationalized=3)
+    two.write_text(json.dumps(record) + "\n" + json.dumps(record) + "\n")
+    refused = gov("ingest", str(two), cwd=registry.ws.root)
+    assert refused.exit_code == 2
+    # each record alone is over the bound too; a pair under it that sums over it is named
+    below = 6 * 10**11
+    pair = _counts(100, below, rationalized=3)
+    three = tmp_path / "pair.jsonl"
+    three.write_text(json.dumps(pair) + "\n" + json.dumps(pair) + "\n")
+    refused = gov("ingest", str(three), cwd=registry.ws.root)
+    assert refused.exit_code == 2
+    assert "pair.jsonl:2" in refused.stderr and "above the bound" in refused.stderr
+    for command in (("metrics",), ("check", "main@100"), ("backtest",)):
+        done = gov(*command, cwd=registry.ws.root)
+        assert done.exit_code in (0, 1), (command, done.stderr)
+
+
+def test_a_step_has_one_spelling(gov, registry, artifact, tmp_path: Path) -> None:
+    _run(registry, artifact, tmp_path, gov, [_counts(1400, 300, rationalized=3)])
+    for ref in ("main@01400", "main@\u0661\u0664\u0660\u0660", "main@+1400", "main@1_400"):
+        refused = gov("check", ref, cwd=registry.ws.root)
+        assert refused.exit_code == 2, ref
+        assert len(refused.stderr.strip().splitlines()) == 1 and "Traceback" not in refused.stderr
+    assert gov("check", "main@1400", cwd=registry.ws.root).exit_code in (0, 1)
+    decisions = list((registry.ws.root / "audit" / "decisions").glob("*.json"))
+    assert [d.name.split(".")[0] for d in decisions] == ["main@1400"]
+    assert gov("promote", "main@1400", cwd=registry.ws.root).exit_code == 0
+
+
+def test_a_hand_edited_checkpoint_file_is_refused_by_every_command(
+    gov, registry, artifact, tmp_path: Path
+) -> None:
+    _run(registry, artifact, tmp_path, gov, [_counts(s, 300) for s in (100, 200, 300)])
+    path = registry.ws.root / "registry" / "checkpoints" / "main.jsonl"
+    original = path.read_text()
+    lines = original.splitlines()
+    for edited, needle in (
+        ([*lines, lines[1]], "main.jsonl:4: field step: step 200 is out of order"),
+        ([*lines[:2], lines[1], lines[2]], "main.jsonl:3: field step: step 200 appears twice"),
+        ([lines[0].replace('"step":100', '"step":"100"'), *lines[1:]], "main.jsonl:1: field step"),
+    ):
+        path.write_text("\n".join(edited) + "\n")
+        head = registry.ws.repo.head.commit.hexsha
+        for command in (
+            ("check", "main@300"),
+            ("checkpoint", "list"),
+            ("checkpoint", "add", "main@400", str(artifact("d.pt")), "-e", "math=1"),
+        ):
+            refused = gov(*command, cwd=registry.ws.root)
+            assert refused.exit_code == 2, (command, refused.stdout)
+            assert needle in refused.stderr, (command, refused.stderr)
+        assert registry.ws.repo.head.commit.hexsha == head
+    path.write_text(original)
+    assert gov("check", "main@300", cwd=registry.ws.root).exit_code in (0, 1)

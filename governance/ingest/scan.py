@@ -22,7 +22,7 @@ from ..counts import (
     Tally,
 )
 from ..errors import ReportRejected
-from ..judgments import AggregatedCounts, JudgedEpisode
+from ..judgments import MAX_COUNT, AggregatedCounts, JudgedEpisode
 from ..workspace import Workspace
 from .formats import (
     LISTED_ERRORS,
@@ -340,7 +340,15 @@ def scan_aggregated(
             continue
         records += 1
         tally = Tally(**{c: getattr(counts, c) for c in COUNT_COLUMNS})
-        tallies.setdefault(group, Tally()).add(tally)
+        summed = tallies.setdefault(group, Tally())
+        summed.add(tally)
+        if summed.n > MAX_COUNT:
+            problems.add(
+                label,
+                f"n: the records of {group.run}@{group.step} {group.environment} "
+                f"v{group.environment_version} ({group.judge} {group.judge_version}) add up to "
+                f"n = {summed.n}, above the bound of {MAX_COUNT:,} judged episodes per group",
+            )
     problems.raise_if_any()
     if not records:
         raise ReportRejected(f"{path}: no records: a report needs at least one")

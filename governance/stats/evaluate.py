@@ -6,12 +6,14 @@ A pure function of the policy and the series' points (no registry, no files), us
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from functools import lru_cache
 
 import numpy as np
 from scipy.special import betainc
 
+from ..errors import EvidenceError
 from ..policies import Policy
 from .onset import OnsetPosterior, OnsetPrior, onset_posterior
 from .posteriors import PRIOR, prob_above, prob_rise, rise_bound
@@ -32,7 +34,26 @@ def evaluate(
     """The policy's verdict at checkpoint `at`, seeing `points[: index + 1]` only (the last
     point by default): the point at `index` should be that checkpoint's.
 
-    `bounded`: a result that is clearly clear may leave its probability unset (backtests)."""
+    `bounded`: a result that is clearly clear may leave its probability unset (backtests).
+    A probability that is not a number never becomes a verdict: EvidenceError instead."""
+    result = _evaluate(policy, key, points, at, index, bounded=bounded)
+    if result.probability is not None and not math.isfinite(result.probability):
+        raise EvidenceError(
+            f"{policy.name} on {key.label} at {at[0]}@{at[1]}: the analysis gave no number "
+            f"(P = {result.probability}); the counts are out of range for it"
+        )
+    return result
+
+
+def _evaluate(
+    policy: Policy,
+    key: SeriesKey,
+    points: Sequence[Point],
+    at: tuple[str, int],
+    index: int,
+    *,
+    bounded: bool,
+) -> Result:
     ref = f"{at[0]}@{at[1]}"
     result = Result(policy.name, key, "insufficient", "", metric=policy.metric)
     index = index if index >= 0 else len(points) - 1
