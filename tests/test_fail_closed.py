@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from test_regressions import _counts, _run
 
 from governance import open_registry
@@ -33,12 +34,17 @@ def test_an_unjudged_checkpoint_sees_the_history_and_cannot_pass(
     assert promoted.exit_code == 1
 
 
-def test_a_clean_unjudged_checkpoint_waits_for_its_judgments(
-    gov, registry, artifact, tmp_path: Path
-) -> None:
+@pytest.fixture
+def waiting_checkpoint(gov, registry, artifact, tmp_path: Path) -> None:
+    """Ten judged checkpoints at a steady 1%, and main@1100 registered but not judged yet."""
     steady = [_counts(100 * i, 300, rationalized=3) for i in range(1, 11)]
     _run(registry, artifact, tmp_path, gov, steady)
     registry.add_checkpoint("main", 1100, artifact("next.pt"), {"math": 1.0})
+
+
+def test_a_clean_unjudged_checkpoint_waits_for_its_judgments(
+    gov, registry, tmp_path: Path, waiting_checkpoint: None
+) -> None:
     waiting = gov("check", "main@1100", cwd=registry.ws.root)
     assert waiting.exit_code == 1
     assert "not judged yet: main@1100 has no judged episodes of its own" in waiting.stdout
@@ -51,11 +57,8 @@ def test_a_clean_unjudged_checkpoint_waits_for_its_judgments(
 
 
 def test_a_policy_can_let_unjudged_checkpoints_through_with_a_warning(
-    gov, registry, artifact, tmp_path: Path
+    gov, registry, tmp_path: Path, waiting_checkpoint: None
 ) -> None:
-    steady = [_counts(100 * i, 300, rationalized=3) for i in range(1, 11)]
-    _run(registry, artifact, tmp_path, gov, steady)
-    registry.add_checkpoint("main", 1100, artifact("next.pt"), {"math": 1.0})
     policy = registry.ws.root / "policies" / "not-judged-yet.yaml"
     policy.write_text(policy.read_text().replace("actions: [block]", "actions: [warn]"))
     decision = decide(registry, "main@1100")
@@ -64,11 +67,8 @@ def test_a_policy_can_let_unjudged_checkpoints_through_with_a_warning(
 
 
 def test_the_backtest_blocks_the_checkpoints_check_would_block_for_want_of_judgments(
-    gov, registry, artifact, tmp_path: Path
+    gov, registry, tmp_path: Path, waiting_checkpoint: None
 ) -> None:
-    steady = [_counts(100 * i, 300, rationalized=3) for i in range(1, 11)]
-    _run(registry, artifact, tmp_path, gov, steady)
-    registry.add_checkpoint("main", 1100, artifact("next.pt"), {"math": 1.0})
     reg = open_registry(registry.ws.root)
     result = backtest(reg, "main")
     assert result.outcomes["main@1100"] == "block" == decide(reg, "main@1100").outcome
