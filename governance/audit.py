@@ -136,12 +136,11 @@ def parse_since(text: str) -> datetime:
     match = _RELATIVE.fullmatch(text.strip())
     if match:
         amount, unit = int(match.group(1)), match.group(2)
-        span = {
-            "h": timedelta(hours=amount),
-            "d": timedelta(days=amount),
-            "w": timedelta(weeks=amount),
-        }
-        return utc_now() - span[unit]
+        try:
+            span = {"h": timedelta(hours=1), "d": timedelta(days=1), "w": timedelta(weeks=1)}
+            return utc_now() - amount * span[unit]
+        except OverflowError:  # further back than any date: everything is since then
+            return datetime.min.replace(tzinfo=UTC)
     try:
         moment = datetime.fromisoformat(text.strip())
     except ValueError:

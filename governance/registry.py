@@ -73,6 +73,7 @@ def parse_checkpoint_ref(ref: str) -> tuple[str, int]:
 
 
 _STEP = re.compile(r"0|[1-9][0-9]*", re.ASCII)
+_VERSION_LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}", re.ASCII)
 
 
 def content_hash(paths: Sequence[Path]) -> str:
@@ -665,6 +666,11 @@ class Registry:
     ) -> Judge:
         """Register a judge, or a new version of one (a new model or rubric is a new series)."""
         check_name("judge", judge)
+        if not _VERSION_LABEL.fullmatch(version):
+            raise InvalidName(
+                f"judge version {version!r}: a version label is up to 100 ASCII letters, digits "
+                "and . _ + -, beginning with a letter or digit (for example 2026.10)"
+            )
         digest = _content(rubric, rubric_hash, f"judge {judge} rubric")
         entry = JudgeVersion(
             version=version, rubric_hash=digest, created=created or utc_now(), note=note

@@ -74,6 +74,26 @@ def bundled(name: str) -> Path:
     return Path(__file__).resolve().parent.parent / name
 
 
+# The folders and files gov keeps, relative to the workspace root: never symbolic links.
+MANAGED = (
+    "registry",
+    "registry/checkpoints",
+    "registry/counts",
+    "registry/runs",
+    "registry/environments",
+    "registry/judges",
+    "registry/flags",
+    "registry/reports.jsonl",
+    "audit",
+    "audit/trail.jsonl",
+    "audit/decisions",
+    "audit/rollbacks",
+    "policies",
+    "reports",
+    STATE_DIR,
+)
+
+
 @dataclass
 class Workspace:
     root: Path
@@ -83,6 +103,18 @@ class Workspace:
     @property
     def registry(self) -> Path:
         return self.root / "registry"
+
+    def check_layout(self) -> None:
+        """gov's own folders and files are plain ones inside the workspace: a symbolic link in
+        their place would have gov read or write somewhere else (another workspace's trail, a
+        file outside the repository). One line naming it, before anything is read."""
+        for rel in MANAGED:
+            path = self.root / rel
+            if path.is_symlink():
+                raise NotAWorkspace(
+                    f"{rel} is a symbolic link (to {path.readlink()}): gov keeps its records "
+                    "in the workspace itself; put the real folder or file back in its place"
+                )
 
     @property
     def policies(self) -> Path:
@@ -301,6 +333,7 @@ def find(start: Path | None = None) -> Workspace:
         if (folder / CONFIG_FILE).is_file():
             load_yaml_model(folder / CONFIG_FILE, WorkspaceConfig, CONFIG_FILE)
             ws = Workspace(folder, scm.open_repo(folder))
+            ws.check_layout()
             ws.ensure_consistent()
             return ws
     raise NotAWorkspace(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,6 +88,11 @@ def detect_kind(path: Path, fmt: Format) -> Kind:
             first = json.loads(raw)
         except ValueError as exc:
             raise ReportRejected(f"{path}:{number}: invalid JSON: {exc}") from exc
+        except RecursionError:
+            raise ReportRejected(
+                f"{path}:{number}: a value is nested too deeply to read (over "
+                f"{sys.getrecursionlimit()} levels)"
+            ) from None
         if not isinstance(first, dict):
             raise ReportRejected(f"{path}:{number}: a record must be a JSON object")
         if "verdict" in first:

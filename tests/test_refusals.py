@@ -1,0 +1,72 @@
+"""Bad input found trying gov as a new user would: one line, exit 2, nothing written."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+
+def _one_line(result) -> str:
+    assert result.exit_code == 2, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr and "internal error" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("version", ["../../x", "a\nb", "v 1", "é1", "x" * 101])
+def test_a_judge_version_label_is_checked(gov, workspace: Path, tmp_path: Path, version) -> None:
+    rubric = tmp_path / "rubric.md"
+    rubric.write_text("judge the reasoning\n")
+    head = (workspace / "registry").stat().st_mtime_ns
+    line = _one_line(
+        gov("judge", "add", "j", "--version", version, "--rubric", str(rubric), cwd=workspace)
+    )
+    assert "judge version" in line and "version label" in line
+    assert not (workspace / "registry" / "judges" / "j.yaml").exists()
+    assert (workspace / "registry").stat().st_mtime_ns == head
+
+
+def test_a_span_further_back_than_any_date_means_everything(gov, example_copy: Path) -> None:
+    everything = gov("audit", "log", "--format", "json", cwd=example_copy)
+    huge = gov("audit", "log", "--since", "99999999d", "--format", "json", cwd=example_copy)
+    assert huge.exit_code == 0, huge.stderr
+    assert json.loads(huge.stdout) == json.loads(everything.stdout)
+
+
+def test_a_value_nested_too_deeply_is_a_bad_record(gov, workspace: Path, tmp_path: Path) -> None:
+    record = {
+        "run": "main",
+        "step": 100,
+        "environment": "math",
+        "environment_version": 1,
+        "judge": "cot-monitor",
+        "judge_version": "1",
+        "n": 10,
+        "none": 10,
+        "rejected": 0,
+        "rationalized": 0,
+        "overt": 0,
+        "divergent": 0,
+    }
+    deep = json.dumps(record)[:-1] + ', "note": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    report = tmp_path / "deep.jsonl"
+    report.write_text(deep + "\n")
+    line = _one_line(gov("ingest", str(report), cwd=workspace))
+    assert "deep.jsonl:1" in line and "nested too deeply" in line
+
+
+@pytest.mark.parametrize("managed", ["audit/trail.jsonl", "registry/counts", "registry"])
+def test_gov_s_own_files_are_never_symbolic_links(
+    gov, example_copy: Path, tmp_path: Path, managed: str
+) -> None:
+    real = example_copy / managed
+    moved = tmp_path / "moved"
+    shutil.move(real, moved)
+    real.symlink_to(moved)
+    for command in (("status",), ("audit", "verify"), ("check", "main@4000")):
+        line = _one_line(gov(*command, cwd=example_copy))
+        assert f"{managed} is a symbolic link" in line
