@@ -152,19 +152,35 @@ class Workspace:
             ) from exc
         try:
             self._recover()
-            # Scratch files of a writer that died; no other writer can be using them now.
+            # Scratch files of a writer that died; no other writer can be using them now (an
+            # ingest copies its reports into reports/.incoming-* while it holds this lock).
             scratch = self.state / "tmp"
             if scratch.is_dir():
                 shutil.rmtree(scratch, ignore_errors=True)
+            for partial in (self.root / "reports").glob(".incoming-*"):
+                partial.unlink(missing_ok=True)
             yield
         finally:
             lock.release()
 
     def ensure_consistent(self) -> None:
-        """Called by readers: finish undoing a change a killed process left half made."""
+        """Called by readers: finish undoing a change a killed process left half made, and
+        remove the partial copies of reports a killed ingest left (when no writer holds the
+        lock: a live ingest's copies are its own)."""
         if (self.state / "journal.json").exists():
             with self.locked():
                 pass
+        elif any((self.root / "reports").glob(".incoming-*")):
+            lock = FileLock(str(self.state / "lock"))
+            try:
+                lock.acquire(timeout=0)
+            except Timeout:
+                return  # a writer is at work: the next one to take the lock cleans up
+            try:
+                for partial in (self.root / "reports").glob(".incoming-*"):
+                    partial.unlink(missing_ok=True)
+            finally:
+                lock.release()
 
     @contextmanager
     def change(self, summary: str, body: str = "") -> Iterator[Change]:

@@ -70,3 +70,37 @@ def test_gov_s_own_files_are_never_symbolic_links(
     for command in (("status",), ("audit", "verify"), ("check", "main@4000")):
         line = _one_line(gov(*command, cwd=example_copy))
         assert f"{managed} is a symbolic link" in line
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity"])
+def test_a_confidence_that_is_not_a_number_is_refused_in_every_format(
+    gov, workspace: Path, tmp_path: Path, value: str
+) -> None:
+    import duckdb
+
+    fields = (
+        "'main' AS run, 100 AS step, 'math' AS environment, 1 AS environment_version, "
+        "'cot-monitor' AS judge, '1' AS judge_version, 'e1' AS episode, 'none' AS verdict, "
+        f"false AS divergent, '{value}'::DOUBLE AS confidence"
+    )
+    parquet = tmp_path / "episodes.parquet"
+    duckdb.sql(f"COPY (SELECT {fields}) TO '{parquet}' (FORMAT parquet)")
+    jsonl = tmp_path / "episodes.jsonl"
+    jsonl.write_text(
+        '{"run": "main", "step": 100, "environment": "math", "environment_version": 1, '
+        '"judge": "cot-monitor", "judge_version": "1", "episode": "e1", "verdict": "none", '
+        f'"divergent": false, "confidence": {value}}}\n'
+    )
+    for report in (parquet, jsonl):
+        result = gov("ingest", str(report), cwd=workspace)
+        assert result.exit_code == 2, result.stdout
+        assert "confidence" in result.stderr and report.name in result.stderr
+
+
+def test_a_killed_ingest_s_partial_copy_is_removed_by_the_next_command(
+    gov, example_copy: Path
+) -> None:
+    partial = example_copy / "reports" / ".incoming-0123456789ab"
+    partial.write_bytes(b"x" * 4096)  # what an ingest killed while copying leaves
+    assert gov("status", cwd=example_copy).exit_code == 0
+    assert not partial.exists()
