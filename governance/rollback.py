@@ -11,6 +11,8 @@ redesign.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,6 +107,7 @@ def recommend(
     """The restore point of RUN (seeing its history up to step `at`, all of it by default), for
     the flagged series (or the ones given)."""
     check_alpha(alpha)
+    registry.lineage(run)  # an unknown run, or a cycle in hand-edited files, is an error first
     targets = flagged_series(registry) if flagged is None else flagged
     envs = sorted({e.id for e in registry.environments()})
     names = sorted({t.environment for t in targets})
@@ -302,8 +305,35 @@ def apply(
     return Applied(rec, name, target, redesign, change.sha)
 
 
+def recommendation_digest(registry: Registry, rec: Recommendation) -> str:
+    """What a recommendation was made from: the run's lineage and its checkpoints' statuses,
+    the flags, the counts ingested, alpha, and what it recommends."""
+    ws = registry.ws
+    ledger = counts.ledger_path(ws)
+    state = {
+        "run": rec.run,
+        "alpha": rec.alpha,
+        "lineage": [(c.ref, c.status.value) for c in registry.lineage_checkpoints(rec.run)],
+        "flags": sorted(
+            (f.environment, f.version, f.status, f.checkpoint) for f in registry.flags()
+        ),
+        "counts": hashlib.sha256(ledger.read_bytes()).hexdigest() if ledger.is_file() else None,
+        "restore": rec.restore,
+        "environments": rec.environments,
+    }
+    text = json.dumps(state, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def record_recommendation(registry: Registry, rec: Recommendation) -> str | None:
-    """Append the recommendation to the audit trail (one commit)."""
+    """Append the recommendation to the audit trail (one commit); None when this very
+    recommendation, from the same inputs, is recorded already."""
+    digest = recommendation_digest(registry, rec)
+    for _, entry in audit.read(registry.ws):
+        if entry.get("kind") == "rollback_recommended" and (entry.get("refs") or {}).get(
+            "digest"
+        ) == digest:
+            return None
     with registry.ws.change(
         f"rollback recommended for {rec.run}: {rec.restore or 'none'}"
     ) as change:
@@ -322,6 +352,7 @@ def record_recommendation(registry: Registry, rec: Recommendation) -> str | None
                 "checkpoints_lost": rec.checkpoints_lost,
                 "steps_lost": rec.steps_lost,
                 "set_by": rec.set_by,
+                "digest": digest,
             },
         )
     return change.sha

@@ -104,3 +104,34 @@ def test_a_killed_ingest_s_partial_copy_is_removed_by_the_next_command(
     partial.write_bytes(b"x" * 4096)  # what an ingest killed while copying leaves
     assert gov("status", cwd=example_copy).exit_code == 0
     assert not partial.exists()
+
+
+def test_a_recommendation_is_recorded_once_per_distinct_input(gov, example_copy: Path) -> None:
+    import git
+
+    repo = git.Repo(example_copy)
+    first = gov("rollback", "recommend", cwd=example_copy)
+    assert first.exit_code == 0, first.stderr
+    head = repo.head.commit.hexsha
+    trail = (example_copy / "audit" / "trail.jsonl").read_bytes()
+    again = gov("rollback", "recommend", cwd=example_copy)
+    assert again.exit_code == 0 and again.stdout == first.stdout
+    assert repo.head.commit.hexsha == head
+    assert (example_copy / "audit" / "trail.jsonl").read_bytes() == trail
+    other = gov("rollback", "recommend", "--alpha", "0.05", cwd=example_copy)
+    assert other.exit_code == 0 and repo.head.commit.hexsha != head
+
+
+def test_a_lineage_cycle_is_found_with_nothing_flagged(gov, workspace: Path) -> None:
+    import git
+
+    runs = workspace / "registry" / "runs"
+    text = (runs / "main.yaml").read_text()
+    (runs / "main-r1.yaml").write_text(
+        text.replace("id: main", "id: main-r1") + "parent_run: main\nforked_from_step: 0\n"
+    )
+    (runs / "main.yaml").write_text(text + "parent_run: main-r1\nforked_from_step: 0\n")
+    head = git.Repo(workspace).head.commit.hexsha
+    line = _one_line(gov("rollback", "recommend", cwd=workspace))
+    assert "cycle" in line
+    assert git.Repo(workspace).head.commit.hexsha == head
