@@ -661,7 +661,11 @@ def promote(ctx: click.Context, ref: str, override: bool, reason: str | None) ->
     result = api.promote(
         _ws(ctx), ref, override_reason=reason if override else None, actor=_actor(ctx)
     )
-    how = f" (override: {result.override})" if result.override else f" (check {result.outcome})"
+    how = (
+        f" (override: {render.printable(result.override)})"
+        if result.override
+        else f" (check {result.outcome})"
+    )
     click.echo(f"promoted {result.checkpoint}{how}")
 
 
@@ -1068,7 +1072,10 @@ def _error_line(exc: GovError) -> str:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
-    show_traceback = "--traceback" in args
+    end = args.index("--") if "--" in args else len(args)
+    show_traceback = "--traceback" in args[:end]
+    if show_traceback:  # a global option, also where it is typed after the subcommand
+        args = ["--traceback", *(a for a in args[:end] if a != "--traceback"), *args[end:]]
     try:
         code = cli.main(args=args, prog_name="gov", standalone_mode=False)
     except GovError as exc:

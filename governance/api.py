@@ -589,12 +589,13 @@ def rollback_apply(
 ) -> RollbackPlan:
     """Fork a new run from the restore point, check its artifact out to `to`, and put the
     flagged environments in redesign (one commit); `dry_run` only says what it would do."""
-    from .rollback import apply, recommend
+    from .rollback import apply, check_target, recommend
 
     reg = _open(workspace, actor)
     name = reg.default_run(run)
     chosen = DEFAULT_ALPHA if alpha is None else alpha
     if dry_run:
+        check_target(to)
         return RollbackPlan(recommend(reg, name, alpha=chosen), to, None)
     done = apply(reg, name, to=to, new_run=new_run, alpha=chosen)
     return RollbackPlan(done.recommendation, to, done)

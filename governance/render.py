@@ -92,24 +92,43 @@ def _console() -> Console:
     return Console(width=None if sys.stdout.isatty() else 140, highlight=False, soft_wrap=False)
 
 
+def count(n: int, word: str, words: str | None = None) -> str:
+    """`n word`, in the plural unless n is 1: "1 entry", "2 entries"."""
+    if n == 1:
+        return f"1 {word}"
+    many = words or (word[:-1] + "ies" if word.endswith("y") else word + "s")
+    return f"{n} {many}"
+
+
+def printable(text: str) -> str:
+    """User text as it may be shown on a terminal: control characters (an ANSI escape in a
+    --reason, a newline in a note) written out as escapes, never sent raw."""
+    if text.isprintable():
+        return text
+    return "".join(
+        c if c.isprintable() or c == " " else c.encode("unicode_escape").decode() for c in text
+    )
+
+
 def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     from rich import box
     from rich.table import Table
+    from rich.text import Text
 
     grid = Table(box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False)
     for column in columns:
-        grid.add_column(column)
-    for row in rows:
-        grid.add_row(*("" if v is None else str(v) for v in row))
+        grid.add_column(column, overflow="fold")  # a narrow terminal wraps names, never cuts
+    for row in rows:  # as text: brackets in user text are not markup
+        grid.add_row(*(Text("" if v is None else printable(str(v))) for v in row))
     console = _console()
-    console.print(f"[bold]{title}[/bold]", soft_wrap=True)
+    console.print(Text(printable(title), style="bold"), soft_wrap=True)
     console.print(grid)
 
 
 def fields(pairs: Sequence[tuple[str, Any]]) -> None:
     width = max(len(k) for k, _ in pairs)
     for key, value in pairs:
-        click.echo(f"{key:<{width}}  {'' if value is None else value}")
+        click.echo(f"{key:<{width}}  {'' if value is None else printable(str(value))}")
 
 
 TEXT_FORMATS = ("csv", "junit", "github", "markdown")
@@ -188,7 +207,7 @@ def summary(s: Summary) -> None:
                 f"{sum(s.environments_by_status.values())} ({_counts(s.environments_by_status)})",
             ),
             ("judges", s.judges),
-            ("reports", f"{s.reports} ingested ({s.judgments} judgments)"),
+            ("reports", f"{s.reports} ingested ({count(s.judgments, 'judgment')})"),
         ]
     )
 
@@ -346,8 +365,8 @@ def ingested(result: IngestResult) -> None:
         if entry.replaced:
             extra += f", {entry.replaced} verdicts replacing earlier ones"
         click.echo(
-            f"{entry.source}: {entry.records} records, {entry.counted} judgments counted in "
-            f"{entry.groups} groups{extra} -> {entry.path}"
+            f"{entry.source}: {count(entry.records, 'record')}, {entry.counted} judgments "
+            f"counted in {count(entry.groups, 'group')}{extra} -> {entry.path}"
         )
     if result.commit:
         click.echo(f"committed {result.commit[:12]}")
@@ -513,7 +532,7 @@ def flag_show(flag: Flag) -> None:
             ("decision", flag.decision[:16]),
             (
                 "acknowledged",
-                f"{flag.acknowledged_by}: {flag.acknowledged_reason}"
+                f"{flag.acknowledged_by}: {printable(flag.acknowledged_reason or '')}"
                 if flag.acknowledged_by
                 else None,
             ),
@@ -592,7 +611,7 @@ def schema_files(found: list[SchemaFile]) -> None:
 
 
 def counts_backtest(result: CountsBacktest) -> None:
-    runs = ", ".join(f"{b.run} ({b.checkpoints} checkpoints)" for b in result.runs)
+    runs = ", ".join(f"{b.run} ({count(b.checkpoints, 'checkpoint')})" for b in result.runs)
     click.echo(f"replayed {result.source}: {runs}; alpha {result.alpha}")
     if not result.alarms:
         click.echo("no policy would have fired")
@@ -619,8 +638,8 @@ def backtest(result: Backtest) -> None:
     blocks = sum(1 for o in result.outcomes.values() if o == "block")
     warns = sum(1 for o in result.outcomes.values() if o == "warn")
     click.echo(
-        f"replayed {result.checkpoints} checkpoints of {result.run}: {blocks} would be blocked, "
-        f"{warns} would warn"
+        f"replayed {count(result.checkpoints, 'checkpoint')} of {result.run}: {blocks} would be "
+        f"blocked, {warns} would warn"
     )
     if result.alarms:
         table(
@@ -660,8 +679,8 @@ def recommendation(rec: Recommendation) -> None:
             else "P(already contaminated): unknown"
         )
         click.echo(
-            f"  {risk}; training given up: {rec.checkpoints_lost} checkpoints, "
-            f"{rec.steps_lost} steps"
+            f"  {risk}; training given up: {count(rec.checkpoints_lost, 'checkpoint')}, "
+            f"{count(rec.steps_lost, 'step')}"
         )
         if not rec.known_clean:
             click.secho(f"  {rec.reason}", fg="yellow")
@@ -719,7 +738,7 @@ def rollback_plan(plan: RollbackPlan) -> None:
 # -- the audit trail --------------------------------------------------------------------------
 def audit_log(found: list[AuditEntry]) -> None:
     table(
-        f"audit trail ({len(found)} entries)",
+        f"audit trail ({count(len(found), 'entry')})",
         ["#", "id", "time", "kind", "subject", "outcome", "actor", "reason"],
         [
             [
@@ -759,7 +778,7 @@ def audit_show(shown: Shown) -> None:
 
 def audit_verify(result: Verification) -> None:
     click.echo(
-        f"audit trail intact: {result.entries} entries, head {(result.head or '-')[:16]}, "
+        f"audit trail intact: {count(result.entries, 'entry')}, head {(result.head or '-')[:16]}, "
         f"{result.anchored} heads anchored in git history"
     )
     for md5 in result.missing_reports:
@@ -811,11 +830,12 @@ def example(result: ExampleResult) -> None:
     if result.restore:
         click.echo(
             f"restore point: {result.restore} (P(already contaminated) = "
-            f"{result.p_contaminated:.3f}; {result.checkpoints_lost} checkpoints of training "
-            "given up): see `gov rollback recommend`"
+            f"{result.p_contaminated:.3f}; {count(result.checkpoints_lost, 'checkpoint')} of "
+            "training given up): see `gov rollback recommend`"
         )
     click.echo(f"review page: {result.report} (open it in a browser; it works offline)")
-    click.echo(f"\nnext: cd {result.root} && gov check {result.checked} && gov rollback recommend")
+    # `gov check` exits 1 on a block, so the recommendation follows it with `;`, not `&&`
+    click.echo(f"\nnext: cd {result.root} && gov check {result.checked}; gov rollback recommend")
 
 
 # -- a decision where CI shows it -------------------------------------------------------------

@@ -255,11 +255,8 @@ def apply(
     name = new_run or next_run_name(registry, run)
     if any(r.id == name for r in registry.runs()):
         raise GovError(f"run {name!r} already exists: name the new run otherwise", remedy="name")
+    check_target(to)
     target = to.resolve()
-    if target.exists():
-        raise GovError(f"{to} already exists: give a new path for the restored checkpoint")
-    if not target.parent.is_dir():
-        raise GovError(f"{target.parent} does not exist: create it first")
     ws = registry.ws
     redesign = rec.environments
     with ws.change(f"roll back {run} to {rec.restore}: new run {name}") as change:
@@ -330,9 +327,10 @@ def record_recommendation(registry: Registry, rec: Recommendation) -> str | None
     recommendation, from the same inputs, is recorded already."""
     digest = recommendation_digest(registry, rec)
     for _, entry in audit.read(registry.ws):
-        if entry.get("kind") == "rollback_recommended" and (entry.get("refs") or {}).get(
-            "digest"
-        ) == digest:
+        if (
+            entry.get("kind") == "rollback_recommended"
+            and (entry.get("refs") or {}).get("digest") == digest
+        ):
             return None
     with registry.ws.change(
         f"rollback recommended for {rec.run}: {rec.restore or 'none'}"
@@ -356,6 +354,16 @@ def record_recommendation(registry: Registry, rec: Recommendation) -> str | None
             },
         )
     return change.sha
+
+
+def check_target(to: Path) -> None:
+    """Where a rollback puts the restored checkpoint: a new path in a folder that exists (the
+    dry run checks it too, so that the real run does not fail on it)."""
+    target = to.resolve()
+    if target.exists():
+        raise GovError(f"{to} already exists: give a new path for the restored checkpoint")
+    if not target.parent.is_dir():
+        raise GovError(f"{target.parent} does not exist: create it first")
 
 
 _RESTART = re.compile(r"(?P<base>.+)-r(?P<number>\d+)")
