@@ -634,11 +634,18 @@ def audit_show(workspace: Where, entry: str) -> Shown:
 
 
 def audit_verify(workspace: Where = None) -> Verification:
-    """Verify the hash chain and the heads git recorded; raises TrailBroken naming the first
-    bad entry."""
+    """Verify the hash chain and the heads git recorded, every entry against the commit that
+    carries it, and the registry's statuses against the trail; raises TrailBroken naming the
+    first bad entry."""
     from . import audit
+    from .models import CheckpointStatus
 
-    return audit.verify(_open(workspace).ws)
+    reg = _open(workspace)
+    done = audit.verify(reg.ws)
+    audit.verify_commits(reg.ws)
+    promoted = [c.ref for c in reg.checkpoints() if c.status == CheckpointStatus.PROMOTED]
+    audit.verify_statuses(reg.ws, promoted, [(f.environment, f.checkpoint) for f in reg.flags()])
+    return done
 
 
 @dataclass(frozen=True)

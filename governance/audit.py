@@ -376,6 +376,99 @@ def _verify_from(ws: Workspace, data: bytes, offset: int, seq: int, prev: str) -
     return seq, prev
 
 
+# What the commit carrying an entry of each kind must also have changed (a path prefix, relative
+# to the workspace): an entry appended to the trail by hand, even with a valid hash and a copied
+# trailer, changes nothing else. A recommendation writes only the trail.
+KIND_FILES: dict[str, tuple[str, ...]] = {
+    "check": ("audit/decisions/",),
+    "policy_change": ("audit/decisions/",),
+    "promotion": ("registry/checkpoints/",),
+    "override": ("registry/checkpoints/",),
+    "flag_raised": ("registry/flags/",),
+    "flag_acknowledged": ("registry/flags/",),
+    "flag_resolved": ("registry/flags/", "registry/environments/"),
+    "redesign": ("registry/environments/",),
+    "rollback_applied": ("registry/runs/", "audit/rollbacks/"),
+    "report_ingested": ("registry/reports.jsonl",),
+    "report_replaced": ("registry/reports.jsonl",),
+}
+
+
+def verify_commits(ws: Workspace) -> int:
+    """Check every entry against the commit that carries it: each entry is in a gov commit (its
+    Gov-Audit-Entry trailer), the working copy holds no entry beyond the last commit, and the
+    commit changed what an entry of its kind changes. Returns how many entries were checked;
+    raises TrailBroken naming the first bad one."""
+    rel = ws.rel(trail_path(ws))
+    entries = [entry for _, entry in read(ws)]
+    if not entries:
+        return 0
+    root = _repo_path(ws, ".")
+    prefix = "" if root == "." else root.rstrip("/") + "/"
+    log = ws.repo.git.log(
+        f"--grep=^{ENTRY_TRAILER}: ",
+        f"--format=%x00%H%x00%(trailers:key={ENTRY_TRAILER},valueonly,separator=;)%x00",
+        "--name-only",
+    )
+    carried: dict[str, tuple[str, set[str]]] = {}
+    parts = log.split("\x00")
+    for i in range(1, len(parts) - 2, 3):
+        commit, ids, names = parts[i], parts[i + 1], parts[i + 2]
+        files = {
+            n[len(prefix) :] if n.startswith(prefix) else n for n in names.split() if n.strip()
+        }
+        for entry_id in filter(None, (v.strip() for v in ids.split(";"))):
+            carried.setdefault(entry_id, (commit, files))
+    committed = _committed_text(ws, rel)
+    in_head = len(committed.splitlines()) if committed is not None else 0
+    for entry in entries:
+        seq, kind = entry["seq"], entry.get("kind", "")
+        if seq > in_head:
+            raise TrailBroken(
+                f"{rel}: entry {seq} ({kind}) is in no commit: gov commits every entry it "
+                "writes, so it was appended by hand"
+            )
+        found = carried.get(entry["id"])
+        if found is None:
+            raise TrailBroken(
+                f"{rel}: entry {seq} ({kind}) is in no gov commit (no {ENTRY_TRAILER} names it): "
+                "it was committed by hand"
+            )
+        commit, files = found
+        expected = KIND_FILES.get(kind)
+        if expected and not any(f.startswith(p) for f in files for p in expected):
+            raise TrailBroken(
+                f"{rel}: entry {seq} ({kind}) is carried by commit {commit[:12]}, which changed "
+                f"none of {', '.join(expected)}: a {kind} entry without its {kind}"
+            )
+    return len(entries)
+
+
+def verify_statuses(ws: Workspace, promoted: list[str], flags: list[tuple[str, str]]) -> None:
+    """The registry's statuses replayed from the trail: every promoted checkpoint has the
+    promotion (or override) entry that promoted it, every flag the entry that raised it."""
+    rel = ws.rel(trail_path(ws))
+    promotions: set[str] = set()
+    raised: set[tuple[str, str]] = set()
+    for _, entry in read(ws):
+        subject = entry.get("subject") or {}
+        if entry.get("kind") in ("promotion", "override"):
+            promotions.add(subject.get("checkpoint", ""))
+        elif entry.get("kind") == "flag_raised":
+            raised.add((subject.get("environment", ""), subject.get("checkpoint", "")))
+    for ref in promoted:
+        if ref not in promotions:
+            raise TrailBroken(
+                f"{rel}: {ref} is promoted, but no entry of the trail promotes it: the entry "
+                "was removed, or the status was set by hand"
+            )
+    for env, ref in flags:
+        if (env, ref) not in raised:
+            raise TrailBroken(
+                f"{rel}: {env} is flagged (at {ref}), but no entry of the trail raised that flag"
+            )
+
+
 def _first_difference(ws: Workspace, rel: str, commit: str, upto: int) -> int:
     """The first entry (seq) that differs from the trail as `commit` recorded it."""
     then = ws.repo.git.show(f"{commit}:{rel}").splitlines()

@@ -188,7 +188,7 @@ from governance.workspace import find
 ws = find(__import__("pathlib").Path(sys.argv[1]))
 for i in range(8):
     with ws.change(f"note {sys.argv[2]}-{i}") as change:
-        audit.append(change, "policy_change", subject={}, outcome=f"{sys.argv[2]}-{i}")
+        audit.append(change, "rollback_recommended", subject={}, outcome=f"{sys.argv[2]}-{i}")
 """
 
 
