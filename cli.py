@@ -941,6 +941,25 @@ def audit_verify(ctx: click.Context) -> None:
     render.audit_verify(api.audit_verify(_ws(ctx)))
 
 
+@audit_group.command("anchor")
+@click.option(
+    "--remote", help="Push the anchor tag to this git remote (its host should protect tags)."
+)
+@click.pass_context
+def audit_anchor(ctx: click.Context, remote: str | None) -> None:
+    """Record the trail's verified head where a local rewrite cannot reach it.
+
+    Tags the commit that holds the head as gov-anchor/SEQ (the head in its message) and pushes
+    the tag to --remote; `gov audit verify` then checks the trail against every anchor it finds
+    (fetch the remote's tags first). Print the head in your CI log too.
+
+    \b
+    Example:
+        gov audit anchor --remote origin
+    """
+    render.audit_anchor(api.audit_anchor(_ws(ctx), remote=remote))
+
+
 @audit_group.command("pressure")
 @output_options(render.PRESSURE)
 @click.pass_context

@@ -33,7 +33,7 @@ from .workspace import InitResult
 from .workspace import init as init_workspace
 
 if TYPE_CHECKING:
-    from .audit import Shown, Verification
+    from .audit import Anchor, Shown, Verification
     from .backtest import Backtest, CountsBacktest
     from .example import ExampleResult
     from .ingest import IngestResult
@@ -54,6 +54,7 @@ __all__ = [
     "NewCheckpoint",
     "Where",
     "__version__",
+    "audit_anchor",
     "audit_log",
     "audit_pressure",
     "audit_show",
@@ -643,9 +644,17 @@ def audit_verify(workspace: Where = None) -> Verification:
     reg = _open(workspace)
     done = audit.verify(reg.ws)
     audit.verify_commits(reg.ws)
+    audit.verify_anchors(reg.ws)
     promoted = [c.ref for c in reg.checkpoints() if c.status == CheckpointStatus.PROMOTED]
     audit.verify_statuses(reg.ws, promoted, [(f.environment, f.checkpoint) for f in reg.flags()])
     return done
+
+
+def audit_anchor(workspace: Where = None, *, remote: str | None = None) -> Anchor:
+    """Record the verified head of the trail as a tag, pushed to `remote` if given."""
+    from . import audit
+
+    return audit.anchor(_open(workspace).ws, remote)
 
 
 @dataclass(frozen=True)

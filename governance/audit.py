@@ -394,6 +394,80 @@ KIND_FILES: dict[str, tuple[str, ...]] = {
 }
 
 
+ANCHOR_TAGS = "gov-anchor"  # refs/tags/gov-anchor/<seq>: the heads `gov audit anchor` recorded
+
+
+@dataclass(frozen=True)
+class Anchor:
+    tag: str
+    seq: int
+    head: str
+    commit: str
+    pushed_to: str | None
+
+
+def anchor(ws: Workspace, remote: str | None = None) -> Anchor:
+    """Record the trail's current head (verified first) as an annotated tag on the commit that
+    holds it, and push the tag to `remote`: a host that protects tags keeps it out of reach of a
+    local rewrite, and `verify` compares the trail against every anchor it finds."""
+    done = verify(ws)
+    if not done.entries or done.head is None:
+        raise GovError("the audit trail is empty: nothing to anchor yet")
+    seq, head = done.entries, done.head
+    tag = f"{ANCHOR_TAGS}/{seq}"
+    existing = {t.name: t for t in ws.repo.tags}
+    if tag in existing:
+        recorded = _anchored_heads(ws).get(tag)
+        if recorded != (seq, head):
+            raise TrailBroken(f"tag {tag} records another head than the trail's entry {seq}")
+    else:
+        ws.repo.create_tag(
+            tag, ref="HEAD", message=f"gov audit anchor\n\n{HEAD_TRAILER}: {seq} {head}\n"
+        )
+    if remote is not None:
+        try:
+            ws.repo.git.push(remote, f"refs/tags/{tag}")
+        except git.GitCommandError as exc:
+            detail = " ".join(str(exc.stderr or exc).split())[:200]
+            raise GovError(f"could not push {tag} to {remote}: {detail}") from None
+    commit = ws.repo.tags[tag].commit.hexsha
+    return Anchor(tag, seq, head, commit, remote)
+
+
+def _anchored_heads(ws: Workspace) -> dict[str, tuple[int, str]]:
+    """tag -> (seq, head) of every anchor tag in the repository (fetched ones too)."""
+    listed = ws.repo.git.for_each_ref(
+        f"refs/tags/{ANCHOR_TAGS}/", "--format=%(refname:short)%00%(contents)%00"
+    )
+    found: dict[str, tuple[int, str]] = {}
+    parts = listed.split("\x00")
+    for tag, contents in zip(parts[0::2], parts[1::2], strict=False):
+        for line in contents.splitlines():
+            if line.startswith(f"{HEAD_TRAILER}: "):
+                seq_text, _, head = line.removeprefix(f"{HEAD_TRAILER}: ").partition(" ")
+                if seq_text.isdigit():
+                    found[tag.strip()] = (int(seq_text), head.strip())
+    return found
+
+
+def verify_anchors(ws: Workspace) -> int:
+    """Compare the trail with every anchored head: each must still be in it, unchanged.
+    Returns how many anchors were checked."""
+    rel = ws.rel(trail_path(ws))
+    by_seq = {entry["seq"]: entry["id"] for _, entry in read(ws)}
+    anchors = _anchored_heads(ws)
+    for tag, (seq, head) in sorted(anchors.items(), key=lambda kv: kv[1][0]):
+        if seq not in by_seq:
+            raise TrailBroken(
+                f"{rel}: entry {seq}, anchored by tag {tag}, is missing: the trail was cut back"
+            )
+        if by_seq[seq] != head:
+            raise TrailBroken(
+                f"{rel}: entry {seq} is not what tag {tag} anchored: the trail was rewritten"
+            )
+    return len(anchors)
+
+
 def verify_commits(ws: Workspace) -> int:
     """Check every entry against the commit that carries it: each entry is in a gov commit (its
     Gov-Audit-Entry trailer), the working copy holds no entry beyond the last commit, and the

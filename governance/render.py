@@ -35,7 +35,7 @@ if TYPE_CHECKING:
         RunListing,
         SchemaFile,
     )
-    from .audit import Shown, Verification
+    from .audit import Anchor, Shown, Verification
     from .backtest import Backtest, CountsBacktest
     from .example import ExampleResult
     from .ingest import IngestResult
@@ -783,6 +783,14 @@ def audit_verify(result: Verification) -> None:
     )
     for md5 in result.missing_reports:
         click.echo(f"note: report {md5} named by an entry is not in the workspace (dvc pull it)")
+
+
+def audit_anchor(result: Anchor) -> None:
+    where = f", pushed to {result.pushed_to}" if result.pushed_to else " (not pushed: --remote)"
+    click.echo(
+        f"anchored entry {result.seq}, head {result.head}, as tag {result.tag} on commit "
+        f"{result.commit[:12]}{where}"
+    )
 
 
 def pressure(result: Pressure) -> None:

@@ -65,3 +65,29 @@ def test_an_untouched_trail_verifies(gov, example_copy: Path) -> None:
     assert gov("rollback", "recommend", cwd=example_copy).exit_code == 0
     done = gov("audit", "verify", cwd=example_copy)
     assert done.exit_code == 0, done.stderr
+
+
+def test_an_anchor_pushed_to_the_remote_catches_a_cut_back_trail(
+    gov, example_copy: Path, tmp_path: Path
+) -> None:
+    import pytest
+
+    from governance import audit
+    from governance.errors import TrailBroken
+    from governance.workspace import find
+
+    remote = tmp_path / "remote.git"
+    git.Repo.init(remote, bare=True)
+    repo = git.Repo(example_copy)
+    repo.create_remote("anchors", str(remote))
+    done = gov("audit", "anchor", "--remote", "anchors", cwd=example_copy)
+    assert done.exit_code == 0, done.stderr
+    seq = len((example_copy / "audit" / "trail.jsonl").read_text().splitlines())
+    assert f"gov-anchor/{seq}" in {t.name for t in git.Repo(remote).tags}
+    assert gov("audit", "verify", cwd=example_copy).exit_code == 0
+    # The trail cut back by two entries: the anchor still names the head that was there.
+    path = example_copy / "audit" / "trail.jsonl"
+    path.write_text("\n".join(path.read_text().splitlines()[:-2]) + "\n")
+    with pytest.raises(TrailBroken, match=f"entry {seq}, anchored by tag gov-anchor/{seq}"):
+        audit.verify_anchors(find(example_copy))
+    assert gov("audit", "verify", cwd=example_copy).exit_code == 1
