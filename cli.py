@@ -927,8 +927,14 @@ def audit_show(ctx: click.Context, entry: str, fmt: str) -> None:
 
 
 @audit_group.command("verify")
+@click.option(
+    "--allowed-signers",
+    type=click.Path(path_type=Path),
+    help="Also check that every commit carrying an entry is signed by a key in this file "
+    "(git's SSH allowed-signers format).",
+)
 @click.pass_context
-def audit_verify(ctx: click.Context) -> None:
+def audit_verify(ctx: click.Context, allowed_signers: Path | None) -> None:
     """Verify the trail: exit 0 intact, 1 broken (naming the first bad entry).
 
     Checks every link of the hash chain, and that every chain head a git commit recorded is
@@ -938,7 +944,7 @@ def audit_verify(ctx: click.Context) -> None:
     Example:
         gov audit verify
     """
-    render.audit_verify(api.audit_verify(_ws(ctx)))
+    render.audit_verify(api.audit_verify(_ws(ctx), allowed_signers=allowed_signers))
 
 
 @audit_group.command("anchor")

@@ -634,7 +634,7 @@ def audit_show(workspace: Where, entry: str) -> Shown:
     return audit.show(_open(workspace).ws, entry)
 
 
-def audit_verify(workspace: Where = None) -> Verification:
+def audit_verify(workspace: Where = None, *, allowed_signers: Path | None = None) -> Verification:
     """Verify the hash chain and the heads git recorded, every entry against the commit that
     carries it, and the registry's statuses against the trail; raises TrailBroken naming the
     first bad entry."""
@@ -643,7 +643,9 @@ def audit_verify(workspace: Where = None) -> Verification:
 
     reg = _open(workspace)
     done = audit.verify(reg.ws)
-    audit.verify_commits(reg.ws)
+    if allowed_signers is not None and not allowed_signers.is_file():
+        raise GovError(f"{allowed_signers}: no such allowed-signers file")
+    audit.verify_commits(reg.ws, allowed_signers)
     audit.verify_anchors(reg.ws)
     promoted = [c.ref for c in reg.checkpoints() if c.status == CheckpointStatus.PROMOTED]
     audit.verify_statuses(reg.ws, promoted, [(f.environment, f.checkpoint) for f in reg.flags()])

@@ -468,11 +468,12 @@ def verify_anchors(ws: Workspace) -> int:
     return len(anchors)
 
 
-def verify_commits(ws: Workspace) -> int:
+def verify_commits(ws: Workspace, allowed_signers: Path | None = None) -> int:
     """Check every entry against the commit that carries it: each entry is in a gov commit (its
     Gov-Audit-Entry trailer), the working copy holds no entry beyond the last commit, and the
-    commit changed what an entry of its kind changes. Returns how many entries were checked;
-    raises TrailBroken naming the first bad one."""
+    commit changed what an entry of its kind changes; with `allowed_signers` (git's SSH
+    allowed-signers file), each such commit is signed by one of its keys. Returns how many
+    entries were checked; raises TrailBroken naming the first bad one."""
     rel = ws.rel(trail_path(ws))
     entries = [entry for _, entry in read(ws)]
     if not entries:
@@ -495,6 +496,7 @@ def verify_commits(ws: Workspace) -> int:
             carried.setdefault(entry_id, (commit, files))
     committed = _committed_text(ws, rel)
     in_head = len(committed.splitlines()) if committed is not None else 0
+    signed: set[str] = set()
     for entry in entries:
         seq, kind = entry["seq"], entry.get("kind", "")
         if seq > in_head:
@@ -509,6 +511,9 @@ def verify_commits(ws: Workspace) -> int:
                 "it was committed by hand"
             )
         commit, files = found
+        if allowed_signers is not None and commit not in signed:
+            _check_signature(ws, commit, allowed_signers, rel, seq, kind)
+            signed.add(commit)
         expected = KIND_FILES.get(kind)
         if expected and not any(f.startswith(p) for f in files for p in expected):
             raise TrailBroken(
@@ -516,6 +521,28 @@ def verify_commits(ws: Workspace) -> int:
                 f"none of {', '.join(expected)}: a {kind} entry without its {kind}"
             )
     return len(entries)
+
+
+def _check_signature(
+    ws: Workspace, commit: str, allowed_signers: Path, rel: str, seq: int, kind: str
+) -> None:
+    """git's own check of an SSH signature against the allowed-signers file."""
+    try:
+        ws.repo.git.execute(
+            [
+                "git",
+                "-c",
+                f"gpg.ssh.allowedSignersFile={allowed_signers.resolve()}",
+                "verify-commit",
+                commit,
+            ]
+        )
+    except git.GitCommandError as exc:
+        why = " ".join(str(exc.stderr or "").split())[:160] or "no signature"
+        raise TrailBroken(
+            f"{rel}: entry {seq} ({kind}) is carried by commit {commit[:12]}, which is not signed "
+            f"by an allowed key ({why})"
+        ) from None
 
 
 def verify_statuses(ws: Workspace, promoted: list[str], flags: list[tuple[str, str]]) -> None:

@@ -91,3 +91,33 @@ def test_an_anchor_pushed_to_the_remote_catches_a_cut_back_trail(
     with pytest.raises(TrailBroken, match=f"entry {seq}, anchored by tag gov-anchor/{seq}"):
         audit.verify_anchors(find(example_copy))
     assert gov("audit", "verify", cwd=example_copy).exit_code == 1
+
+
+def test_commits_are_checked_against_the_keys_allowed_to_sign(
+    gov, registry, artifact, tmp_path: Path
+) -> None:
+    import subprocess
+
+    from test_regressions import _counts, _run
+
+    key = tmp_path / "signer"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    repo = registry.ws.repo
+    with repo.config_writer() as config:
+        config.set_value("gpg", "format", "ssh")
+        config.set_value("user", "signingkey", str(key))
+        config.set_value("commit", "gpgsign", "true")
+    allowed = tmp_path / "allowed_signers"
+    allowed.write_text(f"trainer@example.com {(tmp_path / 'signer.pub').read_text()}")
+    _run(registry, artifact, tmp_path, gov, [_counts(100 * i, 300) for i in range(1, 4)])
+    assert gov("check", "main@300", cwd=registry.ws.root).exit_code == 0
+    signed = gov("audit", "verify", "--allowed-signers", str(allowed), cwd=registry.ws.root)
+    assert signed.exit_code == 0, signed.stderr
+    # A gov commit made without the key (a forger's checkout): caught, naming the entry.
+    with repo.config_writer() as config:
+        config.set_value("commit", "gpgsign", "false")
+    assert gov("check", "main@200", cwd=registry.ws.root).exit_code == 0
+    caught = gov("audit", "verify", "--allowed-signers", str(allowed), cwd=registry.ws.root)
+    assert caught.exit_code == 1
+    assert "which is not signed by an allowed key" in caught.stderr
+    assert gov("audit", "verify", cwd=registry.ws.root).exit_code == 0  # without keys: intact
