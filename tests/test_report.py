@@ -89,7 +89,10 @@ def test_the_page_renders_offline_in_chromium(gov, example_template: Path, tmp_p
         assert "main@" in page.locator("#restore").inner_text()
         assert page.locator("details#env-math-proofs").get_attribute("open") is None  # folded
         assert page.locator("#audit").count() == 1
-        assert page.locator("table tr").count() > 10  # the audit timeline
+        kinds = page.locator("#audit ~ table tr td:nth-child(3)").all_inner_texts()
+        assert kinds and "report_ingested" not in kinds  # decisions and flags, ingests summed
+        assert "check" in kinds and "flag_raised" in kinds
+        assert "report ingested" in page.locator("#audit ~ p").first.inner_text()
         shot = page.screenshot(full_page=True)
         browser.close()
     assert errors == []
@@ -187,3 +190,35 @@ def test_dvc_repro_recomputes_and_dvc_reads_the_metrics(
 def test_the_example_writes_its_review_page(example_template: Path) -> None:
     page = example_template / "report.html"
     assert page.is_file() and "code-unit-tests" in page.read_text()
+
+
+def test_the_page_fits_the_window_and_shows_an_applied_rollback(
+    gov, example_copy: Path, tmp_path: Path
+) -> None:
+    from playwright.sync_api import sync_playwright
+
+    done = gov(
+        "rollback", "apply", "--to", str(tmp_path / "restart.bin"), "--yes", cwd=example_copy
+    )
+    assert done.exit_code == 0, done.stderr
+    page_path = tmp_path / "review.html"
+    assert gov("report", "-o", str(page_path), cwd=example_copy).exit_code == 0
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=ensure_chromium(), args=["--no-sandbox", "--disable-gpu"]
+        )
+        for width in (1280, 800):
+            page = browser.new_page(viewport={"width": width, "height": 1000})
+            page.goto(page_path.as_uri())
+            overflow = page.evaluate(
+                "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+            )
+            assert overflow <= 0, (width, overflow)  # nothing wider than the window
+            applied = page.locator("#rollback").inner_text()
+            assert "rollback applied" in applied and "main-r1" in applied
+            flag_reason = page.locator("#audit ~ table tr", has_text="flag_raised").first
+            text = flag_reason.inner_text()
+            assert "rationalization-rate-rising" in text and "divergence-rate-rising" in text
+            assert not _blank(page.screenshot(full_page=True))
+            page.close()
+        browser.close()
