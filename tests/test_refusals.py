@@ -38,20 +38,9 @@ def test_a_span_further_back_than_any_date_means_everything(gov, example_copy: P
 
 
 def test_a_value_nested_too_deeply_is_a_bad_record(gov, workspace: Path, tmp_path: Path) -> None:
-    record = {
-        "run": "main",
-        "step": 100,
-        "environment": "math",
-        "environment_version": 1,
-        "judge": "cot-monitor",
-        "judge_version": "1",
-        "n": 10,
-        "none": 10,
-        "rejected": 0,
-        "rationalized": 0,
-        "overt": 0,
-        "divergent": 0,
-    }
+    from test_ingest import _aggregated
+
+    record = _aggregated()
     deep = json.dumps(record)[:-1] + ', "note": ' + "[" * 100_000 + "]" * 100_000 + "}"
     report = tmp_path / "deep.jsonl"
     report.write_text(deep + "\n")
