@@ -22,7 +22,7 @@ from .stats.onset import onset_posterior
 from .stats.series import Series, many
 from .storage import atomic_write
 
-WIDTH, HEIGHT, PAD = 720, 220, 42
+WIDTH, HEIGHT, PAD = 720, 240, 48
 
 
 PAGE = "report.html"  # where the review page goes unless asked otherwise, in the workspace
@@ -56,9 +56,21 @@ def _chart(
         f'aria-label="{escape(s.metric)} of {escape(s.environment)}">',
         f'<line x1="{PAD}" y1="{HEIGHT - PAD}" x2="{WIDTH - PAD}" y2="{HEIGHT - PAD}" class="axis"/>',
         f'<line x1="{PAD}" y1="{PAD}" x2="{PAD}" y2="{HEIGHT - PAD}" class="axis"/>',
-        f'<text x="4" y="{PAD + 4}" class="tick">{top:.1%}</text>',
-        f'<text x="4" y="{HEIGHT - PAD}" class="tick">0%</text>',
+        f'<text x="{PAD}" y="{PAD - 20}" class="tick axis-title">{escape(s.metric.replace("_", " "))}</text>',
+        f'<text x="{WIDTH - PAD}" y="{HEIGHT - 2}" class="tick axis-title" text-anchor="end">checkpoint (run@step)</text>',
     ]
+    for fraction in (0, 0.25, 0.5, 0.75, 1):  # the rate axis: five labelled ticks with a grid
+        level = top / 1.1 * fraction
+        parts.append(
+            f'<line x1="{PAD - 4}" y1="{y(level):.1f}" x2="{WIDTH - PAD}" y2="{y(level):.1f}" class="grid"/>'
+            f'<text x="{PAD - 6}" y="{y(level) + 4:.1f}" class="tick" text-anchor="end">{level:.1%}</text>'
+        )
+    for i in sorted({round(j * (count - 1) / 5) for j in range(6)} if count > 1 else {0}):
+        parts.append(  # the checkpoint axis: six marked and labelled steps
+            f'<line x1="{x(i):.1f}" y1="{HEIGHT - PAD}" x2="{x(i):.1f}" y2="{HEIGHT - PAD + 4}" class="axis"/>'
+            f'<text x="{x(i):.1f}" y="{HEIGHT - PAD + 16}" class="tick" text-anchor="middle">'
+            f"{escape(points[i].run)}@{points[i].step}</text>"
+        )
     if onset is not None:
         lo, mid, hi = onset
         parts.append(
@@ -104,14 +116,6 @@ def _chart(
                 f"<title>restore point {escape(ref)}</title></line>"
                 f'<text x="{x(i) + 3:.1f}" y="{HEIGHT - PAD - 4}" class="restore-label">restore</text>'
             )
-    first, last = points[0], points[-1]
-    parts.append(
-        f'<text x="{PAD}" y="{HEIGHT - 12}" class="tick">{escape(first.run)}@{first.step}</text>'
-    )
-    parts.append(
-        f'<text x="{WIDTH - PAD}" y="{HEIGHT - 12}" class="tick" text-anchor="end">'
-        f"{escape(last.run)}@{last.step}</text>"
-    )
     parts.append("</svg>")
     return "\n".join(parts)
 
@@ -125,7 +129,7 @@ h1{font-size:24px;margin:0 0 4px} h2{font-size:19px;margin:28px 0 8px;border-bot
 .block{color:#b42318} .warn{color:#b54708} .pass{color:#067647}
 details{border:1px solid #d0d7de;border-radius:6px;margin:10px 0;padding:6px 12px}
 details[open]{padding-bottom:12px} summary{cursor:pointer;font-weight:600}
-.chart{width:100%;height:auto} .axis{stroke:#8c959f} .tick{font-size:11px;fill:#57606a}
+.chart{width:100%;height:auto} .axis{stroke:#8c959f} .grid{stroke:#eaeef2} .tick{font-size:11px;fill:#57606a} .axis-title{font-style:italic}
 .band{fill:#9ec5fe;opacity:.45} .rate{fill:none;stroke:#1f6feb;stroke-width:1.6} .point{fill:#1f6feb}
 .onset-band{fill:#fdd8a8;opacity:.5} .onset{stroke:#b54708;stroke-dasharray:4 3}
 .restore{stroke:#067647;stroke-width:2} .restore-label{font-size:11px;fill:#067647}
@@ -268,7 +272,7 @@ def build_report(
             f'<details id="env-{escape(s.environment)}" class="env{" flagged" if is_flagged else ""}"{" open" if is_flagged else ""}>'
             f"<summary>{escape(s.environment)} v{s.environment_version} · {escape(s.judge)} {escape(s.judge_version)}"
             f"{' — flagged for redesign' if is_flagged else ''}</summary>"
-            f"<p class=muted>{escape(onset_text)}; ■ blocked ▲ warned at {len(env_marks)} checkpoints</p>"
+            f"<p class=muted>{escape(onset_text)}; ■ blocked ▲ warned at {len(env_marks)} checkpoint{'' if len(env_marks) == 1 else 's'}</p>"
         )
         html.append(
             _chart(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -222,3 +223,17 @@ def test_the_page_fits_the_window_and_shows_an_applied_rollback(
             assert not _blank(page.screenshot(full_page=True))
             page.close()
         browser.close()
+
+
+def test_the_chart_labels_both_axes(example_template: Path, tmp_path: Path) -> None:
+    from governance import open_registry
+
+    build_report(open_registry(example_template), tmp_path / "r.html")
+    html = (tmp_path / "r.html").read_text()
+    chart = html[html.index('<details id="env-code-unit-tests"') :]
+    chart = chart[: chart.index("</svg>")]
+    assert "rationalization rate</text>" in chart and "checkpoint (run@step)</text>" in chart
+    rates = re.findall(r'text-anchor="end">(\d+\.\d)%</text>', chart)
+    steps = re.findall(r'text-anchor="middle">main@(\d+)</text>', chart)
+    assert len(rates) == 5 and rates[0] == "0.0" and len(steps) == 6
+    assert [int(s) for s in steps] == sorted(int(s) for s in steps)
