@@ -7,6 +7,7 @@ display; the product's logic, defaults and file formats live in the library.
 
 from __future__ import annotations
 
+import errno
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -1127,6 +1128,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     except Exception as exc:
         if show_traceback:
             raise
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            # A change is whole or absent: the write that failed was undone before this.
+            where = f" writing {exc.filename}" if exc.filename else ""
+            click.secho(
+                f"gov: error: no space left on the device{where}: nothing was changed; free "
+                "some space and run the command again",
+                fg="red",
+                err=True,
+            )
+            sys.exit(2)
         detail = " ".join(str(exc).split())[:300]
         click.secho(
             f"gov: internal error: {type(exc).__name__}: {detail} (rerun with --traceback "

@@ -124,3 +124,73 @@ def test_a_lineage_cycle_is_found_with_nothing_flagged(gov, workspace: Path) -> 
     line = _one_line(gov("rollback", "recommend", cwd=workspace))
     assert "cycle" in line
     assert git.Repo(workspace).head.commit.hexsha == head
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A real 40 MB filesystem (tmpfs), mounted for the test and removed after it."""
+    import subprocess
+
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    made = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=40m", "tmpfs", str(mount)], capture_output=True
+    )
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a small filesystem here: {made.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_full_disk_is_one_line_and_changes_nothing(gov, small_disk: Path, tmp_path: Path) -> None:
+    import os
+    import subprocess
+
+    from test_ingest import _aggregated
+
+    from conftest import make_git_repo
+
+    ws = small_disk / "ws"
+    make_git_repo(ws)
+    assert gov("init", cwd=ws).exit_code == 0
+    (ws / "envs" / "math").mkdir(parents=True)
+    (ws / "envs" / "math" / "task.txt").write_text("prove it\n")
+    (ws / "rubric.md").write_text("judge the reasoning\n")
+    (ws / "c.pt").write_bytes(b"weights")
+    for command in (
+        ("env", "add", "math", "--from", "envs/math"),
+        ("judge", "add", "cot-monitor", "--version", "1", "--rubric", "rubric.md"),
+        ("run", "add", "main"),
+        ("checkpoint", "add", "main@100", "c.pt", "-e", "math=1"),
+    ):
+        assert gov(*command, cwd=ws).exit_code == 0, command
+    report = tmp_path / "report.jsonl"
+    report.write_text(json.dumps(_aggregated()) + "\n")
+
+    def state() -> tuple[str, list[str]]:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ws, capture_output=True, text=True)
+        files = sorted(
+            str(Path(root, name).relative_to(ws))
+            for root, _, names in os.walk(ws)
+            if ".git" not in Path(root).relative_to(ws).parts
+            for name in names
+        )
+        return head.stdout, files
+
+    before = state()
+    free = os.statvfs(small_disk)
+    filler = small_disk / "filler"
+    with filler.open("wb") as handle:
+        handle.truncate(0)
+    subprocess.run(
+        ["fallocate", "-l", str(free.f_bavail * free.f_frsize - 8192), str(filler)], check=True
+    )
+    line = _one_line(gov("ingest", str(report), cwd=ws))
+    assert "no space left on the device" in line and "nothing was changed" in line
+    after = state()
+    assert after[0] == before[0]
+    assert [f for f in after[1] if f != "filler" and not f.startswith(".gov/")] == [
+        f for f in before[1] if not f.startswith(".gov/")
+    ]
+    filler.unlink()
+    assert gov("ingest", str(report), cwd=ws).exit_code == 0  # with space again, it goes through
