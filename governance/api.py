@@ -639,7 +639,7 @@ def audit_verify(workspace: Where = None, *, allowed_signers: Path | None = None
     carries it, and the registry's statuses against the trail; raises TrailBroken naming the
     first bad entry."""
     from . import audit
-    from .models import CheckpointStatus
+    from .models import CheckpointStatus, EnvironmentStatus
 
     reg = _open(workspace)
     done = audit.verify(reg.ws)
@@ -647,8 +647,14 @@ def audit_verify(workspace: Where = None, *, allowed_signers: Path | None = None
         raise GovError(f"{allowed_signers}: no such allowed-signers file")
     audit.verify_commits(reg.ws, allowed_signers)
     audit.verify_anchors(reg.ws)
-    promoted = [c.ref for c in reg.checkpoints() if c.status == CheckpointStatus.PROMOTED]
-    audit.verify_statuses(reg.ws, promoted, [(f.environment, f.checkpoint) for f in reg.flags()])
+    every = reg.checkpoints()
+    audit.verify_statuses(
+        reg.ws,
+        [c.ref for c in every if c.status == CheckpointStatus.PROMOTED],
+        [(f.environment, f.checkpoint) for f in reg.flags()],
+        [c.ref for c in every if c.status == CheckpointStatus.BLOCKED],
+        [e.id for e in reg.environments() if e.status == EnvironmentStatus.IN_REDESIGN],
+    )
     return done
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -545,18 +545,41 @@ def _check_signature(
         ) from None
 
 
-def verify_statuses(ws: Workspace, promoted: list[str], flags: list[tuple[str, str]]) -> None:
+def verify_statuses(
+    ws: Workspace,
+    promoted: list[str],
+    flags: list[tuple[str, str]],
+    blocked: Sequence[str] = (),
+    in_redesign: Sequence[str] = (),
+) -> None:
     """The registry's statuses replayed from the trail: every promoted checkpoint has the
-    promotion (or override) entry that promoted it, every flag the entry that raised it."""
+    promotion (or override) entry that promoted it, every blocked one a check that blocked it,
+    every flag the entry that raised it, every environment in redesign the rollback that put it
+    there."""
     rel = ws.rel(trail_path(ws))
     promotions: set[str] = set()
+    blocks: set[str] = set()
     raised: set[tuple[str, str]] = set()
+    redesigned: set[str] = set()
     for _, entry in read(ws):
         subject = entry.get("subject") or {}
-        if entry.get("kind") in ("promotion", "override"):
+        kind = entry.get("kind")
+        if kind in ("promotion", "override"):
             promotions.add(subject.get("checkpoint", ""))
-        elif entry.get("kind") == "flag_raised":
+        elif kind == "check" and entry.get("outcome") == "block":
+            blocks.add(subject.get("checkpoint", ""))
+        elif kind == "flag_raised":
             raised.add((subject.get("environment", ""), subject.get("checkpoint", "")))
+        elif kind == "rollback_applied":
+            redesigned.update(filter(None, subject.get("environments", "").split(",")))
+    for ref in blocked:
+        if ref not in blocks:
+            raise TrailBroken(f"{rel}: {ref} is blocked, but no check in the trail blocked it")
+    for env in in_redesign:
+        if env not in redesigned:
+            raise TrailBroken(
+                f"{rel}: {env} is in redesign, but no rollback in the trail put it there"
+            )
     for ref in promoted:
         if ref not in promotions:
             raise TrailBroken(

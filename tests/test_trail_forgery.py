@@ -121,3 +121,17 @@ def test_commits_are_checked_against_the_keys_allowed_to_sign(
     assert caught.exit_code == 1
     assert "which is not signed by an allowed key" in caught.stderr
     assert gov("audit", "verify", cwd=registry.ws.root).exit_code == 0  # without keys: intact
+
+
+def test_statuses_set_by_hand_are_caught(gov, example_copy: Path) -> None:
+    # main@250 was never blocked by a check; an environment no rollback put in redesign.
+    checkpoints = example_copy / "registry" / "checkpoints" / "main.jsonl"
+    lines = checkpoints.read_text().splitlines()
+    first = json.loads(lines[0])
+    assert first["status"] != "blocked"
+    first["status"] = "blocked"
+    lines[0] = json.dumps(first, separators=(",", ":"))
+    checkpoints.write_text("\n".join(lines) + "\n")
+    caught = gov("audit", "verify", cwd=example_copy)
+    assert caught.exit_code == 1
+    assert f"main@{first['step']} is blocked, but no check in the trail blocked it" in caught.stderr
