@@ -654,6 +654,7 @@ def audit_verify(workspace: Where = None, *, allowed_signers: Path | None = None
         [(f.environment, f.checkpoint) for f in reg.flags()],
         [c.ref for c in every if c.status == CheckpointStatus.BLOCKED],
         [e.id for e in reg.environments() if e.status == EnvironmentStatus.IN_REDESIGN],
+        [c.ref for c in every if c.status == CheckpointStatus.QUARANTINED],
     )
     return done
 

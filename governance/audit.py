@@ -391,6 +391,7 @@ KIND_FILES: dict[str, tuple[str, ...]] = {
     "rollback_applied": ("registry/runs/", "audit/rollbacks/"),
     "report_ingested": ("registry/reports.jsonl",),
     "report_replaced": ("registry/reports.jsonl",),
+    "status_change": ("registry/checkpoints/",),
 }
 
 
@@ -551,6 +552,7 @@ def verify_statuses(
     flags: list[tuple[str, str]],
     blocked: Sequence[str] = (),
     in_redesign: Sequence[str] = (),
+    quarantined: Sequence[str] = (),
 ) -> None:
     """The registry's statuses replayed from the trail: every promoted checkpoint has the
     promotion (or override) entry that promoted it, every blocked one a check that blocked it,
@@ -561,6 +563,7 @@ def verify_statuses(
     blocks: set[str] = set()
     raised: set[tuple[str, str]] = set()
     redesigned: set[str] = set()
+    marked: set[tuple[str, str]] = set()  # (checkpoint, status) set by a status change
     for _, entry in read(ws):
         subject = entry.get("subject") or {}
         kind = entry.get("kind")
@@ -572,9 +575,16 @@ def verify_statuses(
             raised.add((subject.get("environment", ""), subject.get("checkpoint", "")))
         elif kind == "rollback_applied":
             redesigned.update(filter(None, subject.get("environments", "").split(",")))
+        elif kind == "status_change":
+            marked.add((subject.get("checkpoint", ""), str(entry.get("outcome"))))
     for ref in blocked:
-        if ref not in blocks:
+        if ref not in blocks and (ref, "blocked") not in marked:
             raise TrailBroken(f"{rel}: {ref} is blocked, but no check in the trail blocked it")
+    for ref in quarantined:
+        if (ref, "quarantined") not in marked:
+            raise TrailBroken(
+                f"{rel}: {ref} is quarantined, but no entry of the trail quarantined it"
+            )
     for env in in_redesign:
         if env not in redesigned:
             raise TrailBroken(

@@ -30,6 +30,7 @@ AuditKind = Literal[
     "report_ingested",
     "report_replaced",
     "policy_change",
+    "status_change",
 ]
 KINDS: tuple[str, ...] = AuditKind.__args__  # type: ignore[attr-defined]
 

@@ -437,6 +437,13 @@ class Registry:
             )
         with self.ws.change(f"mark checkpoint {run}@{step} {status.value}") as change:
             updated = self.write_status(change, run, step, status)
+            audit.append(
+                change,
+                "status_change",
+                subject={"run": run, "checkpoint": f"{run}@{step}"},
+                outcome=status.value,
+                reason=reason,
+            )
             change.body = reason or ""
         return updated
 

@@ -135,3 +135,26 @@ def test_statuses_set_by_hand_are_caught(gov, example_copy: Path) -> None:
     caught = gov("audit", "verify", cwd=example_copy)
     assert caught.exit_code == 1
     assert f"main@{first['step']} is blocked, but no check in the trail blocked it" in caught.stderr
+
+
+def test_a_quarantine_is_recorded_and_one_set_by_hand_is_caught(gov, example_copy: Path) -> None:
+    from governance import open_registry
+    from governance.models import CheckpointStatus
+
+    reg = open_registry(example_copy)
+    reg.set_checkpoint_status("main", 500, CheckpointStatus.QUARANTINED, reason="bad data")
+    last = json.loads((example_copy / "audit" / "trail.jsonl").read_text().splitlines()[-1])
+    assert (last["kind"], last["outcome"], last["reason"]) == (
+        "status_change",
+        "quarantined",
+        "bad data",
+    )
+    assert gov("audit", "verify", cwd=example_copy).exit_code == 0
+    checkpoints = example_copy / "registry" / "checkpoints" / "main.jsonl"
+    lines = checkpoints.read_text().splitlines()
+    record = json.loads(lines[2])
+    record["status"] = "quarantined"
+    lines[2] = json.dumps(record, separators=(",", ":"))
+    checkpoints.write_text("\n".join(lines) + "\n")
+    caught = gov("audit", "verify", cwd=example_copy)
+    assert caught.exit_code == 1 and "no entry of the trail quarantined it" in caught.stderr
