@@ -227,8 +227,8 @@ def screen_odds(need: float) -> float:
 # the posterior computed. On 20,836 prefixes of bench/onset.py's families (seeds 5 and 9, 45
 # series per family), at the 5,426 where the posterior reached 0.9, the screen was never more
 # than 2.4 below the log odds of 0.9, 0.95 or 0.99 where the posterior reached that level; the
-# margin leaves 2.1 more (a factor of 8 in the odds).
-SCREEN_MARGIN = 4.5
+# margin leaves 1.6 more (a factor of 5 in the odds).
+SCREEN_MARGIN = 4.0
 # The alarm asks whether a rise began, not where its first stage was: the one-stage model answers
 # that as well and far faster; the restore point (governance.stats.restore) reads both.
 # It reads eight of the model's fifteen ramp lengths, each weighted by the lengths
