@@ -268,20 +268,7 @@ def verify(ws: Workspace) -> Verification:
     missing: set[str] = set()
     for number, entry in read(ws):
         count += 1
-        if entry["seq"] != expected:
-            raise TrailBroken(
-                f"{path}:{number}: entry {entry['seq']} is out of place (expected entry "
-                f"{expected}): an entry was deleted, inserted or moved"
-            )
-        if entry["prev"] != prev:
-            raise TrailBroken(
-                f"{path}:{number}: entry {entry['seq']} does not follow entry {expected - 1} "
-                "(its prev hash differs): the chain was cut or reordered here"
-            )
-        if entry_id(entry) != entry["id"]:
-            raise TrailBroken(
-                f"{path}:{number}: entry {entry['seq']} was edited (its hash does not match)"
-            )
+        _check_link(path, number, entry, expected, prev)
         for md5 in entry.get("inputs", {}).get("reports", []):
             if not _report_present(ws, md5):
                 missing.add(md5)
@@ -349,6 +336,25 @@ def guard(ws: Workspace) -> None:
     atomic_write(mark, json.dumps(record).encode())
 
 
+def _check_link(path: str, number: int, entry: dict[str, Any], expected: int, prev: str) -> None:
+    """Entry `expected` of the chain, following the entry whose id is `prev`, unedited; else
+    TrailBroken naming its line."""
+    if entry["seq"] != expected:
+        raise TrailBroken(
+            f"{path}:{number}: entry {entry['seq']} is out of place (expected entry "
+            f"{expected}): an entry was deleted, inserted or moved"
+        )
+    if entry["prev"] != prev:
+        raise TrailBroken(
+            f"{path}:{number}: entry {entry['seq']} does not follow entry {expected - 1} "
+            "(its prev hash differs): the chain was cut or reordered here"
+        )
+    if entry_id(entry) != entry["id"]:
+        raise TrailBroken(
+            f"{path}:{number}: entry {entry['seq']} was edited (its hash does not match)"
+        )
+
+
 def _verify_from(ws: Workspace, data: bytes, offset: int, seq: int, prev: str) -> tuple[int, str]:
     """Check the entries after byte `offset` follow entry `seq` (id `prev`) link by link."""
     rel = ws.rel(trail_path(ws))
@@ -359,19 +365,9 @@ def _verify_from(ws: Workspace, data: bytes, offset: int, seq: int, prev: str) -
             continue
         try:
             entry = json.loads(raw)
-            expected = entry["seq"] == seq + 1 and entry["prev"] == prev
-            intact = entry_id(entry) == entry["id"]
+            _check_link(rel, number, entry, seq + 1, prev)
         except (ValueError, KeyError, TypeError) as exc:
             raise TrailBroken(f"{rel}:{number}: not an audit entry ({exc})") from exc
-        if not expected:
-            raise TrailBroken(
-                f"{rel}:{number}: entry {entry['seq']} does not follow entry {seq}: the chain "
-                "was cut, reordered or extended by hand here"
-            )
-        if not intact:
-            raise TrailBroken(
-                f"{rel}:{number}: entry {seq + 1} was edited (its hash does not match)"
-            )
         seq, prev = entry["seq"], entry["id"]
     return seq, prev
 

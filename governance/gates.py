@@ -24,7 +24,7 @@ from .records import Decision, Inputs, Override
 from .registry import Registry, parse_checkpoint_ref
 from .stats.evaluate import evaluate, not_judged
 from .stats.result import Outcome, Result, policy_outcome, worse
-from .stats.series import Order, Points, SeriesKey, for_policy
+from .stats.series import Order, Points, SeriesKey, for_policy, judged_at
 from .storage import model_json
 from .workspace import Change, Workspace
 
@@ -131,7 +131,7 @@ def _unjudged_result(policy: Policy, series: dict[SeriesKey, Points], order: Ord
     """Whether the checkpoint (the last of `order`) has judged episodes of its own, in any of
     the policy's series (any environment, any judge version)."""
     last = len(order) - 1
-    n = sum(int(p.ns[p.positions == last].sum()) for p in series.values())
+    n = int(judged_at(series, len(order))[last])
     run, step, _ = order[last]
     result = Result(policy.name, SeriesKey(None, None, policy.judge, "-"), "clear", "")
     result.metric, result.n = policy.metric, n

@@ -21,7 +21,7 @@ from ..policies import Action, Insufficient, Policy, with_unjudged
 from .evaluate import candidates, evaluate
 from .restore import Target, place, restore_point
 from .result import Outcome, worse
-from .series import Order, Points, SeriesKey, Table, for_policy
+from .series import Order, Points, SeriesKey, Table, for_policy, judged_at
 
 
 @dataclass
@@ -76,9 +76,7 @@ def replay(
             continue  # it reads the audit trail as it is now, not as it was then
         series = for_policy(policy, table, order)
         if policy.condition.unjudged is not None:  # checkpoints nobody judged: the policy's effect
-            judged = np.zeros(len(order), dtype=np.int64)
-            for points in series.values():
-                judged[points.positions] += points.ns
+            judged = judged_at(series, len(order))
             unjudged: Outcome = "block" if Action.BLOCK in policy.actions else "warn"
             for where in np.flatnonzero(judged == 0).tolist():
                 outcomes[where] = worse(outcomes[where], unjudged)

@@ -257,6 +257,16 @@ def first_judged(points: Sequence[Point]) -> int:
     return int(judged[0]) if len(judged) else len(points)
 
 
+def judged_at(series: dict[SeriesKey, Points], length: int) -> np.ndarray:
+    """The denominator summed over every series at each of `length` positions of the order."""
+    import numpy as np
+
+    judged = np.zeros(length, dtype=np.int64)
+    for points in series.values():
+        judged[points.positions] += points.ns
+    return judged
+
+
 def columns(points: Sequence[Point]) -> tuple[np.ndarray, np.ndarray]:
     """The points' k and n as arrays (without a copy for Points)."""
     import numpy as np
@@ -301,5 +311,6 @@ __all__ = [
     "columns",
     "first_judged",
     "for_policy",
+    "judged_at",
     "many",
 ]
