@@ -282,7 +282,7 @@ def _profile(k: np.ndarray, n: np.ndarray, shape: np.ndarray) -> np.ndarray:
     kk, nn = np.cumsum(k), np.cumsum(n)
     p0 = np.clip(kk / np.maximum(nn, 1), 1e-12, 1 - 1e-12)
     flat = kk * np.log(p0) + (nn - kk) * np.log1p(-p0)
-    return np.maximum(rise - flat, 0.0)
+    return np.asarray(np.maximum(rise - flat, 0.0))
 
 
 def floor(series: list[Series], seed: int, twins: int = 400) -> dict[str, Tally]:

@@ -22,9 +22,9 @@ from .models import CheckpointStatus, EnvironmentStatus, Flag, FlagEvidence, utc
 from .policies import Action, Insufficient, LoadedPolicy, Policy, load_policies, with_unjudged
 from .records import Decision, Inputs, Override
 from .registry import Registry, parse_checkpoint_ref
-from .stats.evaluate import evaluate, not_judged
+from .stats.evaluate import evaluate, evaluate_run, not_judged
 from .stats.result import Outcome, Result, policy_outcome, worse
-from .stats.series import Order, Points, SeriesKey, for_policy, judged_at
+from .stats.series import Order, Points, SeriesKey, Table, for_policy, judged_at, matrices
 from .storage import model_json
 from .workspace import Change, Workspace
 
@@ -57,6 +57,16 @@ def decide(
     order = registry.order(run, step)
     read = np.zeros(len(order), dtype=bool)  # the checkpoints whose counts were read
     for policy in with_unjudged([item.policy for item in loaded]):
+        if policy.run_wide:
+            found = _run_wide(policy, rows, order, (run, step), ref)
+            for result, positions in found:
+                results.append(result)
+                judges.add(f"{result.series.judge}@{result.series.judge_version}")
+                read[positions] = True
+                if result.status == "fired":
+                    actions.setdefault(policy.name, [a.value for a in policy.actions])
+            outcome = worse(outcome, policy_outcome(policy, [r for r, _ in found]))
+            continue
         series = for_policy(policy, rows, order)
         if policy.condition.unjudged is not None:
             result = _unjudged_result(policy, series, order)
@@ -117,6 +127,39 @@ def decide(
         registry_commit=ws.repo.head.commit.hexsha,
         gating=gating,
     )
+
+
+def _run_wide(
+    policy: Policy, rows: Table, order: Order, at: tuple[str, int], ref: str
+) -> list[tuple[Result, np.ndarray]]:
+    """A run-wide policy's result on each judge version's matrix, and the positions it read."""
+    found = matrices(policy, rows, order)
+    if not found:
+        return [
+            (
+                Result(
+                    policy.name,
+                    SeriesKey(None, None, policy.judge, "-"),
+                    "insufficient",
+                    f"no judgments for {policy.metric} up to {ref}: no evidence",
+                    metric=policy.metric,
+                ),
+                np.zeros(0, dtype=np.int64),
+            )
+        ]
+    out = []
+    for key, matrix in sorted(found.items(), key=lambda kv: kv[0].label):
+        result = evaluate_run(policy, key, matrix, at)
+        if result.status == "fired":
+            result.seen = [
+                (f"{r}@{s}", int(k), int(n))
+                for (r, s, _), k, n in zip(
+                    matrix.order, matrix.ks.sum(axis=0), matrix.ns.sum(axis=0), strict=True
+                )
+            ]
+        positions = matrix.offset + np.flatnonzero(matrix.ns.sum(axis=0))
+        out.append((result, positions))
+    return out
 
 
 def _current(registry: Registry, flagged: dict[str, int]) -> list[str]:

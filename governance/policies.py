@@ -131,6 +131,8 @@ class Policy(_Part):
     description: str
     metric: str
     scope: Literal["environment", "run"] = "environment"
+    # the environments the policy watches (by default, all): scope environment only
+    environments: Annotated[tuple[Name, ...], Field(min_length=1)] | None = None
     judge: Name | Literal["any"] = "any"
     condition: Condition
     sustained: Annotated[int, Field(ge=1, le=100)] = 1  # the condition holds K checkpoints running
@@ -144,7 +146,18 @@ class Policy(_Part):
             raise ValueError(f"unknown metric {self.metric!r}: one of {', '.join(METRICS)}")
         if Action.FLAG_ENVIRONMENT in self.actions and self.scope != "environment":
             raise ValueError("flag_environment needs scope: environment")
+        if self.environments is not None and self.scope == "run":
+            raise ValueError(
+                "environments: a run-scope policy reads every environment of the run; "
+                "filter environments with scope: environment"
+            )
         return self
+
+    @property
+    def run_wide(self) -> bool:
+        """An onset condition over the whole run: evidence pooled across environments, each
+        keeping its own rate (governance.stats.runwide)."""
+        return self.scope == "run" and self.condition.onset is not None
 
 
 # What applies when no policy says what to do with a checkpoint not judged yet: it cannot pass.

@@ -17,9 +17,10 @@ from ..errors import EvidenceError
 from ..policies import Policy
 from .onset import OnsetPosterior, OnsetPrior, onset_posterior
 from .posteriors import PRIOR, prob_above, prob_rise, rise_bound
-from .result import Result
+from .result import Contributor, Result
+from .runwide import DEFAULT_RUN_PRIOR, RunOnsetPosterior, run_onset
 from .screen import rise_odds
-from .series import Point, SeriesKey, columns
+from .series import Matrix, Point, SeriesKey, columns
 
 
 def evaluate(
@@ -184,6 +185,87 @@ def _onset_probability(seen: Sequence[Point], held: int) -> tuple[float, OnsetPo
         return probability, None
     posterior = _onset(ks, ns, ALARM_PRIOR)
     return posterior.p_rise * posterior.p_onset_by(held), posterior
+
+
+def evaluate_run(
+    policy: Policy, key: SeriesKey, matrix: Matrix, at: tuple[str, int], index: int = -1
+) -> Result:
+    """A run-wide policy's verdict at checkpoint `at`, seeing columns 0..index of the run's
+    matrix (the last by default): P(a rise across the run began before this checkpoint), with
+    the environments that contribute most, or too little evidence to say."""
+    assert policy.run_wide and policy.condition.onset is not None
+    ref = f"{at[0]}@{at[1]}"
+    result = Result(policy.name, key, "insufficient", "", metric=policy.metric)
+    index = index if index >= 0 else len(matrix) - 1
+    if index < 0 or tuple(matrix.order[index][:2]) != at:
+        result.reason = f"no judgments at {ref}: no evidence"
+        return result
+    seen = matrix.upto(index)
+    column = seen.ns.sum(axis=0)
+    result.k, result.n = int(seen.ks[:, -1].sum()), int(column[-1])
+    if not column[-1]:
+        result.reason = f"no judgments at {ref}: no evidence"
+        return result
+    judged = np.flatnonzero(column).tolist()
+    environments = int((seen.ns.sum(axis=1) > 0).sum())
+    if environments < 2:
+        result.reason = (
+            "one environment in the run: a run-wide analysis needs two or more (the "
+            "environment's own policies cover it): insufficient evidence"
+        )
+        return result
+    if int(column.sum()) < policy.min_evidence.n or len(judged) < 3:
+        result.reason = "too little history for an onset analysis: insufficient evidence"
+        return result
+    need = policy.condition.onset.probability
+    posterior = run_posterior(seen)
+    probability = posterior.p_rise * posterior.p_onset_by(judged[-2])
+    result.probability = probability
+    claim = "P(a rise across the run began before this checkpoint)"
+    result.contributors = [
+        Contributor(
+            *seen.environments[c.index],
+            round(c.p_affected, 4),
+            round(c.effect, 3),
+            round(c.evidence, 3),
+        )
+        for c in posterior.leading(count=5, at_least=0.5)
+    ]
+    if probability < need:
+        result.status = "clear"
+        result.reason = f"{claim} = {probability:.3f} < {need}"
+        return result
+    result.status = "fired"
+    result.onset = seen.order[posterior.estimate()][0] + f"@{seen.order[posterior.estimate()][1]}"
+    leading = ", ".join(
+        f"{c.environment} v{c.environment_version} x{c.effect:.2f} (P {c.p_affected:.2f})"
+        for c in result.contributors
+    )
+    result.reason = (
+        f"{claim} = {probability:.3f} >= {need}; onset ~ {result.onset}; about "
+        f"{posterior.share:.0%} of {environments} environments rose, typically "
+        f"x{posterior.effect:.2f}" + (f"; most evidence from {leading}" if leading else "")
+    )
+    return result
+
+
+@lru_cache(maxsize=64)
+def _run_cached(k: bytes, n: bytes, shape: tuple[int, int]) -> RunOnsetPosterior:
+    ks = np.frombuffer(k, dtype=np.int64).reshape(shape)
+    ns = np.frombuffer(n, dtype=np.int64).reshape(shape)
+    return run_onset(ks, ns, RUN_PRIOR)
+
+
+def run_posterior(matrix: Matrix) -> RunOnsetPosterior:
+    """The run-wide posterior of a matrix, once per distinct matrix (check, explain, the replay
+    and the restore point share it)."""
+    ks, ns = matrix.ks, matrix.ns
+    ks, ns = np.ascontiguousarray(ks, dtype=np.int64), np.ascontiguousarray(ns, dtype=np.int64)
+    return _run_cached(ks.tobytes(), ns.tobytes(), ks.shape)
+
+
+# The run-wide model's prior (governance.stats.runwide): its defaults.
+RUN_PRIOR = DEFAULT_RUN_PRIOR
 
 
 def not_judged(result: Result, ref: str) -> Result:

@@ -18,10 +18,10 @@ import numpy as np
 
 from ..metrics import CountRow
 from ..policies import Action, Insufficient, Policy, with_unjudged
-from .evaluate import candidates, evaluate
+from .evaluate import candidates, evaluate, evaluate_run, run_posterior
 from .restore import Target, place, restore_point
 from .result import Outcome, worse
-from .series import Order, Points, SeriesKey, Table, for_policy, judged_at
+from .series import Matrix, Order, Points, SeriesKey, Table, for_policy, judged_at, matrices
 
 
 @dataclass
@@ -71,9 +71,14 @@ def replay(
     result = Replay(outcomes=["pass"] * len(order))
     outcomes = result.outcomes
     jobs: list[tuple[Policy, SeriesKey, Points]] = []
+    run_wide: list[_Found] = []
     for policy in with_unjudged(policies):
         if policy.condition.pressure is not None:
             continue  # it reads the audit trail as it is now, not as it was then
+        if policy.run_wide:
+            for key, matrix in sorted(matrices(policy, table, order).items()):
+                run_wide.append(_matrix(policy, key, matrix, alpha, unusable, first_only))
+            continue
         series = for_policy(policy, table, order)
         if policy.condition.unjudged is not None:  # checkpoints nobody judged: the policy's effect
             judged = judged_at(series, len(order))
@@ -90,7 +95,7 @@ def replay(
                 outcomes[where] = worse(outcomes[where], _thin(policy))
         jobs += [(policy, key, series[key]) for key in sorted(series, key=lambda k: k.label)]
     shared = _Shared(table, order, alpha, unusable, first_only)
-    for found in _run(shared, jobs):
+    for found in [*run_wide, *_run(shared, jobs)]:
         for where, outcome in found.outcomes:
             outcomes[where] = worse(outcomes[where], outcome)
         if found.alarm is not None:
@@ -191,6 +196,54 @@ def _series(shared: _Shared, policy: Policy, key: SeriesKey, points: Points) -> 
         elif verdict.status == "insufficient" and gate_thin:
             found.outcomes.append((where, thin_outcome))
     found.alarm = first
+    return found
+
+
+def _matrix(
+    policy: Policy,
+    key: SeriesKey,
+    matrix: Matrix,
+    alpha: float,
+    unusable: Callable[[int], str | None],
+    first_only: bool,
+) -> _Found:
+    """A run-wide policy on one judge version's matrix at every checkpoint, each seeing its
+    past only; its alarm stands from its first checkpoint on, as an onset policy's does."""
+    effect: Outcome = "block" if Action.BLOCK in policy.actions else "warn"
+    found = _Found([], None)
+    judged = np.flatnonzero(matrix.ns.sum(axis=0))
+    for index in judged[2:].tolist():
+        run, step, _ = matrix.order[index]
+        verdict = evaluate_run(policy, key, matrix, (run, step), index)
+        where = matrix.offset + index
+        if verdict.status == "insufficient" and policy.insufficient != Insufficient.PASS:
+            found.outcomes.append((where, _thin(policy)))
+        if verdict.status != "fired":
+            continue
+        alarm = Alarm(
+            policy.name,
+            key,
+            policy.metric,
+            where,
+            f"{run}@{step}",
+            effect,
+            [a.value for a in policy.actions],
+            verdict.reason,
+        )
+        posterior = run_posterior(matrix.upto(index))
+        safe = posterior.restore_index(alpha)
+        for candidate in range(safe, -1, -1):
+            if unusable(matrix.offset + candidate) is None:
+                alarm.restore_index = matrix.offset + candidate
+                r, s_, _ = matrix.order[candidate]
+                alarm.restore = f"{r}@{s_}"
+                alarm.known_clean = candidate >= 1
+                break
+        later = [matrix.offset + i for i in range(index, len(matrix))]
+        found.outcomes += [(w, effect) for w in (later[:1] if first_only else later)]
+        alarm.fired_at = len(later)
+        found.alarm = alarm
+        break
     return found
 
 

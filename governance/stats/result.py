@@ -15,6 +15,18 @@ Outcome = Literal["pass", "warn", "block"]
 
 
 @dataclass
+class Contributor:
+    """One environment's part in a run-wide rise: P(it rose with the run), how much it rose if
+    it did, and what it adds to the evidence (its expected log Bayes factor, in nats)."""
+
+    environment: str
+    environment_version: int
+    p_affected: float
+    effect: float
+    evidence: float
+
+
+@dataclass
 class Result:
     """One policy on one series at the checkpoint."""
 
@@ -32,6 +44,9 @@ class Result:
     held: int = 0
     seen: list[tuple[str, int, int]] | None = None  # (checkpoint, k, n) it saw, when it fired
     metric: str | None = None  # the metric the policy watches
+    # a run-wide policy: the onset it places and the environments that contribute most
+    onset: str | None = None
+    contributors: list[Contributor] | None = None
 
 
 def policy_outcome(policy: Policy, results: Sequence[Result]) -> Outcome:

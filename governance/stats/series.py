@@ -243,9 +243,73 @@ def for_policy(
     judge = None if policy.judge == "any" else policy.judge
     onset = policy.condition.onset is not None
     found = build(rows, policy.metric, order, scope=policy.scope, judge=judge, fill=onset)
+    if policy.environments is not None:
+        found = {k: v for k, v in found.items() if k.environment in policy.environments}
     return (
         {key: points[first_judged(points) :] for key, points in found.items()} if onset else found
     )
+
+
+@dataclass(frozen=True)
+class Matrix:
+    """A run's environments side by side, for one metric and judge version: k and n per
+    environment version (row) and position of `order` (column), n = 0 where a cell was not
+    judged. What a run-wide policy reads: evidence pooled across environments, rates not."""
+
+    order: Order
+    environments: list[tuple[str, int]]  # (environment, version) of each row
+    ks: np.ndarray  # (rows, positions)
+    ns: np.ndarray
+    offset: int = 0  # the position of its first column in the lineage's order
+
+    def __len__(self) -> int:
+        return int(self.ks.shape[1])
+
+    def upto(self, index: int) -> Matrix:
+        """The matrix seeing positions 0..index only."""
+        return Matrix(
+            self.order,
+            self.environments,
+            self.ks[:, : index + 1],
+            self.ns[:, : index + 1],
+            self.offset,
+        )
+
+    def label(self, row: int) -> str:
+        environment, version = self.environments[row]
+        return f"{environment} v{version}"
+
+
+def matrices(
+    policy: Policy, rows: Iterable[CountRow] | Table, order: Order
+) -> dict[SeriesKey, Matrix]:
+    """A run-wide policy's matrices, one per judge version (never pooled), over the checkpoints
+    of `order` from the first judged by that version on: every environment version a row."""
+    import numpy as np
+
+    judge = None if policy.judge == "any" else policy.judge
+    found = build(rows, policy.metric, order, judge=judge, fill=True)
+    grouped: dict[SeriesKey, list[tuple[SeriesKey, Points]]] = {}
+    for key, points in found.items():
+        run_key = SeriesKey(None, None, key.judge, key.judge_version)
+        grouped.setdefault(run_key, []).append((key, points))
+    out: dict[SeriesKey, Matrix] = {}
+    for run_key, members in grouped.items():
+        members.sort(key=lambda m: (m[0].environment or "", m[0].environment_version or 0))
+        ks = np.stack([points.ks for _, points in members])
+        ns = np.stack([points.ns for _, points in members])
+        judged = np.flatnonzero(ns.sum(axis=0))
+        if not len(judged):
+            continue
+        first = int(judged[0])
+        out[run_key] = Matrix(
+            order[first:],
+            [(key.environment or "", key.environment_version or 0) for key, _ in members],
+            ks[:, first:],
+            ns[:, first:],
+            first,
+        )
+    return out
 
 
 def first_judged(points: Sequence[Point]) -> int:
@@ -301,6 +365,7 @@ def _sort_key(key: SeriesKey) -> tuple[str, int, str, str]:
 
 __all__ = [
     "COUNT_COLUMNS",
+    "Matrix",
     "Order",
     "Point",
     "Points",
@@ -313,4 +378,5 @@ __all__ = [
     "for_policy",
     "judged_at",
     "many",
+    "matrices",
 ]

@@ -1,0 +1,239 @@
+"""Run-wide onset: did a rise begin across a run's environments, even where no one
+environment's series carries enough evidence to show it?
+
+A pure function of a matrix of counts, environments x checkpoints (n = 0 where a cell was not
+judged). The model pools evidence, never rates:
+- every environment keeps its own base rate p_e, integrated per environment (a grid plus dense
+  nodes around its own pooled rate), so a shift of the mix of environments is not a rise;
+- a rise begins at one checkpoint tau for the whole run, at once or over a ramp (shared);
+- from tau on, each environment is affected with probability `share` (integrated over a grid,
+  so one environment alone, a few, or all), and an affected environment's rate is r_e x p_e,
+  with log r_e normal around a run-wide log R (R and the spread between environments
+  integrated): environments differ in how much they rise, and say so;
+- within an environment the rate wobbles between checkpoints and a checkpoint may be an
+  outlier, as in the per-environment model (`onset.py`);
+- half the prior mass is on no rise at all; tau is uniform over the checkpoints after the first.
+
+Given tau, the ramp, the share and the effect, environments are independent, so the run's
+likelihood is a product over environments of "unaffected or affected" mixtures: the cost grows
+with environments x checkpoints, and a long run is read as `onset.py` reads one (its last
+checkpoints one by one, the older ones summed into blocks).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .onset import OnsetPrior, _compress, logsumexp
+
+
+@dataclass(frozen=True)
+class RunPrior:
+    """What the run-wide model assumes before it sees the counts."""
+
+    ratio: tuple[float, ...] = tuple(np.geomspace(1.1, 30.0, 14))  # one environment's rise
+    effect: tuple[float, ...] = tuple(np.geomspace(1.3, 10.0, 7))  # the run-wide typical rise
+    effect_spread: tuple[float, ...] = (0.2, 0.5)  # sd of log r_e around log R
+    share: tuple[float, ...] = (0.05, 0.15, 0.3, 0.5, 0.75, 1.0)  # of environments affected
+    ramps: tuple[int, ...] = (1, 3, 6, 10)
+    p_rise: float = 0.5
+    recent: int = 64
+    blocks: int = 32
+
+    def __post_init__(self) -> None:
+        if min(self.ratio) <= 1 or min(self.effect) <= 1 or min(self.effect_spread) <= 0:
+            raise ValueError("ratios and effects are above 1 and their spreads positive")
+        if not all(0 < s <= 1 for s in self.share) or not 0 < self.p_rise < 1:
+            raise ValueError("shares are in (0, 1] and p_rise in (0, 1)")
+        if min(self.ramps) < 1:
+            raise ValueError("ramps are lengths >= 1")
+
+
+DEFAULT_RUN_PRIOR = RunPrior()
+
+
+@dataclass
+class Contribution:
+    """One environment's part in a run-wide rise."""
+
+    index: int  # the environment's row in the matrix
+    p_affected: float  # P(this environment rose with the run | a rise)
+    effect: float  # its rise if affected: exp(E[log r_e | affected]) (1.0 where never affected)
+    evidence: float  # E[log(its Bayes factor for the rise)], nats: what it adds to the case
+
+
+@dataclass
+class RunOnsetPosterior:
+    """The posterior over a run-wide onset."""
+
+    checkpoints: int
+    environments: int
+    p_rise: float  # P(a rise began, shared by one or more environments)
+    onset: np.ndarray = field(repr=False)  # P(onset at i | a rise), i = 0..checkpoints-1
+    share: float  # E[share of environments affected | a rise]
+    effect: float  # exp(E[log R | a rise]): the typical affected environment's rise
+    contributions: list[Contribution] = field(repr=False, default_factory=list)
+
+    def p_onset_by(self, index: int) -> float:
+        """P(onset at or before checkpoint `index` | a rise)."""
+        return 0.0 if index < 0 else float(self.onset[: index + 1].sum())
+
+    def estimate(self) -> int:
+        """The posterior median onset."""
+        return int(np.searchsorted(np.cumsum(self.onset), 0.5))
+
+    def restore_index(self, alpha: float) -> int:
+        """The latest checkpoint whose chance of being at or after the onset is at most alpha
+        (-1: none, not even the first)."""
+        below = np.nonzero(np.cumsum(self.onset) <= alpha)[0]
+        return int(below[-1]) if below.size else -1
+
+    def leading(self, count: int = 5, at_least: float = 0.5) -> list[Contribution]:
+        """The environments that contribute most to the evidence, most first: those affected
+        with probability at least `at_least`, at most `count` of them."""
+        ranked = sorted(self.contributions, key=lambda c: (-c.evidence, c.index))
+        return [c for c in ranked if c.p_affected >= at_least][:count]
+
+
+def run_onset(
+    k: np.ndarray | list[list[int]],
+    n: np.ndarray | list[list[int]],
+    prior: RunPrior = DEFAULT_RUN_PRIOR,
+    *,
+    details: bool = True,
+) -> RunOnsetPosterior:
+    """The run-wide onset posterior of a matrix of counts: k of n judged episodes per
+    environment (rows) and checkpoint (columns), n = 0 where a cell was not judged. Needs two
+    or more environments with judgments (with one, the per-environment model is the model).
+    `details`: also each environment's part (an alarm's replay skips it)."""
+    ks = np.asarray(k, dtype=float)
+    ns = np.asarray(n, dtype=float)
+    if ks.shape != ns.shape or ks.ndim != 2:
+        raise ValueError("k and n must be matrices of the same shape (environments x checkpoints)")
+    if np.any(ks < 0) or np.any(ks > ns):
+        raise ValueError("every count needs 0 <= k <= n")
+    judged = ns.sum(axis=1) > 0
+    if judged.sum() < 2:
+        raise ValueError("a run-wide analysis needs two or more environments with judgments")
+    environments, length = ks.shape
+    if length < 2:
+        return RunOnsetPosterior(length, environments, 0.0, np.ones(max(length, 1)), 0.0, 1.0)
+    knobs = OnsetPrior(recent=prior.recent, blocks=prior.blocks)
+    _, _, sizes, starts = _compress(ks[0], ns[0], knobs)
+    rows = np.flatnonzero(judged)
+    kc = np.add.reduceat(ks[rows], starts, axis=1)
+    nc = np.add.reduceat(ns[rows], starts, axis=1)
+    bf = evidence(kc, nc, prior)
+    return _combine(bf, rows, sizes, starts, length, environments, prior, details)
+
+
+def evidence(k: np.ndarray, n: np.ndarray, prior: RunPrior = DEFAULT_RUN_PRIOR) -> np.ndarray:
+    """Each environment's log Bayes factor of "affected by a rise at tau, with ramp L and ratio
+    r" over "no rise": shape (environments, ramps, ratios, tau).
+
+    Counts are Poisson at rate n x p x m (m = 1 before the onset, rising to r over the ramp),
+    p with the scale-free prior 1/p, which both models share and which integrates out in closed
+    form: log BF = sum_i k_i log m_i - K log(sum_i n_i m_i / N). Extra variation between
+    checkpoints (the dispersion `dispersion` estimates) tempers it, as quasi-likelihood does."""
+    e, t = k.shape
+    total_k, total_n = k.sum(axis=1), n.sum(axis=1)
+    ck = np.concatenate([np.zeros((e, 1)), np.cumsum(k, axis=1)], axis=1)
+    cn = np.concatenate([np.zeros((e, 1)), np.cumsum(n, axis=1)], axis=1)
+    ratios = np.array(prior.ratio)
+    taus = np.arange(t)
+    out = np.empty((e, len(prior.ramps), len(ratios), t))
+    for li, ramp in enumerate(prior.ramps):
+        end = np.minimum(taus + ramp - 1, t)  # the first checkpoint at the full rate
+        weighted = ((ck[:, t : t + 1] - ck[:, end])[:, None, :]) * np.log(ratios)[None, :, None]
+        scaled = (
+            cn[:, None, :t] + (cn[:, t : t + 1] - cn[:, end])[:, None, :] * ratios[None, :, None]
+        )
+        for s in range(min(ramp - 1, t)):  # the ramp's s-th checkpoint of onset tau: tau + s
+            step = 1 + (ratios - 1) * (s + 1) / ramp
+            ks_, ns_ = np.zeros((e, t)), np.zeros((e, t))
+            ks_[:, : t - s], ns_[:, : t - s] = k[:, s:], n[:, s:]
+            weighted += ks_[:, None, :] * np.log(step)[None, :, None]
+            scaled += ns_[:, None, :] * step[None, :, None]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            relative = np.log(scaled) - np.log(total_n)[:, None, None]
+        out[:, li] = weighted - total_k[:, None, None] * relative
+    return np.asarray(out / dispersion(k, n)[:, None, None, None])
+
+
+def dispersion(k: np.ndarray, n: np.ndarray, weight: float = 4.0) -> np.ndarray:
+    """Each environment's variation between checkpoints over what counting alone gives (at
+    least 1): from the differences between consecutive judged checkpoints (a step changes one
+    of them, so a rise barely inflates it), shrunk towards 1 as if `weight` more differences of
+    1 had been seen."""
+    rate = (k.sum(axis=1) + 0.5) / (n.sum(axis=1) + 1.0)
+    found = np.zeros(len(k))
+    count = np.zeros(len(k))
+    for row in range(len(k)):
+        judged = np.flatnonzero(n[row])
+        if len(judged) < 2:
+            continue
+        kk, nn = k[row, judged], n[row, judged]
+        share = kk / nn
+        scale = rate[row] * (1 - rate[row]) * (1 / nn[1:] + 1 / nn[:-1])
+        found[row] = float(np.sum(np.diff(share) ** 2 / scale))
+        count[row] = len(judged) - 1
+    return np.asarray(np.maximum(1.0, (found + weight) / (count + weight)))
+
+
+def _combine(
+    bf: np.ndarray,
+    rows: np.ndarray,
+    sizes: np.ndarray,
+    starts: np.ndarray,
+    length: int,
+    environments: int,
+    prior: RunPrior,
+    details: bool,
+) -> RunOnsetPosterior:
+    """The run's posterior from each environment's log Bayes factors (env, ramp, r, tau): the
+    share affected, the run-wide effect and its spread, the ramp and the onset summed out; and,
+    with `details`, each environment's part in the rise."""
+    logr = np.log(np.array(prior.ratio))
+    effects = [(big, sd) for big in np.log(prior.effect) for sd in prior.effect_spread]
+    q = np.array([-((logr - big) ** 2) / (2 * sd**2) for big, sd in effects]).T  # (r, combo)
+    q = np.exp(q - logsumexp(q, axis=0)[None, :])
+    x = bf.transpose(0, 1, 3, 2)  # (env, ramp, tau, r)
+    top = x.max(axis=3, keepdims=True)
+    scaled = np.exp(x - top)
+    mixed = scaled @ q  # (env, ramp, tau, combo): the ratio summed out, for each effect
+    a = np.log(mixed) + top
+    shares = np.array(prior.share)
+    with np.errstate(divide="ignore"):
+        unaffected = np.where(shares < 1, np.log1p(-np.minimum(shares, 0.999)), -np.inf)
+    s5 = (slice(None), None, None, None, None)
+    gain = np.logaddexp(unaffected[s5], np.log(shares)[s5] + a[None])  # (share, env, ...)
+    total = gain.sum(axis=1)  # (share, ramp, tau, combo)
+    # the onset is uniform over the checkpoints after the first: a block holds as many as it sums
+    with np.errstate(divide="ignore"):
+        place = np.log(sizes) - np.log(length - 1)
+    place[0] = -np.inf
+    weights = total + place[None, None, :, None] - np.log(total[..., 0, 0].size * len(effects))
+    log_rise = float(logsumexp(weights))  # the log Bayes factor of a rise
+    odds = np.log([1 - prior.p_rise, prior.p_rise])
+    p_rise = float(np.exp(log_rise + odds[1] - np.logaddexp(odds[0], log_rise + odds[1])))
+    post = np.exp(weights - log_rise)  # (share, ramp, tau, combo), given a rise
+    onset = np.zeros(length)
+    onset[starts] = post.sum(axis=(0, 1, 3))
+    share = float(np.einsum("sltc,s->", post, shares))
+    effect = float(np.exp(np.einsum("sltc,c->", post, np.array([b for b, _ in effects]))))
+    contributions = []
+    if details:
+        affected = np.exp(np.log(shares)[s5] + a[None] - gain)
+        p_aff = np.einsum("sltc,seltc->e", post, affected)
+        mean_r = (scaled @ (q * logr[:, None])) / mixed  # E[log r | affected], per combo
+        log_r = np.einsum("sltc,seltc,eltc->e", post, affected, mean_r)
+        evidence = np.einsum("sltc,seltc->e", post, gain)
+        contributions = [
+            Contribution(
+                int(row), float(min(1.0, p)), float(np.exp(lr / p)) if p > 1e-9 else 1.0, float(ev)
+            )
+            for row, p, lr, ev in zip(rows, p_aff, log_r, evidence, strict=True)
+        ]
+    return RunOnsetPosterior(length, environments, p_rise, onset, share, effect, contributions)
