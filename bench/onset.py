@@ -319,6 +319,155 @@ METHODS: dict[str, tuple[str, Detector]] = {
 }
 
 
+# -- run-level families: one run of many environments, scored per run ---------------------------
+RUN_QUIET = ("run-none", "run-judge")
+RUN_RISING = ("run-shared", "run-single")
+RUN_FAMILIES = RUN_QUIET + RUN_RISING
+
+
+@dataclass(frozen=True)
+class Run:
+    family: str
+    k: np.ndarray  # (environments, checkpoints)
+    n: np.ndarray
+    version: np.ndarray  # the judge version of each checkpoint ("1", then "2" after a change)
+    onset: int | None
+
+
+def _one_run(rng: np.random.Generator, family: str) -> Run:
+    """20 to 40 environments, 30 to 80 checkpoints, 15 to 60 judged episodes per environment
+    and checkpoint, base rates 0.5% to 8% (each environment its own), the log-normal wobble,
+    5% of cells unjudged. run-none: no change, half of them with a shift of the mix (from some
+    checkpoint on, the environments with the higher base rates get 3x the episodes and the
+    others a third); run-judge: a new judge version at some checkpoint reports every rate 2x to
+    3x higher; run-shared: half or more of the environments rise by 1.6x to 2.5x each, at once
+    or over 3 to 10 checkpoints; run-single: one environment rises 3x to 8x."""
+    e, t = int(rng.integers(20, 41)), int(rng.integers(30, 81))
+    n = rng.integers(15, 61, (e, t))
+    base = np.exp(rng.uniform(math.log(0.005), math.log(0.08), e))
+    rate = np.repeat(base[:, None], t, axis=1)
+    version = np.full(t, "1")
+    onset = None
+    at = int(rng.integers(max(BASELINE + 3, t // 4), t - 10))
+    if family == "run-none" and rng.random() < 0.5:
+        high = base > np.median(base)
+        n[high, at:] *= 3
+        n[~high, at:] = np.maximum(1, n[~high, at:] // 3)
+    elif family == "run-judge":
+        version[at:] = "2"
+        rate[:, at:] *= rng.uniform(2, 3)
+    elif family == "run-shared":
+        onset = at
+        chosen = rng.random(e) < rng.uniform(0.5, 1.0)
+        ramp = 1 if rng.random() < 0.5 else int(rng.integers(3, 11))
+        steps = np.minimum(1.0, (np.arange(t - at) + 1) / ramp)
+        factor = np.exp(rng.uniform(math.log(1.6), math.log(2.5), e))
+        rise = 1 + (factor[:, None] - 1) * steps[None, :]
+        rate[chosen, at:] *= rise[chosen]
+    elif family == "run-single":
+        onset = at
+        rate[int(rng.integers(e)), at:] *= rng.uniform(3, 8)
+    rate = np.clip(rate * np.exp(rng.normal(0, 0.25, (e, t))), 0, 0.95)
+    n[rng.random((e, t)) < 0.05] = 0
+    return Run(family, rng.binomial(n, rate), n, version, onset)
+
+
+def generate_runs(count: int, seed: int) -> list[Run]:
+    found = []
+    for number, family in enumerate(RUN_FAMILIES):
+        rng = np.random.default_rng([seed, 500 + number])
+        found += [_one_run(rng, family) for _ in range(count)]
+    return found
+
+
+def _run_rows(run: Run) -> list[CountRow]:
+    e, t = run.k.shape
+    return [
+        CountRow(
+            "main",
+            (i + 1) * 10,
+            f"env{j:02d}",
+            1,
+            "",
+            "judge",
+            str(run.version[i]),
+            int(run.n[j, i]),
+            int(run.n[j, i] - run.k[j, i]),
+            0,
+            int(run.k[j, i]),
+            0,
+            0,
+        )
+        for i in range(t)
+        for j in range(e)
+        if run.n[j, i] > 0
+    ]
+
+
+def _replayed(run: Run, policies: tuple[Policy, ...], alpha: float) -> Result:
+    order = [("main", (i + 1) * 10, "registered") for i in range(run.k.shape[1])]
+    done = replay(_run_rows(run), order, policies, alpha, first_only=True)
+    blocks = [a for a in done.alarms if a.outcome == "block"]
+    if not blocks:
+        return None
+    first = min(blocks, key=lambda a: a.index)
+    return first.index, first.restore_index
+
+
+def run_gov(run: Run, alpha: float) -> Result:
+    """The default blocking policies, per-environment and run-wide, replayed over the run."""
+    return _replayed(run, _blocking(), alpha)
+
+
+def run_env(run: Run, alpha: float) -> Result:
+    """The default per-environment blocking policies alone (the run-wide one left out)."""
+    return _replayed(run, tuple(p for p in _blocking() if not p.run_wide), alpha)
+
+
+def _totals_onset(k: np.ndarray, n: np.ndarray, alpha: float) -> Result:
+    for t in range(3, len(k) + 1):
+        post = onset_posterior(k[:t], n[:t], _TOTALS_ALARM)
+        if post.p_rise * post.p_onset_by(t - 2) >= 0.95:
+            index = onset_posterior(k[:t], n[:t]).restore_index(alpha)
+            return t - 1, index if index >= 0 else None
+    return None
+
+
+_TOTALS_ALARM = OnsetPrior(two_stage=0.0, ramps=(1, 3, 6, 10))
+
+
+def run_totals_onset(run: Run, alpha: float) -> Result:
+    """The single-changepoint model (gov's per-environment one) on the run's totals, judge
+    versions pooled."""
+    return _totals_onset(run.k.sum(axis=0), run.n.sum(axis=0), alpha)
+
+
+def run_totals_cusum(run: Run, alpha: float) -> Result:
+    """A Bernoulli CUSUM on the run's totals, judge versions pooled."""
+    return cusum(run.k.sum(axis=0), run.n.sum(axis=0), alpha)
+
+
+def run_env_cusum(run: Run, alpha: float) -> Result:
+    """A Bernoulli CUSUM on each environment, the first alarm of any."""
+    found = [cusum(run.k[j], run.n[j], alpha) for j in range(len(run.k))]
+    alarms = [f for f in found if f is not None]
+    return min(alarms) if alarms else None
+
+
+RUN_METHODS: dict[str, tuple[str, Callable[[Run, float], Result]]] = {
+    "gov": ("gov: the default policies (per environment and run-wide)", run_gov),
+    "gov-env": ("gov's per-environment policies alone", run_env),
+    "totals-onset": ("gov's single-changepoint model on the run's totals", run_totals_onset),
+    "totals-cusum": ("Bernoulli CUSUM on the run's totals", run_totals_cusum),
+    "env-cusum": ("Bernoulli CUSUM on each environment, first alarm of any", run_env_cusum),
+}
+
+
+def score_run(args: tuple[str, Run, float]) -> Result:
+    name, run, alpha = args
+    return RUN_METHODS[name][1](run, alpha)
+
+
 def score(args: tuple[str, Series, float]) -> Result:
     name, series, alpha = args
     return METHODS[name][1](series.k, series.n, alpha)
@@ -336,7 +485,7 @@ class Tally:
     delays: list[int] | None = None
     waste: list[int] | None = None
 
-    def add(self, series: Series, result: Result) -> None:
+    def add(self, series: Series | Run, result: Result) -> None:
         self.delays = self.delays or []
         self.waste = self.waste or []
         if series.onset is None:
@@ -369,6 +518,10 @@ def main() -> None:
         "--policies", type=Path, help="a folder of policies for gov's row (default: the bundled)"
     )
     parser.add_argument("--no-floor", action="store_true", help="leave out the floor's row")
+    parser.add_argument("--runs", type=int, default=40, help="runs per run-level family (0: none)")
+    parser.add_argument(
+        "--run-methods", default=",".join(RUN_METHODS), help="comma-separated run-level methods"
+    )
     args = parser.parse_args()
     if args.policies is not None:
         POLICIES.append(args.policies.resolve())
@@ -407,18 +560,56 @@ def main() -> None:
             t = tallies[name].get(group)
             if t is None:
                 continue
-            print(
-                f"{group:11}{_rate(t.false_alarms, t.quiet):>20}{t.early:>6}"
-                f"{_rate(t.missed, t.rising):>21}{_q(t.delays, 50):>10}{_q(t.delays, 90):>5}"
-                f"{_rate(t.dirty, t.caught):>20}{_median(t.waste or [], rng):>12}"
-                f"{_q(t.waste, 90):>5}"
-            )
+            print(_row(group, t, rng))
+    if args.runs:
+        _run_level(args, rng, header)
     print(
         "\nrates with their 95% Wilson interval; median waste with a 95% bootstrap interval.\n"
         "targets for gov (alpha 0.02): false alarms <= 2% in each quiet family; contaminated\n"
         "<= 2% over all, in no family significantly above; missed <= 10% over all, <= 25% for\n"
         "2-3x rises, <= 15% for early ones; median delay <= 3; median waste <= 3 (or no worse\n"
         "than the reference); short-thin: every rise alarmed and restored clean, delay <= 2."
+    )
+
+
+def _run_level(args: argparse.Namespace, rng: np.random.Generator, header: str) -> None:
+    chosen = args.run_methods.split(",")
+    if unknown := [m for m in chosen if m not in RUN_METHODS]:
+        raise SystemExit(
+            f"unknown run-level method {unknown[0]!r}: one of {', '.join(RUN_METHODS)}"
+        )
+    runs = generate_runs(args.runs, args.seed)
+    start = time.perf_counter()
+    jobs = [(name, r, args.alpha) for name in chosen for r in runs]
+    with Pool() as pool:
+        outcomes = pool.map(score_run, jobs, chunksize=2)
+    elapsed = time.perf_counter() - start
+    tallies: dict[str, dict[str, Tally]] = {m: {} for m in chosen}
+    for (name, r, _), result in zip(jobs, outcomes, strict=True):
+        for group in (r.family, "all"):
+            tallies[name].setdefault(group, Tally()).add(r, result)
+    print(
+        f"\nrun level: {args.runs} runs per family ({len(runs)} in all), scored per run (an "
+        f"alarm of any environment or of the run), {elapsed:.0f} s on {len(chosen)} methods"
+    )
+    for name in chosen:
+        print(f"\n{RUN_METHODS[name][0]}\n{header}")
+        for group in (*RUN_FAMILIES, "all"):
+            t = tallies[name].get(group)
+            if t is not None:
+                print(_row(group, t, rng))
+    print(
+        "\ntargets for gov: no alarm on run-none and run-judge in at least 98% of runs; run-shared\n"
+        "alarmed in at least 90%, median delay <= 4; contaminated <= 2%; run-single caught as\n"
+        "well as by the per-environment policies alone."
+    )
+
+
+def _row(group: str, t: Tally, rng: np.random.Generator) -> str:
+    return (
+        f"{group:11}{_rate(t.false_alarms, t.quiet):>20}{t.early:>6}"
+        f"{_rate(t.missed, t.rising):>21}{_q(t.delays, 50):>10}{_q(t.delays, 90):>5}"
+        f"{_rate(t.dirty, t.caught):>20}{_median(t.waste or [], rng):>12}{_q(t.waste, 90):>5}"
     )
 
 

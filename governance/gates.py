@@ -24,7 +24,16 @@ from .records import Decision, Inputs, Override
 from .registry import Registry, parse_checkpoint_ref
 from .stats.evaluate import evaluate, evaluate_run, not_judged
 from .stats.result import Outcome, Result, policy_outcome, worse
-from .stats.series import Order, Points, SeriesKey, Table, for_policy, judged_at, matrices
+from .stats.series import (
+    Order,
+    Points,
+    SeriesKey,
+    Table,
+    for_policy,
+    judged_at,
+    matrices,
+    peers,
+)
 from .storage import model_json
 from .workspace import Change, Workspace
 
@@ -85,13 +94,15 @@ def decide(
                     metric=policy.metric,
                 )
             )
+        others = peers(series) if policy.condition.onset is not None else {}
         for key, points in sorted(series.items(), key=lambda kv: kv[0].label):
             judges.add(f"{key.judge}@{key.judge_version}")
             read[points.positions] = True
             if policy.condition.pressure is not None:
                 result = _pressure_result(ws, policy, key)
             else:
-                result = evaluate(policy, key, points, (run, step))
+                around = int(others[key][-1]) if key in others and len(points) else 1
+                result = evaluate(policy, key, points, (run, step), peers=around)
                 if result.status == "fired":  # what the audit trail shows a reviewer later
                     result.seen = [(p.ref, p.k, p.n) for p in points]
             results.append(result)

@@ -19,7 +19,7 @@ from .registry import Registry, parse_checkpoint_ref
 from .stats.evaluate import evaluate
 from .stats.intervals import wilson
 from .stats.posteriors import prob_above, prob_rise
-from .stats.series import Point, SeriesKey, for_policy
+from .stats.series import Point, SeriesKey, for_policy, peers
 
 
 @dataclass(frozen=True)
@@ -146,11 +146,13 @@ def explain(registry: Registry, name: str, ref: str, environment: str | None = N
     run, step = parse_checkpoint_ref(ref)
     registry.checkpoint(run, step)
     series = for_policy(policy, counts.table(ws), registry.order(run, step))
+    others = peers(series) if policy.condition.onset is not None else {}
     if environment is not None:
         series = {k: v for k, v in series.items() if k.environment == environment}
     steps: list[SeriesStep] = []
     for key, points in sorted(series.items(), key=lambda kv: kv[0].label):
-        result = evaluate(policy, key, points, (run, step))
+        around = int(others[key][-1]) if key in others and len(points) else 1
+        result = evaluate(policy, key, points, (run, step), peers=around)
         here = points[-1] if points and (points[-1].run, points[-1].step) == (run, step) else None
         counted = here is not None and here.n > 0
         steps.append(

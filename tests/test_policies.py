@@ -39,6 +39,7 @@ def test_bundled_policies_load() -> None:
         "divergence-rate-rising",
         "monitor-pressure",
         "not-judged-yet",
+        "run-rationalization-rising",
     }
     assert all(len(p.sha256) == 64 for p in loaded)
 
@@ -83,6 +84,10 @@ BAD = {
     "custom tag": (GOOD.replace("[warn]", "!action warn"), ("p.yaml:12",)),
     "unknown action": (GOOD.replace("[warn]", "[explode]"), ("field actions.0",)),
     "not a mapping": ("- just\n- a list\n", ("a policy is a mapping",)),
+    "run scope with an environment filter": (
+        GOOD + "scope: run\nenvironments: [math]\n",
+        ("p.yaml", "environments: a run-scope policy reads every environment"),
+    ),
     "flag without environment scope": (
         GOOD.replace("[warn]", "[flag_environment]") + "scope: run\n",
         ("flag_environment needs scope",),

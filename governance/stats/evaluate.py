@@ -31,13 +31,16 @@ def evaluate(
     index: int = -1,
     *,
     bounded: bool = False,
+    peers: int = 1,
 ) -> Result:
     """The policy's verdict at checkpoint `at`, seeing `points[: index + 1]` only (the last
     point by default): the point at `index` should be that checkpoint's.
 
     `bounded`: a result that is clearly clear may leave its probability unset (backtests).
+    `peers`: how many environments the run had judged by then (series.peers): an onset
+    policy's prior chance of a rise in any one of them is shared out among them.
     A probability that is not a number never becomes a verdict: EvidenceError instead."""
-    result = _evaluate(policy, key, points, at, index, bounded=bounded)
+    result = _evaluate(policy, key, points, at, index, bounded=bounded, peers=peers)
     if result.probability is not None and not math.isfinite(result.probability):
         raise EvidenceError(
             f"{policy.name} on {key.label} at {at[0]}@{at[1]}: the analysis gave no number "
@@ -54,6 +57,7 @@ def _evaluate(
     index: int,
     *,
     bounded: bool,
+    peers: int,
 ) -> Result:
     ref = f"{at[0]}@{at[1]}"
     result = Result(policy.name, key, "insufficient", "", metric=policy.metric)
@@ -69,7 +73,7 @@ def _evaluate(
         result.value = here.value
         result.low, result.high = here.low, here.high
     if policy.condition.onset is not None:
-        return _onset_result(policy, result, points, index)
+        return _onset_result(policy, result, points, index, peers)
     if policy.condition.unjudged is not None:
         if not here.n:
             return not_judged(result, ref)
@@ -123,7 +127,9 @@ def _evaluate(
     return result
 
 
-def _onset_result(policy: Policy, result: Result, points: Sequence[Point], index: int) -> Result:
+def _onset_result(
+    policy: Policy, result: Result, points: Sequence[Point], index: int, peers: int
+) -> Result:
     """The onset condition: a rise that began no later than the last judged checkpoint but one
     (so a single bad checkpoint is not enough, even when the checkpoint after it was not judged),
     with the stated probability; with `sustained: K`, so at each of the last K judged
@@ -138,11 +144,12 @@ def _onset_result(policy: Policy, result: Result, points: Sequence[Point], index
         return result
     claim = "P(a rise began before this checkpoint)"
     odds = float(rise_odds(ks, ns, last=True)[0])
-    if odds < screen_odds(need):
+    prior = prior_odds(peers)
+    if odds < screen_odds(need) - prior:
         result.status = "clear"
         result.reason = f"{claim} far below {need}: no rise on the screen (log odds {odds:.1f})"
         return result
-    probability, posterior = _onset_probability(seen, judged[-2])
+    probability, posterior = _onset_probability(seen, judged[-2], prior)
     result.probability = probability
     if posterior is None:
         result.status = "clear"
@@ -155,7 +162,7 @@ def _onset_result(policy: Policy, result: Result, points: Sequence[Point], index
     held = 1
     for before in reversed(judged[-policy.sustained : -1] if policy.sustained > 1 else []):
         earlier = [i for i in judged if i <= before]
-        if len(earlier) < 3 or _onset_probability(seen[: before + 1], earlier[-2])[0] < need:
+        if len(earlier) < 3 or _onset_probability(seen[: before + 1], earlier[-2], prior)[0] < need:
             break
         held += 1
     result.held = held
@@ -174,17 +181,39 @@ def _onset_result(policy: Policy, result: Result, points: Sequence[Point], index
     return result
 
 
-def _onset_probability(seen: Sequence[Point], held: int) -> tuple[float, OnsetPosterior | None]:
-    """P(a rise with its onset at or before position `held`), and the full posterior; the coarse
-    screen's value and None where that is far too low to need the full grid."""
+def _onset_probability(
+    seen: Sequence[Point], held: int, prior: float = 0.0
+) -> tuple[float, OnsetPosterior | None]:
+    """P(a rise with its onset at or before position `held`), and the full posterior, the
+    model's even odds of a rise shifted by `prior` (log odds); the coarse screen's value and
+    None where that is far too low to need the full grid."""
     k, n = columns(seen)
     ks, ns = tuple(k.tolist()), tuple(n.tolist())
     rough = _onset(ks, ns, SCREEN_PRIOR)
-    probability = rough.p_rise * rough.p_onset_by(held)
+    probability = _shifted(rough.p_rise, prior) * rough.p_onset_by(held)
     if probability < SCREEN_BELOW:
         return probability, None
     posterior = _onset(ks, ns, ALARM_PRIOR)
-    return posterior.p_rise * posterior.p_onset_by(held), posterior
+    return _shifted(posterior.p_rise, prior) * posterior.p_onset_by(held), posterior
+
+
+def prior_odds(peers: int) -> float:
+    """The log prior odds of a rise in one environment when the run has `peers` of them: even
+    odds that any one of them rises, shared out (1 - 0.5 ** (1 / peers) each), so a run of 300
+    steady environments is no more likely to raise a false alarm than a run of one. 0 for one."""
+    if peers <= 1:
+        return 0.0
+    each = -math.expm1(math.log(0.5) / peers)
+    return math.log(each / (1 - each))
+
+
+def _shifted(p_rise: float, prior: float) -> float:
+    """P(a rise) at even prior odds, moved to prior log odds `prior`."""
+    if prior == 0.0 or p_rise <= 0.0:
+        return p_rise
+    if p_rise >= 1.0:
+        return 1.0
+    return 1.0 / (1.0 + math.exp(-(math.log(p_rise / (1 - p_rise)) + prior)))
 
 
 def evaluate_run(
@@ -278,7 +307,9 @@ def not_judged(result: Result, ref: str) -> Result:
     return result
 
 
-def candidates(policy: Policy, points: Sequence[Point]) -> tuple[np.ndarray, np.ndarray]:
+def candidates(
+    policy: Policy, points: Sequence[Point], peers: np.ndarray | int = 1
+) -> tuple[np.ndarray, np.ndarray]:
     """At every position of the series, for all at once: whether `evaluate` could fire there
     (elsewhere it finds the policy clear or the evidence thin), and whether the evidence is too
     thin. An onset policy's thin positions are those with too little history and its possible
@@ -289,7 +320,8 @@ def candidates(policy: Policy, points: Sequence[Point]) -> tuple[np.ndarray, np.
     condition = policy.condition
     if condition.onset is not None:
         thin = (np.cumsum(ns) < policy.min_evidence.n) | (np.cumsum(ns > 0) < 3)
-        possible = rise_odds(ks, ns) >= screen_odds(condition.onset.probability)
+        shift = np.vectorize(prior_odds, otypes=[float])(np.broadcast_to(peers, ks.shape))
+        possible = rise_odds(ks, ns) >= screen_odds(condition.onset.probability) - shift
         return ~thin & possible, thin
     if condition.above is not None:
         thin = ns < policy.min_evidence.n

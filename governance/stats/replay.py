@@ -21,7 +21,17 @@ from ..policies import Action, Insufficient, Policy, with_unjudged
 from .evaluate import candidates, evaluate, evaluate_run, run_posterior
 from .restore import Target, place, restore_point
 from .result import Outcome, worse
-from .series import Matrix, Order, Points, SeriesKey, Table, for_policy, judged_at, matrices
+from .series import (
+    Matrix,
+    Order,
+    Points,
+    SeriesKey,
+    Table,
+    for_policy,
+    judged_at,
+    matrices,
+    peers,
+)
 
 
 @dataclass
@@ -70,7 +80,7 @@ def replay(
     table = rows if isinstance(rows, Table) else Table.of(rows)  # once, for every policy
     result = Replay(outcomes=["pass"] * len(order))
     outcomes = result.outcomes
-    jobs: list[tuple[Policy, SeriesKey, Points]] = []
+    jobs: list[_Job] = []
     run_wide: list[_Found] = []
     for policy in with_unjudged(policies):
         if policy.condition.pressure is not None:
@@ -93,7 +103,11 @@ def replay(
                 covered[points.positions] += 1
             for where in np.flatnonzero(covered < max(1, len(series))).tolist():
                 outcomes[where] = worse(outcomes[where], _thin(policy))
-        jobs += [(policy, key, series[key]) for key in sorted(series, key=lambda k: k.label)]
+        others = peers(series) if policy.condition.onset is not None else {}
+        jobs += [
+            (policy, key, series[key], others.get(key))
+            for key in sorted(series, key=lambda k: k.label)
+        ]
     shared = _Shared(table, order, alpha, unusable, first_only)
     for found in [*run_wide, *_run(shared, jobs)]:
         for where, outcome in found.outcomes:
@@ -132,11 +146,15 @@ PARALLEL_ABOVE = 200_000
 _SHARED: _Shared | None = None  # the forked workers' view of the replay's inputs
 
 
-def _run(shared: _Shared, jobs: list[tuple[Policy, SeriesKey, Points]]) -> list[_Found]:
+# a policy, a series, its points, and how many environments the run had judged at each
+_Job = tuple[Policy, SeriesKey, Points, np.ndarray | None]
+
+
+def _run(shared: _Shared, jobs: list[_Job]) -> list[_Found]:
     """Every series' replay, in the order of `jobs`: in this process, or for a large replay on
     the machine's cores (forked workers read the inputs without copying them)."""
     global _SHARED
-    size = sum(len(points) for _, _, points in jobs)
+    size = sum(len(job[2]) for job in jobs)
     cores = min(len(os.sched_getaffinity(0)), 8) if hasattr(os, "sched_getaffinity") else 1
     if size < PARALLEL_ABOVE or cores < 2 or "fork" not in mp.get_all_start_methods():
         return [_series(shared, *job) for job in jobs]
@@ -149,12 +167,14 @@ def _run(shared: _Shared, jobs: list[tuple[Policy, SeriesKey, Points]]) -> list[
         _SHARED = None
 
 
-def _job(job: tuple[Policy, SeriesKey, Points]) -> _Found:
+def _job(job: _Job) -> _Found:
     assert _SHARED is not None
     return _series(_SHARED, *job)
 
 
-def _series(shared: _Shared, policy: Policy, key: SeriesKey, points: Points) -> _Found:
+def _series(
+    shared: _Shared, policy: Policy, key: SeriesKey, points: Points, around: np.ndarray | None
+) -> _Found:
     """One policy on one series at every checkpoint, each seeing its past only."""
     order = shared.order
     effect: Outcome = "block" if Action.BLOCK in policy.actions else "warn"
@@ -163,14 +183,15 @@ def _series(shared: _Shared, policy: Policy, key: SeriesKey, points: Points) -> 
     onset = policy.condition.onset is not None
     positions = points.positions
     found = _Found([], None)
-    todo, thin = candidates(policy, points)
+    todo, thin = candidates(policy, points, 1 if around is None else around)
     if gate_thin:
         found.outcomes += [(where, thin_outcome) for where in positions[thin].tolist()]
     first: Alarm | None = None
     for index in np.flatnonzero(todo).tolist():
         where = int(positions[index])
         run, step, _ = order[where]
-        verdict = evaluate(policy, key, points, (run, step), index, bounded=True)
+        count = 1 if around is None else int(around[index])
+        verdict = evaluate(policy, key, points, (run, step), index, bounded=True, peers=count)
         if verdict.status == "fired":
             found.outcomes.append((where, effect))
             if first is None:

@@ -108,10 +108,14 @@ def run_onset(
     environment (rows) and checkpoint (columns), n = 0 where a cell was not judged. Needs two
     or more environments with judgments (with one, the per-environment model is the model).
     `details`: also each environment's part (an alarm's replay skips it)."""
-    ks = np.asarray(k, dtype=float)
-    ns = np.asarray(n, dtype=float)
+    shape = "k and n must be matrices of the same shape (environments x checkpoints)"
+    try:
+        ks = np.asarray(k, dtype=float)
+        ns = np.asarray(n, dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(shape) from exc
     if ks.shape != ns.shape or ks.ndim != 2:
-        raise ValueError("k and n must be matrices of the same shape (environments x checkpoints)")
+        raise ValueError(shape)
     if np.any(ks < 0) or np.any(ks > ns):
         raise ValueError("every count needs 0 <= k <= n")
     judged = ns.sum(axis=1) > 0
@@ -164,22 +168,24 @@ def evidence(k: np.ndarray, n: np.ndarray, prior: RunPrior = DEFAULT_RUN_PRIOR) 
 
 def dispersion(k: np.ndarray, n: np.ndarray, weight: float = 4.0) -> np.ndarray:
     """Each environment's variation between checkpoints over what counting alone gives (at
-    least 1): from the differences between consecutive judged checkpoints (a step changes one
-    of them, so a rise barely inflates it), shrunk towards 1 as if `weight` more differences of
-    1 had been seen."""
-    rate = (k.sum(axis=1) + 0.5) / (n.sum(axis=1) + 1.0)
-    found = np.zeros(len(k))
-    count = np.zeros(len(k))
+    least 1): the median squared difference between consecutive judged checkpoints, over its
+    expectation under counting noise at their local rate (a step changes one difference, and a
+    median does not follow one), shrunk towards 1 as if `weight` more had been seen."""
+    found = np.ones(len(k))
     for row in range(len(k)):
         judged = np.flatnonzero(n[row])
-        if len(judged) < 2:
+        if len(judged) < 3:
             continue
         kk, nn = k[row, judged], n[row, judged]
-        share = kk / nn
-        scale = rate[row] * (1 - rate[row]) * (1 / nn[1:] + 1 / nn[:-1])
-        found[row] = float(np.sum(np.diff(share) ** 2 / scale))
-        count[row] = len(judged) - 1
-    return np.asarray(np.maximum(1.0, (found + weight) / (count + weight)))
+        local = (kk[1:] + kk[:-1] + 0.5) / (nn[1:] + nn[:-1] + 1.0)
+        scale = local * (1 - local) * (1 / nn[1:] + 1 / nn[:-1])
+        ratios = np.diff(kk / nn) ** 2 / scale
+        count = len(ratios)
+        found[row] = (count * float(np.median(ratios)) / _CHI2_MEDIAN + weight) / (count + weight)
+    return np.asarray(np.maximum(1.0, found))
+
+
+_CHI2_MEDIAN = 0.4549364  # the median of a chi-square with one degree of freedom
 
 
 def _combine(

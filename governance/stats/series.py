@@ -312,6 +312,27 @@ def matrices(
     return out
 
 
+def peers(series: dict[SeriesKey, Points]) -> dict[SeriesKey, np.ndarray]:
+    """For each series, at each of its points: how many environments the same judge version
+    had judged by then (at least 1). An onset policy asks of each of them whether it rose: the
+    more there are, the less any one rise is to be expected (`evaluate.prior_odds`)."""
+    import numpy as np
+
+    firsts: dict[tuple[str, str], dict[str, int]] = {}
+    for key, points in series.items():
+        judged = np.flatnonzero(points.ns)
+        if len(judged):
+            group = firsts.setdefault((key.judge, key.judge_version), {})
+            env = key.environment or ""
+            first = int(points.positions[judged[0]])
+            group[env] = min(group.get(env, first), first)
+    out = {}
+    for key, points in series.items():
+        known = np.sort(list(firsts.get((key.judge, key.judge_version), {}).values()))
+        out[key] = np.maximum(1, np.searchsorted(known, points.positions, side="right"))
+    return out
+
+
 def first_judged(points: Sequence[Point]) -> int:
     """The position of the first point with judgments (the length: none has any). Before it
     the series did not exist yet (an environment added later): no evidence of a steady rate."""
@@ -379,4 +400,5 @@ __all__ = [
     "judged_at",
     "many",
     "matrices",
+    "peers",
 ]
