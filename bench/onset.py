@@ -599,9 +599,9 @@ def _run_level(args: argparse.Namespace, rng: np.random.Generator, header: str) 
             if t is not None:
                 print(_row(group, t, rng))
     print(
-        "\ntargets for gov: no alarm on run-none and run-judge in at least 98% of runs; run-shared\n"
-        "alarmed in at least 90%, median delay <= 4; contaminated <= 2%; run-single caught as\n"
-        "well as by the per-environment policies alone."
+        "\ntargets for gov: no alarm on run-none and run-judge in at least 98% of runs;\n"
+        "run-shared alarmed in at least 90%, median delay <= 4; contaminated <= 2%; run-single\n"
+        "caught as well as by the per-environment policies alone."
     )
 
 

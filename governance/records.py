@@ -151,7 +151,7 @@ class RestoreEvidence(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    environment: str
+    environment: str  # "run": the run-wide model, over every environment
     environment_version: int | None = None
     judge: str  # judge@version
     metric: str = "rationalization_rate"
@@ -161,6 +161,9 @@ class RestoreEvidence(BaseModel):
     p_contaminated: float  # P(onset at or before the restore point | a rise)
     known_clean: bool = True  # False: the restore point is this series' first judged checkpoint
     restore: str | None = None  # the latest safe checkpoint on this series alone
+    scope: Literal["environment", "run"] = "environment"
+    # run scope: the environments that carry the evidence, with each one's rise
+    leading: list[str] | None = None
 
 
 class Rollback(_Record):

@@ -16,10 +16,12 @@ from pathlib import Path
 from . import audit, counts
 from .errors import GovError
 from .gates import recorded_decisions
+from .policies import Action, Condition, Onset, Policy
 from .registry import Registry
 from .rollback import flagged_environments, recommend
+from .stats.evaluate import run_posterior
 from .stats.onset import onset_posterior
-from .stats.series import Series, many
+from .stats.series import Order, Point, Series, Table, many, matrices
 from .storage import atomic_write
 
 WIDTH, HEIGHT, PAD = 720, 240, 48
@@ -154,21 +156,24 @@ def build_report(
     lineage = registry.lineage_checkpoints(run)
     refs = {c.ref for c in lineage}
     order = [(c.run, c.step, c.status.value) for c in lineage]
-    all_series = many(counts.table(registry.ws), ["rationalization_rate"], order)
+    table = counts.table(registry.ws)
+    all_series = many(table, ["rationalization_rate"], order)
     decisions = [d for _, d in recorded_decisions(registry.ws, refs)]
     flagged = flagged_environments(registry)
     restore = None
-    restore_text = "no environment is flagged: no rollback recommended"
-    if flagged and len(lineage) >= 2:
+    restore_text = "no environment is flagged and no run-wide rise: no rollback recommended"
+    if len(lineage) >= 2:
         try:
             rec = recommend(registry, run, alpha=alpha)
             restore = rec.restore
-            restore_text = (
-                f"{rec.restore}: P(already contaminated) {rec.p_contaminated:.3f} (alpha {alpha}); "
-                f"gives up {rec.checkpoints_lost} checkpoints ({rec.steps_lost} steps)"
-                if rec.restore
-                else rec.reason
-            )
+            if rec.flagged and rec.restore:
+                restore_text = (
+                    f"{rec.restore}: P(already contaminated) {rec.p_contaminated:.3f} "
+                    f"(alpha {alpha}); gives up {rec.checkpoints_lost} checkpoints "
+                    f"({rec.steps_lost} steps)"
+                )
+            elif rec.flagged:
+                restore_text = rec.reason
         except GovError as exc:
             restore_text = exc.message
     marks: dict[str, dict[str, str]] = {}
@@ -241,6 +246,7 @@ def build_report(
             ),
         ),
         "</section>",
+        *_run_wide(table, order, restore),
         "<h2>Rationalization rate per environment</h2>",
     ]
     if not all_series:
@@ -326,6 +332,75 @@ def build_report(
     )
     atomic_write(target, "\n".join(html).encode())
     return ReportResult(target, run, len({s.environment for s in all_series}), flagged, restore)
+
+
+def _run_wide(table: Table, order: Order, restore: str | None) -> list[str]:
+    """The run-level panel: for each judge version, the run-wide onset analysis (every
+    environment's evidence pooled, each keeping its own rate), the environments that carry it,
+    and the run's total rate for orientation."""
+    policy = Policy(
+        name="run-wide",
+        description="the run-wide onset analysis",
+        metric="rationalization_rate",
+        scope="run",
+        condition=Condition(onset=Onset()),
+        actions=(Action.WARN,),
+    )
+    found = matrices(policy, table, order)
+    if not found:
+        return []
+    html = ['<h2 id="run-wide">Across the run</h2>']
+    for key, matrix in sorted(found.items()):
+        judged = (matrix.ns.sum(axis=1) > 0).sum()
+        points = [
+            Point(run, step, int(k), int(n))
+            for (run, step, _), k, n in zip(
+                matrix.order, matrix.ks.sum(axis=0), matrix.ns.sum(axis=0), strict=True
+            )
+        ]
+        series = Series("rationalization_rate", key, points)
+        title = f"{escape(key.judge)} {escape(key.judge_version)} · {judged} environments"
+        if judged < 2 or len(points) < 3:
+            html.append(
+                f"<details class=run><summary>{title}</summary><p class=muted>too few "
+                "environments or checkpoints for a run-wide analysis</p></details>"
+            )
+            continue
+        post = run_posterior(matrix)
+        lo, hi = post.interval(0.9)
+        mid = post.estimate()
+        rising = post.p_rise >= 0.95
+        leading = post.leading(5)
+        text = (
+            f"P(a rise across the run) = {post.p_rise:.3f}; onset ~ {points[mid].ref} (90%: "
+            f"{points[lo].ref} .. {points[hi].ref}); about {post.share:.0%} of environments "
+            f"affected, typically x{post.effect:.2f}"
+            if post.p_rise >= 0.5
+            else f"P(a rise across the run) = {post.p_rise:.3f}: no shared rise"
+        )
+        rows = "".join(
+            f"<tr><td>{escape(matrix.label(c.index))}</td><td>{c.p_affected:.2f}</td>"
+            f"<td>x{c.effect:.2f}</td><td>{c.evidence:.1f}</td></tr>"
+            for c in leading
+        )
+        html.append(
+            f'<details class="run{" flagged" if rising else ""}"{" open" if rising else ""}>'
+            f"<summary>{title}{' — rising' if rising else ''}</summary>"
+            f"<p class=muted>{escape(text)}. The chart shows the run's total rate for "
+            "orientation only: the analysis pools each environment's evidence against its own "
+            "rate, so a shift of the mix of environments is not read as a rise.</p>"
+            + (
+                "<table><tr><th>environment carrying the evidence</th><th>P(rose)</th>"
+                f"<th>its rise</th><th>evidence (nats)</th></tr>{rows}</table>"
+                if rows and post.p_rise >= 0.5
+                else ""
+            )
+        )
+        html.append(
+            _chart(series, {}, restore if rising else None, (lo, mid, hi) if rising else None)
+        )
+        html.append("</details>")
+    return html
 
 
 def _card(title: str, body: str) -> str:

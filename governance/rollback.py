@@ -21,10 +21,13 @@ from . import artifacts, audit, counts
 from .errors import GovError
 from .metrics import DEFAULT_METRIC
 from .models import Checkpoint, CheckpointStatus, EnvironmentStatus, Run, utc_now
+from .policies import Action, load_policies
 from .records import DEFAULT_ALPHA, RestoreEvidence, Rollback
 from .registry import Registry
+from .stats.evaluate import evaluate_run, run_posterior
 from .stats.restore import Placed, Target, place, restore_point
-from .stats.series import SeriesKey
+from .stats.runwide import RunOnsetPosterior
+from .stats.series import Matrix, Order, SeriesKey, Table, matrices
 from .storage import model_json
 
 
@@ -56,7 +59,8 @@ class Recommendation:
 
     @property
     def environments(self) -> list[str]:
-        return sorted({e.environment for e in self.flagged})
+        """The environments to redesign (a run-wide rise names none to redesign)."""
+        return sorted({e.environment for e in self.flagged if e.scope == "environment"})
 
 
 def flagged_series(registry: Registry) -> list[FlaggedSeries]:
@@ -111,7 +115,11 @@ def recommend(
     targets = flagged_series(registry) if flagged is None else flagged
     envs = sorted({e.id for e in registry.environments()})
     names = sorted({t.environment for t in targets})
-    if not targets:
+    lineage = registry.lineage_checkpoints(run, at)
+    order = [(c.run, c.step, c.status.value) for c in lineage]
+    rows = counts.table(registry.ws)  # read once for every flagged series
+    wide = _run_wide(registry, order, rows) if flagged is None and len(lineage) >= 2 else []
+    if not targets and not wide:
         return Recommendation(
             run,
             alpha,
@@ -121,17 +129,14 @@ def recommend(
             0.0,
             0,
             0,
-            reason="no environment is flagged: no rollback is recommended",
+            reason="no environment is flagged and no run-wide rise: no rollback is recommended",
         )
-    lineage = registry.lineage_checkpoints(run, at)
     if len(lineage) < 2:
         raise GovError(
             f"run {run!r} has {len(lineage)} checkpoint(s): too few for an onset analysis "
             "(it needs a baseline before the rise)"
         )
-    order = [(c.run, c.step, c.status.value) for c in lineage]
-    rows = counts.table(registry.ws)  # read once for every flagged series
-    placed: dict[tuple[str, SeriesKey], Placed] = {}
+    placed: dict[tuple[str, SeriesKey], Placed] = {(p.metric, p.key): p for p in wide}
     for target in targets:
         metric = target.metric or DEFAULT_METRIC
         found = place(
@@ -163,11 +168,15 @@ def recommend(
     for item in placed.values():
         post = item.posterior
         lo, hi = post.interval(0.9)
-        assert item.key.environment is not None
         safe = item.restore(alpha)
+        leading = (
+            [f"{e} x{r:.2f}" for e, r in _leading(item)] if item.key.environment is None else None
+        )
         evidence.append(
             RestoreEvidence(
-                environment=item.key.environment,
+                environment=item.key.environment or "run",
+                scope="environment" if item.key.environment else "run",
+                leading=leading,
                 environment_version=item.key.environment_version,
                 judge=f"{item.key.judge}@{item.key.judge_version}",
                 metric=item.metric,
@@ -217,6 +226,42 @@ def recommend(
         set_by=set_by,
         known_clean=point.known_clean,
     )
+
+
+def _run_wide(registry: Registry, order: Order, rows: Table) -> list[Placed]:
+    """The run-wide policies that recommend a rollback and fire at the lineage's last judged
+    checkpoint: each judge version's run-wide posterior, to place the restore point on too."""
+    import numpy as np
+
+    ws = registry.ws
+    found: list[Placed] = []
+    for item in load_policies(ws.policies, ws.root):
+        policy = item.policy
+        if not policy.run_wide or Action.RECOMMEND_ROLLBACK not in policy.actions:
+            continue
+        for key, matrix in sorted(matrices(policy, rows, order).items()):
+            last = int(np.flatnonzero(matrix.ns.sum(axis=0))[-1])
+            run, step, _ = matrix.order[last]
+            if evaluate_run(policy, key, matrix, (run, step), last).status != "fired":
+                continue
+            posterior = run_posterior(matrix.upto(last))
+            found.append(_RunPlaced(policy.metric, key, posterior, matrix.offset, matrix))
+    return found
+
+
+@dataclass(frozen=True)
+class _RunPlaced(Placed):
+    """A run-wide posterior placed along the lineage, with the matrix it read."""
+
+    matrix: Matrix | None = None
+
+
+def _leading(item: Placed) -> list[tuple[str, float]]:
+    """The environments that carry a run-wide rise's evidence, with each one's rise."""
+    if not isinstance(item, _RunPlaced) or item.matrix is None:
+        return []
+    assert isinstance(item.posterior, RunOnsetPosterior)
+    return [(item.matrix.label(c.index), c.effect) for c in item.posterior.leading(5)]
 
 
 def not_restorable(registry: Registry, checkpoint: Checkpoint) -> str | None:

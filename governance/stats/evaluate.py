@@ -217,11 +217,18 @@ def _shifted(p_rise: float, prior: float) -> float:
 
 
 def evaluate_run(
-    policy: Policy, key: SeriesKey, matrix: Matrix, at: tuple[str, int], index: int = -1
+    policy: Policy,
+    key: SeriesKey,
+    matrix: Matrix,
+    at: tuple[str, int],
+    index: int = -1,
+    *,
+    details: bool = True,
 ) -> Result:
     """A run-wide policy's verdict at checkpoint `at`, seeing columns 0..index of the run's
     matrix (the last by default): P(a rise across the run began before this checkpoint), with
-    the environments that contribute most, or too little evidence to say."""
+    the environments that contribute most (without `details`, only when it fires), or too
+    little evidence to say."""
     assert policy.run_wide and policy.condition.onset is not None
     ref = f"{at[0]}@{at[1]}"
     result = Result(policy.name, key, "insufficient", "", metric=policy.metric)
@@ -247,8 +254,10 @@ def evaluate_run(
         result.reason = "too little history for an onset analysis: insufficient evidence"
         return result
     need = policy.condition.onset.probability
-    posterior = run_posterior(seen)
+    posterior = run_posterior(seen, details=False)
     probability = posterior.p_rise * posterior.p_onset_by(judged[-2])
+    if details or probability >= need:
+        posterior = run_posterior(seen)
     result.probability = probability
     claim = "P(a rise across the run began before this checkpoint)"
     result.contributors = [
@@ -279,18 +288,18 @@ def evaluate_run(
 
 
 @lru_cache(maxsize=64)
-def _run_cached(k: bytes, n: bytes, shape: tuple[int, int]) -> RunOnsetPosterior:
+def _run_cached(k: bytes, n: bytes, shape: tuple[int, int], details: bool) -> RunOnsetPosterior:
     ks = np.frombuffer(k, dtype=np.int64).reshape(shape)
     ns = np.frombuffer(n, dtype=np.int64).reshape(shape)
-    return run_onset(ks, ns, RUN_PRIOR)
+    return run_onset(ks, ns, RUN_PRIOR, details=details)
 
 
-def run_posterior(matrix: Matrix) -> RunOnsetPosterior:
+def run_posterior(matrix: Matrix, *, details: bool = True) -> RunOnsetPosterior:
     """The run-wide posterior of a matrix, once per distinct matrix (check, explain, the replay
-    and the restore point share it)."""
-    ks, ns = matrix.ks, matrix.ns
-    ks, ns = np.ascontiguousarray(ks, dtype=np.int64), np.ascontiguousarray(ns, dtype=np.int64)
-    return _run_cached(ks.tobytes(), ns.tobytes(), ks.shape)
+    and the restore point share it); `details`: with each environment's part."""
+    ks = np.ascontiguousarray(matrix.ks, dtype=np.int64)
+    ns = np.ascontiguousarray(matrix.ns, dtype=np.int64)
+    return _run_cached(ks.tobytes(), ns.tobytes(), ks.shape, details)
 
 
 # The run-wide model's prior (governance.stats.runwide): its defaults.

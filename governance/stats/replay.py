@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
@@ -20,7 +20,7 @@ from ..metrics import CountRow
 from ..policies import Action, Insufficient, Policy, with_unjudged
 from .evaluate import candidates, evaluate, evaluate_run, run_posterior
 from .restore import Target, place, restore_point
-from .result import Outcome, worse
+from .result import Outcome, Result, worse
 from .series import (
     Matrix,
     Order,
@@ -80,14 +80,13 @@ def replay(
     table = rows if isinstance(rows, Table) else Table.of(rows)  # once, for every policy
     result = Replay(outcomes=["pass"] * len(order))
     outcomes = result.outcomes
-    jobs: list[_Job] = []
-    run_wide: list[_Found] = []
+    jobs: list[_Job | _MatrixJob] = []
     for policy in with_unjudged(policies):
         if policy.condition.pressure is not None:
             continue  # it reads the audit trail as it is now, not as it was then
         if policy.run_wide:
-            for key, matrix in sorted(matrices(policy, table, order).items()):
-                run_wide.append(_matrix(policy, key, matrix, alpha, unusable, first_only))
+            wide = sorted(matrices(policy, table, order).items())
+            jobs[:0] = [(policy, key, matrix) for key, matrix in wide]  # the longest first
             continue
         series = for_policy(policy, table, order)
         if policy.condition.unjudged is not None:  # checkpoints nobody judged: the policy's effect
@@ -109,7 +108,7 @@ def replay(
             for key in sorted(series, key=lambda k: k.label)
         ]
     shared = _Shared(table, order, alpha, unusable, first_only)
-    for found in [*run_wide, *_run(shared, jobs)]:
+    for found in _run(shared, jobs):
         for where, outcome in found.outcomes:
             outcomes[where] = worse(outcomes[where], outcome)
         if found.alarm is not None:
@@ -148,16 +147,17 @@ _SHARED: _Shared | None = None  # the forked workers' view of the replay's input
 
 # a policy, a series, its points, and how many environments the run had judged at each
 _Job = tuple[Policy, SeriesKey, Points, np.ndarray | None]
+_MatrixJob = tuple[Policy, SeriesKey, Matrix]  # a run-wide policy and a judge version's matrix
 
 
-def _run(shared: _Shared, jobs: list[_Job]) -> list[_Found]:
+def _run(shared: _Shared, jobs: list[_Job | _MatrixJob]) -> list[_Found]:
     """Every series' replay, in the order of `jobs`: in this process, or for a large replay on
     the machine's cores (forked workers read the inputs without copying them)."""
     global _SHARED
-    size = sum(len(job[2]) for job in jobs)
+    size = sum(len(job[2]) * (len(job[2].ks) if isinstance(job[2], Matrix) else 1) for job in jobs)
     cores = min(len(os.sched_getaffinity(0)), 8) if hasattr(os, "sched_getaffinity") else 1
     if size < PARALLEL_ABOVE or cores < 2 or "fork" not in mp.get_all_start_methods():
-        return [_series(shared, *job) for job in jobs]
+        return [_one(shared, job) for job in jobs]
     _SHARED = shared
     try:
         with ProcessPoolExecutor(cores, mp_context=mp.get_context("fork")) as pool:
@@ -167,9 +167,16 @@ def _run(shared: _Shared, jobs: list[_Job]) -> list[_Found]:
         _SHARED = None
 
 
-def _job(job: _Job) -> _Found:
+def _job(job: _Job | _MatrixJob) -> _Found:
     assert _SHARED is not None
-    return _series(_SHARED, *job)
+    return _one(_SHARED, job)
+
+
+def _one(shared: _Shared, job: _Job | _MatrixJob) -> _Found:
+    if len(job) == 3:
+        policy, key, matrix = job
+        return _matrix(policy, key, matrix, shared.alpha, shared.unusable, shared.first_only)
+    return _series(shared, *job)
 
 
 def _series(
@@ -232,10 +239,8 @@ def _matrix(
     past only; its alarm stands from its first checkpoint on, as an onset policy's does."""
     effect: Outcome = "block" if Action.BLOCK in policy.actions else "warn"
     found = _Found([], None)
-    judged = np.flatnonzero(matrix.ns.sum(axis=0))
-    for index in judged[2:].tolist():
+    for index, verdict in _run_verdicts(policy, key, matrix):
         run, step, _ = matrix.order[index]
-        verdict = evaluate_run(policy, key, matrix, (run, step), index)
         where = matrix.offset + index
         if verdict.status == "insufficient" and policy.insufficient != Insufficient.PASS:
             found.outcomes.append((where, _thin(policy)))
@@ -251,7 +256,7 @@ def _matrix(
             [a.value for a in policy.actions],
             verdict.reason,
         )
-        posterior = run_posterior(matrix.upto(index))
+        posterior = run_posterior(matrix.upto(index), details=False)
         safe = posterior.restore_index(alpha)
         for candidate in range(safe, -1, -1):
             if unusable(matrix.offset + candidate) is None:
@@ -266,6 +271,35 @@ def _matrix(
         found.alarm = alarm
         break
     return found
+
+
+# A run-wide policy is evaluated at every judged checkpoint of a run of up to this many; on a
+# longer run at evenly spaced ones, this many in all, and where one fires, at every checkpoint
+# since the last one evaluated, so that the first alarm found is the first in that stretch.
+RUN_WIDE_EVERY = 250
+
+
+def _run_verdicts(policy: Policy, key: SeriesKey, matrix: Matrix) -> Iterator[tuple[int, Result]]:
+    """The run-wide policy's verdicts along the matrix, in order, each seeing its past only;
+    on a long run at RUN_WIDE_EVERY evenly spaced checkpoints, filled in before a firing."""
+    judged = np.flatnonzero(matrix.ns.sum(axis=0))[2:].tolist()
+    stride = max(1, -(-len(judged) // RUN_WIDE_EVERY))
+    last = -1
+    for i in range(0, len(judged), stride):
+        index = judged[i]
+        run, step, _ = matrix.order[index]
+        verdict = evaluate_run(policy, key, matrix, (run, step), index, details=False)
+        if verdict.status == "fired" and stride > 1:
+            for before in judged[last + 1 : i]:
+                run, step, _ = matrix.order[before]
+                earlier = evaluate_run(policy, key, matrix, (run, step), before, details=False)
+                yield before, earlier
+                if earlier.status == "fired":
+                    return
+        yield index, verdict
+        if verdict.status == "fired":
+            return
+        last = i
 
 
 _THIN: dict[Insufficient, Outcome] = {

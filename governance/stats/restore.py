@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from ..metrics import CountRow
 from .onset import DEFAULT_PRIOR, OnsetPosterior, OnsetPrior, onset_posterior
+from .runwide import RunOnsetPosterior
 from .series import Order, SeriesKey, Table, build, columns, first_judged
 
 
@@ -33,8 +34,8 @@ class Placed:
     """One series' onset posterior, from its first judged checkpoint (`offset` in the order)."""
 
     metric: str
-    key: SeriesKey
-    posterior: OnsetPosterior
+    key: SeriesKey  # environment None: the run-wide model over every environment
+    posterior: OnsetPosterior | RunOnsetPosterior
     offset: int
 
     def restore(self, alpha: float) -> int:

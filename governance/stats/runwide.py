@@ -25,6 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 from .onset import OnsetPrior, _compress, logsumexp
 
@@ -34,9 +35,9 @@ class RunPrior:
     """What the run-wide model assumes before it sees the counts."""
 
     ratio: tuple[float, ...] = tuple(np.geomspace(1.1, 30.0, 14))  # one environment's rise
-    effect: tuple[float, ...] = tuple(np.geomspace(1.3, 10.0, 7))  # the run-wide typical rise
+    effect: tuple[float, ...] = tuple(np.geomspace(1.3, 10.0, 6))  # the run-wide typical rise
     effect_spread: tuple[float, ...] = (0.2, 0.5)  # sd of log r_e around log R
-    share: tuple[float, ...] = (0.05, 0.15, 0.3, 0.5, 0.75, 1.0)  # of environments affected
+    share: tuple[float, ...] = (0.05, 0.2, 0.4, 0.7, 1.0)  # of environments affected
     ramps: tuple[int, ...] = (1, 3, 6, 10)
     p_rise: float = 0.5
     recent: int = 64
@@ -83,6 +84,17 @@ class RunOnsetPosterior:
     def estimate(self) -> int:
         """The posterior median onset."""
         return int(np.searchsorted(np.cumsum(self.onset), 0.5))
+
+    def interval(self, mass: float = 0.9) -> tuple[int, int]:
+        """An equal-tailed credible interval for the onset (indices, inclusive)."""
+        cdf = np.cumsum(self.onset)
+        tail = (1 - mass) / 2
+        return int(np.searchsorted(cdf, tail)), int(np.searchsorted(cdf, 1 - tail))
+
+    @staticmethod
+    def known_clean(index: int) -> bool:
+        """As for one environment: the first checkpoint's cleanliness is assumed, not measured."""
+        return index >= 1
 
     def restore_index(self, alpha: float) -> int:
         """The latest checkpoint whose chance of being at or after the onset is at most alpha
@@ -147,22 +159,24 @@ def evidence(k: np.ndarray, n: np.ndarray, prior: RunPrior = DEFAULT_RUN_PRIOR) 
     cn = np.concatenate([np.zeros((e, 1)), np.cumsum(n, axis=1)], axis=1)
     ratios = np.array(prior.ratio)
     taus = np.arange(t)
+    longest = max(prior.ramps)
+    # the counts at tau, tau + 1, ... (zero past the end): (env, tau, s)
+    ahead_k = sliding_window_view(np.pad(k, ((0, 0), (0, longest))), longest, axis=1)[:, :t]
+    ahead_n = sliding_window_view(np.pad(n, ((0, 0), (0, longest))), longest, axis=1)[:, :t]
     out = np.empty((e, len(prior.ramps), len(ratios), t))
+    log_n = np.log(np.maximum(total_n, 1e-300))[:, None, None]
     for li, ramp in enumerate(prior.ramps):
         end = np.minimum(taus + ramp - 1, t)  # the first checkpoint at the full rate
-        weighted = ((ck[:, t : t + 1] - ck[:, end])[:, None, :]) * np.log(ratios)[None, :, None]
-        scaled = (
-            cn[:, None, :t] + (cn[:, t : t + 1] - cn[:, end])[:, None, :] * ratios[None, :, None]
-        )
-        for s in range(min(ramp - 1, t)):  # the ramp's s-th checkpoint of onset tau: tau + s
-            step = 1 + (ratios - 1) * (s + 1) / ramp
-            ks_, ns_ = np.zeros((e, t)), np.zeros((e, t))
-            ks_[:, : t - s], ns_[:, : t - s] = k[:, s:], n[:, s:]
-            weighted += ks_[:, None, :] * np.log(step)[None, :, None]
-            scaled += ns_[:, None, :] * step[None, :, None]
+        full_k = (ck[:, t : t + 1] - ck[:, end])[:, None, :]
+        full_n = (cn[:, t : t + 1] - cn[:, end])[:, None, :]
+        weighted = full_k * np.log(ratios)[None, :, None]
+        scaled = cn[:, None, :t] + full_n * ratios[None, :, None]
+        if ramp > 1:  # the ramp's s-th checkpoint of onset tau, tau + s, at 1 + (r - 1)(s + 1)/L
+            steps = 1 + (ratios[None, :] - 1) * (np.arange(1, ramp)[:, None] / ramp)  # (s, r)
+            weighted += (ahead_k[:, :, : ramp - 1] @ np.log(steps)).transpose(0, 2, 1)
+            scaled += (ahead_n[:, :, : ramp - 1] @ steps).transpose(0, 2, 1)
         with np.errstate(divide="ignore", invalid="ignore"):
-            relative = np.log(scaled) - np.log(total_n)[:, None, None]
-        out[:, li] = weighted - total_k[:, None, None] * relative
+            out[:, li] = weighted - total_k[:, None, None] * (np.log(scaled) - log_n)
     return np.asarray(out / dispersion(k, n)[:, None, None, None])
 
 
@@ -211,11 +225,18 @@ def _combine(
     mixed = scaled @ q  # (env, ramp, tau, combo): the ratio summed out, for each effect
     a = np.log(mixed) + top
     shares = np.array(prior.share)
-    with np.errstate(divide="ignore"):
-        unaffected = np.where(shares < 1, np.log1p(-np.minimum(shares, 0.999)), -np.inf)
     s5 = (slice(None), None, None, None, None)
-    gain = np.logaddexp(unaffected[s5], np.log(shares)[s5] + a[None])  # (share, env, ...)
-    total = gain.sum(axis=1)  # (share, ramp, tau, combo)
+    # each environment's gain, log(1 - share + share x BF), summed over environments: in single
+    # precision and the linear domain (the hot loop), exactly log(share) + log BF where BF is huge
+    huge = a > 30.0
+    factor = np.exp(np.minimum(a, 30.0)).astype(np.float32) - np.float32(1.0)
+    total = np.empty((len(shares), *a.shape[1:]))  # (share, ramp, tau, combo)
+    for i, share in enumerate(shares):
+        with np.errstate(divide="ignore"):  # all affected, and one rules the rise out: -inf
+            gain = np.log1p(np.float32(share) * factor)
+        if huge.any():
+            gain = np.where(huge, np.log(share) + a, gain)
+        total[i] = gain.sum(axis=0, dtype=np.float64)
     # the onset is uniform over the checkpoints after the first: a block holds as many as it sums
     with np.errstate(divide="ignore"):
         place = np.log(sizes) - np.log(length - 1)
@@ -231,6 +252,9 @@ def _combine(
     effect = float(np.exp(np.einsum("sltc,c->", post, np.array([b for b, _ in effects]))))
     contributions = []
     if details:
+        with np.errstate(divide="ignore"):
+            unaffected = np.where(shares < 1, np.log1p(-np.minimum(shares, 0.999)), -np.inf)
+        gain = np.logaddexp(unaffected[s5], np.log(shares)[s5] + a[None])  # (share, env, ...)
         affected = np.exp(np.log(shares)[s5] + a[None] - gain)
         p_aff = np.einsum("sltc,seltc->e", post, affected)
         mean_r = (scaled @ (q * logr[:, None])) / mixed  # E[log r | affected], per combo
