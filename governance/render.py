@@ -686,7 +686,19 @@ def recommendation(rec: Recommendation) -> None:
             click.secho(f"  {rec.reason}", fg="yellow")
         if rec.set_by:
             click.echo(f"  placed by {rec.set_by} (the earliest restore of the flagged series)")
-    if rec.flagged:
+    for e in (e for e in rec.flagged if e.scope == "run"):
+        click.echo(
+            f"run-wide rise ({e.metric}, {e.judge}): P(rise) {e.p_rise:.3f}, onset ~ {e.onset}"
+            + (
+                f" (90%: {e.onset_interval[0]} .. {e.onset_interval[1]})"
+                if e.onset_interval
+                else ""
+            )
+            + f", P(onset <= restore) {e.p_contaminated:.4f}"
+        )
+        if e.leading:
+            click.echo(f"  carried by: {', '.join(e.leading)} (no environment flagged for it)")
+    if any(e.scope == "environment" for e in rec.flagged):
         table(
             "environments to redesign",
             [
@@ -709,6 +721,7 @@ def recommendation(rec: Recommendation) -> None:
                     f"{e.p_contaminated:.4f}" if e.known_clean else "unknown (first judged)",
                 ]
                 for e in rec.flagged
+                if e.scope == "environment"
             ],
         )
     if rec.fine:
@@ -725,7 +738,8 @@ def rollback_plan(plan: RollbackPlan) -> None:
         if rec.restore is not None:
             click.echo(
                 f"dry run: with --yes, gov would fork a new run from {rec.restore}, write its "
-                f"artifact to {plan.target}, and put {', '.join(rec.environments)} in redesign"
+                f"artifact to {plan.target}, and put "
+                f"{', '.join(rec.environments) or 'no environment'} in redesign"
             )
         return
     click.echo(

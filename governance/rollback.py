@@ -310,7 +310,8 @@ def apply(
             created=utc_now(),
             parent_run=source_run,
             forked_from_step=int(step),
-            note=f"rollback of {run} to {rec.restore}; redesign: " + ", ".join(redesign),
+            note=f"rollback of {run} to {rec.restore}; redesign: "
+            + (", ".join(redesign) or "none"),
         )
         registry.write_run(change, record)
         for env in redesign:
@@ -341,7 +342,7 @@ def apply(
         change.body = (
             f"Restore point {rec.restore} (P(contaminated) = {rec.p_contaminated:.4f} <= {alpha}); "
             f"{rec.checkpoints_lost} checkpoints ({rec.steps_lost} steps) of training given up. "
-            f"In redesign: {', '.join(redesign)}."
+            f"In redesign: {', '.join(redesign) or 'none (a run-wide rise names no one)'}."
         )
         artifacts.checkout(ws.root, checkpoint.artifact, checkpoint.artifact_md5, target)
     return Applied(rec, name, target, redesign, change.sha)

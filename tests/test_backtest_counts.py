@@ -29,15 +29,13 @@ def test_counts_and_workspace_give_the_same_alarms(gov, registry, artifact, tmp_
     assert free.exit_code == 1, free.stderr  # a blocking policy would have fired
     alarms = json.loads(free.stdout)["alarms"]
     blocking = [a for a in alarms if a["outcome"] == "block"]
-    # the environment's own policy, and the run-wide one (one of the run's two environments
-    # rose: a run-wide alarm names no environment to flag, and has a restore point of its own)
-    assert sorted((a["environment"] or "", a["policy"]) for a in blocking) == [
-        ("", "run-rationalization-rising"),
-        ("math", "rationalization-rate-rising"),
+    # math's own policy; not the run-wide one: one environment alone carries the rise
+    assert [(a["environment"], a["policy"]) for a in blocking] == [
+        ("math", "rationalization-rate-rising")
     ]
-    for alarm in blocking:
-        assert 1300 <= alarm["step"] <= 1600  # after the onset, within three checkpoints
-        assert alarm["restore_step"] is not None and alarm["restore_step"] < 1300
+    [alarm] = blocking
+    assert 1300 <= alarm["step"] <= 1600  # after the onset, within three checkpoints
+    assert alarm["restore_step"] is not None and alarm["restore_step"] < 1300
     registry.add_environment("code", content_hash=f"{9:064x}")
     _run(registry, artifact, tmp_path, gov, records, lambda _: {"math": 0.5, "code": 0.5})
     on_disk = gov("backtest", "--format", "json", cwd=registry.ws.root)

@@ -273,6 +273,14 @@ def evaluate_run(
         result.status = "clear"
         result.reason = f"{claim} = {probability:.3f} < {need}"
         return result
+    alone = _carried_by_one(seen, posterior, judged[-2])
+    if alone is not None:
+        result.status = "clear"
+        result.reason = (
+            f"{claim} = {probability:.3f}, but without {alone} a rise is no longer even the "
+            "likelier: the evidence is one environment's, which its own policies judge"
+        )
+        return result
     result.status = "fired"
     result.onset = seen.order[posterior.estimate()][0] + f"@{seen.order[posterior.estimate()][1]}"
     leading = ", ".join(
@@ -285,6 +293,30 @@ def evaluate_run(
         f"x{posterior.effect:.2f}" + (f"; most evidence from {leading}" if leading else "")
     )
     return result
+
+
+def _carried_by_one(seen: Matrix, posterior: RunOnsetPosterior, held: int) -> str | None:
+    """The environment that alone carries a run-wide rise (None: without the one that
+    contributes most, a rise is still the likelier, so it is shared). A rise across the run is a
+    claim about many environments; one environment's rise is its own policies' to judge."""
+    if not posterior.contributions:
+        return None
+    top = max(posterior.contributions, key=lambda c: (c.evidence, -c.index))
+    rest = np.ones(len(seen.environments), dtype=bool)
+    rest[top.index] = False
+    if int((seen.ns[rest].sum(axis=1) > 0).sum()) < 2:
+        return seen.label(top.index)
+    others = Matrix(
+        seen.order,
+        [e for e, keep in zip(seen.environments, rest, strict=True) if keep],
+        seen.ks[rest],
+        seen.ns[rest],
+        seen.offset,
+    )
+    without = run_posterior(others, details=False)
+    if without.p_rise * without.p_onset_by(held) < 0.5:
+        return seen.label(top.index)
+    return None
 
 
 @lru_cache(maxsize=64)
