@@ -445,6 +445,26 @@ def judge_show(ctx: click.Context, name: str, fmt: str) -> None:
     render.emit(api.judge_show(_ws(ctx), name), fmt, render.JUDGE_SHOW)
 
 
+@judge.command("compare")
+@click.argument("name")
+@click.argument("first")
+@click.argument("second")
+@output_options(render.JUDGE_COMPARISON)
+@click.pass_context
+def judge_compare(ctx: click.Context, name: str, first: str, second: str, fmt: str) -> None:
+    """Compare two versions of a judge on what both judged.
+
+    Agreement on the episodes both versions judged (Cohen's kappa with its 95% interval, and
+    the confusion of verdicts), and the ratio of their rationalization rates per environment.
+    Without shared episodes, the rates on the checkpoints both judged.
+
+    \b
+    Example:
+        gov judge compare cot-monitor 1 2 --format json
+    """
+    render.emit(api.judge_compare(_ws(ctx), name, first, second), fmt, render.JUDGE_COMPARISON)
+
+
 # -- reports and metrics ---------------------------------------------------------------------
 @cli.command()
 @click.argument("files", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))

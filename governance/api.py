@@ -35,6 +35,7 @@ from .workspace import init as init_workspace
 if TYPE_CHECKING:
     from .audit import Anchor, Shown, Verification
     from .backtest import Backtest, CountsBacktest
+    from .compare import Comparison
     from .example import ExampleResult
     from .ingest import IngestResult
     from .policy_tools import CaseResult, Explanation, Finding
@@ -293,6 +294,14 @@ def judge_list(workspace: Where = None) -> list[Judge]:
 
 def judge_show(workspace: Where, name: str) -> Judge:
     return _open(workspace).judge(name)
+
+
+def judge_compare(workspace: Where, name: str, first: str, second: str) -> Comparison:
+    """Two versions of a judge on what both judged: agreement (Cohen's kappa with its interval,
+    the confusion of verdicts) on the same episodes, and the rate ratio per environment."""
+    from .compare import compare
+
+    return compare(_open(workspace), name, first, second)
 
 
 # -- reports and metrics ----------------------------------------------------------------------

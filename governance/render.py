@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, is_dataclass
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     )
     from .audit import Anchor, Shown, Verification
     from .backtest import Backtest, CountsBacktest
+    from .compare import Comparison
     from .example import ExampleResult
     from .ingest import IngestResult
     from .models import Checkpoint, Environment, Flag, Judge
@@ -44,6 +46,7 @@ if TYPE_CHECKING:
     from .records import AuditEntry, Decision
     from .registry import Summary
     from .rollback import Recommendation
+    from .stats.agreement import Estimate
     from .stats.result import Result
 
 
@@ -78,6 +81,8 @@ def jsonable(value: Any) -> Any:
         return [jsonable(v) for v in value]
     if isinstance(value, Path):
         return str(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # JSON has no NaN or infinity: no estimate, or no upper bound
     return value
 
 
@@ -350,6 +355,54 @@ def judge_show(record: Judge) -> None:
         ["version", "rubric hash", "created", "note"],
         [[v.version, v.rubric_hash, v.created.isoformat(), v.note] for v in record.versions],
     )
+
+
+def _estimate(e: Estimate | None, digits: int = 2) -> str:
+    if e is None or e.value != e.value:  # NaN: no estimate
+        return "-"
+    return f"{e.value:.{digits}f} (95%: {e.low:.{digits}f} .. {e.high:.{digits}f})"
+
+
+def judge_comparison(c: Comparison) -> None:
+    fields(
+        [
+            ("judge", c.judge),
+            ("versions", f"{c.first} (rows) against {c.second} (columns)"),
+            (
+                "compared on",
+                f"{count(c.episodes, 'episode')} judged by both"
+                if c.basis == "episodes"
+                else f"the checkpoints both judged ({count(c.episodes, 'judgment')})",
+            ),
+            ("agreement", "-" if c.agreement is None else f"{c.agreement:.1%}"),
+            ("Cohen's kappa", _estimate(c.kappa)),
+            ("rationalization rate ratio", _estimate(c.ratio)),
+        ]
+    )
+    if c.note:
+        click.secho(c.note, fg="yellow")
+    if c.basis == "episodes":
+        verdicts = list(c.confusion)
+        table(
+            "verdicts",
+            [f"{c.first} \\ {c.second}", *verdicts],
+            [[a, *(c.confusion[a][b] for b in verdicts)] for a in verdicts],
+        )
+    if c.environments:
+        table(
+            "rationalization rate by environment",
+            ["environment", "episodes", c.first, c.second, f"ratio {c.second} / {c.first}"],
+            [
+                [
+                    e.environment,
+                    e.episodes,
+                    f"{e.first_rate:.2%}",
+                    f"{e.second_rate:.2%}",
+                    _estimate(e.ratio),
+                ]
+                for e in c.environments
+            ],
+        )
 
 
 # -- reports and metrics ----------------------------------------------------------------------
@@ -962,6 +1015,7 @@ ENV_SHOW = View(table=env_show)
 JUDGE_ADDED = View(table=judge_added)
 JUDGE_LIST = View(table=judge_list)
 JUDGE_SHOW = View(table=judge_show)
+JUDGE_COMPARISON = View(table=judge_comparison)
 INGESTED = View(table=ingested)
 METRICS = View(table=metrics_table, json=metrics_json, csv=metrics_csv)
 DECISION = View(table=decision_text, junit=junit, github=github, markdown=markdown)
