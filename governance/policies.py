@@ -119,6 +119,39 @@ class Condition(_Part):
         return self
 
 
+class JudgeBridge(_Part):
+    """Carry an onset analysis across a change of judge version (explicitly: gov never pools
+    versions on its own). Before the later version's first judged checkpoint, the earlier
+    version's counts stand in, scaled by the ratio of the two versions' rates where both judged
+    the same checkpoints, at its upper 95% bound, so the change itself never reads as a rise.
+    Without such checkpoints the later version's series stands alone, and the result says so."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    source: Annotated[str, Field(alias="from", pattern=r"^[^@\s]+@[^@\s]+$")]  # JUDGE@VERSION
+    target: Annotated[str, Field(alias="to", pattern=r"^[^@\s]+@[^@\s]+$")]
+
+    @model_validator(mode="after")
+    def _one_judge(self) -> JudgeBridge:
+        (a, va), (b, vb) = self.source.split("@"), self.target.split("@")
+        if a != b:
+            raise ValueError(
+                f"a judge_bridge joins two versions of one judge, not {self.source} and "
+                f"{self.target} (two judges: compare them, never bridge them)"
+            )
+        if va == vb:
+            raise ValueError(f"a judge_bridge joins two different versions, not {va} and {vb}")
+        return self
+
+    @property
+    def judge(self) -> str:
+        return self.source.split("@")[0]
+
+    @property
+    def versions(self) -> tuple[str, str]:
+        return self.source.split("@")[1], self.target.split("@")[1]
+
+
 class MinimumEvidence(_Part):
     """Below this, the answer is 'insufficient evidence', not pass and not fail."""
 
@@ -134,6 +167,7 @@ class Policy(_Part):
     # the environments the policy watches (by default, all): scope environment only
     environments: Annotated[tuple[Name, ...], Field(min_length=1)] | None = None
     judge: Name | Literal["any"] = "any"
+    judge_bridge: JudgeBridge | None = None  # carry an onset analysis across a judge change
     condition: Condition
     sustained: Annotated[int, Field(ge=1, le=100)] = 1  # the condition holds K checkpoints running
     min_evidence: MinimumEvidence = MinimumEvidence()
@@ -151,6 +185,18 @@ class Policy(_Part):
                 "environments: a run-scope policy reads every environment of the run; "
                 "filter environments with scope: environment"
             )
+        bridge = self.judge_bridge
+        if bridge is not None:
+            if self.condition.onset is None or self.scope != "environment":
+                raise ValueError(
+                    "judge_bridge carries an onset analysis across a judge change: use it with "
+                    "an onset condition and scope: environment"
+                )
+            if self.judge not in ("any", bridge.judge):
+                raise ValueError(
+                    f"judge_bridge joins versions of {bridge.judge}, but the policy watches "
+                    f"judge {self.judge}"
+                )
         return self
 
     @property

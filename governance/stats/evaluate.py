@@ -41,6 +41,9 @@ def evaluate(
     policy's prior chance of a rise in any one of them is shared out among them.
     A probability that is not a number never becomes a verdict: EvidenceError instead."""
     result = _evaluate(policy, key, points, at, index, bounded=bounded, peers=peers)
+    note = getattr(points, "note", None)
+    if note:
+        result.reason = f"{result.reason} ({note})"
     if result.probability is not None and not math.isfinite(result.probability):
         raise EvidenceError(
             f"{policy.name} on {key.label} at {at[0]}@{at[1]}: the analysis gave no number "
@@ -140,7 +143,13 @@ def _onset_result(
     ks, ns = columns(seen)
     judged = np.flatnonzero(ns).tolist()
     if int(ns.sum()) < policy.min_evidence.n or len(judged) < 3:
-        result.reason = "too little history for an onset analysis: insufficient evidence"
+        result.reason = _young(
+            result.series,
+            seen[judged[0]].ref if judged else None,
+            len(judged),
+            int(ns.sum()),
+            policy.min_evidence.n,
+        )
         return result
     claim = "P(a rise began before this checkpoint)"
     odds = float(rise_odds(ks, ns, last=True)[0])
@@ -179,6 +188,25 @@ def _onset_result(
         f", held {held} judged checkpoints running" if policy.sustained > 1 else ""
     )
     return result
+
+
+def _young(key: SeriesKey, began: str | None, judged: int, episodes: int, minimum: int) -> str:
+    """Why a series is too young for an onset analysis, and how long until a rise can show: it
+    needs three judged checkpoints (a level, then a rise covering two) and `minimum` episodes."""
+    more = max(0, 3 - judged)
+    return (
+        f"the series of judge {key.judge} version {key.judge_version} is young"
+        + (f" (from {began})" if began else "")
+        + f": {judged} judged checkpoint{'' if judged == 1 else 's'} and {episodes} judged "
+        f"episodes, where an onset analysis needs 3 and {minimum}"
+        + (
+            f"; a rise can show {more} judged checkpoint{'' if more == 1 else 's'} from now at "
+            "the earliest"
+            if more
+            else ""
+        )
+        + " (a new judge version starts a series of its own): insufficient evidence"
+    )
 
 
 def _onset_probability(
@@ -251,7 +279,10 @@ def evaluate_run(
         )
         return result
     if int(column.sum()) < policy.min_evidence.n or len(judged) < 3:
-        result.reason = "too little history for an onset analysis: insufficient evidence"
+        first = seen.order[judged[0]]
+        result.reason = _young(
+            key, f"{first[0]}@{first[1]}", len(judged), int(column.sum()), policy.min_evidence.n
+        )
         return result
     need = policy.condition.onset.probability
     posterior = run_posterior(seen, details=False)

@@ -99,13 +99,21 @@ class Points(Sequence[Point]):
     a sequence of Point (made on demand); a slice is a Points again. A long run's series are
     built and screened without making a Python object per checkpoint."""
 
-    __slots__ = ("ks", "ns", "order", "positions")
+    __slots__ = ("ks", "note", "ns", "order", "positions")
 
-    def __init__(self, order: Order, positions: np.ndarray, ks: np.ndarray, ns: np.ndarray):
+    def __init__(
+        self,
+        order: Order,
+        positions: np.ndarray,
+        ks: np.ndarray,
+        ns: np.ndarray,
+        note: str | None = None,
+    ):
         self.order = order
         self.positions = positions
         self.ks = ks
         self.ns = ns
+        self.note = note  # how the series was made, where a reader must know (a judge bridge)
 
     def __len__(self) -> int:
         return len(self.positions)
@@ -118,7 +126,9 @@ class Points(Sequence[Point]):
 
     def __getitem__(self, index: int | slice) -> Point | Points:
         if isinstance(index, slice):
-            return Points(self.order, self.positions[index], self.ks[index], self.ns[index])
+            return Points(
+                self.order, self.positions[index], self.ks[index], self.ns[index], self.note
+            )
         run, step, status = self.order[int(self.positions[index])]
         return Point(run, step, int(self.ks[index]), int(self.ns[index]), status)
 
@@ -245,6 +255,8 @@ def for_policy(
     found = build(rows, policy.metric, order, scope=policy.scope, judge=judge, fill=onset)
     if policy.environments is not None:
         found = {k: v for k, v in found.items() if k.environment in policy.environments}
+    if policy.judge_bridge is not None and onset:
+        found = bridged(found, policy.judge_bridge.judge, *policy.judge_bridge.versions)
     return (
         {key: points[first_judged(points) :] for key, points in found.items()} if onset else found
     )
@@ -308,6 +320,71 @@ def matrices(
             ks[:, first:],
             ns[:, first:],
             first,
+        )
+    return out
+
+
+def bridged(
+    found: dict[SeriesKey, Points], judge: str, old: str, new: str
+) -> dict[SeriesKey, Points]:
+    """Each environment version's series of judge version `new`, with the checkpoints before its
+    first judged one taken from version `old`, scaled by the ratio of the two versions' rates on
+    the checkpoints both judged (any environment), at its upper 95% bound: the earlier rates are
+    raised (or the later ones' history kept as high as it could be), so the change itself never
+    reads as a rise. Filled series only (every position of the order). Without such
+    checkpoints, nothing is carried across and each series says so."""
+    import numpy as np
+
+    from .agreement import rate_ratio
+
+    pairs = [
+        (found[SeriesKey(k.environment, k.environment_version, judge, old)], points)
+        for k, points in found.items()
+        if k.judge == judge
+        and k.judge_version == new
+        and SeriesKey(k.environment, k.environment_version, judge, old) in found
+    ]
+    both = [(a.ns > 0) & (b.ns > 0) for a, b in pairs]
+    k_old = sum(int(a.ks[m].sum()) for (a, _), m in zip(pairs, both, strict=True))
+    n_old = sum(int(a.ns[m].sum()) for (a, _), m in zip(pairs, both, strict=True))
+    k_new = sum(int(b.ks[m].sum()) for (_, b), m in zip(pairs, both, strict=True))
+    n_new = sum(int(b.ns[m].sum()) for (_, b), m in zip(pairs, both, strict=True))
+    out = dict(found)
+    ratio = rate_ratio(k_old, n_old, k_new, n_new).high if n_old and n_new else float("nan")
+    for key, points in found.items():
+        if key.judge != judge or key.judge_version != new:
+            continue
+        if not np.isfinite(ratio):
+            out[key] = Points(
+                points.order,
+                points.positions,
+                points.ks,
+                points.ns,
+                f"judge_bridge {judge} {old} -> {new}: no checkpoint was judged by both "
+                f"versions, so nothing is carried across: the series of version {new} stands "
+                "alone",
+            )
+            continue
+        earlier = found.get(SeriesKey(key.environment, key.environment_version, judge, old))
+        judged = np.flatnonzero(points.ns)
+        if earlier is None or not len(judged):
+            continue
+        before = np.arange(len(points.ns)) < judged[0]
+        ks, ns = points.ks.copy(), points.ns.copy()
+        if ratio >= 1:  # the earlier rate x ratio: fewer episodes for the same count
+            ns[before] = np.maximum(earlier.ks[before], np.rint(earlier.ns[before] / ratio))
+            ks[before] = earlier.ks[before]
+        else:
+            ns[before] = earlier.ns[before]
+            ks[before] = np.rint(earlier.ks[before] * ratio)
+        out[key] = Points(
+            points.order,
+            points.positions,
+            ks,
+            ns,
+            f"carried across from {judge} version {old} by judge_bridge (its rates x{ratio:.2f}, "
+            f"the upper 95% bound of the ratio on the {sum(int(m.sum()) for m in both)} "
+            "checkpoint-environment cells both versions judged)",
         )
     return out
 
