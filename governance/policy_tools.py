@@ -16,10 +16,10 @@ from . import counts, yamlio
 from .errors import GovError, PolicyError
 from .policies import LoadedPolicy, Policy, load_policies, parse_policy
 from .registry import Registry, parse_checkpoint_ref
-from .stats.evaluate import evaluate
+from .stats.evaluate import evaluate, evaluate_run
 from .stats.intervals import wilson
 from .stats.posteriors import prob_above, prob_rise
-from .stats.series import Point, SeriesKey, for_policy, peers
+from .stats.series import Point, SeriesKey, for_policy, matrices, peers
 
 
 @dataclass(frozen=True)
@@ -145,11 +145,27 @@ def explain(registry: Registry, name: str, ref: str, environment: str | None = N
     policy = item.policy
     run, step = parse_checkpoint_ref(ref)
     registry.checkpoint(run, step)
+    steps: list[SeriesStep] = []
+    if policy.run_wide:  # one matrix of every environment per judge version
+        table = counts.table(ws)
+        for key, matrix in sorted(matrices(policy, table, registry.order(run, step)).items()):
+            result = evaluate_run(policy, key, matrix, (run, step))
+            counted = result.n is not None and result.n > 0
+            steps.append(
+                SeriesStep(
+                    series=key.label,
+                    status=result.status,
+                    reason=result.reason,
+                    at=(result.k or 0, result.n or 0) if counted else None,
+                    interval=wilson(result.k or 0, result.n or 0) if counted else None,
+                    baseline=None,
+                )
+            )
+        return _explanation(item, run, ref, steps)
     series = for_policy(policy, counts.table(ws), registry.order(run, step))
     others = peers(series) if policy.condition.onset is not None else {}
     if environment is not None:
         series = {k: v for k, v in series.items() if k.environment == environment}
-    steps: list[SeriesStep] = []
     for key, points in sorted(series.items(), key=lambda kv: kv[0].label):
         around = int(others[key][-1]) if key in others and len(points) else 1
         result = evaluate(policy, key, points, (run, step), peers=around)
@@ -165,6 +181,11 @@ def explain(registry: Registry, name: str, ref: str, environment: str | None = N
                 baseline=result.baseline,
             )
         )
+    return _explanation(item, run, ref, steps)
+
+
+def _explanation(item: LoadedPolicy, run: str, ref: str, steps: list[SeriesStep]) -> Explanation:
+    policy = item.policy
     return Explanation(
         policy=policy.name,
         path=str(item.path),
@@ -230,6 +251,11 @@ def run_tests(folder: Path, root: Path, policies: list[LoadedPolicy]) -> list[Ca
         if suite.policy not in by_name:
             raise PolicyError(f"{display}: no policy named {suite.policy!r}")
         policy = by_name[suite.policy]
+        if policy.run_wide:
+            raise PolicyError(
+                f"{display}: {suite.policy} is run-wide (every environment's matrix): a test "
+                "case is one series; test it with gov backtest --counts instead"
+            )
         key = SeriesKey("test", 1, "judge", "1")
         for case in suite.cases:
             for k, n in case.series:

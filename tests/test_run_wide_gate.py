@@ -119,3 +119,19 @@ def test_the_review_page_shows_the_run_above_the_environments(gov, shared_run: P
     panel = page[run_at:envs_at]
     assert "rising" in panel and "environment carrying the evidence" in panel
     assert "<svg" in panel and 'class="restore"' in panel
+
+
+def test_policy_explain_reads_the_run_matrix(gov, shared_run: Path) -> None:
+    done = gov(
+        "policy",
+        "explain",
+        "run-rationalization-rising",
+        f"main@{LAST}",
+        "--format",
+        "json",
+        cwd=shared_run,
+    )
+    assert done.exit_code == 0, done.stderr
+    [step] = json.loads(done.stdout)["series"]
+    assert step["status"] == "fired" and "across the run" in step["reason"]
+    assert step["series"].startswith("run")
