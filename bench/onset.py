@@ -424,6 +424,21 @@ def run_env(run: Run, alpha: float) -> Result:
     return _replayed(run, tuple(p for p in _blocking() if not p.run_wide), alpha)
 
 
+def run_env_alone(run: Run, alpha: float) -> Result:
+    """gov's per-environment policies on each environment replayed alone (its prior not shared
+    with the run's other environments), the first alarm of any."""
+    policies = tuple(p for p in _blocking() if not p.run_wide)
+    order = [("main", (i + 1) * 10, "registered") for i in range(run.k.shape[1])]
+    rows = _run_rows(run)
+    found = []
+    for env in sorted({r.environment for r in rows}):
+        done = replay(
+            [r for r in rows if r.environment == env], order, policies, alpha, first_only=True
+        )
+        found += [(a.index, a.restore_index) for a in done.alarms if a.outcome == "block"]
+    return min(found, key=lambda f: f[0]) if found else None
+
+
 def _totals_onset(k: np.ndarray, n: np.ndarray, alpha: float) -> Result:
     for t in range(3, len(k) + 1):
         post = onset_posterior(k[:t], n[:t], _TOTALS_ALARM)
@@ -457,6 +472,10 @@ def run_env_cusum(run: Run, alpha: float) -> Result:
 RUN_METHODS: dict[str, tuple[str, Callable[[Run, float], Result]]] = {
     "gov": ("gov: the default policies (per environment and run-wide)", run_gov),
     "gov-env": ("gov's per-environment policies alone", run_env),
+    "env-alone": (
+        "gov's per-environment policies on each environment alone, first alarm of any",
+        run_env_alone,
+    ),
     "totals-onset": ("gov's single-changepoint model on the run's totals", run_totals_onset),
     "totals-cusum": ("Bernoulli CUSUM on the run's totals", run_totals_cusum),
     "env-cusum": ("Bernoulli CUSUM on each environment, first alarm of any", run_env_cusum),

@@ -85,15 +85,7 @@ def decide(
             outcome = worse(outcome, policy_outcome(policy, [result]))
             continue
         if not series:
-            results.append(
-                Result(
-                    policy.name,
-                    SeriesKey(None, None, policy.judge, "-"),
-                    "insufficient",
-                    f"no judgments for {policy.metric} up to {ref}: no evidence",
-                    metric=policy.metric,
-                )
-            )
+            results.append(_no_judgments(policy, ref))
         others = peers(series) if policy.condition.onset is not None else {}
         for key, points in sorted(series.items(), key=lambda kv: kv[0].label):
             judges.add(f"{key.judge}@{key.judge_version}")
@@ -146,18 +138,7 @@ def _run_wide(
     """A run-wide policy's result on each judge version's matrix, and the positions it read."""
     found = matrices(policy, rows, order)
     if not found:
-        return [
-            (
-                Result(
-                    policy.name,
-                    SeriesKey(None, None, policy.judge, "-"),
-                    "insufficient",
-                    f"no judgments for {policy.metric} up to {ref}: no evidence",
-                    metric=policy.metric,
-                ),
-                np.zeros(0, dtype=np.int64),
-            )
-        ]
+        return [(_no_judgments(policy, ref), np.zeros(0, dtype=np.int64))]
     out = []
     for key, matrix in sorted(found.items(), key=lambda kv: kv[0].label):
         result = evaluate_run(policy, key, matrix, at)
@@ -171,6 +152,16 @@ def _run_wide(
         positions = matrix.offset + np.flatnonzero(matrix.ns.sum(axis=0))
         out.append((result, positions))
     return out
+
+
+def _no_judgments(policy: Policy, ref: str) -> Result:
+    return Result(
+        policy.name,
+        SeriesKey(None, None, policy.judge, "-"),
+        "insufficient",
+        f"no judgments for {policy.metric} up to {ref}: no evidence",
+        metric=policy.metric,
+    )
 
 
 def _current(registry: Registry, flagged: dict[str, int]) -> list[str]:

@@ -100,14 +100,12 @@ class OnsetPrior:
 DEFAULT_PRIOR = OnsetPrior()
 
 
-@dataclass
-class OnsetPosterior:
-    """The posterior over the onset of a rise in a checkpoint series."""
+class OnsetReading:
+    """What a posterior over an onset says about checkpoints: shared by the one-series and the
+    run-wide posteriors (each has `onset`, P(onset at i | a rise) for every checkpoint i)."""
 
-    checkpoints: int
-    p_rise: float  # probability that the rate rose at all
-    onset: np.ndarray = field(repr=False)  # P(onset at i | a rise), i = 0..checkpoints-1
-    p_two_stage: float = 0.0  # P(the rise came in two stages | a rise)
+    onset: np.ndarray
+    p_rise: float
 
     @staticmethod
     def known_clean(index: int) -> bool:
@@ -138,6 +136,16 @@ class OnsetPosterior:
         cdf = np.cumsum(self.onset)
         below = np.nonzero(cdf <= alpha)[0]
         return int(below[-1]) if below.size else -1
+
+
+@dataclass
+class OnsetPosterior(OnsetReading):
+    """The posterior over the onset of a rise in a checkpoint series."""
+
+    checkpoints: int
+    p_rise: float  # probability that the rate rose at all
+    onset: np.ndarray = field(repr=False)  # P(onset at i | a rise), i = 0..checkpoints-1
+    p_two_stage: float = 0.0  # P(the rise came in two stages | a rise)
 
 
 def logsumexp(a: np.ndarray | Sequence[float], axis: int | None = None) -> np.ndarray:

@@ -202,16 +202,7 @@ def _series(
         if verdict.status == "fired":
             found.outcomes.append((where, effect))
             if first is None:
-                first = Alarm(
-                    policy.name,
-                    key,
-                    policy.metric,
-                    where,
-                    f"{run}@{step}",
-                    effect,
-                    [a.value for a in policy.actions],
-                    verdict.reason,
-                )
+                first = _alarm(policy, key, where, f"{run}@{step}", effect, verdict.reason)
                 _restore(first, shared.table, order, shared.alpha, shared.unusable)
             first.fired_at += 1
             if shared.first_only:
@@ -246,16 +237,7 @@ def _matrix(
             found.outcomes.append((where, _thin(policy)))
         if verdict.status != "fired":
             continue
-        alarm = Alarm(
-            policy.name,
-            key,
-            policy.metric,
-            where,
-            f"{run}@{step}",
-            effect,
-            [a.value for a in policy.actions],
-            verdict.reason,
-        )
+        alarm = _alarm(policy, key, where, f"{run}@{step}", effect, verdict.reason)
         posterior = run_posterior(matrix.upto(index), details=False)
         safe = posterior.restore_index(alpha)
         for candidate in range(safe, -1, -1):
@@ -271,6 +253,21 @@ def _matrix(
         found.alarm = alarm
         break
     return found
+
+
+def _alarm(
+    policy: Policy, key: SeriesKey, where: int, ref: str, effect: Outcome, reason: str
+) -> Alarm:
+    return Alarm(
+        policy.name,
+        key,
+        policy.metric,
+        where,
+        ref,
+        effect,
+        [a.value for a in policy.actions],
+        reason,
+    )
 
 
 # A run-wide policy is evaluated at every judged checkpoint of a run of up to this many; on a

@@ -13,8 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from ..metrics import CountRow
-from .onset import DEFAULT_PRIOR, OnsetPosterior, OnsetPrior, onset_posterior
-from .runwide import RunOnsetPosterior
+from .onset import DEFAULT_PRIOR, OnsetPosterior, OnsetPrior, OnsetReading, onset_posterior
 from .series import Order, SeriesKey, Table, build, columns, first_judged
 
 
@@ -35,7 +34,7 @@ class Placed:
 
     metric: str
     key: SeriesKey  # environment None: the run-wide model over every environment
-    posterior: OnsetPosterior | RunOnsetPosterior
+    posterior: OnsetReading
     offset: int
 
     def restore(self, alpha: float) -> int:

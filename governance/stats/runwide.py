@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from .onset import OnsetPrior, _compress, logsumexp
+from .onset import OnsetPrior, OnsetReading, _compress, logsumexp
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ class Contribution:
 
 
 @dataclass
-class RunOnsetPosterior:
+class RunOnsetPosterior(OnsetReading):
     """The posterior over a run-wide onset."""
 
     checkpoints: int
@@ -76,31 +76,6 @@ class RunOnsetPosterior:
     share: float  # E[share of environments affected | a rise]
     effect: float  # exp(E[log R | a rise]): the typical affected environment's rise
     contributions: list[Contribution] = field(repr=False, default_factory=list)
-
-    def p_onset_by(self, index: int) -> float:
-        """P(onset at or before checkpoint `index` | a rise)."""
-        return 0.0 if index < 0 else float(self.onset[: index + 1].sum())
-
-    def estimate(self) -> int:
-        """The posterior median onset."""
-        return int(np.searchsorted(np.cumsum(self.onset), 0.5))
-
-    def interval(self, mass: float = 0.9) -> tuple[int, int]:
-        """An equal-tailed credible interval for the onset (indices, inclusive)."""
-        cdf = np.cumsum(self.onset)
-        tail = (1 - mass) / 2
-        return int(np.searchsorted(cdf, tail)), int(np.searchsorted(cdf, 1 - tail))
-
-    @staticmethod
-    def known_clean(index: int) -> bool:
-        """As for one environment: the first checkpoint's cleanliness is assumed, not measured."""
-        return index >= 1
-
-    def restore_index(self, alpha: float) -> int:
-        """The latest checkpoint whose chance of being at or after the onset is at most alpha
-        (-1: none, not even the first)."""
-        below = np.nonzero(np.cumsum(self.onset) <= alpha)[0]
-        return int(below[-1]) if below.size else -1
 
     def leading(self, count: int = 5, at_least: float = 0.5) -> list[Contribution]:
         """The environments that contribute most to the evidence, most first: those affected
