@@ -20,13 +20,13 @@ KEYS = ("run", "policy", "environment", "judge_version", "step", "outcome", "res
 
 def _records(shared: bool = True) -> list[dict[str, Any]]:
     """20 environments, 30 judged episodes each per checkpoint, base rates 1.5% to 4%; from
-    step 1300, 14 of them at 2.0x their rate (none of them alone enough to alarm)."""
+    step 1300, 14 of them at 2.2x their rate (none of them alone enough to alarm)."""
     rng = np.random.default_rng(77)
     base = np.linspace(0.015, 0.04, len(ENVS))
     found = []
     for step in range(100, LAST + 1, 100):
         for i, env in enumerate(ENVS):
-            rate = base[i] * (2.0 if shared and step >= ONSET and i < 14 else 1.0)
+            rate = base[i] * (2.2 if shared and step >= ONSET and i < 14 else 1.0)
             k = int(rng.binomial(30, rate))
             found.append(_counts(step, 30, env=env, rationalized=k))
     return found
