@@ -27,7 +27,8 @@ from governance.backtest import backtest
 from governance.ingest import ingest
 
 
-def build(root: Path, checkpoints: int, environments: int) -> None:
+def build(root: Path, checkpoints: int, environments: int) -> dict[str, int]:
+    """The workspace, and the planted rises: environment -> the checkpoint it rises at."""
     envs = [f"env-{i:03d}" for i in range(environments)]
     phase = min(20, environments)  # each checkpoint trains on 20 environments at a time
     reg = bench_workspace(
@@ -72,6 +73,7 @@ def build(root: Path, checkpoints: int, environments: int) -> None:
                     + "\n"
                 )
     ingest(reg, [report])
+    return rising
 
 
 def main() -> None:
@@ -84,7 +86,7 @@ def main() -> None:
         root = Path(tmp) / "ws"
         root.mkdir()
         start = time.perf_counter()
-        build(root, args.checkpoints, args.environments)
+        rising = build(root, args.checkpoints, args.environments)
         print(
             f"built {args.checkpoints} checkpoints x {args.environments} environments "
             f"({args.checkpoints * args.environments:,} counts) in "
@@ -93,9 +95,15 @@ def main() -> None:
         start = time.perf_counter()
         result = backtest(open_registry(root), "main")
         library = time.perf_counter() - start
+        found = set(result.flagged) & set(rising)
+        # flagged before the onset: an alarm too early to be the planted rise's
+        early = [e for e in found if int(result.flagged[e].split("@")[1]) < (rising[e] + 1) * 10]
         print(
             f"  library backtest: {library:6.1f} s, {len(result.alarms)} first alarms, "
-            f"{len(result.flagged)} environments flagged"
+            f"{len(result.flagged)} environments flagged: {len(found)} of the {len(rising)} "
+            f"planted rises ({len(early)} before their onset), "
+            f"{len(set(result.flagged) - set(rising))} of the {args.environments - len(rising)} "
+            "steady environments"
         )
         if not gov:
             sys.exit("install gov to time the commands")
