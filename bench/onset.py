@@ -48,6 +48,7 @@ from dataclasses import dataclass
 from functools import cache
 from multiprocessing import Pool
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -548,15 +549,8 @@ def main() -> None:
     if unknown := [m for m in chosen if m not in METHODS]:
         parser.error(f"unknown method {unknown[0]!r}: one of {', '.join(METHODS)}")
     series = generate(args.series, args.seed)
-    start = time.perf_counter()
     jobs = [(name, s, args.alpha) for name in chosen for s in series]
-    with Pool() as pool:
-        outcomes = pool.map(score, jobs, chunksize=4)
-    elapsed = time.perf_counter() - start
-    tallies: dict[str, dict[str, Tally]] = {m: {} for m in chosen}
-    for (name, s, _), result in zip(jobs, outcomes, strict=True):
-        for group in _groups(s):
-            tallies[name].setdefault(group, Tally()).add(s, result)
+    tallies, elapsed = _tally(chosen, jobs, score, 4, _groups)
     print(
         f"{args.series} series per family ({len(series)} in all), seed {args.seed}, "
         f"alpha {args.alpha}, {elapsed:.0f} s on {len(chosen)} methods"
@@ -598,15 +592,8 @@ def _run_level(args: argparse.Namespace, rng: np.random.Generator, header: str) 
             f"unknown run-level method {unknown[0]!r}: one of {', '.join(RUN_METHODS)}"
         )
     runs = generate_runs(args.runs, args.seed)
-    start = time.perf_counter()
     jobs = [(name, r, args.alpha) for name in chosen for r in runs]
-    with Pool() as pool:
-        outcomes = pool.map(score_run, jobs, chunksize=2)
-    elapsed = time.perf_counter() - start
-    tallies: dict[str, dict[str, Tally]] = {m: {} for m in chosen}
-    for (name, r, _), result in zip(jobs, outcomes, strict=True):
-        for group in (r.family, "all"):
-            tallies[name].setdefault(group, Tally()).add(r, result)
+    tallies, elapsed = _tally(chosen, jobs, score_run, 2, lambda r: [r.family, "all"])
     print(
         f"\nrun level: {args.runs} runs per family ({len(runs)} in all), scored per run (an "
         f"alarm of any environment or of the run), {elapsed:.0f} s on {len(chosen)} methods"
@@ -622,6 +609,25 @@ def _run_level(args: argparse.Namespace, rng: np.random.Generator, header: str) 
         "run-shared alarmed in at least 90%, median delay <= 4; contaminated <= 2%; run-single\n"
         "caught as well as by the per-environment policies alone."
     )
+
+
+def _tally(
+    chosen: list[str],
+    jobs: list[Any],
+    scorer: Callable[[Any], Result],
+    chunk: int,
+    groups: Callable[[Any], list[str]],
+) -> tuple[dict[str, dict[str, Tally]], float]:
+    """Score the jobs on the cores and tally each method's results per group; the time taken."""
+    start = time.perf_counter()
+    with Pool() as pool:
+        outcomes = pool.map(scorer, jobs, chunksize=chunk)
+    elapsed = time.perf_counter() - start
+    tallies: dict[str, dict[str, Tally]] = {m: {} for m in chosen}
+    for (name, item, _), result in zip(jobs, outcomes, strict=True):
+        for group in groups(item):
+            tallies[name].setdefault(group, Tally()).add(item, result)
+    return tallies, elapsed
 
 
 def _row(group: str, t: Tally, rng: np.random.Generator) -> str:
