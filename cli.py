@@ -465,6 +465,129 @@ def judge_compare(ctx: click.Context, name: str, first: str, second: str, fmt: s
     render.emit(api.judge_compare(_ws(ctx), name, first, second), fmt, render.JUDGE_COMPARISON)
 
 
+@judge.command("rubric")
+@click.option(
+    "--rubric",
+    "path",
+    type=click.Path(path_type=Path),
+    help="Print this rubric file's hash instead of the bundled rubric's.",
+)
+@click.option("--hash", "only_hash", is_flag=True, help="Print the sha256 only.")
+def judge_rubric(path: Path | None, only_hash: bool) -> None:
+    """Print the bundled (a)/(b) rubric (or say the hash of your own).
+
+    Its sha256 is the rubric hash of the judge version that applies it:
+    gov judge add NAME --version V --rubric-hash $(gov judge rubric --hash).
+
+    \b
+    Example:
+        gov judge rubric > rubric.md
+    """
+    rubric = api.judge_rubric(path)
+    click.echo(rubric.sha256 if only_hash else rubric.text, nl=only_hash)
+
+
+@judge.command("run")
+@click.argument("transcripts", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--judge", "judge_ref", required=True, help="The judge as NAME@VERSION.")
+@click.option("--model", required=True, help="The model id the endpoint serves.")
+@click.option("--endpoint", required=True, help="The base URL, ending in /v1.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="The report to write.")
+@click.option(
+    "--view",
+    type=click.Choice(["full", "action"]),
+    default="full",
+    show_default=True,
+    help="full: task, CoT and action; action: task and action only (a judge id or version of "
+    "its own).",
+)
+@click.option("--rubric", type=click.Path(path_type=Path), help="Your rubric instead of gov's.")
+@click.option(
+    "--api-key-env",
+    default="OPENAI_API_KEY",
+    show_default=True,
+    help="The environment variable holding the API key (never a flag value).",
+)
+@click.option("--concurrency", type=int, default=8, show_default=True)
+@click.option("--rpm", type=float, help="At most this many requests per minute.")
+@click.option("--tpm", type=float, help="At most this many tokens per minute.")
+@click.option("--timeout", type=float, default=60.0, show_default=True, help="Per request, s.")
+@click.option("--max-retries", type=int, default=2, show_default=True)
+@click.option("--temperature", type=float, default=0.0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--max-tokens", type=int, help="A cap on each answer's tokens.")
+@click.option("--price-in", type=float, help="Price per million prompt tokens.")
+@click.option("--price-out", type=float, help="Price per million completion tokens.")
+@click.option("--cache", type=click.Path(path_type=Path), help="The reply cache (SQLite).")
+@click.pass_context
+def judge_run(
+    ctx: click.Context,
+    transcripts: tuple[Path, ...],
+    judge_ref: str,
+    model: str,
+    endpoint: str,
+    out: Path,
+    view: str,
+    rubric: Path | None,
+    api_key_env: str,
+    concurrency: int,
+    rpm: float | None,
+    tpm: float | None,
+    timeout: float,
+    max_retries: int,
+    temperature: float,
+    seed: int,
+    max_tokens: int | None,
+    price_in: float | None,
+    price_out: float | None,
+    cache: Path | None,
+) -> None:
+    """Judge transcripts with a model behind an OpenAI-compatible endpoint.
+
+    Writes an episode-level divergence report that gov ingest accepts, the episodes without a
+    verdict beside it (REPORT.unjudged.jsonl, with the reason), and the run's settings
+    (REPORT.meta.json). Replies are cached by request: a second run, or one resumed after a
+    kill, sends nothing twice.
+
+    \b
+    Example:
+        gov judge run rollouts.jsonl --judge gov-cot@1 --model Qwen/Qwen3-8B \\
+            --endpoint http://127.0.0.1:8000/v1 --out reports/main-1200.jsonl
+    """
+    from governance.workspace import find
+
+    where = _ws(ctx)
+    try:
+        workspace = find(where)
+    except GovError:
+        if where is not None:
+            raise
+        workspace = None
+    done = api.judge_run(
+        transcripts,
+        judge=judge_ref,
+        model=model,
+        endpoint=endpoint,
+        out=out,
+        workspace=workspace.root if workspace is not None else None,
+        view="action" if view == "action" else "full",
+        rubric=rubric,
+        api_key_env=api_key_env,
+        concurrency=concurrency,
+        requests_per_minute=rpm,
+        tokens_per_minute=tpm,
+        timeout=timeout,
+        max_retries=max_retries,
+        temperature=temperature,
+        seed=seed,
+        max_tokens=max_tokens,
+        price_in=price_in,
+        price_out=price_out,
+        cache=cache,
+    )
+    render.judge_run(done)
+
+
 # -- reports and metrics ---------------------------------------------------------------------
 @cli.command()
 @click.argument("files", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))

@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from . import __version__, yamlio
 from .errors import ExposureError, GovError
@@ -38,6 +38,9 @@ if TYPE_CHECKING:
     from .compare import Comparison
     from .example import ExampleResult
     from .ingest import IngestResult
+    from .judging.rubric import Rubric
+    from .judging.runner import Outcome as JudgeOutcome
+    from .judging.runner import Transcript
     from .policy_tools import CaseResult, Explanation, Finding
     from .records import AuditEntry, Decision
     from .review import ReportResult
@@ -302,6 +305,95 @@ def judge_compare(workspace: Where, name: str, first: str, second: str) -> Compa
     from .compare import compare
 
     return compare(_open(workspace), name, first, second)
+
+
+def judge_rubric(path: Path | None = None) -> Rubric:
+    """The bundled (a)/(b) rubric, or the user's file, with its sha256 (the rubric hash of a
+    judge version that applies it)."""
+    from .judging.rubric import load
+
+    return load(path)
+
+
+def judge_run(
+    files: Sequence[Path],
+    *,
+    judge: str,
+    model: str,
+    endpoint: str,
+    out: Path,
+    workspace: Where = None,
+    view: Literal["full", "action"] = "full",
+    rubric: Path | None = None,
+    api_key_env: str = "OPENAI_API_KEY",
+    concurrency: int = 8,
+    requests_per_minute: float | None = None,
+    tokens_per_minute: float | None = None,
+    timeout: float = 60.0,
+    max_retries: int = 2,
+    temperature: float = 0.0,
+    seed: int = 0,
+    max_tokens: int | None = None,
+    price_in: float | None = None,
+    price_out: float | None = None,
+    cache: Path | None = None,
+    progress: Callable[[JudgeOutcome], None] | None = None,
+) -> JudgeOutcome:
+    """Judge transcripts with a model behind an OpenAI-compatible endpoint; write an
+    episode-level divergence report `gov ingest` accepts. The API key is read from the
+    environment variable `api_key_env`, and is never written anywhere. In a workspace, every
+    episode's keys (and the judge version) must be registered before anything is sent."""
+    import os
+
+    from .judging.client import ChatClient
+    from .judging.rubric import load
+    from .judging.runner import Cache, Settings, read_transcripts, run
+
+    name, at, version = judge.partition("@")
+    if not at or not name or not version:
+        raise GovError(f"--judge {judge}: name the judge and its version, as NAME@VERSION")
+    if concurrency < 1 or (max_tokens is not None and max_tokens < 1):
+        raise GovError("--concurrency and --max-tokens are at least 1")
+    loaded = load(rubric)
+    transcripts = read_transcripts([Path(f) for f in files])
+    if workspace is not None:
+        _known_keys(_open(workspace), transcripts, name, version)
+    if out.exists() and out.is_dir():
+        raise GovError(f"{out}: a folder; --out names the report file to write")
+    settings = Settings(
+        name,
+        version,
+        model,
+        view,
+        temperature,
+        seed,
+        max_tokens,
+        concurrency,
+        requests_per_minute,
+        tokens_per_minute,
+        price_in,
+        price_out,
+    )
+    client = ChatClient(
+        endpoint, os.environ.get(api_key_env) or None, timeout=timeout, max_retries=max_retries
+    )
+    store = Cache(cache or out.with_name(out.name + ".cache.sqlite"))
+    try:
+        return run(transcripts, loaded, settings, client, store, out, progress)
+    finally:
+        store.close()
+
+
+def _known_keys(reg: Registry, transcripts: Sequence[Transcript], judge: str, version: str) -> None:
+    """Every transcript's keys resolve in the registry, or one line naming the first that does
+    not (before any request is sent)."""
+    from .ingest.join import Join
+
+    join = Join(reg)
+    for t in transcripts:
+        found = join.group(t.run, t.step, t.environment, t.environment_version, judge, version)
+        if isinstance(found, str):
+            raise GovError(f"episode {t.episode!r}: {found}: register it before judging")
 
 
 # -- reports and metrics ----------------------------------------------------------------------

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from .compare import Comparison
     from .example import ExampleResult
     from .ingest import IngestResult
+    from .judging.runner import Outcome as JudgeOutcome
     from .models import Checkpoint, Environment, Flag, Judge
     from .policy_tools import CaseResult, Explanation
     from .records import AuditEntry, Decision
@@ -403,6 +404,22 @@ def judge_comparison(c: Comparison) -> None:
                 for e in c.environments
             ],
         )
+
+
+def judge_run(done: JudgeOutcome) -> None:
+    click.echo(
+        f"{done.report}: {count(done.judged, 'episode')} judged, {done.unjudged} without a verdict"
+        + (f" (listed in {done.unjudged_path})" if done.unjudged else "")
+    )
+    for why, n in done.reasons.most_common():
+        click.echo(f"  {n} x {why}")
+    click.echo(
+        f"requests sent: {done.sent}; answers from the cache: {done.cached}; tokens: "
+        f"{done.prompt_tokens:,} in, {done.completion_tokens:,} out"
+        + (f"; cost {done.cost:.4f}" if done.cost is not None else "")
+    )
+    if done.dropped_quotes:
+        click.echo(f"quoted spans not in the chain of thought, dropped: {done.dropped_quotes}")
 
 
 # -- reports and metrics ----------------------------------------------------------------------
