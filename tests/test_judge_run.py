@@ -397,3 +397,56 @@ def test_the_rubric_is_printed_and_hashed(gov, tmp_path) -> None:
     assert digest == hashlib.sha256(text.encode()).hexdigest()
     missing = gov("judge", "rubric", "--rubric", str(tmp_path / "nope.md"))
     assert missing.exit_code == 2 and "the rubric file does not exist" in missing.stderr
+
+
+def test_a_run_killed_midway_resumes_without_asking_again(
+    gov, server, tmp_path, monkeypatch
+) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    endpoint, script = server
+    script.replies = {f"e{i}": [(200, {}, _completion(_answer()), 0.15)] for i in range(12)}
+    transcripts = _transcripts(tmp_path / "t.jsonl", 12)
+    out = tmp_path / "r.jsonl"
+    args = [
+        "judge",
+        "run",
+        str(transcripts),
+        "--judge",
+        "cot-monitor@1",
+        "--model",
+        "judge-model",
+        "--endpoint",
+        endpoint,
+        "--out",
+        str(out),
+        "--concurrency",
+        "1",
+    ]
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(root), "OPENAI_API_KEY": SECRET}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import cli; cli.main()", *args],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    while sum(script.requests.values()) < 6 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=30) == -9
+    asked = sum(script.requests.values())
+    assert 6 <= asked < 12 and not out.exists()  # killed midway: no report, whole or none
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    done = gov(*args, cwd=tmp_path)
+    assert done.exit_code == 0, done.stderr
+    assert len(out.read_text().splitlines()) == 12
+    # every answer received before the kill came from the cache; at most the one in flight
+    # when it was killed was asked again
+    assert 12 <= sum(script.requests.values()) <= 13
+    assert max(script.requests.values()) <= 2
