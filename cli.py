@@ -563,29 +563,54 @@ def judge_run(
         if where is not None:
             raise
         workspace = None
-    done = api.judge_run(
-        transcripts,
-        judge=judge_ref,
-        model=model,
-        endpoint=endpoint,
-        out=out,
-        workspace=workspace.root if workspace is not None else None,
-        view="action" if view == "action" else "full",
-        rubric=rubric,
-        api_key_env=api_key_env,
-        concurrency=concurrency,
-        requests_per_minute=rpm,
-        tokens_per_minute=tpm,
-        timeout=timeout,
-        max_retries=max_retries,
-        temperature=temperature,
-        seed=seed,
-        max_tokens=max_tokens,
-        price_in=price_in,
-        price_out=price_out,
-        cache=cache,
-    )
+    with _judge_bar() as progress:
+        done = api.judge_run(
+            transcripts,
+            judge=judge_ref,
+            model=model,
+            endpoint=endpoint,
+            out=out,
+            workspace=workspace.root if workspace is not None else None,
+            view="action" if view == "action" else "full",
+            rubric=rubric,
+            api_key_env=api_key_env,
+            concurrency=concurrency,
+            requests_per_minute=rpm,
+            tokens_per_minute=tpm,
+            timeout=timeout,
+            max_retries=max_retries,
+            temperature=temperature,
+            seed=seed,
+            max_tokens=max_tokens,
+            price_in=price_in,
+            price_out=price_out,
+            cache=cache,
+            progress=progress,
+        )
     render.judge_run(done)
+
+
+@contextmanager
+def _judge_bar() -> Iterator[Callable[[Any], None] | None]:
+    """Episodes judged, without a verdict, and tokens, on a terminal only."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import Progress
+
+    with Progress(console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("judging", total=None)
+
+        def update(outcome: Any) -> None:
+            bar.update(
+                task,
+                completed=outcome.judged + outcome.unjudged,
+                description=f"judged {outcome.judged}, no verdict {outcome.unjudged}, tokens "
+                f"{outcome.prompt_tokens + outcome.completion_tokens:,}",
+            )
+
+        yield update
 
 
 # -- reports and metrics ---------------------------------------------------------------------
