@@ -508,13 +508,19 @@ def judge_rubric(path: Path | None, only_hash: bool) -> None:
     show_default=True,
     help="The environment variable holding the API key (never a flag value).",
 )
-@click.option("--concurrency", type=int, default=8, show_default=True)
+@click.option(
+    "--concurrency", type=int, default=8, show_default=True, help="Requests in flight at most."
+)
 @click.option("--rpm", type=float, help="At most this many requests per minute.")
 @click.option("--tpm", type=float, help="At most this many tokens per minute.")
 @click.option("--timeout", type=float, default=60.0, show_default=True, help="Per request, s.")
-@click.option("--max-retries", type=int, default=2, show_default=True)
-@click.option("--temperature", type=float, default=0.0, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--max-retries", type=int, default=2, show_default=True, help="Retries of a failed request."
+)
+@click.option(
+    "--temperature", type=float, default=0.0, show_default=True, help="Pinned and recorded."
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Pinned and recorded.")
 @click.option("--max-tokens", type=int, help="A cap on each answer's tokens.")
 @click.option("--price-in", type=float, help="Price per million prompt tokens.")
 @click.option("--price-out", type=float, help="Price per million completion tokens.")
