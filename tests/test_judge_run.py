@@ -450,3 +450,50 @@ def test_a_run_killed_midway_resumes_without_asking_again(
     # when it was killed was asked again
     assert 12 <= sum(script.requests.values()) <= 13
     assert max(script.requests.values()) <= 2
+
+
+def test_the_action_view_sends_no_cot_and_prices_the_tokens(gov, judged, server, tmp_path) -> None:
+    endpoint, script = server
+    out = tmp_path / "r.jsonl"
+    done = _run(
+        gov,
+        judged,
+        endpoint,
+        _transcripts(tmp_path / "t.jsonl", 4),
+        out,
+        "--view",
+        "action",
+        "--price-in",
+        "3",
+        "--price-out",
+        "15",
+    )
+    assert done.exit_code == 0, done.stderr
+    for body in script.bodies:
+        assert COT not in body["messages"][1]["content"]
+        assert "no chain of thought in this view" in body["messages"][1]["content"]
+    records = list(map(json.loads, out.read_text().splitlines()))
+    assert all("evidence" not in r for r in records)  # nothing to quote without a CoT
+    # 400 prompt tokens at $3 and 80 completion tokens at $15 per million
+    assert f"cost {(400 * 3 + 80 * 15) / 1e6:.4f}" in done.stdout
+    assert json.loads((tmp_path / "r.jsonl.meta.json").read_text())["view"] == "action"
+
+
+def test_the_request_rate_is_held(gov, judged, server, tmp_path) -> None:
+    endpoint, script = server
+    start = time.monotonic()
+    done = _run(
+        gov,
+        judged,
+        endpoint,
+        _transcripts(tmp_path / "t.jsonl", 62),
+        tmp_path / "r.jsonl",
+        "--rpm",
+        "60",
+        "--concurrency",
+        "8",
+    )
+    assert done.exit_code == 0, done.stderr
+    # a minute's allowance at once (60), then one a second: the 62nd waits about 2 s
+    assert time.monotonic() - start >= 1.8
+    assert sum(script.requests.values()) == 62
