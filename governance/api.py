@@ -465,6 +465,16 @@ def metrics(
         reg.judge(judge)
     order = reg.order(run) if run is not None else None
     found = many(counts.table(reg.ws), chosen, order, environment=environment, judge=judge)
+    missing = counts.unjudged(reg.ws)
+    for s in found:
+        k = s.key
+        s.unjudged = {
+            f"{run}@{step}": n
+            for (run, step, env, version, j, jv), n in missing.items()
+            if (env, version, j, jv)
+            == (k.environment, k.environment_version, k.judge, k.judge_version)
+            and n
+        }
     written = exports.plots(plots, found) if plots is not None else None
     return Metrics(found, chosen if names else [DEFAULT_METRIC], written)
 

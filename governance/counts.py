@@ -51,6 +51,7 @@ class ReportEntry(BaseModel):
     supersedes: tuple[str, ...] = ()
     groups: int
     ingested: datetime
+    unjudged: int = 0  # episodes its judge gave no verdict (from gov judge run's .meta.json)
 
 
 Group = CountKey  # the key of a row of counts, as ingest groups a report's records
@@ -109,6 +110,41 @@ def write_counts(change: Change, md5: str, tallies: dict[Group, Tally]) -> None:
         cells = [getattr(group, c) for c in KEY_COLUMNS]
         writer.writerow([*cells, *(getattr(tally, c) for c in COUNT_COLUMNS)])
     change.write(_counts_file(change.ws, md5), out.getvalue().encode())
+
+
+def _unjudged_file(ws: Workspace, md5: str) -> Path:
+    return ws.registry / "unjudged" / f"{md5}.csv"  # beside counts/, which is read whole
+
+
+def write_unjudged(change: Change, md5: str, cells: dict[Group, tuple[int, int]]) -> None:
+    """Per group: the episodes put to the judge, and those it gave no verdict."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow([*KEY_COLUMNS, "episodes", "unjudged"])
+    for group in sorted(cells):
+        writer.writerow([*(getattr(group, c) for c in KEY_COLUMNS), *cells[group]])
+    change.write(_unjudged_file(change.ws, md5), out.getvalue().encode())
+
+
+def unjudged(ws: Workspace) -> dict[tuple[str, int, str, int, str, str], int]:
+    """Episodes without a verdict, per (run, step, environment, version, judge, judge version),
+    over every report whose judge run said so."""
+    found: dict[tuple[str, int, str, int, str, str], int] = {}
+    for entry in ledger(ws):
+        if not entry.unjudged:
+            continue
+        with _unjudged_file(ws, entry.md5).open(newline="") as handle:
+            for row in csv.DictReader(handle):
+                key = (
+                    row["run"],
+                    int(row["step"]),
+                    row["environment"],
+                    int(row["environment_version"]),
+                    row["judge"],
+                    row["judge_version"],
+                )
+                found[key] = found.get(key, 0) + int(row["unjudged"])
+    return found
 
 
 def row_of(group: Group, tally: Tally) -> CountRow:

@@ -63,6 +63,7 @@ def jsonable(value: Any) -> Any:
             "judge": value.key.judge,
             "judge_version": value.key.judge_version,
             "points": [jsonable(p) for p in value.points],
+            **({"unjudged": value.unjudged} if value.unjudged else {}),
         }
     if isinstance(value, Point):
         return {
@@ -518,12 +519,20 @@ def metrics_table(result: Metrics) -> None:
             else [f"{p.run}@{p.step}", p.k, p.n, "-", "insufficient evidence (n = 0)"]
             for p in s.points
         ]
+        columns = ["checkpoint", "k", "n", "value", "95% interval"]
+        if s.unjudged:  # the judge's failures: not in n, and the user must see them
+            columns.append("no verdict")
+            for row, p in zip(rows, s.points, strict=True):
+                row.append(s.unjudged.get(f"{p.run}@{p.step}", 0))
         table(
             f"{s.metric} · {s.environment} v{s.environment_version} · judge {s.judge} "
             f"{s.judge_version}",
-            ["checkpoint", "k", "n", "value", "95% interval"],
+            columns,
             rows,
         )
+        shown = {f"{p.run}@{p.step}" for p in s.points}
+        if lost := sorted(ref for ref in s.unjudged if ref not in shown):
+            click.echo(f"no verdict for any episode at: {', '.join(lost)}")
     for (metric, env), judges in judges_per_env.items():
         if len(judges) > 1:
             listed = ", ".join(f"{j} {v}" for j, v in sorted(judges))

@@ -111,7 +111,13 @@ def server() -> Iterator[tuple[str, Script]]:
                 with script.lock:
                     script.inflight -= 1
 
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    class Server(ThreadingHTTPServer):
+        daemon_threads = True
+
+        def handle_error(self, request: Any, client_address: Any) -> None:
+            pass  # a client that hangs up (a run stopped at once) is no news to the test
+
+    httpd = Server(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     try:
@@ -251,6 +257,16 @@ def test_retries_and_episodes_without_a_verdict(gov, judged: Path, server, tmp_p
     assert set(unjudged) == {"e2", "e3", "e4", "e5", "e8"}  # never counted as none
     assert "schema" in unjudged["e2"] and "schema" in unjudged["e3"]
     assert "cut off" in unjudged["e4"] and "refused" in unjudged["e5"] and "503" in unjudged["e8"]
+    # ingest reads the judge run's account beside the report: gov metrics shows what failed
+    assert gov("ingest", str(out), cwd=judged).exit_code == 0
+    shown = gov("metrics", "--format", "json", cwd=judged)
+    assert shown.exit_code == 0, shown.stderr
+    metrics = json.loads(shown.stdout)
+    [math] = [
+        m for m in metrics if m["environment"] == "math" and m["metric"] == "rationalization_rate"
+    ]
+    assert math["unjudged"] == {"main@100": 5} and math["points"][0]["n"] == 4
+    assert "no verdict" in gov("metrics", cwd=judged).stdout
     meta = json.loads((tmp_path / "report.jsonl.meta.json").read_text())
     assert meta["unjudged_by_checkpoint"] == [
         {

@@ -11,6 +11,9 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
 from .. import audit, scm
 from ..counts import (
@@ -20,6 +23,7 @@ from ..counts import (
     ledger,
     write_counts,
     write_ledger,
+    write_unjudged,
 )
 from ..errors import GovError
 from ..models import utc_now
@@ -30,6 +34,7 @@ from .formats import (
     Progress,
     detect_kind,
     sniff,
+    validation_message,
 )
 from .join import Join
 from .scan import EpisodeScan, scan_aggregated, scan_episodes
@@ -84,6 +89,7 @@ class _Staged:
     entry: ReportEntry
     tallies: dict[Group, Tally]
     scan: EpisodeScan | None
+    unjudged: dict[Group, tuple[int, int]] | None = None  # from gov judge run's .meta.json
 
 
 def ingest(
@@ -119,6 +125,8 @@ def ingest(
                 change.expect([item.stored], data=True)
                 item.incoming.replace(item.stored)
                 write_counts(change, item.entry.md5, item.tallies)
+                if item.unjudged:
+                    write_unjudged(change, item.entry.md5, item.unjudged)
             if not entries:
                 return result
             tracked = change.track(
@@ -215,6 +223,7 @@ def _stage(
             discard(scan)
             continue
         stored = reports_dir / f"{copier.md5}.{fmt}"
+        without = _unjudged(path, join)
         entry = ReportEntry(
             md5=copier.md5,
             size=path.stat().st_size,
@@ -227,8 +236,56 @@ def _stage(
             duplicates=duplicates,
             groups=len(tallies),
             ingested=utc_now(),
+            unjudged=sum(u for _, u in without.values()),
         )
-        staged.append(_Staged(path, incoming, stored, entry, tallies, scan))
+        staged.append(_Staged(path, incoming, stored, entry, tallies, scan, without))
+
+
+class _Cell(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    run: str
+    step: Annotated[StrictInt, Field(ge=0)]
+    environment: str
+    environment_version: StrictInt | str
+    episodes: Annotated[StrictInt, Field(ge=0)]
+    unjudged: Annotated[StrictInt, Field(ge=0)]
+
+
+class _JudgeRun(BaseModel):
+    """What ingest reads of `gov judge run`'s REPORT.meta.json: which judge, and the episodes
+    it gave no verdict per checkpoint and environment."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    judge: str
+    judge_version: str
+    unjudged_by_checkpoint: list[_Cell] = []
+
+
+def _unjudged(path: Path, join: Join) -> dict[Group, tuple[int, int]]:
+    """The episodes a judge run left without a verdict, from the report's .meta.json beside it
+    (none without one), per registry group; one line naming the file where it is bad."""
+    meta = path.with_name(path.name + ".meta.json")
+    if not meta.is_file():
+        return {}
+    try:
+        run = _JudgeRun.model_validate_json(meta.read_bytes())
+    except ValidationError as exc:
+        raise GovError(f"{meta}: {validation_message(exc)}") from None
+    found: dict[Group, tuple[int, int]] = {}
+    for cell in run.unjudged_by_checkpoint:
+        version: int | str = cell.environment_version
+        if isinstance(version, str) and version.isdigit():
+            version = int(version)
+        group = join.group(
+            cell.run, cell.step, cell.environment, version, run.judge, run.judge_version
+        )
+        if isinstance(group, str):
+            raise GovError(f"{meta}: {group}")
+        episodes, missing = found.get(group, (0, 0))
+        found[group] = (episodes + cell.episodes, missing + cell.unjudged)
+    return found
 
 
 def _describe(entries: list[ReportEntry]) -> tuple[str, str]:

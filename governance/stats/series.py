@@ -72,6 +72,8 @@ class Series:
     metric: str
     key: SeriesKey
     points: list[Point] = field(default_factory=list)
+    # episodes its judge gave no verdict, by RUN@STEP (gov judge run says so): not in n
+    unjudged: dict[str, int] = field(default_factory=dict)
 
     @property
     def environment(self) -> str:
