@@ -560,15 +560,6 @@ def judge_run(
         gov judge run rollouts.jsonl --judge gov-cot@1 --model Qwen/Qwen3-8B \\
             --endpoint http://127.0.0.1:8000/v1 --out reports/main-1200.jsonl
     """
-    from governance.workspace import find
-
-    where = _ws(ctx)
-    try:
-        workspace = find(where)
-    except GovError:
-        if where is not None:
-            raise
-        workspace = None
     with _judge_bar() as progress:
         done = api.judge_run(
             transcripts,
@@ -576,7 +567,7 @@ def judge_run(
             model=model,
             endpoint=endpoint,
             out=out,
-            workspace=workspace.root if workspace is not None else None,
+            workspace=_ws(ctx),
             view="action" if view == "action" else "full",
             rubric=rubric,
             api_key_env=api_key_env,

@@ -356,8 +356,9 @@ def judge_run(
         raise GovError("--concurrency and --max-tokens are at least 1")
     loaded = load(rubric)
     transcripts = read_transcripts([Path(f) for f in files])
-    if workspace is not None:
-        _known_keys(_open(workspace), transcripts, name, version)
+    registry = _maybe_open(workspace)
+    if registry is not None:
+        _known_keys(registry, transcripts, name, version)
     if out.exists() and out.is_dir():
         raise GovError(f"{out}: a folder; --out names the report file to write")
     settings = Settings(
@@ -382,6 +383,19 @@ def judge_run(
         return run(transcripts, loaded, settings, client, store, out, progress)
     finally:
         store.close()
+
+
+def _maybe_open(workspace: Where) -> Registry | None:
+    """The workspace named, or the one around the current folder, or None outside any (a judge
+    run needs no workspace; in one, it checks the episodes' keys first)."""
+    from .errors import NotAWorkspace
+
+    if workspace is not None:
+        return _open(workspace)
+    try:
+        return _open(None)
+    except NotAWorkspace:
+        return None
 
 
 def _known_keys(reg: Registry, transcripts: Sequence[Transcript], judge: str, version: str) -> None:
