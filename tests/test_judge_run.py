@@ -153,24 +153,17 @@ def judged(registry, artifact, monkeypatch) -> Path:
     return registry.ws.root
 
 
+def _args(url: str, transcripts: Path, out: Path, *more: str, **given: str) -> list[str]:
+    """gov judge run's arguments; `given` replaces --model, --endpoint or --concurrency."""
+    chosen = {"model": "judge-model", "endpoint": url, "concurrency": "3", **given}
+    return [
+        "judge", "run", str(transcripts), "--judge", "cot-monitor@1", "--out", str(out),
+        *(x for name, value in chosen.items() for x in (f"--{name}", value)), *more,
+    ]  # fmt: skip
+
+
 def _run(gov, root: Path, endpoint: str, transcripts: Path, out: Path, *more: str):
-    return gov(
-        "judge",
-        "run",
-        str(transcripts),
-        "--judge",
-        "cot-monitor@1",
-        "--model",
-        "judge-model",
-        "--endpoint",
-        endpoint,
-        "--out",
-        str(out),
-        "--concurrency",
-        "3",
-        *more,
-        cwd=root,
-    )
+    return gov(*_args(endpoint, transcripts, out, *more), cwd=root)
 
 
 def test_a_run_writes_a_report_ingest_accepts(gov, judged: Path, server, tmp_path) -> None:
@@ -354,22 +347,9 @@ def test_fatal_endpoint_errors_stop_at_once(
     if "key" in change:
         monkeypatch.setenv("OPENAI_API_KEY", change["key"])
     out = tmp_path / "r.jsonl"
-    done = gov(
-        "judge",
-        "run",
-        str(_transcripts(tmp_path / "t.jsonl", 5)),
-        "--judge",
-        "cot-monitor@1",
-        "--model",
-        change.get("model", "judge-model"),
-        "--endpoint",
-        change.get("endpoint", endpoint),
-        "--out",
-        str(out),
-        "--concurrency",
-        "1",
-        cwd=judged,
-    )
+    given = {k: v for k, v in change.items() if k in ("model", "endpoint")}
+    transcripts = _transcripts(tmp_path / "t.jsonl", 5)
+    done = gov(*_args(endpoint, transcripts, out, concurrency="1", **given), cwd=judged)
     assert done.exit_code == 2, done.stdout
     assert fragment in done.stderr and len(done.stderr.strip().splitlines()) == 1
     assert not out.exists()
@@ -427,21 +407,7 @@ def test_a_run_killed_midway_resumes_without_asking_again(
     script.replies = {f"e{i}": [(200, {}, _completion(_answer()), 0.15)] for i in range(12)}
     transcripts = _transcripts(tmp_path / "t.jsonl", 12)
     out = tmp_path / "r.jsonl"
-    args = [
-        "judge",
-        "run",
-        str(transcripts),
-        "--judge",
-        "cot-monitor@1",
-        "--model",
-        "judge-model",
-        "--endpoint",
-        endpoint,
-        "--out",
-        str(out),
-        "--concurrency",
-        "1",
-    ]
+    args = _args(endpoint, transcripts, out, concurrency="1")
     root = Path(__file__).resolve().parent.parent
     env = {**os.environ, "PYTHONPATH": str(root), "OPENAI_API_KEY": SECRET}
     proc = subprocess.Popen(
