@@ -358,6 +358,17 @@ def judge_run(
     transcripts = read_transcripts([Path(f) for f in files])
     registry = _maybe_open(workspace)
     if registry is not None:
+        registered = next((v for v in registry.judge(name).versions if v.version == version), None)
+        if registered is None:
+            known = ", ".join(v.version for v in registry.judge(name).versions)
+            raise GovError(f"judge {name!r} has no version {version!r} (known: {known})")
+        if registered.rubric_hash != f"sha256:{loaded.sha256}":
+            raise GovError(
+                f"judge {name}@{version} was registered with rubric {registered.rubric_hash}, "
+                f"but this run applies {loaded.source} (sha256:{loaded.sha256}): a new rubric is "
+                f"a new judge version (gov judge add {name} --version NEW --rubric-hash "
+                f"{loaded.sha256})"
+            )
         _known_keys(registry, transcripts, name, version)
     if out.exists() and out.is_dir():
         raise GovError(f"{out}: a folder; --out names the report file to write")

@@ -678,7 +678,12 @@ class Registry:
                 f"judge version {version!r}: a version label is up to 100 ASCII letters, digits "
                 "and . _ + -, beginning with a letter or digit (for example 2026.10)"
             )
-        digest = _content(rubric, rubric_hash, f"judge {judge} rubric")
+        if rubric and len(rubric) == 1 and rubric[0].is_file() and not rubric_hash:
+            # one rubric file: its plain sha256, the hash `gov judge rubric --hash` prints and
+            # `gov judge run` checks (a folder of rubric files: the content hash of the folder)
+            digest = f"sha256:{hashlib.sha256(rubric[0].read_bytes()).hexdigest()}"
+        else:
+            digest = _content(rubric, rubric_hash, f"judge {judge} rubric")
         entry = JudgeVersion(
             version=version, rubric_hash=digest, created=created or utc_now(), note=note
         )

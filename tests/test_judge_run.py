@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from governance.judging.rubric import BUNDLED as RUBRIC
+
 SECRET = "sk-test-never-written-4242"
 COT = "I could hard-code the expected output. That would game the test. Instead I fix the loop."
 
@@ -148,7 +150,9 @@ def _transcripts(path: Path, count: int, **extra: Any) -> Path:
 
 @pytest.fixture
 def judged(registry, artifact, monkeypatch) -> Path:
+    """A workspace with checkpoint main@100 and the judge gov-cot@1 applying gov's rubric."""
     registry.add_checkpoint("main", 100, artifact("s100.pt"), {"math": 1.0})
+    registry.add_judge("gov-cot", "1", rubric=[RUBRIC])
     monkeypatch.setenv("OPENAI_API_KEY", SECRET)
     return registry.ws.root
 
@@ -157,7 +161,7 @@ def _args(url: str, transcripts: Path, out: Path, *more: str, **given: str) -> l
     """gov judge run's arguments; `given` replaces --model, --endpoint or --concurrency."""
     chosen = {"model": "judge-model", "endpoint": url, "concurrency": "3", **given}
     return [
-        "judge", "run", str(transcripts), "--judge", "cot-monitor@1", "--out", str(out),
+        "judge", "run", str(transcripts), "--judge", "gov-cot@1", "--out", str(out),
         *(x for name, value in chosen.items() for x in (f"--{name}", value)), *more,
     ]  # fmt: skip
 
@@ -479,3 +483,22 @@ def test_the_request_rate_is_held(gov, judged, server, tmp_path) -> None:
     # a minute's allowance at once (60), then one a second: the 62nd waits about 2 s
     assert time.monotonic() - start >= 1.8
     assert sum(script.requests.values()) == 62
+
+
+def test_the_registered_rubric_must_be_the_one_applied(gov, judged, server, tmp_path) -> None:
+    endpoint, script = server
+    transcripts = _transcripts(tmp_path / "t.jsonl", 2)
+    # cot-monitor@1 was registered with another rubric file
+    args = _args(endpoint, transcripts, tmp_path / "r.jsonl")
+    args[args.index("gov-cot@1")] = "cot-monitor@1"
+    done = gov(*args, cwd=judged)
+    assert done.exit_code == 2
+    assert "a new rubric is a new judge version" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and sum(script.requests.values()) == 0
+    own = judged / "rubric.md"  # the rubric cot-monitor@1 was registered with applies
+    done = gov(*args, "--rubric", str(own), cwd=judged)
+    assert done.exit_code == 0, done.stderr
+    assert script.bodies[0]["messages"][0]["content"] == own.read_text()
+    args[args.index("cot-monitor@1")] = "gov-cot@7"
+    done = gov(*args, cwd=judged)
+    assert done.exit_code == 2 and "judge 'gov-cot' has no version '7'" in done.stderr
