@@ -257,7 +257,11 @@ def run(
         (None, None, 0) for _ in transcripts
     ]
 
+    stop = threading.Event()  # a fatal endpoint error: send nothing more
+
     def one(index: int) -> None:
+        if stop.is_set():
+            return
         t = transcripts[index]
         body = request_body(t, rubric, settings)
         key = Cache.key(client.endpoint, body)
@@ -265,36 +269,48 @@ def run(
         fresh = reply is None
         if reply is None:
             limiter.acquire(_estimate(body))
-            answered = client.complete(body)
+            if stop.is_set():
+                return
+            try:
+                answered = client.complete(body)
+            except GovError:
+                stop.set()
+                raise
             with lock:
                 outcome.sent += answered.attempts
             if answered.body is None:
-                results[index] = (None, answered.failure or "no reply", 0)
-                _tick()
+                _done(index, (None, answered.failure or "no reply", 0))
                 return
             reply = answered.body
             cache.put(key, reply)
-        episode, why, dropped = _verdict(t, reply, settings)
+        verdict = _verdict(t, reply, settings)
         usage = reply.get("usage") or {}
         with lock:
             if not fresh:
                 outcome.cached += 1
             outcome.prompt_tokens += int(usage.get("prompt_tokens") or 0)
             outcome.completion_tokens += int(usage.get("completion_tokens") or 0)
-        results[index] = (episode, why, dropped)
-        _tick()
+        _done(index, verdict)
 
-    def _tick() -> None:
-        if progress is not None:
-            with lock:
-                done = [r for r in results if r[0] is not None or r[1] is not None]
-                outcome.judged = sum(1 for r in done if r[0] is not None)
-                outcome.unjudged = len(done) - outcome.judged
+    def _done(index: int, result: tuple[JudgedEpisode | None, str | None, int]) -> None:
+        results[index] = result
+        with lock:
+            if result[0] is not None:
+                outcome.judged += 1
+            else:
+                outcome.unjudged += 1
+            if progress is not None:
                 progress(outcome)
 
     with ThreadPoolExecutor(max_workers=max(1, settings.concurrency)) as pool:
-        for future in [pool.submit(one, i) for i in range(len(transcripts))]:
-            future.result()  # an EndpointError stops the run here, with nothing written
+        futures = [pool.submit(one, i) for i in range(len(transcripts))]
+        try:
+            for future in futures:
+                future.result()  # an EndpointError stops the run here, with nothing written
+        except BaseException:
+            stop.set()
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
     report_lines, unjudged_lines = [], []
     outcome.judged = outcome.unjudged = 0
     for t, (episode, why, dropped) in zip(transcripts, results, strict=True):
@@ -357,6 +373,8 @@ def _verdict(
         choice = reply["choices"][0]
         message = choice["message"]
     except (KeyError, IndexError, TypeError):
+        return None, "the reply has no message", 0
+    if not isinstance(message, dict) or not isinstance(choice, dict):
         return None, "the reply has no message", 0
     if message.get("refusal"):
         return None, "the model refused", 0
