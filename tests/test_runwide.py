@@ -144,3 +144,35 @@ def test_the_prior_is_shared_out_among_environments() -> None:
     for peers in (2, 30, 300):
         each = 1 / (1 + np.exp(-prior_odds(peers)))
         assert 1 - (1 - each) ** peers == pytest.approx(0.5)
+
+
+def test_a_long_replay_finds_the_first_alarm_of_its_stretch(rng) -> None:
+    from governance.metrics import CountRow
+    from governance.policies import Action, Condition, Onset, Policy
+    from governance.stats import replay as replay_module
+    from governance.stats.evaluate import evaluate_run
+    from governance.stats.replay import replay
+    from governance.stats.series import matrices
+
+    k, n, _ = simulate(rng, environments=6, t=600, onset=450, share=1.0, factor=2.5)
+    rows = [
+        CountRow("main", (i + 1) * 10, f"env{e}", 1, "", "judge", "1", int(n[e, i]),
+                 int(n[e, i] - k[e, i]), 0, int(k[e, i]), 0, 0)
+        for e in range(len(k)) for i in range(k.shape[1]) if n[e, i]
+    ]  # fmt: skip
+    order = [("main", (i + 1) * 10, "registered") for i in range(k.shape[1])]
+    policy = Policy(
+        name="wide", description="run-wide", metric="rationalization_rate", scope="run",
+        condition=Condition(onset=Onset(probability=0.99)), actions=(Action.BLOCK,),
+    )  # fmt: skip
+    assert replay_module.RUN_WIDE_EVERY < 600  # the run is long enough to be strided
+    [alarm] = replay(rows, order, [policy], 0.02, first_only=True).alarms
+    assert 450 <= alarm.index < 520
+    # every checkpoint before the alarm, evaluated one by one, is clear: it is the first
+    [(key, matrix)] = matrices(policy, rows, order).items()
+    judged = np.flatnonzero(matrix.ns.sum(axis=0))
+    for index in judged[(judged >= 300) & (judged < alarm.index)]:
+        run, step, _ = matrix.order[index]
+        verdict = evaluate_run(policy, key, matrix, (run, step), int(index), details=False)
+        assert verdict.status != "fired", index
+    assert alarm.restore_index is not None and alarm.restore_index < 450
