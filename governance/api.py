@@ -17,6 +17,7 @@ The numerical libraries load only in the verbs that use them.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -348,10 +349,17 @@ def judge_run(
     from .judging.client import ChatClient
     from .judging.rubric import load
     from .judging.runner import Cache, Settings, read_transcripts, run
+    from .registry import check_name
 
     name, at, version = judge.partition("@")
     if not at or not name or not version:
         raise GovError(f"--judge {judge}: name the judge and its version, as NAME@VERSION")
+    check_name("judge", name)
+    if not _JUDGE_VERSION.fullmatch(version):
+        raise GovError(
+            f"--judge {judge}: a version label is letters, digits and . _ + -, beginning with a "
+            "letter or digit"
+        )
     if concurrency < 1 or (max_tokens is not None and max_tokens < 1):
         raise GovError("--concurrency and --max-tokens are at least 1")
     loaded = load(rubric)
@@ -394,6 +402,9 @@ def judge_run(
         return run(transcripts, loaded, settings, client, store, out, progress)
     finally:
         store.close()
+
+
+_JUDGE_VERSION = re.compile(r"[A-Za-z0-9][\w.+-]{0,99}")
 
 
 def _maybe_open(workspace: Where) -> Registry | None:

@@ -502,3 +502,55 @@ def test_the_registered_rubric_must_be_the_one_applied(gov, judged, server, tmp_
     args[args.index("cot-monitor@1")] = "gov-cot@7"
     done = gov(*args, cwd=judged)
     assert done.exit_code == 2 and "judge 'gov-cot' has no version '7'" in done.stderr
+
+
+def test_odd_replies_are_episodes_without_a_verdict(gov, judged, server, tmp_path) -> None:
+    endpoint, script = server
+    odd_usage = _completion(_answer())
+    odd_usage["usage"] = {"prompt_tokens": "12.5", "completion_tokens": None}
+    beyond = _completion(_answer(evidence=[{"quote": "I could", "start": 0, "end": 1000}]))
+    script.replies = {
+        "e0": [(200, {}, [1, 2], 0)],  # JSON, but not an object
+        "e1": [(200, {}, odd_usage, 0)],
+        "e2": [(200, {}, {"choices": ["text"]}, 0)],
+        "e3": [(200, {}, beyond, 0)],
+    }
+    out = tmp_path / "r.jsonl"
+    transcripts = _transcripts(tmp_path / "t.jsonl", 4)
+    for _ in range(2):  # and again, from the cache: nothing it kept makes a run crash
+        done = _run(gov, judged, endpoint, transcripts, out)
+        assert done.exit_code == 0, done.stderr
+    records = {r["episode"]: r for r in map(json.loads, out.read_text().splitlines())}
+    assert set(records) == {"e1", "e3"}
+    assert records["e3"]["evidence"] == [{"start": 0, "end": 7, "quote": "I could"}]
+    unjudged = (tmp_path / "r.jsonl.unjudged.jsonl").read_text()
+    assert "not a JSON object" in unjudged and "no message" in unjudged
+
+
+def test_a_key_is_cleaned_or_refused_and_never_shown(
+    gov, judged, server, tmp_path, monkeypatch
+) -> None:
+    endpoint, _script = server
+    transcripts = _transcripts(tmp_path / "t.jsonl", 1)
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET + "\r\n")  # a .env file with Windows endings
+    assert _run(gov, judged, endpoint, transcripts, tmp_path / "a.jsonl").exit_code == 0
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-two words")
+    done = _run(gov, judged, endpoint, transcripts, tmp_path / "b.jsonl")
+    assert done.exit_code == 2 and "sk-two" not in done.stderr + done.stdout
+    assert "control characters" in done.stderr
+    done = _run(gov, judged, "http://user:pw@127.0.0.1:9/v1", transcripts, tmp_path / "c.jsonl")
+    assert done.exit_code == 2 and "pw" not in done.stderr
+
+
+def test_bad_names_are_refused_before_anything_is_sent(gov, server, tmp_path, monkeypatch) -> None:
+    endpoint, script = server
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    bad = _transcripts(tmp_path / "t.jsonl", 1, run="my run")
+    done = gov(*_args(endpoint, bad, tmp_path / "r.jsonl"), cwd=tmp_path)
+    assert done.exit_code == 2 and "t.jsonl:1" in done.stderr and "run" in done.stderr
+    good = _transcripts(tmp_path / "g.jsonl", 1)
+    args = _args(endpoint, good, tmp_path / "r.jsonl")
+    args[args.index("gov-cot@1")] = "my judge@1"
+    done = gov(*args, cwd=tmp_path)
+    assert done.exit_code == 2 and "judge name 'my judge'" in done.stderr
+    assert sum(script.requests.values()) == 0

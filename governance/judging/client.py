@@ -62,14 +62,27 @@ class ChatClient:
         parts = urlsplit(endpoint.rstrip("/"))
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise GovError(f"{endpoint}: not an http(s) URL (the base URL, ending in /v1)")
+        if parts.username or parts.password or parts.query or parts.fragment:
+            # credentials in a URL would be written wherever the endpoint is recorded
+            raise GovError(
+                "--endpoint: the base URL alone (no user, password or query in it); the key "
+                "comes from the environment"
+            )
         self.endpoint = endpoint.rstrip("/")
         self._https = parts.scheme == "https"
         self._host = parts.hostname
         self._port = parts.port
         self._path = parts.path + "/chat/completions"
         self._headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        api_key = (api_key or "").strip()
         if api_key:
+            if any(ord(c) < 33 or ord(c) == 127 for c in api_key):
+                raise GovError(
+                    "the API key holds spaces or control characters: check the variable that "
+                    "holds it (it is not shown here)"
+                )
             self._headers["Authorization"] = f"Bearer {api_key}"
+        self._answered = False  # a refused connection is fatal only before any reply
         self.timeout = timeout
         self.max_retries = max_retries
         self._sleep = sleep
@@ -98,10 +111,15 @@ class ChatClient:
             if status in FATAL:
                 raise EndpointError(f"{self.endpoint}: {FATAL[status]}{_detail(payload)}")
             if failure is None and 200 <= status < 300:
+                self._answered = True
                 try:
                     parsed = json.loads(payload)
                 except ValueError:
                     return Reply(status, None, "the server's reply is not JSON", attempt + 1)
+                if not isinstance(parsed, dict):
+                    return Reply(
+                        status, None, "the server's reply is not a JSON object", attempt + 1
+                    )
                 return Reply(status, parsed, None, attempt + 1)
             should = headers.get("x-should-retry", "").lower()
             retry = should == "true" or (
@@ -126,9 +144,14 @@ class ChatClient:
         except TimeoutError:
             self._drop()
             return 0, {}, b"", f"no reply within {self.timeout:g} s"
+        except ValueError:  # a header http.client refuses: never echo it (it may be the key)
+            self._drop()
+            raise GovError("a request header was refused as invalid: check the API key") from None
         except (ConnectionError, http.client.HTTPException, OSError) as exc:
             self._drop()
-            if isinstance(exc, ConnectionRefusedError | socket.gaierror):
+            if isinstance(exc, socket.gaierror) or (
+                isinstance(exc, ConnectionRefusedError) and not self._answered
+            ):
                 raise EndpointError(
                     f"{self.endpoint}: unreachable ({exc.strerror or exc})"
                 ) from None

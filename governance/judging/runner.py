@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 from ..errors import GovError
 from ..ingest.formats import lines, sniff, validation_message
 from ..judgments import EvidenceSpan, JudgedEpisode
+from ..models import Name
 from ..storage import atomic_write
 from .client import ChatClient
 from .rubric import ANSWER_SCHEMA, Rubric, schema_sha256
@@ -39,9 +40,9 @@ class Transcript(BaseModel):
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
-    run: Annotated[str, Field(min_length=1)]
+    run: Name
     step: Annotated[StrictInt, Field(ge=0)]
-    environment: Annotated[str, Field(min_length=1)]
+    environment: Name
     environment_version: Annotated[StrictInt, Field(ge=1)] | Annotated[str, Field(min_length=1)]
     episode: Annotated[str, Field(min_length=1)] | StrictInt
     task: str
@@ -195,7 +196,11 @@ class Cache:
     def get(self, key: str) -> dict[str, Any] | None:
         with self._lock:
             row = self._db.execute("SELECT body FROM replies WHERE key = ?", (key,)).fetchone()
-        return None if row is None else dict(json.loads(row[0]))
+        try:
+            found = json.loads(row[0]) if row is not None else None
+        except ValueError:
+            return None  # a damaged row is a miss: asked again
+        return found if isinstance(found, dict) else None
 
     def put(self, key: str, body: dict[str, Any]) -> None:
         with self._lock:
@@ -217,8 +222,9 @@ class Limiter:
         self._stamp = time.monotonic()
         self._lock = threading.Lock()
 
-    def acquire(self, tokens: int) -> None:
-        while True:
+    def acquire(self, tokens: int, stop: threading.Event) -> bool:
+        """Wait for a request's share of both buckets; False if `stop` is set meanwhile."""
+        while not stop.is_set():
             with self._lock:
                 now = time.monotonic()
                 for i, rate in enumerate(self._rates):
@@ -235,8 +241,9 @@ class Limiter:
                     for i, rate in enumerate(self._rates):
                         if rate:
                             self._level[i] -= need[i]
-                    return
-            time.sleep(min(max(short), 1.0))
+                    return True
+            stop.wait(min(max(short), 1.0))
+        return False
 
 
 def run(
@@ -268,8 +275,7 @@ def run(
         reply = cache.get(key)
         fresh = reply is None
         if reply is None:
-            limiter.acquire(_estimate(body))
-            if stop.is_set():
+            if not limiter.acquire(_estimate(body), stop):
                 return
             try:
                 answered = client.complete(body)
@@ -283,13 +289,17 @@ def run(
                 return
             reply = answered.body
             cache.put(key, reply)
-        verdict = _verdict(t, reply, settings)
-        usage = reply.get("usage") or {}
+        try:
+            verdict = _verdict(t, reply, settings)
+        except (ValidationError, ValueError, TypeError) as exc:  # a reply gov cannot read
+            verdict = (None, f"the reply could not be read ({exc.__class__.__name__})", 0)
+        usage = reply.get("usage")
+        usage = usage if isinstance(usage, dict) else {}
         with lock:
             if not fresh:
                 outcome.cached += 1
-            outcome.prompt_tokens += int(usage.get("prompt_tokens") or 0)
-            outcome.completion_tokens += int(usage.get("completion_tokens") or 0)
+            outcome.prompt_tokens += _tokens(usage.get("prompt_tokens"))
+            outcome.completion_tokens += _tokens(usage.get("completion_tokens"))
         _done(index, verdict)
 
     def _done(index: int, result: tuple[JudgedEpisode | None, str | None, int]) -> None:
@@ -392,7 +402,8 @@ def _verdict(
     cot = t.cot if settings.view == "full" else ""
     for q in answer.evidence:
         start, end = q.start, q.end
-        if not q.quote or cot[start:end] != q.quote:
+        at_offsets = end - start == len(q.quote) and end <= len(cot) and cot[start:end] == q.quote
+        if not q.quote or not at_offsets:
             found = cot.find(q.quote) if q.quote else -1
             if found < 0:
                 dropped += 1
@@ -415,6 +426,13 @@ def _verdict(
         }
     )
     return episode, None, dropped
+
+
+def _tokens(value: Any) -> int:
+    """A usage count as the server gave it, if it is one (anything else counts 0)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        return 0
+    return int(value)
 
 
 def _estimate(body: dict[str, Any]) -> int:
