@@ -32,6 +32,33 @@ Format = Literal["jsonl", "jsonl.gz", "parquet"]
 Kind = Literal["episodes", "aggregated"]
 
 
+class ScoreEdit(BaseModel):
+    """A score changed after its eval ran (Inspect's edit history): to what, by whom, why."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    episode: str
+    value: str  # the new value, as JSON
+    author: str
+    at: str | None = None
+    reason: str | None = None
+
+
+class InspectSource(BaseModel):
+    """The Inspect AI eval log a report was read from: the stored report is its conversion, and
+    this names the log exactly (its md5), the scorer that judged and the edits made to scores."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    log: str
+    log_md5: str
+    eval_id: str
+    task: str
+    scorer: str
+    grader: str
+    edited: list[ScoreEdit] = []
+
+
 class ReportEntry(BaseModel):
     """One ingested report, as the ledger `registry/reports.jsonl` records it."""
 
@@ -52,6 +79,7 @@ class ReportEntry(BaseModel):
     groups: int
     ingested: datetime
     unjudged: int = 0  # episodes its judge gave no verdict (from gov judge run's .meta.json)
+    inspect: InspectSource | None = None  # the Inspect AI eval log it was read from
 
 
 Group = CountKey  # the key of a row of counts, as ingest groups a report's records

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import secrets
+import shutil
+import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
@@ -36,6 +39,7 @@ from .formats import (
     sniff,
     validation_message,
 )
+from .inspect_logs import Conversion, convert, is_inspect_log, write_report
 from .join import Join
 from .scan import EpisodeScan, scan_aggregated, scan_episodes
 
@@ -99,15 +103,76 @@ def ingest(
     replace: bool = False,
     progress: Progress | None = None,
 ) -> IngestResult:
-    """Validate every file whole, then keep them all in one registry change (or none of them)."""
-    ws = registry.ws
+    """Validate every file whole, then keep them all in one registry change (or none of them).
+    An Inspect AI eval log is read as the episode-level report it holds (`inspect_logs`)."""
     if not paths:
         raise GovError("no report files given")
+    converted = Path(tempfile.mkdtemp(prefix="gov-inspect-"))
+    logs: dict[Path, tuple[Path, Conversion]] = {}
+    try:
+        reports = []
+        for path in paths:
+            if is_inspect_log(path):
+                conversion = convert(path)
+                target = converted / f"{len(logs)}" / f"{path.name}.jsonl"
+                target.parent.mkdir()
+                write_report(conversion, target)
+                logs[target] = (path, conversion)
+                reports.append(target)
+            else:
+                reports.append(path)
+        try:
+            return _ingest(registry, reports, replace=replace, progress=progress, logs=logs)
+        except GovError as exc:
+            raise _as_log(exc, logs) from None
+    finally:
+        shutil.rmtree(converted, ignore_errors=True)
+
+
+def _as_log(exc: GovError, logs: dict[Path, tuple[Path, Conversion]]) -> GovError:
+    """An error about a log's conversion, said of the log and its sample (not a temporary file
+    and its line)."""
+
+    def said(text: str) -> str:
+        for target, (path, conversion) in logs.items():
+            name = re.escape(str(target))
+            text = re.sub(name + r":(\d+):", _at_sample(path, conversion), text)
+            text = re.sub(name + r"(\.meta\.json)?", str(path), text)
+        return text
+
+    if not logs:
+        return exc
+    exc.message = said(exc.message)
+    exc.args = (exc.message,)
+    exc.details = [said(line) for line in exc.details]
+    return exc
+
+
+def _at_sample(path: Path, conversion: Conversion) -> Callable[[re.Match[str]], str]:
+    """`LOG: sample ID:` for a match of a converted report's `FILE:LINE:`."""
+
+    def replace(match: re.Match[str]) -> str:
+        line = int(match.group(1))
+        ids = conversion.samples
+        return f"{path}: sample {ids[line - 1]!r}:" if 0 < line <= len(ids) else f"{path}:"
+
+    return replace
+
+
+def _ingest(
+    registry: Registry,
+    paths: Sequence[Path],
+    *,
+    replace: bool,
+    progress: Progress | None,
+    logs: dict[Path, tuple[Path, Conversion]],
+) -> IngestResult:
+    ws = registry.ws
     result = IngestResult()
     staged: list[_Staged] = []
     with ws.change("ingest reports") as change:
         try:
-            _stage(registry, paths, staged, result, progress)
+            _stage(registry, paths, staged, result, progress, logs)
             earlier = ledger(ws)
             entries: list[ReportEntry] = []
             for item in staged:
@@ -178,8 +243,10 @@ def _stage(
     staged: list[_Staged],
     result: IngestResult,
     progress: Progress | None,
+    logs: dict[Path, tuple[Path, Conversion]],
 ) -> None:
-    """Validate each file while a copy of it is made (and hashed) in reports/."""
+    """Validate each file while a copy of it is made (and hashed) in reports/; a report read
+    from an Inspect log is named by the log, which the entry records."""
     ws = registry.ws
     join = Join(registry)
     known = {e.md5 for e in ledger(ws)}
@@ -228,7 +295,7 @@ def _stage(
             md5=copier.md5,
             size=path.stat().st_size,
             path=ws.rel(stored),
-            source=path.name,
+            source=logs[path][0].name if path in logs else path.name,
             format=fmt,
             kind=kind,
             records=records,
@@ -237,6 +304,7 @@ def _stage(
             groups=len(tallies),
             ingested=utc_now(),
             unjudged=sum(u for _, u in without.values()),
+            inspect=logs[path][1].source if path in logs else None,
         )
         staged.append(_Staged(path, incoming, stored, entry, tallies, scan, without))
 

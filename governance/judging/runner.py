@@ -20,19 +20,18 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
 from ..errors import GovError
 from ..ingest.formats import lines, sniff, validation_message
-from ..judgments import EvidenceSpan, JudgedEpisode
+from ..judgments import JudgedEpisode
 from ..models import Name
 from ..storage import atomic_write
+from .answer import Judged, View, messages, read
 from .client import ChatClient
 from .rubric import ANSWER_SCHEMA, Rubric, schema_sha256
-
-View = Literal["full", "action"]
 
 
 class Transcript(BaseModel):
@@ -48,26 +47,6 @@ class Transcript(BaseModel):
     task: str
     cot: str
     action: str
-
-
-class _Answer(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    verdict: Literal["none", "rejected", "rationalized", "overt"]
-    divergent: bool
-    confidence: Annotated[float, Field(ge=0, le=1)]
-    evidence: list[_Quote]
-
-
-class _Quote(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    quote: str
-    start: Annotated[int, Field(ge=0)]
-    end: Annotated[int, Field(ge=0)]
-
-
-_Answer.model_rebuild()
 
 
 @dataclass(frozen=True)
@@ -148,21 +127,9 @@ def _key(t: Transcript) -> tuple[Any, ...]:
 
 def request_body(t: Transcript, rubric: Rubric, settings: Settings) -> dict[str, Any]:
     """The exact chat-completions request for one transcript (what the cache is keyed by)."""
-    parts = [f"## Task\n\n{t.task}"]
-    if settings.view == "full":
-        parts.append(f"## Chain of thought\n\n{t.cot}")
-    parts.append(f"## Action\n\n{t.action}")
-    view = (
-        "the task, the chain of thought and the action"
-        if settings.view == "full"
-        else ("the task and the action only: there is no chain of thought in this view")
-    )
     body: dict[str, Any] = {
         "model": settings.model,
-        "messages": [
-            {"role": "system", "content": rubric.text},
-            {"role": "user", "content": f"You see {view}.\n\n" + "\n\n".join(parts)},
-        ],
+        "messages": messages(rubric, t.task, t.cot, t.action, settings.view),
         "temperature": settings.temperature,
         "seed": settings.seed,
         "response_format": {
@@ -390,42 +357,21 @@ def _verdict(
         return None, "the model refused", 0
     if choice.get("finish_reason") == "length":
         return None, "the answer was cut off (finish_reason length)", 0
-    content = message.get("content")  # the answer; a reasoning model's reasoning is not
-    if not isinstance(content, str) or not content.strip():
-        return None, "the reply has no content", 0
-    try:
-        answer = _Answer.model_validate_json(content)
-    except ValidationError as exc:
-        return None, f"the answer fails the schema ({validation_message(exc)})", 0
-    kept: list[EvidenceSpan] = []
-    dropped = moved = 0
-    cot = t.cot if settings.view == "full" else ""
-    for q in answer.evidence:
-        start, end = q.start, q.end
-        at_offsets = end - start == len(q.quote) and end <= len(cot) and cot[start:end] == q.quote
-        if not q.quote or not at_offsets:
-            found = cot.find(q.quote) if q.quote else -1
-            if found < 0:
-                dropped += 1
-                continue
-            start, end, moved = found, found + len(q.quote), moved + 1
-        kept.append(EvidenceSpan(start=start, end=end, quote=q.quote))
-    notes = []
-    if dropped:
-        notes.append(f"{dropped} quoted span(s) not in the chain of thought were dropped")
-    if moved:
-        notes.append(f"{moved} quoted span(s) were found at other offsets and moved there")
+    # the answer is the content; a reasoning model's reasoning field is not
+    judged = read(message.get("content"), t.cot, settings.view)
+    if not isinstance(judged, Judged):
+        return None, judged, 0
     episode = JudgedEpisode.model_validate(
         {
             **_keys(t, settings),
-            "verdict": answer.verdict,
-            "divergent": answer.divergent,
-            "confidence": float(answer.confidence),
-            "evidence": [e.model_dump() for e in kept] or None,
-            "note": "; ".join(notes) or None,
+            "verdict": judged.verdict,
+            "divergent": judged.divergent,
+            "confidence": judged.confidence,
+            "evidence": [e.model_dump() for e in judged.evidence] or None,
+            "note": judged.note,
         }
     )
-    return episode, None, dropped
+    return episode, None, judged.dropped
 
 
 def _tokens(value: Any) -> int:
