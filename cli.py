@@ -436,13 +436,100 @@ def judge_list(ctx: click.Context, fmt: str) -> None:
 @output_options(render.JUDGE_SHOW)
 @click.pass_context
 def judge_show(ctx: click.Context, name: str, fmt: str) -> None:
-    """Show a judge and its versions.
+    """Show a judge, its versions and their calibrations.
 
     \b
     Example:
         gov judge show cot-monitor --format json
     """
     render.emit(api.judge_show(_ws(ctx), name), fmt, render.JUDGE_SHOW)
+
+
+def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
+    """FROM=TO pairs of a repeated option (or one comma-separated value)."""
+    found: dict[str, str] = {}
+    for value in values:
+        for part in value.split(","):
+            key, sep, target = part.partition("=")
+            if not sep or not key.strip() or not target.strip():
+                raise click.BadParameter(f"{part!r}: give FROM=TO", param_hint=option)
+            found[key.strip()] = target.strip()
+    return found
+
+
+@judge.command("calibrate")
+@click.argument("judge_ref", metavar="JUDGE@VERSION")
+@click.argument("labels", type=click.Path(path_type=Path))
+@click.option(
+    "--episode-column",
+    "episode_columns",
+    multiple=True,
+    help="The column(s) of the episode id (default episode); several are joined with |.",
+)
+@click.option("--truth-column", default="truth", show_default=True, help="The true class.")
+@click.option("--verdict-column", default="verdict", show_default=True, help="The judge's verdict.")
+@click.option(
+    "--where", "where", multiple=True, help="Keep only rows where COLUMN=VALUE (repeatable)."
+)
+@click.option(
+    "--truth-map",
+    multiple=True,
+    help="LABEL=CLASS: a true class of the file as gov's (none, rejected, rationalized, overt).",
+)
+@click.option(
+    "--verdict-map",
+    multiple=True,
+    help="LABEL=VERDICT: a verdict of the file as gov's, or a binary monitor's flagged/clean.",
+)
+@click.option(
+    "--verdicts",
+    type=click.Path(path_type=Path),
+    help="A report of this judge's to read the verdicts from, matched by episode id.",
+)
+@output_options(render.CALIBRATED)
+@click.pass_context
+def judge_calibrate(
+    ctx: click.Context,
+    judge_ref: str,
+    labels: Path,
+    episode_columns: tuple[str, ...],
+    truth_column: str,
+    verdict_column: str,
+    where: tuple[str, ...],
+    truth_map: tuple[str, ...],
+    verdict_map: tuple[str, ...],
+    verdicts: Path | None,
+    fmt: str,
+) -> None:
+    """Calibrate a judge version on labelled episodes: how right it is.
+
+    LABELS (CSV or JSONL) holds an episode id, the true class and the judge's verdict per
+    episode. gov counts the confusion matrix (true class against verdict), states each share
+    with its 95% interval (sensitivity to (b), false alarms on (a)), and records it with the
+    judge version in one commit with an audit entry naming the file's hash. Rates of a
+    calibrated judge can then be corrected for its error (gov metrics --corrected).
+
+    \b
+    Example (the bundled ImpossibleBench verdicts, with the CoT visible):
+        gov judge calibrate cot-monitor@1 impossiblebench-monitor-verdicts.csv \\
+          --episode-column key --episode-column monitor --truth-column group \\
+          --where condition=full \\
+          --truth-map honest_diag=rejected,exploit_after_diag=rationalized \\
+          --truth-map exploit_no_diag=overt --verdict-map cheating=flagged,legit=clean
+    """
+    record = api.judge_calibrate(
+        _ws(ctx),
+        judge_ref,
+        labels,
+        episode_columns=episode_columns or ("episode",),
+        truth_column=truth_column,
+        verdict_column=verdict_column,
+        where=_pairs(where, "--where"),
+        truth_map=_pairs(truth_map, "--truth-map"),
+        verdict_map=_pairs(verdict_map, "--verdict-map"),
+        verdicts=verdicts,
+    )
+    render.emit(record, fmt, render.CALIBRATED)
 
 
 @judge.command("compare")

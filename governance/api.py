@@ -36,6 +36,7 @@ from .workspace import init as init_workspace
 if TYPE_CHECKING:
     from .audit import Anchor, Shown, Verification
     from .backtest import Backtest, CountsBacktest
+    from .calibration import Calibration
     from .compare import Comparison
     from .example import ExampleResult
     from .ingest import IngestResult
@@ -296,8 +297,62 @@ def judge_list(workspace: Where = None) -> list[Judge]:
     return _open(workspace).judges()
 
 
-def judge_show(workspace: Where, name: str) -> Judge:
-    return _open(workspace).judge(name)
+@dataclass(frozen=True)
+class JudgeDetail:
+    """A judge, its versions, and each calibrated version's calibration."""
+
+    judge: Judge
+    calibrations: dict[str, Calibration]
+
+
+def judge_show(workspace: Where, name: str) -> JudgeDetail:
+    from . import calibration
+
+    reg = _open(workspace)
+    record = reg.judge(name)
+    found = {}
+    for v in record.versions:
+        calibrated = calibration.load(reg.ws, name, v.version)
+        if calibrated is not None:
+            found[v.version] = calibrated
+    return JudgeDetail(record, found)
+
+
+def judge_calibrate(
+    workspace: Where,
+    judge: str,
+    labels: Path,
+    *,
+    episode_columns: Sequence[str] = ("episode",),
+    truth_column: str = "truth",
+    verdict_column: str = "verdict",
+    where: Mapping[str, str] | None = None,
+    truth_map: Mapping[str, str] | None = None,
+    verdict_map: Mapping[str, str] | None = None,
+    verdicts: Path | None = None,
+) -> Calibration:
+    """Calibrate judge version `judge` (NAME@VERSION) on labelled episodes: its confusion
+    matrix (true class against verdict) recorded with the version, in one commit with an audit
+    entry naming the label file's hash. `where` selects rows (column = value); the maps
+    translate other vocabularies; `verdicts` is a report of the judge's to read the verdicts
+    from, matched by episode id, when the label file has none."""
+    from .calibration import Columns, calibrate
+
+    name, _, version = judge.partition("@")
+    if not name or not version:
+        raise GovError(f"judge {judge!r}: name it as NAME@VERSION")
+    columns = Columns(tuple(episode_columns), truth_column, verdict_column)
+    return calibrate(
+        _open(workspace),
+        name,
+        version,
+        labels,
+        columns=columns,
+        where=where,
+        truth_map=truth_map,
+        verdict_map=verdict_map,
+        verdicts=verdicts,
+    )
 
 
 def judge_compare(workspace: Where, name: str, first: str, second: str) -> Comparison:
@@ -785,7 +840,7 @@ def audit_verify(workspace: Where = None, *, allowed_signers: Path | None = None
     """Verify the hash chain and the heads git recorded, every entry against the commit that
     carries it, and the registry's statuses against the trail; raises TrailBroken naming the
     first bad entry."""
-    from . import audit
+    from . import audit, calibration
     from .models import CheckpointStatus, EnvironmentStatus
 
     reg = _open(workspace)
@@ -802,6 +857,7 @@ def audit_verify(workspace: Where = None, *, allowed_signers: Path | None = None
         [c.ref for c in every if c.status == CheckpointStatus.BLOCKED],
         [e.id for e in reg.environments() if e.status == EnvironmentStatus.IN_REDESIGN],
         [c.ref for c in every if c.status == CheckpointStatus.QUARANTINED],
+        [(c.judge, c.version, c.labels_sha256) for c in calibration.every(reg.ws)],
     )
     return done
 

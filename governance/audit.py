@@ -388,6 +388,7 @@ KIND_FILES: dict[str, tuple[str, ...]] = {
     "report_ingested": ("registry/reports.jsonl",),
     "report_replaced": ("registry/reports.jsonl",),
     "status_change": ("registry/checkpoints/",),
+    "judge_calibrated": ("registry/calibrations/",),
 }
 
 
@@ -549,17 +550,19 @@ def verify_statuses(
     blocked: Sequence[str] = (),
     in_redesign: Sequence[str] = (),
     quarantined: Sequence[str] = (),
+    calibrated: Sequence[tuple[str, str, str]] = (),
 ) -> None:
     """The registry's statuses replayed from the trail: every promoted checkpoint has the
     promotion (or override) entry that promoted it, every blocked one a check that blocked it,
     every flag the entry that raised it, every environment in redesign the rollback that put it
-    there."""
+    there, every calibration the entry that recorded it (judge, version, label file hash)."""
     rel = ws.rel(trail_path(ws))
     promotions: set[str] = set()
     blocks: set[str] = set()
     raised: set[tuple[str, str]] = set()
     redesigned: set[str] = set()
     marked: set[tuple[str, str]] = set()  # (checkpoint, status) set by a status change
+    calibrations: set[tuple[str, str, str]] = set()  # (judge, version, labels hash)
     for _, entry in read(ws):
         subject = entry.get("subject") or {}
         kind = entry.get("kind")
@@ -573,9 +576,18 @@ def verify_statuses(
             redesigned.update(filter(None, subject.get("environments", "").split(",")))
         elif kind == "status_change":
             marked.add((subject.get("checkpoint", ""), str(entry.get("outcome"))))
+        elif kind == "judge_calibrated":
+            labels = str((entry.get("inputs") or {}).get("labels", ""))
+            calibrations.add((subject.get("judge", ""), subject.get("judge_version", ""), labels))
     for ref in blocked:
         if ref not in blocks and (ref, "blocked") not in marked:
             raise TrailBroken(f"{rel}: {ref} is blocked, but no check in the trail blocked it")
+    for judge, version, digest in calibrated:
+        if (judge, version, f"sha256:{digest}") not in calibrations:
+            raise TrailBroken(
+                f"{rel}: {judge}@{version} has a calibration, but no entry of the trail recorded "
+                "it: its confusion matrix was written by hand"
+            )
     for ref in quarantined:
         if (ref, "quarantined") not in marked:
             raise TrailBroken(

@@ -31,6 +31,7 @@ AuditKind = Literal[
     "report_replaced",
     "policy_change",
     "status_change",
+    "judge_calibrated",
 ]
 KINDS: tuple[str, ...] = AuditKind.__args__  # type: ignore[attr-defined]
 

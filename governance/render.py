@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from .api import (
+        JudgeDetail,
         Lint,
         Metrics,
         Pressure,
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     )
     from .audit import Anchor, Shown, Verification
     from .backtest import Backtest, CountsBacktest
+    from .calibration import Calibration
     from .compare import Comparison
     from .example import ExampleResult
     from .ingest import IngestResult
@@ -48,6 +50,7 @@ if TYPE_CHECKING:
     from .registry import Summary
     from .rollback import Recommendation
     from .stats.agreement import Estimate
+    from .stats.calibration import Share
     from .stats.result import Result
 
 
@@ -350,12 +353,87 @@ def judge_list(found: list[Judge]) -> None:
     )
 
 
-def judge_show(record: Judge) -> None:
+def judge_show(detail: JudgeDetail) -> None:
+    record = detail.judge
     fields([("judge", record.id), ("description", record.description)])
     table(
         "versions",
-        ["version", "rubric hash", "created", "note"],
-        [[v.version, v.rubric_hash, v.created.isoformat(), v.note] for v in record.versions],
+        ["version", "rubric hash", "created", "calibrated", "note"],
+        [
+            [
+                v.version,
+                v.rubric_hash,
+                v.created.isoformat(),
+                "yes" if v.version in detail.calibrations else "no: its rates are uncorrected",
+                v.note,
+            ]
+            for v in record.versions
+        ],
+    )
+    for calibration in detail.calibrations.values():
+        click.echo("")
+        calibrated(calibration)
+
+
+def _calibration_document(c: Calibration) -> dict[str, Any]:
+    from .calibration import document
+
+    return document(c)
+
+
+def judge_show_json(detail: JudgeDetail) -> None:
+    from .calibration import document
+
+    echo_json(
+        {
+            **jsonable(detail.judge),
+            "calibrations": {v: document(c) for v, c in detail.calibrations.items()},
+        }
+    )
+
+
+def _share(s: Share) -> str:
+    return f"{s.count}/{s.total} = {s.mean:.1%} (95%: {s.low:.1%} .. {s.high:.1%})"
+
+
+def calibrated(c: Calibration) -> None:
+    """A calibration: where its labels came from, how right the judge is, the confusion."""
+    errors = c.errors()
+    rows: list[tuple[str, Any]] = [
+        ("calibration", f"{c.judge}@{c.version} ({c.vocabulary} verdicts)"),
+        ("labels", f"{c.labels} (sha256:{c.labels_sha256[:16]}), {c.episodes} episodes"),
+    ]
+    if c.verdicts_from:
+        rows.append(("verdicts from", c.verdicts_from))
+    if c.where:
+        rows.append(("rows where", ", ".join(f"{k}={v}" for k, v in c.where.items())))
+    if isinstance(errors, str):
+        rows.append(("correction", errors))
+    else:
+        rows.append(("flags (b)", _share(errors.sensitivity) + "  sensitivity"))
+        rows.append(("flags (a)", _share(errors.false_alarm) + "  false alarms"))
+        rows.append(
+            (
+                "correction",
+                "rates can be corrected (gov metrics --corrected, corrected: true)"
+                if errors.informative
+                else "the judge does not flag (b) clearly more than (a): it cannot resolve a rate",
+            )
+        )
+    fields(rows)
+    shares = c.matrix().shares()
+    verdicts = c.matrix().verdicts
+    table(
+        "confusion (true class: verdicts, share with 95% interval)",
+        ["true class", "episodes", *verdicts],
+        [
+            [truth, c.matrix().total(truth)]
+            + [
+                f"{row[v].count} ({row[v].mean:.1%}, {row[v].low:.1%} .. {row[v].high:.1%})"
+                for v in verdicts
+            ]
+            for truth, row in shares.items()
+        ],
     )
 
 
@@ -1040,7 +1118,8 @@ ENV_LIST = View(table=env_list)
 ENV_SHOW = View(table=env_show)
 JUDGE_ADDED = View(table=judge_added)
 JUDGE_LIST = View(table=judge_list)
-JUDGE_SHOW = View(table=judge_show)
+JUDGE_SHOW = View(table=judge_show, json=judge_show_json)
+CALIBRATED = View(table=calibrated, json=lambda c: echo_json(_calibration_document(c)))
 JUDGE_COMPARISON = View(table=judge_comparison)
 INGESTED = View(table=ingested)
 METRICS = View(table=metrics_table, json=metrics_json, csv=metrics_csv)
