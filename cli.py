@@ -795,6 +795,11 @@ def schema(name: str | None, listing: bool) -> None:
     type=click.Path(file_okay=False, path_type=Path),
     help="Write one CSV per series (step, rate, low, high) here, for `dvc plots`.",
 )
+@click.option(
+    "--corrected",
+    is_flag=True,
+    help="Also show the rationalization rate corrected for each calibrated judge's error.",
+)
 @output_options(render.METRICS)
 @click.pass_context
 def metrics(
@@ -804,12 +809,17 @@ def metrics(
     judge_name: str | None,
     metric_names: tuple[str, ...],
     plots_dir: Path | None,
+    corrected: bool,
     fmt: str,
 ) -> None:
     """Show each metric's series per environment over the checkpoints, with 95% intervals.
 
     Intervals are Wilson score intervals. A series is one environment version judged by one judge
-    version: different judge versions are separate series, never pooled.
+    version: different judge versions are separate series, never pooled. With --corrected, the
+    rationalization rate of a calibrated judge version (gov judge calibrate) is also shown
+    corrected for its error: the Rogan-Gladen estimate with a 95% interval that includes the
+    calibration's own uncertainty; a version without a calibration is shown uncorrected, and
+    says so.
 
     \b
     Example:
@@ -823,6 +833,7 @@ def metrics(
         environment=environment,
         judge=judge_name,
         plots=plots_dir,
+        corrected=corrected,
     )
     render.emit(result, fmt, render.METRICS)
 

@@ -535,13 +535,16 @@ def metrics(
     environment: str | None = None,
     judge: str | None = None,
     plots: Path | None = None,
+    corrected: bool = False,
 ) -> Metrics:
     """Each metric's series per environment version and judge version, with 95% intervals.
 
     `names`: the metrics (`all`, or none, for every one; a table shows the rationalization rate
     of those). With `run`, the series follow its lineage. `plots`: also write one CSV per series
-    there for `dvc plots`."""
-    from . import counts, exports
+    there for `dvc plots`. `corrected`: the rationalization rate of each calibrated judge
+    version also corrected for its error (`Series.corrected`, with `Series.correction` saying
+    how, or why not)."""
+    from . import calibration, counts, exports
     from .metrics import DEFAULT_METRIC
     from .stats.series import many
 
@@ -566,6 +569,10 @@ def metrics(
             == (k.environment, k.environment_version, k.judge, k.judge_version)
             and n
         }
+    if corrected:
+        errors = calibration.all_errors(reg.ws)
+        for s in found:
+            calibration.correct(s, errors.get((s.key.judge, s.key.judge_version)))
     written = exports.plots(plots, found) if plots is not None else None
     return Metrics(found, chosen if names else [DEFAULT_METRIC], written)
 

@@ -9,12 +9,12 @@ the same alarms with or without a workspace.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import counts
+from . import calibration, counts
 from .errors import GovError
 from .gates import loaded_policies
 from .ingest.formats import detect_kind, sniff
@@ -25,6 +25,7 @@ from .policies import LoadedPolicy, load_policies
 from .records import DEFAULT_ALPHA
 from .registry import Registry
 from .rollback import check_alpha, not_restorable
+from .stats.calibration import ErrorRates
 from .stats.replay import Alarm, replay
 from .stats.result import Outcome
 from .stats.series import Order, Table
@@ -129,6 +130,7 @@ def backtest(
         loaded,
         alpha,
         lambda i: not_restorable(registry, lineage[i]),
+        calibration.all_errors(ws),
     )
 
 
@@ -187,8 +189,9 @@ def _replay(
     loaded: Sequence[LoadedPolicy],
     alpha: float,
     unusable: Callable[[int], str | None] = lambda _: None,
+    errors: Mapping[tuple[str, str], ErrorRates | str] | None = None,
 ) -> Backtest:
-    done = replay(rows, order, [item.policy for item in loaded], alpha, unusable)
+    done = replay(rows, order, [item.policy for item in loaded], alpha, unusable, errors=errors)
     refs = [f"{r}@{s}" for r, s, _ in order]
     outcomes = dict(zip(refs, done.outcomes, strict=True))
     blocked = [

@@ -36,8 +36,10 @@ from .stats.calibration import (
     Confusion,
     ErrorRates,
     Share,
+    corrected,
     error_rates,
 )
+from .stats.series import Series
 from .storage import model_json
 from .workspace import Workspace
 
@@ -352,6 +354,33 @@ def document(record: Calibration) -> dict[str, Any]:
         "false_alarm": _share(errors.false_alarm) if isinstance(errors, ErrorRates) else None,
         "corrects": isinstance(errors, ErrorRates) and errors.informative,
     }
+
+
+def correct(series: Series, errors: ErrorRates | str | None) -> None:
+    """Fill in the series' rates corrected for its judge's error, or say why they are not."""
+    key = series.key
+    if series.metric != "rationalization_rate":
+        series.correction = (
+            "uncorrected: a calibration measures (b) against (a), so only the rationalization "
+            "rate is corrected"
+        )
+    elif errors is None:
+        series.correction = (
+            f"uncorrected: judge {key.judge} version {key.judge_version} has no calibration"
+        )
+    elif isinstance(errors, str):
+        series.correction = f"uncorrected: {errors}"
+    else:
+        se, fa = errors.sensitivity, errors.false_alarm
+        rates = f"flags {se.count}/{se.total} of (b), {fa.count}/{fa.total} of (a)"
+        if not errors.informative:
+            series.correction = (
+                f"uncorrected: judge too noisy, it does not flag (b) clearly more often than (a) "
+                f"({rates})"
+            )
+            return
+        series.correction = f"corrected for the judge's error ({rates})"
+        series.corrected = {p.ref: corrected(p.k, p.n, errors) for p in series.points if p.n}
 
 
 def _share(s: Share) -> dict[str, float | int]:

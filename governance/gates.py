@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import audit, counts
+from . import audit, calibration, counts
 from .errors import Blocked, GovError
 from .models import CheckpointStatus, EnvironmentStatus, Flag, FlagEvidence, utc_now
 from .policies import Action, Insufficient, LoadedPolicy, Policy, load_policies, with_unjudged
@@ -63,6 +63,7 @@ def decide(
     flagged: dict[str, int] = {}  # environment -> the newest version whose evidence fired
     judges: set[str] = set()
     rows = counts.table(ws)  # read once: every policy reads the same counts
+    errors = calibration.all_errors(ws)  # what a corrected policy corrects for
     order = registry.order(run, step)
     read = np.zeros(len(order), dtype=bool)  # the checkpoints whose counts were read
     for policy in with_unjudged([item.policy for item in loaded]):
@@ -94,7 +95,14 @@ def decide(
                 result = _pressure_result(ws, policy, key)
             else:
                 around = int(others[key][-1]) if key in others and len(points) else 1
-                result = evaluate(policy, key, points, (run, step), peers=around)
+                result = evaluate(
+                    policy,
+                    key,
+                    points,
+                    (run, step),
+                    peers=around,
+                    errors=errors.get((key.judge, key.judge_version)),
+                )
                 if result.status == "fired":  # what the audit trail shows a reviewer later
                     result.seen = [(p.ref, p.k, p.n) for p in points]
             results.append(result)

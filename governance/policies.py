@@ -170,6 +170,8 @@ class Policy(_Part):
     judge_bridge: JudgeBridge | None = None  # carry an onset analysis across a judge change
     condition: Condition
     sustained: Annotated[int, Field(ge=1, le=100)] = 1  # the condition holds K checkpoints running
+    # compare the level with the rate corrected for the judge's calibrated error
+    corrected: bool = False
     min_evidence: MinimumEvidence = MinimumEvidence()
     insufficient: Insufficient = Insufficient.PASS
     actions: Annotated[tuple[Action, ...], Field(min_length=1)]
@@ -184,6 +186,14 @@ class Policy(_Part):
             raise ValueError(
                 "environments: a run-scope policy reads every environment of the run; "
                 "filter environments with scope: environment"
+            )
+        if self.corrected and (
+            self.condition.above is None or self.metric != "rationalization_rate"
+        ):
+            raise ValueError(
+                "corrected: true compares the rationalization rate, corrected for the judge's "
+                "calibrated error, with a level: use it with metric: rationalization_rate and an "
+                "above condition"
             )
         bridge = self.judge_bridge
         if bridge is not None:

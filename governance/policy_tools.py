@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from . import counts, yamlio
+from . import calibration, counts, yamlio
 from .errors import GovError, PolicyError
 from .policies import LoadedPolicy, Policy, load_policies, parse_policy
 from .registry import Registry, parse_checkpoint_ref
@@ -166,9 +166,17 @@ def explain(registry: Registry, name: str, ref: str, environment: str | None = N
     others = peers(series) if policy.condition.onset is not None else {}
     if environment is not None:
         series = {k: v for k, v in series.items() if k.environment == environment}
+    errors = calibration.all_errors(ws)
     for key, points in sorted(series.items(), key=lambda kv: kv[0].label):
         around = int(others[key][-1]) if key in others and len(points) else 1
-        result = evaluate(policy, key, points, (run, step), peers=around)
+        result = evaluate(
+            policy,
+            key,
+            points,
+            (run, step),
+            peers=around,
+            errors=errors.get((key.judge, key.judge_version)),
+        )
         here = points[-1] if points and (points[-1].run, points[-1].step) == (run, step) else None
         counted = here is not None and here.n > 0
         steps.append(

@@ -50,11 +50,22 @@ if TYPE_CHECKING:
     from .registry import Summary
     from .rollback import Recommendation
     from .stats.agreement import Estimate
-    from .stats.calibration import Share
+    from .stats.calibration import Corrected, Share
     from .stats.result import Result
 
 
 # -- the generic formats ----------------------------------------------------------------------
+def _point_json(point: Point, corrected: Corrected | None) -> Any:
+    shown = jsonable(point)
+    if corrected is not None:  # the rate corrected for the judge's error (gov metrics --corrected)
+        shown["corrected"] = {
+            "point": corrected.point,
+            "low": corrected.low,
+            "high": corrected.high,
+        }
+    return shown
+
+
 def jsonable(value: Any) -> Any:
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json", exclude_none=True)
@@ -65,8 +76,9 @@ def jsonable(value: Any) -> Any:
             "environment_version": value.key.environment_version,
             "judge": value.key.judge,
             "judge_version": value.key.judge_version,
-            "points": [jsonable(p) for p in value.points],
+            "points": [_point_json(p, value.corrected.get(p.ref)) for p in value.points],
             **({"unjudged": value.unjudged} if value.unjudged else {}),
+            **({"correction": value.correction} if value.correction else {}),
         }
     if isinstance(value, Point):
         return {
@@ -598,6 +610,11 @@ def metrics_table(result: Metrics) -> None:
             for p in s.points
         ]
         columns = ["checkpoint", "k", "n", "value", "95% interval"]
+        if s.corrected:  # the rate corrected for the judge's error, beside the observed one
+            columns += ["corrected", "corrected 95%"]
+            for row, p in zip(rows, s.points, strict=True):
+                c = s.corrected.get(p.ref)
+                row += [pct(c.point), f"[{pct(c.low)}, {pct(c.high)}]"] if c else ["-", "-"]
         if s.unjudged:  # the judge's failures: not in n, and the user must see them
             columns.append("no verdict")
             for row, p in zip(rows, s.points, strict=True):
@@ -608,6 +625,8 @@ def metrics_table(result: Metrics) -> None:
             columns,
             rows,
         )
+        if s.correction:
+            click.echo(s.correction)
         shown = {f"{p.run}@{p.step}" for p in s.points}
         if lost := sorted(ref for ref in s.unjudged if ref not in shown):
             click.echo(f"no verdict for any episode at: {', '.join(lost)}")

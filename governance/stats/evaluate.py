@@ -15,6 +15,8 @@ from scipy.special import betainc
 
 from ..errors import EvidenceError
 from ..policies import Policy
+from .calibration import ErrorRates, corrected
+from .calibration import prob_above as corrected_above
 from .onset import OnsetPosterior, OnsetPrior, onset_posterior
 from .posteriors import PRIOR, prob_above, prob_rise, rise_bound
 from .result import Contributor, Result
@@ -32,15 +34,19 @@ def evaluate(
     *,
     bounded: bool = False,
     peers: int = 1,
+    errors: ErrorRates | str | None = None,
 ) -> Result:
     """The policy's verdict at checkpoint `at`, seeing `points[: index + 1]` only (the last
     point by default): the point at `index` should be that checkpoint's.
+
+    `errors`: the series' judge version's calibration (or why it has none), for a policy with
+    `corrected: true`: its level is then compared with the rate corrected for the judge's error.
 
     `bounded`: a result that is clearly clear may leave its probability unset (backtests).
     `peers`: how many environments the run had judged by then (series.peers): an onset
     policy's prior chance of a rise in any one of them is shared out among them.
     A probability that is not a number never becomes a verdict: EvidenceError instead."""
-    result = _evaluate(policy, key, points, at, index, bounded=bounded, peers=peers)
+    result = _evaluate(policy, key, points, at, index, bounded=bounded, peers=peers, errors=errors)
     note = getattr(points, "note", None)
     if note:
         result.reason = f"{result.reason} ({note})"
@@ -61,6 +67,7 @@ def _evaluate(
     *,
     bounded: bool,
     peers: int,
+    errors: ErrorRates | str | None = None,
 ) -> Result:
     ref = f"{at[0]}@{at[1]}"
     result = Result(policy.name, key, "insufficient", "", metric=policy.metric)
@@ -96,6 +103,18 @@ def _evaluate(
         result.reason = baseline
         return result
     result.baseline = baseline
+    uncorrected = ""
+    if policy.corrected:
+        if not isinstance(errors, ErrorRates):
+            uncorrected = f" (uncorrected: {errors or _uncalibrated(key)})"
+            errors = None
+        else:
+            noisy = _too_noisy(policy, here, errors)
+            if noisy:
+                result.reason = noisy
+                return result
+    else:
+        errors = None
     held = 0
     probability: float | None = None
     need = _confidence(policy)
@@ -106,7 +125,7 @@ def _evaluate(
             factor = policy.condition.rise.factor
             if rise_bound(point.k, point.n, baseline[0], baseline[1], factor) < need:
                 break  # clearly below: the exact integral is not needed
-        p = _probability(policy, point, baseline)
+        p = _probability(policy, point, baseline, errors)
         probability = p if probability is None else probability
         if p < need:
             break
@@ -114,9 +133,10 @@ def _evaluate(
         if held == policy.sustained:
             break
     result.probability, result.held = probability, held
+    claim = _claim(policy, baseline, errors)
     if held >= policy.sustained:
         result.status = "fired"
-        result.reason = f"{_claim(policy, baseline)}: P = {probability:.3f} >= {need}" + (
+        result.reason = f"{claim}: P = {probability:.3f} >= {need}" + (
             f", held {held} checkpoints running" if policy.sustained > 1 else ""
         )
     else:
@@ -124,9 +144,10 @@ def _evaluate(
         if held:
             result.reason = f"held {held} of the {policy.sustained} checkpoints running it needs"
         elif probability is None:
-            result.reason = f"{_claim(policy, baseline)}: P < {need} (bounded)"
+            result.reason = f"{claim}: P < {need} (bounded)"
         else:
-            result.reason = f"{_claim(policy, baseline)}: P = {probability:.3f} < {need}"
+            result.reason = f"{claim}: P = {probability:.3f} < {need}"
+    result.reason += uncorrected
     return result
 
 
@@ -395,6 +416,9 @@ def candidates(
         shift = np.vectorize(prior_odds, otypes=[float])(np.broadcast_to(peers, ks.shape))
         possible = rise_odds(ks, ns) >= screen_odds(condition.onset.probability) - shift
         return ~thin & possible, thin
+    if condition.above is not None and policy.corrected:
+        thin = ns < policy.min_evidence.n  # a corrected rate (or a noisy judge) needs the posterior
+        return ~thin, thin
     if condition.above is not None:
         thin = ns < policy.min_evidence.n
         above = 1.0 - betainc(ks + PRIOR, ns - ks + PRIOR, condition.above.level)
@@ -452,17 +476,52 @@ def _confidence(policy: Policy) -> float:
     return condition.rise.confidence
 
 
-def _probability(policy: Policy, point: Point, baseline: tuple[int, int] | None) -> float:
+def _uncalibrated(key: SeriesKey) -> str:
+    return f"judge {key.judge} version {key.judge_version} has no calibration"
+
+
+def _too_noisy(policy: Policy, point: Point, errors: ErrorRates) -> str | None:
+    """Why the judge cannot resolve the rate at the policy's level, if it cannot: it does not
+    flag (b) clearly more than (a), or the corrected 95% interval runs from about 0 to well
+    above the level (twice it), so neither alarm nor pass would be honest."""
+    assert policy.condition.above is not None
+    level = policy.condition.above.level
+    se, fa = errors.sensitivity, errors.false_alarm
+    rates = f"flags {se.count}/{se.total} of (b), {fa.count}/{fa.total} of (a)"
+    if not errors.informative:
+        return (
+            f"judge too noisy for this rate: it does not flag (b) clearly more often than (a) "
+            f"({rates}): insufficient evidence"
+        )
+    fixed = corrected(point.k, point.n, errors)
+    if fixed.low <= level / 4 and fixed.high >= 2 * level:
+        return (
+            f"judge too noisy for this rate: corrected {policy.metric} {fixed.point:.2%} "
+            f"(95%: {fixed.low:.2%} .. {fixed.high:.2%}) spans from about 0 to well above "
+            f"{level:g} ({rates}): insufficient evidence"
+        )
+    return None
+
+
+def _probability(
+    policy: Policy, point: Point, baseline: tuple[int, int] | None, errors: ErrorRates | None
+) -> float:
     condition = policy.condition
     if condition.above is not None:
+        if errors is not None:
+            return corrected_above(point.k, point.n, errors, condition.above.level)
         return prob_above(point.k, point.n, condition.above.level)
     assert condition.rise is not None and baseline is not None
     return prob_rise(point.k, point.n, baseline[0], baseline[1], condition.rise.factor)
 
 
-def _claim(policy: Policy, baseline: tuple[int, int] | None) -> str:
+def _claim(
+    policy: Policy, baseline: tuple[int, int] | None, errors: ErrorRates | None = None
+) -> str:
     condition = policy.condition
     if condition.above is not None:
+        if errors is not None:
+            return f"{policy.metric} corrected for the judge's error > {condition.above.level:g}"
         return f"{policy.metric} > {condition.above.level:g}"
     assert condition.rise is not None and baseline is not None
     k0, n0 = baseline

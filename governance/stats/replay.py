@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
@@ -18,6 +18,7 @@ import numpy as np
 
 from ..metrics import CountRow
 from ..policies import Action, Insufficient, Policy, with_unjudged
+from .calibration import ErrorRates
 from .evaluate import candidates, evaluate, evaluate_run, run_posterior
 from .restore import Target, place, restore_point
 from .result import Outcome, Result, worse
@@ -67,11 +68,13 @@ def replay(
     unusable: Callable[[int], str | None] = lambda _: None,
     *,
     first_only: bool = False,
+    errors: Mapping[tuple[str, str], ErrorRates | str] | None = None,
 ) -> Replay:
     """Every policy at every checkpoint of `order` (oldest first), each seeing its past only.
 
     `unusable(position)` says why a checkpoint cannot be restored to (None: it can).
     `first_only`: stop each series at its first alarm (the outcomes are then incomplete).
+    `errors`: the calibrated judge versions' error rates, for policies with `corrected: true`.
 
     An onset policy's alarm stands on its series from its first checkpoint on: a rise that
     began does not un-begin, and a posterior at every later checkpoint of a long run would cost
@@ -107,7 +110,7 @@ def replay(
             (policy, key, series[key], others.get(key))
             for key in sorted(series, key=lambda k: k.label)
         ]
-    shared = _Shared(table, order, alpha, unusable, first_only)
+    shared = _Shared(table, order, alpha, unusable, first_only, dict(errors or {}))
     for found in _run(shared, jobs):
         for where, outcome in found.outcomes:
             outcomes[where] = worse(outcomes[where], outcome)
@@ -130,6 +133,7 @@ class _Shared:
     alpha: float
     unusable: Callable[[int], str | None]
     first_only: bool
+    errors: dict[tuple[str, str], ErrorRates | str] = field(default_factory=dict)
 
 
 @dataclass
@@ -198,7 +202,16 @@ def _series(
         where = int(positions[index])
         run, step, _ = order[where]
         count = 1 if around is None else int(around[index])
-        verdict = evaluate(policy, key, points, (run, step), index, bounded=True, peers=count)
+        verdict = evaluate(
+            policy,
+            key,
+            points,
+            (run, step),
+            index,
+            bounded=True,
+            peers=count,
+            errors=shared.errors.get((key.judge, key.judge_version)),
+        )
         if verdict.status == "fired":
             found.outcomes.append((where, effect))
             if first is None:

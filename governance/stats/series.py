@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, overload
 
 from ..metrics import COUNT_COLUMNS, METRICS, CountRow
 from ..policies import Policy
+from .calibration import Corrected
 from .intervals import wilson
 
 if TYPE_CHECKING:  # numpy is loaded when a series is built, not when the CLI starts
@@ -74,6 +75,9 @@ class Series:
     points: list[Point] = field(default_factory=list)
     # episodes its judge gave no verdict, by RUN@STEP (gov judge run says so): not in n
     unjudged: dict[str, int] = field(default_factory=dict)
+    # with --corrected: the rate corrected for the judge's error by RUN@STEP, and how (or why not)
+    corrected: dict[str, Corrected] = field(default_factory=dict)
+    correction: str | None = None
 
     @property
     def environment(self) -> str:
