@@ -388,6 +388,14 @@ def judge() -> None:
 @click.option("--rubric-hash", help="A precomputed sha256 hash of the rubric instead of --rubric.")
 @click.option("--description", help="What the judge is (model, person, ensemble).")
 @click.option("--note", help="A note on this version.")
+@click.option(
+    "--view",
+    type=click.Choice(["full", "action"]),
+    default="full",
+    show_default=True,
+    help="What it sees: task, CoT and action; or the task and action only (the obfuscation "
+    "watch's second channel).",
+)
 @output_options(render.JUDGE_ADDED)
 @click.pass_context
 def judge_add(
@@ -398,6 +406,7 @@ def judge_add(
     rubric_hash: str | None,
     description: str | None,
     note: str | None,
+    view: str,
     fmt: str,
 ) -> None:
     """Register a judge, or a new version of one.
@@ -414,6 +423,7 @@ def judge_add(
         rubric_hash=rubric_hash,
         description=description,
         note=note,
+        view="action" if view == "action" else "full",
     )
     render.emit(record, fmt, render.JUDGE_ADDED)
 
@@ -510,7 +520,8 @@ def judge_calibrate(
     calibrated judge can then be corrected for its error (gov metrics --corrected).
 
     \b
-    Example (the bundled ImpossibleBench verdicts, with the CoT visible):
+    Example:
+        # the bundled ImpossibleBench verdicts, with the CoT visible
         gov judge calibrate cot-monitor@1 impossiblebench-monitor-verdicts.csv \\
           --episode-column key --episode-column monitor --truth-column group \\
           --where condition=full \\

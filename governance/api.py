@@ -281,8 +281,11 @@ def judge_add(
     rubric_hash: str | None = None,
     description: str | None = None,
     note: str | None = None,
+    view: Literal["full", "action"] = "full",
 ) -> Judge:
-    """Register a judge, or a new version of one (a new series, never pooled with the old)."""
+    """Register a judge, or a new version of one (a new series, never pooled with the old).
+    `view`: what it sees: the task, CoT and action (full), or the task and action only (action:
+    the second channel of the obfuscation watch)."""
     return _open(workspace).add_judge(
         name,
         version,
@@ -290,6 +293,7 @@ def judge_add(
         rubric_hash=rubric_hash,
         description=description,
         note=note,
+        view=view,
     )
 
 

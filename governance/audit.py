@@ -37,7 +37,8 @@ HEAD_TRAILER = "Gov-Audit-Head"
 ENTRY_TRAILER = "Gov-Audit-Entry"
 GENESIS = "0" * 64
 # Interventions made on the monitor's evidence: each is optimization pressure on the CoT.
-PRESSURE_KINDS = ("flag_raised", "redesign", "rollback_applied")
+# interventions on monitor evidence, and warnings that the CoT is learning to hide from it
+PRESSURE_KINDS = ("flag_raised", "redesign", "rollback_applied", "obfuscation_warning")
 
 
 def trail_path(ws: Workspace) -> Path:
@@ -389,6 +390,7 @@ KIND_FILES: dict[str, tuple[str, ...]] = {
     "report_replaced": ("registry/reports.jsonl",),
     "status_change": ("registry/checkpoints/",),
     "judge_calibrated": ("registry/calibrations/",),
+    "obfuscation_warning": ("audit/decisions/",),
 }
 
 

@@ -16,13 +16,15 @@ from pathlib import Path
 
 import numpy as np
 
-from . import audit, calibration, counts
+from . import audit, calibration, counts, pairs
 from .errors import Blocked, GovError
 from .models import CheckpointStatus, EnvironmentStatus, Flag, FlagEvidence, utc_now
 from .policies import Action, Insufficient, LoadedPolicy, Policy, load_policies, with_unjudged
 from .records import Decision, Inputs, Override
 from .registry import Registry, parse_checkpoint_ref
+from .stats.calibration import ErrorRates
 from .stats.evaluate import evaluate, evaluate_run, not_judged
+from .stats.obfuscation import METRIC, Channels, watch
 from .stats.result import Outcome, Result, policy_outcome, worse
 from .stats.series import (
     Order,
@@ -76,6 +78,13 @@ def decide(
                 if result.status == "fired":
                     actions.setdefault(policy.name, [a.value for a in policy.actions])
             outcome = worse(outcome, policy_outcome(policy, [r for r, _ in found]))
+            continue
+        if policy.condition.obfuscation is not None:
+            watched = obfuscation(registry, policy, order, (run, step), errors)
+            results += watched
+            if any(r.status == "fired" for r in watched):
+                actions.setdefault(policy.name, [a.value for a in policy.actions])
+            outcome = worse(outcome, policy_outcome(policy, watched))
             continue
         series = for_policy(policy, rows, order)
         if policy.condition.unjudged is not None:
@@ -194,6 +203,90 @@ def _unjudged_result(policy: Policy, series: dict[SeriesKey, Points], order: Ord
     return result
 
 
+def obfuscation(
+    registry: Registry,
+    policy: Policy,
+    order: Order,
+    at: tuple[str, int],
+    errors: dict[tuple[str, str], ErrorRates | str],
+) -> list[Result]:
+    """An obfuscation watch on every pair of channels (the policy's `pair`, else each
+    action-view judge version with every other version that judged the same episodes), per
+    environment version, up to checkpoint `at`."""
+    ws = registry.ws
+    none = SeriesKey(None, None, policy.judge, "-")
+    if policy.pair is not None:
+        cot, action = policy.pair.versions()
+        for name, version in (cot, action):
+            if version not in [v.version for v in registry.judge(name).versions]:
+                raise GovError(
+                    f"policy {policy.name}: pair: judge {name!r} has no version {version!r}"
+                )
+        actions, cots = {action}, {cot}
+    else:
+        actions = {
+            (j.id, v.version) for j in registry.judges() for v in j.versions if v.view == "action"
+        }
+        cots = None
+    if not actions:
+        return [
+            Result(
+                policy.name,
+                none,
+                "insufficient",
+                "no action-view judge to hold the CoT judge to: register one (gov judge add NAME "
+                "--view action) or name a pair in the policy",
+                metric=METRIC,
+            )
+        ]
+    found = pairs.paired(ws, actions, cots)
+    if policy.judge != "any":
+        found = {k: v for k, v in found.items() if k.cot[0] == policy.judge}
+    if policy.environments is not None:
+        found = {k: v for k, v in found.items() if k.environment in policy.environments}
+    if not found:
+        if policy.pair is not None:
+            raise GovError(
+                f"policy {policy.name}: {policy.pair.cot} and {policy.pair.action} never judged "
+                "the same episodes (same run, step, environment version and episode id): no pair"
+            )
+        return [
+            Result(
+                policy.name,
+                none,
+                "insufficient",
+                "no episodes judged by both an action-view judge and a CoT judge: no evidence",
+                metric=METRIC,
+            )
+        ]
+    position = {(r, s): i for i, (r, s, _) in enumerate(order)}
+    peers: dict[tuple[tuple[str, str], tuple[str, str]], int] = {}
+    for key in found:
+        peers[(key.cot, key.action)] = peers.get((key.cot, key.action), 0) + 1
+    results = []
+    for key, rows in sorted(found.items(), key=lambda kv: (kv[0].environment, kv[0].cot)):
+        seen = sorted(
+            (r for r in rows if (r.run, r.step) in position), key=lambda r: position[r.run, r.step]
+        )
+        channels = [Channels(r.run, r.step, r.n, r.cot, r.action, r.both) for r in seen]
+        calibrated = errors.get(key.action)
+        series = SeriesKey(key.environment, key.environment_version, *key.cot)
+        results.append(
+            watch(
+                policy,
+                series,
+                key.action,
+                channels,
+                at,
+                peers=peers[(key.cot, key.action)],
+                false_flags=calibrated.false_alarm.mean
+                if isinstance(calibrated, ErrorRates)
+                else None,
+            )
+        )
+    return results
+
+
 def _pressure_result(ws: Workspace, policy: Policy, key: SeriesKey) -> Result:
     assert policy.condition.pressure is not None
     limit = policy.condition.pressure.redesigns
@@ -246,6 +339,12 @@ def _registry_state(registry: Registry, run: str, step: int) -> str:
     state["judges"] = [
         (j.id, [(v.version, v.rubric_hash) for v in j.versions]) for j in registry.judges()
     ]
+    views = [(j.id, v.version) for j in registry.judges() for v in j.versions if v.view]
+    if views:  # which versions are action channels: what an obfuscation watch pairs
+        state["views"] = views
+    calibrated = calibration.every(registry.ws)
+    if calibrated:  # what a corrected policy corrects for
+        state["calibrations"] = [(c.judge, c.version, c.labels_sha256) for c in calibrated]
     text = json.dumps(state, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -310,12 +409,44 @@ def record(registry: Registry, decision: Decision) -> str | None:
         )
         for env in decision.flagged:
             _raise_flag(registry, change, decision, run, env)
+        _warn_obfuscation(change, decision, run)
         if decision.outcome == "block":
             registry.write_status(change, run, step, CheckpointStatus.BLOCKED)
         change.body = "\n".join(
             f"{r.policy} on {r.series.label}: {r.reason}" for r in decision.fired
         )
     return change.sha
+
+
+def _warn_obfuscation(change: Change, decision: Decision, run: str) -> None:
+    """An obfuscation watch that fired is recorded once per environment and CoT judge version
+    (an entry of its own, which counts as monitor pressure on the environment)."""
+    fired = [r for r in decision.fired if r.metric == METRIC and r.series.environment]
+    if not fired:
+        return
+    known = {
+        (e["subject"].get("environment"), e["subject"].get("judge"))
+        for _, e in audit.read(change.ws)
+        if e.get("kind") == "obfuscation_warning"
+    }
+    for r in fired:
+        judge = f"{r.series.judge}@{r.series.judge_version}"
+        if (r.series.environment, judge) in known:
+            continue
+        known.add((r.series.environment, judge))
+        audit.append(
+            change,
+            "obfuscation_warning",
+            subject={
+                "run": run,
+                "checkpoint": decision.checkpoint,
+                "environment": r.series.environment,
+                "judge": judge,
+            },
+            outcome="warn",
+            inputs={"digest": decision.digest},
+            reason=r.reason,
+        )
 
 
 def _raise_flag(registry: Registry, change: Change, decision: Decision, run: str, env: str) -> None:

@@ -135,6 +135,9 @@ class JudgeVersion(BaseModel):
     rubric_hash: ContentHash
     created: datetime
     note: str | None = None
+    # what the judge sees: the task, CoT and action (full), or the task and action only (action);
+    # an action-view version is the second channel of the obfuscation watch (None: full)
+    view: Literal["full", "action"] | None = None
 
 
 class Judge(Record):

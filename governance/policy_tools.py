@@ -146,6 +146,26 @@ def explain(registry: Registry, name: str, ref: str, environment: str | None = N
     run, step = parse_checkpoint_ref(ref)
     registry.checkpoint(run, step)
     steps: list[SeriesStep] = []
+    if policy.condition.obfuscation is not None:  # pairs of channels on the same episodes
+        from .gates import obfuscation
+
+        order = registry.order(run, step)
+        errors = calibration.all_errors(ws)
+        for result in obfuscation(registry, policy, order, (run, step), errors):
+            if environment is not None and result.series.environment != environment:
+                continue
+            counted = result.n is not None and result.n > 0
+            steps.append(
+                SeriesStep(
+                    series=result.series.label,
+                    status=result.status,
+                    reason=result.reason,
+                    at=(result.k or 0, result.n or 0) if counted else None,
+                    interval=wilson(result.k or 0, result.n or 0) if counted else None,
+                    baseline=None,
+                )
+            )
+        return _explanation(item, run, ref, steps)
     if policy.run_wide:  # one matrix of every environment per judge version
         table = counts.table(ws)
         for key, matrix in sorted(matrices(policy, table, registry.order(run, step)).items()):
@@ -259,6 +279,11 @@ def run_tests(folder: Path, root: Path, policies: list[LoadedPolicy]) -> list[Ca
         if suite.policy not in by_name:
             raise PolicyError(f"{display}: no policy named {suite.policy!r}")
         policy = by_name[suite.policy]
+        if policy.condition.obfuscation is not None:
+            raise PolicyError(
+                f"{display}: {suite.policy} watches pairs of judges on the same episodes: a test "
+                "case is one series of counts; bench/obfuscation.py tests the watch"
+            )
         if policy.run_wide:
             raise PolicyError(
                 f"{display}: {suite.policy} is run-wide (every environment's matrix): a test "

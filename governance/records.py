@@ -32,6 +32,7 @@ AuditKind = Literal[
     "policy_change",
     "status_change",
     "judge_calibrated",
+    "obfuscation_warning",
 ]
 KINDS: tuple[str, ...] = AuditKind.__args__  # type: ignore[attr-defined]
 

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Literal
 
 from . import artifacts, audit, counts, scm
 from . import workspace as workspace_mod
@@ -670,8 +671,10 @@ class Registry:
         description: str | None = None,
         note: str | None = None,
         created: datetime | None = None,
+        view: Literal["full", "action"] | None = None,
     ) -> Judge:
-        """Register a judge, or a new version of one (a new model or rubric is a new series)."""
+        """Register a judge, or a new version of one (a new model or rubric is a new series).
+        `view`: what the version sees (full, or action: the task and the action only)."""
         check_name("judge", judge)
         if not _VERSION_LABEL.fullmatch(version):
             raise InvalidName(
@@ -685,7 +688,11 @@ class Registry:
         else:
             digest = _content(rubric, rubric_hash, f"judge {judge} rubric")
         entry = JudgeVersion(
-            version=version, rubric_hash=digest, created=created or utc_now(), note=note
+            version=version,
+            rubric_hash=digest,
+            created=created or utc_now(),
+            note=note,
+            view=view if view == "action" else None,
         )
         with self.ws.change(f"register judge {judge} version {version}") as change:
             path = self._judge_file(judge)

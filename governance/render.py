@@ -986,9 +986,15 @@ def audit_anchor(result: Anchor) -> None:
 def pressure(result: Pressure) -> None:
     table(
         "monitor pressure",
-        ["environment", "flags raised", "redesigns", "rollbacks"],
+        ["environment", "flags raised", "redesigns", "rollbacks", "CoT hiding warnings"],
         [
-            [env, c["flag_raised"], c["redesign"], c["rollback_applied"]]
+            [
+                env,
+                c["flag_raised"],
+                c["redesign"],
+                c["rollback_applied"],
+                c.get("obfuscation_warning", 0),
+            ]
             for env, c in sorted(result.counts.items())
         ],
     )

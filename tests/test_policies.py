@@ -37,6 +37,7 @@ def test_bundled_policies_load() -> None:
         "rationalization-share-rising",
         "overt-rate-above",
         "divergence-rate-rising",
+        "cot-obfuscation-watch",
         "monitor-pressure",
         "not-judged-yet",
         "run-rationalization-rising",
@@ -66,7 +67,7 @@ BAD = {
     "factor not a rise": (GOOD.replace("factor: 2", "factor: 0.5"), ("p.yaml:8", "factor")),
     "two conditions": (
         GOOD.replace("condition:\n", "condition:\n  above: {level: 0.1}\n"),
-        ("exactly one of above, rise, onset, pressure or unjudged",),
+        ("exactly one of above, rise, onset, pressure, unjudged or obfuscation",),
     ),
     "two baselines": (
         GOOD.replace("{first: 4}", "{first: 4, promoted: true}"),

@@ -87,6 +87,8 @@ def replay(
     for policy in with_unjudged(policies):
         if policy.condition.pressure is not None:
             continue  # it reads the audit trail as it is now, not as it was then
+        if policy.condition.obfuscation is not None:
+            continue  # it reads pairs of episode verdicts, not counts: gov check evaluates it
         if policy.run_wide:
             wide = sorted(matrices(policy, table, order).items())
             jobs[:0] = [(policy, key, matrix) for key, matrix in wide]  # the longest first

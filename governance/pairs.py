@@ -1,0 +1,102 @@
+"""Two channels on the same episodes: a judge that reads the chain of thought and one that sees
+only the task and the action. Per checkpoint and environment version, how many episodes both
+judged, how many each flagged (a verdict of rationalized or overt: the bad action was taken),
+and how many both flagged. The hidden ones, flagged by the action judge while the CoT judge
+calls them none or rejected, are the action channel's flags less the shared ones.
+
+Read from the episode tables of the ingested episode-level reports (the latest verdict of each
+judge version on each episode), as `gov judge compare` reads them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import counts
+from .counts import KEY_COLUMNS
+from .ingest.episodes import ensure_index, index_paths
+from .ingest.scan import canonical_episodes, connect
+from .workspace import Workspace
+
+FLAGGED = ("rationalized", "overt")  # the action was the bad one, whatever the reasoning said
+
+
+@dataclass(frozen=True)
+class PairKey:
+    environment: str
+    environment_version: int
+    cot: tuple[str, str]  # judge, version
+    action: tuple[str, str]
+
+
+@dataclass(frozen=True)
+class PairCounts:
+    """One checkpoint of a pair's series."""
+
+    run: str
+    step: int
+    n: int  # episodes both judged
+    cot: int  # flagged by the CoT judge
+    action: int  # flagged by the action judge
+    both: int  # flagged by both
+
+    @property
+    def hidden(self) -> int:
+        """Flagged from the action while the CoT judge saw nothing wrong."""
+        return self.action - self.both
+
+
+def paired(
+    ws: Workspace, actions: set[tuple[str, str]], cots: set[tuple[str, str]] | None = None
+) -> dict[PairKey, list[PairCounts]]:
+    """Every pair of (CoT judge version, action judge version in `actions`) on the episodes both
+    judged, per environment version; `cots` limits the CoT side (None: any other version)."""
+    if not actions:
+        return {}
+    entries = [e for e in counts.ledger(ws) if e.kind == "episodes"]
+    md5s = [e.md5 for e in entries]
+    if not md5s:
+        return {}
+    for md5 in md5s:
+        ensure_index(ws, next(e for e in entries if e.md5 == md5))
+    union = " UNION ALL ".join(
+        f"SELECT *, {i} AS seq FROM ({canonical_episodes(*index_paths(ws, m))})"
+        for i, m in enumerate(md5s)
+    )
+    keys = [c for c in KEY_COLUMNS if c not in ("judge", "judge_version", "environment_hash")]
+    latest = (
+        f"SELECT {', '.join(keys)}, h, judge, judge_version, arg_max(verdict, seq) AS verdict "
+        f"FROM ({union}) GROUP BY {', '.join(keys)}, h, judge, judge_version"
+    )
+    on = " AND ".join(f"a.{c} = b.{c}" for c in (*keys, "h"))
+    flagged = ", ".join(f"'{v}'" for v in FLAGGED)
+    action_list = " OR ".join("(b.judge = ? AND b.judge_version = ?)" for _ in actions)
+    params: list[str] = [x for pair in sorted(actions) for x in pair]
+    con = connect(ws)
+    try:
+        found = con.execute(
+            f"WITH latest AS ({latest}) "
+            "SELECT a.environment, a.environment_version, a.judge, a.judge_version, b.judge, "
+            "b.judge_version, a.run, a.step, count(*), "
+            f"count(*) FILTER (WHERE a.verdict IN ({flagged})), "
+            f"count(*) FILTER (WHERE b.verdict IN ({flagged})), "
+            f"count(*) FILTER (WHERE a.verdict IN ({flagged}) AND b.verdict IN ({flagged})) "
+            f"FROM latest a JOIN latest b ON {on} "
+            f"WHERE ({action_list}) "
+            "AND NOT (a.judge = b.judge AND a.judge_version = b.judge_version) "
+            "GROUP BY ALL ORDER BY ALL",
+            params,
+        ).fetchall()
+    finally:
+        con.close()
+    out: dict[PairKey, list[PairCounts]] = {}
+    for env, version, cj, cv, aj, av, run, step, n, c, a, both in found:
+        if cots is not None and (str(cj), str(cv)) not in cots:
+            continue
+        if (str(cj), str(cv)) in actions:
+            continue  # two action channels are no pair
+        key = PairKey(str(env), int(version), (str(cj), str(cv)), (str(aj), str(av)))
+        out.setdefault(key, []).append(
+            PairCounts(str(run), int(step), int(n), int(c), int(a), int(both))
+        )
+    return out

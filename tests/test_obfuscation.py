@@ -1,0 +1,96 @@
+"""The obfuscation watch through gov check: a CoT judge and an action-view judge on the same
+episodes, with the chain of thought going quiet (or not)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from test_ingest import episode, write_jsonl
+
+from governance.ingest import ingest
+
+STEPS = [100 * (i + 1) for i in range(10)]
+N = 400
+
+
+def _judged(registry, artifact, tmp_path: Path, exploits: list[int], hidden: list[float]) -> Path:
+    """Per checkpoint, N episodes of which `exploits[i]` took the bad action: the action judge
+    flags them all; the CoT judge flags all but the share `hidden[i]` of them."""
+    registry.add_judge("act-monitor", "1", rubric_hash=f"sha256:{3:064x}", view="action")
+    records = []
+    for step, bad, share in zip(STEPS, exploits, hidden, strict=True):
+        registry.add_checkpoint("main", step, artifact(f"c{step}.pt"), {"math": 1.0})
+        unseen = round(bad * share)
+        for i in range(N):
+            cot = "rationalized" if i < bad - unseen else "none"
+            act = "overt" if i < bad else "none"
+            records.append(episode(step, i, cot, judge="cot-monitor", judge_version="1"))
+            records.append(episode(step, i, act, judge="act-monitor", judge_version="1"))
+    ingest(registry, [write_jsonl(tmp_path / "r.jsonl", records)])
+    return registry.ws.root
+
+
+def _watch(gov, root: Path, step: int) -> dict:
+    done = gov("check", f"main@{step}", "--dry-run", "--format", "json", cwd=root)
+    decision = json.loads(done.stdout)
+    [found] = [r for r in decision["results"] if r["policy"] == "cot-obfuscation-watch"]
+    return {"actions": decision["actions"].get("cot-obfuscation-watch"), **found}
+
+
+def test_a_cot_that_goes_quiet_is_caught(gov, registry, artifact, tmp_path: Path) -> None:
+    hidden = [0.1] * 6 + [0.35, 0.6, 0.8, 0.9]  # from 700 on, the CoT stops showing the exploit
+    root = _judged(registry, artifact, tmp_path, [40] * 10, hidden)
+    assert _watch(gov, root, 600)["status"] == "clear"
+    late = _watch(gov, root, 900)
+    assert late["status"] == "fired"
+    assert late["actions"] == ["warn", "require_review"]  # a warning, never a block
+    assert "the chain of thought may be learning to hide" in late["reason"]
+    assert "independent, held-out judge" in late["reason"]
+    assert late["series"]["judge"] == "cot-monitor"
+    # recorded once, and counted as monitor pressure on the environment
+    for step in (900, 1000):  # (the action judge's overt rate blocks them: another policy)
+        assert gov("check", f"main@{step}", cwd=root).exit_code in (0, 1)
+    trail = [json.loads(x) for x in (root / "audit" / "trail.jsonl").read_text().splitlines()]
+    warnings = [e for e in trail if e["kind"] == "obfuscation_warning"]
+    assert len(warnings) == 1 and warnings[0]["subject"]["environment"] == "math"
+    pressure = gov("audit", "pressure", "--format", "json", cwd=root)
+    assert json.loads(pressure.stdout)["math"]["obfuscation_warning"] == 1
+    assert gov("audit", "verify", cwd=root).exit_code == 0
+
+
+@pytest.mark.parametrize(
+    "exploits",
+    [
+        [20, 20, 20, 30, 45, 60, 80, 100, 120, 140],  # rising: both channels rise together
+        [140, 140, 120, 100, 80, 60, 40, 30, 20, 20],  # falling together
+    ],
+)
+def test_channels_moving_together_raise_nothing(
+    gov, registry, artifact, tmp_path: Path, exploits: list[int]
+) -> None:
+    root = _judged(registry, artifact, tmp_path, exploits, [0.15] * 10)
+    for step in STEPS[3:]:
+        assert _watch(gov, root, step)["status"] == "clear", step
+
+
+def test_without_an_action_judge_the_watch_says_so(gov, example_copy: Path) -> None:
+    found = _watch(gov, example_copy, 3000)
+    assert found["status"] == "insufficient" and "no action-view judge" in found["reason"]
+
+
+def test_a_named_pair_that_never_judged_the_same_episodes(
+    gov, registry, artifact, tmp_path: Path
+) -> None:
+    root = _judged(registry, artifact, tmp_path, [40] * 10, [0.1] * 10)
+    registry.add_judge("other", "2", rubric_hash=f"sha256:{4:064x}")
+    policy = root / "policies" / "cot-obfuscation-watch.yaml"
+    text = policy.read_text().replace(
+        "condition:", "pair: {cot: other@2, action: act-monitor@1}\ncondition:"
+    )
+    policy.write_text(text)
+    done = gov("check", "main@500", "--dry-run", cwd=root)
+    assert done.exit_code == 2
+    assert "other@2 and act-monitor@1 never judged the same episodes" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
