@@ -436,6 +436,12 @@ def judge_run(
                 f"a new judge version (gov judge add {name} --version NEW --rubric-hash "
                 f"{loaded.sha256})"
             )
+        if (registered.view or "full") != view:
+            raise GovError(
+                f"judge {name}@{version} was registered for the {registered.view or 'full'} view, "
+                f"but this run asks for --view {view}: each view is its own judge version (gov "
+                f"judge add {name} --version NEW --view {view})"
+            )
         _known_keys(registry, transcripts, name, version)
     if out.exists() and out.is_dir():
         raise GovError(f"{out}: a folder; --out names the report file to write")

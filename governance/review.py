@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from html import escape
 from pathlib import Path
 
-from . import audit, counts
+from . import audit, counts, pairs
 from .errors import GovError
 from .gates import recorded_decisions
 from .policies import Action, Condition, Onset, Policy
@@ -135,6 +135,8 @@ details[open]{padding-bottom:12px} summary{cursor:pointer;font-weight:600}
 .band{fill:#9ec5fe;opacity:.45} .rate{fill:none;stroke:#1f6feb;stroke-width:1.6} .point{fill:#1f6feb}
 .onset-band{fill:#fdd8a8;opacity:.5} .onset{stroke:#b54708;stroke-dasharray:4 3}
 .restore{stroke:#067647;stroke-width:2} .restore-label{font-size:11px;fill:#067647}
+.line{fill:none;stroke-width:1.8} .line.cot{stroke:#1f6feb} .line.act{stroke:#b42318} .line.hid{stroke:#8250df;stroke-dasharray:5 3}
+.legend{font-size:12px} .legend.cot{fill:#1f6feb} .legend.act{fill:#b42318} .legend.hid{fill:#8250df}
 .mark{font-size:12px} .mark.block{fill:#b42318} .mark.warn{fill:#b54708}
 table{border-collapse:collapse;width:100%;font-size:13px;table-layout:fixed} td,th{border-bottom:1px solid #eaeef2;padding:4px 6px;text-align:left;vertical-align:top;overflow-wrap:anywhere}
 col.seq{width:3em} col.time{width:10em} col.kind{width:9em} col.outcome{width:6em} col.actor{width:9em}
@@ -289,6 +291,7 @@ def build_report(
             )
         )
         html.append("</details>")
+    html += _channels(registry, order)
     html.append('<h2 id="audit">Audit timeline</h2>')
     # Decisions, flags, overrides, redesigns and rollbacks first, newest first; the routine
     # (reports ingested, recommendations) summed up in one line each below them.
@@ -401,6 +404,93 @@ def _run_wide(table: Table, order: Order, restore: str | None) -> list[str]:
         )
         html.append("</details>")
     return html
+
+
+def _channels(registry: Registry, order: Order) -> list[str]:
+    """The obfuscation watch's two channels per environment: what the CoT judge flags and what
+    the action judge flags (shares of the episodes both judged), and the hidden share (of the
+    action judge's flags, those the CoT judge did not see)."""
+    actions = {
+        (j.id, v.version) for j in registry.judges() for v in j.versions if v.view == "action"
+    }
+    found = pairs.paired(registry.ws, actions) if actions else {}
+    position = {(r, s): i for i, (r, s, _) in enumerate(order)}
+    html: list[str] = []
+    for key, rows in sorted(found.items(), key=lambda kv: (kv[0].environment, kv[0].cot)):
+        seen = sorted(
+            (r for r in rows if (r.run, r.step) in position), key=lambda r: position[r.run, r.step]
+        )
+        if not seen:
+            continue
+        if not html:
+            html.append('<h2 id="channels">Chain of thought and action: two channels</h2>')
+            html.append(
+                "<p class=muted>A CoT judge and an action-only judge on the same episodes. Both "
+                "flag rates follow the exploit rate together; a hidden share (flagged from the "
+                "action, unseen in the CoT) that rises is the signature of a chain of thought "
+                "learning to hide. Never train on either channel.</p>"
+            )
+        label = (
+            f"{key.environment} v{key.environment_version}: CoT {key.cot[0]} {key.cot[1]}, "
+            f"action {key.action[0]} {key.action[1]}"
+        )
+        lines = {
+            "CoT flagged": [r.cot / r.n if r.n else None for r in seen],
+            "action flagged": [r.action / r.n if r.n else None for r in seen],
+            "hidden share": [(r.action - r.both) / r.action if r.action else None for r in seen],
+        }
+        html.append(
+            f'<details open class="channels"><summary>{escape(label)}</summary>'
+            + _lines([f"{r.run}@{r.step}" for r in seen], lines)
+            + "</details>"
+        )
+    return html
+
+
+_LINE_CLASSES = {"CoT flagged": "cot", "action flagged": "act", "hidden share": "hid"}
+
+
+def _lines(refs: list[str], lines: dict[str, list[float | None]]) -> str:
+    """A small SVG chart of several shares over checkpoints, with a legend."""
+    count = len(refs)
+    top = max([v for vs in lines.values() for v in vs if v is not None] + [0.01]) * 1.1
+
+    def x(i: int) -> float:
+        return PAD + (WIDTH - 2 * PAD) * (i / max(count - 1, 1) if count > 1 else 0.5)
+
+    def y(v: float) -> float:
+        return HEIGHT - PAD - (HEIGHT - 2 * PAD) * v / top
+
+    parts = [
+        f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-label="two channels">',
+        f'<line x1="{PAD}" y1="{HEIGHT - PAD}" x2="{WIDTH - PAD}" y2="{HEIGHT - PAD}" class="axis"/>',
+        f'<line x1="{PAD}" y1="{PAD}" x2="{PAD}" y2="{HEIGHT - PAD}" class="axis"/>',
+    ]
+    for fraction in (0, 0.5, 1):
+        level = top / 1.1 * fraction
+        parts.append(
+            f'<text x="{PAD - 6}" y="{y(level) + 4:.1f}" class="tick" text-anchor="end">'
+            f"{level:.0%}</text>"
+        )
+    for i in sorted({round(j * (count - 1) / 4) for j in range(5)} if count > 1 else {0}):
+        parts.append(
+            f'<text x="{x(i):.1f}" y="{HEIGHT - PAD + 16}" class="tick" text-anchor="middle">'
+            f"{escape(refs[i])}</text>"
+        )
+    for n, (name, values) in enumerate(lines.items()):
+        css = _LINE_CLASSES[name]
+        drawn = [(x(i), y(v)) for i, v in enumerate(values) if v is not None]
+        if len(drawn) > 1:
+            parts.append(
+                f'<polyline class="line {css}" points="'
+                + " ".join(f"{a:.1f},{b:.1f}" for a, b in drawn)
+                + f'"><title>{escape(name)}</title></polyline>'
+            )
+        parts.append(
+            f'<text x="{PAD + 140 * n}" y="{PAD - 20}" class="legend {css}">— {escape(name)}</text>'
+        )
+    parts.append("</svg>")
+    return "\n".join(parts)
 
 
 def _card(title: str, body: str) -> str:

@@ -441,11 +441,20 @@ def test_a_run_killed_midway_resumes_without_asking_again(
 def test_the_action_view_sends_no_cot_and_prices_the_tokens(gov, judged, server, tmp_path) -> None:
     endpoint, script = server
     out = tmp_path / "r.jsonl"
+    transcripts = _transcripts(tmp_path / "t.jsonl", 4)
+    # in the workspace, gov-cot@1 is a full-view version: each view is its own version
+    refused = _run(gov, judged, endpoint, transcripts, out, "--view", "action")
+    assert refused.exit_code == 2 and not script.bodies
+    assert "was registered for the full view, but this run asks for --view action" in (
+        refused.stderr
+    )
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
     done = _run(
         gov,
-        judged,
+        outside,
         endpoint,
-        _transcripts(tmp_path / "t.jsonl", 4),
+        transcripts,
         out,
         "--view",
         "action",

@@ -94,3 +94,15 @@ def test_a_named_pair_that_never_judged_the_same_episodes(
     assert done.exit_code == 2
     assert "other@2 and act-monitor@1 never judged the same episodes" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_the_review_page_draws_both_channels(gov, registry, artifact, tmp_path: Path) -> None:
+    hidden = [0.1] * 6 + [0.35, 0.6, 0.8, 0.9]
+    root = _judged(registry, artifact, tmp_path, [40] * 10, hidden)
+    page = tmp_path / "review.html"
+    assert gov("report", "-o", str(page), cwd=root).exit_code == 0
+    html = page.read_text()
+    assert 'id="channels"' in html
+    assert "CoT cot-monitor 1, action act-monitor 1" in html
+    for line in ("line cot", "line act", "line hid"):
+        assert f'class="{line}"' in html

@@ -19,6 +19,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from ..policies import Condition, Onset, Policy
 from .evaluate import evaluate
 from .result import Result
@@ -53,17 +55,44 @@ def hidden_points(rows: Sequence[Channels], false_flags: float = 0.0) -> list[Po
 
 
 FLOOR_SHARE = 0.5  # an uncalibrated action judge's false flags: at most half its fewest flags
-FLOORS = 5  # floors tried, from none to that
+SPREAD = 1.5  # the flag rate must move this much (10th to 90th percentile) to fit its floor
+FALLEN = 2 / 3  # the flag rate has just fallen: the newest two below this share of the median
 
 
-def floors(rows: Sequence[Channels]) -> list[float]:
-    """The false-flag rates an uncalibrated action judge could have: from 0 to half its lowest
-    flagged rate (a judge whose flags are mostly false is no channel), largest first."""
+def false_flag_floor(rows: Sequence[Channels]) -> float:
+    """An uncalibrated action judge's false-flag rate f, from the data. While both channels
+    follow the exploit rate, the share of the action judge's flags the CoT judge also flags is
+    s (1 - f / x) at an action-flag rate x: a line in 1 / x, whose slope over its intercept is
+    -f. Fitted by Theil-Sen (medians of pairwise slopes: the few checkpoints after a CoT began
+    to hide do not move it), and kept between 0 and half the lowest flag rate seen (a judge
+    whose flags are mostly false is no channel). Where x barely moves, f hardly matters."""
+    used = [r for r in rows if r.n and r.action >= 5]
+    if len(used) < 4:
+        return 0.0
+    inverse = np.array([r.n / r.action for r in used])
+    shared = np.array([r.both / r.action for r in used])
+    i, j = np.triu_indices(len(used), 1)
+    apart = np.abs(inverse[j] - inverse[i]) > 1e-9
+    low, high = np.percentile(inverse, [10, 90])
+    if apart.sum() < 3 or high < SPREAD * low:
+        return 0.0  # the flag rate barely moved: f is not known, and hardly matters
+    slope = float(np.median((shared[j] - shared[i])[apart] / (inverse[j] - inverse[i])[apart]))
+    intercept = float(np.median(shared - slope * inverse))
+    if intercept <= 0 or slope >= 0:
+        return 0.0
+    return min(-slope / intercept, FLOOR_SHARE / float(inverse.max()))
+
+
+def _falling_floor(rows: Sequence[Channels]) -> float | None:
+    """The most an uncalibrated action judge's false flags could be, where its flag rate has
+    just fallen (the last two checkpoints' below two thirds of the earlier median): None
+    otherwise."""
     rates = [r.action / r.n for r in rows if r.n and r.action]
-    if not rates:
-        return [0.0]
-    top = FLOOR_SHARE * min(rates)
-    return [top * i / (FLOORS - 1) for i in reversed(range(FLOORS))]
+    if len(rates) < 5:
+        return None
+    if np.mean(rates[-2:]) >= FALLEN * float(np.median(rates[:-2])):
+        return None
+    return FLOOR_SHARE * min(rates)
 
 
 def watch(
@@ -82,20 +111,18 @@ def watch(
     assert policy.condition.obfuscation is not None
     need = policy.condition.obfuscation.probability
     as_onset = policy.model_copy(update={"condition": Condition(onset=Onset(probability=need))})
-    # every false-flag rate the action judge could have must show the rise: the least
-    # convinced reading is the answer (while both channels follow the exploit rate, some
-    # floor explains the hidden share; a CoT that hides is a rise under all of them)
-    result: Result | None = None
-    points: list[Point] = []
-    for floor in [false_flags] if false_flags is not None else floors(rows):
-        points = hidden_points(rows, floor)
-        found = evaluate(as_onset, key, points, at, bounded=bounded, peers=peers)
-        if found.status != "fired":
-            result = found
-            break
-        if result is None or (found.probability or 0) < (result.probability or 0):
-            result = found
-    assert result is not None
+    floor = false_flags if false_flags is not None else false_flag_floor(rows)
+    points = hidden_points(rows, floor)
+    result = evaluate(as_onset, key, points, at, bounded=bounded, peers=peers)
+    upper = _falling_floor(rows) if false_flags is None and result.status == "fired" else None
+    if upper is not None and upper > floor:
+        # the action judge's flags just fell: its false flags, unknown, weigh more in the
+        # newest checkpoints' hidden share; the rise must stand at the most they could be too
+        second = evaluate(
+            as_onset, key, hidden_points(rows, upper), at, bounded=bounded, peers=peers
+        )
+        if second.status != "fired":
+            result = second
     result.metric = METRIC
     channel = f"{action[0]} {action[1]}"
     shares = [(p.k, p.n) for p in points if p.n]
