@@ -11,11 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from . import counts
-from .counts import KEY_COLUMNS
 from .errors import GovError
-from .ingest.episodes import ensure_index, index_paths
-from .ingest.scan import canonical_episodes, connect
+from .ingest.scan import connect
 from .judgments import VERDICTS
+from .pairs import EPISODE_KEYS, episode_union
 from .registry import Registry
 from .stats.agreement import Estimate, kappa, rate_ratio
 
@@ -67,24 +66,19 @@ def _pairs(
     """(environment, first verdict, second verdict, count) over the episodes both judged: the
     latest verdict of each version on each episode."""
     ws = registry.ws
-    entries = [e for e in counts.ledger(ws) if e.kind == "episodes"]
     md5s = [
         e.md5
-        for e in entries
-        if any(
+        for e in counts.ledger(ws)
+        if e.kind == "episodes"
+        and any(
             r.judge == judge and r.judge_version in (first, second)
             for r in counts.report_rows(ws, e.md5)
         )
     ]
-    if not md5s:
+    union = episode_union(ws, md5s) if md5s else None
+    if union is None:
         return []
-    for md5 in md5s:
-        ensure_index(ws, next(e for e in entries if e.md5 == md5))
-    union = " UNION ALL ".join(
-        f"SELECT *, {i} AS seq FROM ({canonical_episodes(*index_paths(ws, m))})"
-        for i, m in enumerate(md5s)
-    )
-    keys = [c for c in KEY_COLUMNS if c not in ("judge", "judge_version", "environment_hash")]
+    keys = EPISODE_KEYS
     latest = (
         f"SELECT {', '.join(keys)}, h, judge_version, arg_max(verdict, seq) AS verdict "
         f"FROM ({union}) WHERE judge = ? GROUP BY {', '.join(keys)}, h, judge_version"

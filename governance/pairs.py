@@ -46,6 +46,25 @@ class PairCounts:
         return self.action - self.both
 
 
+EPISODE_KEYS = [c for c in KEY_COLUMNS if c not in ("judge", "judge_version", "environment_hash")]
+
+
+def episode_union(ws: Workspace, md5s: list[str] | None = None) -> str | None:
+    """SQL over the episode tables of the ingested episode-level reports (those of `md5s`, else
+    all), each row with `seq`, its report's place in the ledger (a later verdict wins); None
+    without any."""
+    entries = [e for e in counts.ledger(ws) if e.kind == "episodes"]
+    chosen = [e for e in entries if md5s is None or e.md5 in md5s]
+    if not chosen:
+        return None
+    for entry in chosen:
+        ensure_index(ws, entry)
+    return " UNION ALL ".join(
+        f"SELECT *, {i} AS seq FROM ({canonical_episodes(*index_paths(ws, e.md5))})"
+        for i, e in enumerate(chosen)
+    )
+
+
 def paired(
     ws: Workspace, actions: set[tuple[str, str]], cots: set[tuple[str, str]] | None = None
 ) -> dict[PairKey, list[PairCounts]]:
@@ -53,17 +72,10 @@ def paired(
     judged, per environment version; `cots` limits the CoT side (None: any other version)."""
     if not actions:
         return {}
-    entries = [e for e in counts.ledger(ws) if e.kind == "episodes"]
-    md5s = [e.md5 for e in entries]
-    if not md5s:
+    union = episode_union(ws)
+    if union is None:
         return {}
-    for md5 in md5s:
-        ensure_index(ws, next(e for e in entries if e.md5 == md5))
-    union = " UNION ALL ".join(
-        f"SELECT *, {i} AS seq FROM ({canonical_episodes(*index_paths(ws, m))})"
-        for i, m in enumerate(md5s)
-    )
-    keys = [c for c in KEY_COLUMNS if c not in ("judge", "judge_version", "environment_hash")]
+    keys = EPISODE_KEYS
     latest = (
         f"SELECT {', '.join(keys)}, h, judge, judge_version, arg_max(verdict, seq) AS verdict "
         f"FROM ({union}) GROUP BY {', '.join(keys)}, h, judge, judge_version"

@@ -19,6 +19,7 @@ from .registry import Registry, parse_checkpoint_ref
 from .stats.evaluate import evaluate, evaluate_run
 from .stats.intervals import wilson
 from .stats.posteriors import prob_above, prob_rise
+from .stats.result import Result
 from .stats.series import Point, SeriesKey, for_policy, matrices, peers
 
 
@@ -132,6 +133,19 @@ class Explanation:
     series: list[SeriesStep]
 
 
+def _step(result: Result) -> SeriesStep:
+    """A result read whole, with the counts it reports (a pair's or a run's)."""
+    counted = result.n is not None and result.n > 0
+    return SeriesStep(
+        series=result.series.label,
+        status=result.status,
+        reason=result.reason,
+        at=(result.k or 0, result.n or 0) if counted else None,
+        interval=wilson(result.k or 0, result.n or 0) if counted else None,
+        baseline=None,
+    )
+
+
 def explain(registry: Registry, name: str, ref: str, environment: str | None = None) -> Explanation:
     """The computation of one policy at one checkpoint."""
     ws = registry.ws
@@ -154,33 +168,12 @@ def explain(registry: Registry, name: str, ref: str, environment: str | None = N
         for result in obfuscation(registry, policy, order, (run, step), errors):
             if environment is not None and result.series.environment != environment:
                 continue
-            counted = result.n is not None and result.n > 0
-            steps.append(
-                SeriesStep(
-                    series=result.series.label,
-                    status=result.status,
-                    reason=result.reason,
-                    at=(result.k or 0, result.n or 0) if counted else None,
-                    interval=wilson(result.k or 0, result.n or 0) if counted else None,
-                    baseline=None,
-                )
-            )
+            steps.append(_step(result))
         return _explanation(item, run, ref, steps)
     if policy.run_wide:  # one matrix of every environment per judge version
         table = counts.table(ws)
         for key, matrix in sorted(matrices(policy, table, registry.order(run, step)).items()):
-            result = evaluate_run(policy, key, matrix, (run, step))
-            counted = result.n is not None and result.n > 0
-            steps.append(
-                SeriesStep(
-                    series=key.label,
-                    status=result.status,
-                    reason=result.reason,
-                    at=(result.k or 0, result.n or 0) if counted else None,
-                    interval=wilson(result.k or 0, result.n or 0) if counted else None,
-                    baseline=None,
-                )
-            )
+            steps.append(_step(evaluate_run(policy, key, matrix, (run, step))))
         return _explanation(item, run, ref, steps)
     series = for_policy(policy, counts.table(ws), registry.order(run, step))
     others = peers(series) if policy.condition.onset is not None else {}
