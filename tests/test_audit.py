@@ -88,7 +88,12 @@ def test_every_gate_leaves_an_entry(gov, ws: Path, tmp_path: Path) -> None:
         "rollback_applied",
     } <= {e["kind"] for e in by_env}
     pressure = json.loads(gov("audit", "pressure", "--format", "json", cwd=ws).stdout)
-    assert pressure["code-unit-tests"] == {"flag_raised": 1, "redesign": 1, "rollback_applied": 1}
+    assert pressure["code-unit-tests"] == {
+        "flag_raised": 1,
+        "redesign": 1,
+        "rollback_applied": 1,
+        "obfuscation_warning": 0,  # no action-view judge in the example: no CoT hiding watched
+    }
 
 
 def test_actor_applies_to_its_own_command_only(gov, ws: Path) -> None:

@@ -72,7 +72,14 @@ def test_json_of_the_commands_that_pick_their_data(gov, example_template: Path) 
     runs = json.loads(gov("run", "list", "--format", "json", cwd=example_template).stdout)
     assert [(r["id"], r["checkpoints"]) for r in runs] == [("main", 48)]
     pressure = json.loads(gov("audit", "pressure", "--format", "json", cwd=example_template).stdout)
-    assert pressure == {"code-unit-tests": {"flag_raised": 1, "redesign": 0, "rollback_applied": 0}}
+    assert pressure == {
+        "code-unit-tests": {
+            "flag_raised": 1,
+            "redesign": 0,
+            "rollback_applied": 0,
+            "obfuscation_warning": 0,
+        }
+    }
     explained = json.loads(
         gov(
             "policy",

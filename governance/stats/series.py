@@ -14,11 +14,12 @@ from typing import TYPE_CHECKING, overload
 
 from ..metrics import COUNT_COLUMNS, METRICS, CountRow
 from ..policies import Policy
-from .calibration import Corrected
 from .intervals import wilson
 
 if TYPE_CHECKING:  # numpy is loaded when a series is built, not when the CLI starts
     import numpy as np
+
+    from .calibration import Corrected
 
 
 @dataclass(frozen=True)
