@@ -24,7 +24,7 @@ from .records import Decision, Inputs, Override
 from .registry import Registry, parse_checkpoint_ref
 from .stats.calibration import ErrorRates
 from .stats.evaluate import evaluate, evaluate_run, not_judged
-from .stats.obfuscation import METRIC, Channels, watch
+from .stats.obfuscation import METRIC, watch
 from .stats.result import Outcome, Result, policy_outcome, worse
 from .stats.series import (
     Order,
@@ -265,10 +265,9 @@ def obfuscation(
         peers[(key.cot, key.action)] = peers.get((key.cot, key.action), 0) + 1
     results = []
     for key, rows in sorted(found.items(), key=lambda kv: (kv[0].environment, kv[0].cot)):
-        seen = sorted(
+        channels = sorted(
             (r for r in rows if (r.run, r.step) in position), key=lambda r: position[r.run, r.step]
         )
-        channels = [Channels(r.run, r.step, r.n, r.cot, r.action, r.both) for r in seen]
         calibrated = errors.get(key.action)
         series = SeriesKey(key.environment, key.environment_version, *key.cot)
         results.append(

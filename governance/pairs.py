@@ -1,8 +1,9 @@
 """Two channels on the same episodes: a judge that reads the chain of thought and one that sees
 only the task and the action. Per checkpoint and environment version, how many episodes both
 judged, how many each flagged (a verdict of rationalized or overt: the bad action was taken),
-and how many both flagged. The hidden ones, flagged by the action judge while the CoT judge
-calls them none or rejected, are the action channel's flags less the shared ones.
+and how many both flagged: a `stats.obfuscation.Channels` per checkpoint, what the watch reads.
+The hidden ones, flagged by the action judge while the CoT judge calls them none or rejected,
+are the action channel's flags less the shared ones.
 
 Read from the episode tables of the ingested episode-level reports (the latest verdict of each
 judge version on each episode), as `gov judge compare` reads them.
@@ -16,6 +17,7 @@ from . import counts
 from .counts import KEY_COLUMNS
 from .ingest.episodes import ensure_index, index_paths
 from .ingest.scan import canonical_episodes, connect
+from .stats.obfuscation import Channels
 from .workspace import Workspace
 
 FLAGGED = ("rationalized", "overt")  # the action was the bad one, whatever the reasoning said
@@ -27,23 +29,6 @@ class PairKey:
     environment_version: int
     cot: tuple[str, str]  # judge, version
     action: tuple[str, str]
-
-
-@dataclass(frozen=True)
-class PairCounts:
-    """One checkpoint of a pair's series."""
-
-    run: str
-    step: int
-    n: int  # episodes both judged
-    cot: int  # flagged by the CoT judge
-    action: int  # flagged by the action judge
-    both: int  # flagged by both
-
-    @property
-    def hidden(self) -> int:
-        """Flagged from the action while the CoT judge saw nothing wrong."""
-        return self.action - self.both
 
 
 EPISODE_KEYS = [c for c in KEY_COLUMNS if c not in ("judge", "judge_version", "environment_hash")]
@@ -67,7 +52,7 @@ def episode_union(ws: Workspace, md5s: list[str] | None = None) -> str | None:
 
 def paired(
     ws: Workspace, actions: set[tuple[str, str]], cots: set[tuple[str, str]] | None = None
-) -> dict[PairKey, list[PairCounts]]:
+) -> dict[PairKey, list[Channels]]:
     """Every pair of (CoT judge version, action judge version in `actions`) on the episodes both
     judged, per environment version; `cots` limits the CoT side (None: any other version)."""
     if not actions:
@@ -101,7 +86,7 @@ def paired(
         ).fetchall()
     finally:
         con.close()
-    out: dict[PairKey, list[PairCounts]] = {}
+    out: dict[PairKey, list[Channels]] = {}
     for env, version, cj, cv, aj, av, run, step, n, c, a, both in found:
         if cots is not None and (str(cj), str(cv)) not in cots:
             continue
@@ -109,6 +94,6 @@ def paired(
             continue  # two action channels are no pair
         key = PairKey(str(env), int(version), (str(cj), str(cv)), (str(aj), str(av)))
         out.setdefault(key, []).append(
-            PairCounts(str(run), int(step), int(n), int(c), int(a), int(both))
+            Channels(str(run), int(step), int(n), int(c), int(a), int(both))
         )
     return out

@@ -89,15 +89,19 @@ def false_flag_floor(rows: Sequence[Channels]) -> float:
     scale = max(1.0, float(residual.sum()) / (len(used) - 2))  # extra variation, if any
     if intercept <= 0 or slope >= -SURE * np.sqrt(scale / sxx):
         return 0.0  # no false flags shown beyond doubt
-    rates = [r.action / r.n for r in rows if r.n and r.action]
-    return min(-slope / intercept, FLOOR_SHARE * min(rates))
+    return min(-slope / intercept, FLOOR_SHARE * min(_flag_rates(rows)))
+
+
+def _flag_rates(rows: Sequence[Channels]) -> list[float]:
+    """The action judge's flag rate at each checkpoint where it flagged anything."""
+    return [r.action / r.n for r in rows if r.n and r.action]
 
 
 def _falling_floor(rows: Sequence[Channels]) -> float | None:
     """The most an uncalibrated action judge's false flags could be, where its flag rate has
     just fallen (the last two checkpoints' below two thirds of the earlier median): None
     otherwise."""
-    rates = [r.action / r.n for r in rows if r.n and r.action]
+    rates = _flag_rates(rows)
     if len(rates) < 5:
         return None
     if np.mean(rates[-2:]) >= FALLEN * float(np.median(rates[:-2])):
