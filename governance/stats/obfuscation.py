@@ -11,7 +11,8 @@ began before this checkpoint, with the policy's probability.
 The action judge's own false flags would blur that share where the exploit rate is low (they
 are hidden by definition: the CoT judge rightly sees nothing); with a calibrated action judge
 they are taken out first: of the episodes it left clean, n - A = (1 - a) n (1 - f), so about
-f (n - A) / (1 - f) of its A flags are false (f its false-alarm rate on (a)).
+f (n - A) / (1 - f) of its A flags are false (f its false-alarm rate on (a)). Without one, f is
+estimated from the data (`false_flag_floor`).
 """
 
 from __future__ import annotations
@@ -142,8 +143,8 @@ def watch(
     shares = [(p.k, p.n) for p in points if p.n]
     unflagged = (
         ""
-        if false_flags
-        else f"; {channel} has no calibration, so its own false flags count as hidden"
+        if false_flags is not None
+        else f"; {channel} has no calibration, so its own false flags were estimated from the data"
     )
     if result.status == "fired":
         before = _share(shares[: max(1, len(shares) // 2)])
