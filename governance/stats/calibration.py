@@ -148,7 +148,8 @@ def corrected(k: int, n: int, errors: ErrorRates) -> Corrected:
 
 def prob_above(k: int, n: int, errors: ErrorRates, level: float) -> float:
     """P(the true rate > level | k of n flagged), the calibration's uncertainty included."""
-    return _tail(k, n, *_errors_key(errors), level)
+    grid, mass = _posterior(k, n, *_errors_key(errors))
+    return float(mass[grid > level].sum())
 
 
 def _errors_key(errors: ErrorRates) -> tuple[int, int, int, int]:
@@ -164,11 +165,6 @@ def _densest(grid: np.ndarray, mass: np.ndarray) -> tuple[float, float]:
     order = np.argsort(-(mass / width))
     kept = order[: int(np.searchsorted(np.cumsum(mass[order]), LEVEL)) + 1]
     return float(grid[kept].min()), float(grid[kept].max())
-
-
-def _tail(k: int, n: int, s: int, st: int, f: int, ft: int, level: float) -> float:
-    grid, mass = _posterior(k, n, s, st, f, ft)
-    return float(mass[grid > level].sum())
 
 
 @lru_cache(maxsize=4096)
