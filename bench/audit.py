@@ -29,13 +29,17 @@ from governance.records import KINDS
 
 
 def write_trail(root: Path, entries: int, batches: int = 20) -> str:
-    """N chained entries, committed in `batches` commits; returns one entry id from the middle."""
+    """N chained entries (after any the trail has), committed in `batches` commits; returns one
+    entry id from the middle."""
     repo = git.Repo(root)
     path = root / "audit" / "trail.jsonl"
-    prev, middle = GENESIS, ""
+    prev, middle, first = GENESIS, "", 1
+    if path.exists() and path.stat().st_size:  # carry on the chain the workspace began
+        last = json.loads(path.read_text().splitlines()[-1])
+        prev, first = last["id"], last["seq"] + 1
     per = max(1, entries // batches)
     with path.open("a") as handle:
-        for seq in range(1, entries + 1):
+        for seq in range(first, first + entries):
             entry: dict[str, object] = {
                 "seq": seq,
                 "prev": prev,
@@ -53,9 +57,9 @@ def write_trail(root: Path, entries: int, batches: int = 20) -> str:
             prev = entry_id(entry)
             entry["id"] = prev
             handle.write(json.dumps(entry, sort_keys=True, separators=(",", ":")) + "\n")
-            if seq == entries // 2:
+            if seq == first + entries // 2:
                 middle = prev
-            if seq % per == 0 or seq == entries:
+            if seq % per == 0 or seq == first + entries - 1:
                 handle.flush()
                 repo.index.add(["audit/trail.jsonl"])
                 repo.index.commit(

@@ -1,0 +1,170 @@
+"""From a checkpoint landing to its decision, at a real run's scale: each step a fresh process.
+
+Builds (untimed) a workspace of C checkpoints x E environments with `bench/backtest.py`'s builder
+(one run, one judge, a few planted rises, C x E aggregated counts) and an audit trail of 50 x C
+entries (100,000 at C = 2,000), then times, each as a fresh `gov` process on this machine, the
+work done when one more checkpoint lands: `gov checkpoint add`, `gov ingest` of its report
+(E x 100 judged episodes), `gov check`, `gov rollback recommend`, `gov report`; then
+`gov status`, `gov checkpoint show`, `gov audit verify`, `gov audit show` of an entry from the middle of the trail (by id prefix) and
+`gov --help` (start-up). The same is done at a smaller C beside it (cost growing with the run)
+and `gov report` at 200 x 30. Peak memory is each child's own ru_maxrss (os.wait4).
+
+Targets (issue 17, 2 cores, 2,000 x 300): add + ingest + check under 5 s, growing no faster than
+E from C = 200 to 2,000; `gov report` under 10 s (under 2 s at 200 x 30); `gov status` and
+`gov checkpoint show` under 1 s; `gov audit show` under 0.3 s on a 100,000-entry trail; peak
+memory of every step under 2 GB.
+
+Usage: python bench/latency.py [--checkpoints C] [--small C] [--environments E] [--repeat R]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from audit import write_trail
+from backtest import build
+
+VERDICTS = ["none"] * 90 + ["rejected"] * 6 + ["rationalized"] * 3 + ["overt"]
+
+
+@dataclass
+class Timing:
+    seconds: float
+    gib: float
+    code: int
+
+
+def run(cmd: list[str], cwd: Path) -> Timing:
+    """Wall seconds and this child's own peak resident memory (GiB)."""
+    start = time.perf_counter()
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode not in (0, 1):
+            err.seek(0)
+            sys.exit(f"{' '.join(cmd[1:3])} failed ({proc.returncode}): {err.read().decode()}")
+    return Timing(seconds, usage.ru_maxrss / (1 << 20), proc.returncode)
+
+
+def landing_report(path: Path, step: int, environments: int, per: int = 100) -> None:
+    """The new checkpoint's judge report: `per` judged episodes in each environment."""
+    rng = random.Random(step)
+    with path.open("w") as out:
+        for e in range(environments):
+            for i in range(per):
+                out.write(
+                    json.dumps(
+                        {
+                            "schema_version": 1,
+                            "run": "main",
+                            "step": step,
+                            "environment": f"env-{e:03d}",
+                            "environment_version": 1,
+                            "episode": f"s{step}-e{e}-{i}",
+                            "judge": "cot-monitor",
+                            "judge_version": "1",
+                            "verdict": VERDICTS[rng.randrange(100)],
+                            "divergent": rng.random() < 0.01,
+                        }
+                    )
+                    + "\n"
+                )
+
+
+def measure(gov: str, top: Path, checkpoints: int, environments: int) -> dict[str, Timing]:
+    """Build the workspace (untimed), land one more checkpoint and time each step."""
+    root = top / f"ws-{checkpoints}x{environments}"
+    root.mkdir()
+    start = time.perf_counter()
+    build(root, checkpoints, environments)
+    early = write_trail(root, 50 * checkpoints, batches=20)
+    print(
+        f"  built {checkpoints} x {environments} with a {50 * checkpoints:,}-entry trail in "
+        f"{time.perf_counter() - start:.0f} s (not timed)",
+        flush=True,
+    )
+    step = (checkpoints + 1) * 10
+    artifact = root / "ckpt" / f"step-{checkpoints:06d}.bin"
+    artifact.write_bytes(b"placeholder weights, the checkpoint that just landed")
+    mix = root.parent / f"mix-{checkpoints}.yaml"
+    phase = min(20, environments)
+    mix.write_text(
+        "".join(f"env-{(checkpoints + j) % environments:03d}: {1 / phase}\n" for j in range(phase))
+    )
+    report = root.parent / f"report-{checkpoints}.jsonl"
+    landing_report(report, step, environments)
+    ref = f"main@{step}"
+    steps = [
+        ("checkpoint add", [gov, "checkpoint", "add", ref, str(artifact), "--exposure-file", str(mix)]),
+        ("ingest", [gov, "ingest", str(report)]),
+        ("check", [gov, "check", ref]),
+        ("rollback recommend", [gov, "rollback", "recommend"]),
+        ("report", [gov, "report", "--output", str(root.parent / f"review-{checkpoints}.html")]),
+        ("status", [gov, "status"]),
+        ("checkpoint show", [gov, "checkpoint", "show", ref]),
+        ("audit verify", [gov, "audit", "verify"]),
+        ("audit show (by id)", [gov, "audit", "show", early[:12]]),
+        ("--help (start-up)", [gov, "--help"]),
+    ]
+    return {name: run(cmd, root) for name, cmd in steps}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoints", type=int, default=2000)
+    parser.add_argument("--small", type=int, default=200, help="the smaller run beside it")
+    parser.add_argument("--environments", type=int, default=300)
+    args = parser.parse_args()
+    gov = shutil.which("gov")
+    if gov is None:
+        sys.exit("install gov first: python3 -m pip install .")
+    e = args.environments
+    with tempfile.TemporaryDirectory(prefix="gov-latency-") as tmp:
+        top = Path(tmp)
+        print(f"one more checkpoint lands; {os.cpu_count()} cores", flush=True)
+        small = measure(gov, top, args.small, e)
+        large = measure(gov, top, args.checkpoints, e)
+        tiny = measure(gov, top, 200, 30)
+    head = f"{args.small} x {e}"
+    big = f"{args.checkpoints} x {e}"
+    print()
+    print(f"  {'':26}{head:>12}{big:>12}{'growth':>8}{'peak GiB':>10}{'200 x 30':>10}  target")
+    targets = {
+        "report": "< 10 s (< 2 s at 200 x 30)",
+        "status": "< 1 s",
+        "checkpoint show": "< 1 s",
+        "audit show (by id)": "< 0.3 s",
+    }
+    for name in large:
+        a, b = small[name], large[name]
+        print(
+            f"  {name:26}{a.seconds:11.2f}s{b.seconds:11.2f}s{b.seconds / a.seconds:7.1f}x"
+            f"{max(a.gib, b.gib):10.2f}{tiny[name].seconds:9.2f}s  {targets.get(name, '')}"
+        )
+    landed = ("checkpoint add", "ingest", "check")
+    a = sum(small[n].seconds for n in landed)
+    b = sum(large[n].seconds for n in landed)
+    print(
+        f"  {'landed -> decision':26}{a:11.2f}s{b:11.2f}s{b / a:7.1f}x{'':10}"
+        f"{sum(tiny[n].seconds for n in landed):9.2f}s  < 5 s, growth ~1x (C grew "
+        f"{args.checkpoints / args.small:.0f}x)"
+    )
+    every = [t.gib for m in (small, large, tiny) for t in m.values()]
+    print(f"  peak memory of any step: {max(every):.2f} GiB (target < 2 GiB)")
+    print(f"  check exit code at {big}: {large['check'].code} (0 pass, 1 block)")
+
+
+if __name__ == "__main__":
+    main()
