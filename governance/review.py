@@ -4,7 +4,8 @@ Charts are inline SVG drawn here (no script, font or image is fetched when the p
 each environment's rationalization rate over the run's checkpoints with its 95% interval band,
 the onset posterior's estimate and credible interval, the checkpoints where a policy warned or
 blocked, and the restore point. Flagged environments come first and open; healthy ones are
-folded. The run's audit timeline links each entry to the evidence it refers to.
+folded, and beyond 30 series the steady ones (no flag, no warning, no likely rise) are one row
+each of a table, so the page stays readable at hundreds of environments. The run's audit timeline links each entry to the evidence it refers to.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from .gates import recorded_decisions
 from .policies import Action, Condition, Onset, Policy
 from .registry import Registry
 from .rollback import flagged_environments, recommend
-from .stats.evaluate import run_posterior
-from .stats.onset import onset_posterior
+from .stats.evaluate import run_posterior, screen_odds
+from .stats.onset import OnsetPosterior, onset_posterior
+from .stats.screen import rise_odds
 from .stats.series import Order, Point, Series, Table, many, matrices
 from .storage import atomic_write
 
@@ -187,10 +189,11 @@ def build_report(
                 current = marks.setdefault(env, {}).get(decision.checkpoint)
                 if current != "block":
                     marks[env][decision.checkpoint] = outcome
+    trail = list(audit.log(registry.ws)) if registry.ws.audit.is_dir() else []
     entries = (
         [
             e
-            for e in audit.log(registry.ws)
+            for e in trail
             if e.subject.get("run") in {c.run for c in lineage}
             or e.subject.get("checkpoint") in refs
             or run in e.subject.get("runs", "").split(",")
@@ -202,7 +205,7 @@ def build_report(
     latest = decisions[-1] if decisions else None
     rollbacks = [
         e
-        for e in (audit.log(registry.ws) if registry.ws.audit.is_dir() else [])
+        for e in trail
         if e.kind == "rollback_applied"
         and (
             e.subject.get("run") in {r.id for r in registry.lineage(run)}
@@ -259,21 +262,23 @@ def build_report(
     ordered = sorted(
         all_series, key=lambda s: (s.environment not in flagged, s.environment, s.judge_version)
     )
+    charted, summed = [], []
     for s in ordered:
-        ks = [p.k for p in s.points]
-        ns = [p.n for p in s.points]
-        post = onset_posterior(ks, ns) if len(s.points) >= 3 else None
+        post, onset_text = _onset_of(s, s.environment in flagged)
+        notable = (
+            s.environment in flagged
+            or bool(marks.get(s.environment))
+            or (post is not None and post.p_rise >= 0.5)
+        )
+        if notable or len(ordered) <= CHART_ALL:
+            charted.append((s, post, onset_text))
+        else:
+            summed.append((s, onset_text))
+    for s, post, onset_text in charted:
         onset = None
-        onset_text = "too few checkpoints for an onset analysis"
-        if post is not None:
+        if post is not None and post.p_rise >= 0.5:
             lo, hi = post.interval(0.9)
-            mid = post.estimate()
-            onset_text = (
-                f"P(a rise) = {post.p_rise:.3f}; onset ~ {s.points[mid].run}@{s.points[mid].step} "
-                f"(90%: {s.points[lo].run}@{s.points[lo].step} .. {s.points[hi].run}@{s.points[hi].step})"
-            )
-            if post.p_rise >= 0.5:
-                onset = (lo, mid, hi)
+            onset = (lo, post.estimate(), hi)
         is_flagged = s.environment in flagged
         env_marks = marks.get(s.environment, {})
         html.append(
@@ -291,12 +296,15 @@ def build_report(
             )
         )
         html.append("</details>")
+    html += _steady(summed)
     html += _channels(registry, order)
     html.append('<h2 id="audit">Audit timeline</h2>')
     # Decisions, flags, overrides, redesigns and rollbacks first, newest first; the routine
     # (reports ingested, recommendations) summed up in one line each below them.
     routine = {"report_ingested", "report_replaced", "rollback_recommended"}
     shown = sorted((e for e in entries if e.kind not in routine), key=lambda e: -e.seq)
+    older = shown[TIMELINE:]
+    shown = shown[:TIMELINE]
     for kind in sorted(routine):
         same = [e for e in entries if e.kind == kind]
         if same:
@@ -328,6 +336,11 @@ def build_report(
                 f"<td>{escape(e.actor)}</td><td>{evidence}</td></tr>"
             )
         html.append("</table>")
+        if older:
+            html.append(
+                f"<p class=muted id=older>{len(older)} older entries (entries {older[-1].seq} to "
+                f"{older[0].seq}) are not listed here: see <code>gov audit log</code></p>"
+            )
     elif not entries:
         html.append("<p class=muted>No audit entries for this run yet.</p>")
     html.append(
@@ -335,6 +348,62 @@ def build_report(
     )
     atomic_write(target, "\n".join(html).encode())
     return ReportResult(target, run, len({s.environment for s in all_series}), flagged, restore)
+
+
+TIMELINE = 500  # the newest decisions, flags and overrides listed on the page; the rest counted
+CHART_ALL = 30  # up to this many series each get a (folded) chart; beyond, only notable ones
+
+
+def _onset_of(s: Series, flagged: bool) -> tuple[OnsetPosterior | None, str]:
+    """The series' onset posterior and its one-line summary. The posterior (the full model,
+    a tenth of a second or so) is computed only where it matters: for a flagged environment, or
+    where the conjugate screen's Bayes factor of a rise comes within SCREEN_MARGIN of the odds of
+    0.95 (the defaults' level, where the page draws an onset band on an environment not flagged;
+    the screen's margin is the one `gov check` uses, measured there)."""
+    if len(s.points) < 3:
+        return None, "too few checkpoints for an onset analysis"
+    ks = [p.k for p in s.points]
+    ns = [p.n for p in s.points]
+    if not flagged:
+        odds = float(rise_odds(ks, ns, last=True)[0])
+        if odds < screen_odds(0.95):
+            return None, f"no rise on the screen (log Bayes factor of a rise {odds:.1f})"
+    post = onset_posterior(ks, ns)
+    lo, hi = post.interval(0.9)
+    mid = post.estimate()
+    points = s.points
+    return post, (
+        f"P(a rise) = {post.p_rise:.3f}; onset ~ {points[mid].run}@{points[mid].step} "
+        f"(90%: {points[lo].run}@{points[lo].step} .. {points[hi].run}@{points[hi].step})"
+    )
+
+
+def _steady(summed: list[tuple[Series, str]]) -> list[str]:
+    """The series with nothing to show (not flagged, never warned or blocked, no likely rise),
+    one row each: the page stays readable at hundreds of environments."""
+    if not summed:
+        return []
+    rows = [
+        f"<p class=muted id=steady>{len(summed)} more series with no flag, no warning and no "
+        "likely rise, one row each (their charts: <code>gov metrics --env ENV</code>)</p>",
+        "<table class=steady><tr><th>environment</th><th>judge</th><th>judged</th>"
+        "<th>rationalized</th><th>latest checkpoint</th><th>onset analysis</th></tr>",
+    ]
+    for s, text in summed:
+        k = sum(p.k for p in s.points)
+        n = sum(p.n for p in s.points)
+        last = next((p for p in reversed(s.points) if p.n), None)
+        latest = f"{last.run}@{last.step}: {last.k}/{last.n}" if last else "-"
+        rows.append(
+            f'<tr id="env-{escape(s.environment)}"><td>{escape(s.environment)} '
+            f"v{s.environment_version}</td><td>{escape(s.judge)} {escape(s.judge_version)}</td>"
+            f"<td>{n}</td><td>{k} ({k / n:.2%})</td><td>{escape(latest)}</td>"
+            f"<td>{escape(text)}</td></tr>"
+            if n
+            else ""
+        )
+    rows.append("</table>")
+    return rows
 
 
 def _run_wide(table: Table, order: Order, restore: str | None) -> list[str]:

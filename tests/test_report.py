@@ -237,3 +237,73 @@ def test_the_chart_labels_both_axes(example_template: Path, tmp_path: Path) -> N
     steps = re.findall(r'text-anchor="middle">main@(\d+)</text>', chart)
     assert len(rates) == 5 and rates[0] == "0.0" and len(steps) == 6
     assert [int(s) for s in steps] == sorted(int(s) for s in steps)
+
+
+def test_many_environments_chart_only_the_notable_ones(registry, artifact, tmp_path: Path) -> None:
+    """Past 30 series, a steady environment is one row of a table, not a chart: the rising one
+    (found by the onset analysis, nothing planted in the page code) is still drawn."""
+    import json
+
+    from governance import NewCheckpoint
+    from governance.ingest import ingest
+
+    envs = [f"env-{i:02d}" for i in range(32)]
+    for number, env in enumerate(envs, start=1):
+        registry.add_environment(env, content_hash=f"{number:064x}")
+    registry.add_checkpoints(
+        "main",
+        [
+            NewCheckpoint(
+                step=(i + 1) * 100,
+                artifact=artifact(f"c{i}.pt"),
+                exposure={e: 1 / len(envs) for e in envs},
+            )
+            for i in range(12)
+        ],
+    )
+    rows = []
+    for i in range(12):
+        for env in envs:
+            bad = 60 if env == "env-00" and i >= 6 else 2  # env-00: 1% to 30% from the 7th
+            rows.append(
+                {
+                    "run": "main",
+                    "step": (i + 1) * 100,
+                    "environment": env,
+                    "environment_version": 1,
+                    "judge": "cot-monitor",
+                    "judge_version": "1",
+                    "n": 200,
+                    "none": 200 - bad,
+                    "rejected": 0,
+                    "rationalized": bad,
+                    "overt": 0,
+                    "divergent": 0,
+                }
+            )
+    report = tmp_path / "counts.jsonl"
+    report.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    ingest(registry, [report])
+    out = tmp_path / "r.html"
+    build_report(registry, out)
+    html = out.read_text()
+    assert html.count('<details id="env-') == 1  # (the run-wide panel draws its own chart)
+    chart = html[html.index('<details id="env-env-00"') :]
+    assert "onset-band" in chart[: chart.index("</details>")]
+    assert "<table class=steady>" in html and html.count('<tr id="env-env-') == 31
+    assert '<details id="env-env-05"' not in html and "31 more series" in html
+
+
+def test_the_timeline_lists_the_newest_and_counts_the_rest(
+    example_template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from governance import review
+
+    monkeypatch.setattr(review, "TIMELINE", 1)
+    build_report(open_registry(example_template), tmp_path / "r.html")
+    html = (tmp_path / "r.html").read_text()
+    table = html[html.index('<h2 id="audit">') :]
+    assert table.count("<tr><td>") == 1
+    listed = [int(s) for s in re.findall(r"<tr><td>(\d+)</td>", table)]
+    older = re.search(r"(\d+) older entries \(entries (\d+) to (\d+)\)", html)
+    assert older is not None and int(older.group(3)) < min(listed)
