@@ -5,9 +5,10 @@ Builds (untimed) a workspace of C checkpoints x E environments with `bench/backt
 entries (100,000 at C = 2,000), then times, each as a fresh `gov` process on this machine, the
 work done when one more checkpoint lands: `gov checkpoint add`, `gov ingest` of its report
 (E x 100 judged episodes), `gov check`, `gov rollback recommend`, `gov report`; then
-`gov status`, `gov checkpoint show`, `gov audit verify`, `gov audit show` of an entry from the middle of the trail (by id prefix) and
-`gov --help` (start-up). The same is done at a smaller C beside it (cost growing with the run)
-and `gov report` at 200 x 30. Peak memory is each child's own ru_maxrss (os.wait4).
+`gov status`, `gov checkpoint show`, `gov audit verify`, `gov audit show` of an entry from the
+middle of the trail (by id prefix) and `gov --help` (start-up). The same is done at a smaller C
+beside it (cost growing with the run) and at 200 x 30. Peak memory is each child's own
+ru_maxrss (os.wait4).
 
 Targets (issue 17, 2 cores, 2,000 x 300): add + ingest + check under 5 s, growing no faster than
 E from C = 200 to 2,000; `gov report` under 10 s (under 2 s at 200 x 30); `gov status` and
@@ -98,16 +99,17 @@ def measure(gov: str, top: Path, checkpoints: int, environments: int) -> dict[st
     step = (checkpoints + 1) * 10
     artifact = root / "ckpt" / f"step-{checkpoints:06d}.bin"
     artifact.write_bytes(b"placeholder weights, the checkpoint that just landed")
-    mix = root.parent / f"mix-{checkpoints}.yaml"
+    mixture = root.parent / f"mix-{checkpoints}.yaml"
     phase = min(20, environments)
-    mix.write_text(
+    mixture.write_text(
         "".join(f"env-{(checkpoints + j) % environments:03d}: {1 / phase}\n" for j in range(phase))
     )
+    mix = str(mixture)
     report = root.parent / f"report-{checkpoints}.jsonl"
     landing_report(report, step, environments)
     ref = f"main@{step}"
     steps = [
-        ("checkpoint add", [gov, "checkpoint", "add", ref, str(artifact), "--exposure-file", str(mix)]),
+        ("checkpoint add", [gov, "checkpoint", "add", ref, str(artifact), "--exposure-file", mix]),
         ("ingest", [gov, "ingest", str(report)]),
         ("check", [gov, "check", ref]),
         ("rollback recommend", [gov, "rollback", "recommend"]),

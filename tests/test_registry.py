@@ -195,3 +195,46 @@ def test_failed_push_leaves_the_registry_as_it_was(gov, workspace: Path, artifac
     assert result.exit_code == 2
     assert "could not push" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert snapshot(workspace) == before
+
+
+def test_a_checkpoint_inside_a_folder_dvc_tracks_is_refused(gov, workspace: Path) -> None:
+    """gov tracks a new artifact without DVC's whole-repository index, so it checks overlaps
+    itself: a file inside a folder that `dvc add` tracked is refused, as DVC would, whole."""
+    from dvc.repo import Repo
+
+    folder = workspace / "weights"
+    folder.mkdir()
+    (folder / "a.bin").write_bytes(b"a")
+    repo = Repo(str(workspace))
+    repo.add([str(folder)])
+    repo.close()
+    git.Repo(workspace).git.add(A=True)
+    git.Repo(workspace).index.commit("user tracks a folder with DVC")
+    (folder / "b.bin").write_bytes(b"b")
+    before = snapshot(workspace)
+    result = gov("checkpoint", "add", "main@100", "weights/b.bin", "-e", "math=1", cwd=workspace)
+    assert result.exit_code == 2
+    assert "lies inside" in result.stderr and "weights.dvc" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert snapshot(workspace) == before
+
+
+def test_dvc_itself_sees_gov_tracked_checkpoints_as_tracked(gov, workspace: Path, artifact) -> None:
+    """The .dvc file gov writes is DVC's own: DVC's index lists the output, status is clean, and
+    a checkout after the file is deleted brings it back from the cache."""
+    from dvc.repo import Repo
+
+    path = artifact("step-100.pt")
+    content = path.read_bytes()
+    result = gov("checkpoint", "add", "main@100", str(path), "-e", "math=1", cwd=workspace)
+    assert result.exit_code == 0, result.stderr
+    repo = Repo(str(workspace))
+    try:
+        outs = {str(o) for s in repo.index.stages for o in s.outs}
+        assert "step-100.pt" in outs or "ckpt/step-100.pt" in outs
+        assert repo.status(targets=[str(path) + ".dvc"]) == {}
+        path.unlink()
+        repo.checkout(targets=[str(path) + ".dvc"])
+    finally:
+        repo.close()
+    assert path.read_bytes() == content
