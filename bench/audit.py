@@ -24,13 +24,16 @@ import git
 from workspace import bench_workspace
 
 from governance import audit, open_registry
-from governance.audit import ENTRY_TRAILER, GENESIS, HEAD_TRAILER, entry_id
+from governance.audit import ENTRY_TRAILER, GENESIS, HEAD_TRAILER, KIND_FILES, entry_id
 from governance.records import KINDS
 
 
-def write_trail(root: Path, entries: int, batches: int = 20) -> str:
+def write_trail(root: Path, entries: int, batches: int = 20, verifiable: bool = False) -> str:
     """N chained entries (after any the trail has), committed in `batches` commits; returns one
-    entry id from the middle."""
+    entry id from the middle. `verifiable`: a trail `gov audit verify` accepts whole: only kinds
+    whose commit need change nothing but the trail, each entry named by its commit's trailers."""
+    kinds = [k for k in KINDS if k not in KIND_FILES] if verifiable else list(KINDS)
+    batch: list[str] = []
     repo = git.Repo(root)
     path = root / "audit" / "trail.jsonl"
     prev, middle, first = GENESIS, "", 1
@@ -43,7 +46,7 @@ def write_trail(root: Path, entries: int, batches: int = 20) -> str:
             entry: dict[str, object] = {
                 "seq": seq,
                 "prev": prev,
-                "kind": KINDS[seq % len(KINDS)],
+                "kind": kinds[seq % len(kinds)],
                 "time": f"2026-{1 + seq % 12:02d}-01T00:00:00+00:00",
                 "actor": "bench <bench@example.com>",
                 "subject": {
@@ -57,14 +60,18 @@ def write_trail(root: Path, entries: int, batches: int = 20) -> str:
             prev = entry_id(entry)
             entry["id"] = prev
             handle.write(json.dumps(entry, sort_keys=True, separators=(",", ":")) + "\n")
+            batch.append(prev if verifiable else "")
             if seq == first + entries // 2:
                 middle = prev
             if seq % per == 0 or seq == first + entries - 1:
                 handle.flush()
                 repo.index.add(["audit/trail.jsonl"])
+                named = "".join(f"{ENTRY_TRAILER}: {i}\n" for i in batch[:-1] if i)
                 repo.index.commit(
-                    f"gov: bench entries\n\n{ENTRY_TRAILER}: {prev}\n{HEAD_TRAILER}: {seq} {prev}\n"
+                    f"gov: bench entries\n\n{named}{ENTRY_TRAILER}: {prev}\n"
+                    f"{HEAD_TRAILER}: {seq} {prev}\n"
                 )
+                batch.clear()
     return middle
 
 

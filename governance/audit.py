@@ -9,6 +9,7 @@ rewritten and recommitted no longer contains the heads that git history recorded
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
@@ -20,6 +21,7 @@ from typing import Any
 
 import git
 
+from . import trailindex
 from .errors import AuditError, GovError, TrailBroken, TrailRefused
 from .models import utc_now
 from .records import KINDS, AuditBody, AuditEntry, AuditKind, canonical_json
@@ -110,16 +112,22 @@ def append(
 
 
 # -- reading ----------------------------------------------------------------------------------
-def read(ws: Workspace) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, entry) of every entry; a line that is not a JSON object is an error."""
+def read(ws: Workspace, data: bytes | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, entry) of every entry; a line that is not a JSON object is an error.
+    `data`: the trail's bytes, already read (else the file is read)."""
     path = trail_path(ws)
     if not ws.audit.is_dir():
         raise AuditError(
             f"{ws.rel(ws.audit)}: the audit folder is missing: run `gov init` to restore it"
         )
-    if not path.is_file():
+    if data is None and not path.is_file():
         return
-    for number, raw in iter_jsonl_lines(path):
+    lines = (
+        iter_jsonl_lines(path)
+        if data is None
+        else ((n, raw) for n, raw in enumerate(data.splitlines(), start=1) if raw.strip())
+    )
+    for number, raw in lines:
         try:
             entry = json.loads(raw)
         except ValueError as exc:
@@ -192,13 +200,7 @@ class Shown:
 
 def show(ws: Workspace, prefix: str) -> Shown:
     """One entry (by id prefix or seq) with what it references resolved from git."""
-    entries = [e for _, e in read(ws)]
-    # A number is an entry's seq; anything else is a prefix of its id.
-    matches = (
-        [e for e in entries if str(e["seq"]) == prefix]
-        if prefix.isdigit() and len(prefix) < 12
-        else [e for e in entries if e["id"].startswith(prefix.lower())]
-    )
+    matches = _lookup(ws, prefix)
     if not matches:
         raise GovError(f"no audit entry {prefix!r} (see `gov audit log`)")
     if len(matches) > 1:
@@ -229,6 +231,33 @@ def show(ws: Workspace, prefix: str) -> Shown:
     if missing:
         resolved["reports_missing"] = missing
     return Shown(AuditEntry.model_validate(entry), resolved)
+
+
+def _lookup(ws: Workspace, prefix: str) -> list[dict[str, Any]]:
+    """The entries `prefix` names: a number is an entry's seq, anything else a prefix of its id.
+    Found through the trail's index (governance.trailindex), each read back from its own line and
+    checked; the whole trail is read only where the index cannot answer."""
+    by_seq = prefix.isdigit() and len(prefix) < 12
+
+    def names(entry: dict[str, Any] | None) -> bool:
+        if entry is None or "id" not in entry or "seq" not in entry:
+            return False
+        return str(entry["seq"]) == prefix if by_seq else entry["id"].startswith(prefix.lower())
+
+    path = trail_path(ws)
+    if ws.audit.is_dir() and path.is_file() and prefix:
+        try:
+            index = trailindex.current(ws.state, path)
+        except (OSError, ValueError, KeyError, TypeError):
+            index = None
+        if index is not None:
+            places = (
+                [int(prefix) - 1] if by_seq and 0 < int(prefix) <= len(index.offsets) else []
+            ) or ([] if by_seq else index.find(prefix.lower()))
+            found = [trailindex.read_at(path, index.offsets[p]) for p in places]
+            if found and all(names(e) for e in found):
+                return [e for e in found if e is not None]
+    return [e for _, e in read(ws) if names(e)]
 
 
 def _report_present(ws: Workspace, md5: str) -> bool:
@@ -262,12 +291,13 @@ def verify(ws: Workspace) -> Verification:
     """Check the chain link by link and against the heads git history recorded; raise
     TrailBroken naming the first bad entry."""
     path = ws.rel(trail_path(ws))
+    data = trail_path(ws).read_bytes() if trail_path(ws).is_file() else b""
     by_seq: dict[int, str] = {}
     prev = GENESIS
     expected = 1
     count = 0
     missing: set[str] = set()
-    for number, entry in read(ws):
+    for number, entry in read(ws, data):
         count += 1
         _check_link(path, number, entry, expected, prev)
         for md5 in entry.get("inputs", {}).get("reports", []):
@@ -298,10 +328,14 @@ def verify(ws: Workspace) -> Verification:
             "rewritten after it was committed"
         )
     committed = _committed_text(ws, path)
-    if committed is not None and not trail_path(ws).read_bytes().startswith(committed):
+    if committed is not None and not data.startswith(committed):
         raise TrailBroken(
             f"{path}: the working copy differs from the committed trail before its end"
         )
+    if data:
+        _mark_verified(ws, data, count, prev)
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            trailindex.current(ws.state, trail_path(ws))  # where each entry is, for `show`
     return Verification(count, prev if count else None, anchored, sorted(missing))
 
 
@@ -333,8 +367,16 @@ def guard(ws: Workspace) -> None:
         raise TrailRefused(
             f"refusing to write: {exc} (see `gov audit verify`; restore the trail from git)"
         ) from exc
+    _mark_verified(ws, data, seq, head)
+
+
+def _mark_verified(ws: Workspace, data: bytes, seq: int, head: str) -> None:
+    """Remember that the trail's first len(data) bytes were verified (local state: the next
+    append checks only what follows them, and only while those bytes are unchanged). A read-only
+    state folder only costs the next append a full verification."""
     record = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest(), "seq": seq, "id": head}
-    atomic_write(mark, json.dumps(record).encode())
+    with contextlib.suppress(OSError):
+        atomic_write(ws.state / VERIFIED, json.dumps(record).encode())
 
 
 def _check_link(path: str, number: int, entry: dict[str, Any], expected: int, prev: str) -> None:

@@ -1,0 +1,137 @@
+"""Where each audit entry sits in the trail: derived local state, so that `gov audit show` reads
+one line of a 100,000-entry trail instead of all of it.
+
+The trail (audit/trail.jsonl) stays the only source of truth. The index lives in the
+workspace's local state (.gov/index/, never committed): the byte offset and id of every entry,
+in trail order, and how many bytes of the trail it covers. A trail only grows, so the index is
+extended from where it stopped while its last covered entry still sits where it did; anything
+else rebuilds it from the trail. Every lookup reads the entry's own line back and checks its id
+and number, and falls back to reading the whole trail on any mismatch: a stale or forged index
+can cost time, never give a wrong entry.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from array import array
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from .storage import atomic_write
+
+ID_WIDTH = 65  # an id's 64 hex digits and a newline
+
+
+def _files(state: Path) -> tuple[Path, Path, Path]:
+    folder = state / "index"
+    return folder / "trail.ids", folder / "trail.offsets", folder / "trail.json"
+
+
+class TrailIndex:
+    """The ids (a blob of ID_WIDTH bytes each) and byte offsets of a trail's entries."""
+
+    def __init__(self, ids: bytes, offsets: array[int], size: int) -> None:
+        self.ids = ids
+        self.offsets = offsets
+        self.size = size  # bytes of the trail covered
+
+    @classmethod
+    def load(cls, state: Path) -> TrailIndex | None:
+        ids_path, offsets_path, meta_path = _files(state)
+        try:
+            meta = json.loads(meta_path.read_bytes())
+            ids = ids_path.read_bytes()
+            offsets = array("Q")
+            offsets.frombytes(offsets_path.read_bytes())
+            count, size = int(meta["count"]), int(meta["size"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        if len(ids) != count * ID_WIDTH or len(offsets) != count:
+            return None
+        return cls(ids, offsets, size)
+
+    def save(self, state: Path) -> None:
+        """Write the index (local state: a folder that cannot be written costs only speed)."""
+        ids_path, offsets_path, meta_path = _files(state)
+        with contextlib.suppress(OSError):
+            ids_path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(ids_path, self.ids)
+            atomic_write(offsets_path, self.offsets.tobytes())
+            meta = {"count": len(self.offsets), "size": self.size}
+            atomic_write(meta_path, json.dumps(meta).encode())
+
+    def find(self, prefix: str) -> list[int]:
+        """Positions (0-based) of the entries whose id starts with `prefix` (hex, lower case)."""
+        needle = prefix.encode()
+        found, start = [], 0
+        while (at := self.ids.find(needle, start)) >= 0:
+            if at % ID_WIDTH == 0:
+                found.append(at // ID_WIDTH)
+            start = at + 1
+        return found
+
+
+def build(data: bytes, start: int = 0, base: TrailIndex | None = None, at: int = 0) -> TrailIndex:
+    """The index of data[start:], the trail's bytes from byte `at`, extending `base` (which
+    covers the trail before that)."""
+    ids = bytearray(base.ids if base else b"")
+    offsets = array("Q", base.offsets if base else [])
+    for line in data[start:].splitlines(keepends=True):
+        if line.strip():
+            entry = json.loads(line)
+            ids += str(entry["id"]).encode().ljust(ID_WIDTH - 1, b"?")[: ID_WIDTH - 1] + b"\n"
+            offsets.append(at)
+        at += len(line)
+    return TrailIndex(bytes(ids), offsets, at)
+
+
+def current(state: Path, trail: Path) -> TrailIndex:
+    """The index of the trail as it is now: loaded, extended by the entries appended since, or
+    rebuilt. An unreadable entry raises ValueError (the caller reads the trail the slow way,
+    which names the bad line)."""
+    index = TrailIndex.load(state)
+    with trail.open("rb") as handle:
+        size = handle.seek(0, 2)
+        if index is not None and index.size <= size and _still_there(index, handle):
+            if index.size == size:
+                return index
+            handle.seek(index.size)
+            index = build(handle.read(), 0, index, at=index.size)
+        else:
+            handle.seek(0)
+            index = build(handle.read())
+    index.save(state)
+    return index
+
+
+def _still_there(index: TrailIndex, handle: BinaryIO) -> bool:
+    """The index's last entry still begins where it did, with its id, and ends where the
+    index's coverage ends (the trail was only appended to since)."""
+    if not index.offsets:
+        return index.size == 0
+    last = index.offsets[-1]
+    handle.seek(last)
+    line = handle.read(index.size - last)
+    want = index.ids[-ID_WIDTH:-1].decode()
+    return line.endswith(b"\n") and _id_of(line) == want
+
+
+def _id_of(line: bytes) -> str | None:
+    try:
+        entry = json.loads(line)
+    except ValueError:
+        return None
+    return str(entry.get("id")) if isinstance(entry, dict) else None
+
+
+def read_at(trail: Path, offset: int) -> dict[str, Any] | None:
+    """The entry whose line begins at byte `offset`, or None."""
+    with trail.open("rb") as handle:
+        handle.seek(offset)
+        line = handle.readline()
+    try:
+        entry = json.loads(line)
+    except ValueError:
+        return None
+    return entry if isinstance(entry, dict) else None

@@ -1,0 +1,81 @@
+"""`gov audit show` through the trail's index (.gov/index/): the same entry as reading the whole
+trail, whatever state the index is in; the trail stays the only source of truth."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from governance import api
+from governance.trailindex import ID_WIDTH
+
+
+def _trail(root: Path) -> list[dict[str, Any]]:
+    lines = (root / "audit" / "trail.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def _shown(root: Path, key: str) -> dict[str, Any]:
+    return api.audit_show(root, key).entry.model_dump(mode="json", exclude_none=True)
+
+
+def _expected(entry: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in entry.items() if v is not None}
+
+
+def test_show_by_id_and_number_matches_the_trail(example_copy: Path) -> None:
+    shutil.rmtree(example_copy / ".gov" / "index", ignore_errors=True)  # as in a fresh clone
+    entries = _trail(example_copy)
+    for entry in (entries[0], entries[len(entries) // 2], entries[-1]):
+        by_id = _shown(example_copy, entry["id"][:10])
+        by_seq = _shown(example_copy, str(entry["seq"]))
+        assert by_id["id"] == by_seq["id"] == entry["id"]
+        assert by_id["kind"] == entry["kind"] and by_id["seq"] == entry["seq"]
+    assert (example_copy / ".gov" / "index" / "trail.ids").stat().st_size == ID_WIDTH * len(entries)
+
+
+def test_entries_appended_later_are_found(example_copy: Path) -> None:
+    first = _trail(example_copy)
+    _shown(example_copy, "1")  # the index now covers the trail as it was
+    api.rollback_recommend(example_copy)  # gov appends an entry
+    after = _trail(example_copy)
+    assert len(after) == len(first) + 1
+    newest = after[-1]
+    assert _shown(example_copy, newest["id"][:12])["seq"] == newest["seq"]
+    assert _shown(example_copy, str(newest["seq"]))["id"] == newest["id"]
+
+
+def test_a_forged_or_stale_index_never_gives_a_wrong_entry(example_copy: Path) -> None:
+    entries = _trail(example_copy)
+    _shown(example_copy, "1")
+    index = example_copy / ".gov" / "index"
+    ids = bytearray((index / "trail.ids").read_bytes())
+    # swap the ids of entries 2 and 3 in the index: each now points at the other's line
+    second, third = ids[ID_WIDTH : 2 * ID_WIDTH], ids[2 * ID_WIDTH : 3 * ID_WIDTH]
+    ids[ID_WIDTH : 2 * ID_WIDTH], ids[2 * ID_WIDTH : 3 * ID_WIDTH] = third, second
+    (index / "trail.ids").write_bytes(bytes(ids))
+    assert _shown(example_copy, entries[1]["id"][:12])["seq"] == 2
+    assert _shown(example_copy, entries[2]["id"][:12])["seq"] == 3
+    # offsets that point nowhere sensible
+    (index / "trail.offsets").write_bytes(bytes(8 * len(entries)))
+    assert _shown(example_copy, str(entries[-1]["seq"]))["id"] == entries[-1]["id"]
+    # a trail restored to an older, shorter state: the index covers more than there is
+    trail = example_copy / "audit" / "trail.jsonl"
+    text = trail.read_text().splitlines(keepends=True)
+    _shown(example_copy, "1")
+    trail.write_text("".join(text[:5]))
+    assert _shown(example_copy, "5")["id"] == entries[4]["id"]
+    with pytest.raises(Exception, match="no audit entry"):
+        _shown(example_copy, entries[-1]["id"][:12])
+
+
+def test_an_ambiguous_prefix_is_refused(example_copy: Path) -> None:
+    entries = _trail(example_copy)
+    letters = {e["id"][0] for e in entries} & set("abcdef")  # (a number is an entry's seq)
+    shared = next(d for d in letters if sum(e["id"][0] == d for e in entries) > 1)
+    with pytest.raises(Exception, match="ambiguous"):
+        _shown(example_copy, shared)
