@@ -36,6 +36,7 @@ def sniff(path: Path) -> Format:
     if path.stat().st_size == 0:
         raise ReportRejected(f"{path}: the file is empty: a report needs at least one record")
     if head[:2] == b"\x1f\x8b":
+        _check_inflation(path)
         return "jsonl.gz"
     if path.suffix == ".gz":
         raise ReportRejected(f"{path}: named .gz but is not gzip (it starts with {head!r})")
@@ -46,31 +47,104 @@ def sniff(path: Path) -> Format:
     return "jsonl"
 
 
+def _check_inflation(path: Path) -> None:
+    """A gzip file records its inflated size (modulo 4 GiB) in its last four bytes: a report
+    that says it inflates past MAX_INFLATION times its size is refused before any is read (one
+    that wraps past 4 GiB is caught while its lines are read)."""
+    size = path.stat().st_size
+    with path.open("rb") as handle:
+        handle.seek(max(0, size - 4))
+        inflated = int.from_bytes(handle.read(4), "little")
+    if inflated > size * MAX_INFLATION + INFLATION_SLACK:
+        raise ReportRejected(
+            f"{path}: inflates to {inflated:,} bytes, over {MAX_INFLATION} times its compressed "
+            f"size ({size:,}): not a report (see the README's limits)"
+        )
+
+
 def _open_text(path: Path, fmt: Format) -> io.BufferedIOBase:
     if fmt == "jsonl.gz":
         return gzip.open(path, "rb")
     return path.open("rb")
 
 
+BLOCK = 1 << 20
+# What a report may inflate to: a gzip report at most MAX_INFLATION times its own size (judged
+# episodes' JSON compresses about 5 to 15 times; a file of newlines, 1,000 times), and any
+# report at most MAX_LINES lines. Past either it is refused at once, never read for minutes.
+MAX_INFLATION = 200
+INFLATION_SLACK = 64 << 20  # a small gzip may always inflate to this much
+MAX_LINES = 2_000_000_000
+
+
 def lines(path: Path, fmt: Format) -> Iterator[tuple[int, bytes | None]]:
-    """(line number, raw line) of each non-blank line; None for a line over MAX_RECORD_BYTES."""
+    """(line number, raw line) of each non-blank line; None for a line over MAX_RECORD_BYTES.
+
+    Read in blocks: a stretch of blank lines costs what reading it costs (a block of nothing
+    but whitespace is counted, not split), and a report past MAX_LINES lines, or a gzip that
+    inflates past MAX_INFLATION times its size, is refused as soon as it gets there."""
+    limit = path.stat().st_size * MAX_INFLATION + INFLATION_SLACK if fmt == "jsonl.gz" else None
     try:
         with _open_text(path, fmt) as handle:
-            number = 0
+            number = 0  # lines before the carried one
+            read = 0
+            carry = b""  # the start of a line the next block continues
+            skipping = False  # inside a line over MAX_RECORD_BYTES: drop until its newline
             while True:
-                raw = handle.readline(MAX_RECORD_BYTES + 1)
-                if not raw:
+                block = handle.read(BLOCK)
+                read += len(block)
+                if limit is not None and read > limit:
+                    raise ReportRejected(
+                        f"{path}: inflates to over {MAX_INFLATION} times its compressed size "
+                        f"({read:,} bytes and counting): not a report (see the README's limits)"
+                    )
+                if not block:
+                    if skipping:
+                        yield number + 1, None
+                    elif carry.strip():
+                        yield number + 1, carry
                     return
-                number += 1
-                if len(raw) > MAX_RECORD_BYTES and not raw.endswith(b"\n"):
-                    while raw and not raw.endswith(b"\n"):  # skip the rest of the long line
-                        raw = handle.readline(MAX_RECORD_BYTES)
-                    yield number, None
+                if not carry and not skipping and not block.strip():
+                    number += block.count(b"\n")  # nothing but whitespace: counted, not split
+                    _check_count(path, number)
                     continue
-                if raw.strip():
-                    yield number, raw
+                parts = block.split(b"\n")
+                last = parts.pop()
+                if parts:
+                    _check_count(path, number + len(parts))
+                    head = parts[0]
+                    if skipping:
+                        number += 1
+                        yield number, None
+                        skipping = False
+                    else:
+                        raw = carry + head
+                        number += 1
+                        if len(raw) > MAX_RECORD_BYTES:
+                            yield number, None
+                        elif raw.strip():
+                            yield number, raw + b"\n"
+                    for raw in parts[1:]:
+                        number += 1
+                        if len(raw) > MAX_RECORD_BYTES:
+                            yield number, None
+                        elif raw.strip():
+                            yield number, raw + b"\n"
+                    carry = b""
+                if skipping:
+                    continue
+                carry += last
+                if len(carry) > MAX_RECORD_BYTES:
+                    carry, skipping = b"", True
     except (OSError, EOFError, gzip.BadGzipFile) as exc:
         raise ReportRejected(f"{path}: cannot be read as {fmt}: {exc}") from exc
+
+
+def _check_count(path: Path, number: int) -> None:
+    if number > MAX_LINES:
+        raise ReportRejected(
+            f"{path}: over {MAX_LINES:,} lines: not a report gov reads (see the README's limits)"
+        )
 
 
 def detect_kind(path: Path, fmt: Format) -> Kind:
