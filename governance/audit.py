@@ -40,7 +40,7 @@ ENTRY_TRAILER = "Gov-Audit-Entry"
 GENESIS = "0" * 64
 # Interventions made on the monitor's evidence: each is optimization pressure on the CoT.
 # interventions on monitor evidence, and warnings that the CoT is learning to hide from it
-PRESSURE_KINDS = ("flag_raised", "redesign", "rollback_applied", "obfuscation_warning")
+PRESSURE_KINDS = trailindex.PRESSURE_KINDS
 
 
 def trail_path(ws: Workspace) -> Path:
@@ -680,34 +680,48 @@ def _committed_text(ws: Workspace, rel: str) -> bytes | None:
 
 
 # -- monitor pressure -------------------------------------------------------------------------
-# The last trail read for pressure, keyed by what an append or a repair changes (a check asks
-# once per environment: with a long trail and many environments, re-reading it dominated).
-_pressure_seen: dict[FileStamp, dict[str, dict[str, int]]] = {}
-
-
 def pressure(ws: Workspace) -> dict[str, dict[str, int]]:
-    """Per environment: how many interventions of each kind were made on monitor evidence."""
-    stamp = file_stamp(trail_path(ws))
-    found = _pressure_seen.get(stamp) if stamp is not None else None
-    if found is None:
-        found = {}
-        for _, entry in read(ws):
-            if entry["kind"] not in PRESSURE_KINDS:
-                continue
-            for env in _environments(entry.get("subject", {})):
-                counts = found.setdefault(env, dict.fromkeys(PRESSURE_KINDS, 0))
-                counts[entry["kind"]] += 1
-        if stamp is not None and stamp == file_stamp(trail_path(ws)):
-            _pressure_seen.clear()
-            _pressure_seen[stamp] = found
-    return {env: dict(counts) for env, counts in found.items()}
+    """Per environment: how many interventions of each kind were made on monitor evidence.
+    From the trail's index (governance.trailindex: extended by the entries appended since it was
+    last read); the trail read whole where the index cannot be had."""
+    index = _index(ws)
+    if index is not None:
+        return {env: dict(counts) for env, counts in index.pressure.items()}
+    found: dict[str, dict[str, int]] = {}
+    for _, entry in read(ws):
+        if entry["kind"] not in PRESSURE_KINDS:
+            continue
+        for env in _environments(entry.get("subject", {})):
+            counts = found.setdefault(env, dict.fromkeys(PRESSURE_KINDS, 0))
+            counts[entry["kind"]] += 1
+    return found
 
 
-def _environments(subject: dict[str, str]) -> list[str]:
-    """An entry's environments: one (`environment`) or several (`environments`, comma-joined)."""
-    if "environment" in subject:
-        return [subject["environment"]]
-    return [e for e in subject.get("environments", "").split(",") if e]
+# The index read once per process and trail state: a check asks for the pressure once per
+# environment.
+_index_seen: dict[FileStamp, trailindex.TrailIndex] = {}
+
+
+def _index(ws: Workspace) -> trailindex.TrailIndex | None:
+    """The trail's index as the trail is now, or None (no trail, or a line the index cannot
+    read: the caller reads the trail, which names it)."""
+    path = trail_path(ws)
+    stamp = file_stamp(path)
+    if stamp is None or not ws.audit.is_dir():
+        return None
+    if stamp in _index_seen:
+        return _index_seen[stamp]
+    try:
+        index = trailindex.current(ws.state, path)
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
+        return None
+    if stamp == file_stamp(path):
+        _index_seen.clear()
+        _index_seen[stamp] = index
+    return index
+
+
+_environments = trailindex.subject_environments
 
 
 def redesigns(ws: Workspace, environment: str) -> int:
@@ -719,7 +733,8 @@ def policy_change(ws: Workspace, current: dict[str, str]) -> dict[str, list[str]
 
     gov does not write policies (people edit and commit them), so a change is noticed, and
     recorded, by the next decision that reads them."""
-    last = _last_policies(trail_path(ws))
+    index = _index(ws)
+    last = _last_policies(trail_path(ws)) if index is None else (index.policies or {})
     if last is None:  # read forwards: names the line that cannot be read
         last = {}
         for _, entry in read(ws):

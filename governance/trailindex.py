@@ -1,13 +1,19 @@
-"""Where each audit entry sits in the trail: derived local state, so that `gov audit show` reads
-one line of a 100,000-entry trail instead of all of it.
+"""Where each audit entry sits in the trail, and what a decision needs from all of it: derived
+local state, so that `gov audit show` reads one line of a 100,000-entry trail instead of all of
+it, and `gov check` does not read the whole trail for the monitor pressure on each environment
+and the policies the last decision used.
 
 The trail (audit/trail.jsonl) stays the only source of truth. The index lives in the
 workspace's local state (.gov/index/, never committed): the byte offset and id of every entry,
-in trail order, and how many bytes of the trail it covers. A trail only grows, so the index is
+in trail order, how many bytes of the trail it covers, and two summaries folded over its entries
+(the interventions of each pressure kind per environment; the policies of the newest check or
+policy change). A trail only grows, so the index is
 extended from where it stopped while its last covered entry still sits where it did; anything
 else rebuilds it from the trail. Every lookup reads the entry's own line back and checks its id
 and number, and falls back to reading the whole trail on any mismatch: a stale or forged index
-can cost time, never give a wrong entry.
+can cost time, never give a wrong entry. The summaries hold for a trail that was only appended
+to; one rewritten in the middle is refused by the trail guard before any decision read from
+them is recorded (audit.guard verifies it whole when its verified bytes changed).
 """
 
 from __future__ import annotations
@@ -28,13 +34,46 @@ def _files(state: Path) -> tuple[Path, Path, Path]:
     return folder / "trail.ids", folder / "trail.offsets", folder / "trail.json"
 
 
-class TrailIndex:
-    """The ids (a blob of ID_WIDTH bytes each) and byte offsets of a trail's entries."""
+PRESSURE_KINDS = ("flag_raised", "redesign", "rollback_applied", "obfuscation_warning")
+POLICY_KINDS = ("policy_change", "check")  # the entries that record the policies read
 
-    def __init__(self, ids: bytes, offsets: array[int], size: int) -> None:
+
+def subject_environments(subject: dict[str, str]) -> list[str]:
+    """An entry's environments: one (`environment`) or several (`environments`, comma-joined)."""
+    if "environment" in subject:
+        return [subject["environment"]]
+    return [e for e in subject.get("environments", "").split(",") if e]
+
+
+class TrailIndex:
+    """The ids (a blob of ID_WIDTH bytes each) and byte offsets of a trail's entries, and the
+    summaries folded over them."""
+
+    def __init__(
+        self,
+        ids: bytes,
+        offsets: array[int],
+        size: int,
+        pressure: dict[str, dict[str, int]] | None = None,
+        policies: dict[str, str] | None = None,
+    ) -> None:
         self.ids = ids
         self.offsets = offsets
         self.size = size  # bytes of the trail covered
+        self.pressure = pressure if pressure is not None else {}
+        self.policies = policies  # None: no check or policy change yet
+
+    def fold(self, entry: dict[str, Any]) -> None:
+        """Take one more entry into the summaries."""
+        kind = entry.get("kind")
+        if kind in PRESSURE_KINDS:
+            for env in subject_environments(entry.get("subject") or {}):
+                counts = self.pressure.setdefault(env, dict.fromkeys(PRESSURE_KINDS, 0))
+                counts[str(kind)] += 1
+        elif kind in POLICY_KINDS:
+            policies = (entry.get("inputs") or {}).get("policies", self.policies)
+            if isinstance(policies, dict):
+                self.policies = policies
 
     @classmethod
     def load(cls, state: Path) -> TrailIndex | None:
@@ -45,11 +84,14 @@ class TrailIndex:
             offsets = array("Q")
             offsets.frombytes(offsets_path.read_bytes())
             count, size = int(meta["count"]), int(meta["size"])
+            pressure, policies = meta["pressure"], meta["policies"]
+            if list(meta["kinds"]) != list(PRESSURE_KINDS):
+                return None
         except (OSError, ValueError, KeyError, TypeError):
             return None
         if len(ids) != count * ID_WIDTH or len(offsets) != count:
             return None
-        return cls(ids, offsets, size)
+        return cls(ids, offsets, size, pressure, policies)
 
     def save(self, state: Path) -> None:
         """Write the index (local state: a folder that cannot be written costs only speed)."""
@@ -58,7 +100,13 @@ class TrailIndex:
             ids_path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write(ids_path, self.ids)
             atomic_write(offsets_path, self.offsets.tobytes())
-            meta = {"count": len(self.offsets), "size": self.size}
+            meta = {
+                "count": len(self.offsets),
+                "size": self.size,
+                "kinds": list(PRESSURE_KINDS),
+                "pressure": self.pressure,
+                "policies": self.policies,
+            }
             atomic_write(meta_path, json.dumps(meta).encode())
 
     def find(self, prefix: str) -> list[int]:
@@ -77,13 +125,24 @@ def build(data: bytes, start: int = 0, base: TrailIndex | None = None, at: int =
     covers the trail before that)."""
     ids = bytearray(base.ids if base else b"")
     offsets = array("Q", base.offsets if base else [])
+    index = TrailIndex(
+        b"",
+        offsets,
+        0,
+        json.loads(json.dumps(base.pressure)) if base else {},  # a copy: base stays as it was
+        base.policies if base else None,
+    )
     for line in data[start:].splitlines(keepends=True):
         if line.strip():
             entry = json.loads(line)
+            if not isinstance(entry, dict):
+                raise ValueError("not an audit entry")
             ids += str(entry["id"]).encode().ljust(ID_WIDTH - 1, b"?")[: ID_WIDTH - 1] + b"\n"
             offsets.append(at)
+            index.fold(entry)
         at += len(line)
-    return TrailIndex(bytes(ids), offsets, at)
+    index.ids, index.size = bytes(ids), at
+    return index
 
 
 def current(state: Path, trail: Path) -> TrailIndex:

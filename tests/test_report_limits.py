@@ -9,11 +9,20 @@ import json
 from pathlib import Path
 
 import pytest
+from test_bad_input import assert_refused
+from test_ingest import episode
 
 from conftest import snapshot
 from governance.ingest import formats
-from test_bad_input import assert_refused
-from test_ingest import episode, reports  # noqa: F401  (the fixture)
+
+
+@pytest.fixture
+def reports(registry, artifact, tmp_path: Path) -> Path:
+    """A workspace whose run has a checkpoint at step 100; returns a folder for reports."""
+    registry.add_checkpoint("main", 100, artifact("s100.pt"), {"math": 1.0})
+    folder = tmp_path / "incoming"
+    folder.mkdir()
+    return folder
 
 
 def test_a_bad_record_after_megabytes_of_blank_lines_is_named_by_its_line(

@@ -79,3 +79,40 @@ def test_an_ambiguous_prefix_is_refused(example_copy: Path) -> None:
     shared = next(d for d in letters if sum(e["id"][0] == d for e in entries) > 1)
     with pytest.raises(Exception, match="ambiguous"):
         _shown(example_copy, shared)
+
+
+def test_the_pressure_and_policies_a_check_reads_match_the_whole_trail(
+    example_copy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The summaries kept in the index equal what reading every entry gives, before and after
+    gov appends to the trail (the index extended, not rebuilt)."""
+    from governance import audit, open_registry, trailindex
+
+    ws = open_registry(example_copy).ws
+    counted: dict[str, dict[str, int]] = {}
+    policies: dict[str, str] = {}
+    for entry in _trail(example_copy):
+        if entry["kind"] in audit.PRESSURE_KINDS:
+            env = entry["subject"]["environment"]
+            counts = counted.setdefault(env, dict.fromkeys(audit.PRESSURE_KINDS, 0))
+            counts[entry["kind"]] += 1
+        if entry["kind"] in ("check", "policy_change"):
+            policies = entry["inputs"]["policies"]
+    assert counted and any(c["flag_raised"] for c in counted.values())
+    audit._index_seen.clear()
+    assert audit.pressure(ws) == counted
+    index = trailindex.TrailIndex.load(ws.state)
+    assert index is not None and index.policies == policies
+    assert audit.policy_change(ws, policies) is None
+    size = index.size
+    flagged = next(env for env, c in counted.items() if c["flag_raised"])
+    api.flag_ack(example_copy, flagged, reason="seen, redesign planned")
+    api.rollback_recommend(example_copy)
+    audit._index_seen.clear()
+    extended = audit.pressure(ws)
+    reloaded = trailindex.TrailIndex.load(ws.state)
+    assert reloaded is not None and reloaded.size > size
+    # the slow path (no index to be had) gives the same
+    monkeypatch.setattr(trailindex, "current", lambda *_: (_ for _ in ()).throw(ValueError()))
+    audit._index_seen.clear()
+    assert audit.pressure(ws) == extended
