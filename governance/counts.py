@@ -17,13 +17,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
 from .metrics import COUNT_COLUMNS, CountKey, CountRow
 from .stats.series import Table
-from .storage import iter_jsonl_models, model_json_line
+from .storage import atomic_write, iter_jsonl_models, model_json_line
 from .workspace import Change, Workspace
 
 LEDGER = "reports.jsonl"
@@ -300,7 +300,126 @@ def rows(ws: Workspace) -> list[CountRow]:
 
 def table(ws: Workspace) -> Table:
     """Every ingested count as columns: what `rows` holds, without an object per row (a long,
-    wide run has hundreds of thousands)."""
+    wide run has hundreds of thousands).
+
+    Kept in the local index (.gov/index/table.*) with the ledger bytes it was built from: the
+    ledger only grows as reports come in, so a table built from a prefix of it is extended by
+    the new reports' counts files (a few hundred rows), not rebuilt from all of them; any other
+    ledger (a replace, a checkout of an older commit) rebuilds it. A (checkpoint, series) may
+    then have several rows: every reader sums them."""
+    ledger_file = ledger_path(ws)
+    if not ledger_file.is_file():
+        return Table.of([])
+    data = ledger_file.read_bytes()
+    cached = _load_table(ws, data)
+    if cached is not None:
+        found, covered = cached
+        if covered == len(data):
+            return found
+        fresh = _extend(ws, found, data[covered:])
+    else:
+        fresh = _full_table(ws)
+    _save_table(ws, fresh, data)
+    return fresh
+
+
+def _table_files(ws: Workspace) -> tuple[Path, Path]:
+    folder = ws.state / "index"
+    return folder / "table.npz", folder / "table.json"
+
+
+def _load_table(ws: Workspace, ledger_bytes: bytes) -> tuple[Table, int] | None:
+    """The cached table and how many ledger bytes it covers, if those bytes begin the ledger
+    now; else None."""
+    import json
+
+    import numpy as np
+
+    arrays_path, meta_path = _table_files(ws)
+    try:
+        meta = json.loads(meta_path.read_bytes())
+        size, digest = int(meta["ledger_size"]), str(meta["ledger_sha256"])
+        if size > len(ledger_bytes) or hashlib.sha256(ledger_bytes[:size]).hexdigest() != digest:
+            return None
+        with np.load(arrays_path) as arrays:
+            columns = {c: np.asarray(arrays[c], dtype=np.int64) for c in COUNT_COLUMNS}
+            checkpoint = np.asarray(arrays["checkpoint"], dtype=np.int64)
+            key = np.asarray(arrays["key"], dtype=np.int64)
+        keys = [(str(e), int(v), str(j), str(jv)) for e, v, j, jv in meta["keys"]]
+        checkpoints = [(str(r), int(st)) for r, st in meta["checkpoints"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    rows = len(checkpoint)
+    if len(key) != rows or any(len(c) != rows for c in columns.values()):
+        return None
+    if rows and (checkpoint.max() >= len(checkpoints) or key.max() >= len(keys)):
+        return None
+    return Table(keys, checkpoint, key, checkpoints, columns), size
+
+
+def _save_table(ws: Workspace, found: Table, ledger_bytes: bytes) -> None:
+    """Write the cache (the arrays first, then what they cover; local state: a folder that
+    cannot be written costs only speed)."""
+    import contextlib
+    import json
+
+    import numpy as np
+
+    arrays_path, meta_path = _table_files(ws)
+    with contextlib.suppress(OSError):
+        arrays_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = arrays_path.with_name(f".table-{secrets.token_hex(6)}.tmp.npz")
+        try:
+            arrays: dict[str, Any] = {
+                "checkpoint": found.checkpoint,
+                "key": found.key,
+                **found.columns,
+            }
+            with tmp.open("wb") as handle:
+                np.savez(handle, **arrays)
+            tmp.replace(arrays_path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        meta = {
+            "ledger_size": len(ledger_bytes),
+            "ledger_sha256": hashlib.sha256(ledger_bytes).hexdigest(),
+            "keys": found.keys,
+            "checkpoints": found.checkpoints,
+        }
+        atomic_write(meta_path, json.dumps(meta).encode())
+
+
+def _extend(ws: Workspace, base: Table, added: bytes) -> Table:
+    """`base` with the counts of the ledger entries in `added` (the ledger's new lines)."""
+    import numpy as np
+
+    keys = {k: i for i, k in enumerate(base.keys)}
+    checkpoints = {c: i for i, c in enumerate(base.checkpoints)}
+    rows: list[CountRow] = []
+    for line in added.splitlines():
+        if line.strip():
+            rows.extend(report_rows(ws, ReportEntry.model_validate_json(line).md5))
+    where = [checkpoints.setdefault((r.run, r.step), len(checkpoints)) for r in rows]
+    which = [
+        keys.setdefault((r.environment, r.environment_version, r.judge, r.judge_version), len(keys))
+        for r in rows
+    ]
+    return Table(
+        list(keys),
+        np.concatenate([base.checkpoint, np.asarray(where, dtype=np.int64)]),
+        np.concatenate([base.key, np.asarray(which, dtype=np.int64)]),
+        list(checkpoints),
+        {
+            c: np.concatenate(
+                [base.columns[c], np.fromiter((getattr(r, c) for r in rows), np.int64, len(rows))]
+            )
+            for c in COUNT_COLUMNS
+        },
+    )
+
+
+def _full_table(ws: Workspace) -> Table:
+    """The table from every report's counts, summed by DuckDB."""
     import numpy as np
 
     path = _cache_table(ws)
