@@ -35,7 +35,8 @@ from pathlib import Path
 from audit import write_trail
 from backtest import build
 
-VERDICTS = ["none"] * 90 + ["rejected"] * 6 + ["rationalized"] * 3 + ["overt"]
+# the builder's steady rates (bench/backtest.py): 0.4% rationalized, 2% rejected
+VERDICTS = ["none"] * 976 + ["rejected"] * 20 + ["rationalized"] * 4
 
 
 @dataclass
@@ -76,7 +77,7 @@ def landing_report(path: Path, step: int, environments: int, per: int = 100) -> 
                             "episode": f"s{step}-e{e}-{i}",
                             "judge": "cot-monitor",
                             "judge_version": "1",
-                            "verdict": VERDICTS[rng.randrange(100)],
+                            "verdict": VERDICTS[rng.randrange(len(VERDICTS))],
                             "divergent": rng.random() < 0.01,
                         }
                     )

@@ -42,6 +42,8 @@ from .models import (
     utc_now,
 )
 from .storage import (
+    FileStamp,
+    file_stamp,
     iter_jsonl_numbered,
     load_yaml_model,
     model_json_line,
@@ -134,6 +136,10 @@ class Summary:
     judgments: int
     dvc_remote: str | None
     head: str | None
+
+
+# One run's checkpoints as last read in this process, by file and its state (see _checkpoint_lines)
+_CHECKPOINTS_SEEN: dict[Path, tuple[FileStamp, tuple[Checkpoint, ...]]] = {}
 
 
 class Registry:
@@ -278,7 +284,18 @@ class Registry:
 
     def _checkpoint_lines(self, path: Path) -> list[Checkpoint]:
         """One run's checkpoints, in the order gov writes them: one line a step, steps rising;
-        a hand edit that repeats or reorders a step is an error naming its line."""
+        a hand edit that repeats or reorders a step is an error naming its line. Read once per
+        process and state of the file (the records are frozen): a check asks several times."""
+        stamp = file_stamp(path)
+        seen = _CHECKPOINTS_SEEN.get(path)
+        if stamp is not None and seen is not None and seen[0] == stamp:
+            return list(seen[1])
+        found = self._read_checkpoint_lines(path)
+        if stamp is not None and stamp == file_stamp(path):
+            _CHECKPOINTS_SEEN[path] = (stamp, tuple(found))
+        return found
+
+    def _read_checkpoint_lines(self, path: Path) -> list[Checkpoint]:
         display = self.ws.rel(path)
         found: list[Checkpoint] = []
         for number, ckpt in iter_jsonl_numbered(path, Checkpoint, display):
