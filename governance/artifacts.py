@@ -222,6 +222,8 @@ def _seed_hashes(repo: Repo, known: dict[Path, str]) -> None:
 
 def locate(workspace: Path, md5: str) -> str | None:
     """Where an artifact's content can be had: "cache", "remote", or None (gone)."""
+    if _in_default_cache(workspace, md5):
+        return "cache"  # found where DVC keeps it, without loading DVC (half a second)
     repo = open_dvc(workspace)
     try:
         if repo.cache.local.exists(md5):
@@ -235,6 +237,27 @@ def locate(workspace: Path, md5: str) -> str | None:
         return None
     finally:
         repo.close()
+
+
+def _in_default_cache(workspace: Path, md5: str) -> bool:
+    """The artifact's content is in DVC's cache at its default place (.dvc/cache/files/md5/,
+    DVC 3's layout) and no config file of the repository moves the cache elsewhere. False only
+    means "ask DVC"."""
+    import configparser
+
+    root = find_dvc_root(workspace)
+    if root is None or not md5 or md5.endswith(".dir") or len(md5) != 32:
+        return False
+    for name in ("config", "config.local"):
+        config = configparser.ConfigParser()
+        try:
+            config.read(root / ".dvc" / name, encoding="utf-8")
+        except (configparser.Error, UnicodeDecodeError):
+            return False
+        if any(section.strip().lower().startswith("cache") for section in config.sections()):
+            return False  # a cache section (dir, type, shared...): DVC decides
+    path = root / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]
+    return path.is_file()
 
 
 def default_remote_name(repo: Repo) -> str | None:

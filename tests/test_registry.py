@@ -238,3 +238,22 @@ def test_dvc_itself_sees_gov_tracked_checkpoints_as_tracked(gov, workspace: Path
     finally:
         repo.close()
     assert path.read_bytes() == content
+
+
+def test_locating_an_artifact_without_dvc_only_where_dvc_would_look(
+    registry: Registry, workspace: Path, artifact
+) -> None:
+    """The restore point's artifact is looked up in DVC's default cache folder without loading
+    DVC, unless a config file says where the cache is: then DVC itself is asked."""
+    from governance import artifacts
+
+    ckpt = registry.add_checkpoint("main", 100, artifact("a.pt"), {"math": 1.0})
+    assert artifacts._in_default_cache(workspace, ckpt.artifact_md5)
+    assert artifacts.locate(workspace, ckpt.artifact_md5) == "cache"
+    elsewhere = workspace.parent / "moved-cache"
+    local = workspace / ".dvc" / "config.local"
+    local.write_text(f"[cache]\n    dir = {elsewhere}\n")
+    assert not artifacts._in_default_cache(workspace, ckpt.artifact_md5)
+    assert artifacts.locate(workspace, ckpt.artifact_md5) in (None, "remote")  # DVC's answer
+    local.unlink()
+    assert artifacts.locate(workspace, "0" * 32) is None
