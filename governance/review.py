@@ -18,6 +18,7 @@ from . import audit, counts, pairs
 from .errors import GovError
 from .gates import recorded_decisions
 from .policies import Action, Condition, Onset, Policy
+from .records import AuditEntry
 from .registry import Registry
 from .rollback import flagged_environments, recommend
 from .stats.evaluate import run_posterior, screen_odds
@@ -189,27 +190,29 @@ def build_report(
                 current = marks.setdefault(env, {}).get(decision.checkpoint)
                 if current != "block":
                     marks[env][decision.checkpoint] = outcome
-    trail = list(audit.log(registry.ws)) if registry.ws.audit.is_dir() else []
-    entries = (
-        [
-            e
-            for e in trail
-            if e.subject.get("run") in {c.run for c in lineage}
-            or e.subject.get("checkpoint") in refs
-            or run in e.subject.get("runs", "").split(",")
-        ]
-        if registry.ws.audit.is_dir()
-        else []
-    )
-    overrides = [e for e in entries if e.kind == "override"]
+    # The trail read once, as plain records: only the entries the page shows become models
+    # (a long run's trail has 100,000 entries).
+    trail = [e for _, e in audit.read(registry.ws)] if registry.ws.audit.is_dir() else []
+    runs = {c.run for c in lineage}
+    lineage_runs = {r.id for r in registry.lineage(run)}
+
+    def about(subject: dict[str, str]) -> bool:
+        return (
+            subject.get("run") in runs
+            or subject.get("checkpoint") in refs
+            or run in subject.get("runs", "").split(",")
+        )
+
+    entries = [e for e in trail if about(e.get("subject") or {})]
+    overrides = [AuditEntry.model_validate(e) for e in entries if e["kind"] == "override"]
     latest = decisions[-1] if decisions else None
     rollbacks = [
-        e
+        AuditEntry.model_validate(e)
         for e in trail
-        if e.kind == "rollback_applied"
+        if e["kind"] == "rollback_applied"
         and (
-            e.subject.get("run") in {r.id for r in registry.lineage(run)}
-            or e.subject.get("checkpoint") in refs
+            (e.get("subject") or {}).get("run") in lineage_runs
+            or (e.get("subject") or {}).get("checkpoint") in refs
         )
     ]
     rollback_text = (
@@ -302,16 +305,16 @@ def build_report(
     # Decisions, flags, overrides, redesigns and rollbacks first, newest first; the routine
     # (reports ingested, recommendations) summed up in one line each below them.
     routine = {"report_ingested", "report_replaced", "rollback_recommended"}
-    shown = sorted((e for e in entries if e.kind not in routine), key=lambda e: -e.seq)
-    older = shown[TIMELINE:]
-    shown = shown[:TIMELINE]
+    listed = sorted((e for e in entries if e["kind"] not in routine), key=lambda e: -e["seq"])
+    older = listed[TIMELINE:]
+    shown = [AuditEntry.model_validate(e) for e in listed[:TIMELINE]]
     for kind in sorted(routine):
-        same = [e for e in entries if e.kind == kind]
+        same = [e for e in entries if e["kind"] == kind]
         if same:
             html.append(
                 f"<p class=muted>{len(same)} × {escape(kind.replace('_', ' '))} "
-                f"(entries {same[0].seq} to {same[-1].seq}, {escape(same[0].time[:10])} to "
-                f"{escape(same[-1].time[:10])}): see <code>gov audit log --kind {kind}</code></p>"
+                f"(entries {same[0]['seq']} to {same[-1]['seq']}, {escape(same[0]['time'][:10])} to "
+                f"{escape(same[-1]['time'][:10])}): see <code>gov audit log --kind {kind}</code></p>"
             )
     if shown:
         html.append(
@@ -338,8 +341,8 @@ def build_report(
         html.append("</table>")
         if older:
             html.append(
-                f"<p class=muted id=older>{len(older)} older entries (entries {older[-1].seq} to "
-                f"{older[0].seq}) are not listed here: see <code>gov audit log</code></p>"
+                f"<p class=muted id=older>{len(older)} older entries (entries {older[-1]['seq']} to "
+                f"{older[0]['seq']}) are not listed here: see <code>gov audit log</code></p>"
             )
     elif not entries:
         html.append("<p class=muted>No audit entries for this run yet.</p>")
