@@ -175,7 +175,27 @@ def _pipeline_outs(pipeline: Path) -> list[Path]:
     return found
 
 
+def _config(workspace: Path) -> Any | None:
+    """DVC's configuration of the repository (every level: system, global, repository, local),
+    read by DVC's own Config without opening the repository (a tenth of the time); None where
+    it cannot be read (the caller then opens the repository, which says why)."""
+    root = find_dvc_root(workspace)
+    if root is None:
+        return None
+    _quiet()
+    from dvc.config import Config
+
+    try:
+        return Config(dvc_dir=str(root / ".dvc"))
+    except Exception:  # a config DVC refuses: opening the repository reports it
+        return None
+
+
 def default_remote(workspace: Path) -> str | None:
+    config = _config(workspace)
+    if config is not None:
+        name = config["core"].get("remote")
+        return str(name) if name else None
     repo = open_dvc(workspace)
     try:
         name = repo.config["core"].get("remote")
@@ -241,21 +261,14 @@ def locate(workspace: Path, md5: str) -> str | None:
 
 def _in_default_cache(workspace: Path, md5: str) -> bool:
     """The artifact's content is in DVC's cache at its default place (.dvc/cache/files/md5/,
-    DVC 3's layout) and no config file of the repository moves the cache elsewhere. False only
-    means "ask DVC"."""
-    import configparser
-
+    DVC 3's layout) and DVC's configuration does not move the cache. False only means "ask
+    DVC"."""
     root = find_dvc_root(workspace)
     if root is None or not md5 or md5.endswith(".dir") or len(md5) != 32:
         return False
-    for name in ("config", "config.local"):
-        config = configparser.ConfigParser()
-        try:
-            config.read(root / ".dvc" / name, encoding="utf-8")
-        except (configparser.Error, UnicodeDecodeError):
-            return False
-        if any(section.strip().lower().startswith("cache") for section in config.sections()):
-            return False  # a cache section (dir, type, shared...): DVC decides
+    config = _config(workspace)
+    if config is None or config["cache"].get("dir"):
+        return False
     path = root / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]
     return path.is_file()
 
