@@ -117,6 +117,7 @@ def add(
         # file's stage is made, hashed, cached and written by the same DVC calls that `add`
         # makes after that; _refuse_overlap checks the places an overlapping output can be
         # declared instead. A file tracked before (its .dvc file there) goes through DVC's add.
+        _git_checks_ignores(repo)
         with lock_repo(repo), repo.scm_context(quiet=True):
             for artifact in fresh:
                 path, wdir, out = resolve_paths(repo, str(artifact))
@@ -131,6 +132,33 @@ def add(
     finally:
         repo.close()
     return {a: read_dvc_file(dvc_file(a)) for a in artifacts}
+
+
+def _git_checks_ignores(repo: Repo) -> None:
+    """Let git itself answer DVC's "is this path git-ignored?" for this repository object.
+    DVC asks its dulwich backend, which matches the path against every pattern of the folder's
+    .gitignore in Python: DVC writes one pattern per artifact there, so each question cost 60 ms
+    at 2,000 checkpoints, and a registration asks several. `git check-ignore` answers the same
+    question by git's own rules in a few milliseconds."""
+    import subprocess
+
+    scm = getattr(repo, "scm", None)
+    root = getattr(scm, "root_dir", None)
+    if scm is None or root is None:
+        return
+
+    def is_ignored(path: str | os.PathLike[str]) -> bool:
+        done = subprocess.run(
+            ["git", "check-ignore", "-q", "--no-index", "--", os.fspath(path)],
+            cwd=root,
+            capture_output=True,
+            check=False,
+        )
+        if done.returncode not in (0, 1):  # git could not answer: DVC's own way
+            return bool(type(scm).is_ignored(scm, path))
+        return done.returncode == 0
+
+    scm.is_ignored = is_ignored
 
 
 def _refuse_overlap(workspace: Path, artifact: Path) -> None:

@@ -257,3 +257,20 @@ def test_locating_an_artifact_without_dvc_only_where_dvc_would_look(
     assert artifacts.locate(workspace, ckpt.artifact_md5) in (None, "remote")  # DVC's answer
     local.unlink()
     assert artifacts.locate(workspace, "0" * 32) is None
+
+
+def test_a_checkpoint_whose_dvc_file_git_ignores_is_refused(gov, workspace: Path, artifact) -> None:
+    """git itself answers DVC's question whether the .dvc file would be ignored (DVC's own
+    answer walks every pattern of the folder's .gitignore in Python): an ignored one is refused
+    as DVC refuses it, whole."""
+    path = artifact("step-100.pt")
+    ignore = path.parent / ".gitignore"
+    ignore.write_text((ignore.read_text() if ignore.exists() else "") + "*.dvc\n")
+    git.Repo(workspace).git.add(A=True)
+    git.Repo(workspace).index.commit("ignore dvc files by mistake")
+    before = snapshot(workspace)
+    result = gov("checkpoint", "add", "main@100", str(path), "-e", "math=1", cwd=workspace)
+    assert result.exit_code == 2, result.stdout
+    assert "step-100.pt.dvc" in result.stderr and "ignored" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert snapshot(workspace) == before
