@@ -724,6 +724,18 @@ def _index(ws: Workspace) -> trailindex.TrailIndex | None:
 _environments = trailindex.subject_environments
 
 
+def recommended(ws: Workspace, digest: str) -> bool:
+    """A rollback recommendation with this digest is in the trail already."""
+    index = _index(ws)
+    if index is not None:
+        return digest in index.recommended
+    return any(
+        entry.get("kind") == "rollback_recommended"
+        and (entry.get("refs") or {}).get("digest") == digest
+        for _, entry in read(ws)
+    )
+
+
 def redesigns(ws: Workspace, environment: str) -> int:
     return pressure(ws).get(environment, {}).get("redesign", 0)
 

@@ -372,12 +372,8 @@ def record_recommendation(registry: Registry, rec: Recommendation) -> str | None
     """Append the recommendation to the audit trail (one commit); None when this very
     recommendation, from the same inputs, is recorded already."""
     digest = recommendation_digest(registry, rec)
-    for _, entry in audit.read(registry.ws):
-        if (
-            entry.get("kind") == "rollback_recommended"
-            and (entry.get("refs") or {}).get("digest") == digest
-        ):
-            return None
+    if audit.recommended(registry.ws, digest):
+        return None
     with registry.ws.change(
         f"rollback recommended for {rec.run}: {rec.restore or 'none'}"
     ) as change:

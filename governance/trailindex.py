@@ -5,15 +5,16 @@ and the policies the last decision used.
 
 The trail (audit/trail.jsonl) stays the only source of truth. The index lives in the
 workspace's local state (.gov/index/, never committed): the byte offset and id of every entry,
-in trail order, how many bytes of the trail it covers, and two summaries folded over its entries
+in trail order, how many bytes of the trail it covers, and summaries folded over its entries
 (the interventions of each pressure kind per environment; the policies of the newest check or
-policy change). A trail only grows, so the index is
-extended from where it stopped while its last covered entry still sits where it did; anything
-else rebuilds it from the trail. Every lookup reads the entry's own line back and checks its id
-and number, and falls back to reading the whole trail on any mismatch: a stale or forged index
-can cost time, never give a wrong entry. The summaries hold for a trail that was only appended
-to; one rewritten in the middle is refused by the trail guard before any decision read from
-them is recorded (audit.guard verifies it whole when its verified bytes changed).
+policy change; the digests of the rollback recommendations recorded). A trail only grows, so the
+index is extended from where it stopped while its last covered entry still sits where it did;
+anything else rebuilds it from the trail. Every lookup reads the entry's own line back and checks
+its id and number, and falls back to reading the whole trail on any mismatch: a stale index can
+cost time, never give a wrong entry. The summaries hold for a trail that was only appended to;
+one rewritten in the middle is refused by the trail guard before any decision read from them is
+recorded (audit.guard verifies it whole when its verified bytes changed). Like the guard's own
+mark, they are local state: as trustworthy as the machine's .gov folder, rebuilt on a clone.
 """
 
 from __future__ import annotations
@@ -56,12 +57,14 @@ class TrailIndex:
         size: int,
         pressure: dict[str, dict[str, int]] | None = None,
         policies: dict[str, str] | None = None,
+        recommended: list[str] | None = None,
     ) -> None:
         self.ids = ids
         self.offsets = offsets
         self.size = size  # bytes of the trail covered
         self.pressure = pressure if pressure is not None else {}
         self.policies = policies  # None: no check or policy change yet
+        self.recommended = recommended if recommended is not None else []  # their digests
 
     def fold(self, entry: dict[str, Any]) -> None:
         """Take one more entry into the summaries."""
@@ -70,6 +73,10 @@ class TrailIndex:
             for env in subject_environments(entry.get("subject") or {}):
                 counts = self.pressure.setdefault(env, dict.fromkeys(PRESSURE_KINDS, 0))
                 counts[str(kind)] += 1
+        elif kind == "rollback_recommended":
+            digest = (entry.get("refs") or {}).get("digest")
+            if isinstance(digest, str):
+                self.recommended.append(digest)
         elif kind in POLICY_KINDS:
             policies = (entry.get("inputs") or {}).get("policies", self.policies)
             if isinstance(policies, dict):
@@ -84,14 +91,18 @@ class TrailIndex:
             offsets = array("Q")
             offsets.frombytes(offsets_path.read_bytes())
             count, size = int(meta["count"]), int(meta["size"])
-            pressure, policies = meta["pressure"], meta["policies"]
+            pressure, policies, recommended = (
+                meta["pressure"],
+                meta["policies"],
+                meta["recommended"],
+            )
             if list(meta["kinds"]) != list(PRESSURE_KINDS):
                 return None
         except (OSError, ValueError, KeyError, TypeError):
             return None
         if len(ids) != count * ID_WIDTH or len(offsets) != count:
             return None
-        return cls(ids, offsets, size, pressure, policies)
+        return cls(ids, offsets, size, pressure, policies, recommended)
 
     def save(self, state: Path) -> None:
         """Write the index (local state: a folder that cannot be written costs only speed)."""
@@ -106,6 +117,7 @@ class TrailIndex:
                 "kinds": list(PRESSURE_KINDS),
                 "pressure": self.pressure,
                 "policies": self.policies,
+                "recommended": self.recommended,
             }
             atomic_write(meta_path, json.dumps(meta).encode())
 
@@ -131,6 +143,7 @@ def build(data: bytes, start: int = 0, base: TrailIndex | None = None, at: int =
         0,
         json.loads(json.dumps(base.pressure)) if base else {},  # a copy: base stays as it was
         base.policies if base else None,
+        list(base.recommended) if base else [],
     )
     for line in data[start:].splitlines(keepends=True):
         if line.strip():
