@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict
 
 from .metrics import COUNT_COLUMNS, CountKey, CountRow
 from .stats.series import Table
-from .storage import atomic_write, iter_jsonl_models, model_json_line
+from .storage import atomic_write, duckdb_connect, iter_jsonl_models, model_json_line
 from .workspace import Change, Workspace
 
 LEDGER = "reports.jsonl"
@@ -210,10 +210,9 @@ def reports_for(ws: Workspace, checkpoints: set[tuple[str, int]]) -> list[str]:
     md5s = {e.md5 for e in ledger(ws)}
     if not md5s or not checkpoints:
         return []
-    import duckdb
 
     pattern = _sql_text(str(ws.registry / "counts" / "*.csv"))
-    with duckdb.connect() as con:
+    with duckdb_connect() as con:
         found = con.execute(
             f"SELECT DISTINCT filename, run, step FROM read_csv({pattern}, header=true, "
             f"filename=true, columns={_csv_columns()})"
@@ -258,7 +257,6 @@ def _cache_table(ws: Workspace) -> Path | None:
     table = ws.state / "index" / f"counts.{key[:16]}.parquet"
     if table.is_file():
         return table
-    import duckdb
 
     table.parent.mkdir(parents=True, exist_ok=True)
     tmp = table.with_name(f".counts-{secrets.token_hex(6)}.tmp.parquet")
@@ -266,7 +264,7 @@ def _cache_table(ws: Workspace) -> Path | None:
     sums = ", ".join(f"sum({c})::BIGINT AS {c}" for c in COUNT_COLUMNS)
     pattern = _sql_text(str(ws.registry / "counts" / "*.csv"))
     try:
-        with duckdb.connect() as con:
+        with duckdb_connect() as con:
             con.execute(
                 f"COPY (SELECT {keys}, {sums} FROM read_csv({pattern}, header=true, "
                 f"columns={_csv_columns()}) GROUP BY ALL ORDER BY {keys}) TO '{tmp}' "
@@ -288,7 +286,7 @@ def rows(ws: Workspace) -> list[CountRow]:
         return []
     import duckdb
 
-    with duckdb.connect() as con:
+    with duckdb_connect() as con:
         try:
             found = con.execute(f"SELECT * FROM read_parquet('{table}')").fetchall()
         except duckdb.IOException:  # replaced by a newer ledger's table as we read: rebuild
@@ -432,7 +430,7 @@ def _full_table(ws: Workspace) -> Table:
         "(ORDER BY environment, environment_version, judge, judge_version) - 1 AS _key "
         "FROM read_parquet({})"
     )
-    with duckdb.connect() as con:
+    with duckdb_connect() as con:
         try:
             data = con.execute(query.format(_sql_text(str(path)))).fetchnumpy()
         except duckdb.IOException:  # replaced by a newer ledger's table as we read: rebuild

@@ -12,7 +12,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -132,3 +132,13 @@ def iter_jsonl_numbered(path: Path, model: type[M], display: str) -> Iterator[tu
             raise RegistryFileError(
                 f"{display}:{number}: field {yamlio.field_name(loc)}: {message}{_fix_hint(display)}"
             ) from exc
+
+
+def duckdb_connect(config: dict[str, Any] | None = None) -> Any:
+    """An in-process DuckDB connection whose own progress bar never prints into gov's output
+    (gov reports progress itself)."""
+    import duckdb
+
+    con = duckdb.connect(config=config or {})
+    con.execute("SET enable_progress_bar = false")
+    return con

@@ -413,3 +413,12 @@ def test_a_report_written_to_while_it_is_ingested_is_refused(registry, workspace
     assert not list((workspace / "reports").glob(".incoming-*"))
     ingest(registry, [path])  # once it is complete, it goes in whole: 31 episodes
     assert registry.summary().judgments == 31
+
+
+def test_duckdb_never_draws_its_own_progress_bar() -> None:
+    """DuckDB draws a progress bar on a terminal for a query over two seconds; every
+    connection gov opens turns it off (gov reports progress itself)."""
+    from governance.storage import duckdb_connect
+
+    with duckdb_connect({"memory_limit": "256MB"}) as con:
+        assert con.execute("SELECT current_setting('enable_progress_bar')").fetchone() == (False,)

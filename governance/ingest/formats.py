@@ -20,6 +20,7 @@ from ..counts import (
 )
 from ..errors import ReportRejected
 from ..judgments import AggregatedCounts, JudgedEpisode
+from ..storage import duckdb_connect
 
 MAX_RECORD_BYTES = 1 << 20
 LISTED_ERRORS = 10
@@ -149,9 +150,7 @@ def _check_count(path: Path, number: int) -> None:
 
 def detect_kind(path: Path, fmt: Format) -> Kind:
     if fmt == "parquet":
-        import duckdb
-
-        with duckdb.connect() as con:
+        with duckdb_connect() as con:
             described = con.execute(f"DESCRIBE SELECT * FROM read_parquet({quote(path)})")
             names = {c[0] for c in described.fetchall()}
         return "aggregated" if "n" in names and "verdict" not in names else "episodes"
@@ -250,9 +249,8 @@ def records(path: Path, fmt: Format, problems: Problems) -> Iterator[tuple[int, 
             else:
                 yield number, raw
         return
-    import duckdb
 
-    cursor = duckdb.connect().execute(f"SELECT * FROM read_parquet({quote(path)})")
+    cursor = duckdb_connect().execute(f"SELECT * FROM read_parquet({quote(path)})")
     names = [d[0] for d in cursor.description]
     number = 0
     while batch := cursor.fetchmany(10_000):

@@ -23,6 +23,7 @@ from ..counts import (
 )
 from ..errors import ReportRejected
 from ..judgments import MAX_COUNT, AggregatedCounts, JudgedEpisode
+from ..storage import duckdb_connect
 from ..workspace import Workspace
 from .formats import (
     LISTED_ERRORS,
@@ -40,11 +41,10 @@ _COMBO = (*_RAW_KEYS, "schema_version", "verdict", "divergent")
 
 
 def connect(ws: Workspace) -> Any:
-    import duckdb
 
     tmp = ws.state / "tmp"
     tmp.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(config={"memory_limit": "1GB", "temp_directory": str(tmp)})
+    con = duckdb_connect({"memory_limit": "1GB", "temp_directory": str(tmp)})
     con.execute("SET preserve_insertion_order = false")
     return con
 
