@@ -282,11 +282,24 @@ def onset_posterior(
     if len(ks) < 2 or not np.any(ns > 0):
         t = len(ks)
         return OnsetPosterior(t, 0.0, np.full(max(t, 1), 1.0 / max(t, 1)))
+    key = (ks.tobytes(), ns.tobytes(), prior, zoom)
+    if key in _SEEN:
+        return _SEEN[key]
     post = _posterior(*_compress(ks, ns, prior), len(ks), prior)
     window = _focus(post, len(ks), prior) if zoom else None
     if window is not None:  # the onset lies in the summed history: read it finely there
         post = _posterior(*_compress(ks, ns, prior, window), len(ks), prior)
+    post.onset.flags.writeable = False  # shared by every caller that asks again
+    if len(_SEEN) >= _REMEMBER:
+        _SEEN.pop(next(iter(_SEEN)))
+    _SEEN[key] = post
     return post
+
+
+# The posteriors computed in this process, by their counts and prior (a pure function's
+# results): the review page asks again for the series its restore point placed moments before.
+_REMEMBER = 512
+_SEEN: dict[tuple[bytes, bytes, OnsetPrior, bool], OnsetPosterior] = {}
 
 
 def _focus(post: OnsetPosterior, length: int, prior: OnsetPrior) -> tuple[int, int] | None:
