@@ -43,8 +43,32 @@ GENESIS = "0" * 64
 PRESSURE_KINDS = trailindex.PRESSURE_KINDS
 
 
+# A long trail is kept in segments: every SEGMENT entries, the file's entries move, unchanged, to
+# a sealed file of their own (audit/trail/<first seq>.jsonl) and trail.jsonl starts again. The
+# chain runs on across them; read in order, they are the trail. Each commit then stores the
+# short active file, not the whole trail again (a 100,000-entry trail is 47 MB: git hashed and
+# compressed it twice a commit, and kept every version whole until it packs them).
+SEALED = "trail"
+SEGMENT = 10_000
+
+
 def trail_path(ws: Workspace) -> Path:
+    """The active file: the newest entries, where appends go."""
     return ws.audit / TRAIL
+
+
+def sealed_paths(ws: Workspace) -> list[Path]:
+    folder = ws.audit / SEALED
+    return sorted(folder.glob("*.jsonl")) if folder.is_dir() else []
+
+
+def trail_files(ws: Workspace) -> list[Path]:
+    """Every file of the trail in order: the sealed segments, then the active file."""
+    return [*sealed_paths(ws), trail_path(ws)]
+
+
+def _contents(ws: Workspace) -> list[tuple[Path, bytes]]:
+    return [(p, p.read_bytes()) for p in trail_files(ws) if p.is_file()]
 
 
 def entry_id(entry: dict[str, Any]) -> str:
@@ -63,9 +87,14 @@ def actor_of(ws: Workspace) -> str:
     return f"{name} <{email}>" if email else str(name)
 
 
-def _last_line(path: Path) -> bytes:
-    """The last line of a file, read from its end (the trail may hold 100,000 entries)."""
-    return next(iter_jsonl_lines_reversed(path), b"")
+def _last_line(ws: Workspace) -> bytes:
+    """The trail's last line, read from the end of its last file that has one."""
+    for path in reversed(trail_files(ws)):
+        if path.is_file():
+            line = next(iter_jsonl_lines_reversed(path), b"")
+            if line:
+                return line
+    return b""
 
 
 def append(
@@ -85,11 +114,14 @@ def append(
         guard(ws)  # nothing is written on top of a trail that fails verification
     if change.audit:
         prev, seq = change.audit[-1].id, change.audit[-1].seq + 1
-    elif path.is_file() and path.stat().st_size:
-        last = json.loads(_last_line(path))
+    elif last_line := _last_line(ws):
+        last = json.loads(last_line)
         prev, seq = last["id"], last["seq"] + 1
     else:
         prev, seq = GENESIS, 1
+    first = _first_seq(path)  # of the active file
+    if first is not None and seq - first >= SEGMENT:
+        _seal(change, first)
     entry = AuditEntry.seal(
         AuditBody(
             seq=seq,
@@ -106,35 +138,62 @@ def append(
     )
     change.append(path, entry.line())
     change.audit.append(entry)
+    _index_seen.clear()
     change.trailers = [t for t in change.trailers if not t.startswith(HEAD_TRAILER)]
     change.trailers += [f"{ENTRY_TRAILER}: {entry.id}", f"{HEAD_TRAILER}: {seq} {entry.id}"]
     return entry
 
 
-# -- reading ----------------------------------------------------------------------------------
-def read(ws: Workspace, data: bytes | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, entry) of every entry; a line that is not a JSON object is an error.
-    `data`: the trail's bytes, already read (else the file is read)."""
+def _first_seq(path: Path) -> int | None:
+    """The number of the active file's first entry (None: it has none)."""
+    if not path.is_file():
+        return None
+    with path.open("rb") as handle:
+        for raw in handle:
+            if raw.strip():
+                seq = json.loads(raw).get("seq")
+                return seq if isinstance(seq, int) else None
+    return None
+
+
+def _seal(change: Change, first: int) -> None:
+    """Move the active file's entries, unchanged, to a sealed segment named by its first entry,
+    and start the active file again (both in `change`, so the trail reads the same after)."""
+    ws = change.ws
     path = trail_path(ws)
+    data = path.read_bytes()
+    change.write(ws.audit / SEALED / f"{first:010d}.jsonl", data)
+    change.write(path, b"")
+
+
+# -- reading ----------------------------------------------------------------------------------
+def read(
+    ws: Workspace, contents: Sequence[tuple[Path, bytes]] | None = None
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """("file:line", entry) of every entry, in order across the trail's files; a line that is
+    not a JSON object is an error. `contents`: the files' bytes, already read."""
     if not ws.audit.is_dir():
         raise AuditError(
             f"{ws.rel(ws.audit)}: the audit folder is missing: run `gov init` to restore it"
         )
-    if data is None and not path.is_file():
-        return
-    lines = (
-        iter_jsonl_lines(path)
-        if data is None
-        else ((n, raw) for n, raw in enumerate(data.splitlines(), start=1) if raw.strip())
+    files = (
+        [(p, iter_jsonl_lines(p)) for p in trail_files(ws) if p.is_file()]
+        if contents is None
+        else [
+            (p, ((n, raw) for n, raw in enumerate(data.splitlines(), start=1) if raw.strip()))
+            for p, data in contents
+        ]
     )
-    for number, raw in lines:
-        try:
-            entry = json.loads(raw)
-        except ValueError as exc:
-            raise AuditError(f"{ws.rel(path)}:{number}: not a JSON entry ({exc})") from exc
-        if not isinstance(entry, dict) or "id" not in entry or "seq" not in entry:
-            raise AuditError(f"{ws.rel(path)}:{number}: not an audit entry (no id or seq)")
-        yield number, entry
+    for path, lines in files:
+        rel = ws.rel(path)
+        for number, raw in lines:
+            try:
+                entry = json.loads(raw)
+            except ValueError as exc:
+                raise AuditError(f"{rel}:{number}: not a JSON entry ({exc})") from exc
+            if not isinstance(entry, dict) or "id" not in entry or "seq" not in entry:
+                raise AuditError(f"{rel}:{number}: not an audit entry (no id or seq)")
+            yield f"{rel}:{number}", entry
 
 
 _RELATIVE = re.compile(r"(\d+)\s*([dhw])")
@@ -244,17 +303,17 @@ def _lookup(ws: Workspace, prefix: str) -> list[dict[str, Any]]:
             return False
         return str(entry["seq"]) == prefix if by_seq else entry["id"].startswith(prefix.lower())
 
-    path = trail_path(ws)
-    if ws.audit.is_dir() and path.is_file() and prefix:
+    files = [p for p in trail_files(ws) if p.is_file()]
+    if ws.audit.is_dir() and files and prefix:
         try:
-            index = trailindex.current(ws.state, path)
+            index = trailindex.current(ws.state, files)
         except (OSError, ValueError, KeyError, TypeError):
             index = None
         if index is not None:
             places = (
                 [int(prefix) - 1] if by_seq and 0 < int(prefix) <= len(index.offsets) else []
             ) or ([] if by_seq else index.find(prefix.lower()))
-            found = [trailindex.read_at(path, index.offsets[p]) for p in places]
+            found = [trailindex.read_at(files, index.offsets[p]) for p in places]
             if found and all(names(e) for e in found):
                 return [e for e in found if e is not None]
     return [e for _, e in read(ws) if names(e)]
@@ -291,15 +350,16 @@ def verify(ws: Workspace) -> Verification:
     """Check the chain link by link and against the heads git history recorded; raise
     TrailBroken naming the first bad entry."""
     path = ws.rel(trail_path(ws))
-    data = trail_path(ws).read_bytes() if trail_path(ws).is_file() else b""
+    contents = _contents(ws)
+    data = b"".join(d for _, d in contents)
     by_seq: dict[int, str] = {}
     prev = GENESIS
     expected = 1
     count = 0
     missing: set[str] = set()
-    for number, entry in read(ws, data):
+    for where, entry in read(ws, contents):
         count += 1
-        _check_link(path, number, entry, expected, prev)
+        _check_link(where, entry, expected, prev)
         for md5 in entry.get("inputs", {}).get("reports", []):
             if not _report_present(ws, md5):
                 missing.add(md5)
@@ -322,20 +382,21 @@ def verify(ws: Workspace) -> Verification:
                 anchored += 1
     if mismatched:
         seq, commit = min(mismatched)
-        first = _first_difference(ws, rel, commit, seq)
+        first = _first_difference(ws, commit, seq)
         raise TrailBroken(
             f"{path}: entry {first} is not what commit {commit[:12]} recorded: the trail was "
             "rewritten after it was committed"
         )
-    committed = _committed_text(ws, path)
-    if committed is not None and not data.startswith(committed):
-        raise TrailBroken(
-            f"{path}: the working copy differs from the committed trail before its end"
-        )
+    for file, content in contents:
+        committed = _committed_text(ws, ws.rel(file))
+        if committed is not None and not content.startswith(committed):
+            raise TrailBroken(
+                f"{ws.rel(file)}: the working copy differs from the committed trail before its end"
+            )
     if data:
         _mark_verified(ws, data, count, prev)
         with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-            trailindex.current(ws.state, trail_path(ws))  # where each entry is, for `show`
+            trailindex.current(ws.state, [p for p, _ in contents])  # where each entry is
     return Verification(count, prev if count else None, anchored, sorted(missing))
 
 
@@ -347,10 +408,10 @@ def guard(ws: Workspace) -> None:
     still those verified last time is checked from there on, link by link; any other is
     verified in full (the chain and the heads git recorded). Raises TrailRefused naming the
     first bad entry."""
-    path = trail_path(ws)
-    if not path.is_file():
+    contents = _contents(ws)
+    if not contents:
         return
-    data = path.read_bytes()
+    data = b"".join(d for _, d in contents)
     mark = ws.state / VERIFIED
     try:
         known = json.loads(mark.read_bytes())
@@ -359,7 +420,7 @@ def guard(ws: Workspace) -> None:
         size = -1
     try:
         if 0 <= size <= len(data) and hashlib.sha256(data[:size]).hexdigest() == digest:
-            seq, head = _verify_from(ws, data, size, seq, head)
+            seq, head = _verify_from(ws, contents, size, seq, head)
         else:
             done = verify(ws)
             seq, head = done.entries, done.head or GENESIS
@@ -379,39 +440,46 @@ def _mark_verified(ws: Workspace, data: bytes, seq: int, head: str) -> None:
         atomic_write(ws.state / VERIFIED, json.dumps(record).encode())
 
 
-def _check_link(path: str, number: int, entry: dict[str, Any], expected: int, prev: str) -> None:
+def _check_link(where: str, entry: dict[str, Any], expected: int, prev: str) -> None:
     """Entry `expected` of the chain, following the entry whose id is `prev`, unedited; else
-    TrailBroken naming its line."""
+    TrailBroken naming its line (`where`: file:line)."""
     if entry["seq"] != expected:
         raise TrailBroken(
-            f"{path}:{number}: entry {entry['seq']} is out of place (expected entry "
+            f"{where}: entry {entry['seq']} is out of place (expected entry "
             f"{expected}): an entry was deleted, inserted or moved"
         )
     if entry["prev"] != prev:
         raise TrailBroken(
-            f"{path}:{number}: entry {entry['seq']} does not follow entry {expected - 1} "
+            f"{where}: entry {entry['seq']} does not follow entry {expected - 1} "
             "(its prev hash differs): the chain was cut or reordered here"
         )
     if entry_id(entry) != entry["id"]:
-        raise TrailBroken(
-            f"{path}:{number}: entry {entry['seq']} was edited (its hash does not match)"
-        )
+        raise TrailBroken(f"{where}: entry {entry['seq']} was edited (its hash does not match)")
 
 
-def _verify_from(ws: Workspace, data: bytes, offset: int, seq: int, prev: str) -> tuple[int, str]:
-    """Check the entries after byte `offset` follow entry `seq` (id `prev`) link by link."""
-    rel = ws.rel(trail_path(ws))
-    number = data[:offset].count(b"\n")
-    for raw in data[offset:].splitlines():
-        number += 1
-        if not raw.strip():
-            continue
-        try:
-            entry = json.loads(raw)
-            _check_link(rel, number, entry, seq + 1, prev)
-        except (ValueError, KeyError, TypeError) as exc:
-            raise TrailBroken(f"{rel}:{number}: not an audit entry ({exc})") from exc
-        seq, prev = entry["seq"], entry["id"]
+def _verify_from(
+    ws: Workspace, contents: Sequence[tuple[Path, bytes]], offset: int, seq: int, prev: str
+) -> tuple[int, str]:
+    """Check the entries after byte `offset` of the trail's files read in order follow entry
+    `seq` (id `prev`) link by link."""
+    start = 0
+    for path, data in contents:
+        end = start + len(data)
+        if end > offset:
+            skip = max(0, offset - start)
+            rel = ws.rel(path)
+            number = data[:skip].count(b"\n")
+            for raw in data[skip:].splitlines():
+                number += 1
+                if not raw.strip():
+                    continue
+                try:
+                    entry = json.loads(raw)
+                    _check_link(f"{rel}:{number}", entry, seq + 1, prev)
+                except (ValueError, KeyError, TypeError) as exc:
+                    raise TrailBroken(f"{rel}:{number}: not an audit entry ({exc})") from exc
+                seq, prev = entry["seq"], entry["id"]
+        start = end
     return seq, prev
 
 
@@ -536,8 +604,11 @@ def verify_commits(ws: Workspace, allowed_signers: Path | None = None) -> int:
         }
         for entry_id in filter(None, (v.strip() for v in ids.split(";"))):
             carried.setdefault(entry_id, (commit, files))
-    committed = _committed_text(ws, rel)
-    in_head = len(committed.splitlines()) if committed is not None else 0
+    in_head = 0
+    for file in trail_files(ws):
+        committed = _committed_text(ws, ws.rel(file))
+        if committed:
+            in_head += sum(1 for line in committed.splitlines() if line.strip())
     signed: set[str] = set()
     for entry in entries:
         seq, kind = entry["seq"], entry.get("kind", "")
@@ -655,10 +726,17 @@ def verify_statuses(
             )
 
 
-def _first_difference(ws: Workspace, rel: str, commit: str, upto: int) -> int:
+def _first_difference(ws: Workspace, commit: str, upto: int) -> int:
     """The first entry (seq) that differs from the trail as `commit` recorded it."""
-    then = ws.repo.git.show(f"{commit}:{rel}").splitlines()
-    now = trail_path(ws).read_text().splitlines()
+    sealed = _repo_path(ws, f"{ws.rel(ws.audit)}/{SEALED}")
+    names = ws.repo.git.ls_tree("-r", "--name-only", commit, "--", sealed).split()
+    then: list[str] = []
+    for name in [*sorted(names), _repo_path(ws, ws.rel(trail_path(ws)))]:
+        try:
+            then += ws.repo.git.show(f"{commit}:{name}").splitlines()
+        except git.GitCommandError:  # not in that commit
+            continue
+    now = [line for p in trail_files(ws) if p.is_file() for line in p.read_text().splitlines()]
     for index, (old, new) in enumerate(zip(then[:upto], now, strict=False)):
         if old != new:
             return index + 1
@@ -699,23 +777,25 @@ def pressure(ws: Workspace) -> dict[str, dict[str, int]]:
 
 # The index read once per process and trail state: a check asks for the pressure once per
 # environment.
-_index_seen: dict[FileStamp, trailindex.TrailIndex] = {}
+_index_seen: dict[tuple[FileStamp | None, ...], trailindex.TrailIndex] = {}
 
 
 def _index(ws: Workspace) -> trailindex.TrailIndex | None:
     """The trail's index as the trail is now, or None (no trail, or a line the index cannot
     read: the caller reads the trail, which names it)."""
-    path = trail_path(ws)
-    stamp = file_stamp(path)
-    if stamp is None or not ws.audit.is_dir():
+    if not ws.audit.is_dir():
+        return None
+    files = [p for p in trail_files(ws) if p.is_file()]
+    stamp = tuple(file_stamp(p) for p in files)
+    if not files:
         return None
     if stamp in _index_seen:
         return _index_seen[stamp]
     try:
-        index = trailindex.current(ws.state, path)
+        index = trailindex.current(ws.state, files)
     except (OSError, ValueError, KeyError, TypeError, RecursionError):
         return None
-    if stamp == file_stamp(path):
+    if stamp == tuple(file_stamp(p) for p in files):
         _index_seen.clear()
         _index_seen[stamp] = index
     return index
@@ -746,7 +826,7 @@ def policy_change(ws: Workspace, current: dict[str, str]) -> dict[str, list[str]
     gov does not write policies (people edit and commit them), so a change is noticed, and
     recorded, by the next decision that reads them."""
     index = _index(ws)
-    last = _last_policies(trail_path(ws)) if index is None else (index.policies or {})
+    last = _last_policies(trail_files(ws)) if index is None else (index.policies or {})
     if last is None:  # read forwards: names the line that cannot be read
         last = {}
         for _, entry in read(ws):
@@ -761,13 +841,15 @@ def policy_change(ws: Workspace, current: dict[str, str]) -> dict[str, list[str]
     }
 
 
-def _last_policies(path: Path, block: int = 1 << 16) -> dict[str, str] | None:
+def _last_policies(files: Sequence[Path], block: int = 1 << 16) -> dict[str, str] | None:
     """The policies of the newest check or policy_change entry, reading the trail from its end
     (a decision needs only the latest; the trail only grows). None: a line that is not an
     entry was met, or the trail is missing, for the forward read to report."""
-    if not path.is_file():
+    present = [p for p in files if p.is_file()]
+    if not present:
         return None
-    for raw in iter_jsonl_lines_reversed(path, block):
+    lines = (raw for path in reversed(present) for raw in iter_jsonl_lines_reversed(path, block))
+    for raw in lines:
         try:
             entry = json.loads(raw)
         except ValueError:

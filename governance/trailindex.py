@@ -3,7 +3,8 @@ local state, so that `gov audit show` reads one line of a 100,000-entry trail in
 it, and `gov check` does not read the whole trail for the monitor pressure on each environment
 and the policies the last decision used.
 
-The trail (audit/trail.jsonl) stays the only source of truth. The index lives in the
+The trail (audit/trail.jsonl and its sealed segments, audit/trail/*.jsonl, read in order as
+one stream) stays the only source of truth. The index lives in the
 workspace's local state (.gov/index/, never committed): the byte offset and id of every entry,
 in trail order, how many bytes of the trail it covers, and summaries folded over its entries
 (the interventions of each pressure kind per environment; the policies of the newest check or
@@ -22,8 +23,9 @@ from __future__ import annotations
 import contextlib
 import json
 from array import array
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from .storage import atomic_write
 
@@ -158,33 +160,64 @@ def build(data: bytes, start: int = 0, base: TrailIndex | None = None, at: int =
     return index
 
 
-def current(state: Path, trail: Path) -> TrailIndex:
-    """The index of the trail as it is now: loaded, extended by the entries appended since, or
-    rebuilt. An unreadable entry raises ValueError (the caller reads the trail the slow way,
-    which names the bad line)."""
+class _Stream:
+    """The trail's files read as one stream of bytes (the sealed segments, then the active
+    file): sealing moves bytes between files, never changes the stream."""
+
+    def __init__(self, files: Sequence[Path]) -> None:
+        self.files = list(files)
+        self.sizes = [p.stat().st_size for p in self.files]
+        self.size = sum(self.sizes)
+
+    def read(self, offset: int, length: int | None = None) -> bytes:
+        """`length` bytes from `offset` (to the end: None)."""
+        out, start = [], 0
+        stop = self.size if length is None else min(self.size, offset + length)
+        for path, size in zip(self.files, self.sizes, strict=True):
+            end = start + size
+            if end > offset and start < stop:
+                with path.open("rb") as handle:
+                    handle.seek(max(0, offset - start))
+                    out.append(handle.read(min(end, stop) - max(start, offset)))
+            start = end
+        return b"".join(out)
+
+    def line(self, offset: int) -> bytes:
+        """The line that begins at `offset`."""
+        found = b""
+        while offset < self.size:
+            chunk = self.read(offset, 1 << 16)
+            cut = chunk.find(b"\n")
+            if cut >= 0:
+                return found + chunk[: cut + 1]
+            found += chunk
+            offset += len(chunk)
+        return found
+
+
+def current(state: Path, files: Sequence[Path]) -> TrailIndex:
+    """The index of the trail as it is now (its files in order): loaded, extended by the
+    entries appended since, or rebuilt. An unreadable entry raises ValueError (the caller reads
+    the trail the slow way, which names the bad line)."""
     index = TrailIndex.load(state)
-    with trail.open("rb") as handle:
-        size = handle.seek(0, 2)
-        if index is not None and index.size <= size and _still_there(index, handle):
-            if index.size == size:
-                return index
-            handle.seek(index.size)
-            index = build(handle.read(), 0, index, at=index.size)
-        else:
-            handle.seek(0)
-            index = build(handle.read())
+    stream = _Stream(files)
+    if index is not None and index.size <= stream.size and _still_there(index, stream):
+        if index.size == stream.size:
+            return index
+        index = build(stream.read(index.size), 0, index, at=index.size)
+    else:
+        index = build(stream.read(0))
     index.save(state)
     return index
 
 
-def _still_there(index: TrailIndex, handle: BinaryIO) -> bool:
+def _still_there(index: TrailIndex, stream: _Stream) -> bool:
     """The index's last entry still begins where it did, with its id, and ends where the
     index's coverage ends (the trail was only appended to since)."""
     if not index.offsets:
         return index.size == 0
     last = index.offsets[-1]
-    handle.seek(last)
-    line = handle.read(index.size - last)
+    line = stream.read(last, index.size - last)
     want = index.ids[-ID_WIDTH:-1].decode()
     return line.endswith(b"\n") and _id_of(line) == want
 
@@ -197,13 +230,10 @@ def _id_of(line: bytes) -> str | None:
     return str(entry.get("id")) if isinstance(entry, dict) else None
 
 
-def read_at(trail: Path, offset: int) -> dict[str, Any] | None:
-    """The entry whose line begins at byte `offset`, or None."""
-    with trail.open("rb") as handle:
-        handle.seek(offset)
-        line = handle.readline()
+def read_at(files: Sequence[Path], offset: int) -> dict[str, Any] | None:
+    """The entry whose line begins at byte `offset` of the trail's files read in order."""
     try:
-        entry = json.loads(line)
+        entry = json.loads(_Stream(files).line(offset))
     except ValueError:
         return None
     return entry if isinstance(entry, dict) else None

@@ -86,6 +86,7 @@ MANAGED = (
     "registry/reports.jsonl",
     "audit",
     "audit/trail.jsonl",
+    "audit/trail",
     "audit/decisions",
     "audit/rollbacks",
     "policies",

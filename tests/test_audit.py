@@ -367,11 +367,11 @@ def test_the_latest_policies_are_read_from_the_end_of_the_trail(tmp_path: Path, 
         if "policies" in entry["inputs"]:
             expected = entry["inputs"]["policies"]
         path.write_text("\n".join(lines) + "\n")
-        assert _last_policies(path, block) == expected, i
+        assert _last_policies([path], block) == expected, i
     path.write_text("\n".join(lines[:3]) + "\nnot json\n")
-    assert _last_policies(path, block) is None  # the forward read then names the line
+    assert _last_policies([path], block) is None  # the forward read then names the line
     path.write_text("not json\n" + "\n".join(lines[:1]) + "\n")
-    assert _last_policies(path, block) is None  # met before any decision: the same
+    assert _last_policies([path], block) is None  # met before any decision: the same
 
 
 def test_pressure_follows_every_append(ws: Path) -> None:
