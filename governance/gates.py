@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import audit, calibration, counts, pairs
+from . import audit, calibration, counts, memo, pairs
 from .errors import Blocked, GovError
 from .models import CheckpointStatus, EnvironmentStatus, Flag, FlagEvidence, utc_now
 from .policies import Action, Insufficient, LoadedPolicy, Policy, load_policies, with_unjudged
@@ -58,6 +58,7 @@ def decide(
     ref = f"{run}@{step}"  # one spelling of each checkpoint in what is recorded
     registry.checkpoint(run, step)  # an unknown checkpoint is an error, not "no evidence"
     ws = registry.ws
+    memo.install(ws)  # the posteriors the previous check computed, found again
     loaded = loaded_policies(ws, policies)
     results: list[Result] = []
     actions: dict[str, list[str]] = {}

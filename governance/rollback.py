@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import artifacts, audit, counts
+from . import artifacts, audit, counts, memo
 from .errors import GovError
 from .metrics import DEFAULT_METRIC
 from .models import Checkpoint, CheckpointStatus, EnvironmentStatus, Run, utc_now
@@ -112,6 +112,7 @@ def recommend(
     the flagged series (or the ones given)."""
     check_alpha(alpha)
     registry.lineage(run)  # an unknown run, or a cycle in hand-edited files, is an error first
+    memo.install(registry.ws)
     targets = flagged_series(registry) if flagged is None else flagged
     envs = sorted({e.id for e in registry.environments()})
     names = sorted({t.environment for t in targets})

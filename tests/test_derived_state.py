@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import git
+import pytest
 
 from governance import api
 
@@ -75,3 +76,46 @@ def test_a_fresh_clone_answers_as_the_long_lived_workspace(
     # and the long-lived workspace's cache, dropped, is rebuilt to the same answers
     shutil.rmtree(root / ".gov" / "index")
     assert _answers(gov, root) == long_lived
+
+
+def test_posteriors_kept_on_disk_are_exactly_the_ones_computed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A posterior found in .gov/index/posteriors is the one the process would compute (every
+    number equal), and a damaged file there is computed again, never believed."""
+    import numpy as np
+
+    from governance.memo import DiskMemo
+    from governance.stats import evaluate
+    from governance.stats.onset import OnsetPrior
+    from governance.stats.series import Matrix
+
+    rng = np.random.default_rng(5)
+    ns = rng.integers(50, 200, size=(4, 30))
+    ks = rng.binomial(ns, 0.02)
+    ks[1, 20:] = rng.binomial(ns[1, 20:], 0.2)  # one environment rises
+    order = [("main", i + 1, "registered") for i in range(30)]
+    matrix = Matrix(order, [("a", 1), ("b", 1), ("c", 1), ("d", 1)], ks, ns, 0)
+
+    def fresh() -> tuple[Any, Any]:
+        evaluate._run_cached.cache_clear()
+        evaluate._onset.cache_clear()
+        run = evaluate.run_posterior(matrix)
+        one = evaluate._onset(tuple(ks[1].tolist()), tuple(ns[1].tolist()), OnsetPrior())
+        return run, one
+
+    monkeypatch.setattr(evaluate, "MEMO", None)
+    computed = fresh()
+    folder = tmp_path / "posteriors"
+    monkeypatch.setattr(evaluate, "MEMO", DiskMemo(folder))
+    fresh()  # computed again, and kept
+    assert len(list(folder.glob("*/*.json"))) == 2
+    found = fresh()  # found on disk
+    for a, b in zip(computed, found, strict=True):
+        assert a.p_rise == b.p_rise and np.array_equal(a.onset, b.onset)
+    assert computed[0].contributions == found[0].contributions
+    assert computed[0].share == found[0].share and computed[1].p_two_stage == found[1].p_two_stage
+    for path in folder.glob("*/*.json"):
+        path.write_text('{"p_rise": 0.999}')  # damaged: a key missing
+    damaged = fresh()
+    assert damaged[0].p_rise == computed[0].p_rise and damaged[1].p_rise == computed[1].p_rise

@@ -6,9 +6,13 @@ A pure function of the policy and the series' points (no registry, no files), us
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import math
 from collections.abc import Sequence
 from functools import lru_cache
+from typing import Any, Protocol
 
 import numpy as np
 from scipy.special import betainc
@@ -20,7 +24,7 @@ from .calibration import prob_above as corrected_above
 from .onset import OnsetPosterior, OnsetPrior, onset_posterior
 from .posteriors import PRIOR, prob_above, prob_rise, rise_bound
 from .result import Contributor, Result
-from .runwide import DEFAULT_RUN_PRIOR, RunOnsetPosterior, run_onset
+from .runwide import DEFAULT_RUN_PRIOR, Contribution, RunOnsetPosterior, run_onset
 from .screen import rise_odds
 from .series import Matrix, Point, SeriesKey, columns
 
@@ -371,11 +375,80 @@ def _carried_by_one(seen: Matrix, posterior: RunOnsetPosterior, held: int) -> st
     return None
 
 
+class Memo(Protocol):
+    """Where the posteriors of earlier processes are kept, by a key naming their inputs whole
+    (the application's: gov keeps them in the workspace's local state). A posterior is a pure
+    function of its counts and prior, so one found there is the one this process would compute:
+    each check computes the newest checkpoint's, and finds the ones before it (a policy that
+    must hold for several checkpoints asks for them again) where the last check left them."""
+
+    def get(self, key: str) -> bytes | None: ...
+
+    def put(self, key: str, value: bytes) -> None: ...
+
+
+MEMO: Memo | None = None
+
+
+def _key(kind: str, *parts: bytes | str) -> str:
+    digest = hashlib.sha256(kind.encode())
+    for part in parts:
+        data = part.encode() if isinstance(part, str) else part
+        digest.update(len(data).to_bytes(8, "little") + data)
+    return f"{kind}-{digest.hexdigest()}"
+
+
+def _remembered(key: str) -> dict[str, Any] | None:
+    if MEMO is None:
+        return None
+    try:
+        raw = MEMO.get(key)
+        found = json.loads(raw) if raw is not None else None
+    except (OSError, ValueError):
+        return None
+    return found if isinstance(found, dict) else None
+
+
+def _remember(key: str, value: dict[str, Any]) -> None:
+    if MEMO is not None:
+        with contextlib.suppress(OSError):
+            MEMO.put(key, json.dumps(value).encode())
+
+
 @lru_cache(maxsize=64)
 def _run_cached(k: bytes, n: bytes, shape: tuple[int, int], details: bool) -> RunOnsetPosterior:
+    key = _key("run", k, n, repr(shape), repr(details), repr(RUN_PRIOR))
+    found = _remembered(key)
+    if found is not None:
+        with contextlib.suppress(KeyError, TypeError, ValueError):
+            return RunOnsetPosterior(
+                int(found["checkpoints"]),
+                int(found["environments"]),
+                float(found["p_rise"]),
+                np.asarray(found["onset"], dtype=float),
+                float(found["share"]),
+                float(found["effect"]),
+                [
+                    Contribution(int(c[0]), float(c[1]), float(c[2]), float(c[3]))
+                    for c in found["parts"]
+                ],
+            )
     ks = np.frombuffer(k, dtype=np.int64).reshape(shape)
     ns = np.frombuffer(n, dtype=np.int64).reshape(shape)
-    return run_onset(ks, ns, RUN_PRIOR, details=details)
+    post = run_onset(ks, ns, RUN_PRIOR, details=details)
+    _remember(
+        key,
+        {
+            "checkpoints": post.checkpoints,
+            "environments": post.environments,
+            "p_rise": post.p_rise,
+            "onset": post.onset.tolist(),
+            "share": post.share,
+            "effect": post.effect,
+            "parts": [[c.index, c.p_affected, c.effect, c.evidence] for c in post.contributions],
+        },
+    )
+    return post
 
 
 def run_posterior(matrix: Matrix, *, details: bool = True) -> RunOnsetPosterior:
@@ -465,7 +538,27 @@ SCREEN_BELOW = 0.5
 
 @lru_cache(maxsize=4096)
 def _onset(k: tuple[int, ...], n: tuple[int, ...], prior: OnsetPrior) -> OnsetPosterior:
-    return onset_posterior(k, n, prior, zoom=False)  # where the onset lies does not matter here
+    key = _key("onset", repr(k), repr(n), repr(prior))
+    found = _remembered(key)
+    if found is not None:
+        with contextlib.suppress(KeyError, TypeError, ValueError):
+            return OnsetPosterior(
+                int(found["checkpoints"]),
+                float(found["p_rise"]),
+                np.asarray(found["onset"], dtype=float),
+                float(found["p_two_stage"]),
+            )
+    post = onset_posterior(k, n, prior, zoom=False)  # where the onset lies does not matter here
+    _remember(
+        key,
+        {
+            "checkpoints": post.checkpoints,
+            "p_rise": post.p_rise,
+            "onset": post.onset.tolist(),
+            "p_two_stage": post.p_two_stage,
+        },
+    )
+    return post
 
 
 def _confidence(policy: Policy) -> float:
