@@ -9,6 +9,7 @@ CSV to review in a pull request), and their sum as a columnar cache
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
@@ -207,19 +208,64 @@ def group_of(row: CountRow) -> Group:
 
 def reports_for(ws: Workspace, checkpoints: set[tuple[str, int]]) -> list[str]:
     """The md5s of the reports that hold counts for any of these (run, step) checkpoints."""
-    md5s = {e.md5 for e in ledger(ws)}
-    if not md5s or not checkpoints:
+    if not checkpoints:
         return []
+    return sorted(md5 for md5, held in _sources(ws).items() if held & checkpoints)
 
-    pattern = _sql_text(str(ws.registry / "counts" / "*.csv"))
-    with duckdb_connect() as con:
-        found = con.execute(
-            f"SELECT DISTINCT filename, run, step FROM read_csv({pattern}, header=true, "
-            f"filename=true, columns={_csv_columns()})"
-        ).fetchall()
-    return sorted(
-        {Path(name).stem for name, run, step in found if (run, step) in checkpoints} & md5s
-    )
+
+def _sources(ws: Workspace) -> dict[str, set[tuple[str, int]]]:
+    """Per report (md5), the checkpoints it holds counts for. Kept in the local index with the
+    ledger bytes it was built from, and extended by the new reports' counts files as the ledger
+    grows (as the counts table is); any other ledger rebuilds it from every counts file."""
+    import json
+
+    ledger_file = ledger_path(ws)
+    if not ledger_file.is_file():
+        return {}
+    data = ledger_file.read_bytes()
+    path = ws.state / "index" / "sources.json"
+    found: dict[str, set[tuple[str, int]]] | None = None
+    covered = 0
+    try:
+        meta = json.loads(path.read_bytes())
+        covered, digest = int(meta["ledger_size"]), str(meta["ledger_sha256"])
+        if covered <= len(data) and hashlib.sha256(data[:covered]).hexdigest() == digest:
+            found = {
+                str(md5): {(str(run), int(step)) for run, step in held}
+                for md5, held in meta["sources"].items()
+            }
+            if covered == len(data):
+                return found
+    except (OSError, ValueError, KeyError, TypeError):
+        found = None
+    if found is None:
+        found = {e.md5: set() for e in ledger(ws)}
+        pattern = _sql_text(str(ws.registry / "counts" / "*.csv"))
+        if found:
+            with duckdb_connect() as con:
+                rows = con.execute(
+                    f"SELECT DISTINCT filename, run, step FROM read_csv({pattern}, header=true, "
+                    f"filename=true, columns={_csv_columns()})"
+                ).fetchall()
+            for name, run, step in rows:
+                if Path(name).stem in found:
+                    found[Path(name).stem].add((str(run), int(step)))
+    else:
+        for line in data[covered:].splitlines():
+            if line.strip():
+                md5 = ReportEntry.model_validate_json(line).md5
+                found[md5] = set()
+                with contextlib.suppress(OSError):  # no counts file: it holds nothing
+                    found[md5] = {(r.run, r.step) for r in report_rows(ws, md5)}
+    meta = {
+        "ledger_size": len(data),
+        "ledger_sha256": hashlib.sha256(data).hexdigest(),
+        "sources": {md5: sorted(held) for md5, held in found.items()},
+    }
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, json.dumps(meta).encode())
+    return found
 
 
 def _sql_text(text: str) -> str:

@@ -4,6 +4,7 @@ whose caches were built and extended report by report."""
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 from pathlib import Path
@@ -65,6 +66,18 @@ def test_a_fresh_clone_answers_as_the_long_lived_workspace(
         )
         assert gov("ingest", str(report), cwd=root).exit_code == 0
         long_lived = _answers(gov, root)
+        # which reports hold each checkpoint's counts (a decision lists them): as the counts
+        # files in the registry say, read here with the csv module
+        from governance import counts, open_registry
+
+        held: dict[tuple[str, int], set[str]] = {}
+        for path in (root / "registry" / "counts").glob("*.csv"):
+            with path.open(newline="") as handle:
+                for row in csv.DictReader(handle):
+                    held.setdefault((row["run"], int(row["step"])), set()).add(path.stem)
+        ws = open_registry(root).ws
+        for checkpoint in [("main", step), ("main", last), ("main", 250)]:
+            assert counts.reports_for(ws, {checkpoint}) == sorted(held.get(checkpoint, set()))
     assert (root / ".gov" / "index" / "table.json").is_file()
 
     clone = tmp_path / "clone"
