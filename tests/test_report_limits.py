@@ -83,9 +83,25 @@ def test_a_wrapped_size_field_is_caught_while_reading(
     with gzip.open(path, "wb", compresslevel=9) as handle:
         handle.write(b"\n" * (16 << 20))
     monkeypatch.setattr(formats, "_check_inflation", lambda _: None)  # as if its field wrapped
+    monkeypatch.setattr(formats, "_probe_inflation", lambda _: None)  # and its start looked fine
     monkeypatch.setattr(formats, "INFLATION_SLACK", 1 << 20)
-    with pytest.raises(ReportRejected, match="inflates to over 200 times"):
+    with pytest.raises(ReportRejected, match=r"inflates to over 200 times its compressed size \("):
         ingest(registry, [path])
+
+
+def test_a_wrapped_size_field_is_caught_by_inflating_the_start(
+    gov, reports: Path, workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past 4 GiB the size field wraps: the first megabytes inflated tell (before DuckDB's
+    reader would inflate all of it)."""
+    path = reports / "wrapped.jsonl.gz"
+    with gzip.open(path, "wb", compresslevel=9) as handle:
+        handle.write((json.dumps(episode(100, 1)) + "\n").encode())
+        handle.write(b"\n" * (80 << 20))
+    monkeypatch.setattr(formats, "_check_inflation", lambda _: None)  # as if its field wrapped
+    before = snapshot(workspace)
+    assert_refused(gov("ingest", str(path), cwd=workspace), "wrapped.jsonl.gz", "bytes gave")
+    assert snapshot(workspace) == before
 
 
 def test_more_lines_than_gov_reads_is_refused(

@@ -38,6 +38,7 @@ def sniff(path: Path) -> Format:
         raise ReportRejected(f"{path}: the file is empty: a report needs at least one record")
     if head[:2] == b"\x1f\x8b":
         _check_inflation(path)
+        _probe_inflation(path)
         return "jsonl.gz"
     if path.suffix == ".gz":
         raise ReportRejected(f"{path}: named .gz but is not gzip (it starts with {head!r})")
@@ -60,6 +61,35 @@ def _check_inflation(path: Path) -> None:
         raise ReportRejected(
             f"{path}: inflates to {inflated:,} bytes, over {MAX_INFLATION} times its compressed "
             f"size ({size:,}): not a report (see the README's limits)"
+        )
+
+
+PROBE = 64 << 20  # inflated bytes the probe reads at most
+
+
+def _probe_inflation(path: Path) -> None:
+    """Inflate the start of a gzip report (at most PROBE bytes): one that inflates past
+    MAX_INFLATION times the bytes it took is refused there, before any reader goes through it
+    all (a size field past 4 GiB wraps, and DuckDB's reader would inflate every byte first)."""
+    import zlib
+
+    inflater = zlib.decompressobj(wbits=31)
+    taken = made = 0
+    with path.open("rb") as handle:
+        while made < PROBE and (chunk := handle.read(1 << 14)):
+            taken += len(chunk)
+            try:
+                made += len(inflater.decompress(chunk, PROBE))
+                while inflater.unconsumed_tail and made < PROBE:
+                    made += len(inflater.decompress(inflater.unconsumed_tail, PROBE))
+            except zlib.error:
+                return  # not this check's to report: the reader names it
+            if inflater.eof:
+                break  # one member read whole; the size field spoke for it
+    if made >= 16 << 20 and made > taken * MAX_INFLATION:
+        raise ReportRejected(
+            f"{path}: inflates to over {MAX_INFLATION} times its compressed size ({taken:,} "
+            f"bytes gave {made:,} and more): not a report (see the README's limits)"
         )
 
 
