@@ -10,9 +10,10 @@ import contextlib
 import hashlib
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import astuple, fields
 from functools import lru_cache
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 from scipy.special import betainc
@@ -398,57 +399,46 @@ def _key(kind: str, *parts: bytes | str) -> str:
     return f"{kind}-{digest.hexdigest()}"
 
 
-def _remembered(key: str) -> dict[str, Any] | None:
-    if MEMO is None:
-        return None
-    try:
-        raw = MEMO.get(key)
-        found = json.loads(raw) if raw is not None else None
-    except (OSError, ValueError):
-        return None
-    return found if isinstance(found, dict) else None
+P = TypeVar("P", OnsetPosterior, RunOnsetPosterior)
 
 
-def _remember(key: str, value: dict[str, Any]) -> None:
+def _memoized(key: str, kind: type[P], compute: Callable[[], P]) -> P:
+    """The posterior `key` names: from MEMO where it was kept (a record that does not read back
+    whole is computed again), else computed and kept there."""
     if MEMO is not None:
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            raw = MEMO.get(key)
+            if raw is not None:
+                return _posterior_of(kind, json.loads(raw))
+    post = compute()
+    if MEMO is not None:
+        record = {f.name: getattr(post, f.name) for f in fields(post)}
+        record["onset"] = post.onset.tolist()
+        if isinstance(post, RunOnsetPosterior):
+            record["contributions"] = [astuple(c) for c in post.contributions]
         with contextlib.suppress(OSError):
-            MEMO.put(key, json.dumps(value).encode())
+            MEMO.put(key, json.dumps(record).encode())
+    return post
+
+
+def _posterior_of(kind: type[P], record: dict[str, Any]) -> P:
+    """A posterior from its record in MEMO (every field, the arrays and parts as lists)."""
+    values = {f.name: record[f.name] for f in fields(kind)}
+    values["onset"] = np.asarray(values["onset"], dtype=float)
+    if kind is RunOnsetPosterior:
+        values["contributions"] = [Contribution(*c) for c in values["contributions"]]
+    return kind(**values)
 
 
 @lru_cache(maxsize=64)
 def _run_cached(k: bytes, n: bytes, shape: tuple[int, int], details: bool) -> RunOnsetPosterior:
+    def compute() -> RunOnsetPosterior:
+        ks = np.frombuffer(k, dtype=np.int64).reshape(shape)
+        ns = np.frombuffer(n, dtype=np.int64).reshape(shape)
+        return run_onset(ks, ns, RUN_PRIOR, details=details)
+
     key = _key("run", k, n, repr(shape), repr(details), repr(RUN_PRIOR))
-    found = _remembered(key)
-    if found is not None:
-        with contextlib.suppress(KeyError, TypeError, ValueError):
-            return RunOnsetPosterior(
-                int(found["checkpoints"]),
-                int(found["environments"]),
-                float(found["p_rise"]),
-                np.asarray(found["onset"], dtype=float),
-                float(found["share"]),
-                float(found["effect"]),
-                [
-                    Contribution(int(c[0]), float(c[1]), float(c[2]), float(c[3]))
-                    for c in found["parts"]
-                ],
-            )
-    ks = np.frombuffer(k, dtype=np.int64).reshape(shape)
-    ns = np.frombuffer(n, dtype=np.int64).reshape(shape)
-    post = run_onset(ks, ns, RUN_PRIOR, details=details)
-    _remember(
-        key,
-        {
-            "checkpoints": post.checkpoints,
-            "environments": post.environments,
-            "p_rise": post.p_rise,
-            "onset": post.onset.tolist(),
-            "share": post.share,
-            "effect": post.effect,
-            "parts": [[c.index, c.p_affected, c.effect, c.evidence] for c in post.contributions],
-        },
-    )
-    return post
+    return _memoized(key, RunOnsetPosterior, compute)
 
 
 def run_posterior(matrix: Matrix, *, details: bool = True) -> RunOnsetPosterior:
@@ -539,26 +529,8 @@ SCREEN_BELOW = 0.5
 @lru_cache(maxsize=4096)
 def _onset(k: tuple[int, ...], n: tuple[int, ...], prior: OnsetPrior) -> OnsetPosterior:
     key = _key("onset", repr(k), repr(n), repr(prior))
-    found = _remembered(key)
-    if found is not None:
-        with contextlib.suppress(KeyError, TypeError, ValueError):
-            return OnsetPosterior(
-                int(found["checkpoints"]),
-                float(found["p_rise"]),
-                np.asarray(found["onset"], dtype=float),
-                float(found["p_two_stage"]),
-            )
-    post = onset_posterior(k, n, prior, zoom=False)  # where the onset lies does not matter here
-    _remember(
-        key,
-        {
-            "checkpoints": post.checkpoints,
-            "p_rise": post.p_rise,
-            "onset": post.onset.tolist(),
-            "p_two_stage": post.p_two_stage,
-        },
-    )
-    return post
+    # where the onset lies does not matter here: no second, finer pass
+    return _memoized(key, OnsetPosterior, lambda: onset_posterior(k, n, prior, zoom=False))
 
 
 def _confidence(policy: Policy) -> float:
