@@ -67,8 +67,13 @@ def trail_files(ws: Workspace) -> list[Path]:
     return [*sealed_paths(ws), trail_path(ws)]
 
 
+def _present(ws: Workspace) -> list[Path]:
+    """The trail's files that exist, in order."""
+    return [p for p in trail_files(ws) if p.is_file()]
+
+
 def _contents(ws: Workspace) -> list[tuple[Path, bytes]]:
-    return [(p, p.read_bytes()) for p in trail_files(ws) if p.is_file()]
+    return [(p, p.read_bytes()) for p in _present(ws)]
 
 
 def entry_id(entry: dict[str, Any]) -> str:
@@ -89,11 +94,10 @@ def actor_of(ws: Workspace) -> str:
 
 def _last_line(ws: Workspace) -> bytes:
     """The trail's last line, read from the end of its last file that has one."""
-    for path in reversed(trail_files(ws)):
-        if path.is_file():
-            line = next(iter_jsonl_lines_reversed(path), b"")
-            if line:
-                return line
+    for path in reversed(_present(ws)):
+        line = next(iter_jsonl_lines_reversed(path), b"")
+        if line:
+            return line
     return b""
 
 
@@ -138,7 +142,6 @@ def append(
     )
     change.append(path, entry.line())
     change.audit.append(entry)
-    _index_seen.clear()
     change.trailers = [t for t in change.trailers if not t.startswith(HEAD_TRAILER)]
     change.trailers += [f"{ENTRY_TRAILER}: {entry.id}", f"{HEAD_TRAILER}: {seq} {entry.id}"]
     return entry
@@ -177,7 +180,7 @@ def read(
             f"{ws.rel(ws.audit)}: the audit folder is missing: run `gov init` to restore it"
         )
     files = (
-        [(p, iter_jsonl_lines(p)) for p in trail_files(ws) if p.is_file()]
+        [(p, iter_jsonl_lines(p)) for p in _present(ws)]
         if contents is None
         else [
             (p, ((n, raw) for n, raw in enumerate(data.splitlines(), start=1) if raw.strip()))
@@ -303,19 +306,14 @@ def _lookup(ws: Workspace, prefix: str) -> list[dict[str, Any]]:
             return False
         return str(entry["seq"]) == prefix if by_seq else entry["id"].startswith(prefix.lower())
 
-    files = [p for p in trail_files(ws) if p.is_file()]
-    if ws.audit.is_dir() and files and prefix:
-        try:
-            index = trailindex.current(ws.state, files)
-        except (OSError, ValueError, KeyError, TypeError):
-            index = None
-        if index is not None:
-            places = (
-                [int(prefix) - 1] if by_seq and 0 < int(prefix) <= len(index.offsets) else []
-            ) or ([] if by_seq else index.find(prefix.lower()))
-            found = [trailindex.read_at(files, index.offsets[p]) for p in places]
-            if found and all(names(e) for e in found):
-                return [e for e in found if e is not None]
+    index = _index(ws) if prefix else None
+    if index is not None:
+        places = (
+            [int(prefix) - 1] if by_seq and 0 < int(prefix) <= len(index.offsets) else []
+        ) or ([] if by_seq else index.find(prefix.lower()))
+        found = [trailindex.read_at(_present(ws), index.offsets[p]) for p in places]
+        if found and all(names(e) for e in found):
+            return [e for e in found if e is not None]
     return [e for _, e in read(ws) if names(e)]
 
 
@@ -395,8 +393,7 @@ def verify(ws: Workspace) -> Verification:
             )
     if data:
         _mark_verified(ws, data, count, prev)
-        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-            trailindex.current(ws.state, [p for p, _ in contents])  # where each entry is
+        _index(ws)  # where each entry is, for `show`, kept current
     return Verification(count, prev if count else None, anchored, sorted(missing))
 
 
@@ -736,7 +733,7 @@ def _first_difference(ws: Workspace, commit: str, upto: int) -> int:
             then += ws.repo.git.show(f"{commit}:{name}").splitlines()
         except git.GitCommandError:  # not in that commit
             continue
-    now = [line for p in trail_files(ws) if p.is_file() for line in p.read_text().splitlines()]
+    now = [line for p in _present(ws) for line in p.read_text().splitlines()]
     for index, (old, new) in enumerate(zip(then[:upto], now, strict=False)):
         if old != new:
             return index + 1
@@ -759,20 +756,20 @@ def _committed_text(ws: Workspace, rel: str) -> bytes | None:
 
 # -- monitor pressure -------------------------------------------------------------------------
 def pressure(ws: Workspace) -> dict[str, dict[str, int]]:
-    """Per environment: how many interventions of each kind were made on monitor evidence.
-    From the trail's index (governance.trailindex: extended by the entries appended since it was
-    last read); the trail read whole where the index cannot be had."""
+    """Per environment: how many interventions of each kind were made on monitor evidence."""
+    return {env: dict(counts) for env, counts in _summaries(ws).pressure.items()}
+
+
+def _summaries(ws: Workspace) -> trailindex.TrailIndex:
+    """What the trail's index folds over its entries (governance.trailindex: extended by the
+    entries appended since it was last read); folded here over the trail read whole where the
+    index cannot be had (a bad line is then named)."""
     index = _index(ws)
-    if index is not None:
-        return {env: dict(counts) for env, counts in index.pressure.items()}
-    found: dict[str, dict[str, int]] = {}
-    for _, entry in read(ws):
-        if entry["kind"] not in PRESSURE_KINDS:
-            continue
-        for env in _environments(entry.get("subject", {})):
-            counts = found.setdefault(env, dict.fromkeys(PRESSURE_KINDS, 0))
-            counts[entry["kind"]] += 1
-    return found
+    if index is None:
+        index = trailindex.TrailIndex.empty()
+        for _, entry in read(ws):
+            index.fold(entry)
+    return index
 
 
 # The index read once per process and trail state: a check asks for the pressure once per
@@ -783,12 +780,10 @@ _index_seen: dict[tuple[FileStamp | None, ...], trailindex.TrailIndex] = {}
 def _index(ws: Workspace) -> trailindex.TrailIndex | None:
     """The trail's index as the trail is now, or None (no trail, or a line the index cannot
     read: the caller reads the trail, which names it)."""
-    if not ws.audit.is_dir():
-        return None
-    files = [p for p in trail_files(ws) if p.is_file()]
-    stamp = tuple(file_stamp(p) for p in files)
+    files = _present(ws) if ws.audit.is_dir() else []
     if not files:
         return None
+    stamp = tuple(file_stamp(p) for p in files)
     if stamp in _index_seen:
         return _index_seen[stamp]
     try:
@@ -806,14 +801,7 @@ _environments = trailindex.subject_environments
 
 def recommended(ws: Workspace, digest: str) -> bool:
     """A rollback recommendation with this digest is in the trail already."""
-    index = _index(ws)
-    if index is not None:
-        return digest in index.recommended
-    return any(
-        entry.get("kind") == "rollback_recommended"
-        and (entry.get("refs") or {}).get("digest") == digest
-        for _, entry in read(ws)
-    )
+    return digest in _summaries(ws).recommended
 
 
 def redesigns(ws: Workspace, environment: str) -> int:

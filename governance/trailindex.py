@@ -68,6 +68,11 @@ class TrailIndex:
         self.policies = policies  # None: no check or policy change yet
         self.recommended = recommended if recommended is not None else []  # their digests
 
+    @classmethod
+    def empty(cls) -> TrailIndex:
+        """The index of a trail with no entries."""
+        return cls(b"", array("Q"), 0)
+
     def fold(self, entry: dict[str, Any]) -> None:
         """Take one more entry into the summaries."""
         kind = entry.get("kind")
@@ -134,26 +139,27 @@ class TrailIndex:
         return found
 
 
-def build(data: bytes, start: int = 0, base: TrailIndex | None = None, at: int = 0) -> TrailIndex:
-    """The index of data[start:], the trail's bytes from byte `at`, extending `base` (which
-    covers the trail before that)."""
-    ids = bytearray(base.ids if base else b"")
-    offsets = array("Q", base.offsets if base else [])
+def build(data: bytes, base: TrailIndex | None = None) -> TrailIndex:
+    """The index of a trail whose bytes after those `base` covers are `data` (with no base,
+    `data` is the whole trail); `base` stays as it was."""
+    base = base or TrailIndex.empty()
+    ids = bytearray(base.ids)
+    at = base.size
     index = TrailIndex(
         b"",
-        offsets,
-        0,
-        json.loads(json.dumps(base.pressure)) if base else {},  # a copy: base stays as it was
-        base.policies if base else None,
-        list(base.recommended) if base else [],
+        array("Q", base.offsets),
+        at,
+        {env: dict(counts) for env, counts in base.pressure.items()},
+        base.policies,
+        list(base.recommended),
     )
-    for line in data[start:].splitlines(keepends=True):
+    for line in data.splitlines(keepends=True):
         if line.strip():
             entry = json.loads(line)
             if not isinstance(entry, dict):
                 raise ValueError("not an audit entry")
             ids += str(entry["id"]).encode().ljust(ID_WIDTH - 1, b"?")[: ID_WIDTH - 1] + b"\n"
-            offsets.append(at)
+            index.offsets.append(at)
             index.fold(entry)
         at += len(line)
     index.ids, index.size = bytes(ids), at
@@ -204,7 +210,7 @@ def current(state: Path, files: Sequence[Path]) -> TrailIndex:
     if index is not None and index.size <= stream.size and _still_there(index, stream):
         if index.size == stream.size:
             return index
-        index = build(stream.read(index.size), 0, index, at=index.size)
+        index = build(stream.read(index.size), index)
     else:
         index = build(stream.read(0))
     index.save(state)
