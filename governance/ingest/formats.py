@@ -143,19 +143,14 @@ def lines(path: Path, fmt: Format) -> Iterator[tuple[int, bytes | None]]:
                 last = parts.pop()
                 if parts:
                     _check_count(path, number + len(parts))
-                    head = parts[0]
-                    if skipping:
+                    if skipping:  # the first part ends the long line
                         number += 1
                         yield number, None
                         skipping = False
+                        parts = parts[1:]
                     else:
-                        raw = carry + head
-                        number += 1
-                        if len(raw) > MAX_RECORD_BYTES:
-                            yield number, None
-                        elif raw.strip():
-                            yield number, raw + b"\n"
-                    for raw in parts[1:]:
+                        parts[0] = carry + parts[0]
+                    for raw in parts:
                         number += 1
                         if len(raw) > MAX_RECORD_BYTES:
                             yield number, None
