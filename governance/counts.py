@@ -206,6 +206,23 @@ def group_of(row: CountRow) -> Group:
     return Group(*(getattr(row, c) for c in KEY_COLUMNS))
 
 
+def _ledger_mark(ledger_bytes: bytes) -> dict[str, Any]:
+    """What a cache built from the ledger records of it: its size and content hash."""
+    return {
+        "ledger_size": len(ledger_bytes),
+        "ledger_sha256": hashlib.sha256(ledger_bytes).hexdigest(),
+    }
+
+
+def _covered(meta: dict[str, Any], ledger_bytes: bytes) -> int | None:
+    """How many bytes of the ledger a cache with this record covers, if they still begin the
+    ledger (it only grows as reports come in); None: it was built from another ledger."""
+    size, digest = int(meta["ledger_size"]), str(meta["ledger_sha256"])
+    if size > len(ledger_bytes) or hashlib.sha256(ledger_bytes[:size]).hexdigest() != digest:
+        return None
+    return size
+
+
 def reports_for(ws: Workspace, checkpoints: set[tuple[str, int]]) -> list[str]:
     """The md5s of the reports that hold counts for any of these (run, step) checkpoints."""
     if not checkpoints:
@@ -225,11 +242,11 @@ def _sources(ws: Workspace) -> dict[str, set[tuple[str, int]]]:
     data = ledger_file.read_bytes()
     path = ws.state / "index" / "sources.json"
     found: dict[str, set[tuple[str, int]]] | None = None
-    covered = 0
+    covered: int | None = None
     try:
         meta = json.loads(path.read_bytes())
-        covered, digest = int(meta["ledger_size"]), str(meta["ledger_sha256"])
-        if covered <= len(data) and hashlib.sha256(data[:covered]).hexdigest() == digest:
+        covered = _covered(meta, data)
+        if covered is not None:
             found = {
                 str(md5): {(str(run), int(step)) for run, step in held}
                 for md5, held in meta["sources"].items()
@@ -251,17 +268,13 @@ def _sources(ws: Workspace) -> dict[str, set[tuple[str, int]]]:
                 if Path(name).stem in found:
                     found[Path(name).stem].add((str(run), int(step)))
     else:
-        for line in data[covered:].splitlines():
+        for line in data[covered or 0 :].splitlines():
             if line.strip():
                 md5 = ReportEntry.model_validate_json(line).md5
                 found[md5] = set()
                 with contextlib.suppress(OSError):  # no counts file: it holds nothing
                     found[md5] = {(r.run, r.step) for r in report_rows(ws, md5)}
-    meta = {
-        "ledger_size": len(data),
-        "ledger_sha256": hashlib.sha256(data).hexdigest(),
-        "sources": {md5: sorted(held) for md5, held in found.items()},
-    }
+    meta = {**_ledger_mark(data), "sources": {md5: sorted(held) for md5, held in found.items()}}
     with contextlib.suppress(OSError):
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, json.dumps(meta).encode())
@@ -303,7 +316,6 @@ def _cache_table(ws: Workspace) -> Path | None:
     table = ws.state / "index" / f"counts.{key[:16]}.parquet"
     if table.is_file():
         return table
-
     table.parent.mkdir(parents=True, exist_ok=True)
     tmp = table.with_name(f".counts-{secrets.token_hex(6)}.tmp.parquet")
     keys = ", ".join(KEY_COLUMNS)
@@ -382,8 +394,8 @@ def _load_table(ws: Workspace, ledger_bytes: bytes) -> tuple[Table, int] | None:
     arrays_path, meta_path = _table_files(ws)
     try:
         meta = json.loads(meta_path.read_bytes())
-        size, digest = int(meta["ledger_size"]), str(meta["ledger_sha256"])
-        if size > len(ledger_bytes) or hashlib.sha256(ledger_bytes[:size]).hexdigest() != digest:
+        size = _covered(meta, ledger_bytes)
+        if size is None:
             return None
         with np.load(arrays_path) as arrays:
             columns = {c: np.asarray(arrays[c], dtype=np.int64) for c in COUNT_COLUMNS}
@@ -404,7 +416,6 @@ def _load_table(ws: Workspace, ledger_bytes: bytes) -> tuple[Table, int] | None:
 def _save_table(ws: Workspace, found: Table, ledger_bytes: bytes) -> None:
     """Write the cache (the arrays first, then what they cover; local state: a folder that
     cannot be written costs only speed)."""
-    import contextlib
     import json
 
     import numpy as np
@@ -424,12 +435,7 @@ def _save_table(ws: Workspace, found: Table, ledger_bytes: bytes) -> None:
             tmp.replace(arrays_path)
         finally:
             tmp.unlink(missing_ok=True)
-        meta = {
-            "ledger_size": len(ledger_bytes),
-            "ledger_sha256": hashlib.sha256(ledger_bytes).hexdigest(),
-            "keys": found.keys,
-            "checkpoints": found.checkpoints,
-        }
+        meta = {**_ledger_mark(ledger_bytes), "keys": found.keys, "checkpoints": found.checkpoints}
         atomic_write(meta_path, json.dumps(meta).encode())
 
 
