@@ -222,12 +222,10 @@ def _config(workspace: Path) -> Any | None:
 def default_remote(workspace: Path) -> str | None:
     config = _config(workspace)
     if config is not None:
-        name = config["core"].get("remote")
-        return str(name) if name else None
+        return _remote_of(config)
     repo = open_dvc(workspace)
     try:
-        name = repo.config["core"].get("remote")
-        return str(name) if name else None
+        return default_remote_name(repo)
     finally:
         repo.close()
 
@@ -302,7 +300,11 @@ def _in_default_cache(workspace: Path, md5: str) -> bool:
 
 
 def default_remote_name(repo: Repo) -> str | None:
-    name = repo.config["core"].get("remote")
+    return _remote_of(repo.config)
+
+
+def _remote_of(config: Any) -> str | None:
+    name = config["core"].get("remote")
     return str(name) if name else None
 
 
