@@ -5,7 +5,8 @@ each environment's rationalization rate over the run's checkpoints with its 95% 
 the onset posterior's estimate and credible interval, the checkpoints where a policy warned or
 blocked, and the restore point. Flagged environments come first and open; healthy ones are
 folded, and beyond 30 series the steady ones (no flag, no warning, no likely rise) are one row
-each of a table, so the page stays readable at hundreds of environments. The run's audit timeline links each entry to the evidence it refers to.
+each of a table, so the page stays readable at hundreds of environments. The run's audit
+timeline links each entry to the evidence it refers to.
 """
 
 from __future__ import annotations
