@@ -763,8 +763,8 @@ def _progress_bar(files: Sequence[Path]) -> Iterator[Callable[[str, float], None
     with Progress(console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task("reading reports", total=1.0)
 
-        def update(_phase: str, fraction: float) -> None:
-            bar.update(task, completed=fraction)
+        def update(phase: str, fraction: float) -> None:
+            bar.update(task, completed=fraction, description=f"{phase} reports")
 
         yield update
 

@@ -5,9 +5,11 @@ DVC is imported lazily: most gov commands never touch an artifact and should not
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import shutil
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +39,40 @@ def _quiet() -> None:
 
     for name in ("dvc", "dvc_objects", "dvc_data"):
         logging.getLogger(name).setLevel(logging.ERROR)
+
+
+# What tracking an artifact imports of DVC (about a second of module loading on a busy disk).
+_WARM = (
+    "dvc.repo",
+    "dvc.utils",
+    "dvc.exceptions",
+    "dvc.stage",
+    "dvc.output",
+    "dvc.scm",
+    "dvc.cachemgr",
+    "dvc.lock",
+    "dvc.data_cloud",
+    "scmrepo.git",
+    "dulwich.repo",
+)
+
+
+def warm() -> threading.Thread:
+    """Import DVC in a background thread, for a caller that will track an artifact after a long
+    piece of work that leaves the interpreter free (a DuckDB scan): the import then costs
+    nothing on the critical path. Join the thread before returning from the caller."""
+
+    def load() -> None:
+        try:
+            _quiet()
+            for name in _WARM:
+                importlib.import_module(name)
+        except Exception:  # the caller's own import raises it where it matters
+            return
+
+    thread = threading.Thread(target=load, name="gov-warm-dvc", daemon=True)
+    thread.start()
+    return thread
 
 
 def find_dvc_root(start: Path) -> Path | None:

@@ -135,10 +135,12 @@ def iter_jsonl_numbered(path: Path, model: type[M], display: str) -> Iterator[tu
 
 
 def duckdb_connect(config: dict[str, Any] | None = None) -> Any:
-    """An in-process DuckDB connection whose own progress bar never prints into gov's output
-    (gov reports progress itself)."""
+    """An in-process DuckDB connection whose own progress bar never prints into gov's output.
+    Progress is still tracked, so that `query_progress()` tells gov's own bar how far a long
+    query has got (with tracking off it answers -1 until the query ends)."""
     import duckdb
 
     con = duckdb.connect(config=config or {})
-    con.execute("SET enable_progress_bar = false")
+    con.execute("SET enable_progress_bar = true")
+    con.execute("SET enable_progress_bar_print = false")
     return con

@@ -387,10 +387,29 @@ def test_readme_examples_are_valid_reports() -> None:
 def test_progress_is_reported_to_a_callback(registry, reports: Path) -> None:
     from governance.ingest import ingest
 
-    seen: list[float] = []
+    seen: list[tuple[str, float]] = []
     path = write_jsonl(reports / "p.jsonl", mixed(100, 30))
-    ingest(registry, [path], progress=lambda _phase, fraction: seen.append(fraction))
-    assert seen and seen[-1] == 1.0 and all(0 <= f <= 1 for f in seen)
+    ingest(registry, [path], progress=lambda phase, fraction: seen.append((phase, fraction)))
+    phases = list(dict.fromkeys(phase for phase, _ in seen))
+    assert phases == ["reading", "keeping in DVC"]
+    for phase in phases:  # each phase ends full, and never goes back
+        fractions = [f for p, f in seen if p == phase]
+        assert fractions[-1] == 1.0 and fractions == sorted(fractions)
+        assert all(0 <= f <= 1 for f in fractions)
+
+
+def test_the_progress_bar_moves_while_a_report_is_read(registry, reports: Path) -> None:
+    """The bar follows DuckDB's own progress through a long scan (with its tracking off it
+    answered -1 throughout, and the bar sat at 0% until the end), held back to the copy's."""
+    from governance.ingest import ingest
+
+    head, tail = json.dumps(episode(100, 0)).split('"ep-100-0"')
+    path = reports / "long.jsonl"
+    path.write_text("".join(f'{head}"ep-100-{i}"{tail}\n' for i in range(400_000)))
+    seen: list[float] = []
+    ingest(registry, [path], progress=lambda phase, f: seen.append(f) if phase == "reading" else 0)
+    assert any(0 < f < 1 for f in seen), seen
+    assert seen == sorted(seen) and seen[-1] == 1.0
 
 
 def test_a_report_written_to_while_it_is_ingested_is_refused(registry, workspace, reports) -> None:
@@ -421,4 +440,5 @@ def test_duckdb_never_draws_its_own_progress_bar() -> None:
     from governance.storage import duckdb_connect
 
     with duckdb_connect({"memory_limit": "256MB"}) as con:
-        assert con.execute("SELECT current_setting('enable_progress_bar')").fetchone() == (False,)
+        setting = "SELECT current_setting('enable_progress_bar_print')"
+        assert con.execute(setting).fetchone() == (False,)
