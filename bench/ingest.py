@@ -6,6 +6,9 @@ episodes judged twice, and keeps the file content-addressed in DVC, all in one c
 separate processes on the same file, one after the other, in this one run; the figures are wall
 time and peak resident memory (ru_maxrss of the child).
 
+Beside the issue's floor row it prints the least cost of the two things gov must do that the
+floor leaves out: the duplicate-episode check and the copy of the report into DVC's cache.
+
 Usage: python bench/ingest.py [--episodes N] [--checkpoints C] [--keep DIR]
 """
 
@@ -33,6 +36,7 @@ VERDICTS = ["none"] * 95 + ["rejected"] * 3 + ["rationalized", "overt"]
 DUCKDB_FLOOR = """
 import sys, duckdb
 con = duckdb.connect()
+con.execute("SET enable_progress_bar_print = false")
 rows = con.execute('''
 SELECT run, step, environment, environment_version, judge, judge_version, count(*) AS n,
        count(*) FILTER (verdict = 'none') AS none,
@@ -41,6 +45,25 @@ SELECT run, step, environment, environment_version, judge, judge_version, count(
        count(*) FILTER (verdict = 'overt') AS overt, count(*) FILTER (divergent) AS divergent
 FROM read_json(?, format = 'newline_delimited')
 GROUP BY ALL''', [sys.argv[1]]).fetchall()
+print(len(rows))
+"""
+
+# The same GROUP BY with the least a duplicate-episode check costs: the episodes grouped by
+# their keys in the same pass, only those seen twice kept. Not part of the floor row (which is
+# the issue's); printed beside it so the cost of the check gov must make is measured, not guessed.
+DUCKDB_WITH_DUPLICATES = """
+import sys, duckdb
+con = duckdb.connect()
+con.execute("SET enable_progress_bar_print = false")
+rows = con.execute('''
+SELECT GROUPING(k) AS g, run, step, environment, environment_version, judge, judge_version,
+       verdict, divergent, count(*) AS n
+FROM (SELECT *, hash(run, step, environment, environment_version, judge, judge_version,
+                     episode) AS k
+      FROM read_json(?, format = 'newline_delimited'))
+GROUP BY GROUPING SETS ((run, step, environment, environment_version, judge, judge_version,
+                         verdict, divergent), (k))
+HAVING GROUPING(k) = 1 OR count(*) > 1''', [sys.argv[1]]).fetchall()
 print(len(rows))
 """
 
@@ -100,6 +123,19 @@ def md5_seconds(path: Path) -> float:
     return time.perf_counter() - start
 
 
+def copy_seconds(path: Path, dest: Path) -> tuple[float, float]:
+    """Wall and CPU seconds for the kernel to copy the file (copy_file_range, as gov ingest
+    does): on a filesystem without reflinks, every byte written once more into the page cache.
+    DVC's cache must hold the report, and the user's file cannot be the cache's copy."""
+    start, cpu = time.perf_counter(), time.process_time()
+    with path.open("rb") as src, dest.open("wb") as dst:
+        while os.copy_file_range(src.fileno(), dst.fileno(), 64 << 20):
+            pass
+    seconds, used = time.perf_counter() - start, time.process_time() - cpu
+    dest.unlink()
+    return seconds, used
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--episodes", type=int, default=10_000_000)
@@ -130,23 +166,43 @@ def main() -> None:
         duck_s, _, duck_out, duck_cpu = timed_child(
             [sys.executable, "-c", DUCKDB_FLOOR, str(report)], tmp
         )
+        dup_s, _, _, dup_cpu = timed_child(
+            [sys.executable, "-c", DUCKDB_WITH_DUPLICATES, str(report)], tmp
+        )
         md5_s = md5_seconds(report)
+        os.sync()  # gov's own copy still being written back would slow this one down
+        copy_s, copy_cpu = copy_seconds(report, tmp / "copy")
         cores = os.cpu_count() or 1
         bound = max(duck_s, md5_s, (duck_cpu + md5_s) / cores)
+        # What gov must do beyond the floor row, each at its least: the duplicate check and a
+        # copy of the report for DVC's cache, spread over the cores with the parse and the md5.
+        owed = max(dup_s, md5_s, copy_s, (dup_cpu + md5_s + copy_cpu) / cores)
         counts = open_registry(ws).summary()
         print(f"gov stored {counts.judgments:,} judgments; DuckDB found {duck_out.strip()} groups")
         print()
-        print(f"  {'':34}{'seconds':>9}{'x DuckDB':>10}")
-        print(f"  {'DuckDB read_json + GROUP BY':34}{duck_s:9.2f}{1:10.2f}")
-        print(f"  {'gov ingest (validate, join, keep)':34}{gov_s:9.2f}{gov_s / duck_s:10.2f}")
-        print(f"  {'md5 of the file alone (one stream)':34}{md5_s:9.2f}{md5_s / duck_s:10.2f}")
-        print(f"  {'floor for parse + DVC address':34}{bound:9.2f}{bound / duck_s:10.2f}")
+        print(f"  {'':44}{'seconds':>9}{'x DuckDB':>10}{'x floor':>9}")
+
+        def row(label: str, seconds: float) -> None:
+            print(f"  {label:44}{seconds:9.2f}{seconds / duck_s:10.2f}{seconds / bound:9.2f}")
+
+        row("DuckDB read_json + GROUP BY", duck_s)
+        row("md5 of the file alone (one stream)", md5_s)
+        row("floor for parse + DVC address", bound)
+        row("gov ingest (validate, join, keep)", gov_s)
+        print()
+        row("DuckDB GROUP BY + duplicate-episode check", dup_s)
+        row("kernel copy of the file (copy_file_range)", copy_s)
+        row("floor + duplicate check + copy for DVC", owed)
         print(
-            f"\n  gov peak memory: {gov_gib:.2f} GiB (target < 2 GiB); target time: <= 1.5x DuckDB"
-            f"\n  DuckDB used {duck_cpu:.2f} CPU seconds on {cores} cores. Keeping the file in DVC"
-            "\n  means md5-ing every byte (DVC's content address); a tool that parses like DuckDB"
-            "\n  and hashes the file can at best spread both over the cores: the floor row is"
-            "\n  max(DuckDB, md5, (DuckDB CPU + md5) / cores)."
+            f"\n  target: gov ingest <= 1.3 x floor = {1.3 * bound:.2f} s; "
+            f"gov peak memory {gov_gib:.2f} GiB (target < 2 GiB)"
+            f"\n  DuckDB used {duck_cpu:.2f} CPU seconds on {cores} cores ({dup_cpu:.2f} with the"
+            f" duplicate check);\n  the copy used {copy_cpu:.2f}. Keeping the file in DVC means"
+            " md5-ing every byte (DVC's\n  content address); a tool that parses like DuckDB and"
+            " hashes the file can at best\n  spread both over the cores: the floor row is"
+            " max(DuckDB, md5, (DuckDB CPU + md5) / cores).\n  The last row adds, at their least,"
+            " the two things gov must also do: find an episode\n  judged twice, and put a copy of"
+            " the report in DVC's cache (free with reflinks, a full\n  write on ext4)."
         )
     finally:
         if args.keep is None:
