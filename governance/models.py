@@ -6,6 +6,7 @@ or as one JSON line per checkpoint. `schema_version` lets later releases migrate
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -19,8 +20,10 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 NAME_RULE = "1-100 characters: letters, digits, '.', '_' or '-', starting with a letter or digit"
 
 
+@functools.lru_cache(maxsize=4096)
 def name_problem(value: str) -> str | None:
-    """Why `value` cannot be a run, environment or judge name, or None if it can."""
+    """Why `value` cannot be a run, environment or judge name, or None if it can. Remembered:
+    a registry of 2,000 checkpoints names its 20-odd environments 40,000 times."""
     if "/" in value or "\\" in value:
         return "contains a path separator"
     if ".." in value:

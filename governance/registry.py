@@ -140,6 +140,8 @@ class Summary:
 
 # One run's checkpoints as last read in this process, by file and its state (see _checkpoint_lines)
 _CHECKPOINTS_SEEN: dict[Path, tuple[FileStamp, tuple[Checkpoint, ...]]] = {}
+# Each run's, environment's and judge's record, likewise (see Registry._load_named)
+_NAMED_SEEN: dict[Path, tuple[FileStamp, Run | Environment | Judge]] = {}
 
 
 class Registry:
@@ -162,6 +164,12 @@ class Registry:
         return self.ws.registry / "judges" / f"{judge}.yaml"
 
     def _load_named(self, path: Path, model: type[Run] | type[Environment] | type[Judge]) -> object:
+        """A run's, environment's or judge's file, parsed once per process and state of the
+        file (a check reads 300 environments twice); each caller gets its own copy."""
+        stamp = file_stamp(path)
+        seen = _NAMED_SEEN.get(path)
+        if stamp is not None and seen is not None and seen[0] == stamp:
+            return seen[1].model_copy(deep=True)
         record = load_yaml_model(path, model, self.ws.rel(path))
         if record.id != path.stem:
             raise GovError(
@@ -169,6 +177,8 @@ class Registry:
                 f"{path.stem!r}; fix the file, or restore it with `git checkout -- "
                 f"{self.ws.rel(path)}`"
             )
+        if stamp is not None and stamp == file_stamp(path):
+            _NAMED_SEEN[path] = (stamp, record.model_copy(deep=True))
         return record
 
     def _all(self, folder: str, suffix: str) -> list[Path]:

@@ -142,12 +142,19 @@ def test_series_follow_the_lineage(judged: Path, registry, artifact, tmp_path: P
     assert [(p.run, p.step) for p in v1.points] == [("main", 100), ("main-r1", 150)]
 
 
-def test_series_built_as_columns_hold_the_summed_counts(example_template: Path) -> None:
+@pytest.mark.parametrize("dense", [True, False], ids=["dense-cells", "sorted-cells"])
+def test_series_built_as_columns_hold_the_summed_counts(
+    example_template: Path, dense: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # The columns read straight from DuckDB, grouped by array arithmetic, against plain sums of
-    # the row objects: every metric, per environment version and for the whole run.
+    # the row objects: every metric, per environment version and for the whole run; both ways
+    # of grouping (counted in a dense array of cells, or sorted, past a size).
     from governance import counts
     from governance.metrics import METRICS
+    from governance.stats import series
     from governance.stats.series import build
+
+    monkeypatch.setattr(series, "_DENSE_CELLS", 1 << 24 if dense else 0)
 
     reg = open_registry(example_template)
     rows = counts.rows(reg.ws)

@@ -200,7 +200,6 @@ def _combine(
     mixed = scaled @ q  # (env, ramp, tau, combo): the ratio summed out, for each effect
     a = np.log(mixed) + top
     shares = np.array(prior.share)
-    s5 = (slice(None), None, None, None, None)
     # each environment's gain, log(1 - share + share x BF), summed over environments: in single
     # precision and the linear domain (the hot loop), exactly log(share) + log BF where BF is huge
     huge = a > 30.0
@@ -227,14 +226,27 @@ def _combine(
     effect = float(np.exp(np.einsum("sltc,c->", post, np.array([b for b, _ in effects]))))
     contributions = []
     if details:
+        # Each environment's part is an average over the posterior's cells (share, ramp, onset,
+        # effect): over the fewest cells that hold all but 1e-10 of its mass, not all of them
+        # (a few hundred of 23,000 at the defaults), which bounds each average's error by that
+        # mass times its largest term and makes 300 environments cost milliseconds.
+        flat = post.ravel()
+        ranked = np.argsort(flat)[::-1]
+        held = np.cumsum(flat[ranked])
+        cells = ranked[: int(np.searchsorted(held, held[-1] * (1 - 1e-10))) + 1]
+        w = flat[cells]
+        si, li, ti, ci = np.unravel_index(cells, post.shape)
         with np.errstate(divide="ignore"):
             unaffected = np.where(shares < 1, np.log1p(-np.minimum(shares, 0.999)), -np.inf)
-        gain = np.logaddexp(unaffected[s5], np.log(shares)[s5] + a[None])  # (share, env, ...)
-        affected = np.exp(np.log(shares)[s5] + a[None] - gain)
-        p_aff = np.einsum("sltc,seltc->e", post, affected)
-        mean_r = (scaled @ (q * logr[:, None])) / mixed  # E[log r | affected], per combo
-        log_r = np.einsum("sltc,seltc,eltc->e", post, affected, mean_r)
-        evidence = np.einsum("sltc,seltc->e", post, gain)
+        log_share = np.log(shares)[si][None, :] + a[:, li, ti, ci]  # (env, cell)
+        gain = np.logaddexp(unaffected[si][None, :], log_share)
+        affected = np.exp(log_share - gain)
+        p_aff = affected @ w
+        # E[log r | affected] in each cell: the ratio's posterior within the cell's effect
+        weighted = np.einsum("emr,rm->em", scaled[:, li, ti, :], (q * logr[:, None])[:, ci])
+        mean_r = weighted / mixed[:, li, ti, ci]
+        log_r = (affected * mean_r) @ w
+        evidence = gain @ w
         contributions = [
             Contribution(
                 int(row), float(min(1.0, p)), float(np.exp(lr / p)) if p > 1e-9 else 1.0, float(ev)

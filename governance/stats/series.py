@@ -142,6 +142,17 @@ class Points(Sequence[Point]):
     def __repr__(self) -> str:
         return f"Points({list(self)!r})"
 
+    def seen(self) -> list[tuple[str, int, int]]:
+        """(RUN@STEP, k, n) of every point, as a decision records what it read: made from the
+        columns at once, not a Point at a time (a fired series of 2,000 checkpoints)."""
+        refs = [f"{run}@{step}" for run, step, _ in self.order]
+        return [
+            (refs[p], k, n)
+            for p, k, n in zip(
+                self.positions.tolist(), self.ks.tolist(), self.ns.tolist(), strict=True
+            )
+        ]
+
 
 @dataclass
 class Table:
@@ -178,6 +189,9 @@ class Table:
             list(checkpoints),
             columns,
         )
+
+
+_DENSE_CELLS = 1 << 24  # series x positions up to which they are counted in a dense array
 
 
 def build(
@@ -232,9 +246,16 @@ def build(
     numerator = np.asarray(definition.numerator(columns), dtype=np.int64)
     denominator = np.asarray(definition.denominator(columns), dtype=np.int64)
     length = len(order)
-    cells, inverse = np.unique(code * length + at[keep], return_inverse=True)
-    k = np.bincount(inverse, weights=numerator, minlength=len(cells)).astype(np.int64)
-    n = np.bincount(inverse, weights=denominator, minlength=len(cells)).astype(np.int64)
+    index = code * length + at[keep]  # one cell per series and position
+    span = len(names) * length
+    if span <= _DENSE_CELLS:  # counted in place, without sorting every row
+        cells = np.flatnonzero(np.bincount(index, minlength=span))
+        k = np.bincount(index, weights=numerator, minlength=span)[cells].astype(np.int64)
+        n = np.bincount(index, weights=denominator, minlength=span)[cells].astype(np.int64)
+    else:
+        cells, inverse = np.unique(index, return_inverse=True)
+        k = np.bincount(inverse, weights=numerator, minlength=len(cells)).astype(np.int64)
+        n = np.bincount(inverse, weights=denominator, minlength=len(cells)).astype(np.int64)
     series: dict[SeriesKey, Points] = {}
     bounds = np.flatnonzero(np.diff(cells // length)) + 1
     for part in np.split(np.arange(len(cells)), bounds) if len(cells) else []:
