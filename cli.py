@@ -769,6 +769,76 @@ def _progress_bar(files: Sequence[Path]) -> Iterator[Callable[[str, float], None
         yield update
 
 
+@cli.command("watch")
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option(
+    "--layout",
+    required=True,
+    type=click.Choice(["trl", "verl", "openrlhf", "nemo-rl", "prime-rl"]),
+    help="How the training framework writes its checkpoints.",
+)
+@click.option("--run", "run", required=True, help="The run the checkpoints belong to.")
+@click.option(
+    "--exposure",
+    "exposure_file",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="YAML: ENV[@VERSION] to weight for the whole run, or a list of step ranges "
+    "({from: N, to: M, exposure: {...}}).",
+)
+@click.option("--once", is_flag=True, help="Register what is there, then exit (cron, CI).")
+@click.option(
+    "--interval", default=30.0, show_default=True, help="Seconds between looks at the folder."
+)
+@click.pass_context
+def watch(
+    ctx: click.Context,
+    folder: Path,
+    layout: str,
+    run: str,
+    exposure_file: Path,
+    once: bool,
+    interval: float,
+) -> None:
+    """Follow a training run's output FOLDER: pin and register each checkpoint once its
+    framework marks it complete (never a folder still being written).
+
+    Each checkpoint's files are hard-linked into the workspace (ckpt/RUN/step-N) and tracked
+    by DVC with a hard-link cache, so the framework deleting old checkpoints (its retention)
+    leaves the restore points restorable. One line per checkpoint; a checkpoint that cannot
+    be registered, or that was deleted before it could be pinned, gets one error line (and
+    the latter an audit entry) and the watch goes on. One watcher per folder.
+
+    Exit code with --once: 0 when every complete checkpoint is registered, 2 when one could
+    not be.
+
+    \b
+    Example:
+        gov watch outputs/grpo --layout trl --run main --exposure mixture.yaml
+        gov watch checkpoints --layout verl --run main --exposure mixture.yaml --once
+    """
+    try:
+        passes = api.watch(
+            _ws(ctx),
+            folder,
+            layout=layout,
+            run=run,
+            exposure_file=exposure_file,
+            once=once,
+            interval=interval,
+            say=_say,
+            actor=_actor(ctx),
+        )
+    except KeyboardInterrupt:
+        return
+    if any(p.problems or p.lost for p in passes):
+        ctx.exit(2)
+
+
+def _say(line: str) -> None:
+    click.echo(line, err=line.startswith("gov: error:"))
+
+
 @cli.command("schema")
 @click.argument("name", required=False)
 @click.option("--list", "listing", is_flag=True, help="List the schemas and their files.")

@@ -132,6 +132,8 @@ def measure(gov: str, top: Path, checkpoints: int, environments: int) -> dict[st
         ("audit verify", [gov, "audit", "verify"]),
         ("audit show (by id)", [gov, "audit", "show", early[:12]]),
         ("--help (start-up)", [gov, "--help"]),
+        # The floor of any command as a fresh process: the interpreter and gov's own modules.
+        ("import only (floor)", [sys.executable, "-c", "import governance.cli"]),
     ]
     return {name: run(cmd, root) for name, cmd in steps}
 

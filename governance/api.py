@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from .review import ReportResult
     from .rollback import Applied, Recommendation
     from .stats.series import Series
+    from .watch import Pass
 
 Where = Path | str | Registry | None
 Progress = Callable[[str, float], None]
@@ -498,6 +499,32 @@ def _known_keys(reg: Registry, transcripts: Sequence[Transcript], judge: str, ve
 
 
 # -- reports and metrics ----------------------------------------------------------------------
+def watch(
+    workspace: Where,
+    folder: Path,
+    *,
+    layout: str,
+    run: str,
+    exposure_file: Path,
+    once: bool = False,
+    interval: float = 30.0,
+    say: Callable[[str], None] = lambda _line: None,
+    stop: Callable[[], bool] = lambda: False,
+    actor: str | None = None,
+) -> list[Pass]:
+    """Follow a training run's output folder (`layout`: how its framework writes checkpoints):
+    pin and register each checkpoint once its framework marks it complete; `once`: look once.
+    `say` gets a line per checkpoint registered and per problem (the watch goes on)."""
+    from .layouts import layout as find_layout
+    from .watch import Watcher, read_exposure
+    from .watch import watch as follow
+
+    chosen = find_layout(layout)
+    exposure = read_exposure(exposure_file)
+    watcher = Watcher(_open(workspace, actor), folder, chosen, run, exposure, say)
+    return follow(watcher, once=once, interval=interval, stop=stop)
+
+
 REPORT_SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet")
 
 

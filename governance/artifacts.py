@@ -345,23 +345,61 @@ def _remote_of(config: Any) -> str | None:
 
 
 def checkout(workspace: Path, artifact: str, md5: str, target: Path) -> None:
-    """Copy an artifact's content (fetched from the remote if need be) to `target`."""
+    """Copy an artifact's content (fetched from the remote if need be) to `target`: a file, or
+    for a directory artifact (a framework's checkpoint folder) a folder, made whole in a
+    temporary sibling and renamed into place."""
     from dvc.exceptions import DvcException
 
     repo = open_dvc(workspace)
     try:
-        if not repo.cache.local.exists(md5):
+        cache = repo.cache.local
+        files = _cached_files(cache, md5) if cache.exists(md5) else None
+        if files is None or not all(cache.exists(oid) for _, oid in files):
             try:
                 repo.fetch(targets=[str(dvc_file(workspace / artifact))])
             except DvcException as exc:
                 raise ArtifactError(f"DVC could not fetch {artifact}: {exc}") from exc
-        source = Path(repo.cache.local.oid_to_path(md5))
-        if md5.endswith(".dir") or not source.is_file():
-            raise ArtifactError(
-                f"{artifact} is a directory artifact: check it out with `dvc checkout` instead"
-            )
+            files = _cached_files(cache, md5)
         tmp = target.with_name(f".{target.name}.tmp")
-        shutil.copyfile(source, tmp)
-        tmp.replace(target)
+        _remove(tmp)
+        try:
+            if md5.endswith(".dir"):
+                tmp.mkdir()
+                for relpath, oid in files:
+                    dest = tmp / relpath
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(cache.oid_to_path(oid), dest)
+            else:
+                shutil.copyfile(cache.oid_to_path(md5), tmp)
+            tmp.replace(target)
+        except BaseException:
+            _remove(tmp)
+            raise
     finally:
         repo.close()
+
+
+def _cached_files(cache: Any, md5: str) -> list[tuple[str, str]]:
+    """(path inside the artifact, content hash) of each file an artifact holds: one for a file,
+    a directory's from its manifest in the cache (DVC's `.dir` object, a JSON list)."""
+    if not md5.endswith(".dir"):
+        return [("", md5)]
+    import json
+
+    path = Path(cache.oid_to_path(md5))
+    try:
+        entries = json.loads(path.read_text(encoding="utf-8"))
+        found = [(str(e["relpath"]), str(e["md5"])) for e in entries]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ArtifactError(f"DVC's manifest of {md5} cannot be read: {exc}") from None
+    for relpath, _ in found:
+        if Path(relpath).is_absolute() or ".." in Path(relpath).parts:
+            raise ArtifactError(f"DVC's manifest of {md5} names a path outside it: {relpath}")
+    return found
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)

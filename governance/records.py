@@ -33,6 +33,7 @@ AuditKind = Literal[
     "status_change",
     "judge_calibrated",
     "obfuscation_warning",
+    "checkpoint_lost",
 ]
 KINDS: tuple[str, ...] = AuditKind.__args__  # type: ignore[attr-defined]
 

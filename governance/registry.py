@@ -396,8 +396,12 @@ class Registry:
         new = NewCheckpoint(step=step, artifact=Path(artifact), exposure=exposure, note=note)
         return self.add_checkpoints(run, [new])[0]
 
-    def add_checkpoints(self, run: str, new: Sequence[NewCheckpoint]) -> list[Checkpoint]:
-        """Register several checkpoints of a run in one change (one DVC add, one commit)."""
+    def add_checkpoints(
+        self, run: str, new: Sequence[NewCheckpoint], *, link: str | None = None
+    ) -> list[Checkpoint]:
+        """Register several checkpoints of a run in one change (one DVC add, one commit).
+        `link`: DVC's cache link type for these artifacts (`hardlink`: the cache shares their
+        files, nothing is copied), else the workspace's."""
         if not new:
             return []
         steps = [n.step for n in new]
@@ -430,7 +434,7 @@ class Registry:
                 exposures.append(self.resolve_exposure(item.exposure))
             if len(set(paths)) != len(paths):
                 raise ArtifactError("two checkpoints name the same artifact")
-            tracked = change.track(paths)
+            tracked = change.track(paths, link=link)
             now = utc_now()
             added = [
                 Checkpoint(

@@ -1,0 +1,160 @@
+"""The RL frameworks' checkpoint folders, as each writes them: which folder holds step N, and
+when the framework has marked it complete. `gov watch` registers a checkpoint only then: never
+a folder still being written.
+
+Each rule is read from the framework's own source (the versions are named in the README):
+- trl: `OUTPUT/checkpoint-N/` (transformers' Trainer); complete once `trainer_state.json`, the
+  last file `_save_checkpoint` writes, is there and names global step N.
+- verl: `OUTPUT/global_step_N/`; complete once `latest_checkpointed_iteration.txt`, written
+  after every part of the step is saved, names N or a later step.
+- nemo-rl: `OUTPUT/step_N/`; written as `tmp_step_N/` and renamed when complete.
+- prime-rl: `OUTPUT/step_N/`; complete once the `STABLE` marker file is in it.
+- openrlhf: `OUTPUT/_actor/global_stepN/` (DeepSpeed); complete once `_actor/latest`, written
+  after the step's folder, names it or a later step.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import GovError
+
+
+@dataclass(frozen=True)
+class Found:
+    """A checkpoint folder of step `step`; `complete` once its framework marked it so.
+    `problem`: a complete folder that lacks what its layout requires (one line, said of it)."""
+
+    step: int
+    path: Path
+    complete: bool
+    problem: str | None = None
+
+
+@dataclass(frozen=True)
+class Layout:
+    name: str
+    describe: str  # what its checkpoints look like, for messages
+    scan: Callable[[Path], list[Found]]
+
+
+def _numbered(folder: Path, pattern: str) -> list[tuple[int, Path]]:
+    """The sub-folders of `folder` whose name fully matches `pattern` (one group: the step)."""
+    rule = re.compile(pattern)
+    found: list[tuple[int, Path]] = []
+    if not folder.is_dir():
+        return found
+    for child in folder.iterdir():
+        match = rule.fullmatch(child.name)
+        if match and child.is_dir() and not child.is_symlink():
+            found.append((int(match.group(1)), child))
+    return sorted(found)
+
+
+def _tracker(path: Path, pattern: str = r"\s*(\d+)\s*") -> int | None:
+    """The step a framework's tracker file names (None while there is none)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (FileNotFoundError, IsADirectoryError):
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise GovError(f"{path}: cannot be read: {exc}") from None
+    match = re.fullmatch(pattern, text)
+    return int(match.group(1)) if match else None
+
+
+# Files that hold model weights (not the optimizer's, scheduler's or RNG's state), by name.
+_WEIGHT_FILES = re.compile(
+    r"(?!.*(optim|scheduler|rng|scaler))"  # the training state beside the weights
+    r".*\.(safetensors|bin|pt|pth|distcp)"
+)
+_TRL_WEIGHTS = re.compile(
+    r"(model|pytorch_model|adapter_model)(-\d+-of-\d+)?\.(safetensors|bin)"
+    r"|pytorch_model_fsdp_\d+"  # an FSDP-sharded save: a folder of shards
+)
+
+
+def _weights(path: Path, names: re.Pattern[str] = _WEIGHT_FILES) -> str | None:
+    """Why a checkpoint folder holds no model weights, or None if it holds some."""
+    if any(names.fullmatch(p.name) for p in path.rglob("*")):
+        return None
+    return f"{path}: no model weights in it"
+
+
+def _trl(root: Path) -> list[Found]:
+    found = []
+    for step, path in _numbered(root, r"checkpoint-(\d+)"):
+        state = path / "trainer_state.json"
+        complete = False
+        problem = None
+        if state.is_file():
+            try:
+                named = json.loads(state.read_text(encoding="utf-8")).get("global_step")
+            except (OSError, ValueError, AttributeError):
+                named = None  # still being written: looked at again on the next scan
+            complete = named == step
+            if complete:
+                problem = _weights(path, _TRL_WEIGHTS)
+        found.append(Found(step, path, complete, problem))
+    return found
+
+
+def _verl(root: Path) -> list[Found]:
+    latest = _tracker(root / "latest_checkpointed_iteration.txt")
+    found = []
+    for step, path in _numbered(root, r"global_step_(\d+)"):
+        complete = latest is not None and step <= latest
+        problem = None
+        if complete and not (path / "actor").is_dir():
+            problem = f"{path}: no actor/ folder in it (verl saves the actor there)"
+        found.append(Found(step, path, complete, problem))
+    return found
+
+
+def _nemo_rl(root: Path) -> list[Found]:
+    found = []
+    for step, path in _numbered(root, r"step_(\d+)"):
+        problem = None
+        if not (path / "policy").is_dir():
+            problem = f"{path}: no policy/ folder in it (NeMo-RL saves the policy there)"
+        found.append(Found(step, path, True, problem))
+    for step, path in _numbered(root, r"tmp_step_(\d+)"):
+        found.append(Found(step, path, False))
+    return found
+
+
+def _prime_rl(root: Path) -> list[Found]:
+    found = []
+    for step, path in _numbered(root, r"step_(\d+)"):
+        complete = (path / "STABLE").is_file()
+        found.append(Found(step, path, complete, _weights(path) if complete else None))
+    return found
+
+
+def _openrlhf(root: Path) -> list[Found]:
+    actor = root / "_actor"
+    latest = _tracker(actor / "latest", r"\s*global_step(\d+)\s*")
+    found = []
+    for step, path in _numbered(actor, r"global_step(\d+)"):
+        complete = latest is not None and step <= latest
+        found.append(Found(step, path, complete, _weights(path) if complete else None))
+    return found
+
+
+LAYOUTS: dict[str, Layout] = {
+    "trl": Layout("trl", "checkpoint-N folders", _trl),
+    "verl": Layout("verl", "global_step_N folders", _verl),
+    "nemo-rl": Layout("nemo-rl", "step_N folders", _nemo_rl),
+    "prime-rl": Layout("prime-rl", "step_N folders with a STABLE marker", _prime_rl),
+    "openrlhf": Layout("openrlhf", "_actor/global_stepN folders", _openrlhf),
+}
+
+
+def layout(name: str) -> Layout:
+    if name not in LAYOUTS:
+        raise GovError(f"unknown layout {name!r}: one of {', '.join(LAYOUTS)}")
+    return LAYOUTS[name]

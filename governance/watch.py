@@ -1,0 +1,303 @@
+"""Following a training run's output folder: each checkpoint its framework marks complete is
+pinned and registered, once.
+
+Pinning: the checkpoint's files are hard-linked into the workspace (`ckpt/RUN/step-N/`, copied
+only across filesystems) and DVC tracks that folder with a hard-link cache. Nothing is copied,
+and the framework deleting its own folder (its retention rule) unlinks its names only: the
+workspace's and the cache's stay, so the restore point stays restorable.
+
+What is registered is the registry's to say (a watcher killed half-way registered nothing, and
+a restarted one registers what is missing). The watcher's own state, in `.gov/watch/`, holds
+only the steps it has seen and not yet registered: one that vanishes before it could be pinned
+is reported in one line and recorded in the audit trail (`checkpoint_lost`), once.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import itertools
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock, Timeout
+
+from . import audit
+from .errors import GovError, NotFound
+from .layouts import Found, Layout
+from .registry import NewCheckpoint, Registry
+from .storage import atomic_write
+from .yamlio import load
+
+
+@dataclass(frozen=True)
+class ExposureRange:
+    first: int
+    last: int | None  # None: to the end of the run
+    weights: Mapping[str, float]
+
+
+@dataclass(frozen=True)
+class Exposure:
+    """What each step was trained on: one mapping for the whole run, or step ranges."""
+
+    source: str
+    ranges: tuple[ExposureRange, ...]
+
+    def at(self, step: int) -> Mapping[str, float]:
+        for part in self.ranges:
+            if part.first <= step and (part.last is None or step <= part.last):
+                return part.weights
+        raise GovError(f"{self.source}: no exposure for step {step} (no range covers it)")
+
+
+def _weights(value: Any, where: str) -> dict[str, float]:
+    if not isinstance(value, dict) or not value:
+        raise GovError(f"{where}: an exposure maps ENV[@VERSION] to a weight, e.g. `math: 0.5`")
+    out = {}
+    for env, weight in value.items():
+        if not isinstance(env, str) or isinstance(weight, bool):
+            raise GovError(f"{where}: {env!r}: a weight is a number between 0 and 1")
+        if not isinstance(weight, int | float) or not 0 <= weight <= 1:
+            raise GovError(f"{where}: {env}: weight {weight!r} is not a number between 0 and 1")
+        out[env] = float(weight)
+    return out
+
+
+def read_exposure(path: Path) -> Exposure:
+    """An exposure file: a mapping of ENV[@VERSION] to weight for the whole run, or a list of
+    step ranges, each `{from: N, to: M, exposure: {...}}` (`to` left out: to the end)."""
+    try:
+        data = load(path.read_text(encoding="utf-8"), str(path), GovError, strict=True)
+    except OSError as exc:
+        raise GovError(f"{path}: cannot be read: {exc.strerror}") from None
+    if isinstance(data, dict):
+        return Exposure(str(path), (ExposureRange(0, None, _weights(data, str(path))),))
+    if not isinstance(data, list) or not data:
+        raise GovError(
+            f"{path}: an exposure file is a mapping of ENV to weight, or a list of "
+            "{from, to, exposure} step ranges"
+        )
+    ranges = []
+    for number, item in enumerate(data, 1):
+        where = f"{path}: range {number}"
+        if not isinstance(item, dict) or set(item) - {"from", "to", "exposure"}:
+            raise GovError(f"{where}: a range has `from`, `to` (optional) and `exposure`")
+        first, last = item.get("from", 0), item.get("to")
+        if not isinstance(first, int) or isinstance(first, bool) or first < 0:
+            raise GovError(f"{where}: from: {first!r} is not a step (an integer >= 0)")
+        if last is not None and (not isinstance(last, int) or isinstance(last, bool)):
+            raise GovError(f"{where}: to: {last!r} is not a step (an integer)")
+        if last is not None and last < first:
+            raise GovError(f"{where}: to {last} is before from {first}")
+        ranges.append(ExposureRange(first, last, _weights(item.get("exposure"), where)))
+    ordered = sorted(ranges, key=lambda r: r.first)
+    for a, b in itertools.pairwise(ordered):
+        if a.last is None or a.last >= b.first:
+            raise GovError(f"{path}: the ranges from {a.first} and from {b.first} overlap")
+    return Exposure(str(path), tuple(ordered))
+
+
+def pin(source: Path, dest: Path) -> int:
+    """Hard-link every file of the checkpoint folder `source` into `dest` (a copy across
+    filesystems); return the bytes pinned. Raises FileNotFoundError if the framework deleted
+    the folder meanwhile (dest is then removed)."""
+    total = 0
+    try:
+        for folder, _, files in os.walk(source, onerror=_raise):
+            target = dest / Path(folder).relative_to(source)
+            target.mkdir(parents=True, exist_ok=True)
+            for name in files:
+                src, dst = Path(folder) / name, target / name
+                try:
+                    os.link(src, dst, follow_symlinks=True)
+                except OSError as exc:
+                    if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
+                        raise
+                    shutil.copy2(src, dst)
+                total += dst.stat().st_size
+        if not dest.is_dir():
+            raise FileNotFoundError(errno.ENOENT, "no such folder", str(source))
+    except BaseException:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise
+    return total
+
+
+def _raise(exc: OSError) -> None:
+    raise exc
+
+
+@dataclass
+class Pass:
+    """What one look at the folder did."""
+
+    registered: list[str] = field(default_factory=list)
+    lost: list[int] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    waiting: list[int] = field(default_factory=list)  # seen, not yet marked complete
+
+
+class Watcher:
+    """One run's output folder, followed by one process at a time (a lock in `.gov/watch/`)."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        root: Path,
+        layout: Layout,
+        run: str,
+        exposure: Exposure,
+        say: Callable[[str], None] = lambda _line: None,
+    ) -> None:
+        if not root.is_dir():
+            raise GovError(f"{root}: no such folder (the run's output folder to watch)")
+        self.registry, self.root, self.layout, self.run = registry, root.resolve(), layout, run
+        self.exposure, self.say = exposure, say
+        key = hashlib.sha256(str(self.root).encode()).hexdigest()[:16]
+        folder = registry.ws.state / "watch"
+        folder.mkdir(parents=True, exist_ok=True)
+        self.state_path = folder / f"{key}.json"
+        self.lock = FileLock(str(folder / f"{key}.lock"))
+
+    def __enter__(self) -> Watcher:
+        try:
+            self.lock.acquire(timeout=0)
+        except Timeout:
+            raise GovError(
+                f"{self.root}: another gov watch follows this folder (one watcher per folder)"
+            ) from None
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.lock.release()
+
+    def _seen(self) -> set[int]:
+        try:
+            data = json.loads(self.state_path.read_text(encoding="utf-8"))
+            return {int(s) for s in data.get("seen", [])}
+        except (OSError, ValueError, TypeError):
+            return set()  # no state yet, or a broken one: only "lost" reports depend on it
+
+    def _keep_seen(self, seen: set[int]) -> None:
+        record = {"root": str(self.root), "layout": self.layout.name, "run": self.run}
+        record["seen"] = sorted(seen)  # type: ignore[assignment]
+        atomic_write(self.state_path, (json.dumps(record) + "\n").encode())
+
+    def look(self) -> Pass:
+        """Pin and register every complete checkpoint not registered yet, oldest first."""
+        done = Pass()
+        self._ensure_run()
+        registered = {c.step for c in self.registry.checkpoints(self.run)}
+        found = {f.step: f for f in self.layout.scan(self.root)}
+        seen = self._seen()
+        for step in sorted(seen - registered - set(found)):
+            self._lost(step, done)
+        seen &= set(found)
+        for step in sorted(found):
+            item = found[step]
+            if step in registered:
+                seen.discard(step)
+                continue
+            seen.add(step)
+            if not item.complete:
+                done.waiting.append(step)
+                continue
+            if item.problem is not None:
+                done.problems.append(item.problem)
+                self.say(f"gov: error: {item.problem}")
+                continue
+            self._register(item, done, seen)
+        self._keep_seen(seen - registered - set(done.lost))
+        return done
+
+    def _ensure_run(self) -> None:
+        try:
+            self.registry.run(self.run)
+        except NotFound:
+            self.registry.add_run(self.run, note=f"registered by gov watch of {self.root}")
+            self.say(f"registered run {self.run}")
+
+    def _register(self, item: Found, done: Pass, seen: set[int]) -> None:
+        ref = f"{self.run}@{item.step}"
+        try:
+            weights = self.exposure.at(item.step)
+        except GovError as exc:
+            done.problems.append(exc.message)
+            self.say(f"gov: error: {ref}: {exc.message}")
+            return
+        dest = self.registry.ws.root / "ckpt" / self.run / f"step-{item.step}"
+        if dest.exists():  # left by a watcher killed before it registered the step
+            shutil.rmtree(dest)
+        start = time.perf_counter()
+        try:
+            size = pin(item.path, dest)
+        except FileNotFoundError:
+            seen.discard(item.step)
+            self._lost(item.step, done)
+            return
+        try:
+            self.registry.add_checkpoints(
+                self.run,
+                [NewCheckpoint(item.step, dest, weights, note=f"gov watch: {item.path}")],
+                link="hardlink",
+            )
+        except GovError as exc:
+            shutil.rmtree(dest, ignore_errors=True)
+            done.problems.append(f"{ref}: {exc.message}")
+            self.say(f"gov: error: {ref}: {exc.message}")
+            return
+        seen.discard(item.step)
+        done.registered.append(ref)
+        self.say(
+            f"registered {ref} from {item.path} ({_size(size)} pinned, "
+            f"{time.perf_counter() - start:.1f} s)"
+        )
+
+    def _lost(self, step: int, done: Pass) -> None:
+        """A checkpoint the framework deleted before it could be pinned: said and recorded."""
+        ref = f"{self.run}@{step}"
+        with self.registry.ws.change(f"checkpoint {ref} lost before it was pinned") as change:
+            audit.append(
+                change,
+                "checkpoint_lost",
+                subject={"run": self.run, "checkpoint": ref},
+                outcome="lost",
+                reason=(
+                    f"the {self.layout.name} folder for step {step} under {self.root} was deleted "
+                    "before gov watch could pin it: it is no restore point"
+                ),
+            )
+        done.lost.append(step)
+        self.say(f"gov: error: {ref}: deleted before it could be pinned (recorded in the trail)")
+
+
+def _size(count: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if count < 1000 or unit == "GB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1000  # type: ignore[assignment]
+    return f"{count} B"
+
+
+def watch(
+    watcher: Watcher,
+    *,
+    once: bool,
+    interval: float,
+    stop: Callable[[], bool] = lambda: False,
+) -> list[Pass]:
+    """Look at the folder every `interval` seconds until `stop()` (or once)."""
+    passes = []
+    with watcher:
+        while True:
+            passes.append(watcher.look())
+            if once or stop():
+                return passes
+            time.sleep(interval)

@@ -1,0 +1,298 @@
+"""`gov watch`: each framework's checkpoint folders, as the framework writes them, registered
+once they are marked complete and pinned so that the framework's retention cannot take a
+restore point away."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from governance import open_registry
+from governance.artifacts import checkout
+
+MIX = "code-tests: 0.5\nmath: 0.5\n"
+
+
+def weights(folder: Path, step: int, size: int = 4096) -> None:
+    """Model weights as a framework saves them (content differs per step)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "model.safetensors").write_bytes(bytes([step % 251]) * size)
+
+
+def trl(out: Path, step: int, *, complete: bool = True) -> Path:
+    """transformers' Trainer: weights, optimizer, scheduler, RNG, then trainer_state.json."""
+    folder = out / f"checkpoint-{step}"
+    weights(folder, step)
+    (folder / "optimizer.pt").write_bytes(b"optimizer state %d" % step)
+    (folder / "scheduler.pt").write_bytes(b"scheduler")
+    if complete:
+        (folder / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+    return folder
+
+
+def verl(out: Path, step: int, *, tracked: bool = True) -> Path:
+    folder = out / f"global_step_{step}"
+    weights(folder / "actor", step)
+    if tracked:
+        (out / "latest_checkpointed_iteration.txt").write_text(str(step))
+    return folder
+
+
+def nemo_rl(out: Path, step: int, *, complete: bool = True) -> Path:
+    tmp = out / f"tmp_step_{step}"
+    weights(tmp / "policy" / "weights", step)
+    (tmp / "training_info.json").write_text(json.dumps({"step": step}))
+    if not complete:
+        return tmp
+    final = out / f"step_{step}"
+    tmp.rename(final)
+    return final
+
+
+def prime_rl(out: Path, step: int, *, complete: bool = True) -> Path:
+    folder = out / f"step_{step}"
+    weights(folder, step)
+    if complete:
+        (folder / "STABLE").write_text("")
+    return folder
+
+
+def openrlhf(out: Path, step: int, *, complete: bool = True) -> Path:
+    folder = out / "_actor" / f"global_step{step}"
+    weights(folder, step)
+    if complete:
+        (out / "_actor" / "latest").write_text(f"global_step{step}")
+    return folder
+
+
+WRITERS: dict[str, Callable[..., Path]] = {
+    "trl": trl,
+    "verl": lambda out, step, complete=True: verl(out, step, tracked=complete),
+    "nemo-rl": nemo_rl,
+    "prime-rl": prime_rl,
+    "openrlhf": openrlhf,
+}
+
+
+@pytest.fixture
+def mix(tmp_path: Path) -> Path:
+    path = tmp_path / "mix.yaml"
+    path.write_text(MIX)
+    return path
+
+
+def steps(workspace: Path) -> list[int]:
+    return [c.step for c in open_registry(workspace).checkpoints("main")]
+
+
+@pytest.mark.parametrize("layout", list(WRITERS))
+def test_complete_checkpoints_are_registered_once_and_pinned(
+    gov, workspace: Path, tmp_path: Path, mix: Path, layout: str
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    write = WRITERS[layout]
+    first = write(out, 100)
+    write(out, 200, complete=False)  # still being written when the watcher looks
+    args = ("watch", str(out), "--layout", layout, "--run", "main", "--exposure", str(mix))
+    done = gov(*args, "--once", cwd=workspace)
+    assert done.exit_code == 0, done.stderr
+    assert steps(workspace) == [100]
+    assert "registered main@100" in done.stdout
+    pinned = workspace / "ckpt" / "main" / "step-100"
+    original = next(first.rglob("model.safetensors"))
+    kept = next(pinned.rglob("model.safetensors"))
+    assert kept.stat().st_ino == original.stat().st_ino  # a hard link: nothing copied
+    write(out, 200)  # the framework finishes it
+    assert gov(*args, "--once", cwd=workspace).exit_code == 0
+    assert gov(*args, "--once", cwd=workspace).exit_code == 0  # nothing new: nothing twice
+    assert steps(workspace) == [100, 200]
+
+
+def test_a_restore_point_survives_the_framework_deleting_it(
+    gov, workspace: Path, tmp_path: Path, mix: Path
+) -> None:
+    """TRL's save_total_limit (and every framework's retention) deletes old checkpoint folders
+    right after they are pinned: the registered checkpoint still checks out whole, by the call
+    `gov rollback apply` makes for the restore point."""
+    out = tmp_path / "out"
+    folder = trl(out, 100)
+    expected = {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*")}
+    args = ("watch", str(out), "--layout", "trl", "--run", "main", "--exposure", str(mix))
+    assert gov(*args, "--once", cwd=workspace).exit_code == 0
+    shutil.rmtree(folder)  # the framework's rotation
+    shutil.rmtree(workspace / "ckpt" / "main" / "step-100")  # and the workspace's copy too
+    ckpt = open_registry(workspace).checkpoint("main", 100)
+    target = tmp_path / "restored"
+    checkout(workspace, ckpt.artifact, ckpt.artifact_md5, target)
+    restored = {p.relative_to(target).as_posix(): p.read_bytes() for p in target.rglob("*")}
+    assert restored == expected
+
+
+def test_a_checkpoint_deleted_before_it_was_pinned_is_said_and_recorded(
+    gov, workspace: Path, tmp_path: Path, mix: Path
+) -> None:
+    out = tmp_path / "out"
+    trl(out, 100)
+    partial = trl(out, 200, complete=False)
+    args = ("watch", str(out), "--layout", "trl", "--run", "main", "--exposure", str(mix))
+    assert gov(*args, "--once", cwd=workspace).exit_code == 0
+    shutil.rmtree(partial)  # gone before the framework (or gov) finished with it
+    done = gov(*args, "--once", cwd=workspace)
+    assert done.exit_code == 2
+    assert "main@200: deleted before it could be pinned" in done.stderr
+    trail = json.loads(gov("audit", "log", "--format", "json", cwd=workspace).stdout)
+    lost = [e for e in trail if e["kind"] == "checkpoint_lost"]
+    assert [e["subject"]["checkpoint"] for e in lost] == ["main@200"]
+    assert gov(*args, "--once", cwd=workspace).exit_code == 0  # said once, not at every look
+    assert gov("audit", "verify", cwd=workspace).exit_code == 0
+
+
+def test_one_bad_checkpoint_is_one_line_and_the_rest_are_registered(
+    gov, workspace: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    for step in (100, 200, 300):
+        trl(out, step)
+    (out / "checkpoint-200" / "model.safetensors").unlink()  # a folder without weights
+    ranges = tmp_path / "ranges.yaml"
+    ranges.write_text(
+        "- {from: 0, to: 250, exposure: {code-tests: 1.0}}\n"  # nothing covers step 300
+    )
+    args = ("watch", str(out), "--layout", "trl", "--run", "main", "--exposure", str(ranges))
+    done = gov(*args, "--once", cwd=workspace)
+    assert done.exit_code == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 2, lines
+    assert "checkpoint-200: no model weights" in lines[0]
+    assert "main@300" in lines[1] and "no exposure for step 300" in lines[1]
+    assert steps(workspace) == [100]
+    assert not (workspace / "ckpt" / "main" / "step-300").exists()  # nothing half-way
+    exposure = open_registry(workspace).checkpoint("main", 100).exposure
+    assert [(e.environment, e.weight) for e in exposure] == [("code-tests", 1.0)]
+
+
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        ("missing-folder", "no such folder"),
+        ("bad-exposure", "weight 2 is not a number between 0 and 1"),
+        ("overlap", "overlap"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(
+    gov, workspace: Path, tmp_path: Path, mix: Path, setup: str, message: str
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    exposure = mix
+    if setup == "missing-folder":
+        out = tmp_path / "nowhere"
+    elif setup == "bad-exposure":
+        exposure = tmp_path / "bad.yaml"
+        exposure.write_text("math: 2\n")
+    else:
+        exposure = tmp_path / "overlap.yaml"
+        exposure.write_text(
+            "- {from: 0, to: 100, exposure: {math: 1}}\n- {from: 50, exposure: {math: 1}}\n"
+        )
+    args = ("watch", str(out), "--layout", "trl", "--run", "main", "--exposure", str(exposure))
+    done = gov(*args, "--once", cwd=workspace)
+    assert done.exit_code == 2
+    assert message in done.stderr and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    unknown = gov("watch", str(out), "--layout", "ray", "--run", "main", "--exposure", str(mix))
+    assert unknown.exit_code == 2 and "ray" in unknown.stderr
+
+
+def test_two_watchers_on_one_folder_are_refused(
+    gov, workspace: Path, tmp_path: Path, mix: Path
+) -> None:
+    from governance.layouts import layout
+    from governance.watch import Watcher, read_exposure
+
+    out = tmp_path / "out"
+    out.mkdir()
+    first = Watcher(open_registry(workspace), out, layout("trl"), "main", read_exposure(mix))
+    with first:
+        args = ("watch", str(out), "--layout", "trl", "--run", "main", "--exposure", str(mix))
+        done = gov(*args, "--once", cwd=workspace)
+        assert done.exit_code == 2
+        assert "another gov watch follows this folder" in done.stderr
+
+
+def test_a_watcher_killed_mid_registration_resumes_without_registering_twice(
+    workspace: Path, tmp_path: Path, mix: Path
+) -> None:
+    """A real `gov watch` process, with a writer process saving checkpoints as TRL does, is
+    killed with SIGKILL at an arbitrary moment and started again: every complete checkpoint
+    ends up registered exactly once, each with the content the framework finished writing."""
+    gov_bin = shutil.which("gov")
+    if gov_bin is None:
+        pytest.skip("the gov command is not installed")
+    out = tmp_path / "out"
+    out.mkdir()
+    writer = subprocess.Popen(
+        [sys.executable, "-c", _WRITER, str(out), "12"], stderr=subprocess.PIPE, text=True
+    )
+    args = [gov_bin, "watch", str(out), "--layout", "trl", "--run", "main"]
+    args += ["--exposure", str(mix), "--interval", "0.1"]
+    watcher = subprocess.Popen(args, cwd=workspace, stdout=subprocess.PIPE, text=True)
+    time.sleep(2.5)
+    watcher.send_signal(signal.SIGKILL)
+    watcher.wait()
+    assert writer.wait(timeout=60) == 0, writer.stderr.read() if writer.stderr else ""
+    again = subprocess.run([*args, "--once"], cwd=workspace, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    registered = open_registry(workspace).checkpoints("main")
+    assert [c.step for c in registered] == [10 * i for i in range(1, 13)]
+    for ckpt in registered:  # what was pinned is what the framework finished writing
+        folder = workspace / ckpt.artifact
+        assert (folder / "trainer_state.json").is_file()
+        assert (folder / "model.safetensors").read_bytes() == bytes([ckpt.step % 251]) * 65536
+        # the size DVC recorded when it pinned the folder: the whole of it (the files are hard
+        # links, so their content today is no evidence of when they were pinned)
+        assert ckpt.artifact_size == sum(p.stat().st_size for p in folder.rglob("*"))
+    verify = subprocess.run([gov_bin, "audit", "verify"], cwd=workspace, capture_output=True)
+    assert verify.returncode == 0, verify.stderr
+
+
+# A training loop saving TRL checkpoints: the files one after another, trainer_state.json last,
+# with pauses so that the watcher sees folders half-written.
+_WRITER = """
+import json, sys, time
+from pathlib import Path
+out, count = Path(sys.argv[1]), int(sys.argv[2])
+for i in range(1, count + 1):
+    step = 10 * i
+    folder = out / f"checkpoint-{step}"
+    folder.mkdir()
+    with (folder / "model.safetensors").open("wb") as handle:
+        for _ in range(4):
+            handle.write(bytes([step % 251]) * 16384)
+            handle.flush()
+            time.sleep(0.02)
+    (folder / "optimizer.pt").write_bytes(b"optimizer")
+    time.sleep(0.05)
+    (folder / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+    time.sleep(0.1)
+"""
+
+
+def test_nothing_is_left_when_the_folder_vanishes_mid_pin(tmp_path: Path) -> None:
+    from governance.watch import pin
+
+    source = tmp_path / "gone"
+    with pytest.raises(FileNotFoundError):
+        pin(source, tmp_path / "pin")
+    assert not (tmp_path / "pin").exists()
+    assert os.listdir(tmp_path) == []
