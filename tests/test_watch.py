@@ -5,7 +5,6 @@ restore point away."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -295,4 +294,4 @@ def test_nothing_is_left_when_the_folder_vanishes_mid_pin(tmp_path: Path) -> Non
     with pytest.raises(FileNotFoundError):
         pin(source, tmp_path / "pin")
     assert not (tmp_path / "pin").exists()
-    assert os.listdir(tmp_path) == []
+    assert list(tmp_path.iterdir()) == []
