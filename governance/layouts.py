@@ -2,15 +2,20 @@
 when the framework has marked it complete. `gov watch` registers a checkpoint only then: never
 a folder still being written.
 
-Each rule is read from the framework's own source (the versions are named in the README):
-- trl: `OUTPUT/checkpoint-N/` (transformers' Trainer); complete once `trainer_state.json`, the
-  last file `_save_checkpoint` writes, is there and names global step N.
+Each rule is read from the framework's own source (versions in the README):
+- trl: `OUTPUT/checkpoint-N/` (transformers' Trainer, no atomic rename); complete once
+  `trainer_state.json`, the last file `_save_checkpoint` writes, parses and names global step
+  N, and transformers 5's `checkpoint-is-incomplete.txt` sentinel is absent.
 - verl: `OUTPUT/global_step_N/`; complete once `latest_checkpointed_iteration.txt`, written
-  after every part of the step is saved, names N or a later step.
-- nemo-rl: `OUTPUT/step_N/`; written as `tmp_step_N/` and renamed when complete.
-- prime-rl: `OUTPUT/step_N/`; complete once the `STABLE` marker file is in it.
-- openrlhf: `OUTPUT/_actor/global_stepN/` (DeepSpeed); complete once `_actor/latest`, written
-  after the step's folder, names it or a later step.
+  after every part of the step, names N or a later step, with `actor/` and `data.pt` in it.
+  Retention deletes `actor/` only: a folder left with `data.pt` alone lost its checkpoint.
+- nemo-rl: `OUTPUT/step_N/`, written as `tmp_step_N/` and renamed when complete.
+- prime-rl: `OUTPUT/checkpoints/step_N/` (OUTPUT: the run's folder or its checkpoints/);
+  complete once the trainer's `trainer/.metadata` (torch's distributed checkpoint writes it
+  last) and the orchestrator's `orchestrator/progress.pt` are there. Versions up to 0.8.0
+  also wrote `weights/step_N/` with a `STABLE` marker when complete.
+- openrlhf: `OUTPUT/_actor/global_stepN/` (DeepSpeed); complete once `metric.json` is in it
+  (0.9.9 on, written last) or `_actor/latest`, written after the step's folder, names it.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ class Found:
     path: Path
     complete: bool
     problem: str | None = None
+    deleted: bool = False  # the framework's retention removed its weights: no checkpoint left
 
 
 @dataclass(frozen=True)
@@ -96,7 +102,7 @@ def _trl(root: Path) -> list[Found]:
                 named = json.loads(state.read_text(encoding="utf-8")).get("global_step")
             except (OSError, ValueError, AttributeError):
                 named = None  # still being written: looked at again on the next scan
-            complete = named == step
+            complete = named == step and not (path / "checkpoint-is-incomplete.txt").exists()
             if complete:
                 problem = _weights(path, _TRL_WEIGHTS)
         found.append(Found(step, path, complete, problem))
@@ -107,7 +113,11 @@ def _verl(root: Path) -> list[Found]:
     latest = _tracker(root / "latest_checkpointed_iteration.txt")
     found = []
     for step, path in _numbered(root, r"global_step_(\d+)"):
-        complete = latest is not None and step <= latest
+        marked = latest is not None and step <= latest
+        if marked and not (path / "actor").is_dir() and (path / "data.pt").is_file():
+            found.append(Found(step, path, False, deleted=True))  # pruned by max_*_ckpt_to_keep
+            continue
+        complete = marked and (path / "data.pt").is_file()
         problem = None
         if complete and not (path / "actor").is_dir():
             problem = f"{path}: no actor/ folder in it (verl saves the actor there)"
@@ -128,11 +138,17 @@ def _nemo_rl(root: Path) -> list[Found]:
 
 
 def _prime_rl(root: Path) -> list[Found]:
-    found = []
-    for step, path in _numbered(root, r"step_(\d+)"):
+    checkpoints = root / "checkpoints" if (root / "checkpoints").is_dir() else root
+    found: dict[int, Found] = {}
+    for step, path in _numbered(root / "weights", r"step_(\d+)"):  # up to 0.8.0
         complete = (path / "STABLE").is_file()
-        found.append(Found(step, path, complete, _weights(path) if complete else None))
-    return found
+        found[step] = Found(step, path, complete, _weights(path) if complete else None)
+    for step, path in _numbered(checkpoints, r"step_(\d+)"):
+        trainer, orchestrator = path / "trainer" / ".metadata", path / "orchestrator"
+        complete = trainer.is_file() and (orchestrator / "progress.pt").is_file()
+        if complete or step not in found:  # the full checkpoint, where there is one
+            found[step] = Found(step, path, complete)
+    return [found[step] for step in sorted(found)]
 
 
 def _openrlhf(root: Path) -> list[Found]:
@@ -140,7 +156,7 @@ def _openrlhf(root: Path) -> list[Found]:
     latest = _tracker(actor / "latest", r"\s*global_step(\d+)\s*")
     found = []
     for step, path in _numbered(actor, r"global_step(\d+)"):
-        complete = latest is not None and step <= latest
+        complete = (path / "metric.json").is_file() or (latest is not None and step <= latest)
         found.append(Found(step, path, complete, _weights(path) if complete else None))
     return found
 
@@ -149,7 +165,7 @@ LAYOUTS: dict[str, Layout] = {
     "trl": Layout("trl", "checkpoint-N folders", _trl),
     "verl": Layout("verl", "global_step_N folders", _verl),
     "nemo-rl": Layout("nemo-rl", "step_N folders", _nemo_rl),
-    "prime-rl": Layout("prime-rl", "step_N folders with a STABLE marker", _prime_rl),
+    "prime-rl": Layout("prime-rl", "checkpoints/step_N folders", _prime_rl),
     "openrlhf": Layout("openrlhf", "_actor/global_stepN folders", _openrlhf),
 }
 

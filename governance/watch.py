@@ -178,16 +178,22 @@ class Watcher:
     def __exit__(self, *_: object) -> None:
         self.lock.release()
 
-    def _seen(self) -> set[int]:
+    def _state(self) -> tuple[set[int], set[int]]:
+        """The steps seen and not registered yet, and those already reported lost."""
         try:
             data = json.loads(self.state_path.read_text(encoding="utf-8"))
-            return {int(s) for s in data.get("seen", [])}
-        except (OSError, ValueError, TypeError):
-            return set()  # no state yet, or a broken one: only "lost" reports depend on it
+            return {int(s) for s in data.get("seen", [])}, {int(s) for s in data.get("lost", [])}
+        except (OSError, ValueError, TypeError, AttributeError):
+            return set(), set()  # no state yet, or a broken one: only "lost" reports use it
 
-    def _keep_seen(self, seen: set[int]) -> None:
-        record = {"root": str(self.root), "layout": self.layout.name, "run": self.run}
-        record["seen"] = sorted(seen)  # type: ignore[assignment]
+    def _keep(self, seen: set[int], lost: set[int]) -> None:
+        record = {
+            "root": str(self.root),
+            "layout": self.layout.name,
+            "run": self.run,
+            "seen": sorted(seen),
+            "lost": sorted(lost),
+        }
         atomic_write(self.state_path, (json.dumps(record) + "\n").encode())
 
     def look(self) -> Pass:
@@ -196,13 +202,15 @@ class Watcher:
         self._ensure_run()
         registered = {c.step for c in self.registry.checkpoints(self.run)}
         found = {f.step: f for f in self.layout.scan(self.root)}
-        seen = self._seen()
-        for step in sorted(seen - registered - set(found)):
+        seen, lost = self._state()
+        gone = (seen - set(found)) | {s for s, f in found.items() if f.deleted}
+        for step in sorted(gone - registered - lost):
             self._lost(step, done)
+        lost |= set(done.lost)
         seen &= set(found)
         for step in sorted(found):
             item = found[step]
-            if step in registered:
+            if step in registered or step in lost:
                 seen.discard(step)
                 continue
             seen.add(step)
@@ -213,8 +221,12 @@ class Watcher:
                 done.problems.append(item.problem)
                 self.say(f"gov: error: {item.problem}")
                 continue
-            self._register(item, done, seen)
-        self._keep_seen(seen - registered - set(done.lost))
+            if self._register(item, done):
+                seen.discard(step)
+            elif step in done.lost:
+                seen.discard(step)
+                lost.add(step)
+        self._keep(seen - registered, lost)
         return done
 
     def _ensure_run(self) -> None:
@@ -224,14 +236,15 @@ class Watcher:
             self.registry.add_run(self.run, note=f"registered by gov watch of {self.root}")
             self.say(f"registered run {self.run}")
 
-    def _register(self, item: Found, done: Pass, seen: set[int]) -> None:
+    def _register(self, item: Found, done: Pass) -> bool:
+        """Pin and register one checkpoint; False (said, and in `done`) where it cannot be."""
         ref = f"{self.run}@{item.step}"
         try:
             weights = self.exposure.at(item.step)
         except GovError as exc:
             done.problems.append(exc.message)
             self.say(f"gov: error: {ref}: {exc.message}")
-            return
+            return False
         dest = self.registry.ws.root / "ckpt" / self.run / f"step-{item.step}"
         if dest.exists():  # left by a watcher killed before it registered the step
             shutil.rmtree(dest)
@@ -239,9 +252,8 @@ class Watcher:
         try:
             size = pin(item.path, dest)
         except FileNotFoundError:
-            seen.discard(item.step)
             self._lost(item.step, done)
-            return
+            return False
         try:
             self.registry.add_checkpoints(
                 self.run,
@@ -252,13 +264,13 @@ class Watcher:
             shutil.rmtree(dest, ignore_errors=True)
             done.problems.append(f"{ref}: {exc.message}")
             self.say(f"gov: error: {ref}: {exc.message}")
-            return
-        seen.discard(item.step)
+            return False
         done.registered.append(ref)
         self.say(
             f"registered {ref} from {item.path} ({_size(size)} pinned, "
             f"{time.perf_counter() - start:.1f} s)"
         )
+        return True
 
     def _lost(self, step: int, done: Pass) -> None:
         """A checkpoint the framework deleted before it could be pinned: said and recorded."""

@@ -39,14 +39,18 @@ def trl(out: Path, step: int, *, complete: bool = True) -> Path:
 
 
 def verl(out: Path, step: int, *, tracked: bool = True) -> Path:
+    """verl's trainer: the actor (FSDP shards), the dataloader's state, then the tracker."""
     folder = out / f"global_step_{step}"
-    weights(folder / "actor", step)
+    (folder / "actor").mkdir(parents=True, exist_ok=True)
+    (folder / "actor" / "model_world_size_1_rank_0.pt").write_bytes(bytes([step % 251]) * 4096)
+    (folder / "data.pt").write_bytes(b"dataloader")
     if tracked:
         (out / "latest_checkpointed_iteration.txt").write_text(str(step))
     return folder
 
 
 def nemo_rl(out: Path, step: int, *, complete: bool = True) -> Path:
+    """NeMo-RL's CheckpointManager: everything into tmp_step_N, then one rename."""
     tmp = out / f"tmp_step_{step}"
     weights(tmp / "policy" / "weights", step)
     (tmp / "training_info.json").write_text(json.dumps({"step": step}))
@@ -58,16 +62,24 @@ def nemo_rl(out: Path, step: int, *, complete: bool = True) -> Path:
 
 
 def prime_rl(out: Path, step: int, *, complete: bool = True) -> Path:
-    folder = out / f"step_{step}"
-    weights(folder, step)
+    """prime-rl: the trainer's distributed checkpoint (.metadata last) and the orchestrator's
+    progress, under checkpoints/step_N of the run's folder."""
+    folder = out / "checkpoints" / f"step_{step}"
+    (folder / "trainer").mkdir(parents=True, exist_ok=True)
+    (folder / "trainer" / "__0_0.distcp").write_bytes(bytes([step % 251]) * 4096)
     if complete:
-        (folder / "STABLE").write_text("")
+        (folder / "orchestrator").mkdir()
+        (folder / "orchestrator" / "progress.pt").write_bytes(b"progress")
+        (folder / "trainer" / ".metadata").write_bytes(b"metadata")
     return folder
 
 
 def openrlhf(out: Path, step: int, *, complete: bool = True) -> Path:
+    """DeepSpeed's save: the step's folder, then `latest` naming it."""
     folder = out / "_actor" / f"global_step{step}"
-    weights(folder, step)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "mp_rank_00_model_states.pt").write_bytes(bytes([step % 251]) * 4096)
+    (folder / "zero_pp_rank_0_mp_rank_00_optim_states.pt").write_bytes(b"optimizer")
     if complete:
         (out / "_actor" / "latest").write_text(f"global_step{step}")
     return folder
@@ -108,8 +120,8 @@ def test_complete_checkpoints_are_registered_once_and_pinned(
     assert steps(workspace) == [100]
     assert "registered main@100" in done.stdout
     pinned = workspace / "ckpt" / "main" / "step-100"
-    original = next(first.rglob("model.safetensors"))
-    kept = next(pinned.rglob("model.safetensors"))
+    original = max((p for p in first.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    kept = pinned / original.relative_to(first)
     assert kept.stat().st_ino == original.stat().st_ino  # a hard link: nothing copied
     write(out, 200)  # the framework finishes it
     assert gov(*args, "--once", cwd=workspace).exit_code == 0
@@ -154,6 +166,53 @@ def test_a_checkpoint_deleted_before_it_was_pinned_is_said_and_recorded(
     assert [e["subject"]["checkpoint"] for e in lost] == ["main@200"]
     assert gov(*args, "--once", cwd=workspace).exit_code == 0  # said once, not at every look
     assert gov("audit", "verify", cwd=workspace).exit_code == 0
+
+
+def test_a_trl_folder_marked_incomplete_waits(
+    gov, workspace: Path, tmp_path: Path, mix: Path
+) -> None:
+    """transformers 5 leaves `checkpoint-is-incomplete.txt` in a folder whose save was cut
+    short (a SIGTERM save): its trainer_state.json is no mark of completion then."""
+    out = tmp_path / "out"
+    trl(out, 100)
+    (out / "checkpoint-100" / "checkpoint-is-incomplete.txt").write_text("")
+    args = ("watch", str(out), "--layout", "trl", "--run", "main", "--exposure", str(mix))
+    assert gov(*args, "--once", cwd=workspace).exit_code == 0
+    assert steps(workspace) == []
+    (out / "checkpoint-100" / "checkpoint-is-incomplete.txt").unlink()
+    assert gov(*args, "--once", cwd=workspace).exit_code == 0
+    assert steps(workspace) == [100]
+
+
+def test_an_openrlhf_step_with_its_metric_file_is_complete_before_latest_names_it(
+    gov, workspace: Path, tmp_path: Path, mix: Path
+) -> None:
+    out = tmp_path / "out"
+    openrlhf(out, 5)
+    folder = openrlhf(out, 10, complete=False)
+    args = ("watch", str(out), "--layout", "openrlhf", "--run", "main", "--exposure", str(mix))
+    assert gov(*args, "--once", cwd=workspace).exit_code == 0
+    assert steps(workspace) == [5]
+    (folder / "metric.json").write_text("{}")  # OpenRLHF 0.9.9 on: written last
+    assert gov(*args, "--once", cwd=workspace).exit_code == 0
+    assert steps(workspace) == [5, 10]
+
+
+def test_a_checkpoint_verl_pruned_before_it_was_pinned_is_lost(
+    gov, workspace: Path, tmp_path: Path, mix: Path
+) -> None:
+    """verl's max_actor_ckpt_to_keep deletes global_step_K/actor and leaves data.pt: a step
+    the watcher never pinned (it was not running) is reported lost, once."""
+    out = tmp_path / "out"
+    verl(out, 10)
+    verl(out, 20)
+    shutil.rmtree(out / "global_step_10" / "actor")
+    args = ("watch", str(out), "--layout", "verl", "--run", "main", "--exposure", str(mix))
+    done = gov(*args, "--once", cwd=workspace)
+    assert done.exit_code == 2
+    assert "main@10: deleted before it could be pinned" in done.stderr
+    assert steps(workspace) == [20]
+    assert gov(*args, "--once", cwd=workspace).exit_code == 0
 
 
 def test_one_bad_checkpoint_is_one_line_and_the_rest_are_registered(
