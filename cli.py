@@ -769,6 +769,87 @@ def _progress_bar(files: Sequence[Path]) -> Iterator[Callable[[str, float], None
         yield update
 
 
+@cli.group()
+def transcripts() -> None:
+    """Rollouts a training framework dumped, as transcripts for `gov judge run`."""
+
+
+def _from_framework(framework: str, dump: str, example: str) -> Callable[[F], F]:
+    """The options every `gov transcripts from-X` takes, and its help."""
+    options: list[Callable[[Any], Any]] = [
+        click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path)),
+        click.option("--out", required=True, type=click.Path(path_type=Path), help="JSONL out."),
+        click.option("--run", "run", required=True, help="The run they belong to."),
+        click.option("--environment", help="The environment of every rollout."),
+        click.option(
+            "--environment-column", help="The field naming each rollout's environment (instead)."
+        ),
+        click.option(
+            "--split",
+            default="<think>,</think>",
+            show_default=True,
+            help="The tags around the chain of thought (OPEN,CLOSE); the action follows.",
+        ),
+        output_options(render.TRANSCRIPTS),
+        click.pass_context,
+    ]
+
+    def decorate(func: F) -> F:
+        func.__doc__ = (
+            f"{framework}'s rollout dump ({dump}) as transcripts for `gov judge run`: the text "
+            "inside the --split tags is the chain of thought, what follows it the action. A "
+            "rollout that cannot be split is named by file and line, and nothing is written.\n\n"
+            "The environment version is the registered current one.\n\n"
+            f"\b\nExample:\n    {example}"
+        )
+        for option in reversed(options):
+            func = option(func)
+        return func
+
+    return decorate
+
+
+def _transcripts(ctx: click.Context, framework: str, **options: Any) -> None:
+    fmt = options.pop("fmt")
+    files = options.pop("files")
+    out = options.pop("out")
+    done = api.transcripts_from(_ws(ctx), framework, files, out, **options)
+    render.emit(done, fmt, render.TRANSCRIPTS)
+
+
+@transcripts.command("from-trl")
+@_from_framework(
+    "TRL",
+    "completions/completions_NNNNN.parquet, from log_completions",
+    "gov transcripts from-trl out/completions/completions_00100.parquet --run main "
+    "--environment math --out transcripts-100.jsonl",
+)
+def transcripts_from_trl(ctx: click.Context, **options: Any) -> None:
+    _transcripts(ctx, "trl", **options)
+
+
+@transcripts.command("from-verl")
+@_from_framework(
+    "verl",
+    "rollout_data_dir/N.jsonl",
+    "gov transcripts from-verl rollouts/100.jsonl --run main --environment-column "
+    "data_source --out transcripts-100.jsonl",
+)
+def transcripts_from_verl(ctx: click.Context, **options: Any) -> None:
+    _transcripts(ctx, "verl", **options)
+
+
+@transcripts.command("from-nemo-rl")
+@_from_framework(
+    "NeMo-RL",
+    "logs/exp_NNN/train_data_stepN.jsonl",
+    "gov transcripts from-nemo-rl logs/exp_001/train_data_step10.jsonl --run main "
+    "--environment math --out transcripts-10.jsonl",
+)
+def transcripts_from_nemo_rl(ctx: click.Context, **options: Any) -> None:
+    _transcripts(ctx, "nemo-rl", **options)
+
+
 @cli.command("watch")
 @click.argument("folder", type=click.Path(path_type=Path))
 @click.option(

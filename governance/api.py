@@ -525,6 +525,51 @@ def watch(
     return follow(watcher, once=once, interval=interval, stop=stop)
 
 
+@dataclass(frozen=True)
+class TranscriptsWritten:
+    out: Path
+    transcripts: int
+    steps: list[int]
+    environments: list[str]
+
+
+def transcripts_from(
+    workspace: Where,
+    framework: str,
+    paths: Sequence[Path],
+    out: Path,
+    *,
+    run: str,
+    environment: str | None = None,
+    environment_column: str | None = None,
+    split: str = "<think>,</think>",
+) -> TranscriptsWritten:
+    """A framework's rollout dumps (`trl`, `verl`, `nemo-rl`) as transcripts for `gov judge
+    run`, each episode's chain of thought split from its action by `split` (OPEN,CLOSE); the
+    environment version is the registered current one. Written whole, or not at all."""
+    from . import rollouts
+
+    reg = _open(workspace)
+    reg.run(run)  # an unknown run is an error here, not at ingest
+    versions: dict[str, int | str] = {e.id: e.current.number for e in reg.environments()}
+    found = rollouts.to_transcripts(
+        framework,
+        list(paths),
+        run=run,
+        environment=environment,
+        environment_column=environment_column,
+        versions=versions,
+        split=rollouts.parse_split(split),
+    )
+    rollouts.write(found, out)
+    return TranscriptsWritten(
+        out,
+        len(found),
+        sorted({t.step for t in found}),
+        sorted({t.environment for t in found}),
+    )
+
+
 REPORT_SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet")
 
 

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
         RunDetail,
         RunListing,
         SchemaFile,
+        TranscriptsWritten,
     )
     from .audit import Anchor, Shown, Verification
     from .backtest import Backtest, CountsBacktest
@@ -514,6 +515,15 @@ def judge_run(done: JudgeOutcome) -> None:
 
 
 # -- reports and metrics ----------------------------------------------------------------------
+def transcripts_written(result: TranscriptsWritten) -> None:
+    steps = result.steps
+    span = f"step {steps[0]}" if len(steps) == 1 else f"steps {steps[0]}-{steps[-1]}"
+    click.echo(
+        f"{result.out}: {count(result.transcripts, 'transcript')} ({span}; "
+        f"{', '.join(result.environments)})"
+    )
+
+
 def ingested(result: IngestResult) -> None:
     if result.note:
         click.echo(result.note)
@@ -1147,6 +1157,7 @@ JUDGE_SHOW = View(table=judge_show, json=judge_show_json)
 CALIBRATED = View(table=calibrated, json=lambda c: echo_json(_calibration_document(c)))
 JUDGE_COMPARISON = View(table=judge_comparison)
 INGESTED = View(table=ingested)
+TRANSCRIPTS = View(table=transcripts_written)
 METRICS = View(table=metrics_table, json=metrics_json, csv=metrics_csv)
 DECISION = View(table=decision_text, junit=junit, github=github, markdown=markdown)
 FLAG_LIST = View(table=flag_list)

@@ -1,0 +1,237 @@
+"""The frameworks' rollout dumps as transcripts for gov's judge: what the model was asked (the
+task), its chain of thought, and its final action, split by a rule (default: the text inside
+`<think>...</think>` is the chain of thought, what follows it the action).
+
+The dumps, as each framework writes them (read from their sources; versions in the README):
+- trl: `OUTPUT/completions/completions_NNNNN.parquet` (GRPO's `log_completions`): columns
+  `step`, `prompt`, `completion`, one per reward function, `advantage`.
+- verl: `rollout_data_dir/N.jsonl` (`trainer.rollout_data_dir`): `input`, `output`, `score`,
+  `step`, and the reward's extra fields (`gts`, ...).
+- nemo-rl: `logs/exp_NNN/train_data_stepN.jsonl`: every field a one-element list (the batch
+  of one), `content` the turns as strings (the prompt first, the response last), and `idx`.
+
+A rollout the rule cannot split (no chain of thought in it) is named by file and line (or row),
+and nothing is written.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import GovError
+from .ingest.formats import Problems
+from .judging.runner import Transcript
+from .storage import atomic_write
+
+FRAMEWORKS = ("trl", "verl", "nemo-rl")
+
+
+@dataclass(frozen=True)
+class Split:
+    """The rule that cuts a completion into chain of thought and action: the text between
+    `open` and `close` is the chain of thought, what follows `close` the action. A completion
+    without `open` whose chat template opened the block in the prompt still splits at `close`."""
+
+    open: str = "<think>"
+    close: str = "</think>"
+
+    def __call__(self, text: str) -> tuple[str, str] | str:
+        """(cot, action), or why the text cannot be split."""
+        end = text.find(self.close)
+        if end < 0:
+            return f"no {self.close} in the completion: no chain of thought to read"
+        start = text.find(self.open)
+        begin = start + len(self.open) if 0 <= start < end else 0
+        cot, action = text[begin:end].strip(), text[end + len(self.close) :].strip()
+        if not cot:
+            return f"an empty {self.open}...{self.close}: no chain of thought to read"
+        return cot, action
+
+
+def parse_split(rule: str) -> Split:
+    """`OPEN,CLOSE` (e.g. `<think>,</think>`, the default)."""
+    parts = rule.split(",")
+    if len(parts) != 2 or not all(p.strip() for p in parts):
+        raise GovError(f"--split {rule!r}: give the two tags as OPEN,CLOSE, e.g. <think>,</think>")
+    return Split(parts[0].strip(), parts[1].strip())
+
+
+@dataclass(frozen=True)
+class Rollout:
+    where: str  # file:line or file: row N, for messages
+    step: int
+    episode: str
+    task: str
+    completion: str
+    fields: dict[str, Any]  # the record as the framework wrote it (for an environment column)
+
+
+_STEP_IN_NAME = {
+    "trl": re.compile(r"completions_(\d+)\.parquet"),
+    "verl": re.compile(r"(\d+)\.jsonl"),
+    "nemo-rl": re.compile(r"train_data_step(\d+)\.jsonl"),
+}
+
+
+def step_of(framework: str, path: Path) -> int | None:
+    match = _STEP_IN_NAME[framework].fullmatch(path.name)
+    return int(match.group(1)) if match else None
+
+
+def read(framework: str, path: Path) -> Iterator[Rollout]:
+    """The rollouts of one dump file; GovError naming the file and line where it is not one."""
+    if framework not in FRAMEWORKS:
+        raise GovError(f"unknown framework {framework!r}: one of {', '.join(FRAMEWORKS)}")
+    if not path.is_file():
+        raise GovError(f"{path}: no such file")
+    named = step_of(framework, path)
+    if framework == "trl":
+        yield from _trl(path, named)
+    else:
+        yield from _jsonl(framework, path, named)
+
+
+def _trl(path: Path, named: int | None) -> Iterator[Rollout]:
+    from .storage import duckdb_connect
+
+    try:
+        with duckdb_connect() as con:
+            cursor = con.execute("SELECT * FROM read_parquet(?)", [str(path)])
+            columns = [c[0] for c in cursor.description]
+            rows = cursor.fetchall()
+    except Exception as exc:  # duckdb's errors: a file that is not Parquet, or truncated
+        detail = " ".join(str(exc).split())[:200]
+        raise GovError(f"{path}: cannot be read as TRL's completions Parquet: {detail}") from None
+    missing = {"prompt", "completion"} - set(columns)
+    if missing:
+        raise GovError(f"{path}: no {', '.join(sorted(missing))} column (TRL's completions)")
+    for number, values in enumerate(rows, 1):
+        record = dict(zip(columns, values, strict=True))
+        step = record.get("step", named)
+        yield Rollout(
+            f"{path}: row {number}",
+            int(step) if isinstance(step, int) else -1,
+            f"{step}-{number}",
+            _text(record["prompt"]),
+            _text(record["completion"]),
+            record,
+        )
+
+
+def _jsonl(framework: str, path: Path, named: int | None) -> Iterator[Rollout]:
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, 1):
+            where = f"{path}:{number}"
+            if not raw.strip():
+                continue
+            if not raw.endswith(b"\n"):
+                raise GovError(f"{where}: the line is cut short (the file is still being written?)")
+            try:
+                record = json.loads(raw)
+            except ValueError:
+                raise GovError(f"{where}: not JSON") from None
+            if not isinstance(record, dict):
+                raise GovError(f"{where}: a rollout is a JSON object")
+            if framework == "verl":
+                yield _verl(record, where, named, number)
+            else:
+                yield _nemo(record, where, named, number)
+
+
+def _verl(record: dict[str, Any], where: str, named: int | None, number: int) -> Rollout:
+    for name in ("input", "output"):
+        if not isinstance(record.get(name), str):
+            raise GovError(f"{where}: field {name}: verl's dump has the text here")
+    step = record.get("step", named)
+    if not isinstance(step, int) or isinstance(step, bool):
+        raise GovError(f"{where}: field step: not a step (and the file name gives none)")
+    episode = record.get("request_id") or record.get("uid") or f"{step}-{number}"
+    return Rollout(where, step, str(episode), record["input"], record["output"], record)
+
+
+def _nemo(record: dict[str, Any], where: str, named: int | None, number: int) -> Rollout:
+    flat = {k: v[0] if isinstance(v, list) and len(v) == 1 else v for k, v in record.items()}
+    turns = flat.get("content")
+    if not isinstance(turns, list) or len(turns) < 2 or not all(isinstance(t, str) for t in turns):
+        raise GovError(f"{where}: field content: NeMo-RL's turns (the prompt, ..., the response)")
+    if named is None:
+        raise GovError(f"{where}: the file name gives no step (train_data_stepN.jsonl)")
+    episode = flat.get("idx", number)
+    return Rollout(where, named, f"{named}-{episode}", "\n\n".join(turns[:-1]), turns[-1], flat)
+
+
+def _text(value: Any) -> str:
+    """A prompt or completion as text: a string, or chat messages (their contents in order)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        return "\n\n".join(
+            str(m.get("content", "")) if isinstance(m, dict) else str(m) for m in value
+        )
+    return "" if value is None else str(value)
+
+
+def to_transcripts(
+    framework: str,
+    paths: list[Path],
+    *,
+    run: str,
+    environment: str | None,
+    environment_column: str | None,
+    versions: dict[str, int | str],
+    split: Split,
+) -> list[Transcript]:
+    """Every rollout of the dumps as a transcript; ReportRejected listing the first rollouts
+    that cannot be (no chain of thought, no environment), nothing returned then."""
+    if (environment is None) == (environment_column is None):
+        raise GovError("give the environment: --environment NAME or --environment-column COLUMN")
+    found: list[Transcript] = []
+    for path in paths:
+        problems = Problems(str(path))
+        for rollout in read(framework, path):
+            env = environment
+            if environment_column is not None:
+                value = rollout.fields.get(environment_column)
+                if not isinstance(value, str) or not value:
+                    problems.add(rollout.where, f"no environment in column {environment_column}")
+                    continue
+                env = value
+            assert env is not None
+            if env not in versions:
+                problems.add(rollout.where, f"environment {env!r} is not registered")
+                continue
+            parts = split(rollout.completion)
+            if isinstance(parts, str):
+                problems.add(rollout.where, parts)
+                continue
+            if rollout.step < 0:
+                problems.add(rollout.where, "no step in the row or the file name")
+                continue
+            cot, action = parts
+            found.append(
+                Transcript(
+                    run=run,
+                    step=rollout.step,
+                    environment=env,
+                    environment_version=versions[env],
+                    episode=rollout.episode,
+                    task=rollout.task,
+                    cot=cot,
+                    action=action,
+                )
+            )
+        problems.raise_if_any()
+    if not found:
+        raise GovError(f"{', '.join(map(str, paths))}: no rollouts")
+    return found
+
+
+def write(transcripts: list[Transcript], out: Path) -> None:
+    """The transcripts as JSONL, whole or not at all."""
+    text = "".join(t.model_dump_json() + "\n" for t in transcripts)
+    atomic_write(out, text.encode("utf-8"))

@@ -1,0 +1,181 @@
+"""`gov transcripts from-trl|from-verl|from-nemo-rl`: the frameworks' rollout dumps, written as
+each framework writes them, as transcripts that `gov judge run` reads."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from governance.judging.runner import read_transcripts
+
+THOUGHT = "<think>The tests only check the type. I could return a dummy. No: fix the bug.</think>"
+
+
+def verl_dump(folder: Path, step: int, completions: list[str]) -> Path:
+    """verl's _dump_generations: one JSON line per sample (input, output, gts, score, step)
+    plus the reward's extra fields, written in one go."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{step}.jsonl"
+    lines = [
+        json.dumps(
+            {
+                "input": f"task {i}",
+                "output": text,
+                "gts": "42",
+                "score": 1.0,
+                "step": step,
+                "data_source": "math" if i % 2 == 0 else "code-tests",
+            }
+        )
+        for i, text in enumerate(completions)
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def trl_dump(folder: Path, step: int, completions: list[str]) -> Path:
+    """GRPO's log_completions: completions/completions_{step:05d}.parquet."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"completions_{step:05d}.parquet"
+    rows = [(step, f"task {i}", text, 1.0, 0.5) for i, text in enumerate(completions)]
+    with duckdb.connect() as con:
+        con.execute(
+            "CREATE TABLE t (step BIGINT, prompt VARCHAR, completion VARCHAR, "
+            "accuracy_reward DOUBLE, advantage DOUBLE)"
+        )
+        con.executemany("INSERT INTO t VALUES (?, ?, ?, ?, ?)", rows)
+        con.execute(f"COPY t TO '{path}' (FORMAT parquet)")
+    return path
+
+
+def nemo_dump(folder: Path, step: int, completions: list[str]) -> Path:
+    """NeMo-RL's log_batched_dict_as_jsonl: each field a one-element list, and idx."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"train_data_step{step}.jsonl"
+    lines = [
+        json.dumps(
+            {
+                "content": [[f"task {i}", text]],
+                "rewards": [1.0],
+                "input_lengths": [12],
+                "idx": i,
+            }
+        )
+        for i, text in enumerate(completions)
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+DUMPS = {"verl": verl_dump, "trl": trl_dump, "nemo-rl": nemo_dump}
+
+
+@pytest.mark.parametrize("framework", list(DUMPS))
+def test_a_dump_becomes_transcripts_the_judge_reads(
+    gov, workspace: Path, tmp_path: Path, framework: str
+) -> None:
+    dump = DUMPS[framework](
+        tmp_path / "dump", 100, [f"{THOUGHT} def f(): return {i}" for i in range(4)]
+    )
+    out = tmp_path / "transcripts.jsonl"
+    done = gov(
+        "transcripts", f"from-{framework}", str(dump), "--run", "main",
+        "--environment", "math", "--out", str(out), cwd=workspace,
+    )  # fmt: skip
+    assert done.exit_code == 0, done.stderr
+    assert "4 transcripts" in done.stdout
+    found = read_transcripts([out])  # what gov judge run reads
+    assert [t.step for t in found] == [100] * 4
+    assert {t.environment for t in found} == {"math"}
+    assert all(t.environment_version == 1 for t in found)
+    assert found[0].cot == THOUGHT.removeprefix("<think>").removesuffix("</think>")
+    assert [t.action for t in found] == [f"def f(): return {i}" for i in range(4)]
+    assert found[2].task == "task 2"
+    assert len({t.episode for t in found}) == 4
+
+
+def test_the_environment_can_come_from_a_column(gov, workspace: Path, tmp_path: Path) -> None:
+    dump = verl_dump(tmp_path / "dump", 7, [f"{THOUGHT} x" for _ in range(4)])
+    out = tmp_path / "t.jsonl"
+    done = gov(
+        "transcripts", "from-verl", str(dump), "--run", "main",
+        "--environment-column", "data_source", "--out", str(out), cwd=workspace,
+    )  # fmt: skip
+    assert done.exit_code == 0, done.stderr
+    assert [t.environment for t in read_transcripts([out])] == [
+        "math",
+        "code-tests",
+        "math",
+        "code-tests",
+    ]
+
+
+@pytest.mark.parametrize("framework", list(DUMPS))
+def test_a_rollout_without_a_chain_of_thought_is_named_and_nothing_is_written(
+    gov, workspace: Path, tmp_path: Path, framework: str
+) -> None:
+    texts = [f"{THOUGHT} ok", "just the answer, no reasoning", f"{THOUGHT} ok"]
+    dump = DUMPS[framework](tmp_path / "dump", 100, texts)
+    out = tmp_path / "t.jsonl"
+    done = gov(
+        "transcripts", f"from-{framework}", str(dump), "--run", "main",
+        "--environment", "math", "--out", str(out), cwd=workspace,
+    )  # fmt: skip
+    assert done.exit_code == 2
+    where = f"{dump}: row 2" if framework == "trl" else f"{dump}:2"
+    assert where in done.stderr and "no </think> in the completion" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not out.exists()
+
+
+def test_the_split_rule_is_configurable_and_a_template_may_open_the_block(
+    gov, workspace: Path, tmp_path: Path
+) -> None:
+    # DeepSeek-R1-style templates put <think> in the prompt: the completion only closes it.
+    dump = verl_dump(tmp_path / "a", 1, ["reasoning here</think>the answer"])
+    out = tmp_path / "a.jsonl"
+    args = ("--run", "main", "--environment", "math", "--out", str(out))
+    assert gov("transcripts", "from-verl", str(dump), *args, cwd=workspace).exit_code == 0
+    [t] = read_transcripts([out])
+    assert (t.cot, t.action) == ("reasoning here", "the answer")
+    custom = verl_dump(tmp_path / "b", 1, ["<reasoning>weigh it</reasoning> done"])
+    split = ("--split", "<reasoning>,</reasoning>")
+    assert gov("transcripts", "from-verl", str(custom), *args, *split, cwd=workspace).exit_code == 0
+    [t] = read_transcripts([out])
+    assert (t.cot, t.action) == ("weigh it", "done")
+
+
+@pytest.mark.parametrize(
+    ("problem", "message"),
+    [
+        ("truncated", ":2: the line is cut short"),
+        ("no-env", "give the environment"),
+        ("unknown-env", "environment 'chess' is not registered"),
+        ("bad-split", "give the two tags as OPEN,CLOSE"),
+        ("unknown-run", "run 'other' is not registered"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_no_output(
+    gov, workspace: Path, tmp_path: Path, problem: str, message: str
+) -> None:
+    dump = verl_dump(tmp_path / "dump", 3, [f"{THOUGHT} a", f"{THOUGHT} b"])
+    args = ["--run", "main", "--environment", "math"]
+    if problem == "truncated":  # a dump still being written: its last line cut short
+        dump.write_bytes(dump.read_bytes()[:-10])
+    elif problem == "no-env":
+        args = ["--run", "main"]
+    elif problem == "unknown-env":
+        args = ["--run", "main", "--environment", "chess"]
+    elif problem == "bad-split":
+        args += ["--split", "<think>"]
+    else:
+        args = ["--run", "other", "--environment", "math"]
+    out = tmp_path / "t.jsonl"
+    done = gov("transcripts", "from-verl", str(dump), *args, "--out", str(out), cwd=workspace)
+    assert done.exit_code == 2
+    assert message in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+    assert not out.exists()
