@@ -871,6 +871,19 @@ def transcripts_from_nemo_rl(ctx: click.Context, **options: Any) -> None:
 @click.option(
     "--interval", default=30.0, show_default=True, help="Seconds between looks at the folder."
 )
+@click.option(
+    "--reports",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="A folder judge reports are dropped in: each is ingested once, and each checkpoint "
+    "is checked (the decision recorded) once its judgments are in.",
+)
+@click.option(
+    "--stop-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Written (JSON: the checkpoint, the policies that fired) when a check blocks, for the "
+    "training script to poll.",
+)
+@click.option("--exit-on-block", is_flag=True, help="Stop watching, exit code 1, on a block.")
 @click.pass_context
 def watch(
     ctx: click.Context,
@@ -880,6 +893,9 @@ def watch(
     exposure_file: Path,
     once: bool,
     interval: float,
+    reports: Path | None,
+    stop_file: Path | None,
+    exit_on_block: bool,
 ) -> None:
     """Follow a training run's output FOLDER: pin and register each checkpoint once its
     framework marks it complete (never a folder still being written).
@@ -890,8 +906,12 @@ def watch(
     be registered, or that was deleted before it could be pinned, gets one error line (and
     the latter an audit entry) and the watch goes on. One watcher per folder.
 
-    Exit code with --once: 0 when every complete checkpoint is registered, 2 when one could
-    not be.
+    With --reports, judge reports dropped in that folder are ingested and each checkpoint is
+    checked once its judgments are in; a block writes --stop-file (and, --exit-on-block,
+    ends the watch). gov never touches rewards or training data.
+
+    Exit code: 2 when a complete checkpoint (or a report) could not be taken in, else 1 when
+    a check blocked, else 0.
 
     \b
     Example:
@@ -907,6 +927,9 @@ def watch(
             exposure_file=exposure_file,
             once=once,
             interval=interval,
+            reports=reports,
+            stop_file=stop_file,
+            exit_on_block=exit_on_block,
             say=_say,
             actor=_actor(ctx),
         )
@@ -914,6 +937,8 @@ def watch(
         return
     if any(p.problems or p.lost for p in passes):
         ctx.exit(2)
+    if any(p.blocked for p in passes):
+        ctx.exit(1)
 
 
 def _say(line: str) -> None:

@@ -508,20 +508,26 @@ def watch(
     exposure_file: Path,
     once: bool = False,
     interval: float = 30.0,
+    reports: Path | None = None,
+    stop_file: Path | None = None,
+    exit_on_block: bool = False,
     say: Callable[[str], None] = lambda _line: None,
     stop: Callable[[], bool] = lambda: False,
     actor: str | None = None,
 ) -> list[Pass]:
     """Follow a training run's output folder (`layout`: how its framework writes checkpoints):
     pin and register each checkpoint once its framework marks it complete; `once`: look once.
+    With `reports` (a folder judge reports are dropped in): ingest each, check each checkpoint
+    once its judgments are in, and on a block write `stop_file` (and stop, `exit_on_block`).
     `say` gets a line per checkpoint registered and per problem (the watch goes on)."""
     from .layouts import layout as find_layout
-    from .watch import Watcher, read_exposure
+    from .watch import Gate, Watcher, read_exposure
     from .watch import watch as follow
 
     chosen = find_layout(layout)
     exposure = read_exposure(exposure_file)
-    watcher = Watcher(_open(workspace, actor), folder, chosen, run, exposure, say)
+    gate = Gate(reports, stop_file, exit_on_block)
+    watcher = Watcher(_open(workspace, actor), folder, chosen, run, exposure, say, gate)
     return follow(watcher, once=once, interval=interval, stop=stop)
 
 

@@ -142,6 +142,22 @@ class Pass:
     lost: list[int] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     waiting: list[int] = field(default_factory=list)  # seen, not yet marked complete
+    ingested: list[str] = field(default_factory=list)  # report files
+    checked: list[tuple[str, str]] = field(default_factory=list)  # (RUN@STEP, outcome)
+    blocked: str | None = None  # the first checkpoint a check blocked (the stop marker's)
+
+
+@dataclass(frozen=True)
+class Gate:
+    """What the watcher does with judgments: the folder judge reports are dropped in (each
+    ingested once), the stop marker it writes when a check blocks, and whether it then stops."""
+
+    reports: Path | None = None
+    stop_file: Path | None = None
+    exit_on_block: bool = False
+
+
+REPORT_SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet")
 
 
 class Watcher:
@@ -155,11 +171,14 @@ class Watcher:
         run: str,
         exposure: Exposure,
         say: Callable[[str], None] = lambda _line: None,
+        gate: Gate | None = None,
     ) -> None:
         if not root.is_dir():
             raise GovError(f"{root}: no such folder (the run's output folder to watch)")
         self.registry, self.root, self.layout, self.run = registry, root.resolve(), layout, run
-        self.exposure, self.say = exposure, say
+        self.exposure, self.say, self.gate = exposure, say, gate or Gate()
+        if self.gate.reports is not None and not self.gate.reports.is_dir():
+            raise GovError(f"{self.gate.reports}: no such folder (where judge reports arrive)")
         key = hashlib.sha256(str(self.root).encode()).hexdigest()[:16]
         folder = registry.ws.state / "watch"
         folder.mkdir(parents=True, exist_ok=True)
@@ -178,21 +197,32 @@ class Watcher:
     def __exit__(self, *_: object) -> None:
         self.lock.release()
 
-    def _state(self) -> tuple[set[int], set[int]]:
-        """The steps seen and not registered yet, and those already reported lost."""
+    def _state(self) -> dict[str, Any]:
+        """The steps seen and not registered yet, those reported lost and those checked, and
+        the report files ingested (by name, with their size and mtime)."""
         try:
             data = json.loads(self.state_path.read_text(encoding="utf-8"))
-            return {int(s) for s in data.get("seen", [])}, {int(s) for s in data.get("lost", [])}
+            return {
+                "seen": {int(s) for s in data.get("seen", [])},
+                "lost": {int(s) for s in data.get("lost", [])},
+                "checked": {int(s) for s in data.get("checked", [])},
+                "reports": {str(k): list(v) for k, v in data.get("reports", {}).items()},
+            }
         except (OSError, ValueError, TypeError, AttributeError):
-            return set(), set()  # no state yet, or a broken one: only "lost" reports use it
+            # No state yet, or a broken one: what is registered is the registry's to say; at
+            # worst a loss goes unreported, a report is read again (ingest keeps it once) or a
+            # checkpoint is checked again.
+            return {"seen": set(), "lost": set(), "checked": set(), "reports": {}}
 
-    def _keep(self, seen: set[int], lost: set[int]) -> None:
+    def _keep(self, state: dict[str, Any]) -> None:
         record = {
             "root": str(self.root),
             "layout": self.layout.name,
             "run": self.run,
-            "seen": sorted(seen),
-            "lost": sorted(lost),
+            "seen": sorted(state["seen"]),
+            "lost": sorted(state["lost"]),
+            "checked": sorted(state["checked"]),
+            "reports": state["reports"],
         }
         atomic_write(self.state_path, (json.dumps(record) + "\n").encode())
 
@@ -202,7 +232,8 @@ class Watcher:
         self._ensure_run()
         registered = {c.step for c in self.registry.checkpoints(self.run)}
         found = {f.step: f for f in self.layout.scan(self.root)}
-        seen, lost = self._state()
+        state = self._state()
+        seen, lost = state["seen"], state["lost"]
         gone = (seen - set(found)) | {s for s, f in found.items() if f.deleted}
         for step in sorted(gone - registered - lost):
             self._lost(step, done)
@@ -223,11 +254,74 @@ class Watcher:
                 continue
             if self._register(item, done):
                 seen.discard(step)
+                registered.add(step)
             elif step in done.lost:
                 seen.discard(step)
                 lost.add(step)
-        self._keep(seen - registered, lost)
+        state["seen"] = seen - registered
+        if self.gate.reports is not None:
+            self._take_reports(state, done)
+            self._check(state, registered, done)
+        self._keep(state)
         return done
+
+    def _take_reports(self, state: dict[str, Any], done: Pass) -> None:
+        """Ingest each report file dropped in the reports folder once (a bad one: its line,
+        and it is read again when it changes)."""
+        from .ingest import ingest
+
+        assert self.gate.reports is not None
+        for path in sorted(self.gate.reports.iterdir()):
+            if not path.is_file() or not path.name.endswith(REPORT_SUFFIXES):
+                continue
+            stamp = [path.stat().st_size, path.stat().st_mtime_ns]
+            if state["reports"].get(path.name) == stamp:
+                continue
+            try:
+                ingest(self.registry, [path])
+            except GovError as exc:
+                done.problems.append(exc.message)
+                self.say(f"gov: error: {exc.message}")
+                continue
+            state["reports"][path.name] = stamp
+            done.ingested.append(path.name)
+            self.say(f"ingested {path}")
+
+    def _check(self, state: dict[str, Any], registered: set[int], done: Pass) -> None:
+        """Check, and record the decision at, each registered checkpoint of the run whose
+        judgments have arrived, once, oldest first; on a block, the stop marker."""
+        from . import counts, gates
+
+        judged = {s for r, s in counts.table(self.registry.ws).checkpoints if r == self.run}
+        for step in sorted((judged & registered) - state["checked"]):
+            ref = f"{self.run}@{step}"
+            decision = gates.decide(self.registry, ref)
+            gates.record(self.registry, decision)
+            state["checked"].add(step)
+            done.checked.append((ref, decision.outcome))
+            fired = sorted({r.policy for r in decision.fired})
+            self.say(
+                f"checked {ref}: {decision.outcome}" + (f" ({', '.join(fired)})" if fired else "")
+            )
+            if decision.outcome == "block" and done.blocked is None:
+                done.blocked = ref
+                self._stop_marker(ref, decision.digest, fired)
+                if self.gate.exit_on_block:
+                    return
+
+    def _stop_marker(self, ref: str, digest: str, fired: list[str]) -> None:
+        """The file a training script polls: written whole, naming the blocked checkpoint."""
+        if self.gate.stop_file is None:
+            return
+        marker = {
+            "checkpoint": ref,
+            "outcome": "block",
+            "policies": fired,
+            "decision": digest,
+            "next": "gov rollback recommend: the checkpoint to restart from",
+        }
+        atomic_write(self.gate.stop_file, (json.dumps(marker, indent=2) + "\n").encode())
+        self.say(f"gov: wrote the stop marker {self.gate.stop_file} ({ref} blocked)")
 
     def _ensure_run(self) -> None:
         try:
@@ -310,6 +404,6 @@ def watch(
     with watcher:
         while True:
             passes.append(watcher.look())
-            if once or stop():
+            if once or stop() or (passes[-1].blocked and watcher.gate.exit_on_block):
                 return passes
             time.sleep(interval)

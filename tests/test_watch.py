@@ -354,3 +354,56 @@ def test_nothing_is_left_when_the_folder_vanishes_mid_pin(tmp_path: Path) -> Non
         pin(source, tmp_path / "pin")
     assert not (tmp_path / "pin").exists()
     assert list(tmp_path.iterdir()) == []
+
+
+def _report(path: Path, step: int, rationalized: dict[str, int], n: int = 200) -> None:
+    """A judge's aggregated counts for one checkpoint, dropped where the watcher reads them."""
+    records = [
+        {
+            "run": "main",
+            "step": step,
+            "environment": env,
+            "environment_version": 1,
+            "judge": "cot-monitor",
+            "judge_version": "1",
+            "n": n,
+            "none": n - bad,
+            "rejected": 0,
+            "rationalized": bad,
+            "overt": 0,
+            "divergent": 0,
+        }
+        for env, bad in rationalized.items()
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+def test_reports_dropped_in_are_ingested_checked_and_a_block_writes_the_stop_marker(
+    gov, workspace: Path, tmp_path: Path, mix: Path
+) -> None:
+    """The loop a lab runs beside training: checkpoints land, the judge's reports land in a
+    folder, every checkpoint is checked once its judgments are in, and when rationalization
+    rises in one environment the check blocks and the stop marker names the checkpoint."""
+    out, reports, stop = tmp_path / "out", tmp_path / "reports", tmp_path / "GOV_STOP"
+    reports.mkdir()
+    for step in range(100, 1300, 100):
+        trl(out, step)
+        bad = 2 if step < 900 else 60  # math's rationalization rises 30-fold from step 900
+        _report(reports / f"step-{step}.jsonl", step, {"math": bad, "code-tests": 2})
+    args = ["watch", str(out), "--layout", "trl", "--run", "main", "--exposure", str(mix)]
+    args += ["--reports", str(reports), "--stop-file", str(stop), "--once"]
+    done = gov(*args, cwd=workspace)
+    assert done.exit_code == 1, done.stdout + done.stderr
+    checked = [line for line in done.stdout.splitlines() if line.startswith("checked ")]
+    assert len(checked) == 12  # each checkpoint once its judgments are in
+    marker = json.loads(stop.read_text())
+    assert marker["outcome"] == "block"
+    blocked = int(marker["checkpoint"].split("@")[1])
+    assert 900 <= blocked <= 1200, marker
+    assert f"checked main@{blocked}: block" in done.stdout
+    trail = json.loads(gov("audit", "log", "--format", "json", cwd=workspace).stdout)
+    assert sum(e["kind"] == "check" for e in trail) == 12
+    assert sum(e["kind"] == "report_ingested" for e in trail) == 12
+    again = gov(*args, cwd=workspace)  # nothing new: nothing ingested or checked twice
+    assert again.exit_code == 0, again.stderr
+    assert "ingested" not in again.stdout and "checked" not in again.stdout
