@@ -110,7 +110,7 @@ def pin(source: Path, dest: Path) -> int:
     the folder meanwhile (dest is then removed)."""
     total = 0
     try:
-        for folder, _, files in os.walk(source, onerror=_raise):
+        for folder, _, files in os.walk(source, onerror=_raise, followlinks=True):
             target = dest / Path(folder).relative_to(source)
             target.mkdir(parents=True, exist_ok=True)
             for name in files:
