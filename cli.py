@@ -884,6 +884,29 @@ def transcripts_from_nemo_rl(ctx: click.Context, **options: Any) -> None:
     "training script to poll.",
 )
 @click.option("--exit-on-block", is_flag=True, help="Stop watching, exit code 1, on a block.")
+@click.option(
+    "--rollouts",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The framework's rollout dumps (trl, verl, nemo-rl): each checkpoint's are judged "
+    "with --judge and the report taken in as --reports does.",
+)
+@click.option("--judge", "judge", help="The judge as NAME@VERSION (with --rollouts).")
+@click.option("--model", help="The model id the judge's endpoint serves.")
+@click.option("--endpoint", help="The judge's base URL, ending in /v1.")
+@click.option(
+    "--api-key-env",
+    default="OPENAI_API_KEY",
+    show_default=True,
+    help="The environment variable holding the judge's API key.",
+)
+@click.option("--environment", help="The environment of every rollout (with --rollouts).")
+@click.option("--environment-column", help="The rollouts' field naming their environment.")
+@click.option(
+    "--split",
+    default="<think>,</think>",
+    show_default=True,
+    help="The tags around the chain of thought (OPEN,CLOSE) in a rollout.",
+)
 @click.pass_context
 def watch(
     ctx: click.Context,
@@ -896,6 +919,14 @@ def watch(
     reports: Path | None,
     stop_file: Path | None,
     exit_on_block: bool,
+    rollouts: Path | None,
+    judge: str | None,
+    model: str | None,
+    endpoint: str | None,
+    api_key_env: str,
+    environment: str | None,
+    environment_column: str | None,
+    split: str,
 ) -> None:
     """Follow a training run's output FOLDER: pin and register each checkpoint once its
     framework marks it complete (never a folder still being written).
@@ -906,9 +937,12 @@ def watch(
     be registered, or that was deleted before it could be pinned, gets one error line (and
     the latter an audit entry) and the watch goes on. One watcher per folder.
 
-    With --reports, judge reports dropped in that folder are ingested and each checkpoint is
-    checked once its judgments are in; a block writes --stop-file (and, --exit-on-block,
-    ends the watch). gov never touches rewards or training data.
+    With --rollouts and a judge (--judge, --model, --endpoint), each checkpoint's rollouts
+    (those dumped since the previous checkpoint) are split into chain of thought and action,
+    judged, and the report taken in. With --reports, judge reports dropped in that folder are
+    ingested. Either way each checkpoint is checked once its judgments are in; a block
+    writes --stop-file (and, --exit-on-block, ends the watch). gov never touches rewards or
+    training data.
 
     Exit code: 2 when a complete checkpoint (or a report) could not be taken in, else 1 when
     a check blocked, else 0.
@@ -930,6 +964,14 @@ def watch(
             reports=reports,
             stop_file=stop_file,
             exit_on_block=exit_on_block,
+            rollouts=rollouts,
+            judge=judge,
+            model=model,
+            endpoint=endpoint,
+            api_key_env=api_key_env,
+            environment=environment,
+            environment_column=environment_column,
+            split=split,
             say=_say,
             actor=_actor(ctx),
         )

@@ -511,6 +511,15 @@ def watch(
     reports: Path | None = None,
     stop_file: Path | None = None,
     exit_on_block: bool = False,
+    rollouts: Path | None = None,
+    judge: str | None = None,
+    model: str | None = None,
+    endpoint: str | None = None,
+    api_key_env: str = "OPENAI_API_KEY",
+    concurrency: int = 8,
+    environment: str | None = None,
+    environment_column: str | None = None,
+    split: str = "<think>,</think>",
     say: Callable[[str], None] = lambda _line: None,
     stop: Callable[[], bool] = lambda: False,
     actor: str | None = None,
@@ -519,6 +528,9 @@ def watch(
     pin and register each checkpoint once its framework marks it complete; `once`: look once.
     With `reports` (a folder judge reports are dropped in): ingest each, check each checkpoint
     once its judgments are in, and on a block write `stop_file` (and stop, `exit_on_block`).
+    With `rollouts` (the framework's rollout dumps) and a judge (`judge` as NAME@VERSION,
+    `model`, `endpoint`, as `gov judge run` takes them): each checkpoint's rollouts are turned
+    into transcripts, judged, and the report taken in as above.
     `say` gets a line per checkpoint registered and per problem (the watch goes on)."""
     from .layouts import layout as find_layout
     from .watch import Gate, Watcher, read_exposure
@@ -526,8 +538,37 @@ def watch(
 
     chosen = find_layout(layout)
     exposure = read_exposure(exposure_file)
-    gate = Gate(reports, stop_file, exit_on_block)
-    watcher = Watcher(_open(workspace, actor), folder, chosen, run, exposure, say, gate)
+    registry = _open(workspace, actor)
+    judging: Callable[[Path, Path], None] | None = None
+    if rollouts is not None and judge is not None:
+        if model is None or endpoint is None:
+            raise GovError("--judge needs --model and --endpoint (as gov judge run takes them)")
+        chosen_model, chosen_endpoint = model, endpoint
+
+        def judging(transcripts: Path, out: Path) -> None:
+            judge_run(
+                [transcripts],
+                judge=judge,
+                model=chosen_model,
+                endpoint=chosen_endpoint,
+                out=out,
+                workspace=registry,
+                api_key_env=api_key_env,
+                concurrency=concurrency,
+                cache=transcripts.with_name("judge-cache.sqlite"),
+            )
+
+    gate = Gate(
+        reports,
+        stop_file,
+        exit_on_block,
+        rollouts,
+        judging,
+        environment,
+        environment_column,
+        split,
+    )
+    watcher = Watcher(registry, folder, chosen, run, exposure, say, gate)
     return follow(watcher, once=once, interval=interval, stop=stop)
 
 

@@ -83,6 +83,21 @@ def step_of(framework: str, path: Path) -> int | None:
     return int(match.group(1)) if match else None
 
 
+def dumps(framework: str, folder: Path) -> dict[int, list[Path]]:
+    """The dump files under a framework's rollout folder, by the step in their names: TRL's
+    `completions/` (or the folder itself), verl's folder, NeMo-RL's `exp_NNN/` folders (a
+    resumed run writes into a new one)."""
+    if framework == "trl" and (folder / "completions").is_dir():
+        folder = folder / "completions"
+    candidates = folder.rglob("*") if framework == "nemo-rl" else folder.glob("*")
+    found: dict[int, list[Path]] = {}
+    for path in sorted(candidates):
+        step = step_of(framework, path) if path.is_file() else None
+        if step is not None:
+            found.setdefault(step, []).append(path)
+    return found
+
+
 def read(framework: str, path: Path) -> Iterator[Rollout]:
     """The rollouts of one dump file; GovError naming the file and line where it is not one."""
     if framework not in FRAMEWORKS:
@@ -185,9 +200,12 @@ def to_transcripts(
     environment_column: str | None,
     versions: dict[str, int | str],
     split: Split,
+    at_step: int | None = None,
 ) -> list[Transcript]:
     """Every rollout of the dumps as a transcript; ReportRejected listing the first rollouts
-    that cannot be (no chain of thought, no environment), nothing returned then."""
+    that cannot be (no chain of thought, no environment), nothing returned then. `at_step`:
+    the checkpoint they are counted at (gov watch: the rollouts since the previous checkpoint
+    at the one that follows them), instead of each rollout's own step."""
     if (environment is None) == (environment_column is None):
         raise GovError("give the environment: --environment NAME or --environment-column COLUMN")
     found: list[Transcript] = []
@@ -209,14 +227,14 @@ def to_transcripts(
             if isinstance(parts, str):
                 problems.add(rollout.where, parts)
                 continue
-            if rollout.step < 0:
+            if rollout.step < 0 and at_step is None:
                 problems.add(rollout.where, "no step in the row or the file name")
                 continue
             cot, action = parts
             found.append(
                 Transcript(
                     run=run,
-                    step=rollout.step,
+                    step=rollout.step if at_step is None else at_step,
                     environment=env,
                     environment_version=versions[env],
                     episode=rollout.episode,

@@ -155,6 +155,14 @@ class Gate:
     reports: Path | None = None
     stop_file: Path | None = None
     exit_on_block: bool = False
+    # Judging the framework's rollouts: its dump folder, and what judges a transcripts file
+    # into a report (the API's `gov judge run`); the environment of the rollouts (or the field
+    # naming it) and the chain-of-thought split rule, as `gov transcripts` takes them.
+    rollouts: Path | None = None
+    judge: Callable[[Path, Path], None] | None = None
+    environment: str | None = None
+    environment_column: str | None = None
+    split: str = "<think>,</think>"
 
 
 REPORT_SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet")
@@ -179,11 +187,37 @@ class Watcher:
         self.exposure, self.say, self.gate = exposure, say, gate or Gate()
         if self.gate.reports is not None and not self.gate.reports.is_dir():
             raise GovError(f"{self.gate.reports}: no such folder (where judge reports arrive)")
+        self.reports = self.gate.reports
         key = hashlib.sha256(str(self.root).encode()).hexdigest()[:16]
         folder = registry.ws.state / "watch"
         folder.mkdir(parents=True, exist_ok=True)
         self.state_path = folder / f"{key}.json"
         self.lock = FileLock(str(folder / f"{key}.lock"))
+        self.work = folder / f"{key}-judged"
+        if self.gate.rollouts is not None:
+            self._judging()
+
+    def _judging(self) -> None:
+        """Check the rollout options at the start, not at the first checkpoint."""
+        from . import rollouts
+
+        gate = self.gate
+        assert gate.rollouts is not None
+        if self.layout.name not in rollouts.FRAMEWORKS:
+            raise GovError(
+                f"--rollouts: {self.layout.name}'s rollout dumps are not read yet (only "
+                f"{', '.join(rollouts.FRAMEWORKS)})"
+            )
+        if not gate.rollouts.is_dir():
+            raise GovError(f"{gate.rollouts}: no such folder (the framework's rollout dumps)")
+        if gate.judge is None:
+            raise GovError("--rollouts needs a judge: --judge NAME@VERSION --model --endpoint")
+        if (gate.environment is None) == (gate.environment_column is None):
+            raise GovError("--rollouts: give --environment NAME or --environment-column FIELD")
+        rollouts.parse_split(gate.split)
+        self.work.mkdir(exist_ok=True)
+        if self.reports is None:  # the judge's reports are kept beside its transcripts
+            self.reports = self.work
 
     def __enter__(self) -> Watcher:
         try:
@@ -206,13 +240,14 @@ class Watcher:
                 "seen": {int(s) for s in data.get("seen", [])},
                 "lost": {int(s) for s in data.get("lost", [])},
                 "checked": {int(s) for s in data.get("checked", [])},
+                "judged": {int(s) for s in data.get("judged", [])},
                 "reports": {str(k): list(v) for k, v in data.get("reports", {}).items()},
             }
         except (OSError, ValueError, TypeError, AttributeError):
             # No state yet, or a broken one: what is registered is the registry's to say; at
             # worst a loss goes unreported, a report is read again (ingest keeps it once) or a
             # checkpoint is checked again.
-            return {"seen": set(), "lost": set(), "checked": set(), "reports": {}}
+            return {"seen": set(), "lost": set(), "checked": set(), "judged": set(), "reports": {}}
 
     def _keep(self, state: dict[str, Any]) -> None:
         record = {
@@ -222,6 +257,7 @@ class Watcher:
             "seen": sorted(state["seen"]),
             "lost": sorted(state["lost"]),
             "checked": sorted(state["checked"]),
+            "judged": sorted(state["judged"]),
             "reports": state["reports"],
         }
         atomic_write(self.state_path, (json.dumps(record) + "\n").encode())
@@ -259,21 +295,72 @@ class Watcher:
                 seen.discard(step)
                 lost.add(step)
         state["seen"] = seen - registered
-        if self.gate.reports is not None:
+        if self.gate.rollouts is not None:
+            self._judge(state, registered, done)
+        if self.reports is not None:
             self._take_reports(state, done)
             self._check(state, registered, done)
         self._keep(state)
         return done
+
+    def _judge(self, state: dict[str, Any], registered: set[int], done: Pass) -> None:
+        """Judge the rollouts of each registered checkpoint not judged yet: those the framework
+        dumped after the previous checkpoint, up to and at this one (written by the time the
+        checkpoint is complete), counted at this checkpoint. A report goes to the reports
+        folder; a rollout that cannot be read or split is one line, and is tried again."""
+        from . import rollouts
+
+        gate = self.gate
+        assert gate.rollouts is not None and gate.judge is not None and self.reports is not None
+        framework = self.layout.name
+        by_step = rollouts.dumps(framework, gate.rollouts)
+        ordered = sorted(registered)
+        versions: dict[str, int | str] | None = None
+        for i, step in enumerate(ordered):
+            if step in state["judged"]:
+                continue
+            previous = ordered[i - 1] if i else -1
+            files = [
+                p for s, found in sorted(by_step.items()) if previous < s <= step for p in found
+            ]
+            if not files:
+                continue
+            ref = f"{self.run}@{step}"
+            if versions is None:
+                versions = {e.id: e.current.number for e in self.registry.environments()}
+            transcripts = self.work / f"transcripts-{step}.jsonl"
+            report = self.reports / f"{self.run}-step-{step}.jsonl"
+            try:
+                found_t = rollouts.to_transcripts(
+                    framework,
+                    files,
+                    run=self.run,
+                    environment=gate.environment,
+                    environment_column=gate.environment_column,
+                    versions=versions,
+                    split=rollouts.parse_split(gate.split),
+                    at_step=step,
+                )
+                rollouts.write(found_t, transcripts)
+                gate.judge(transcripts, report)
+            except GovError as exc:
+                done.problems.append(f"{ref}: {exc.message}")
+                self.say(f"gov: error: {ref}: {exc.message}")
+                continue
+            state["judged"].add(step)
+            self.say(f"judged {ref}: {len(found_t)} rollouts from {len(files)} dumps -> {report}")
 
     def _take_reports(self, state: dict[str, Any], done: Pass) -> None:
         """Ingest each report file dropped in the reports folder once (a bad one: its line,
         and it is read again when it changes)."""
         from .ingest import ingest
 
-        assert self.gate.reports is not None
-        for path in sorted(self.gate.reports.iterdir()):
+        assert self.reports is not None
+        for path in sorted(self.reports.iterdir()):
             if not path.is_file() or not path.name.endswith(REPORT_SUFFIXES):
                 continue
+            if path.name.endswith(".unjudged.jsonl") or path.name.startswith("transcripts-"):
+                continue  # what gov judge run writes beside its report, and its input
             stamp = [path.stat().st_size, path.stat().st_mtime_ns]
             if state["reports"].get(path.name) == stamp:
                 continue

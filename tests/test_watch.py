@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from test_judge_run import server  # noqa: F401 - the fixture: a judge on 127.0.0.1
 
 from governance import open_registry
 from governance.artifacts import checkout
@@ -407,3 +408,85 @@ def test_reports_dropped_in_are_ingested_checked_and_a_block_writes_the_stop_mar
     again = gov(*args, cwd=workspace)  # nothing new: nothing ingested or checked twice
     assert again.exit_code == 0, again.stderr
     assert "ingested" not in again.stdout and "checked" not in again.stdout
+
+
+def test_rollouts_are_judged_per_checkpoint_and_checked(
+    gov,
+    workspace: Path,
+    tmp_path: Path,
+    mix: Path,
+    server,  # noqa: F811 - the fixture imported above
+    monkeypatch,
+) -> None:
+    """verl saves checkpoints every 10 steps and dumps its rollouts every 5: each checkpoint's
+    rollouts (those since the previous one) are split, judged by a judge behind a real HTTP
+    endpoint, ingested and checked, each once."""
+    from test_judge_run import COT, RUBRIC, SECRET
+
+    from governance import counts
+
+    endpoint, script = server
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    open_registry(workspace).add_judge("gov-cot", "1", rubric=[RUBRIC])
+    out, dumps = tmp_path / "out", tmp_path / "rollouts"
+    dumps.mkdir()
+    for step in (5, 10, 15, 20):
+        lines = [
+            {
+                "input": f"Fix the failing test (episode e{step}x{i}).",
+                "output": f"<think>{COT}</think>Changed range(n) to range(n + 1).",
+                "score": 1.0,
+                "step": step,
+            }
+            for i in range(3)
+        ]
+        (dumps / f"{step}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    verl(out, 10)
+    verl(out, 20)
+    args = ["watch", str(out), "--layout", "verl", "--run", "main", "--exposure", str(mix)]
+    args += ["--rollouts", str(dumps), "--judge", "gov-cot@1", "--model", "judge-model"]
+    args += ["--endpoint", endpoint, "--environment", "math", "--once"]
+    done = gov(*args, cwd=workspace)
+    assert done.exit_code in (0, 1), done.stderr
+    assert "judged main@10: 6 rollouts from 2 dumps" in done.stdout
+    assert "judged main@20: 6 rollouts from 2 dumps" in done.stdout
+    assert sum(script.requests.values()) == 12  # each rollout judged once
+    judged = {(r.step, r.environment): r.n for r in counts.rows(open_registry(workspace).ws)}
+    assert judged == {(10, "math"): 6, (20, "math"): 6}
+    assert [line.split(":")[0] for line in done.stdout.splitlines() if "checked" in line] == [
+        "checked main@10",
+        "checked main@20",
+    ]
+    again = gov(*args, cwd=workspace)  # nothing judged, ingested or checked twice
+    assert again.exit_code == 0, again.stderr
+    assert sum(script.requests.values()) == 12
+    assert "judged" not in again.stdout and "checked" not in again.stdout
+
+
+def test_a_rollout_without_a_chain_of_thought_is_one_line_and_the_watch_goes_on(
+    gov,
+    workspace: Path,
+    tmp_path: Path,
+    mix: Path,
+    server,  # noqa: F811 - the fixture imported above
+    monkeypatch,
+) -> None:
+    from test_judge_run import RUBRIC, SECRET
+
+    endpoint, script = server
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    open_registry(workspace).add_judge("gov-cot", "1", rubric=[RUBRIC])
+    out, dumps = tmp_path / "out", tmp_path / "rollouts"
+    dumps.mkdir()
+    bad = {"input": "t", "output": "no think", "step": 10}
+    (dumps / "10.jsonl").write_text(json.dumps(bad) + "\n")
+    verl(out, 10)
+    args = ["watch", str(out), "--layout", "verl", "--run", "main", "--exposure", str(mix)]
+    args += ["--rollouts", str(dumps), "--judge", "gov-cot@1", "--model", "judge-model"]
+    args += ["--endpoint", endpoint, "--environment", "math", "--once"]
+    done = gov(*args, cwd=workspace)
+    assert done.exit_code == 2
+    assert steps(workspace) == [10]  # registered all the same
+    [line] = done.stderr.strip().splitlines()
+    assert "main@10" in line and "10.jsonl:1" in line and "no </think> in the completion" in line
+    assert sum(script.requests.values()) == 0
