@@ -128,7 +128,7 @@ class _Copy(threading.Thread):
                 os.fsync(dst.fileno())
 
 
-_COPY_CHUNK = 64 << 20
+_COPY_CHUNK = 16 << 20  # the progress bar moves per chunk
 
 
 @dataclass
