@@ -505,7 +505,7 @@ def watch(
     *,
     layout: str,
     run: str,
-    exposure_file: Path,
+    exposure_file: Path | Mapping[str, float],
     once: bool = False,
     interval: float = 30.0,
     reports: Path | None = None,
@@ -537,7 +537,7 @@ def watch(
     from .watch import watch as follow
 
     chosen = find_layout(layout)
-    exposure = read_exposure(exposure_file)
+    exposure = read_exposure(exposure_file)  # a file, or a mapping for the whole run
     registry = _open(workspace, actor)
     judging: Callable[[Path, Path], None] | None = None
     if rollouts is not None and judge is not None:

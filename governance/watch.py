@@ -70,9 +70,12 @@ def _weights(value: Any, where: str) -> dict[str, float]:
     return out
 
 
-def read_exposure(path: Path) -> Exposure:
+def read_exposure(path: Path | Mapping[str, float]) -> Exposure:
     """An exposure file: a mapping of ENV[@VERSION] to weight for the whole run, or a list of
-    step ranges, each `{from: N, to: M, exposure: {...}}` (`to` left out: to the end)."""
+    step ranges, each `{from: N, to: M, exposure: {...}}` (`to` left out: to the end). A
+    mapping given as is (a training script's) is the whole run's."""
+    if isinstance(path, Mapping):
+        return Exposure("exposure", (ExposureRange(0, None, _weights(dict(path), "exposure")),))
     try:
         data = load(path.read_text(encoding="utf-8"), str(path), GovError, strict=True)
     except OSError as exc:
@@ -397,8 +400,9 @@ class Watcher:
                     return
 
     def _stop_marker(self, ref: str, digest: str, fired: list[str]) -> None:
-        """The file a training script polls: written whole, naming the blocked checkpoint."""
-        if self.gate.stop_file is None:
+        """The file a training script polls: written whole, naming the first checkpoint that
+        blocked (a later block leaves it as it is; removing it re-arms it)."""
+        if self.gate.stop_file is None or self.gate.stop_file.exists():
             return
         marker = {
             "checkpoint": ref,

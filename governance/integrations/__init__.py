@@ -1,0 +1,1 @@
+"""gov inside the training frameworks' own loops (each an optional extra)."""

@@ -1,0 +1,105 @@
+"""`GovCallback` through transformers' own callback machinery: real TrainingArguments,
+TrainerState and TrainerControl, checkpoint folders written as the Trainer writes them
+(trainer_state.json last), and its save_total_limit rotation deleting old ones."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.trl
+transformers = pytest.importorskip("transformers")
+
+from transformers import TrainerControl, TrainerState, TrainingArguments  # noqa: E402
+from transformers.trainer_callback import CallbackHandler  # noqa: E402
+
+from governance import open_registry  # noqa: E402
+from governance.integrations.trl import GovCallback  # noqa: E402
+
+MIX = {"math": 0.5, "code-tests": 0.5}
+
+
+def save(args: TrainingArguments, state: TrainerState, step: int, keep: int | None) -> Path:
+    """What Trainer._save_checkpoint writes, in its order, then its rotation (keep the newest
+    `keep`): the folder the callback's on_save is called after."""
+    out = Path(args.output_dir)
+    folder = out / f"checkpoint-{step}"
+    folder.mkdir(parents=True)
+    (folder / "model.safetensors").write_bytes(bytes([step % 251]) * 2048)
+    (folder / "training_args.bin").write_bytes(b"args")
+    (folder / "optimizer.pt").write_bytes(b"optimizer")
+    (folder / "scheduler.pt").write_bytes(b"scheduler")
+    (folder / "rng_state.pth").write_bytes(b"rng")
+    state.global_step = step
+    state.save_to_json(str(folder / "trainer_state.json"))
+    if keep is not None:
+        old = sorted(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+        for gone in old[:-keep]:
+            shutil.rmtree(gone)
+    return folder
+
+
+def _counts(path: Path, step: int, bad: int, n: int = 200) -> None:
+    records = [
+        {
+            "run": "main", "step": step, "environment": env, "environment_version": 1,
+            "judge": "cot-monitor", "judge_version": "1", "n": n, "none": n - k,
+            "rejected": 0, "rationalized": k, "overt": 0, "divergent": 0,
+        }
+        for env, k in (("math", bad), ("code-tests", 2))
+    ]  # fmt: skip
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+def test_each_save_is_registered_and_survives_the_rotation(workspace: Path, tmp_path: Path) -> None:
+    args = TrainingArguments(output_dir=str(tmp_path / "out"), report_to=[], save_total_limit=1)
+    state, control = TrainerState(), TrainerControl()
+    lines: list[str] = []
+    callback = GovCallback(workspace, run="main", exposure=MIX, say=lines.append)
+    handler = CallbackHandler([callback], None, None, None, None)
+    for step in (10, 20, 30):
+        save(args, state, step, keep=args.save_total_limit)
+        control = handler.on_save(args, state, control)
+    registry = open_registry(workspace)
+    assert [c.step for c in registry.checkpoints("main")] == [10, 20, 30]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["checkpoint-30"]
+    for step in (10, 20):  # rotated away by the Trainer; pinned by gov
+        pinned = workspace / registry.checkpoint("main", step).artifact
+        assert (pinned / "model.safetensors").read_bytes() == bytes([step % 251]) * 2048
+    assert [line.split(" from ")[0] for line in lines] == [
+        "registered main@10",
+        "registered main@20",
+        "registered main@30",
+    ]
+    assert not control.should_training_stop
+
+
+@pytest.mark.parametrize("stop", [True, False])
+def test_a_block_stops_training_only_when_asked(
+    workspace: Path, tmp_path: Path, stop: bool
+) -> None:
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    args = TrainingArguments(output_dir=str(tmp_path / "out"), report_to=[])
+    state, control = TrainerState(), TrainerControl()
+    callback = GovCallback(
+        workspace, run="main", exposure=MIX, reports=reports, stop_on_block=stop,
+        stop_file=tmp_path / "GOV_STOP", say=lambda _line: None,
+    )  # fmt: skip
+    handler = CallbackHandler([callback], None, None, None, None)
+    stopped_at = None
+    for step in range(100, 1300, 100):
+        _counts(reports / f"step-{step}.jsonl", step, bad=2 if step < 900 else 60)
+        save(args, state, step, keep=None)
+        control = handler.on_save(args, state, control)
+        if control.should_training_stop and stopped_at is None:
+            stopped_at = step
+    blocked = json.loads((tmp_path / "GOV_STOP").read_text())["checkpoint"]
+    assert 900 <= int(blocked.split("@")[1]) <= 1200
+    if stop:
+        assert stopped_at == int(blocked.split("@")[1])
+    else:
+        assert stopped_at is None
