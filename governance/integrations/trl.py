@@ -22,6 +22,7 @@ from typing import Any
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from .. import api
+from ..errors import GovError
 from ..watch import Pass
 
 
@@ -60,6 +61,8 @@ class GovCallback(TrainerCallback):
     ) -> TrainerControl:
         if not state.is_world_process_zero:  # one process registers, as one process saves
             return control
+        if args.output_dir is None:
+            raise GovError("the Trainer has no output_dir: no checkpoints to register")
         passes = api.watch(
             self.workspace,
             Path(args.output_dir),
