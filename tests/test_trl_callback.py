@@ -103,3 +103,30 @@ def test_a_block_stops_training_only_when_asked(
         assert stopped_at == int(blocked.split("@")[1])
     else:
         assert stopped_at is None
+
+
+def test_a_real_trainer_run_registers_its_checkpoints(workspace: Path, tmp_path: Path) -> None:
+    """A few steps of a real transformers Trainer on a tiny randomly initialised model built
+    from a config (nothing downloaded), saving every 2 steps and keeping 1: each checkpoint
+    the Trainer saved is registered, and those its rotation deleted are pinned."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("accelerate")  # what the Trainer needs with torch
+    from transformers import GPT2Config, GPT2LMHeadModel, Trainer
+
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=32))
+    rows = [{"input_ids": [i % 32, (i + 1) % 32, (i + 2) % 32, (i + 3) % 32]} for i in range(16)]
+    data = [{**r, "labels": r["input_ids"]} for r in rows]
+    args = TrainingArguments(
+        output_dir=str(tmp_path / "out"), max_steps=6, save_steps=2, save_total_limit=1,
+        per_device_train_batch_size=4, report_to=[], use_cpu=True, logging_steps=100,
+    )  # fmt: skip
+    callback = GovCallback(workspace, run="main", exposure=MIX, say=lambda _line: None)
+    Trainer(model=model, args=args, train_dataset=data, callbacks=[callback]).train()
+    registry = open_registry(workspace)
+    assert [c.step for c in registry.checkpoints("main")] == [2, 4, 6]
+    assert sorted(p.name for p in (tmp_path / "out").glob("checkpoint-*")) == ["checkpoint-6"]
+    for step in (2, 4):
+        pinned = workspace / registry.checkpoint("main", step).artifact
+        assert (pinned / "model.safetensors").stat().st_size > 0
+        assert json.loads((pinned / "trainer_state.json").read_text())["global_step"] == step
