@@ -862,10 +862,10 @@ def transcripts_from_nemo_rl(ctx: click.Context, **options: Any) -> None:
 @click.option(
     "--exposure",
     "exposure_file",
-    required=True,
     type=click.Path(dir_okay=False, path_type=Path),
     help="YAML: ENV[@VERSION] to weight for the whole run, or a list of step ranges "
-    "({from: N, to: M, exposure: {...}}).",
+    "({from: N, to: M, exposure: {...}}). Without it, each checkpoint's mixture is read from "
+    "its rollouts (--rollouts with --environment-column).",
 )
 @click.option("--once", is_flag=True, help="Register what is there, then exit (cron, CI).")
 @click.option(
@@ -913,7 +913,7 @@ def watch(
     folder: Path,
     layout: str,
     run: str,
-    exposure_file: Path,
+    exposure_file: Path | None,
     once: bool,
     interval: float,
     reports: Path | None,

@@ -505,7 +505,7 @@ def watch(
     *,
     layout: str,
     run: str,
-    exposure_file: Path | Mapping[str, float],
+    exposure_file: Path | Mapping[str, float] | None = None,
     once: bool = False,
     interval: float = 30.0,
     reports: Path | None = None,
@@ -537,9 +537,12 @@ def watch(
     from .watch import watch as follow
 
     chosen = find_layout(layout)
-    exposure = read_exposure(exposure_file)  # a file, or a mapping for the whole run
+    # a file, a mapping for the whole run, or (None) each checkpoint's from its rollouts
+    exposure = read_exposure(exposure_file) if exposure_file is not None else None
     registry = _open(workspace, actor)
     judging: Callable[[Path, Path], None] | None = None
+    if judge is not None and rollouts is None:
+        raise GovError("--judge judges the framework's rollouts: give --rollouts DIR")
     if rollouts is not None and judge is not None:
         if model is None or endpoint is None:
             raise GovError("--judge needs --model and --endpoint (as gov judge run takes them)")

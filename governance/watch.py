@@ -180,7 +180,7 @@ class Watcher:
         root: Path,
         layout: Layout,
         run: str,
-        exposure: Exposure,
+        exposure: Exposure | None,
         say: Callable[[str], None] = lambda _line: None,
         gate: Gate | None = None,
     ) -> None:
@@ -199,6 +199,11 @@ class Watcher:
         self.work = folder / f"{key}-judged"
         if self.gate.rollouts is not None:
             self._judging()
+        elif exposure is None:
+            raise GovError(
+                "give the exposure: --exposure FILE, or --rollouts with --environment or "
+                "--environment-column (each checkpoint's mixture read from its rollouts)"
+            )
 
     def _judging(self) -> None:
         """Check the rollout options at the start, not at the first checkpoint."""
@@ -213,13 +218,11 @@ class Watcher:
             )
         if not gate.rollouts.is_dir():
             raise GovError(f"{gate.rollouts}: no such folder (the framework's rollout dumps)")
-        if gate.judge is None:
-            raise GovError("--rollouts needs a judge: --judge NAME@VERSION --model --endpoint")
         if (gate.environment is None) == (gate.environment_column is None):
             raise GovError("--rollouts: give --environment NAME or --environment-column FIELD")
         rollouts.parse_split(gate.split)
         self.work.mkdir(exist_ok=True)
-        if self.reports is None:  # the judge's reports are kept beside its transcripts
+        if self.reports is None and gate.judge is not None:  # kept beside its transcripts
             self.reports = self.work
 
     def __enter__(self) -> Watcher:
@@ -291,14 +294,14 @@ class Watcher:
                 done.problems.append(item.problem)
                 self.say(f"gov: error: {item.problem}")
                 continue
-            if self._register(item, done):
+            if self._register(item, done, max((s for s in registered if s < step), default=-1)):
                 seen.discard(step)
                 registered.add(step)
             elif step in done.lost:
                 seen.discard(step)
                 lost.add(step)
         state["seen"] = seen - registered
-        if self.gate.rollouts is not None:
+        if self.gate.rollouts is not None and self.gate.judge is not None:
             self._judge(state, registered, done)
         if self.reports is not None:
             self._take_reports(state, done)
@@ -421,11 +424,15 @@ class Watcher:
             self.registry.add_run(self.run, note=f"registered by gov watch of {self.root}")
             self.say(f"registered run {self.run}")
 
-    def _register(self, item: Found, done: Pass) -> bool:
-        """Pin and register one checkpoint; False (said, and in `done`) where it cannot be."""
+    def _register(self, item: Found, done: Pass, previous: int) -> bool:
+        """Pin and register one checkpoint; False (said, and in `done`) where it cannot be.
+        `previous`: the registered checkpoint before it (-1: none)."""
         ref = f"{self.run}@{item.step}"
         try:
-            weights = self.exposure.at(item.step)
+            if self.exposure is not None:
+                weights = self.exposure.at(item.step)
+            else:
+                weights = self._mixture(item.step, previous)
         except GovError as exc:
             done.problems.append(exc.message)
             self.say(f"gov: error: {ref}: {exc.message}")
@@ -456,6 +463,39 @@ class Watcher:
             f"{time.perf_counter() - start:.1f} s)"
         )
         return True
+
+    def _mixture(self, step: int, previous: int) -> dict[str, float]:
+        """The exposure of a checkpoint without an exposure file: the share of each
+        environment among the rollouts the framework dumped since the previous checkpoint (the
+        data it was trained on), by `--environment-column`, or all of it `--environment`'s."""
+        from . import rollouts
+
+        gate = self.gate
+        assert gate.rollouts is not None
+        if gate.environment is not None:
+            return {gate.environment: 1.0}
+        files = [
+            p
+            for s, found in sorted(rollouts.dumps(self.layout.name, gate.rollouts).items())
+            if previous < s <= step
+            for p in found
+        ]
+        if not files:
+            raise GovError(
+                f"no exposure for step {step}: no rollouts dumped since the previous checkpoint "
+                f"under {gate.rollouts}"
+            )
+        column = gate.environment_column
+        assert column is not None
+        tally: dict[str, int] = {}
+        for path in files:
+            for rollout in rollouts.read(self.layout.name, path):
+                env = rollout.fields.get(column)
+                if not isinstance(env, str) or not env:
+                    raise GovError(f"{rollout.where}: no environment in field {column}")
+                tally[env] = tally.get(env, 0) + 1
+        total = sum(tally.values())
+        return {env: count / total for env, count in sorted(tally.items())}
 
     def _lost(self, step: int, done: Pass) -> None:
         """A checkpoint the framework deleted before it could be pinned: said and recorded."""

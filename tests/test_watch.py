@@ -490,3 +490,33 @@ def test_a_rollout_without_a_chain_of_thought_is_one_line_and_the_watch_goes_on(
     [line] = done.stderr.strip().splitlines()
     assert "main@10" in line and "10.jsonl:1" in line and "no </think> in the completion" in line
     assert sum(script.requests.values()) == 0
+
+
+def test_without_an_exposure_file_each_checkpoint_s_mixture_comes_from_its_rollouts(
+    gov, workspace: Path, tmp_path: Path
+) -> None:
+    """verl dumps rollouts every 5 steps with the dataset's `data_source`: checkpoint 10 was
+    trained on those of steps 5 and 10, checkpoint 20 on those of 15 and 20."""
+    out, dumps = tmp_path / "out", tmp_path / "rollouts"
+    dumps.mkdir()
+    sources = {5: ["math"] * 3 + ["code-tests"], 10: ["math"] * 4, 15: ["code-tests"] * 4,
+               20: ["code-tests"] * 2 + ["math"] * 2}  # fmt: skip
+    for step, envs in sources.items():
+        lines = [{"input": "t", "output": "o", "step": step, "data_source": e} for e in envs]
+        (dumps / f"{step}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    verl(out, 10)
+    verl(out, 20)
+    args = ["watch", str(out), "--layout", "verl", "--run", "main", "--rollouts", str(dumps)]
+    done = gov(*args, "--environment-column", "data_source", "--once", cwd=workspace)
+    assert done.exit_code == 0, done.stderr
+    registry = open_registry(workspace)
+    mixture = {
+        step: {e.environment: e.weight for e in registry.checkpoint("main", step).exposure}
+        for step in (10, 20)
+    }
+    assert mixture == {
+        10: {"math": 7 / 8, "code-tests": 1 / 8},
+        20: {"code-tests": 0.75, "math": 0.25},
+    }
+    nothing = gov("watch", str(out), "--layout", "verl", "--run", "main", "--once", cwd=workspace)
+    assert nothing.exit_code == 2 and "give the exposure" in nothing.stderr
