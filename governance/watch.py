@@ -148,6 +148,7 @@ class Pass:
     ingested: list[str] = field(default_factory=list)  # report files
     checked: list[tuple[str, str]] = field(default_factory=list)  # (RUN@STEP, outcome)
     blocked: str | None = None  # the first checkpoint a check blocked (the stop marker's)
+    found: int = 0  # checkpoint folders of the layout seen, complete or not
 
 
 @dataclass(frozen=True)
@@ -274,6 +275,7 @@ class Watcher:
         self._ensure_run()
         registered = {c.step for c in self.registry.checkpoints(self.run)}
         found = {f.step: f for f in self.layout.scan(self.root)}
+        done.found = len(found)
         state = self._state()
         seen, lost = state["seen"], state["lost"]
         gone = (seen - set(found)) | {s for s, f in found.items() if f.deleted}
@@ -535,6 +537,12 @@ def watch(
     with watcher:
         while True:
             passes.append(watcher.look())
+            if once and not passes[0].found and any(watcher.root.iterdir()):
+                names = ", ".join(sorted(p.name for p in watcher.root.iterdir())[:5])
+                raise GovError(
+                    f"{watcher.root}: not a {watcher.layout.name} output folder (no "
+                    f"{watcher.layout.describe}; it holds {names})"
+                )
             if once or stop() or (passes[-1].blocked and watcher.gate.exit_on_block):
                 return passes
             time.sleep(interval)

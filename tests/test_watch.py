@@ -246,6 +246,7 @@ def test_one_bad_checkpoint_is_one_line_and_the_rest_are_registered(
         ("missing-folder", "no such folder"),
         ("bad-exposure", "weight 2 is not a number between 0 and 1"),
         ("overlap", "overlap"),
+        ("not-an-output", "not a trl output folder (no checkpoint-N folders; it holds global_"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(
@@ -256,6 +257,9 @@ def test_bad_input_is_one_line_and_exit_2(
     exposure = mix
     if setup == "missing-folder":
         out = tmp_path / "nowhere"
+    elif setup == "not-an-output":
+        (out / "notes.txt").write_text("a folder of something else")
+        (out / "global_step_10").mkdir()  # verl's, not trl's
     elif setup == "bad-exposure":
         exposure = tmp_path / "bad.yaml"
         exposure.write_text("math: 2\n")
