@@ -328,9 +328,7 @@ class Watcher:
             if step in state["judged"]:
                 continue
             previous = ordered[i - 1] if i else -1
-            files = [
-                p for s, found in sorted(by_step.items()) if previous < s <= step for p in found
-            ]
+            files = _since(by_step, previous, step)
             if not files:
                 continue
             ref = f"{self.run}@{step}"
@@ -476,12 +474,7 @@ class Watcher:
         assert gate.rollouts is not None
         if gate.environment is not None:
             return {gate.environment: 1.0}
-        files = [
-            p
-            for s, found in sorted(rollouts.dumps(self.layout.name, gate.rollouts).items())
-            if previous < s <= step
-            for p in found
-        ]
+        files = _since(rollouts.dumps(self.layout.name, gate.rollouts), previous, step)
         if not files:
             raise GovError(
                 f"no exposure for step {step}: no rollouts dumped since the previous checkpoint "
@@ -515,6 +508,12 @@ class Watcher:
             )
         done.lost.append(step)
         self.say(f"gov: error: {ref}: deleted before it could be pinned (recorded in the trail)")
+
+
+def _since(by_step: dict[int, list[Path]], previous: int, step: int) -> list[Path]:
+    """The dumps a checkpoint at `step` was trained on: those after the previous checkpoint,
+    up to and at its own step."""
+    return [p for s, found in sorted(by_step.items()) if previous < s <= step for p in found]
 
 
 def _size(count: int) -> str:
