@@ -940,7 +940,8 @@ def watch(
     With --rollouts and a judge (--judge, --model, --endpoint), each checkpoint's rollouts
     (those dumped since the previous checkpoint) are split into chain of thought and action,
     judged, and the report taken in. With --reports, judge reports dropped in that folder are
-    ingested. Either way each checkpoint is checked once its judgments are in; a block
+    ingested. Either way each checkpoint is checked once its judgments are in (again when
+    more arrive); a block
     writes --stop-file (and, --exit-on-block, ends the watch). gov never touches rewards or
     training data.
 

@@ -246,7 +246,7 @@ class Watcher:
             return {
                 "seen": {int(s) for s in data.get("seen", [])},
                 "lost": {int(s) for s in data.get("lost", [])},
-                "checked": {int(s) for s in data.get("checked", [])},
+                "checked": {int(k): int(v) for k, v in dict(data.get("checked", {})).items()},
                 "judged": {int(s) for s in data.get("judged", [])},
                 "reports": {str(k): list(v) for k, v in data.get("reports", {}).items()},
             }
@@ -254,7 +254,7 @@ class Watcher:
             # No state yet, or a broken one: what is registered is the registry's to say; at
             # worst a loss goes unreported, a report is read again (ingest keeps it once) or a
             # checkpoint is checked again.
-            return {"seen": set(), "lost": set(), "checked": set(), "judged": set(), "reports": {}}
+            return {"seen": set(), "lost": set(), "checked": {}, "judged": set(), "reports": {}}
 
     def _keep(self, state: dict[str, Any]) -> None:
         record = {
@@ -263,7 +263,7 @@ class Watcher:
             "run": self.run,
             "seen": sorted(state["seen"]),
             "lost": sorted(state["lost"]),
-            "checked": sorted(state["checked"]),
+            "checked": {str(k): v for k, v in sorted(state["checked"].items())},
             "judged": sorted(state["judged"]),
             "reports": state["reports"],
         }
@@ -382,15 +382,26 @@ class Watcher:
 
     def _check(self, state: dict[str, Any], registered: set[int], done: Pass) -> None:
         """Check, and record the decision at, each registered checkpoint of the run whose
-        judgments have arrived, once, oldest first; on a block, the stop marker."""
+        judgments have arrived, oldest first: once, and again when more arrive for it (a second
+        judge's report); on a block, the stop marker."""
+        import numpy as np
+
         from . import counts, gates
 
-        judged = {s for r, s in counts.table(self.registry.ws).checkpoints if r == self.run}
-        for step in sorted((judged & registered) - state["checked"]):
+        table = counts.table(self.registry.ws)
+        per = np.bincount(
+            table.checkpoint, weights=table.columns["n"], minlength=len(table.checkpoints)
+        )
+        judged = {
+            s: int(per[i]) for i, (r, s) in enumerate(table.checkpoints) if r == self.run and per[i]
+        }
+        for step in sorted(set(judged) & registered):
+            if state["checked"].get(step) == judged[step]:
+                continue
             ref = f"{self.run}@{step}"
             decision = gates.decide(self.registry, ref)
             gates.record(self.registry, decision)
-            state["checked"].add(step)
+            state["checked"][step] = judged[step]
             done.checked.append((ref, decision.outcome))
             fired = sorted({r.policy for r in decision.fired})
             self.say(

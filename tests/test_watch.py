@@ -412,6 +412,17 @@ def test_reports_dropped_in_are_ingested_checked_and_a_block_writes_the_stop_mar
     again = gov(*args, cwd=workspace)  # nothing new: nothing ingested or checked twice
     assert again.exit_code == 0, again.stderr
     assert "ingested" not in again.stdout and "checked" not in again.stdout
+    # a second judge's report on one checkpoint: that checkpoint is checked again, alone
+    second = reports / "step-200-second-pass.jsonl"
+    _report(second, 200, {"math": 1})
+    record = json.loads(second.read_text().splitlines()[0])
+    second.write_text(json.dumps({**record, "judge_version": "2"}) + "\n")
+    open_registry(workspace).add_judge("cot-monitor", "2", rubric_hash="b" * 64)
+    third = gov(*args, cwd=workspace)
+    assert third.exit_code == 0, third.stderr
+    assert [line.split(":")[0] for line in third.stdout.splitlines() if "checked" in line] == [
+        "checked main@200"
+    ]
 
 
 def test_rollouts_are_judged_per_checkpoint_and_checked(
