@@ -14,8 +14,9 @@ Each rule is read from the framework's own source (versions in the README):
   complete once the trainer's `trainer/.metadata` (torch's distributed checkpoint writes it
   last) and the orchestrator's `orchestrator/progress.pt` are there. Versions up to 0.8.0
   also wrote `weights/step_N/` with a `STABLE` marker when complete.
-- openrlhf: `OUTPUT/_actor/global_stepN/` (DeepSpeed); complete once `metric.json` is in it
-  (0.9.9 on, written last) or `_actor/latest`, written after the step's folder, names it.
+- openrlhf: `OUTPUT/_actor/global_stepN/` (DeepSpeed), and `OUTPUT/_critic/global_stepN/` where
+  the run has a critic; each complete once `metric.json` is in it (0.9.9 on, written last) or
+  the `latest` beside it, written after the step's folder, names it. Both are pinned.
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ class Found:
     complete: bool
     problem: str | None = None
     deleted: bool = False  # the framework's retention removed its weights: no checkpoint left
+    # Where the checkpoint is more than one folder: each folder and its place in the pin (a
+    # model and its critic, kept side by side as the framework keeps them)
+    parts: tuple[tuple[str, Path], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -152,13 +156,29 @@ def _prime_rl(root: Path) -> list[Found]:
 
 
 def _openrlhf(root: Path) -> list[Found]:
-    actor = root / "_actor"
-    latest = _tracker(actor / "latest", r"\s*global_step(\d+)\s*")
+    """The actor's step, with the critic's beside it where the run has a critic (PPO): both are
+    what OpenRLHF resumes from, so both must be complete, and both are pinned."""
     found = []
-    for step, path in _numbered(actor, r"global_step(\d+)"):
-        complete = (path / "metric.json").is_file() or (latest is not None and step <= latest)
-        found.append(Found(step, path, complete, _weights(path) if complete else None))
+    critics = root / "_critic"
+    for step, path in _numbered(root / "_actor", r"global_step(\d+)"):
+        name = f"global_step{step}"
+        complete = _deepspeed_done(path, step)
+        parts = [(f"_actor/{name}", path)]
+        if critics.is_dir():
+            complete = complete and _deepspeed_done(critics / name, step)
+            parts.append((f"_critic/{name}", critics / name))
+        problem = _weights(path) if complete else None
+        found.append(Found(step, path, complete, problem, parts=tuple(parts)))
     return found
+
+
+def _deepspeed_done(path: Path, step: int) -> bool:
+    """A DeepSpeed save of `step` in `path` is complete: OpenRLHF's metric.json (0.9.9 on,
+    written last) or the `latest` file beside it naming this step or a later one."""
+    if not path.is_dir():
+        return False
+    latest = _tracker(path.parent / "latest", r"\s*global_step(\d+)\s*")
+    return (path / "metric.json").is_file() or (latest is not None and step <= latest)
 
 
 LAYOUTS: dict[str, Layout] = {

@@ -453,8 +453,12 @@ class Watcher:
             shutil.rmtree(dest)
         start = time.perf_counter()
         try:
-            size = pin(item.path, dest)
+            if item.parts:
+                size = sum(pin(source, dest / place) for place, source in item.parts)
+            else:
+                size = pin(item.path, dest)
         except FileNotFoundError:
+            shutil.rmtree(dest, ignore_errors=True)  # a part pinned before another vanished
             self._lost(item.step, done)
             return False
         try:

@@ -122,7 +122,7 @@ def test_complete_checkpoints_are_registered_once_and_pinned(
     assert "registered main@100" in done.stdout
     pinned = workspace / "ckpt" / "main" / "step-100"
     original = max((p for p in first.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
-    kept = pinned / original.relative_to(first)
+    kept = next(pinned.rglob(original.name))  # (openrlhf keeps _actor/global_stepN/ in it)
     assert kept.stat().st_ino == original.stat().st_ino  # a hard link: nothing copied
     write(out, 200)  # the framework finishes it
     assert gov(*args, "--once", cwd=workspace).exit_code == 0
@@ -197,6 +197,30 @@ def test_an_openrlhf_step_with_its_metric_file_is_complete_before_latest_names_i
     (folder / "metric.json").write_text("{}")  # OpenRLHF 0.9.9 on: written last
     assert gov(*args, "--once", cwd=workspace).exit_code == 0
     assert steps(workspace) == [5, 10]
+
+
+def test_an_openrlhf_critic_is_waited_for_and_pinned_beside_the_actor(
+    gov, workspace: Path, tmp_path: Path, mix: Path
+) -> None:
+    """PPO with a value model: OpenRLHF saves `_critic/global_stepN` beside the actor's, and
+    resumes from both; the checkpoint is complete when both are, and both are pinned."""
+    out = tmp_path / "out"
+    openrlhf(out, 5)
+    critic = out / "_critic" / "global_step5"
+    critic.mkdir(parents=True)
+    (critic / "mp_rank_00_model_states.pt").write_bytes(b"value model")
+    args = ("watch", str(out), "--layout", "openrlhf", "--run", "main", "--exposure", str(mix))
+    assert gov(*args, "--once", cwd=workspace).exit_code == 0
+    assert steps(workspace) == []  # the critic's save is not marked complete yet
+    (out / "_critic" / "latest").write_text("global_step5")
+    assert gov(*args, "--once", cwd=workspace).exit_code == 0
+    assert steps(workspace) == [5]
+    pinned = workspace / open_registry(workspace).checkpoint("main", 5).artifact
+    assert sorted(p.relative_to(pinned).as_posix() for p in pinned.rglob("*.pt")) == [
+        "_actor/global_step5/mp_rank_00_model_states.pt",
+        "_actor/global_step5/zero_pp_rank_0_mp_rank_00_optim_states.pt",
+        "_critic/global_step5/mp_rank_00_model_states.pt",
+    ]
 
 
 def test_a_checkpoint_verl_pruned_before_it_was_pinned_is_lost(
