@@ -562,14 +562,14 @@ def watch(
             )
 
     gate = Gate(
-        reports,
-        stop_file,
-        exit_on_block,
-        rollouts,
-        judging,
-        environment,
-        environment_column,
-        split,
+        reports=reports,
+        stop_file=stop_file,
+        exit_on_block=exit_on_block,
+        rollouts=rollouts,
+        judge=judging,
+        environment=environment,
+        environment_column=environment_column,
+        split=split,
     )
     watcher = Watcher(registry, folder, chosen, run, exposure, say, gate)
     return follow(watcher, once=once, interval=interval, stop=stop)
@@ -620,9 +620,6 @@ def transcripts_from(
     )
 
 
-REPORT_SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet")
-
-
 def ingest(
     workspace: Where,
     files: Sequence[Path | str] = (),
@@ -636,12 +633,11 @@ def ingest(
     file of the call, or none. `folder`: also every report file in it (by name)."""
     from .ingest import IngestResult
     from .ingest import ingest as ingest_reports
+    from .ingest.formats import report_files
 
     paths = [Path(f) for f in files]
     if folder is not None:
-        paths += sorted(
-            p for p in folder.iterdir() if p.is_file() and p.name.endswith(REPORT_SUFFIXES)
-        )
+        paths += report_files(folder)
     if not paths:
         if folder is None:
             raise GovError("no report files given")

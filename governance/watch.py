@@ -169,9 +169,6 @@ class Gate:
     split: str = "<think>,</think>"
 
 
-REPORT_SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet")
-
-
 class Watcher:
     """One run's output folder, followed by one process at a time (a lock in `.gov/watch/`)."""
 
@@ -360,11 +357,10 @@ class Watcher:
         """Ingest each report file dropped in the reports folder once (a bad one: its line,
         and it is read again when it changes)."""
         from .ingest import ingest
+        from .ingest.formats import report_files
 
         assert self.reports is not None
-        for path in sorted(self.reports.iterdir()):
-            if not path.is_file() or not path.name.endswith(REPORT_SUFFIXES):
-                continue
+        for path in report_files(self.reports):
             if path.name.endswith(".unjudged.jsonl") or path.name.startswith("transcripts-"):
                 continue  # what gov judge run writes beside its report, and its input
             stamp = [path.stat().st_size, path.stat().st_mtime_ns]
@@ -532,11 +528,12 @@ def _since(by_step: dict[int, list[Path]], previous: int, step: int) -> list[Pat
 
 
 def _size(count: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if count < 1000 or unit == "GB":
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
-        count /= 1000  # type: ignore[assignment]
-    return f"{count} B"
+    value = float(count)
+    for unit in ("B", "KB", "MB"):
+        if value < 1000:
+            return f"{count} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.1f} GB"
 
 
 def watch(

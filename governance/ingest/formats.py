@@ -28,6 +28,14 @@ R = TypeVar("R", JudgedEpisode, AggregatedCounts)
 Progress = Callable[[str, float], None]
 
 
+REPORT_SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet")
+
+
+def report_files(folder: Path) -> list[Path]:
+    """The report files in a folder (by name), in name order."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.name.endswith(REPORT_SUFFIXES))
+
+
 def sniff(path: Path) -> Format:
     """The report's format, from its first bytes (the name only has to agree)."""
     if not path.is_file():
