@@ -10,7 +10,6 @@ from ..counts import (
 )
 from ..errors import NotFound
 from ..judgments import AggregatedCounts, JudgedEpisode
-from ..models import Environment, Judge
 from ..registry import Registry
 
 
@@ -21,9 +20,6 @@ class Join:
         self.registry = registry
         self._groups: dict[tuple[Any, ...], Group | str] = {}
         self._checkpoints: dict[str, set[int]] = {}
-        # Each environment's and judge's file read once, not once per checkpoint it appears at.
-        self._environments: dict[str, Environment] = {}
-        self._judges: dict[str, Judge] = {}
 
     def of(self, record: JudgedEpisode | AggregatedCounts) -> Group | str:
         """The registry's group for a validated record's keys, or why there is none."""
@@ -54,14 +50,10 @@ class Join:
                 self._checkpoints[run] = {c.step for c in reg.checkpoints(run)}
             if step not in self._checkpoints[run]:
                 return f"checkpoint {run}@{step} is not registered"
-            if env not in self._environments:
-                self._environments[env] = reg.environment(env)
-            environment = self._environments[env]
+            environment = reg.environment(env)
             ref = str(env_version) if isinstance(env_version, int) else env_version
             version = reg.environment_version(environment, ref)
-            if judge not in self._judges:
-                self._judges[judge] = reg.judge(judge)
-            judge_record = self._judges[judge]
+            judge_record = reg.judge(judge)
             if not any(v.version == str(jversion) for v in judge_record.versions):
                 known = ", ".join(v.version for v in judge_record.versions)
                 return f"judge {judge!r} has no version {str(jversion)!r} (known: {known})"
