@@ -13,6 +13,7 @@ import pytest
 pytestmark = pytest.mark.trl
 transformers = pytest.importorskip("transformers")
 
+from test_watch import _report  # noqa: E402
 from transformers import TrainerControl, TrainerState, TrainingArguments  # noqa: E402
 from transformers.trainer_callback import CallbackHandler  # noqa: E402
 
@@ -40,18 +41,6 @@ def save(args: TrainingArguments, state: TrainerState, step: int, keep: int | No
         for gone in old[:-keep]:
             shutil.rmtree(gone)
     return folder
-
-
-def _counts(path: Path, step: int, bad: int, n: int = 200) -> None:
-    records = [
-        {
-            "run": "main", "step": step, "environment": env, "environment_version": 1,
-            "judge": "cot-monitor", "judge_version": "1", "n": n, "none": n - k,
-            "rejected": 0, "rationalized": k, "overt": 0, "divergent": 0,
-        }
-        for env, k in (("math", bad), ("code-tests", 2))
-    ]  # fmt: skip
-    path.write_text("".join(json.dumps(r) + "\n" for r in records))
 
 
 def test_each_save_is_registered_and_survives_the_rotation(workspace: Path, tmp_path: Path) -> None:
@@ -92,7 +81,9 @@ def test_a_block_stops_training_only_when_asked(
     handler = CallbackHandler([callback], None, None, None, None)
     stopped_at = None
     for step in range(100, 1300, 100):
-        _counts(reports / f"step-{step}.jsonl", step, bad=2 if step < 900 else 60)
+        _report(
+            reports / f"step-{step}.jsonl", step, {"math": 2 if step < 900 else 60, "code-tests": 2}
+        )
         save(args, state, step, keep=None)
         control = handler.on_save(args, state, control)
         if control.should_training_stop and stopped_at is None:
