@@ -193,7 +193,7 @@ def checkpoint() -> None:
 
 @checkpoint.command("add")
 @click.argument("ref", metavar="RUN@STEP")
-@click.argument("artifact", type=click.Path(path_type=Path))
+@click.argument("artifact")
 @click.option(
     "--exposure",
     "-e",
@@ -213,7 +213,7 @@ def checkpoint() -> None:
 def checkpoint_add(
     ctx: click.Context,
     ref: str,
-    artifact: Path,
+    artifact: str,
     exposure: tuple[str, ...],
     exposure_file: Path | None,
     note: str | None,
@@ -222,10 +222,14 @@ def checkpoint_add(
     """Register a checkpoint: DVC tracks ARTIFACT, git records the registry change.
 
     The artifact must be inside the workspace. It is pushed when DVC has a default remote.
+    A checkpoint folder in object storage (s3://BUCKET/PREFIX/) is not copied: gov records
+    each object's version (ETag only in a bucket without versioning) and checks they are
+    still there before it names the checkpoint as a restore point.
 
     \b
     Example:
         gov checkpoint add main@1200 ckpt/step-1200.pt -e code-tests=0.6 -e math@v2=0.4
+        gov checkpoint add main@1300 s3://ckpts/main/global_step_1300/ -e code-tests=1
     """
     record = api.checkpoint_add(
         _ws(ctx), ref, artifact, exposure, exposure_file=exposure_file, note=note
@@ -851,7 +855,7 @@ def transcripts_from_nemo_rl(ctx: click.Context, **options: Any) -> None:
 
 
 @cli.command("watch")
-@click.argument("folder", type=click.Path(path_type=Path))
+@click.argument("folder")
 @click.option(
     "--layout",
     required=True,
@@ -910,7 +914,7 @@ def transcripts_from_nemo_rl(ctx: click.Context, **options: Any) -> None:
 @click.pass_context
 def watch(
     ctx: click.Context,
-    folder: Path,
+    folder: str,
     layout: str,
     run: str,
     exposure_file: Path | None,
@@ -933,7 +937,10 @@ def watch(
 
     Each checkpoint's files are hard-linked into the workspace (ckpt/RUN/step-N) and tracked
     by DVC with a hard-link cache, so the framework deleting old checkpoints (its retention)
-    leaves the restore points restorable. One line per checkpoint; a checkpoint that cannot
+    leaves the restore points restorable. FOLDER may be a prefix in object storage
+    (s3://BUCKET/PREFIX/): its checkpoints are pinned by each object's version (by ETag
+    alone, and said so, in a bucket without versioning). One line per checkpoint; a
+    checkpoint that cannot
     be registered, or that was deleted before it could be pinned, gets one error line (and
     the latter an audit entry) and the watch goes on. One watcher per folder.
 
@@ -952,6 +959,7 @@ def watch(
     Example:
         gov watch outputs/grpo --layout trl --run main --exposure mixture.yaml
         gov watch checkpoints --layout verl --run main --exposure mixture.yaml --once
+        gov watch s3://ckpts/grpo/ --layout verl --run main --exposure mixture.yaml
     """
     try:
         passes = api.watch(

@@ -24,7 +24,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from . import __version__, yamlio
+from . import __version__, objectstore, yamlio
 from .errors import ExposureError, GovError
 from .metrics import METRICS
 from .models import Checkpoint, CheckpointStatus, Environment, Flag, Judge, Run
@@ -501,7 +501,7 @@ def _known_keys(reg: Registry, transcripts: Sequence[Transcript], judge: str, ve
 # -- reports and metrics ----------------------------------------------------------------------
 def watch(
     workspace: Where,
-    folder: Path,
+    folder: Path | str,
     *,
     layout: str,
     run: str,
@@ -571,7 +571,8 @@ def watch(
         environment_column=environment_column,
         split=split,
     )
-    watcher = Watcher(registry, folder, chosen, run, exposure, say, gate)
+    root = folder if objectstore.is_uri(folder) else Path(folder)
+    watcher = Watcher(registry, root, chosen, run, exposure, say, gate)
     return follow(watcher, once=once, interval=interval, stop=stop)
 
 

@@ -1,6 +1,7 @@
 """The RL frameworks' checkpoint folders, as each writes them: which folder holds step N, and
 when the framework has marked it complete. `gov watch` registers a checkpoint only then: never
-a folder still being written.
+a folder still being written. The same rules read a run's output in object storage (an
+`s3://` prefix, through `objectstore.S3Folder`), where a framework or its sync job puts it.
 
 Each rule is read from the framework's own source (versions in the README):
 - trl: `OUTPUT/checkpoint-N/` (transformers' Trainer, no atomic rename); complete once
@@ -28,6 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import GovError
+from .objectstore import S3Folder
+
+# A checkpoint folder on disk, or a prefix in object storage read as one
+Folder = Path | S3Folder
 
 
 @dataclass(frozen=True)
@@ -36,26 +41,26 @@ class Found:
     `problem`: a complete folder that lacks what its layout requires (one line, said of it)."""
 
     step: int
-    path: Path
+    path: Folder
     complete: bool
     problem: str | None = None
     deleted: bool = False  # the framework's retention removed its weights: no checkpoint left
     # Where the checkpoint is more than one folder: each folder and its place in the pin (a
     # model and its critic, kept side by side as the framework keeps them)
-    parts: tuple[tuple[str, Path], ...] = ()
+    parts: tuple[tuple[str, Folder], ...] = ()
 
 
 @dataclass(frozen=True)
 class Layout:
     name: str
     describe: str  # what its checkpoints look like, for messages
-    scan: Callable[[Path], list[Found]]
+    scan: Callable[[Folder], list[Found]]
 
 
-def _numbered(folder: Path, pattern: str) -> list[tuple[int, Path]]:
+def _numbered(folder: Folder, pattern: str) -> list[tuple[int, Folder]]:
     """The sub-folders of `folder` whose name fully matches `pattern` (one group: the step)."""
     rule = re.compile(pattern)
-    found: list[tuple[int, Path]] = []
+    found: list[tuple[int, Folder]] = []
     if not folder.is_dir():
         return found
     for child in folder.iterdir():
@@ -65,7 +70,7 @@ def _numbered(folder: Path, pattern: str) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def _tracker(path: Path, pattern: str = r"\s*(\d+)\s*") -> int | None:
+def _tracker(path: Folder, pattern: str = r"\s*(\d+)\s*") -> int | None:
     """The step a framework's tracker file names (None while there is none)."""
     try:
         text = path.read_text(encoding="utf-8")
@@ -88,14 +93,14 @@ _TRL_WEIGHTS = re.compile(
 )
 
 
-def _weights(path: Path, names: re.Pattern[str] = _WEIGHT_FILES) -> str | None:
+def _weights(path: Folder, names: re.Pattern[str] = _WEIGHT_FILES) -> str | None:
     """Why a checkpoint folder holds no model weights, or None if it holds some."""
     if any(names.fullmatch(p.name) for p in path.rglob("*")):
         return None
     return f"{path}: no model weights in it"
 
 
-def _trl(root: Path) -> list[Found]:
+def _trl(root: Folder) -> list[Found]:
     found = []
     for step, path in _numbered(root, r"checkpoint-(\d+)"):
         state = path / "trainer_state.json"
@@ -113,7 +118,7 @@ def _trl(root: Path) -> list[Found]:
     return found
 
 
-def _verl(root: Path) -> list[Found]:
+def _verl(root: Folder) -> list[Found]:
     latest = _tracker(root / "latest_checkpointed_iteration.txt")
     found = []
     for step, path in _numbered(root, r"global_step_(\d+)"):
@@ -129,7 +134,7 @@ def _verl(root: Path) -> list[Found]:
     return found
 
 
-def _nemo_rl(root: Path) -> list[Found]:
+def _nemo_rl(root: Folder) -> list[Found]:
     found = []
     for step, path in _numbered(root, r"step_(\d+)"):
         problem = None
@@ -141,7 +146,7 @@ def _nemo_rl(root: Path) -> list[Found]:
     return found
 
 
-def _prime_rl(root: Path) -> list[Found]:
+def _prime_rl(root: Folder) -> list[Found]:
     checkpoints = root / "checkpoints" if (root / "checkpoints").is_dir() else root
     found: dict[int, Found] = {}
     for step, path in _numbered(root / "weights", r"step_(\d+)"):  # up to 0.8.0
@@ -155,7 +160,7 @@ def _prime_rl(root: Path) -> list[Found]:
     return [found[step] for step in sorted(found)]
 
 
-def _openrlhf(root: Path) -> list[Found]:
+def _openrlhf(root: Folder) -> list[Found]:
     """The actor's step, with the critic's beside it where the run has a critic (PPO): both are
     what OpenRLHF resumes from, so both must be complete, and both are pinned."""
     found = []
@@ -172,7 +177,7 @@ def _openrlhf(root: Path) -> list[Found]:
     return found
 
 
-def _deepspeed_done(path: Path, step: int) -> bool:
+def _deepspeed_done(path: Folder, step: int) -> bool:
     """A DeepSpeed save of `step` in `path` is complete: OpenRLHF's metric.json (0.9.9 on,
     written last) or the `latest` file beside it naming this step or a later one."""
     if not path.is_dir():

@@ -99,6 +99,9 @@ class Checkpoint(Record):
     artifact: str
     artifact_md5: Md5
     artifact_size: Annotated[int, Field(ge=0)] | None = None
+    # An artifact in object storage (s3://): pinned by each object's version, or by its ETag
+    # alone (a bucket without versioning: a delete loses it). None: in DVC.
+    artifact_pinned: Literal["version", "etag"] | None = None
     created: datetime
     exposure: tuple[ExposureEntry, ...]
     status: CheckpointStatus = CheckpointStatus.REGISTERED

@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
-from . import artifacts, audit, counts, scm
+from . import artifacts, audit, counts, objectstore, scm
 from . import workspace as workspace_mod
 from .errors import (
     AlreadyExists,
@@ -118,10 +118,12 @@ class NewCheckpoint:
     """A checkpoint to register: what the training loop knows right after saving it."""
 
     step: int
-    artifact: Path
+    artifact: Path | str  # a file or folder in the workspace, or an s3:// folder URI
     exposure: Mapping[str, float]
     note: str | None = None
     created: datetime | None = None
+    # An s3:// checkpoint's objects as already listed (else listed when it is registered)
+    objects: objectstore.Manifest | None = None
 
 
 @dataclass(frozen=True)
@@ -383,6 +385,33 @@ class Registry:
             raise ArtifactError(f"checkpoint artifact {artifact} is inside gov's own folders")
         return path
 
+    def _stored(self, uri: str, listed: objectstore.Manifest | None) -> objectstore.Manifest:
+        """An s3:// checkpoint folder's objects, each with its version (or ETag) and size."""
+        if listed is not None:
+            return listed
+        try:
+            return objectstore.snapshot(uri)
+        except FileNotFoundError:
+            raise ArtifactError(f"checkpoint artifact {uri}: no objects under it") from None
+
+    def _objects_file(self, run: str, step: int) -> Path:
+        return self.ws.registry / "objects" / run / f"{step}.json"
+
+    def objects(self, checkpoint: Checkpoint) -> objectstore.Manifest:
+        """The objects an s3:// checkpoint was registered with, as its record names them."""
+        path = self._objects_file(checkpoint.run, checkpoint.step)
+        where = self.ws.rel(path)
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise ArtifactError(f"{where}: cannot be read: {exc.strerror}") from None
+        if hashlib.md5(data).hexdigest() != checkpoint.artifact_md5:
+            raise ArtifactError(
+                f"{where}: does not match checkpoint {checkpoint.ref}'s record (md5 "
+                f"{checkpoint.artifact_md5}); restore it with `git checkout -- {where}`"
+            )
+        return objectstore.Manifest.from_bytes(data, where)
+
     def add_checkpoint(
         self,
         run: str,
@@ -393,7 +422,8 @@ class Registry:
         note: str | None = None,
     ) -> Checkpoint:
         """Register one checkpoint: DVC tracks its artifact, one git commit records it."""
-        new = NewCheckpoint(step=step, artifact=Path(artifact), exposure=exposure, note=note)
+        where = artifact if objectstore.is_uri(artifact) else Path(artifact)
+        new = NewCheckpoint(step=step, artifact=where, exposure=exposure, note=note)
         return self.add_checkpoints(run, [new])[0]
 
     def add_checkpoints(
@@ -414,7 +444,7 @@ class Registry:
             record = self.run(run)
             existing = {c.step: c for c in self.checkpoints(run)}
             seen: set[int] = set()
-            paths: list[Path] = []
+            paths: list[Path | objectstore.Manifest] = []
             exposures: list[tuple[ExposureEntry, ...]] = []
             for item in new:
                 if item.step < 0:
@@ -430,25 +460,40 @@ class Registry:
                         f"step {item.step} is not after it"
                     )
                 seen.add(item.step)
-                paths.append(self._artifact_path(item.artifact))
+                if isinstance(item.artifact, str):
+                    paths.append(self._stored(item.artifact, item.objects))
+                else:
+                    paths.append(self._artifact_path(item.artifact))
                 exposures.append(self.resolve_exposure(item.exposure))
-            if len(set(paths)) != len(paths):
+            where = [p.uri if isinstance(p, objectstore.Manifest) else p for p in paths]
+            if len(set(where)) != len(where):
                 raise ArtifactError("two checkpoints name the same artifact")
-            tracked = change.track(paths, link=link)
+            tracked = change.track([p for p in paths if isinstance(p, Path)], link=link)
             now = utc_now()
-            added = [
-                Checkpoint(
-                    run=run,
-                    step=item.step,
-                    artifact=self.ws.rel(path),
-                    artifact_md5=tracked[path].md5,
-                    artifact_size=tracked[path].size,
-                    created=item.created or now,
-                    exposure=entries,
-                    note=item.note,
+            added = []
+            for item, path, entries in zip(new, paths, exposures, strict=True):
+                size: int | None
+                pinned: Literal["version", "etag"] | None = None
+                if isinstance(path, objectstore.Manifest):
+                    change.write(self._objects_file(run, item.step), path.to_bytes())
+                    artifact, md5, size = path.uri, path.md5, path.size
+                    pinned = "version" if path.versioned else "etag"
+                else:
+                    artifact = self.ws.rel(path)
+                    md5, size = tracked[path].md5, tracked[path].size
+                added.append(
+                    Checkpoint(
+                        run=run,
+                        step=item.step,
+                        artifact=artifact,
+                        artifact_md5=md5,
+                        artifact_size=size,
+                        artifact_pinned=pinned,
+                        created=item.created or now,
+                        exposure=entries,
+                        note=item.note,
+                    )
                 )
-                for item, path, entries in zip(new, paths, exposures, strict=True)
-            ]
             self._write_checkpoints(change, run, [*existing.values(), *added])
             change.body = "\n".join(
                 f"{c.ref}: {c.artifact} (md5 {c.artifact_md5})" for c in added[:50]

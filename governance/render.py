@@ -272,8 +272,17 @@ def run_show(detail: RunDetail) -> None:
     )
 
 
+_PINNED = {
+    "version": "each object's version: the framework deleting it cannot lose it",
+    "etag": "ETag only: the bucket keeps no versions, so a delete or overwrite loses it; turn "
+    "versioning on to pin it",
+}
+
+
 def checkpoint_added(c: Checkpoint) -> None:
     click.echo(f"registered checkpoint {c.ref} ({c.artifact}, md5 {c.artifact_md5})")
+    if c.artifact_pinned is not None:
+        click.echo(f"  pinned by {_PINNED[c.artifact_pinned]}")
 
 
 def checkpoint_list(found: list[Checkpoint]) -> None:
@@ -303,6 +312,7 @@ def checkpoint_show(record: Checkpoint) -> None:
             ("artifact", record.artifact),
             ("md5", record.artifact_md5),
             ("size", record.artifact_size),
+            ("pinned by", _PINNED[record.artifact_pinned] if record.artifact_pinned else None),
             ("note", record.note),
         ]
     )

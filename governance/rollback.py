@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import artifacts, audit, counts, memo
+from . import artifacts, audit, counts, memo, objectstore
 from .errors import GovError
 from .metrics import DEFAULT_METRIC
 from .models import Checkpoint, CheckpointStatus, EnvironmentStatus, Run, utc_now
@@ -268,6 +268,11 @@ def _leading(item: Placed) -> list[tuple[str, float]]:
 def not_restorable(registry: Registry, checkpoint: Checkpoint) -> str | None:
     if checkpoint.status == CheckpointStatus.QUARANTINED:
         return "quarantined"
+    if objectstore.is_uri(checkpoint.artifact):  # pinned by version (or ETag): still there?
+        try:
+            return objectstore.problem(registry.objects(checkpoint))
+        except GovError as exc:
+            return exc.message
     where = artifacts.locate(registry.ws.root, checkpoint.artifact_md5)
     if where is None:
         return "artifact gone from the DVC cache and the remote"
@@ -345,7 +350,10 @@ def apply(
             f"{rec.checkpoints_lost} checkpoints ({rec.steps_lost} steps) of training given up. "
             f"In redesign: {', '.join(redesign) or 'none (a run-wide rise names no one)'}."
         )
-        artifacts.checkout(ws.root, checkpoint.artifact, checkpoint.artifact_md5, target)
+        if objectstore.is_uri(checkpoint.artifact):
+            objectstore.download(registry.objects(checkpoint), target)
+        else:
+            artifacts.checkout(ws.root, checkpoint.artifact, checkpoint.artifact_md5, target)
     return Applied(rec, name, target, redesign, change.sha)
 
 

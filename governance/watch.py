@@ -28,9 +28,9 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from . import audit
+from . import audit, objectstore
 from .errors import GovError, NotFound
-from .layouts import Found, Layout
+from .layouts import Folder, Found, Layout
 from .registry import NewCheckpoint, Registry
 from .storage import atomic_write
 from .yamlio import load
@@ -175,16 +175,22 @@ class Watcher:
     def __init__(
         self,
         registry: Registry,
-        root: Path,
+        root: Path | str,
         layout: Layout,
         run: str,
         exposure: Exposure | None,
         say: Callable[[str], None] = lambda _line: None,
         gate: Gate | None = None,
     ) -> None:
-        if not root.is_dir():
-            raise GovError(f"{root}: no such folder (the run's output folder to watch)")
-        self.registry, self.root, self.layout, self.run = registry, root.resolve(), layout, run
+        self.root: Path | str
+        if isinstance(root, str) and objectstore.is_uri(root):
+            self.root = objectstore.folder_uri(root)
+            objectstore.S3Folder.open(self.root)  # the bucket is there and can be listed
+        else:
+            if not Path(root).is_dir():
+                raise GovError(f"{root}: no such folder (the run's output folder to watch)")
+            self.root = Path(root).resolve()
+        self.registry, self.layout, self.run = registry, layout, run
         self.exposure, self.say, self.gate = exposure, say, gate or Gate()
         if self.gate.reports is not None and not self.gate.reports.is_dir():
             raise GovError(f"{self.gate.reports}: no such folder (where judge reports arrive)")
@@ -271,7 +277,7 @@ class Watcher:
         done = Pass()
         self._ensure_run()
         registered = {c.step for c in self.registry.checkpoints(self.run)}
-        found = {f.step: f for f in self.layout.scan(self.root)}
+        found = {f.step: f for f in self.layout.scan(self.folder())}
         done.found = len(found)
         state = self._state()
         seen, lost = state["seen"], state["lost"]
@@ -307,6 +313,12 @@ class Watcher:
             self._check(state, registered, done)
         self._keep(state)
         return done
+
+    def folder(self) -> Folder:
+        """The output folder as it stands now (a prefix in object storage: listed again)."""
+        if isinstance(self.root, str):
+            return objectstore.S3Folder.open(self.root)
+        return self.root
 
     def _judge(self, state: dict[str, Any], registered: set[int], done: Pass) -> None:
         """Judge the rollouts of each registered checkpoint not judged yet: those the framework
@@ -444,13 +456,16 @@ class Watcher:
             done.problems.append(exc.message)
             self.say(f"gov: error: {ref}: {exc.message}")
             return False
+        if isinstance(item.path, objectstore.S3Folder):
+            return self._reference(item, done, weights)
+        assert isinstance(item.path, Path)
         dest = self.registry.ws.root / "ckpt" / self.run / f"step-{item.step}"
         if dest.exists():  # left by a watcher killed before it registered the step
             shutil.rmtree(dest)
         start = time.perf_counter()
         try:
             if item.parts:
-                size = sum(pin(source, dest / place) for place, source in item.parts)
+                size = sum(pin(Path(str(source)), dest / place) for place, source in item.parts)
             else:
                 size = pin(item.path, dest)
         except FileNotFoundError:
@@ -472,6 +487,39 @@ class Watcher:
         self.say(
             f"registered {ref} from {item.path} ({_size(size)} pinned, "
             f"{time.perf_counter() - start:.1f} s)"
+        )
+        return True
+
+    def _reference(self, item: Found, done: Pass, weights: Mapping[str, float]) -> bool:
+        """Register a checkpoint in object storage by reference: each object's version (or,
+        in a bucket without versioning, its ETag) as listed now."""
+        ref = f"{self.run}@{item.step}"
+        start = time.perf_counter()
+        parts = tuple((place, str(getattr(p, "uri", p))) for place, p in item.parts)
+        try:
+            uri = objectstore.folder_uri(str(item.path))
+            objects = objectstore.snapshot(uri, parts)
+            self.registry.add_checkpoints(
+                self.run,
+                [NewCheckpoint(item.step, uri, weights, note=f"gov watch: {uri}", objects=objects)],
+            )
+        except FileNotFoundError:
+            self._lost(item.step, done)
+            return False
+        except GovError as exc:
+            done.problems.append(f"{ref}: {exc.message}")
+            self.say(f"gov: error: {ref}: {exc.message}")
+            return False
+        done.registered.append(ref)
+        how = (
+            "pinned by version"
+            if objects.versioned
+            else "by ETag only: the bucket keeps no versions, so a delete loses it; turn "
+            "versioning on to pin it"
+        )
+        self.say(
+            f"registered {ref} from {uri} ({len(objects.objects)} objects, "
+            f"{_size(objects.size)}, {how}; {time.perf_counter() - start:.1f} s)"
         )
         return True
 
@@ -548,8 +596,9 @@ def watch(
     with watcher:
         while True:
             passes.append(watcher.look())
-            if once and not passes[0].found and any(watcher.root.iterdir()):
-                names = ", ".join(sorted(p.name for p in watcher.root.iterdir())[:5])
+            folder = watcher.folder() if once and not passes[0].found else None
+            if folder is not None and any(folder.iterdir()):
+                names = ", ".join(sorted(p.name for p in folder.iterdir())[:5])
                 raise GovError(
                     f"{watcher.root}: not a {watcher.layout.name} output folder (no "
                     f"{watcher.layout.describe}; it holds {names})"

@@ -311,6 +311,8 @@ class Change:
         known_md5: dict[Path, str] | None = None,
     ) -> dict[Path, artifacts.TrackedArtifact]:
         """Track artifacts with DVC as part of this change; returns their content hashes."""
+        if not paths:
+            return {}
         self.expect([p for a in paths for p in artifacts.touched_by_add(a)])
         self.artifact_paths.extend(paths)
         return artifacts.add(self.ws.root, paths, link, known_md5)
