@@ -17,7 +17,6 @@ import pytest
 from test_judge_run import server  # noqa: F401 - the fixture: a judge on 127.0.0.1
 
 from governance import open_registry
-from governance.artifacts import checkout
 
 MIX = "code-tests: 0.5\nmath: 0.5\n"
 
@@ -134,20 +133,46 @@ def test_a_restore_point_survives_the_framework_deleting_it(
     gov, workspace: Path, tmp_path: Path, mix: Path
 ) -> None:
     """TRL's save_total_limit (and every framework's retention) deletes old checkpoint folders
-    right after they are pinned: the registered checkpoint still checks out whole, by the call
-    `gov rollback apply` makes for the restore point."""
-    out = tmp_path / "out"
-    folder = trl(out, 100)
-    expected = {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*")}
+    right after they are pinned: when rationalization rises, `gov rollback apply` still checks
+    the restore point out whole, though the framework's folder and the workspace's pinned copy
+    are both gone."""
+    out, reports = tmp_path / "out", tmp_path / "reports"
+    reports.mkdir()
+    expected = {}
+    for step in range(100, 1300, 100):
+        folder = trl(out, step)
+        expected[step] = {
+            p.relative_to(folder).as_posix(): p.read_bytes()
+            for p in folder.rglob("*")
+            if p.is_file()
+        }
+        bad = 2 if step < 900 else 60  # math's rationalization rises 30-fold from step 900
+        _report(reports / f"step-{step}.jsonl", step, {"math": bad, "code-tests": 2})
     args = ("watch", str(out), "--layout", "trl", "--run", "main", "--exposure", str(mix))
-    assert gov(*args, "--once", cwd=workspace).exit_code == 0
-    shutil.rmtree(folder)  # the framework's rotation
-    shutil.rmtree(workspace / "ckpt" / "main" / "step-100")  # and the workspace's copy too
-    ckpt = open_registry(workspace).checkpoint("main", 100)
+    assert gov(*args, "--reports", str(reports), "--once", cwd=workspace).exit_code == 1
+    for step in range(100, 1100, 100):  # the framework's rotation keeps the last two
+        shutil.rmtree(out / f"checkpoint-{step}")
+        shutil.rmtree(workspace / "ckpt" / "main" / f"step-{step}")  # and the workspace's copy
     target = tmp_path / "restored"
-    checkout(workspace, ckpt.artifact, ckpt.artifact_md5, target)
-    restored = {p.relative_to(target).as_posix(): p.read_bytes() for p in target.rglob("*")}
-    assert restored == expected
+    applied = gov(
+        "rollback",
+        "apply",
+        "--run",
+        "main",
+        "--to",
+        str(target),
+        "--name",
+        "again",
+        "--yes",
+        cwd=workspace,
+    )
+    assert applied.exit_code == 0, applied.stderr
+    restore = open_registry(workspace).run("again").forked_from_step
+    assert restore is not None and restore < 900
+    restored = {
+        p.relative_to(target).as_posix(): p.read_bytes() for p in target.rglob("*") if p.is_file()
+    }
+    assert restored == expected[restore]
 
 
 def test_a_checkpoint_deleted_before_it_was_pinned_is_said_and_recorded(
