@@ -338,11 +338,26 @@ def _explain_episodes(path: Path, fmt: Format, join: Join, conflicted: set[str])
             if first[1:] != judged[1:]:
                 problems.add(
                     label,
-                    f"episode {episode.episode!r} was judged {first[1]}"
-                    f"{' (divergent)' if first[2] else ''} at {where} {first[0]} and "
-                    f"{episode.verdict.value}{' (divergent)' if episode.divergent else ''} here",
+                    conflict_message(
+                        episode.episode,
+                        (f"{where} {first[0]}", first[1], first[2]),
+                        episode.verdict.value,
+                        episode.divergent,
+                    ),
                 )
     problems.raise_if_any()
+
+
+def conflict_message(
+    episode: str | int, first: tuple[str, str, bool], verdict: str, divergent: bool
+) -> str:
+    """How an episode judged two ways is named, by gov ingest and gov aggregate alike: `first`
+    is where it was judged first (`line 3`, or a lake file's row) and how (verdict, divergent)."""
+    where, was, was_divergent = first
+    return (
+        f"episode {episode!r} was judged {was}{' (divergent)' if was_divergent else ''} at "
+        f"{where} and {verdict}{' (divergent)' if divergent else ''} here"
+    )
 
 
 def scan_aggregated(
