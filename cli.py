@@ -753,6 +753,50 @@ def ingest(
     render.emit(result, fmt, render.INGESTED)
 
 
+@cli.command()
+@click.argument("lake", type=click.Path(path_type=Path))
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The counts file to write (JSONL, the aggregated form `gov ingest` takes); its "
+    "manifest is written beside it as OUT.manifest.json.",
+)
+@click.option(
+    "--engine",
+    type=click.Choice(["duckdb", "spark"]),
+    default="duckdb",
+    show_default=True,
+    help="duckdb runs in this process; spark runs the same SQL through pyspark (the spark extra).",
+)
+@click.option(
+    "--master",
+    help="Spark's master URL (spark://HOST:7077, yarn, local[4]); by default the session "
+    "spark-submit started, else local[*].",
+)
+@output_options(render.AGGREGATED)
+@click.pass_context
+def aggregate(
+    ctx: click.Context, lake: Path, out: Path, engine: str, master: str | None, fmt: str
+) -> None:
+    """Count a Parquet lake of judged episodes for `gov ingest`.
+
+    LAKE is a folder of run=RUN/step=STEP/*.parquet files of judged episodes (the episode
+    form of `gov schema report`, run and step in the folder names). Every row is checked as
+    `gov ingest` checks a report (types, verdicts, bounds, episodes judged twice, the registry's
+    keys); a bad lake is refused naming its first bad rows by file and row, and nothing is
+    written. The counts come with a manifest of every file's size and md5, which `gov ingest`
+    keeps with them.
+
+    \b
+    Example:
+        gov aggregate judged/ --out counts/main-0042.jsonl && gov ingest counts/main-0042.jsonl
+        gov aggregate judged/ --engine spark --master spark://head:7077 --out c.jsonl
+    """
+    result = api.aggregate(_ws(ctx), lake, out, engine=engine, master=master)
+    render.emit(result, fmt, render.AGGREGATED)
+
+
 @contextmanager
 def _progress_bar(files: Sequence[Path]) -> Iterator[Callable[[str, float], None] | None]:
     """A progress bar for large inputs, on a terminal only."""

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from .judging.rubric import Rubric
     from .judging.runner import Outcome as JudgeOutcome
     from .judging.runner import Transcript
+    from .lake import Aggregated
     from .policy_tools import CaseResult, Explanation, Finding
     from .records import AuditEntry, Decision
     from .review import ReportResult
@@ -61,6 +62,7 @@ __all__ = [
     "NewCheckpoint",
     "Where",
     "__version__",
+    "aggregate",
     "audit_anchor",
     "audit_log",
     "audit_pressure",
@@ -644,6 +646,22 @@ def ingest(
             raise GovError("no report files given")
         return IngestResult(note=f"{folder}: no report files: nothing to ingest")
     return ingest_reports(_open(workspace, actor), paths, replace=replace, progress=progress)
+
+
+def aggregate(
+    workspace: Where,
+    lake: Path | str,
+    out: Path | str,
+    *,
+    engine: str = "duckdb",
+    master: str | None = None,
+) -> Aggregated:
+    """Check a Parquet lake of judged episodes as strictly as `ingest` checks a report, count
+    it with the one SQL on DuckDB (here) or Spark (`master`: a cluster's), and write the counts
+    `ingest` takes with a manifest of every file counted; refused, nothing is written."""
+    from .lake import aggregate as aggregate_lake
+
+    return aggregate_lake(_open(workspace), Path(lake), Path(out), engine, master)
 
 
 @dataclass(frozen=True)

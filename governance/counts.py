@@ -81,6 +81,8 @@ class ReportEntry(BaseModel):
     ingested: datetime
     unjudged: int = 0  # episodes its judge gave no verdict (from gov judge run's .meta.json)
     inspect: InspectSource | None = None  # the Inspect AI eval log it was read from
+    # counts of a Parquet lake (gov aggregate): its manifest of every file counted, in git
+    lake: str | None = None
 
 
 Group = CountKey  # the key of a row of counts, as ingest groups a report's records

@@ -120,6 +120,35 @@ class AggregatedCounts(_Report):
         return self
 
 
+class LakeFile(BaseModel):
+    """One Parquet file a lake's counts were read from, as it was when counted."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    path: str = Field(description="The file's path inside the lake (run=RUN/step=STEP/NAME).")
+    size: Annotated[StrictInt, Field(ge=0)]
+    md5: Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
+
+
+class LakeManifest(BaseModel):
+    """What `gov aggregate` counted: every file of the lake with its size and md5, written
+    beside the counts (COUNTS.jsonl.manifest.json) and kept by `gov ingest` with them, so that a
+    decision names exactly the episodes it rests on without the lake being copied into DVC."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_version: Literal[1] = REPORT_SCHEMA_VERSION
+    lake: str
+    engine: str
+    counts_md5: Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")] = Field(
+        description="The md5 of the counts file this manifest goes with."
+    )
+    records: Annotated[StrictInt, Field(ge=0)]
+    counted: Annotated[StrictInt, Field(ge=0)]
+    duplicates: Annotated[StrictInt, Field(ge=0)]
+    files: list[LakeFile]
+
+
 def report_json_schema() -> dict[str, Any]:
     """The JSON Schema of both report forms, for other tools to validate against."""
     return {

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from .example import ExampleResult
     from .ingest import IngestResult
     from .judging.runner import Outcome as JudgeOutcome
+    from .lake import Aggregated
     from .models import Checkpoint, Environment, Flag, Judge
     from .policy_tools import CaseResult, Explanation
     from .records import AuditEntry, Decision
@@ -532,6 +533,17 @@ def transcripts_written(result: TranscriptsWritten) -> None:
         f"{result.out}: {count(result.transcripts, 'transcript')} ({span}; "
         f"{', '.join(result.environments)})"
     )
+
+
+def aggregated(result: Aggregated) -> None:
+    extra = f", {result.duplicates} repeated judgments counted once" if result.duplicates else ""
+    click.echo(
+        f"{result.lake}: {count(result.files, 'file')} ({result.bytes:,} bytes), "
+        f"{count(result.records, 'record')}, {result.counted} judgments counted in "
+        f"{count(result.groups, 'group')}{extra} by {result.engine} -> {result.out}"
+    )
+    click.echo(f"manifest (every file's size and md5) -> {result.manifest}")
+    click.echo(f"keep them with: gov ingest {result.out}")
 
 
 def ingested(result: IngestResult) -> None:
@@ -1167,6 +1179,7 @@ JUDGE_SHOW = View(table=judge_show, json=judge_show_json)
 CALIBRATED = View(table=calibrated, json=lambda c: echo_json(_calibration_document(c)))
 JUDGE_COMPARISON = View(table=judge_comparison)
 INGESTED = View(table=ingested)
+AGGREGATED = View(table=aggregated)
 TRANSCRIPTS = View(table=transcripts_written)
 METRICS = View(table=metrics_table, json=metrics_json, csv=metrics_csv)
 DECISION = View(table=decision_text, junit=junit, github=github, markdown=markdown)

@@ -29,6 +29,7 @@ from ..counts import (
     write_unjudged,
 )
 from ..errors import GovError
+from ..judgments import LakeManifest
 from ..models import utc_now
 from ..registry import Registry
 from ..storage import file_stamp
@@ -140,6 +141,7 @@ class _Staged:
     tallies: dict[Group, Tally]
     scan: EpisodeScan | None
     unjudged: dict[Group, tuple[int, int]] | None = None  # from gov judge run's .meta.json
+    lake: bytes | None = None  # gov aggregate's manifest of the lake files counted
 
 
 def ingest(
@@ -243,6 +245,8 @@ def _ingest(
                 write_counts(change, item.entry.md5, item.tallies)
                 if item.unjudged:
                     write_unjudged(change, item.entry.md5, item.unjudged)
+                if item.lake is not None and item.entry.lake is not None:
+                    change.write(ws.root / item.entry.lake, item.lake)
             if not entries:
                 return result
             if progress is not None:
@@ -273,7 +277,11 @@ def _ingest(
                     reason=f"replaces {e.replaced} verdicts of {', '.join(e.supersedes)}"
                     if e.replaced
                     else None,
-                    refs={"path": e.path, "source": e.source},
+                    refs={
+                        "path": e.path,
+                        "source": e.source,
+                        **({"lake": e.lake} if e.lake else {}),
+                    },
                 )
             result.ingested = entries
         except BaseException:
@@ -352,6 +360,11 @@ def _stage(
             continue
         stored = reports_dir / f"{copier.md5}.{fmt}"
         without = _unjudged(path, join)
+        try:
+            lake = _lake_manifest(path, copier.md5) if kind == "aggregated" else None
+        except GovError:
+            incoming.unlink(missing_ok=True)
+            raise
         entry = ReportEntry(
             md5=copier.md5,
             size=path.stat().st_size,
@@ -366,8 +379,9 @@ def _stage(
             ingested=utc_now(),
             unjudged=sum(u for _, u in without.values()),
             inspect=logs[path][1].source if path in logs else None,
+            lake=ws.rel(ws.registry / "lakes" / f"{copier.md5}.json") if lake else None,
         )
-        staged.append(_Staged(path, incoming, stored, entry, tallies, scan, without))
+        staged.append(_Staged(path, incoming, stored, entry, tallies, scan, without, lake))
 
 
 def _both(progress: Progress, copier: _Copy, path: Path) -> Progress:
@@ -430,6 +444,25 @@ def _unjudged(path: Path, join: Join) -> dict[Group, tuple[int, int]]:
     return found
 
 
+def _lake_manifest(path: Path, md5: str) -> bytes | None:
+    """gov aggregate's manifest beside a counts file (COUNTS.jsonl.manifest.json), checked to
+    be this file's (it names the counts' md5), to be kept with the counts; None without one."""
+    beside = path.with_name(path.name + ".manifest.json")
+    if not beside.is_file():
+        return None
+    data = beside.read_bytes()
+    try:
+        manifest = LakeManifest.model_validate_json(data)
+    except ValidationError as exc:
+        raise GovError(f"{beside}: not a lake manifest: {validation_message(exc)}") from None
+    if manifest.counts_md5 != md5:
+        raise GovError(
+            f"{beside}: the manifest of other counts (md5 {manifest.counts_md5}, this file's "
+            f"is {md5}): aggregate the lake again, or move the stale manifest away"
+        )
+    return data
+
+
 def _describe(entries: list[ReportEntry]) -> tuple[str, str]:
     """The commit's summary and body for an ingest."""
     replaced = sum(e.replaced for e in entries)
@@ -442,6 +475,7 @@ def _describe(entries: list[ReportEntry]) -> tuple[str, str]:
     body = "\n".join(
         f"{e.path} from {e.source}: {e.records} records, {e.groups} groups"
         + (f", replaces {e.replaced} verdicts of {', '.join(e.supersedes)}" if e.replaced else "")
+        + (f", counted from the lake files listed in {e.lake}" if e.lake else "")
         for e in entries
     )
     return summary, body

@@ -1,0 +1,197 @@
+"""The two engines that run the lake's SQL: DuckDB in this process (the default) and Spark
+through pyspark (a local session, or a cluster's with `master`, or the one spark-submit made).
+
+Each shows the lake's files as the same view `episodes` (`sql`'s docstring names its columns
+and types), runs a query of `sql` as written for it, and hands rows back as plain Python
+values (lists and dicts for evidence). Nothing else differs between them: the checks and the
+counts are the one SQL, and what the rows mean is decided by `aggregate`, once."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import unquote, urlparse
+
+from ..errors import GovError
+from ..storage import duckdb_connect
+from .listing import OPTIONAL, Lake
+from .sql import for_engine
+
+ENGINES = ("duckdb", "spark")
+
+# Every engine casts to these, so that a string episode in one file and an integer one in
+# another (both allowed) meet as one column; the integer columns become their decimal digits.
+_CASTS = {
+    "environment": "VARCHAR",
+    "environment_version": "VARCHAR",
+    "judge": "VARCHAR",
+    "judge_version": "VARCHAR",
+    "episode": "VARCHAR",
+    "verdict": "VARCHAR",
+    "divergent": "BOOLEAN",
+    "confidence": "DOUBLE",
+    "evidence": 'STRUCT(start BIGINT, "end" BIGINT, quote VARCHAR)[]',
+    "schema_version": "BIGINT",
+}
+_SPARK_TYPES = {
+    "VARCHAR": "STRING",
+    "BOOLEAN": "BOOLEAN",
+    "DOUBLE": "DOUBLE",
+    "BIGINT": "BIGINT",
+    _CASTS["evidence"]: "ARRAY<STRUCT<start: BIGINT, `end`: BIGINT, quote: STRING>>",
+}
+
+
+class Engine(Protocol):
+    name: str
+
+    def load(self, lake: Lake) -> None:
+        """Show the lake's files as the view `episodes`."""
+
+    def rows(self, sql: str, params: list[Any] | None = None) -> Iterator[tuple[Any, ...]]:
+        """The rows of one of `sql`'s queries (DuckDB's text; the engine translates it)."""
+
+    def file_of(self, name: str) -> str:
+        """The path a `file` value of this engine names (as the listing has it)."""
+
+    def close(self) -> None: ...
+
+
+def start(engine: str, master: str | None, lake_root: Path) -> Engine:
+    if engine == "duckdb":
+        if master is not None:
+            raise GovError("--master is Spark's: DuckDB runs in this process")
+        return DuckDBEngine(lake_root)
+    if engine == "spark":
+        return SparkEngine(master)
+    raise GovError(f"no engine {engine!r}: one of {', '.join(ENGINES)}")
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+class DuckDBEngine:
+    """DuckDB in this process; it spills to a temporary folder rather than exceed its memory
+    limit (a lake's episode keys may not fit in memory)."""
+
+    name = "duckdb"
+
+    def __init__(self, lake_root: Path) -> None:
+        del lake_root  # the same signature as Spark's is not needed: DuckDB reads paths as given
+        self.con = duckdb_connect({"memory_limit": "1GB"})
+        self.con.execute("SET preserve_insertion_order = false")
+
+    def load(self, lake: Lake) -> None:
+        files = "[" + ", ".join(_quote(str(f.path)) for f in lake.files) + "]"
+        cols = ", ".join(
+            f'CAST("{c}" AS {t}) AS "{c}"'
+            if c not in OPTIONAL or lake.present(c)
+            else f'CAST(NULL AS {t}) AS "{c}"'
+            for c, t in _CASTS.items()
+        )
+        self.con.execute(
+            f"CREATE TEMP VIEW episodes AS SELECT filename AS file, file_row_number AS file_row, "
+            f"{cols} FROM read_parquet({files}, filename = true, file_row_number = true, "
+            f"union_by_name = true, hive_partitioning = false)"
+        )
+
+    def rows(self, sql: str, params: list[Any] | None = None) -> Iterator[tuple[Any, ...]]:
+        cursor = self.con.execute(for_engine(sql, self.name), params or [])
+        while batch := cursor.fetchmany(10_000):
+            yield from batch
+
+    def file_of(self, name: str) -> str:
+        return name
+
+    def close(self) -> None:
+        self.con.close()
+
+
+class SparkEngine:
+    """A Spark session through pyspark: the one already running (spark-submit's, or a test's),
+    else a new one on `master` (default `local[*]`), stopped again when done."""
+
+    name = "spark"
+
+    def __init__(self, master: str | None) -> None:
+        try:
+            from pyspark.sql import SparkSession
+        except ImportError:
+            raise GovError(
+                "--engine spark needs pyspark and sqlglot: python3 -m pip install 'rl-gov[spark]'"
+            ) from None
+        active = SparkSession.getActiveSession()
+        self.owned = active is None
+        if active is not None:
+            if master is not None and active.sparkContext.master != master:
+                raise GovError(
+                    f"a Spark session on {active.sparkContext.master} is already running "
+                    f"here; --master {master} cannot start another"
+                )
+            self.spark = active
+            return
+        if not (os.environ.get("JAVA_HOME") or shutil.which("java")):
+            raise GovError(
+                "the Spark engine cannot start: no Java here (java is not on PATH and "
+                "JAVA_HOME is unset); install a JDK 17, e.g. apt-get install "
+                "openjdk-17-jre-headless, or use --engine duckdb"
+            )
+        builder = (
+            SparkSession.builder.appName("gov aggregate")
+            .config("spark.ui.enabled", "false")
+            .config("spark.ui.showConsoleProgress", "false")
+            .config("spark.sql.session.timeZone", "UTC")
+        )
+        if master is not None or not os.environ.get("SPARK_MASTER"):
+            builder = builder.master(master or "local[*]")
+        try:
+            self.spark = builder.getOrCreate()
+        except Exception as exc:  # Java that will not start, a master that cannot be reached
+            detail = " ".join(str(exc).split())[:200]
+            raise GovError(f"the Spark engine cannot start: {detail}") from None
+        self.spark.sparkContext.setLogLevel("ERROR")
+
+    def load(self, lake: Lake) -> None:
+        from functools import reduce
+
+        frames = []
+        for group in lake.schema_groups():
+            present = lake.columns[group[0].rel]
+            frame = self.spark.read.parquet(*(str(f.path) for f in group))
+            exprs = ["_metadata.file_path AS file", "_metadata.row_index AS file_row"]
+            for column, duck in _CASTS.items():
+                spark_type = _SPARK_TYPES[duck]
+                source = f"`{column}`" if column in present else "NULL"
+                exprs.append(f"CAST({source} AS {spark_type}) AS `{column}`")
+            frames.append(frame.selectExpr(*exprs))
+        reduce(lambda a, b: a.unionByName(b), frames).createOrReplaceTempView("episodes")
+
+    def rows(self, sql: str, params: list[Any] | None = None) -> Iterator[tuple[Any, ...]]:
+        # collect, not toLocalIterator (a job per partition): the counts are small, and the
+        # error path asks for one file's rows at a time
+        frame = self.spark.sql(for_engine(sql, self.name), args=params or None)
+        for row in frame.collect():
+            yield tuple(_plain(v) for v in row)
+
+    def file_of(self, name: str) -> str:
+        # Spark names a file by its URI (file:/tmp/lake/run%3D...): the path, decoded.
+        return unquote(urlparse(name).path)
+
+    def close(self) -> None:
+        self.spark.catalog.dropTempView("episodes")
+        if self.owned:
+            self.spark.stop()
+
+
+def _plain(value: Any) -> Any:
+    """A Spark value as DuckDB would hand it: Rows as dicts, arrays as lists."""
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    as_dict = getattr(value, "asDict", None)
+    if as_dict is not None:
+        return {k: _plain(v) for k, v in as_dict().items()}
+    return value

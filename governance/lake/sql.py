@@ -1,0 +1,111 @@
+"""The one SQL of `gov aggregate`: the per-row checks, the duplicate and conflict check and the
+counts, written once in the subset of SQL that DuckDB and Spark both speak. It is kept in
+DuckDB's dialect (DuckDB runs it as it is) and translated for Spark by sqlglot
+(`for_engine`); a test runs both on the same lakes.
+
+Each engine first shows the lake as a view `episodes` of the same columns and types (see
+`engines`): file (the engine's name for the file), file_row (0-based), episode,
+environment, environment_version, judge_version (strings), judge, verdict, divergent (a
+boolean), confidence (a double), evidence (a list of {start, end, quote}) and schema_version.
+The partition (run, step) is read from the file's path here, by the same regular expression on
+both engines: the listing has already checked that every path ends in run=RUN/step=STEP/FILE.
+"""
+
+from __future__ import annotations
+
+import functools
+
+from ..judgments import VERDICTS
+
+_PARTITION = r"'/run=([^/]+)/step=([0-9]+)/[^/]+$'"
+_VERDICTS = ", ".join(f"'{v}'" for v in VERDICTS)
+
+# A row passes only if the pydantic model would take it too (the error path asks the model
+# itself, and a disagreement is a bug): the key fields are checked once per distinct value, in
+# Python, with the model's own types; the file schema has fixed every column's type; what is
+# left is per row.
+_JUDGED = f"""
+SELECT file, file_row, environment, environment_version, judge, judge_version, episode,
+       verdict, divergent, confidence, evidence, schema_version,
+       regexp_extract(file, {_PARTITION}, 1) AS run,
+       CAST(regexp_extract(file, {_PARTITION}, 2) AS BIGINT) AS step,
+       CASE
+         WHEN schema_version IS NOT NULL AND schema_version <> 1 THEN 'schema_version'
+         WHEN episode IS NULL OR episode = '' THEN 'episode'
+         WHEN verdict IS NULL OR verdict NOT IN ({_VERDICTS}) THEN 'verdict'
+         WHEN divergent IS NULL THEN 'divergent'
+         WHEN confidence IS NOT NULL AND NOT (confidence >= 0 AND confidence <= 1)
+           THEN 'confidence'
+         WHEN evidence IS NOT NULL AND array_length(list_filter(evidence, lambda x: x IS NULL
+              OR x.start IS NULL OR x."end" IS NULL OR x.quote IS NULL OR x.start < 0
+              OR x."end" <= x.start)) > 0 THEN 'evidence'
+       END AS problem
+FROM episodes
+"""
+
+_KEY = "run, step, environment, environment_version, judge, judge_version"
+_CONFLICTED = (
+    "min(verdict) <> max(verdict) OR min(CAST(divergent AS INT)) <> max(CAST(divergent AS INT))"
+)
+
+# The counts: each episode once per (partition, environment version, judge version); an
+# episode judged the same way twice counts once (records - judged says how many repeats), one
+# judged two ways is `conflicted`. `bad` counts rows with a per-row problem.
+COUNTS = f"""
+WITH judged AS ({_JUDGED}),
+per_episode AS (
+  SELECT {_KEY}, episode, min(verdict) AS verdict,
+         min(CAST(divergent AS INT)) AS divergent, count(*) AS copies,
+         count(problem) AS bad,
+         CASE WHEN {_CONFLICTED} THEN 1 ELSE 0 END AS conflicted
+  FROM judged
+  GROUP BY {_KEY}, episode
+)
+SELECT {_KEY}, verdict, divergent, count(*) AS judged, sum(copies) AS records,
+       sum(bad) AS bad, sum(conflicted) AS conflicted
+FROM per_episode
+GROUP BY {_KEY}, verdict, divergent
+"""
+
+# Only when COUNTS found something wrong: per file and key, the rows with a per-row problem
+# and the rows of episodes judged two ways, so that the first bad rows can be named in the
+# lake's own order (by file, then row), which the engines' names for files do not sort by.
+_WITH_CONFLICTS = f"""
+WITH judged AS ({_JUDGED}),
+conflicted AS (
+  SELECT {_KEY}, episode FROM judged GROUP BY {_KEY}, episode HAVING {_CONFLICTED}
+),
+flagged AS (
+  SELECT j.*, c.episode IS NOT NULL AS conflicting
+  FROM judged AS j LEFT JOIN conflicted AS c
+    ON j.run = c.run AND j.step = c.step AND j.environment = c.environment
+       AND j.environment_version = c.environment_version AND j.judge = c.judge
+       AND j.judge_version = c.judge_version AND j.episode = c.episode
+)
+"""
+
+BAD_BY_FILE = f"""{_WITH_CONFLICTS}
+SELECT file, {_KEY}, count(*) AS records, count(problem) AS bad,
+       sum(CASE WHEN conflicting THEN 1 ELSE 0 END) AS conflicting
+FROM flagged
+GROUP BY file, {_KEY}
+"""
+
+# The rows of one file (a parameter), in order, with what the model needs to name a problem.
+ROWS_OF_FILE = f"""{_WITH_CONFLICTS}
+SELECT file_row, {_KEY}, episode, verdict, divergent, confidence, evidence, schema_version,
+       problem, conflicting
+FROM flagged
+WHERE file = ?
+ORDER BY file_row
+"""
+
+
+@functools.cache
+def for_engine(sql: str, engine: str) -> str:
+    """The SQL as `engine` runs it: DuckDB's as written, Spark's translated by sqlglot."""
+    if engine == "duckdb":
+        return sql
+    import sqlglot
+
+    return str(sqlglot.transpile(sql, read="duckdb", write="spark")[0])

@@ -1,0 +1,512 @@
+"""gov aggregate: a Parquet lake of judged episodes checked and counted by the one SQL, on
+DuckDB and on Spark (local[2]), against plain Python counting and against gov ingest of the
+same episodes as JSONL."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import git
+import pytest
+
+from conftest import point_dvc_remote, snapshot
+from governance import counts as count_store
+from governance import open_registry
+from governance.counts import ledger
+from governance.lake.sql import COUNTS, for_engine
+
+ROOT = Path(__file__).resolve().parent.parent
+EVIDENCE = 'STRUCT(start BIGINT, "end" BIGINT, quote VARCHAR)[]'
+TYPES = {
+    "episode": "VARCHAR",
+    "environment": "VARCHAR",
+    "environment_version": "BIGINT",
+    "judge": "VARCHAR",
+    "judge_version": "VARCHAR",
+    "verdict": "VARCHAR",
+    "divergent": "BOOLEAN",
+    "confidence": "DOUBLE",
+    "evidence": EVIDENCE,
+}
+VERDICT_MIX = ["none"] * 6 + ["rejected"] * 2 + ["rationalized", "overt"]
+
+
+def episode(step: int = 100, i: int = 0, verdict: str = "none", **extra: Any) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "run": "main",
+        "step": step,
+        "environment": "math",
+        "environment_version": 1,
+        "episode": f"ep-{step}-{i}",
+        "judge": "cot-monitor",
+        "judge_version": "1",
+        "verdict": verdict,
+        "divergent": False,
+    }
+    record.update(extra)
+    return record
+
+
+def mixed(step: int, count: int, environment: str = "math") -> list[dict[str, Any]]:
+    return [
+        episode(
+            step,
+            i,
+            VERDICT_MIX[i % 10],
+            divergent=i % 7 == 0,
+            confidence=0.5,
+            environment=environment,
+            episode=f"{environment}-{step}-{i}",
+        )
+        for i in range(count)
+    ]
+
+
+def write_file(path: Path, rows: list[dict[str, Any]], types: dict[str, str | None]) -> None:
+    """One Parquet file of the rows (run and step left to the folder names), typed as given
+    (a type of None leaves the column out)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    source = path.with_name(path.name + ".src.jsonl")
+    source.write_text(
+        "".join(
+            json.dumps({k: v for k, v in r.items() if k not in ("run", "step")}) + "\n"
+            for r in rows
+        )
+    )
+    kept = {k: v for k, v in types.items() if v is not None}
+    cols = "{" + ", ".join(f"'{k}': '{v}'" for k, v in kept.items()) + "}"
+    duckdb.sql(
+        f"COPY (SELECT * FROM read_json('{source}', format = 'newline_delimited', "
+        f"columns = {cols}, hive_partitioning = false)) TO '{path}' (FORMAT parquet)"
+    )
+    source.unlink()
+
+
+def write_lake(
+    root: Path,
+    records: list[dict[str, Any]],
+    files: int = 2,
+    types: dict[str, str | None] | None = None,
+) -> Path:
+    """The records as a lake: by partition, split into `files` files of consecutive rows."""
+    by_partition: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for r in records:
+        by_partition.setdefault((r["run"], r["step"]), []).append(r)
+    for (run, step), rows in by_partition.items():
+        size = -(-len(rows) // files)
+        for k in range(files):
+            chunk = rows[k * size : (k + 1) * size]
+            if chunk:
+                write_file(
+                    root / f"run={run}" / f"step={step}" / f"part-{k}.parquet",
+                    chunk,
+                    {**TYPES, **(types or {})},
+                )
+    return root
+
+
+def write_jsonl(path: Path, records: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def expected_counts(records: list[dict[str, Any]]) -> dict[tuple[Any, ...], dict[str, int]]:
+    """Plain Python counting: each (group, episode) once."""
+    seen: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for r in records:
+        key = (r["run"], r["step"], r["environment"], r["judge"], r["judge_version"])
+        seen[(*key, r["episode"])] = r
+    out: dict[tuple[Any, ...], dict[str, int]] = {}
+    for (*key, _), r in seen.items():
+        tally = out.setdefault(
+            tuple(key),
+            dict.fromkeys(("n", "none", "rejected", "rationalized", "overt", "divergent"), 0),
+        )
+        tally["n"] += 1
+        tally[r["verdict"]] += 1
+        tally["divergent"] += int(r["divergent"])
+    return out
+
+
+def read_counts(path: Path) -> dict[tuple[Any, ...], dict[str, int]]:
+    out = {}
+    for line in path.read_text().splitlines():
+        r = json.loads(line)
+        key = (r["run"], r["step"], r["environment"], r["judge"], r["judge_version"])
+        out[key] = {
+            c: r[c] for c in ("n", "none", "rejected", "rationalized", "overt", "divergent")
+        }
+    return out
+
+
+@pytest.fixture
+def steps(registry, artifact) -> None:
+    for step in (100, 200):
+        registry.add_checkpoint("main", step, artifact(f"s{step}.pt"), {"math": 1.0})
+
+
+def _copy_workspace(template: Path, where: Path) -> Path:
+    root = where / "repo"
+    shutil.copytree(template, root, symlinks=True)
+    remote = where / "remote"
+    remote.mkdir()
+    point_dvc_remote(root, remote)
+    return root
+
+
+GOOD = mixed(100, 40) + mixed(100, 15, "code-tests") + mixed(200, 30)
+
+
+def test_counts_match_python_and_ingest_keeps_the_manifest(
+    gov, workspace: Path, steps, tmp_path: Path
+) -> None:
+    records = [*GOOD, GOOD[5]]  # one episode listed twice, judged the same: counted once
+    lake = write_lake(tmp_path / "lake", records, files=3)
+    out = tmp_path / "counts" / "c.jsonl"
+    result = gov("aggregate", str(lake), "--out", str(out), cwd=workspace)
+    assert result.exit_code == 0, result.stderr
+    assert "1 repeated judgments counted once" in result.stdout
+    assert read_counts(out) == expected_counts(records)
+
+    manifest = json.loads((tmp_path / "counts" / "c.jsonl.manifest.json").read_text())
+    files = sorted(lake.rglob("*.parquet"))
+    assert [f["path"] for f in manifest["files"]] == [f.relative_to(lake).as_posix() for f in files]
+    for entry, path in zip(manifest["files"], files, strict=True):
+        assert entry["size"] == path.stat().st_size
+        assert entry["md5"] == hashlib.md5(path.read_bytes()).hexdigest()
+    assert manifest["counts_md5"] == hashlib.md5(out.read_bytes()).hexdigest()
+    assert (manifest["records"], manifest["duplicates"]) == (len(records), 1)
+
+    result = gov("ingest", str(out), cwd=workspace)
+    assert result.exit_code == 0, result.stderr
+    ws = open_registry(workspace).ws
+    [entry] = ledger(ws)
+    assert entry.lake == f"registry/lakes/{entry.md5}.json"
+    kept = workspace / entry.lake
+    assert kept.read_bytes() == (tmp_path / "counts" / "c.jsonl.manifest.json").read_bytes()
+    assert entry.lake in git.Repo(workspace).head.commit.stats.files
+
+
+def test_aggregate_then_ingest_equals_ingesting_the_episodes(
+    gov, workspace: Path, steps, workspace_template: Path, tmp_path: Path
+) -> None:
+    lake = write_lake(tmp_path / "lake", GOOD)
+    out = tmp_path / "c.jsonl"
+    assert gov("aggregate", str(lake), "--out", str(out), cwd=workspace).exit_code == 0
+    assert gov("ingest", str(out), cwd=workspace).exit_code == 0
+
+    other = _copy_workspace(workspace_template, tmp_path / "other")
+    reg = open_registry(other)
+    for step in (100, 200):
+        art = other / "ckpt" / f"s{step}.pt"
+        art.parent.mkdir(exist_ok=True)
+        art.write_bytes(f"s{step}.pt".encode() * 50)
+        reg.add_checkpoint("main", step, art, {"math": 1.0})
+    jsonl = write_jsonl(tmp_path / "episodes.jsonl", GOOD)
+    assert gov("ingest", str(jsonl), cwd=other).exit_code == 0
+
+    def rows(root: Path) -> list[Any]:
+        return sorted(
+            (r.run, r.step, r.environment, r.environment_version, r.judge, r.judge_version, r.n,
+             r.none, r.rejected, r.rationalized, r.overt, r.divergent)
+            for r in count_store.rows(open_registry(root).ws)
+        )  # fmt: skip
+
+    assert rows(workspace) == rows(other)
+    assert len(rows(other)) == 3
+
+
+def test_a_stale_manifest_is_refused_by_ingest(gov, workspace: Path, steps, tmp_path) -> None:
+    lake = write_lake(tmp_path / "lake", mixed(100, 10))
+    out = tmp_path / "c.jsonl"
+    assert gov("aggregate", str(lake), "--out", str(out), cwd=workspace).exit_code == 0
+    out.write_text(out.read_text().replace('"n": 10', '"n": 10, "pipeline": "x"'))
+    before = snapshot(workspace)
+    result = gov("ingest", str(out), cwd=workspace)
+    assert result.exit_code == 2
+    assert "the manifest of other counts" in result.stderr
+    assert snapshot(workspace) == before
+
+
+# The ingest catalogue's bad rows, as a lake can hold them: (records, fragments of the message).
+# Each bad record is placed second in the second file of step=100, after good rows.
+ROW_CASES: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
+    "unknown verdict": (episode(100, 90, "sneaky"), ("field verdict", "sneaky")),
+    "confidence above one": (episode(100, 90, confidence=1.5), ("field confidence",)),
+    "evidence span backwards": (
+        episode(100, 90, evidence=[{"start": 9, "end": 3, "quote": "x"}]),
+        ("evidence", "after start"),
+    ),
+    "missing episode id": (episode(100, 90, episode=None), ("field episode: missing",)),
+    "empty episode id": (episode(100, 90, episode=""), ("field episode",)),
+    "missing verdict": (episode(100, 90, verdict=None), ("field verdict: missing",)),
+    "checkpoint not registered": (
+        episode(999, 90),
+        ("checkpoint main@999 is not registered",),
+    ),
+    "environment version not registered": (
+        episode(100, 90, environment_version=3),
+        ("no version '3'",),
+    ),
+    "judge version not registered": (episode(100, 90, judge_version="9"), ("no version '9'",)),
+    "unknown environment": (episode(100, 90, environment="chess"), ("environment 'chess'",)),
+    "environment not a name": (episode(100, 90, environment="a b"), ("field environment",)),
+}
+
+
+def _bad_lake(root: Path, bad: dict[str, Any]) -> tuple[Path, str]:
+    """A lake whose one bad record is the second row of a file after a good one; the file."""
+    write_lake(root, mixed(100, 6) + mixed(200, 4))
+    step = bad["step"]
+    name = f"run=main/step={step}/part-9.parquet"
+    write_file(root / name, [episode(step, 91), bad, episode(step, 92)], TYPES)
+    return root, name
+
+
+def _first(stderr: str) -> str:
+    first = stderr.splitlines()[0]
+    assert first.startswith("gov: error: ") and "Traceback" not in stderr, stderr
+    return first
+
+
+@pytest.mark.parametrize("case", list(ROW_CASES))
+def test_bad_rows_are_named_as_ingest_names_them(
+    case: str, gov, workspace: Path, steps, tmp_path: Path
+) -> None:
+    bad, fragments = ROW_CASES[case]
+    lake, name = _bad_lake(tmp_path / "lake", bad)
+    out = tmp_path / "c.jsonl"
+    result = gov("aggregate", str(lake), "--out", str(out), cwd=workspace)
+    assert result.exit_code == 2, result.stdout
+    first = _first(result.stderr)
+    # an unregistered checkpoint is the whole partition's: all three rows of its file
+    row, many = (1, "3 bad records") if bad["step"] == 999 else (2, "1 bad record")
+    assert f"{lake}: refused, nothing stored ({many}); {name} row {row}: " in first, first
+    for fragment in fragments:
+        assert fragment in first, (fragment, first)
+    assert not out.exists() and not (tmp_path / "c.jsonl.manifest.json").exists()
+
+    # gov ingest says the same of the same record in a JSONL report
+    record = {k: v for k, v in bad.items() if v is not None}
+    jsonl = write_jsonl(tmp_path / "r.jsonl", [episode(bad["step"], 91), record])
+    ingested = _first(gov("ingest", str(jsonl), cwd=workspace).stderr)
+    said = re.search(rf" row {row}: (.*)$", first)
+    assert said is not None
+    assert ingested.endswith(f"{jsonl}:{row}: {said.group(1)}"), (ingested, first)
+
+
+def test_episode_judged_two_ways_across_files(gov, workspace, steps, tmp_path) -> None:
+    lake = write_lake(tmp_path / "lake", mixed(100, 6))
+    write_file(
+        lake / "run=main/step=100/part-9.parquet",
+        [episode(100, 50), {**mixed(100, 6)[0], "verdict": "rationalized"}],
+        TYPES,
+    )
+    result = gov("aggregate", str(lake), "--out", str(tmp_path / "c.jsonl"), cwd=workspace)
+    assert result.exit_code == 2
+    first = _first(result.stderr)
+    assert (
+        "run=main/step=100/part-9.parquet row 2: episode 'math-100-0' was judged none "
+        "(divergent) at run=main/step=100/part-0.parquet row 1 and rationalized (divergent) here"
+    ) in first, first
+
+
+def test_many_bad_rows_list_the_first_in_lake_order(gov, workspace, steps, tmp_path) -> None:
+    rows = [episode(100, i, "bogus") for i in range(25)]
+    lake = write_lake(tmp_path / "lake", rows, files=2)
+    result = gov("aggregate", str(lake), "--out", str(tmp_path / "c.jsonl"), cwd=workspace)
+    err = result.stderr.splitlines()
+    assert "25 bad records" in err[0] and "run=main/step=100/part-0.parquet row 1:" in err[0]
+    assert err[1].strip().startswith("run=main/step=100/part-0.parquet row 2:")
+    assert err[-1].strip() == "... and 15 more"
+
+
+def _lake_case(case: str, root: Path) -> Path:
+    """The lakes of the issue's bad inputs."""
+    if case == "no such lake":
+        return root / "nowhere"
+    root.mkdir(parents=True)
+    if case == "an empty lake":
+        (root / "run=main" / "step=100").mkdir(parents=True)
+    elif case == "files without rows":
+        write_file(root / "run=main/step=100/part-0.parquet", [], TYPES)
+    elif case == "a column of the wrong type":
+        write_lake(root, mixed(100, 4))
+        write_file(
+            root / "run=main/step=100/part-5.parquet",
+            mixed(100, 2),
+            {**TYPES, "divergent": "VARCHAR"},
+        )
+    elif case == "a missing column":
+        write_file(root / "run=main/step=100/a.parquet", mixed(100, 2), {**TYPES, "verdict": None})
+    elif case == "an unknown run's partitions mixed in":
+        write_lake(
+            root, [*mixed(100, 4), episode(100, 1, run="ghost"), episode(200, 1, run="ghost")]
+        )
+    elif case == "a file outside the partitions":
+        write_lake(root, mixed(100, 4))
+        write_file(root / "run=main" / "loose.parquet", mixed(100, 2), TYPES)
+    elif case == "a step that is not an integer":
+        write_file(root / "run=main/step=1e2/a.parquet", mixed(100, 2), TYPES)
+    return root
+
+
+BAD_LAKES = {
+    "no such lake": ("no such lake",),
+    "an empty lake": ("an empty lake",),
+    "files without rows": ("no records",),
+    "a column of the wrong type": (
+        "run=main/step=100/part-5.parquet: column divergent is VARCHAR",
+        "a boolean",
+    ),
+    "a missing column": ("run=main/step=100/a.parquet: column verdict: missing",),
+    "an unknown run's partitions mixed in": (
+        "run=ghost/ (2 files): run 'ghost' is not registered",
+    ),
+    "a file outside the partitions": (
+        "run=main/loose.parquet is not in a run=RUN/step=STEP/ partition",
+    ),
+    "a step that is not an integer": ("partition step=1e2",),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_LAKES))
+def test_bad_lakes_get_one_line(case: str, gov, workspace, steps, tmp_path: Path) -> None:
+    lake = _lake_case(case, tmp_path / "lake")
+    out = tmp_path / "c.jsonl"
+    result = gov("aggregate", str(lake), "--out", str(out), cwd=workspace)
+    assert result.exit_code == 2, result.stdout
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    for fragment in BAD_LAKES[case]:
+        assert fragment in result.stderr, (fragment, result.stderr)
+    assert not out.exists()
+
+
+def test_spark_without_java_is_one_line(workspace: Path, steps, tmp_path: Path) -> None:
+    pytest.importorskip("pyspark")
+    lake = write_lake(tmp_path / "lake", mixed(100, 4))
+    out = tmp_path / "c.jsonl"
+    bare = tmp_path / "bin"
+    bare.mkdir()
+    (bare / "git").symlink_to(shutil.which("git") or "/usr/bin/git")
+    env = {k: v for k, v in os.environ.items() if k != "JAVA_HOME"}
+    env["PATH"] = str(bare)
+    proc = subprocess.run(
+        [sys.executable, "-c", "import cli; cli.main()", "aggregate", str(lake), "--out",
+         str(out), "--engine", "spark"],
+        cwd=workspace, env={**env, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+        check=False,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.splitlines() == [
+        "gov: error: the Spark engine cannot start: no Java here (java is not on PATH and "
+        "JAVA_HOME is unset); install a JDK 17, e.g. apt-get install openjdk-17-jre-headless, "
+        "or use --engine duckdb"
+    ]
+    assert not out.exists()
+
+
+# -- Spark: the same SQL, transpiled, on the same lakes ------------------------------------------
+def ensure_java() -> str:
+    """Debian's Java 17, installed by the test set-up where it is missing (root, apt), as
+    test_report installs Chromium."""
+    java = shutil.which("java")
+    if java is None and shutil.which("apt-get") and os.geteuid() == 0:
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, capture_output=True)
+        subprocess.run(
+            ["apt-get", "install", "-y", "-qq", "openjdk-17-jre-headless"],
+            check=True,
+            env=env,
+            capture_output=True,
+        )
+        java = shutil.which("java")
+    assert java is not None, "Java is needed: apt-get install openjdk-17-jre-headless"
+    return java
+
+
+@pytest.fixture(scope="session")
+def spark() -> Iterator[Any]:
+    """One local[2] Spark session for every Spark test (the JVM starts once)."""
+    ensure_java()
+    from pyspark.sql import SparkSession
+
+    session = (
+        SparkSession.builder.master("local[2]")
+        .appName("gov tests")
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.sql.shuffle.partitions", "2")
+        .config("spark.sql.session.timeZone", "UTC")
+        .getOrCreate()
+    )
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()
+
+
+@pytest.mark.spark
+def test_the_sql_transpiles_to_spark_and_counts_the_same(
+    spark, gov, workspace: Path, steps, tmp_path: Path
+) -> None:
+    translated = for_engine(COUNTS, "spark")
+    assert "FILTER(evidence, x ->" in translated and "x.`end`" in translated
+    # integer episode ids in one file, string ids in another; confidence as FLOAT; no evidence
+    records = GOOD + [episode(200, 7000 + i, VERDICT_MIX[i]) for i in range(10)]
+    lake = write_lake(tmp_path / "lake", GOOD, files=3)
+    write_file(
+        lake / "run=main/step=200/ints.parquet",
+        [{**r, "episode": 7000 + i} for i, r in enumerate(records[-10:])],
+        {**TYPES, "episode": "BIGINT", "confidence": "FLOAT", "evidence": None},
+    )
+    outs = {}
+    for engine in ("duckdb", "spark"):
+        out = tmp_path / f"{engine}.jsonl"
+        result = gov("aggregate", str(lake), "--out", str(out), "--engine", engine, cwd=workspace)
+        assert result.exit_code == 0, result.stderr
+        outs[engine] = out
+    assert outs["duckdb"].read_bytes() == outs["spark"].read_bytes()
+    assert read_counts(outs["spark"]) == expected_counts(
+        [*GOOD, *({**r, "episode": str(7000 + i)} for i, r in enumerate(records[-10:]))]
+    )
+    manifests = [json.loads(Path(f"{o}.manifest.json").read_text()) for o in outs.values()]
+    assert [m.pop("engine") for m in manifests] == ["duckdb", "spark"]
+    assert manifests[0] == manifests[1]
+
+
+@pytest.mark.spark
+def test_both_engines_refuse_the_same_rows_the_same_way(
+    spark, gov, workspace: Path, steps, tmp_path: Path
+) -> None:
+    lakes: dict[str, Path] = {}
+    for i, (case, (bad, _)) in enumerate(ROW_CASES.items()):
+        lakes[case] = _bad_lake(tmp_path / f"lake{i}", bad)[0]
+    conflicted = write_lake(tmp_path / "conflict", mixed(100, 6))
+    write_file(
+        conflicted / "run=main/step=100/part-9.parquet",
+        [episode(100, 50), {**mixed(100, 6)[0], "verdict": "rationalized"}],
+        TYPES,
+    )
+    lakes["same episode two verdicts"] = conflicted
+    lakes["many"] = write_lake(tmp_path / "many", [episode(100, i, "bogus") for i in range(25)])
+    for case, lake in lakes.items():
+        said = {}
+        for engine in ("duckdb", "spark"):
+            out = tmp_path / f"{engine}.jsonl"
+            result = gov(
+                "aggregate", str(lake), "--out", str(out), "--engine", engine, cwd=workspace
+            )
+            assert result.exit_code == 2, (case, engine, result.stdout)
+            assert not out.exists()
+            said[engine] = result.stderr
+        assert said["duckdb"] == said["spark"], case
