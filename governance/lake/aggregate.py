@@ -27,7 +27,7 @@ from ..registry import Registry
 from ..storage import atomic_write
 from .engines import Engine, start
 from .listing import Hashing, Lake, as_record, check_schemas, list_lake
-from .sql import BAD_BY_FILE, COUNTS, ROWS_OF_FILE
+from .sql import BAD_BY_FILE, COUNTS, ROWS_OF_FILE, judgment
 
 Key = tuple[Any, ...]  # run, step, environment, environment_version, judge, judge_version
 _KEY_FIELDS = ("run", "step", "environment", "environment_version", "judge", "judge_version")
@@ -67,7 +67,7 @@ def aggregate(
     check_schemas(lake)
     if lake.records == 0:
         raise GovError(f"{lake.root}: no records: the lake's files hold no judged episodes")
-    runner = start(engine, master, lake.root)
+    runner = start(engine, master)
     hashing = Hashing(lake.files).start()
     try:
         runner.load(lake)
@@ -100,7 +100,7 @@ def _count(runner: Engine, lake: Lake, join: Join) -> tuple[dict[Group, Tally], 
         if key not in bad_keys and (why := _key_problem(key, join)) is not None:
             bad_keys[key] = why
     for row in rows:
-        key, judged_records, bad, conflicted = tuple(row[:6]), row[9], row[10], row[11]
+        key, judged_records, bad, conflicted = tuple(row[:6]), row[8], row[9], row[10]
         records += judged_records
         problems += (judged_records if key in bad_keys else bad) + conflicted
     if records != lake.records:  # every row of every file is counted, or none is trusted
@@ -112,7 +112,7 @@ def _count(runner: Engine, lake: Lake, join: Join) -> tuple[dict[Group, Tally], 
     for row in rows:
         group = join.group(*row[:6])
         assert not isinstance(group, str)
-        verdict, divergent, judged = row[6], bool(row[7]), row[8]
+        (verdict, divergent), judged = judgment(row[6]), row[7]
         tallies.setdefault(group, Tally()).add_verdict(verdict, divergent, judged)
         counted += judged
     return tallies, records, records - counted

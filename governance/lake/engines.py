@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
@@ -60,11 +61,11 @@ class Engine(Protocol):
     def close(self) -> None: ...
 
 
-def start(engine: str, master: str | None, lake_root: Path) -> Engine:
+def start(engine: str, master: str | None) -> Engine:
     if engine == "duckdb":
         if master is not None:
             raise GovError("--master is Spark's: DuckDB runs in this process")
-        return DuckDBEngine(lake_root)
+        return DuckDBEngine()
     if engine == "spark":
         return SparkEngine(master)
     raise GovError(f"no engine {engine!r}: one of {', '.join(ENGINES)}")
@@ -80,9 +81,9 @@ class DuckDBEngine:
 
     name = "duckdb"
 
-    def __init__(self, lake_root: Path) -> None:
-        del lake_root  # the same signature as Spark's is not needed: DuckDB reads paths as given
-        self.con = duckdb_connect({"memory_limit": "1GB"})
+    def __init__(self) -> None:
+        self.spill = Path(tempfile.mkdtemp(prefix="gov-aggregate-"))
+        self.con = duckdb_connect({"memory_limit": "1GB", "temp_directory": str(self.spill)})
         self.con.execute("SET preserve_insertion_order = false")
 
     def load(self, lake: Lake) -> None:
@@ -109,6 +110,7 @@ class DuckDBEngine:
 
     def close(self) -> None:
         self.con.close()
+        shutil.rmtree(self.spill, ignore_errors=True)
 
 
 class SparkEngine:
@@ -146,7 +148,9 @@ class SparkEngine:
             .config("spark.ui.showConsoleProgress", "false")
             .config("spark.sql.session.timeZone", "UTC")
         )
-        if master is not None or not os.environ.get("SPARK_MASTER"):
+        # Under spark-submit the JVM is already up (its gateway port is set) and its master is
+        # spark-submit's --master: only a master given here overrides it.
+        if master is not None or not os.environ.get("PYSPARK_GATEWAY_PORT"):
             builder = builder.master(master or "local[*]")
         try:
             self.spark = builder.getOrCreate()

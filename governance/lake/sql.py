@@ -19,6 +19,14 @@ from ..judgments import VERDICTS
 
 _PARTITION = r"'/run=([^/]+)/step=([0-9]+)/[^/]+$'"
 _VERDICTS = ", ".join(f"'{v}'" for v in VERDICTS)
+# A judgment as one small integer, 2 x the verdict's place in VERDICTS + divergent: the
+# per-episode GROUP BY (the costly part) then carries two integers, not two strings and two
+# booleans (a quarter less time on DuckDB). `judgment` below reads it back.
+_JUDGMENT = (
+    "CASE verdict "
+    + " ".join(f"WHEN '{v}' THEN {2 * i}" for i, v in enumerate(VERDICTS))
+    + " END + CAST(divergent AS INT)"
+)
 
 # A row passes only if the pydantic model would take it too (the error path asks the model
 # itself, and a disagreement is a bug): the key fields are checked once per distinct value, in
@@ -39,14 +47,13 @@ SELECT file, file_row, environment, environment_version, judge, judge_version, e
          WHEN evidence IS NOT NULL AND array_length(list_filter(evidence, lambda x: x IS NULL
               OR x.start IS NULL OR x."end" IS NULL OR x.quote IS NULL OR x.start < 0
               OR x."end" <= x.start)) > 0 THEN 'evidence'
-       END AS problem
+       END AS problem,
+       {_JUDGMENT} AS judgment
 FROM episodes
 """
 
 _KEY = "run, step, environment, environment_version, judge, judge_version"
-_CONFLICTED = (
-    "min(verdict) <> max(verdict) OR min(CAST(divergent AS INT)) <> max(CAST(divergent AS INT))"
-)
+_CONFLICTED = "min(judgment) <> max(judgment)"
 
 # The counts: each episode once per (partition, environment version, judge version); an
 # episode judged the same way twice counts once (records - judged says how many repeats), one
@@ -54,18 +61,23 @@ _CONFLICTED = (
 COUNTS = f"""
 WITH judged AS ({_JUDGED}),
 per_episode AS (
-  SELECT {_KEY}, episode, min(verdict) AS verdict,
-         min(CAST(divergent AS INT)) AS divergent, count(*) AS copies,
+  SELECT {_KEY}, episode, min(judgment) AS judgment, count(*) AS copies,
          count(problem) AS bad,
          CASE WHEN {_CONFLICTED} THEN 1 ELSE 0 END AS conflicted
   FROM judged
   GROUP BY {_KEY}, episode
 )
-SELECT {_KEY}, verdict, divergent, count(*) AS judged, sum(copies) AS records,
+SELECT {_KEY}, judgment, count(*) AS judged, sum(copies) AS records,
        sum(bad) AS bad, sum(conflicted) AS conflicted
 FROM per_episode
-GROUP BY {_KEY}, verdict, divergent
+GROUP BY {_KEY}, judgment
 """
+
+
+def judgment(code: int) -> tuple[str, bool]:
+    """The verdict and divergent flag of a `judgment` code."""
+    return VERDICTS[code // 2], bool(code % 2)
+
 
 # Only when COUNTS found something wrong: per file and key, the rows with a per-row problem
 # and the rows of episodes judged two ways, so that the first bad rows can be named in the
