@@ -95,9 +95,8 @@ def _count(runner: Engine, lake: Lake, join: Join) -> tuple[dict[Group, Tally], 
     rows = list(runner.rows(COUNTS))
     bad_keys: dict[Key, str] = {}
     problems = records = 0
-    for row in rows:
-        key = tuple(row[:6])
-        if key not in bad_keys and (why := _key_problem(key, join)) is not None:
+    for key in {tuple(row[:6]) for row in rows}:  # each distinct key once
+        if (why := _key_problem(key, join)) is not None:
             bad_keys[key] = why
     for row in rows:
         key, judged_records, bad, conflicted = tuple(row[:6]), row[8], row[9], row[10]
