@@ -151,6 +151,38 @@ class Pass:
     found: int = 0  # checkpoint folders of the layout seen, complete or not
 
 
+@dataclass
+class State:
+    """What a watcher keeps between looks (in `.gov/watch/`): the steps seen and not registered
+    yet, those reported lost, those judged, each checked one with the judgments it was checked
+    on, and the report files ingested (by name, with their size and mtime)."""
+
+    seen: set[int] = field(default_factory=set)
+    lost: set[int] = field(default_factory=set)
+    judged: set[int] = field(default_factory=set)
+    checked: dict[int, int] = field(default_factory=dict)
+    reports: dict[str, list[int]] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, data: dict[str, Any]) -> State:
+        return cls(
+            seen={int(s) for s in data.get("seen", [])},
+            lost={int(s) for s in data.get("lost", [])},
+            judged={int(s) for s in data.get("judged", [])},
+            checked={int(k): int(v) for k, v in dict(data.get("checked", {})).items()},
+            reports={str(k): [int(x) for x in v] for k, v in data.get("reports", {}).items()},
+        )
+
+    def dump(self) -> dict[str, Any]:
+        return {
+            "seen": sorted(self.seen),
+            "lost": sorted(self.lost),
+            "checked": {str(k): v for k, v in sorted(self.checked.items())},
+            "judged": sorted(self.judged),
+            "reports": self.reports,
+        }
+
+
 @dataclass(frozen=True)
 class Gate:
     """What the watcher does with judgments: the folder judge reports are dropped in (each
@@ -241,36 +273,18 @@ class Watcher:
     def __exit__(self, *_: object) -> None:
         self.lock.release()
 
-    def _state(self) -> dict[str, Any]:
-        """The steps seen and not registered yet, those reported lost and those checked, and
-        the report files ingested (by name, with their size and mtime)."""
+    def _state(self) -> State:
         try:
-            data = json.loads(self.state_path.read_text(encoding="utf-8"))
-            return {
-                "seen": {int(s) for s in data.get("seen", [])},
-                "lost": {int(s) for s in data.get("lost", [])},
-                "checked": {int(k): int(v) for k, v in dict(data.get("checked", {})).items()},
-                "judged": {int(s) for s in data.get("judged", [])},
-                "reports": {str(k): list(v) for k, v in data.get("reports", {}).items()},
-            }
+            return State.parse(json.loads(self.state_path.read_text(encoding="utf-8")))
         except (OSError, ValueError, TypeError, AttributeError):
             # No state yet, or a broken one: what is registered is the registry's to say; at
             # worst a loss goes unreported, a report is read again (ingest keeps it once) or a
             # checkpoint is checked again.
-            return {"seen": set(), "lost": set(), "checked": {}, "judged": set(), "reports": {}}
+            return State()
 
-    def _keep(self, state: dict[str, Any]) -> None:
-        record = {
-            "root": str(self.root),
-            "layout": self.layout.name,
-            "run": self.run,
-            "seen": sorted(state["seen"]),
-            "lost": sorted(state["lost"]),
-            "checked": {str(k): v for k, v in sorted(state["checked"].items())},
-            "judged": sorted(state["judged"]),
-            "reports": state["reports"],
-        }
-        atomic_write(self.state_path, (json.dumps(record) + "\n").encode())
+    def _keep(self, state: State) -> None:
+        record = {"root": str(self.root), "layout": self.layout.name, "run": self.run}
+        atomic_write(self.state_path, (json.dumps({**record, **state.dump()}) + "\n").encode())
 
     def look(self) -> Pass:
         """Pin and register every complete checkpoint not registered yet, oldest first."""
@@ -280,7 +294,7 @@ class Watcher:
         found = {f.step: f for f in self.layout.scan(self.folder())}
         done.found = len(found)
         state = self._state()
-        seen, lost = state["seen"], state["lost"]
+        seen, lost = state.seen, state.lost
         gone = (seen - set(found)) | {s for s, f in found.items() if f.deleted}
         for step in sorted(gone - registered - lost):
             self._lost(step, done)
@@ -305,7 +319,7 @@ class Watcher:
             elif step in done.lost:
                 seen.discard(step)
                 lost.add(step)
-        state["seen"] = seen - registered
+        state.seen = seen - registered
         if self.gate.rollouts is not None and self.gate.judge is not None:
             self._judge(state, registered, done)
         if self.reports is not None:
@@ -320,7 +334,7 @@ class Watcher:
             return objectstore.S3Folder.open(self.root)
         return self.root
 
-    def _judge(self, state: dict[str, Any], registered: set[int], done: Pass) -> None:
+    def _judge(self, state: State, registered: set[int], done: Pass) -> None:
         """Judge the rollouts of each registered checkpoint not judged yet: those the framework
         dumped after the previous checkpoint, up to and at this one (written by the time the
         checkpoint is complete), counted at this checkpoint. A report goes to the reports
@@ -334,7 +348,7 @@ class Watcher:
         ordered = sorted(registered)
         versions: dict[str, int | str] | None = None
         for i, step in enumerate(ordered):
-            if step in state["judged"]:
+            if step in state.judged:
                 continue
             previous = ordered[i - 1] if i else -1
             files = _since(by_step, previous, step)
@@ -362,10 +376,10 @@ class Watcher:
                 done.problems.append(f"{ref}: {exc.message}")
                 self.say(f"gov: error: {ref}: {exc.message}")
                 continue
-            state["judged"].add(step)
+            state.judged.add(step)
             self.say(f"judged {ref}: {len(found_t)} rollouts from {len(files)} dumps -> {report}")
 
-    def _take_reports(self, state: dict[str, Any], done: Pass) -> None:
+    def _take_reports(self, state: State, done: Pass) -> None:
         """Ingest each report file dropped in the reports folder once (a bad one: its line,
         and it is read again when it changes)."""
         from .ingest import ingest
@@ -376,7 +390,7 @@ class Watcher:
             if path.name.endswith(".unjudged.jsonl") or path.name.startswith("transcripts-"):
                 continue  # what gov judge run writes beside its report, and its input
             stamp = [path.stat().st_size, path.stat().st_mtime_ns]
-            if state["reports"].get(path.name) == stamp:
+            if state.reports.get(path.name) == stamp:
                 continue
             try:
                 ingest(self.registry, [path])
@@ -384,11 +398,11 @@ class Watcher:
                 done.problems.append(exc.message)
                 self.say(f"gov: error: {exc.message}")
                 continue
-            state["reports"][path.name] = stamp
+            state.reports[path.name] = stamp
             done.ingested.append(path.name)
             self.say(f"ingested {path}")
 
-    def _check(self, state: dict[str, Any], registered: set[int], done: Pass) -> None:
+    def _check(self, state: State, registered: set[int], done: Pass) -> None:
         """Check, and record the decision at, each registered checkpoint of the run whose
         judgments have arrived, oldest first: once, and again when more arrive for it (a second
         judge's report); on a block, the stop marker."""
@@ -404,12 +418,12 @@ class Watcher:
             s: int(per[i]) for i, (r, s) in enumerate(table.checkpoints) if r == self.run and per[i]
         }
         for step in sorted(set(judged) & registered):
-            if state["checked"].get(step) == judged[step]:
+            if state.checked.get(step) == judged[step]:
                 continue
             ref = f"{self.run}@{step}"
             decision = gates.decide(self.registry, ref)
             gates.record(self.registry, decision)
-            state["checked"][step] = judged[step]
+            state.checked[step] = judged[step]
             done.checked.append((ref, decision.outcome))
             fired = sorted({r.policy for r in decision.fired})
             self.say(
