@@ -5,6 +5,7 @@ same episodes as JSONL."""
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import os
 import re
@@ -195,6 +196,24 @@ def test_counts_match_python_and_ingest_keeps_the_manifest(
     kept = workspace / entry.lake
     assert kept.read_bytes() == (tmp_path / "counts" / "c.jsonl.manifest.json").read_bytes()
     assert entry.lake in git.Repo(workspace).head.commit.stats.files
+
+
+@pytest.mark.parametrize("listed", [10_000, 0])
+def test_repeats_counted_once_whether_listed_by_hash_or_not(
+    listed: int, gov, workspace: Path, steps, tmp_path: Path, monkeypatch
+) -> None:
+    """Episodes repeated within a file and across files of one partition count once; the same
+    episode id in another partition or environment is another episode. With `listed` 0 the
+    repeats are found by grouping every episode, not by the hashes COUNTS listed."""
+    module = importlib.import_module("governance.lake.aggregate")  # the package names a function so
+    monkeypatch.setattr(module, "_LISTED_HASHES", listed)
+    records = [*GOOD, *GOOD[:7], GOOD[50], GOOD[50], *(dict(r, step=200) for r in GOOD[:3])]
+    lake = write_lake(tmp_path / "lake", records, files=3)
+    out = tmp_path / "c.jsonl"
+    result = gov("aggregate", str(lake), "--out", str(out), cwd=workspace)
+    assert result.exit_code == 0, result.stderr
+    assert "9 repeated judgments counted once" in result.stdout
+    assert read_counts(out) == expected_counts(records)
 
 
 def test_aggregate_then_ingest_equals_ingesting_the_episodes(
@@ -463,7 +482,7 @@ def test_the_sql_transpiles_to_spark_and_counts_the_same(
     assert "FILTER(evidence, x ->" in translated and "x.`end`" in translated
     # integer episode ids in one file, string ids in another; confidence as FLOAT; no evidence
     records = GOOD + [episode(200, 7000 + i, VERDICT_MIX[i]) for i in range(10)]
-    lake = write_lake(tmp_path / "lake", GOOD, files=3)
+    lake = write_lake(tmp_path / "lake", [*GOOD, GOOD[3], GOOD[60]], files=3)  # two repeats
     write_file(
         lake / "run=main/step=200/ints.parquet",
         [{**r, "episode": 7000 + i} for i, r in enumerate(records[-10:])],

@@ -27,7 +27,7 @@ from ..registry import Registry
 from ..storage import atomic_write
 from .engines import Engine, start
 from .listing import Hashing, Lake, as_record, check_schemas, list_lake
-from .sql import BAD_BY_FILE, COUNTS, ROWS_OF_FILE, judgment
+from .sql import BAD_BY_FILE, COUNTS, REPEATS, ROWS_OF_FILE, judgment
 
 Key = tuple[Any, ...]  # run, step, environment, environment_version, judge, judge_version
 _KEY_FIELDS = ("run", "step", "environment", "environment_version", "judge", "judge_version")
@@ -91,27 +91,43 @@ def _key_problem(key: Key, join: Join) -> str | None:
     return group if isinstance(group, str) else None
 
 
+# Above this many repeated hashes REPEATS checks every episode rather than list them all.
+_LISTED_HASHES = 10_000
+
+
 def _count(runner: Engine, lake: Lake, join: Join) -> tuple[dict[Group, Tally], int, int]:
     rows = list(runner.rows(COUNTS))
+    combos = [r for r in rows if r[0] == 1]  # by_key, *key, judgment, k, records, bad
+    hashes = [r[8] for r in rows if r[0] == 0]
     bad_keys: dict[Key, str] = {}
-    problems = records = 0
-    for key in {tuple(row[:6]) for row in rows}:  # each distinct key once
+    for key in {tuple(row[1:7]) for row in combos}:  # each distinct key once
         if (why := _key_problem(key, join)) is not None:
             bad_keys[key] = why
-    for row in rows:
-        key, judged_records, bad, conflicted = tuple(row[:6]), row[8], row[9], row[10]
-        records += judged_records
-        problems += (judged_records if key in bad_keys else bad) + conflicted
+    records = sum(r[9] for r in combos)
     if records != lake.records:  # every row of every file is counted, or none is trusted
         raise RuntimeError(f"{runner.name} read {records} rows of {lake.records}")
+    repeats: dict[tuple[Key, int], int] = {}  # (key, judgment) -> rows that repeat a judgment
+    conflicted = 0
+    if hashes:
+        listed = ", ".join(str(int(h)) for h in hashes)
+        where = f"WHERE k IN ({listed})" if len(hashes) <= _LISTED_HASHES else ""
+        for row in runner.rows(REPEATS.format(where=where)):
+            key, code, copies, two_ways = tuple(row[:6]), row[7], row[8], row[9]
+            if two_ways:
+                conflicted += 1
+            elif code is not None:
+                repeats[(key, code)] = repeats.get((key, code), 0) + copies - 1
+    problems = conflicted + sum(r[9] if tuple(r[1:7]) in bad_keys else r[10] for r in combos)
     if problems:
         _explain(runner, lake, bad_keys, problems)
     tallies: dict[Group, Tally] = {}
     counted = 0
-    for row in rows:
-        group = join.group(*row[:6])
+    for row in combos:
+        key = tuple(row[1:7])
+        group = join.group(*key)
         assert not isinstance(group, str)
-        (verdict, divergent), judged = judgment(row[6]), row[7]
+        judged = row[9] - repeats.get((key, row[7]), 0)
+        verdict, divergent = judgment(row[7])
         tallies.setdefault(group, Tally()).add_verdict(verdict, divergent, judged)
         counted += judged
     return tallies, records, records - counted

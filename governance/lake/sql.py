@@ -14,6 +14,7 @@ both engines: the listing has already checked that every path ends in run=RUN/st
 from __future__ import annotations
 
 import functools
+import re
 
 from ..judgments import VERDICTS
 
@@ -32,7 +33,7 @@ _JUDGMENT = (
 # itself, and a disagreement is a bug): the key fields are checked once per distinct value, in
 # Python, with the model's own types; the file schema has fixed every column's type; what is
 # left is per row.
-_JUDGED = f"""
+_ROWS = f"""
 SELECT file, file_row, environment, environment_version, judge, judge_version, episode,
        verdict, divergent, confidence, evidence, schema_version,
        regexp_extract(file, {_PARTITION}, 1) AS run,
@@ -55,22 +56,37 @@ FROM episodes
 _KEY = "run, step, environment, environment_version, judge, judge_version"
 _CONFLICTED = "min(judgment) <> max(judgment)"
 
-# The counts: each episode once per (partition, environment version, judge version); an
-# episode judged the same way twice counts once (records - judged says how many repeats), one
-# judged two ways is `conflicted`. `bad` counts rows with a per-row problem.
+# Each row with `k`, a 64-bit hash of its episode's key: rows of one episode share it.
+_JUDGED = f"""
+SELECT *, hash({_KEY}, episode) AS k FROM ({_ROWS})
+"""
+
+# The counts, in one pass that groups the rows two ways at once: by key and judgment (a few
+# thousand groups: by_key = 1, `records` rows, `bad` of them with a per-row problem), and by
+# the episode hash `k`, keeping only hashes seen more than once (by_key = 0). Grouping by one
+# integer instead of seven columns is what makes the duplicate check cheap (about 40% less CPU
+# than a GROUP BY of every episode's key); a hash shared by rows of different episodes (two
+# keys that collide) is harmless, because REPEATS then checks the candidates by their keys.
 COUNTS = f"""
-WITH judged AS ({_JUDGED}),
-per_episode AS (
-  SELECT {_KEY}, episode, min(judgment) AS judgment, count(*) AS copies,
-         count(problem) AS bad,
-         CASE WHEN {_CONFLICTED} THEN 1 ELSE 0 END AS conflicted
-  FROM judged
-  GROUP BY {_KEY}, episode
-)
-SELECT {_KEY}, judgment, count(*) AS judged, sum(copies) AS records,
-       sum(bad) AS bad, sum(conflicted) AS conflicted
-FROM per_episode
-GROUP BY {_KEY}, judgment
+WITH judged AS ({_JUDGED})
+SELECT GROUPING(k) AS by_key, {_KEY}, judgment, k, count(*) AS records,
+       count(problem) AS bad
+FROM judged
+GROUP BY GROUPING SETS (({_KEY}, judgment), (k))
+HAVING GROUPING(k) = 1 OR count(*) > 1
+"""
+
+# The episodes listed more than once, by their keys: among the rows whose hash COUNTS saw more
+# than once (`{{where}}`: WHERE k IN (...); left empty, every episode is checked, for a lake of
+# very many repeats). An episode judged the same way each time counts once; one judged two ways
+# is `conflicted`.
+REPEATS = f"""
+WITH judged AS ({_JUDGED})
+SELECT {_KEY}, episode, min(judgment) AS judgment, count(*) AS copies,
+       CASE WHEN {_CONFLICTED} THEN 1 ELSE 0 END AS conflicted
+FROM judged {{where}}
+GROUP BY {_KEY}, episode
+HAVING count(*) > 1
 """
 
 
@@ -113,11 +129,16 @@ ORDER BY file_row
 """
 
 
-@functools.cache
+@functools.lru_cache(maxsize=64)
 def for_engine(sql: str, engine: str) -> str:
-    """The SQL as `engine` runs it: DuckDB's as written, Spark's translated by sqlglot."""
+    """The SQL as `engine` runs it: DuckDB's as written, Spark's translated by sqlglot.
+
+    One word is not translated but chosen: `hash` is DuckDB's 64-bit hash, and sqlglot
+    keeps the name, which on Spark is a 32-bit hash (thousands of collisions in ten million
+    episodes, each a candidate REPEATS must check). Spark's 64-bit hash is xxhash64."""
     if engine == "duckdb":
         return sql
     import sqlglot
 
-    return str(sqlglot.transpile(sql, read="duckdb", write="spark")[0])
+    translated = str(sqlglot.transpile(sql, read="duckdb", write="spark")[0])
+    return re.sub(r"\bHASH\(", "XXHASH64(", translated)
