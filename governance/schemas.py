@@ -9,7 +9,7 @@ from pydantic import BaseModel
 
 from .counts import ReportEntry
 from .errors import GovError
-from .judgments import report_json_schema
+from .judgments import LakeManifest, report_json_schema
 from .models import Checkpoint, Environment, Flag, Judge, Run, WorkspaceConfig
 from .policies import Policy
 from .records import AuditEntry, Decision, Override, Rollback
@@ -21,6 +21,10 @@ _MODELS: dict[str, tuple[type[BaseModel], str]] = {
     "judge": (Judge, "registry/judges/<judge>.yaml"),
     "flag": (Flag, "registry/flags/<env>.yaml"),
     "ledger": (ReportEntry, "a line of registry/reports.jsonl"),
+    "lake-manifest": (
+        LakeManifest,
+        "COUNTS.jsonl.manifest.json, kept as registry/lakes/<md5>.json",
+    ),
     "policy": (Policy, "policies/<name>.yaml"),
     "audit-entry": (AuditEntry, "a line of audit/trail.jsonl"),
     "decision": (Decision, "audit/decisions/<run>@<step>.<digest>.json"),
