@@ -518,6 +518,10 @@ def test_both_engines_refuse_the_same_rows_the_same_way(
     )
     lakes["same episode two verdicts"] = conflicted
     lakes["many"] = write_lake(tmp_path / "many", [episode(100, i, "bogus") for i in range(25)])
+    # Spark names files by URI (a space is %20): the refusal still names the file as it is
+    odd = write_lake(tmp_path / "odd name", mixed(100, 4))
+    write_file(odd / "run=main/step=100/part 9%.parquet", [episode(100, 1, "bogus")], TYPES)
+    lakes["a file name a URI must escape"] = odd
     for case, lake in lakes.items():
         said = {}
         for engine in ("duckdb", "spark"):
@@ -529,3 +533,4 @@ def test_both_engines_refuse_the_same_rows_the_same_way(
             assert not out.exists()
             said[engine] = result.stderr
         assert said["duckdb"] == said["spark"], case
+    assert "run=main/step=100/part 9%.parquet row 1: field verdict" in said["spark"]

@@ -177,8 +177,12 @@ class SparkEngine:
     def rows(self, sql: str, params: list[Any] | None = None) -> Iterator[tuple[Any, ...]]:
         # collect, not toLocalIterator (a job per partition): the counts are small, and the
         # error path asks for one file's rows at a time
-        frame = self.spark.sql(for_engine(sql, self.name), args=params or None)
-        for row in frame.collect():
+        try:
+            rows = self.spark.sql(for_engine(sql, self.name), args=params or None).collect()
+        except Exception as exc:  # a lost executor, a file gone from the shared file system
+            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else repr(exc)
+            raise GovError(f"the Spark engine failed: {first}") from exc
+        for row in rows:
             yield tuple(_plain(v) for v in row)
 
     def file_of(self, name: str) -> str:
