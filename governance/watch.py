@@ -387,8 +387,8 @@ class Watcher:
 
         assert self.reports is not None
         for path in report_files(self.reports):
-            if path.name.endswith(".unjudged.jsonl") or path.name.startswith("transcripts-"):
-                continue  # what gov judge run writes beside its report, and its input
+            if path.name.startswith("transcripts-"):
+                continue  # the watcher's own input to gov judge run, kept beside its report
             stamp = [path.stat().st_size, path.stat().st_mtime_ns]
             if state.reports.get(path.name) == stamp:
                 continue

@@ -450,11 +450,13 @@ def test_duckdb_never_draws_its_own_progress_bar() -> None:
 
 def test_a_folder_of_reports_is_ingested_by_name(gov, workspace: Path, reports: Path) -> None:
     """`gov ingest --dir`: every .jsonl, .jsonl.gz and .parquet file in the folder, in one
-    change; other files are not reports."""
+    change; other files, and the unjudged episodes gov judge run writes, are not reports."""
     write_jsonl(reports / "a.jsonl", mixed(100, 10))
     with gzip.open(reports / "b.jsonl.gz", "wt") as handle:
         handle.write("".join(json.dumps(r) + "\n" for r in mixed(200, 5)))
     (reports / "notes.txt").write_text("not a report")
+    # what gov judge run keeps beside its report: episodes it could not judge, not judgments
+    (reports / "a.jsonl.unjudged.jsonl").write_text('{"episode_id": "e1", "error": "timeout"}\n')
     done = gov("ingest", "--dir", str(reports), cwd=workspace)
     assert done.exit_code == 0, done.stderr
     assert open_registry(workspace).summary().judgments == 15

@@ -31,9 +31,19 @@ Progress = Callable[[str, float], None]
 REPORT_SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet")
 
 
+# What `gov judge run` writes beside its report: the episodes it could not judge (transcripts,
+# not judgments)
+UNJUDGED_SUFFIX = ".unjudged.jsonl"
+
+
 def report_files(folder: Path) -> list[Path]:
-    """The report files in a folder (by name), in name order."""
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.name.endswith(REPORT_SUFFIXES))
+    """The report files in a folder (by name), in name order; the unjudged episodes `gov judge
+    run` keeps beside a report are not one."""
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and p.name.endswith(REPORT_SUFFIXES) and not p.name.endswith(UNJUDGED_SUFFIX)
+    )
 
 
 def sniff(path: Path) -> Format:

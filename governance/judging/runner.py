@@ -25,7 +25,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
 from ..errors import GovError
-from ..ingest.formats import lines, sniff, validation_message
+from ..ingest.formats import UNJUDGED_SUFFIX, lines, sniff, validation_message
 from ..judgments import JudgedEpisode
 from ..models import Name
 from ..storage import atomic_write
@@ -224,7 +224,7 @@ def run(
 ) -> Outcome:
     """Judge every transcript; write the report (whole or not at all), the list of unjudged
     episodes beside it, and the run's settings (`.meta.json`)."""
-    outcome = Outcome(out, out.with_name(out.name + ".unjudged.jsonl"))
+    outcome = Outcome(out, out.with_name(out.name + UNJUDGED_SUFFIX))
     limiter = Limiter(settings.requests_per_minute, settings.tokens_per_minute)
     lock = threading.Lock()
     results: list[tuple[JudgedEpisode | None, str | None, int]] = [
