@@ -156,6 +156,20 @@ def steps(registry, artifact) -> None:
         registry.add_checkpoint("main", step, artifact(f"s{step}.pt"), {"math": 1.0})
 
 
+@pytest.fixture(scope="module")
+def lake_ws(workspace_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A workspace with checkpoints main@100 and main@200, shared by the tests that only
+    aggregate or are refused (neither changes it): built once, not once per test."""
+    root = _copy_workspace(workspace_template, tmp_path_factory.mktemp("lake-ws"))
+    reg = open_registry(root)
+    for step in (100, 200):
+        art = root / "ckpt" / f"s{step}.pt"
+        art.parent.mkdir(exist_ok=True)
+        art.write_bytes(f"s{step}.pt".encode() * 50)
+        reg.add_checkpoint("main", step, art, {"math": 1.0})
+    return root
+
+
 def _copy_workspace(template: Path, where: Path) -> Path:
     root = where / "repo"
     shutil.copytree(template, root, symlinks=True)
@@ -200,7 +214,7 @@ def test_counts_match_python_and_ingest_keeps_the_manifest(
 
 @pytest.mark.parametrize("listed", [10_000, 0])
 def test_repeats_counted_once_whether_listed_by_hash_or_not(
-    listed: int, gov, workspace: Path, steps, tmp_path: Path, monkeypatch
+    listed: int, gov, lake_ws: Path, tmp_path: Path, monkeypatch
 ) -> None:
     """Episodes repeated within a file and across files of one partition count once; the same
     episode id in another partition or environment is another episode. With `listed` 0 the
@@ -210,7 +224,7 @@ def test_repeats_counted_once_whether_listed_by_hash_or_not(
     records = [*GOOD, *GOOD[:7], GOOD[50], GOOD[50], *(dict(r, step=200) for r in GOOD[:3])]
     lake = write_lake(tmp_path / "lake", records, files=3)
     out = tmp_path / "c.jsonl"
-    result = gov("aggregate", str(lake), "--out", str(out), cwd=workspace)
+    result = gov("aggregate", str(lake), "--out", str(out), cwd=lake_ws)
     assert result.exit_code == 0, result.stderr
     assert "9 repeated judgments counted once" in result.stdout
     assert read_counts(out) == expected_counts(records)
@@ -300,12 +314,12 @@ def _first(stderr: str) -> str:
 
 @pytest.mark.parametrize("case", list(ROW_CASES))
 def test_bad_rows_are_named_as_ingest_names_them(
-    case: str, gov, workspace: Path, steps, tmp_path: Path
+    case: str, gov, lake_ws: Path, tmp_path: Path
 ) -> None:
     bad, fragments = ROW_CASES[case]
     lake, name = _bad_lake(tmp_path / "lake", bad)
     out = tmp_path / "c.jsonl"
-    result = gov("aggregate", str(lake), "--out", str(out), cwd=workspace)
+    result = gov("aggregate", str(lake), "--out", str(out), cwd=lake_ws)
     assert result.exit_code == 2, result.stdout
     first = _first(result.stderr)
     # an unregistered checkpoint is the whole partition's: all three rows of its file
@@ -318,20 +332,20 @@ def test_bad_rows_are_named_as_ingest_names_them(
     # gov ingest says the same of the same record in a JSONL report
     record = {k: v for k, v in bad.items() if v is not None}
     jsonl = write_jsonl(tmp_path / "r.jsonl", [episode(bad["step"], 91), record])
-    ingested = _first(gov("ingest", str(jsonl), cwd=workspace).stderr)
+    ingested = _first(gov("ingest", str(jsonl), cwd=lake_ws).stderr)
     said = re.search(rf" row {row}: (.*)$", first)
     assert said is not None
     assert ingested.endswith(f"{jsonl}:{row}: {said.group(1)}"), (ingested, first)
 
 
-def test_episode_judged_two_ways_across_files(gov, workspace, steps, tmp_path) -> None:
+def test_episode_judged_two_ways_across_files(gov, lake_ws, tmp_path) -> None:
     lake = write_lake(tmp_path / "lake", mixed(100, 6))
     write_file(
         lake / "run=main/step=100/part-9.parquet",
         [episode(100, 50), {**mixed(100, 6)[0], "verdict": "rationalized"}],
         TYPES,
     )
-    result = gov("aggregate", str(lake), "--out", str(tmp_path / "c.jsonl"), cwd=workspace)
+    result = gov("aggregate", str(lake), "--out", str(tmp_path / "c.jsonl"), cwd=lake_ws)
     assert result.exit_code == 2
     first = _first(result.stderr)
     assert (
@@ -340,10 +354,10 @@ def test_episode_judged_two_ways_across_files(gov, workspace, steps, tmp_path) -
     ) in first, first
 
 
-def test_many_bad_rows_list_the_first_in_lake_order(gov, workspace, steps, tmp_path) -> None:
+def test_many_bad_rows_list_the_first_in_lake_order(gov, lake_ws, tmp_path) -> None:
     rows = [episode(100, i, "bogus") for i in range(25)]
     lake = write_lake(tmp_path / "lake", rows, files=2)
-    result = gov("aggregate", str(lake), "--out", str(tmp_path / "c.jsonl"), cwd=workspace)
+    result = gov("aggregate", str(lake), "--out", str(tmp_path / "c.jsonl"), cwd=lake_ws)
     err = result.stderr.splitlines()
     assert "25 bad records" in err[0] and "run=main/step=100/part-0.parquet row 1:" in err[0]
     assert err[1].strip().startswith("run=main/step=100/part-0.parquet row 2:")
@@ -400,10 +414,10 @@ BAD_LAKES = {
 
 
 @pytest.mark.parametrize("case", list(BAD_LAKES))
-def test_bad_lakes_get_one_line(case: str, gov, workspace, steps, tmp_path: Path) -> None:
+def test_bad_lakes_get_one_line(case: str, gov, lake_ws, tmp_path: Path) -> None:
     lake = _lake_case(case, tmp_path / "lake")
     out = tmp_path / "c.jsonl"
-    result = gov("aggregate", str(lake), "--out", str(out), cwd=workspace)
+    result = gov("aggregate", str(lake), "--out", str(out), cwd=lake_ws)
     assert result.exit_code == 2, result.stdout
     assert len(result.stderr.splitlines()) == 1, result.stderr
     for fragment in BAD_LAKES[case]:
@@ -411,7 +425,7 @@ def test_bad_lakes_get_one_line(case: str, gov, workspace, steps, tmp_path: Path
     assert not out.exists()
 
 
-def test_spark_without_java_is_one_line(workspace: Path, steps, tmp_path: Path) -> None:
+def test_spark_without_java_is_one_line(lake_ws: Path, tmp_path: Path) -> None:
     pytest.importorskip("pyspark")
     lake = write_lake(tmp_path / "lake", mixed(100, 4))
     out = tmp_path / "c.jsonl"
@@ -423,7 +437,7 @@ def test_spark_without_java_is_one_line(workspace: Path, steps, tmp_path: Path) 
     proc = subprocess.run(
         [sys.executable, "-c", "import cli; cli.main()", "aggregate", str(lake), "--out",
          str(out), "--engine", "spark"],
-        cwd=workspace, env={**env, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+        cwd=lake_ws, env={**env, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
         check=False,
     )  # fmt: skip
     assert proc.returncode == 2, proc.stderr
@@ -476,7 +490,7 @@ def spark() -> Iterator[Any]:
 
 @pytest.mark.spark
 def test_the_sql_transpiles_to_spark_and_counts_the_same(
-    spark, gov, workspace: Path, steps, tmp_path: Path
+    spark, gov, lake_ws: Path, tmp_path: Path
 ) -> None:
     translated = for_engine(COUNTS, "spark")
     assert "FILTER(evidence, x ->" in translated and "x.`end`" in translated
@@ -491,7 +505,7 @@ def test_the_sql_transpiles_to_spark_and_counts_the_same(
     outs = {}
     for engine in ("duckdb", "spark"):
         out = tmp_path / f"{engine}.jsonl"
-        result = gov("aggregate", str(lake), "--out", str(out), "--engine", engine, cwd=workspace)
+        result = gov("aggregate", str(lake), "--out", str(out), "--engine", engine, cwd=lake_ws)
         assert result.exit_code == 0, result.stderr
         outs[engine] = out
     assert outs["duckdb"].read_bytes() == outs["spark"].read_bytes()
@@ -503,34 +517,53 @@ def test_the_sql_transpiles_to_spark_and_counts_the_same(
     assert manifests[0] == manifests[1]
 
 
+def _catalogue_lake(root: Path, cases: list[str]) -> Path:
+    """One lake holding each case's bad record second in a file of its own (case-NN.parquet,
+    in the order given), between good rows: one refusal names them all, in the lake's order."""
+    write_lake(root, mixed(100, 6) + mixed(200, 4))
+    for i, case in enumerate(cases):
+        if case == "same episode two verdicts":
+            rows = [episode(100, 50), {**mixed(100, 6)[0], "verdict": "rationalized"}]
+        elif case == "a file name a URI must escape":
+            write_file(root / "run=main/step=100/case 99%.parquet", [episode(100, 1, "x")], TYPES)
+            continue
+        else:
+            bad = ROW_CASES[case][0]
+            rows = [episode(bad["step"], 91 + i), bad, episode(bad["step"], 92 + i)]
+        step = rows[1]["step"]
+        write_file(root / f"run=main/step={step}/case-{i:02d}.parquet", rows, TYPES)
+    return root
+
+
+SPARK_CASES = [*ROW_CASES, "same episode two verdicts", "a file name a URI must escape"]
+
+
 @pytest.mark.spark
 def test_both_engines_refuse_the_same_rows_the_same_way(
-    spark, gov, workspace: Path, steps, tmp_path: Path
+    spark, gov, lake_ws: Path, tmp_path: Path
 ) -> None:
-    lakes: dict[str, Path] = {}
-    for i, (case, (bad, _)) in enumerate(ROW_CASES.items()):
-        lakes[case] = _bad_lake(tmp_path / f"lake{i}", bad)[0]
-    conflicted = write_lake(tmp_path / "conflict", mixed(100, 6))
-    write_file(
-        conflicted / "run=main/step=100/part-9.parquet",
-        [episode(100, 50), {**mixed(100, 6)[0], "verdict": "rationalized"}],
-        TYPES,
-    )
-    lakes["same episode two verdicts"] = conflicted
-    lakes["many"] = write_lake(tmp_path / "many", [episode(100, i, "bogus") for i in range(25)])
-    # Spark names files by URI (a space is %20): the refusal still names the file as it is
-    odd = write_lake(tmp_path / "odd name", mixed(100, 4))
-    write_file(odd / "run=main/step=100/part 9%.parquet", [episode(100, 1, "bogus")], TYPES)
-    lakes["a file name a URI must escape"] = odd
-    for case, lake in lakes.items():
+    """Every kind of bad row of the catalogue, in two lakes (a refusal lists ten rows): both
+    engines refuse each lake with the same words, naming every bad row by file and row."""
+    halves = [SPARK_CASES[:7], SPARK_CASES[7:]]
+    for number, cases in enumerate(halves):
+        lake = _catalogue_lake(tmp_path / f"lake{number}", cases)
         said = {}
         for engine in ("duckdb", "spark"):
             out = tmp_path / f"{engine}.jsonl"
-            result = gov(
-                "aggregate", str(lake), "--out", str(out), "--engine", engine, cwd=workspace
-            )
-            assert result.exit_code == 2, (case, engine, result.stdout)
+            result = gov("aggregate", str(lake), "--out", str(out), "--engine", engine, cwd=lake_ws)
+            assert result.exit_code == 2, (cases, engine, result.stdout)
             assert not out.exists()
             said[engine] = result.stderr
-        assert said["duckdb"] == said["spark"], case
-    assert "run=main/step=100/part 9%.parquet row 1: field verdict" in said["spark"]
+        assert said["duckdb"] == said["spark"], cases
+        for case in cases:
+            fragments = ROW_CASES[case][1] if case in ROW_CASES else ()
+            for fragment in fragments:
+                assert fragment in said["spark"], (case, fragment)
+        assert "more" not in said["spark"]  # every bad row listed
+    assert "run=main/step=100/case 99%.parquet row 1: field verdict" in said["spark"]
+    # case-NN.parquet comes before part-0.parquet: the first judgment is the case file's
+    assert re.search(
+        r"run=main/step=100/part-0\.parquet row 1: episode 'math-100-0' was judged rationalized "
+        r"\(divergent\) at run=main/step=100/case-\d\d\.parquet row 2 and none \(divergent\) here",
+        said["spark"],
+    ), said["spark"]

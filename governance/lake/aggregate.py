@@ -96,6 +96,10 @@ _LISTED_HASHES = 10_000
 
 
 def _count(runner: Engine, lake: Lake, join: Join) -> tuple[dict[Group, Tally], int, int]:
+    """The tallies per registry group, the rows read and the repeats counted once; refused
+    (by `_explain`) when any row is bad. The bad records are counted the same on any engine:
+    every row of a refused key, else each row with a per-row problem, plus one per episode
+    judged two ways."""
     rows = list(runner.rows(COUNTS))
     combos = [r for r in rows if r[0] == 1]  # by_key, *key, judgment, k, records, bad
     hashes = [r[8] for r in rows if r[0] == 0]
