@@ -94,8 +94,11 @@ def list_lake(root: Path, registry: Registry) -> Lake:
         for name in sorted(names):
             if name.startswith((".", "_")):  # _SUCCESS, .crc: a writer's bookkeeping
                 continue
-            path = Path(folder) / name
-            rel = path.relative_to(root).as_posix()
+            rel = (Path(folder) / name).relative_to(root).as_posix()
+            # Absolute and without `..` (Spark names a file by its absolute path, as a URI, and
+            # the engines' names are matched back to the listing's), but not resolved: the SQL
+            # reads run= and step= from the path, which a symlink's target need not have.
+            path = Path(os.path.abspath(Path(folder) / name))  # noqa: PTH100
             if not name.endswith(".parquet"):
                 raise GovError(f"{root}: {rel} is not a Parquet file (a lake holds *.parquet)")
             found.append(_partitioned(root, path, rel))
