@@ -563,6 +563,16 @@ def test_both_engines_refuse_the_same_rows_the_same_way(
                 assert fragment in said["spark"], (case, fragment)
         assert "more" not in said["spark"]  # every bad row listed
     assert "run=main/step=100/case 99%.parquet row 1: field verdict" in said["spark"]
+    for number, case in enumerate(BAD_LAKES):  # refused before either engine reads a row
+        lake = _lake_case(case, tmp_path / f"bad{number}")
+        lines = {
+            engine: gov(
+                "aggregate", str(lake), "--out", str(tmp_path / "c.jsonl"), "--engine", engine,
+                cwd=lake_ws,
+            ).stderr
+            for engine in ("duckdb", "spark")
+        }  # fmt: skip
+        assert lines["duckdb"] == lines["spark"] and len(lines["spark"].splitlines()) == 1, case
     # case-NN.parquet comes before part-0.parquet: the first judgment is the case file's
     assert re.search(
         r"run=main/step=100/part-0\.parquet row 1: episode 'math-100-0' was judged rationalized "
