@@ -64,8 +64,12 @@ def client() -> Any:
         raise GovError(
             "checkpoints in object storage (s3://) need boto3: pip install 'rl-gov[s3]'"
         ) from None
-    config = Config(retries={"max_attempts": 5, "mode": "standard"}, max_pool_connections=16)
-    return boto3.session.Session().client("s3", config=config)
+    # standard retries (3 attempts unless AWS_MAX_ATTEMPTS says otherwise)
+    config = Config(retries={"mode": "standard"}, max_pool_connections=16)
+    try:
+        return boto3.session.Session().client("s3", config=config)
+    except Exception as exc:  # a profile that does not exist, an endpoint that is no URL, ...
+        raise GovError(f"cannot set up the S3 client from the environment: {exc}") from None
 
 
 def _failure(uri: str, exc: Exception) -> str:
@@ -151,46 +155,47 @@ class Manifest:
         return manifest
 
 
-def _version(value: object) -> str | None:
-    return None if value in (None, "", "null") else str(value)
+def _safe(rel: str, where: str) -> str:
+    """A key's place inside its checkpoint folder, refused where it would leave the folder on
+    restore."""
+    path = PurePosixPath(rel)
+    if path.is_absolute() or ".." in path.parts or "" in rel.split("/"):
+        raise GovError(f"{where}: the object {rel!r} in it has a name no folder can hold")
+    return rel
 
 
-def snapshot(uri: str, parts: tuple[tuple[str, str], ...] = (), s3: Any = None) -> Manifest:
-    """The manifest of the folder `uri` as it stands: the current version of every object
-    under it. `parts`: (place, folder URI) where the checkpoint is several folders kept side by
-    side (a model and its critic). Raises FileNotFoundError when there is nothing there (the
-    framework deleted it), GovError when the store cannot be read."""
-    s3 = s3 or client()
-    bucket, _ = split(uri)
+def snapshot(uri: str, s3: Any = None) -> Manifest:
+    """The manifest of the folder `uri` as it stands now (see `manifest`)."""
+    return manifest(S3Folder.open(uri, s3))
+
+
+def manifest(folder: S3Folder, parts: tuple[tuple[str, S3Folder], ...] = ()) -> Manifest:
+    """The manifest of a checkpoint folder from the listing its layout rule read: each object's
+    version there, so what is pinned is what was judged complete, even if the framework
+    deletes or overwrites it a moment later. `parts`: (place, folder) where the checkpoint is
+    several folders kept side by side (a model and its critic); each must hold objects.
+    Raises FileNotFoundError when a folder holds nothing (the framework deleted it)."""
+    listing = folder.listing
     objects: list[StoredObject] = []
-    for place, part in parts or (("", uri),):
-        part_bucket, prefix = split(part)
-        if part_bucket != bucket:
-            raise GovError(f"{part}: a checkpoint's folders must be in one bucket ({bucket})")
-        try:
-            pages = s3.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=prefix)
-            for page in pages:
-                for item in page.get("Versions", []):
-                    rel = str(item["Key"])[len(prefix) :]
-                    if not item.get("IsLatest") or not rel or rel.endswith("/"):
-                        continue  # an older version, or a folder placeholder object
-                    objects.append(
-                        StoredObject(
-                            path=f"{place}/{rel}" if place else rel,
-                            key=str(item["Key"]),
-                            size=int(item["Size"]),
-                            etag=str(item["ETag"]),
-                            version=_version(item.get("VersionId")),
-                        )
-                    )
-        except Exception as exc:  # botocore's errors: the store's own words
-            raise GovError(f"cannot list {_failure(part, exc)}") from None
-    if not objects:
-        raise FileNotFoundError(f"nothing under {uri}")
-    return Manifest(folder_uri(uri), bucket, tuple(sorted(objects, key=lambda o: o.path)))
+    for place, part in parts or (("", folder),):
+        found = part.files()
+        if not found:
+            raise FileNotFoundError(f"nothing under {part.uri}")
+        for rel, entry in found:
+            _safe(rel, part.uri)
+            objects.append(
+                StoredObject(
+                    path=f"{place}/{rel}" if place else rel,
+                    key=part.object_key(rel),
+                    size=entry.size,
+                    etag=entry.etag,
+                    version=listing.version(entry.version),
+                )
+            )
+    return Manifest(folder.uri, listing.bucket, tuple(sorted(objects, key=lambda o: o.path)))
 
 
-def problem(manifest: Manifest, s3: Any = None) -> str | None:
+def problem(recorded: Manifest, s3: Any = None) -> str | None:
     """Why the checkpoint can no longer be restored exactly as recorded (an object, or its
     recorded version, gone or changed), or None when every object is there."""
     try:
@@ -199,10 +204,10 @@ def problem(manifest: Manifest, s3: Any = None) -> str | None:
         return exc.message
 
     def check(o: StoredObject) -> str | None:
-        where = f"s3://{manifest.bucket}/{o.key}"
+        where = f"s3://{recorded.bucket}/{o.key}"
         try:
             extra = {"VersionId": o.version} if o.version else {}
-            head = s3.head_object(Bucket=manifest.bucket, Key=o.key, **extra)
+            head = s3.head_object(Bucket=recorded.bucket, Key=o.key, **extra)
         except Exception as exc:
             if _missing(exc):
                 version = f" version {o.version}" if o.version else ""
@@ -213,13 +218,13 @@ def problem(manifest: Manifest, s3: Any = None) -> str | None:
         return None
 
     with ThreadPoolExecutor(_WORKERS) as pool:
-        for found in pool.map(check, manifest.objects):
+        for found in pool.map(check, recorded.objects):
             if found:
                 return found
     return None
 
 
-def download(manifest: Manifest, target: Path, s3: Any = None) -> None:
+def download(recorded: Manifest, target: Path, s3: Any = None) -> None:
     """Restore the checkpoint to the new folder `target`: every object at its recorded
     version, checked against its size and (a single-part upload's ETag is its md5) its
     content, made whole in a temporary sibling and renamed into place."""
@@ -228,12 +233,13 @@ def download(manifest: Manifest, target: Path, s3: Any = None) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
 
     def fetch(o: StoredObject) -> None:
-        where = f"s3://{manifest.bucket}/{o.key}"
+        body: dict[str, Any] = {}
+        where = f"s3://{recorded.bucket}/{o.key}"
         dest = tmp / o.path
         dest.parent.mkdir(parents=True, exist_ok=True)
         extra = {"VersionId": o.version} if o.version else {}
         try:
-            body = s3.get_object(Bucket=manifest.bucket, Key=o.key, IfMatch=o.etag, **extra)
+            body = s3.get_object(Bucket=recorded.bucket, Key=o.key, IfMatch=o.etag, **extra)
             digest, size = hashlib.md5(), 0
             with dest.open("wb") as out:
                 for chunk in body["Body"].iter_chunks(1 << 20):
@@ -245,13 +251,19 @@ def download(manifest: Manifest, target: Path, s3: Any = None) -> None:
                 raise ArtifactError(f"{where} is gone or changed: cannot restore it") from None
             raise ArtifactError(f"cannot restore {_failure(where, exc)}") from None
         plain = o.etag.strip('"')
-        if size != o.size or ("-" not in plain and digest.hexdigest() != plain):
+        # A single-part upload's ETag is its md5, unless the store encrypted it with a key of
+        # its own (SSE-KMS) or the caller's (SSE-C); If-Match has checked the ETag already
+        encrypted = str(body.get("ServerSideEncryption", "")).startswith("aws:kms") or bool(
+            body.get("SSECustomerAlgorithm")
+        )
+        md5_known = "-" not in plain and not encrypted
+        if size != o.size or (md5_known and digest.hexdigest() != plain):
             raise ArtifactError(f"{where}: the restored copy does not match what was registered")
 
     try:
         tmp.mkdir()
         with ThreadPoolExecutor(_WORKERS) as pool:
-            list(pool.map(fetch, manifest.objects))
+            list(pool.map(fetch, recorded.objects))
         tmp.replace(target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -259,32 +271,83 @@ def download(manifest: Manifest, target: Path, s3: Any = None) -> None:
 
 
 # -- a prefix read as a folder, for the layout rules -------------------------------------------
+@dataclass(frozen=True)
+class _Entry:
+    size: int
+    etag: str
+    version: str | None  # as the store names it ("null": from before versioning, or none)
+
+
+# What a store answers when it does not list versions: a policy without s3:ListBucketVersions,
+# or a store that does not implement it
+_NO_VERSIONS = ("AccessDenied", "NotImplemented", "MethodNotAllowed", "501", "405", "403")
+
+
 class _Listing:
-    """Every object under a prefix, listed once: the folder tree a layout rule walks."""
+    """Every object under a prefix, listed once, each with its current version where the store
+    lists versions: the folder tree a layout rule walks, and what a checkpoint found complete
+    in it is pinned by."""
 
     def __init__(self, uri: str, s3: Any) -> None:
         self.s3 = s3
         self.bucket, self.prefix = split(uri)
-        self.files: dict[str, int] = {}
+        self.files: dict[str, _Entry] = {}
         self.folders: set[str] = {""}
+        self._versioning: bool | None = None
         try:
-            pages = s3.get_paginator("list_objects_v2").paginate(
-                Bucket=self.bucket, Prefix=self.prefix
-            )
-            for page in pages:
-                for item in page.get("Contents", []):
-                    rel = str(item["Key"])[len(self.prefix) :]
-                    if not rel:
-                        continue
-                    parts = rel.rstrip("/").split("/")
-                    for i in range(1, len(parts)):
-                        self.folders.add("/".join(parts[:i]))
-                    if rel.endswith("/"):
-                        self.folders.add(rel.rstrip("/"))  # a folder placeholder object
-                    else:
-                        self.files[rel] = int(item["Size"])
+            try:
+                self._read(versions=True)
+            except Exception as exc:
+                code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
+                if code not in _NO_VERSIONS:
+                    raise
+                self.files.clear()  # the store lists no versions: ETags alone, then
+                self._read(versions=False)
         except Exception as exc:
             raise GovError(f"cannot list {_failure(uri, exc)}") from None
+
+    def _read(self, *, versions: bool) -> None:
+        if versions:
+            pages = self.s3.get_paginator("list_object_versions").paginate(
+                Bucket=self.bucket, Prefix=self.prefix
+            )
+            items = (v for page in pages for v in page.get("Versions", []) if v.get("IsLatest"))
+        else:
+            pages = self.s3.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=self.prefix
+            )
+            items = (v for page in pages for v in page.get("Contents", []))
+        for item in items:
+            rel = str(item["Key"])[len(self.prefix) :]
+            if not rel:
+                continue
+            parts = rel.rstrip("/").split("/")
+            for i in range(1, len(parts)):
+                self.folders.add("/".join(parts[:i]))
+            if rel.endswith("/"):
+                self.folders.add(rel.rstrip("/"))  # a folder placeholder object
+            else:
+                version = item.get("VersionId") if versions else None
+                self.files[rel] = _Entry(
+                    int(item["Size"]), str(item["ETag"]), None if version is None else str(version)
+                )
+
+    def version(self, listed: str | None) -> str | None:
+        """The version to pin by: the one listed, where it pins anything. An object written
+        before versioning was turned on has the version "null", which the bucket keeps once it
+        is on; in a bucket that keeps no versions, every object is "null" and only its ETag
+        can be checked."""
+        if listed in (None, ""):
+            return None
+        if listed != "null":
+            return listed
+        if self._versioning is None:
+            try:
+                status = self.s3.get_bucket_versioning(Bucket=self.bucket).get("Status")
+            except Exception:  # not allowed to ask: pin by ETag, the weaker claim
+                status = None
+            self._versioning = status == "Enabled"
+        return "null" if self._versioning else None
 
 
 class S3Folder:
@@ -306,6 +369,32 @@ class S3Folder:
     @property
     def key(self) -> str:
         return f"{self._listing.prefix}{self._rel}"
+
+    def object_key(self, rel: str) -> str:
+        """The key of the object at `rel` inside this folder."""
+        return (
+            f"{self._listing.prefix}{self._rel}/{rel}"
+            if self._rel
+            else f"{self._listing.prefix}{rel}"
+        )
+
+    @property
+    def listing(self) -> _Listing:
+        return self._listing
+
+    def files(self) -> list[tuple[str, _Entry]]:
+        """Every object below, by its place in this folder, as listed."""
+        start = f"{self._rel}/" if self._rel else ""
+        return sorted(
+            (rel[len(start) :], entry)
+            for rel, entry in self._listing.files.items()
+            if rel.startswith(start)
+        )
+
+    def fingerprint(self) -> str:
+        """What changes when any object below is added, removed or written again."""
+        listed = "\n".join(f"{r}\t{e.size}\t{e.etag}\t{e.version}" for r, e in self.files())
+        return hashlib.sha256(listed.encode()).hexdigest()
 
     def __str__(self) -> str:
         return self.uri.rstrip("/")
@@ -355,12 +444,14 @@ class S3Folder:
             yield self / name
 
     def rglob(self, pattern: str) -> Iterator[S3Folder]:
-        """Every file below (the layout rules ask for "*" and match names themselves)."""
+        """Every file and folder below, as `Path.rglob("*")` gives them (the layout rules ask
+        for "*" and match names themselves: a sharded save is a folder of shards)."""
         if pattern != "*":
             raise ValueError("only rglob('*') is supported on object storage")
         start = f"{self._rel}/" if self._rel else ""
-        for rel in sorted(self._listing.files):
-            if rel.startswith(start):
+        below = {*self._listing.files, *self._listing.folders}
+        for rel in sorted(below):
+            if rel.startswith(start) and rel != self._rel:
                 yield S3Folder(self._listing, rel)
 
     def read_text(self, encoding: str = "utf-8") -> str:

@@ -31,6 +31,7 @@ from filelock import FileLock, Timeout
 from . import audit, objectstore
 from .errors import GovError, NotFound
 from .layouts import Folder, Found, Layout
+from .objectstore import S3Folder
 from .registry import NewCheckpoint, Registry
 from .storage import atomic_write
 from .yamlio import load
@@ -162,6 +163,9 @@ class State:
     judged: set[int] = field(default_factory=set)
     checked: dict[int, int] = field(default_factory=dict)
     reports: dict[str, list[int]] = field(default_factory=dict)
+    # Checkpoints in object storage marked complete, by what was under them at that look
+    # (objectstore.S3Folder.fingerprint): registered once a later look finds them unchanged
+    settling: dict[int, str] = field(default_factory=dict)
 
     @classmethod
     def parse(cls, data: dict[str, Any]) -> State:
@@ -171,6 +175,7 @@ class State:
             judged={int(s) for s in data.get("judged", [])},
             checked={int(k): int(v) for k, v in dict(data.get("checked", {})).items()},
             reports={str(k): [int(x) for x in v] for k, v in data.get("reports", {}).items()},
+            settling={int(k): str(v) for k, v in dict(data.get("settling", {})).items()},
         )
 
     def dump(self) -> dict[str, Any]:
@@ -180,6 +185,7 @@ class State:
             "checked": {str(k): v for k, v in sorted(self.checked.items())},
             "judged": sorted(self.judged),
             "reports": self.reports,
+            "settling": {str(k): v for k, v in sorted(self.settling.items())},
         }
 
 
@@ -291,7 +297,15 @@ class Watcher:
         done = Pass()
         self._ensure_run()
         registered = {c.step for c in self.registry.checkpoints(self.run)}
-        found = {f.step: f for f in self.layout.scan(self.folder())}
+        try:
+            found = {f.step: f for f in self.layout.scan(self.folder())}
+        except GovError as exc:  # a store that cannot be listed now (a network blip, an
+            # expired token): said, and the next look tries again
+            if not isinstance(self.root, str):
+                raise
+            done.problems.append(exc.message)
+            self.say(f"gov: error: {exc.message}")
+            return done
         done.found = len(found)
         state = self._state()
         seen, lost = state.seen, state.lost
@@ -313,6 +327,9 @@ class Watcher:
                 done.problems.append(item.problem)
                 self.say(f"gov: error: {item.problem}")
                 continue
+            if isinstance(item.path, objectstore.S3Folder) and not self._settled(item, state):
+                done.waiting.append(step)
+                continue
             if self._register(item, done, max((s for s in registered if s < step), default=-1)):
                 seen.discard(step)
                 registered.add(step)
@@ -320,6 +337,7 @@ class Watcher:
                 seen.discard(step)
                 lost.add(step)
         state.seen = seen - registered
+        state.settling = {s: f for s, f in state.settling.items() if s not in registered}
         if self.gate.rollouts is not None and self.gate.judge is not None:
             self._judge(state, registered, done)
         if self.reports is not None:
@@ -504,15 +522,39 @@ class Watcher:
         )
         return True
 
+    def _settled(self, item: Found, state: State) -> bool:
+        """An object store has no rename: a checkpoint folder is there from its first object
+        on, and a job that syncs a framework's output uploads its files in any order. So one
+        marked complete is taken once a later look finds everything under it unchanged."""
+        assert isinstance(item.path, objectstore.S3Folder)
+        folders = [p for _, p in item.parts] or [item.path]
+        mark = "+".join(f.fingerprint() for f in folders if isinstance(f, objectstore.S3Folder))
+        if state.settling.get(item.step) == mark:
+            return True
+        if item.step not in state.settling:
+            self.say(
+                f"{self.run}@{item.step} is complete in {item.path.uri}; it is registered when the "
+                "next look finds it unchanged"
+            )
+        state.settling[item.step] = mark
+        return False
+
     def _reference(self, item: Found, done: Pass, weights: Mapping[str, float]) -> bool:
         """Register a checkpoint in object storage by reference: each object's version (or,
-        in a bucket without versioning, its ETag) as listed now."""
+        in a bucket without versioning, its ETag) in the listing that found it complete, each
+        checked to be there before it is recorded."""
         ref = f"{self.run}@{item.step}"
         start = time.perf_counter()
-        parts = tuple((place, str(getattr(p, "uri", p))) for place, p in item.parts)
+        assert isinstance(item.path, objectstore.S3Folder)
+        parts = tuple((place, p) for place, p in item.parts if isinstance(p, objectstore.S3Folder))
         try:
-            uri = objectstore.folder_uri(str(item.path))
-            objects = objectstore.snapshot(uri, parts)
+            uri = item.path.uri
+            objects = objectstore.manifest(item.path, parts)
+            gone = objectstore.problem(objects)
+            if gone is not None:
+                if "is gone" in gone:
+                    raise FileNotFoundError(gone)
+                raise GovError(f"{gone}; it is looked at again on the next look")
             self.registry.add_checkpoints(
                 self.run,
                 [NewCheckpoint(item.step, uri, weights, note=f"gov watch: {uri}", objects=objects)],
@@ -611,6 +653,8 @@ def watch(
         while True:
             passes.append(watcher.look())
             folder = watcher.folder() if once and not passes[0].found else None
+            if folder is not None and not any(folder.iterdir()) and isinstance(folder, S3Folder):
+                raise GovError(f"{folder.uri}: no objects under it (the run's output to watch)")
             if folder is not None and any(folder.iterdir()):
                 names = ", ".join(sorted(p.name for p in folder.iterdir())[:5])
                 raise GovError(

@@ -86,9 +86,17 @@ def mix(tmp_path: Path) -> Path:
     return path
 
 
-def watch(gov: Any, workspace: Path, uri: str, mix: Path, *extra: str) -> Any:
-    args = ("watch", uri, "--layout", "verl", "--run", "main", "--exposure", str(mix))
+def look(gov: Any, workspace: Path, uri: str, mix: Path, *extra: str, layout: str = "verl") -> Any:
+    args = ("watch", uri, "--layout", layout, "--run", "main", "--exposure", str(mix))
     return gov(*args, "--once", *extra, cwd=workspace)
+
+
+def watch(gov: Any, workspace: Path, uri: str, mix: Path, *extra: str, layout: str = "verl") -> Any:
+    """Two looks, as cron would make them: a bucket has no rename, so a checkpoint marked
+    complete is registered when the next look finds it unchanged."""
+    first = look(gov, workspace, uri, mix, *extra, layout=layout)
+    assert first.exit_code in (0, 2), first.stdout + first.stderr
+    return look(gov, workspace, uri, mix, *extra, layout=layout)
 
 
 def test_checkpoints_in_a_versioned_bucket_are_registered_by_version_once_complete(
@@ -97,7 +105,11 @@ def test_checkpoints_in_a_versioned_bucket_are_registered_by_version_once_comple
     bucket(s3, "runs-versioned", versioned=True)
     verl(s3, "runs-versioned/grpo", 10)
     verl(s3, "runs-versioned/grpo", 20, tracked=False)  # still being written
-    done = watch(gov, workspace, "s3://runs-versioned/grpo/", mix)
+    first = look(gov, workspace, "s3://runs-versioned/grpo/", mix)
+    assert first.exit_code == 0, first.stderr
+    assert "main@10 is complete in s3://runs-versioned/grpo/global_step_10/" in first.stdout
+    assert steps(workspace) == []  # not before a second look finds it unchanged
+    done = look(gov, workspace, "s3://runs-versioned/grpo/", mix)
     assert done.exit_code == 0, done.stderr
     assert steps(workspace) == [10]
     assert "pinned by version" in done.stdout
@@ -142,14 +154,20 @@ def test_a_restore_point_the_framework_deleted_is_restored_from_its_versions(
         _report(reports / f"step-{step}.jsonl", step, {"math": bad, "code-tests": 2})
     done = watch(gov, workspace, "s3://runs-retained/grpo/", mix, "--reports", str(reports))
     assert done.exit_code == 1, done.stdout + done.stderr  # the rise blocked
-    for step in range(100, 1100, 100):  # retention keeps the last two
-        delete_step(s3, "runs-retained/grpo", step)
-    verl(s3, "runs-retained/grpo", 300, tracked=False, fill=7)  # a step written over
     recommended = json.loads(
         gov("rollback", "recommend", "--run", "main", "--format", "json", cwd=workspace).stdout
     )
     restore = recommended["restore"]
     assert restore is not None and int(restore.split("@")[1]) < 900, recommended
+    # the restore point written over, the rest deleted by retention, which keeps the last two
+    verl(s3, "runs-retained/grpo", int(restore.split("@")[1]), tracked=False, fill=7)
+    for step in range(100, 1100, 100):
+        if step != int(restore.split("@")[1]):
+            delete_step(s3, "runs-retained/grpo", step)
+    again = json.loads(
+        gov("rollback", "recommend", "--run", "main", "--format", "json", cwd=workspace).stdout
+    )
+    assert again["restore"] == restore and not again["skipped"]
     target = tmp_path / "restored"
     applied = gov("rollback", "apply", "--run", "main", "--to", str(target), "--yes", cwd=workspace)
     assert applied.exit_code == 0, applied.stderr
@@ -242,7 +260,134 @@ def test_a_checkpoint_deleted_before_it_was_listed_is_recorded_lost(
     verl(s3, "runs-lost/grpo", 20, tracked=False)
     assert watch(gov, workspace, "s3://runs-lost/grpo/", mix).exit_code == 0
     delete_step(s3, "runs-lost/grpo", 20)  # gone before it was ever complete
-    done = watch(gov, workspace, "s3://runs-lost/grpo/", mix)
+    done = look(gov, workspace, "s3://runs-lost/grpo/", mix)
     assert done.exit_code == 2
     assert "main@20: deleted before it could be pinned" in done.stderr
     assert steps(workspace) == [10]
+
+
+def test_a_folder_synced_in_any_order_is_registered_once_it_stops_changing(
+    gov, workspace: Path, s3: Any, mix: Path
+) -> None:
+    """NeMo-RL marks a step complete by renaming tmp_step_N to step_N; a bucket has no rename,
+    and a sync job uploads a step's files in any order: a step_N folder with one shard of two
+    is not complete, and a look that finds it changed since the last one waits again."""
+    bucket(s3, "runs-synced", versioned=True)
+    shard = "grpo/step_10/policy/weights/model-0000{}-of-00002.safetensors"
+    s3.put_object(Bucket="runs-synced", Key=shard.format(1), Body=b"\x01" * 4096)
+    args = ("s3://runs-synced/grpo/", mix)
+    assert look(gov, workspace, *args, layout="nemo-rl").exit_code == 0
+    s3.put_object(Bucket="runs-synced", Key=shard.format(2), Body=b"\x02" * 4096)
+    assert look(gov, workspace, *args, layout="nemo-rl").exit_code == 0
+    assert steps(workspace) == []  # it changed since the last look: not yet
+    assert look(gov, workspace, *args, layout="nemo-rl").exit_code == 0
+    assert steps(workspace) == [10]
+    objects = open_registry(workspace).objects(open_registry(workspace).checkpoint("main", 10))
+    assert [o.path for o in objects.objects] == [
+        "policy/weights/model-00001-of-00002.safetensors",
+        "policy/weights/model-00002-of-00002.safetensors",
+    ]
+
+
+def test_a_sharded_trl_save_in_a_bucket_holds_its_weights(
+    gov, workspace: Path, s3: Any, mix: Path
+) -> None:
+    """An FSDP save is a folder of shards (pytorch_model_fsdp_0/): the layout rule finds the
+    weights in a bucket as on disk."""
+    bucket(s3, "runs-fsdp", versioned=True)
+    base = "out/checkpoint-10"
+    s3.put_object(Bucket="runs-fsdp", Key=f"{base}/pytorch_model_fsdp_0/__0_0.distcp", Body=b"w")
+    s3.put_object(Bucket="runs-fsdp", Key=f"{base}/optimizer_0/__0_0.distcp", Body=b"o")
+    s3.put_object(Bucket="runs-fsdp", Key=f"{base}/trainer_state.json", Body=b'{"global_step": 10}')
+    done = watch(gov, workspace, "s3://runs-fsdp/out/", mix, layout="trl")
+    assert done.exit_code == 0, done.stderr
+    assert steps(workspace) == [10]
+
+
+def test_objects_from_before_versioning_are_pinned_by_their_null_version(
+    gov, workspace: Path, s3: Any
+) -> None:
+    from governance.objectstore import problem
+
+    bucket(s3, "runs-late", versioned=False)
+    verl(s3, "runs-late/grpo", 5)
+    s3.put_bucket_versioning(Bucket="runs-late", VersioningConfiguration={"Status": "Enabled"})
+    uri = "s3://runs-late/grpo/global_step_5/"
+    assert gov("checkpoint", "add", "main@5", uri, "-e", "math=1", cwd=workspace).exit_code == 0
+    registry = open_registry(workspace)
+    ckpt = registry.checkpoint("main", 5)
+    objects = registry.objects(ckpt)
+    assert ckpt.artifact_pinned == "version"
+    assert {o.version for o in objects.objects} == {"null"}
+    verl(s3, "runs-late/grpo", 5, tracked=False, fill=3)  # written over: the null version stays
+    assert problem(objects) is None
+
+
+def test_an_object_whose_name_leaves_its_folder_is_refused(gov, workspace: Path, s3: Any) -> None:
+    bucket(s3, "runs-escape", versioned=True)
+    s3.put_object(Bucket="runs-escape", Key="grpo/step_1/../../escape.pt", Body=b"x")
+    done = gov(
+        "checkpoint",
+        "add",
+        "main@1",
+        "s3://runs-escape/grpo/step_1/",
+        "-e",
+        "math=1",
+        cwd=workspace,
+    )
+    assert done.exit_code == 2
+    assert "has a name no folder can hold" in done.stderr and "Traceback" not in done.stderr
+    assert steps(workspace) == []
+
+
+def test_a_bad_aws_setting_is_one_line(
+    gov, workspace: Path, s3: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_PROFILE", "no-such-profile")
+    done = gov("checkpoint", "add", "main@1", "s3://runs-any/x/", "-e", "math=1", cwd=workspace)
+    assert done.exit_code == 2
+    assert "cannot set up the S3 client" in done.stderr and "no-such-profile" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_watching_an_empty_prefix_once_is_one_line(
+    gov, workspace: Path, s3: Any, mix: Path
+) -> None:
+    bucket(s3, "runs-typo", versioned=True)
+    verl(s3, "runs-typo/grpo", 10)
+    done = look(gov, workspace, "s3://runs-typo/gpro/", mix)  # the data is under grpo/
+    assert done.exit_code == 2
+    assert "s3://runs-typo/gpro/: no objects under it" in done.stderr
+
+
+def test_a_store_that_cannot_be_listed_for_a_while_does_not_end_the_watch(
+    workspace: Path, s3: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A network blip or an expired token: the look says so in one line, and the next one goes
+    on (a watcher that died would leave later checkpoints to the framework's retention)."""
+    from governance.layouts import layout
+    from governance.watch import Watcher, read_exposure
+
+    own = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    own.start()
+    host, port = own.get_host_and_port()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://{host}:{port}")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # no retries with backoff: the test's time
+    client = boto3.client("s3")
+    bucket(client, "runs-blip", versioned=True)
+    verl(client, "runs-blip/grpo", 10)
+    lines: list[str] = []
+    watcher = Watcher(
+        open_registry(workspace),
+        "s3://runs-blip/grpo/",
+        layout("verl"),
+        "main",
+        read_exposure({"math": 1.0}),
+        lines.append,
+    )
+    with watcher:
+        assert watcher.look().waiting == [10]
+        own.stop()
+        blip = watcher.look()
+        assert blip.problems and "cannot list s3://runs-blip/grpo/" in blip.problems[0]
+    assert steps(workspace) == []
