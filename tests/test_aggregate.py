@@ -271,6 +271,32 @@ def test_a_stale_manifest_is_refused_by_ingest(gov, workspace: Path, steps, tmp_
     assert snapshot(workspace) == before
 
 
+def test_a_lake_file_counted_before_is_not_counted_again(
+    gov, workspace: Path, steps, tmp_path: Path
+) -> None:
+    lake = write_lake(tmp_path / "lake", mixed(100, 10))
+    first = tmp_path / "first.jsonl"
+    assert gov("aggregate", str(lake), "--out", str(first), cwd=workspace).exit_code == 0
+    assert gov("ingest", str(first), cwd=workspace).exit_code == 0
+    write_lake(lake, mixed(200, 8))  # the lake grows by a checkpoint
+    again = tmp_path / "again.jsonl"
+    assert gov("aggregate", str(lake), "--out", str(again), cwd=workspace).exit_code == 0
+    before = snapshot(workspace)
+    result = gov("ingest", str(again), cwd=workspace)
+    assert result.exit_code == 2
+    assert "counts lake file run=main/step=100/part-0.parquet" in result.stderr
+    assert "already counts" in result.stderr
+    assert snapshot(workspace) == before
+    # the new partition alone, as a lake of its own, is counted
+    only = tmp_path / "new"
+    shutil.copytree(lake / "run=main" / "step=200", only / "run=main" / "step=200")
+    new = tmp_path / "new.jsonl"
+    assert gov("aggregate", str(only), "--out", str(new), cwd=workspace).exit_code == 0
+    assert gov("ingest", str(new), cwd=workspace).exit_code == 0
+    totals = {r.step: r.n for r in count_store.rows(open_registry(workspace).ws)}
+    assert totals == {100: 10, 200: 8}
+
+
 # The ingest catalogue's bad rows, as a lake can hold them: (records, fragments of the message).
 # Each bad record is placed second in the second file of step=100, after good rows.
 ROW_CASES: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {

@@ -33,6 +33,7 @@ from ..judgments import LakeManifest
 from ..models import utc_now
 from ..registry import Registry
 from ..storage import file_stamp
+from ..workspace import Workspace
 from .episodes import against_earlier, discard, place
 from .formats import (
     Progress,
@@ -313,6 +314,7 @@ def _stage(
     ws = registry.ws
     join = Join(registry)
     known = {e.md5 for e in ledger(ws)}
+    counted = _counted_lake_files(ws)
     reports_dir = ws.root / "reports"
     reports_dir.mkdir(exist_ok=True)
     flush = scm.syncs_objects(ws.repo)
@@ -361,7 +363,7 @@ def _stage(
         stored = reports_dir / f"{copier.md5}.{fmt}"
         without = _unjudged(path, join)
         try:
-            lake = _lake_manifest(path, copier.md5) if kind == "aggregated" else None
+            lake = _lake_manifest(path, copier.md5, counted) if kind == "aggregated" else None
         except GovError:
             incoming.unlink(missing_ok=True)
             raise
@@ -444,9 +446,25 @@ def _unjudged(path: Path, join: Join) -> dict[Group, tuple[int, int]]:
     return found
 
 
-def _lake_manifest(path: Path, md5: str) -> bytes | None:
+def _counted_lake_files(ws: Workspace) -> dict[tuple[str, str], str]:
+    """Every lake file whose episodes earlier counts hold, by (path in the lake, md5), with
+    the stored report that counted it."""
+    counted: dict[tuple[str, str], str] = {}
+    for entry in ledger(ws):
+        if entry.lake is not None:
+            manifest = LakeManifest.model_validate_json((ws.root / entry.lake).read_bytes())
+            for f in manifest.files:
+                counted.setdefault((f.path, f.md5), entry.path)
+    return counted
+
+
+def _lake_manifest(path: Path, md5: str, counted: dict[tuple[str, str], str]) -> bytes | None:
     """gov aggregate's manifest beside a counts file (COUNTS.jsonl.manifest.json), checked to
-    be this file's (it names the counts' md5), to be kept with the counts; None without one."""
+    be this file's (it names the counts' md5), to be kept with the counts; None without one.
+
+    A lake file counted before (the same path in its lake and the same bytes) refuses the
+    counts: its episodes would be counted twice, which per-episode reports catch by episode
+    and counts cannot. `counted` gains this manifest's files."""
     beside = path.with_name(path.name + ".manifest.json")
     if not beside.is_file():
         return None
@@ -460,6 +478,15 @@ def _lake_manifest(path: Path, md5: str) -> bytes | None:
             f"{beside}: the manifest of other counts (md5 {manifest.counts_md5}, this file's "
             f"is {md5}): aggregate the lake again, or move the stale manifest away"
         )
+    for f in manifest.files:
+        if (f.path, f.md5) in counted:
+            raise GovError(
+                f"{path}: counts lake file {f.path} (md5 {f.md5}), whose episodes "
+                f"{counted[(f.path, f.md5)]} already counts: aggregate a lake of only the new "
+                "partitions"
+            )
+    for f in manifest.files:
+        counted[(f.path, f.md5)] = str(path)
     return data
 
 
