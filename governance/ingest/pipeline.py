@@ -313,8 +313,9 @@ def _stage(
     from an Inspect log is named by the log, which the entry records."""
     ws = registry.ws
     join = Join(registry)
-    known = {e.md5 for e in ledger(ws)}
-    counted = _counted_lake_files(ws)
+    earlier = ledger(ws)
+    known = {e.md5 for e in earlier}
+    counted = _counted_lake_files(ws, earlier)
     reports_dir = ws.root / "reports"
     reports_dir.mkdir(exist_ok=True)
     flush = scm.syncs_objects(ws.repo)
@@ -446,11 +447,13 @@ def _unjudged(path: Path, join: Join) -> dict[Group, tuple[int, int]]:
     return found
 
 
-def _counted_lake_files(ws: Workspace) -> dict[tuple[str, str], str]:
+def _counted_lake_files(
+    ws: Workspace, earlier: Sequence[ReportEntry]
+) -> dict[tuple[str, str], str]:
     """Every lake file whose episodes earlier counts hold, by (path in the lake, md5), with
     the stored report that counted it."""
     counted: dict[tuple[str, str], str] = {}
-    for entry in ledger(ws):
+    for entry in earlier:
         if entry.lake is not None:
             manifest = LakeManifest.model_validate_json((ws.root / entry.lake).read_bytes())
             for f in manifest.files:
