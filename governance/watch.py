@@ -223,7 +223,8 @@ class Watcher:
         self.root: Path | str
         if isinstance(root, str) and objectstore.is_uri(root):
             self.root = objectstore.folder_uri(root)
-            objectstore.S3Folder.open(self.root)  # the bucket is there and can be listed
+            if not any(objectstore.S3Folder.open(self.root).iterdir()):  # the bucket can be listed
+                say(f"nothing under {self.root} yet: watching for the run's first checkpoint")
         else:
             if not Path(root).is_dir():
                 raise GovError(f"{root}: no such folder (the run's output folder to watch)")
