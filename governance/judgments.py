@@ -139,14 +139,23 @@ class LakeManifest(BaseModel):
 
     schema_version: Literal[1] = REPORT_SCHEMA_VERSION
     lake: str
-    engine: str
+    engine: Literal["duckdb", "spark"]
     counts_md5: Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")] = Field(
         description="The md5 of the counts file this manifest goes with."
     )
     records: Annotated[StrictInt, Field(ge=0)]
     counted: Annotated[StrictInt, Field(ge=0)]
     duplicates: Annotated[StrictInt, Field(ge=0)]
-    files: list[LakeFile]
+    files: list[LakeFile] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _adds_up(self) -> LakeManifest:
+        if self.records != self.counted + self.duplicates:
+            raise ValueError(
+                f"records ({self.records}) must be counted ({self.counted}) plus duplicates "
+                f"({self.duplicates})"
+            )
+        return self
 
 
 def report_json_schema() -> dict[str, Any]:

@@ -271,6 +271,22 @@ def test_a_stale_manifest_is_refused_by_ingest(gov, workspace: Path, steps, tmp_
     assert snapshot(workspace) == before
 
 
+def test_a_manifest_that_does_not_add_up_is_refused_by_ingest(
+    gov, workspace: Path, steps, tmp_path
+) -> None:
+    lake = write_lake(tmp_path / "lake", mixed(100, 10))
+    out = tmp_path / "c.jsonl"
+    assert gov("aggregate", str(lake), "--out", str(out), cwd=workspace).exit_code == 0
+    beside = out.with_name(out.name + ".manifest.json")
+    record = json.loads(beside.read_text())
+    beside.write_text(json.dumps({**record, "counted": record["counted"] + 989}))
+    before = snapshot(workspace)
+    result = gov("ingest", str(out), cwd=workspace)
+    assert result.exit_code == 2
+    assert "not a lake manifest" in result.stderr and "must be counted" in result.stderr
+    assert snapshot(workspace) == before
+
+
 def test_a_lake_file_counted_before_is_not_counted_again(
     gov, workspace: Path, steps, tmp_path: Path
 ) -> None:
@@ -417,6 +433,23 @@ def _lake_case(case: str, root: Path) -> Path:
         write_file(root / "run=main" / "loose.parquet", mixed(100, 2), TYPES)
     elif case == "a step that is not an integer":
         write_file(root / "run=main/step=1e2/a.parquet", mixed(100, 2), TYPES)
+    elif case == "one version written two ways":
+        # the same episode under version 1 and "v1": both name v1, and it must not count twice
+        write_file(root / "run=main/step=100/a.parquet", [episode(100, 1, "overt")], TYPES)
+        write_file(
+            root / "run=main/step=100/b.parquet",
+            [episode(100, 1, "none", environment_version="v1")],
+            {**TYPES, "environment_version": "VARCHAR"},
+        )
+    elif case == "a file name read as a pattern":
+        write_file(root / "run=main/step=100/p1.parquet", mixed(100, 2), TYPES)
+        write_file(root / "run=main/step=100/p[1].parquet", mixed(100, 2), TYPES)
+    elif case == "a link to nothing":
+        write_file(root / "run=main/step=100/a.parquet", mixed(100, 2), TYPES)
+        (root / "run=main/step=100/b.parquet").symlink_to(root / "gone.parquet")
+    elif case == "a column the reader keeps for itself":
+        rows = [{**r, "filename": "x"} for r in mixed(100, 2)]
+        write_file(root / "run=main/step=100/a.parquet", rows, {**TYPES, "filename": "VARCHAR"})
     return root
 
 
@@ -436,6 +469,13 @@ BAD_LAKES = {
         "run=main/loose.parquet is not in a run=RUN/step=STEP/ partition",
     ),
     "a step that is not an integer": ("partition step=1e2",),
+    "one version written two ways": (
+        "environment_version '1' and 'v1' name the same registered version",
+        "counted twice",
+    ),
+    "a file name read as a pattern": ("run=main/step=100/p[1].parquet: its name holds",),
+    "a link to nothing": ("run=main/step=100/b.parquet: cannot be read",),
+    "a column the reader keeps for itself": ("a.parquet: column filename: a name the engines",),
 }
 
 

@@ -107,6 +107,7 @@ def _count(runner: Engine, lake: Lake, join: Join) -> tuple[dict[Group, Tally], 
     for key in {tuple(row[1:7]) for row in combos}:  # each distinct key once
         if (why := _key_problem(key, join)) is not None:
             bad_keys[key] = why
+    _one_spelling(lake, {tuple(row[1:7]) for row in combos} - set(bad_keys), join)
     records = sum(r[9] for r in combos)
     if records != lake.records:  # every row of every file is counted, or none is trusted
         raise RuntimeError(f"{runner.name} read {records} rows of {lake.records}")
@@ -135,6 +136,30 @@ def _count(runner: Engine, lake: Lake, join: Join) -> tuple[dict[Group, Tally], 
         tallies.setdefault(group, Tally()).add_verdict(verdict, divergent, judged)
         counted += judged
     return tallies, records, records - counted
+
+
+def _one_spelling(lake: Lake, keys: set[Key], join: Join) -> None:
+    """Refuse a lake that writes one registered version two ways (version 1 as 1 in one file
+    and "v1" in another): the SQL finds an episode's copies by its key as written, so an
+    episode under both would be counted twice, and a verdict that differs between them would
+    go unseen."""
+    written: dict[Group, Key] = {}
+    for key in sorted(keys, key=repr):
+        group = join.group(*key)
+        assert not isinstance(group, str)
+        first = written.setdefault(group, key)
+        if first != key:
+            differ = " and ".join(
+                f"{name} {a!r} and {b!r}"
+                for name, a, b in zip(_KEY_FIELDS, first, key, strict=True)
+                if a != b
+            )
+            raise GovError(
+                f"{lake.root}: {differ} name the same registered version ({group.run}@"
+                f"{group.step} {group.environment} v{group.environment_version}, judge "
+                f"{group.judge} {group.judge_version}): an episode written both ways would be "
+                "counted twice; write each version one way"
+            )
 
 
 def _explain(runner: Engine, lake: Lake, bad_keys: dict[Key, str], total: int) -> None:

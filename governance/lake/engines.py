@@ -101,9 +101,13 @@ class DuckDBEngine:
         )
 
     def rows(self, sql: str, params: list[Any] | None = None) -> Iterator[tuple[Any, ...]]:
-        cursor = self.con.execute(for_engine(sql, self.name), params or [])
-        while batch := cursor.fetchmany(10_000):
-            yield from batch
+        try:
+            cursor = self.con.execute(for_engine(sql, self.name), params or [])
+            while batch := cursor.fetchmany(10_000):
+                yield from batch
+        except Exception as exc:  # duckdb.Error: a file damaged past its footer, one changed
+            detail = " ".join(str(exc).split())[:300]
+            raise GovError(f"the DuckDB engine failed reading the lake: {detail}") from None
 
     def file_of(self, name: str) -> str:
         return name
@@ -163,16 +167,20 @@ class SparkEngine:
         from functools import reduce
 
         frames = []
-        for group in lake.schema_groups():
-            present = lake.columns[group[0].rel]
-            frame = self.spark.read.parquet(*(str(f.path) for f in group))
-            exprs = ["_metadata.file_path AS file", "_metadata.row_index AS file_row"]
-            for column, duck in _CASTS.items():
-                spark_type = _SPARK_TYPES[duck]
-                source = f"`{column}`" if column in present else "NULL"
-                exprs.append(f"CAST({source} AS {spark_type}) AS `{column}`")
-            frames.append(frame.selectExpr(*exprs))
-        reduce(lambda a, b: a.unionByName(b), frames).createOrReplaceTempView("episodes")
+        try:
+            for group in lake.schema_groups():
+                present = lake.columns[group[0].rel]
+                frame = self.spark.read.parquet(*(str(f.path) for f in group))
+                exprs = ["_metadata.file_path AS file", "_metadata.row_index AS file_row"]
+                for column, duck in _CASTS.items():
+                    spark_type = _SPARK_TYPES[duck]
+                    source = f"`{column}`" if column in present else "NULL"
+                    exprs.append(f"CAST({source} AS {spark_type}) AS `{column}`")
+                frames.append(frame.selectExpr(*exprs))
+            reduce(lambda a, b: a.unionByName(b), frames).createOrReplaceTempView("episodes")
+        except Exception as exc:  # Spark's AnalysisException: a file it cannot plan a read of
+            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else repr(exc)
+            raise GovError(f"the Spark engine cannot read the lake: {first}") from None
 
     def rows(self, sql: str, params: list[Any] | None = None) -> Iterator[tuple[Any, ...]]:
         # collect, not toLocalIterator (a job per partition): the counts are small, and the

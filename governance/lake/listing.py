@@ -29,7 +29,7 @@ _STEP = re.compile(r"0|[1-9][0-9]{0,17}")
 # write them; a file that holds them too is refused rather than one of the two believed.
 _INTEGER = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER")
 _STRING = ("VARCHAR",)
-_EVIDENCE = "a list of {start, end, quote} (integers and a string)"
+_EVIDENCE = "a list of {start, end, quote} (integers and a string, in that order)"
 REQUIRED: dict[str, tuple[tuple[str, ...], str]] = {
     "episode": ((*_STRING, *_INTEGER), "a string or an integer"),
     "environment": (_STRING, "a string"),
@@ -128,8 +128,21 @@ def _partitioned(root: Path, path: Path, rel: str) -> LakeFile:
             f"{root}: {rel}: partition step={step}: a step is a non-negative integer "
             "without leading zeros"
         )
-    stat = path.stat()
+    if _PATTERN.search(path.name):
+        raise GovError(
+            f"{root}: {rel}: its name holds one of * ? [ ] {{ }} : \\, which the engines read "
+            "as a pattern (or, Spark, a scheme): rename the file"
+        )
+    try:
+        stat = path.stat()
+    except OSError as exc:  # a link to nothing, or a file gone since the listing
+        raise GovError(f"{root}: {rel}: cannot be read: {exc.strerror}") from None
     return LakeFile(path, rel, run, int(step), file_stamp(path), stat.st_size)
+
+
+# Characters in a file name that DuckDB's reader and Spark's (Hadoop's paths) take for a glob
+# pattern or a URI scheme: such a name would be read as another file, or not at all
+_PATTERN = re.compile(r"[*?\[\]{}:\\]")
 
 
 def _check_runs(root: Path, files: Sequence[LakeFile], registry: Registry) -> None:
@@ -177,8 +190,18 @@ def check_schemas(lake: Lake) -> None:
         con.close()
 
 
+# Columns DuckDB's reader adds (filename, file_row_number) and Spark's hidden metadata column
+_RESERVED = ("filename", "file_row_number", "_metadata")
+
+
 def schema_problem(columns: dict[str, str]) -> str | None:
     """Why a file's columns (name -> DuckDB type) are not the report schema's, or None."""
+    for name in _RESERVED:
+        if name in columns:
+            return (
+                f"column {name}: a name the engines' readers keep for what they add to each "
+                "row; rename or drop the column"
+            )
     for name in PARTITION_COLUMNS:
         if name in columns:
             return (
@@ -212,7 +235,7 @@ def _evidence_type(type_: str) -> bool:
         name, _, kind = part.partition(" ")
         fields[name.strip('"')] = kind
     return (
-        set(fields) == {"start", "end", "quote"}
+        list(fields) == ["start", "end", "quote"]  # Spark casts a struct by position
         and fields["start"] in _INTEGER
         and fields["end"] in _INTEGER
         and fields["quote"] == "VARCHAR"
