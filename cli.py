@@ -754,7 +754,7 @@ def ingest(
 
 
 @cli.command()
-@click.argument("lake", type=click.Path(path_type=Path))
+@click.argument("lake")
 @click.option(
     "--out",
     required=True,
@@ -777,7 +777,7 @@ def ingest(
 @output_options(render.AGGREGATED)
 @click.pass_context
 def aggregate(
-    ctx: click.Context, lake: Path, out: Path, engine: str, master: str | None, fmt: str
+    ctx: click.Context, lake: str, out: Path, engine: str, master: str | None, fmt: str
 ) -> None:
     """Count a Parquet lake of judged episodes for `gov ingest`.
 

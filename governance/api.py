@@ -661,6 +661,10 @@ def aggregate(
     `ingest` takes with a manifest of every file counted; refused, nothing is written."""
     from .lake import aggregate as aggregate_lake
 
+    if re.match(r"^[a-z][a-z0-9+.-]*://", str(lake)):
+        raise GovError(
+            f"{lake}: a lake in object storage is not read yet: copy or mount it as a folder"
+        )
     return aggregate_lake(_open(workspace), Path(lake), Path(out), engine, master)
 
 

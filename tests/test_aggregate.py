@@ -410,6 +410,8 @@ def _lake_case(case: str, root: Path) -> Path:
     """The lakes of the issue's bad inputs."""
     if case == "no such lake":
         return root / "nowhere"
+    if case == "a lake in object storage":
+        return "s3://bucket/judged"  # type: ignore[return-value]  # a URI, not a path
     root.mkdir(parents=True)
     if case == "an empty lake":
         (root / "run=main" / "step=100").mkdir(parents=True)
@@ -455,6 +457,7 @@ def _lake_case(case: str, root: Path) -> Path:
 
 BAD_LAKES = {
     "no such lake": ("no such lake",),
+    "a lake in object storage": ("s3://bucket/judged: a lake in object storage is not read yet",),
     "an empty lake": ("an empty lake",),
     "files without rows": ("no records",),
     "a column of the wrong type": (
