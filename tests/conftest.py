@@ -231,3 +231,19 @@ def example_copy(example_template: Path, tmp_path: Path) -> Path:
     copy = tmp_path / "example"
     shutil.copytree(example_template, copy, symlinks=True)
     return copy
+
+
+def apt_install(package: str) -> None:
+    """Install a Debian package the test set-up needs where it is missing (as root, with apt),
+    as CI's fresh machine needs Chromium and Java: a no-op where apt or root is not there."""
+    import os
+    import shutil
+    import subprocess
+
+    if not shutil.which("apt-get") or os.geteuid() != 0:
+        return
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, capture_output=True)
+    subprocess.run(
+        ["apt-get", "install", "-y", "-qq", package], check=True, env=env, capture_output=True
+    )

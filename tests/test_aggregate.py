@@ -19,8 +19,9 @@ from typing import Any
 import duckdb
 import git
 import pytest
+from test_ingest import episode
 
-from conftest import point_dvc_remote, snapshot
+from conftest import apt_install, point_dvc_remote, snapshot
 from governance import counts as count_store
 from governance import open_registry
 from governance.counts import ledger
@@ -40,22 +41,6 @@ TYPES = {
     "evidence": EVIDENCE,
 }
 VERDICT_MIX = ["none"] * 6 + ["rejected"] * 2 + ["rationalized", "overt"]
-
-
-def episode(step: int = 100, i: int = 0, verdict: str = "none", **extra: Any) -> dict[str, Any]:
-    record: dict[str, Any] = {
-        "run": "main",
-        "step": step,
-        "environment": "math",
-        "environment_version": 1,
-        "episode": f"ep-{step}-{i}",
-        "judge": "cot-monitor",
-        "judge_version": "1",
-        "verdict": verdict,
-        "divergent": False,
-    }
-    record.update(extra)
-    return record
 
 
 def mixed(step: int, count: int, environment: str = "math") -> list[dict[str, Any]]:
@@ -523,15 +508,8 @@ def ensure_java() -> str:
     """Debian's Java 17, installed by the test set-up where it is missing (root, apt), as
     test_report installs Chromium."""
     java = shutil.which("java")
-    if java is None and shutil.which("apt-get") and os.geteuid() == 0:
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, capture_output=True)
-        subprocess.run(
-            ["apt-get", "install", "-y", "-qq", "openjdk-17-jre-headless"],
-            check=True,
-            env=env,
-            capture_output=True,
-        )
+    if java is None:
+        apt_install("openjdk-17-jre-headless")
         java = shutil.which("java")
     assert java is not None, "Java is needed: apt-get install openjdk-17-jre-headless"
     return java

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import struct
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import apt_install
 from governance import open_registry
 from governance.errors import GovError
 from governance.review import build_report
@@ -21,15 +21,8 @@ CHROMIUM = "/usr/bin/chromium"
 
 def ensure_chromium() -> str:
     """Debian's Chromium, installed by the test set-up where it is missing (root, apt)."""
-    if not Path(CHROMIUM).exists() and shutil.which("apt-get") and os.geteuid() == 0:
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, capture_output=True)
-        subprocess.run(
-            ["apt-get", "install", "-y", "-qq", "chromium"],
-            check=True,
-            env=env,
-            capture_output=True,
-        )
+    if not Path(CHROMIUM).exists():
+        apt_install("chromium")
     assert Path(CHROMIUM).exists(), "Chromium is needed: apt-get install chromium"
     return CHROMIUM
 
