@@ -156,11 +156,25 @@ class SparkEngine:
         # spark-submit's --master: only a master given here overrides it.
         if master is not None or not os.environ.get("PYSPARK_GATEWAY_PORT"):
             builder = builder.master(master or "local[*]")
+        # The JVM writes its start-up warnings and, on a failed query, pages of log and stack to
+        # the stderr it inherits: it inherits a log file instead, and gov's output stays one line
+        # (the file is named in a failure's message).
+        self.log = Path(tempfile.mkstemp(prefix="gov-spark-", suffix=".log")[1])
+        saved = os.dup(2)
         try:
-            self.spark = builder.getOrCreate()
+            with self.log.open("ab") as log:
+                os.dup2(log.fileno(), 2)
+                try:
+                    self.spark = builder.getOrCreate()
+                finally:
+                    os.dup2(saved, 2)
         except Exception as exc:  # Java that will not start, a master that cannot be reached
             detail = " ".join(str(exc).split())[:200]
-            raise GovError(f"the Spark engine cannot start: {detail}") from None
+            raise GovError(
+                f"the Spark engine cannot start: {detail} (Spark's log: {self.log})"
+            ) from None
+        finally:
+            os.close(saved)
         self.spark.sparkContext.setLogLevel("ERROR")
 
     def load(self, lake: Lake) -> None:
@@ -180,7 +194,9 @@ class SparkEngine:
             reduce(lambda a, b: a.unionByName(b), frames).createOrReplaceTempView("episodes")
         except Exception as exc:  # Spark's AnalysisException: a file it cannot plan a read of
             first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else repr(exc)
-            raise GovError(f"the Spark engine cannot read the lake: {first}") from None
+            raise GovError(
+                f"the Spark engine cannot read the lake: {first}{self._see_log()}"
+            ) from None
 
     def rows(self, sql: str, params: list[Any] | None = None) -> Iterator[tuple[Any, ...]]:
         # collect, not toLocalIterator (a job per partition): the counts are small, and the
@@ -189,9 +205,14 @@ class SparkEngine:
             rows = self.spark.sql(for_engine(sql, self.name), args=params or None).collect()
         except Exception as exc:  # a lost executor, a file gone from the shared file system
             first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else repr(exc)
-            raise GovError(f"the Spark engine failed: {first}") from exc
+            raise GovError(f"the Spark engine failed: {first}{self._see_log()}") from exc
         for row in rows:
             yield tuple(_plain(v) for v in row)
+
+    def _see_log(self) -> str:
+        log: Path | None = getattr(self, "log", None)
+        self.keep_log = True  # a failure's log is kept for the user to read
+        return f" (Spark's log: {log})" if log is not None else ""
 
     def file_of(self, name: str) -> str:
         # Spark names a file by its URI (file:/tmp/lake/run%3D...): the path, decoded.
@@ -201,6 +222,9 @@ class SparkEngine:
         self.spark.catalog.dropTempView("episodes")
         if self.owned:
             self.spark.stop()
+        log: Path | None = getattr(self, "log", None)
+        if log is not None and not getattr(self, "keep_log", False):
+            log.unlink(missing_ok=True)
 
 
 def _plain(value: Any) -> Any:
