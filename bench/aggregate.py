@@ -27,25 +27,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from workspace import bench_workspace
+from workspace import bench_workspace, floor_script
 
 ENVIRONMENTS = [f"env-{i:02d}" for i in range(10)]
 FILES_PER_STEP = 4
 
-DUCKDB_FLOOR = """
-import sys, duckdb
-con = duckdb.connect()
-con.execute("SET enable_progress_bar_print = false")
-rows = con.execute('''
-SELECT run, step, environment, environment_version, judge, judge_version, count(*) AS n,
-       count(*) FILTER (verdict = 'none') AS none,
-       count(*) FILTER (verdict = 'rejected') AS rejected,
-       count(*) FILTER (verdict = 'rationalized') AS rationalized,
-       count(*) FILTER (verdict = 'overt') AS overt, count(*) FILTER (divergent) AS divergent
-FROM read_parquet(?, hive_partitioning = true)
-GROUP BY ALL''', [sys.argv[1] + '/*/*/*.parquet']).fetchall()
-print(len(rows))
-"""
+DUCKDB_FLOOR = floor_script(
+    "read_parquet(?, hive_partitioning = true)", "sys.argv[1] + '/*/*/*.parquet'"
+)
 
 
 # The floor with the least the duplicate check costs: every episode grouped by its key, then

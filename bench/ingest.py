@@ -26,27 +26,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from workspace import bench_workspace
+from workspace import bench_workspace, floor_script
 
 from governance import open_registry
 
 ENVIRONMENTS = [f"env-{i:02d}" for i in range(10)]
 VERDICTS = ["none"] * 95 + ["rejected"] * 3 + ["rationalized", "overt"]
 
-DUCKDB_FLOOR = """
-import sys, duckdb
-con = duckdb.connect()
-con.execute("SET enable_progress_bar_print = false")
-rows = con.execute('''
-SELECT run, step, environment, environment_version, judge, judge_version, count(*) AS n,
-       count(*) FILTER (verdict = 'none') AS none,
-       count(*) FILTER (verdict = 'rejected') AS rejected,
-       count(*) FILTER (verdict = 'rationalized') AS rationalized,
-       count(*) FILTER (verdict = 'overt') AS overt, count(*) FILTER (divergent) AS divergent
-FROM read_json(?, format = 'newline_delimited')
-GROUP BY ALL''', [sys.argv[1]]).fetchall()
-print(len(rows))
-"""
+DUCKDB_FLOOR = floor_script("read_json(?, format = 'newline_delimited')", "sys.argv[1]")
 
 # The same GROUP BY with the least a duplicate-episode check costs: the episodes grouped by
 # their keys in the same pass, only those seen twice kept. Not part of the floor row (which is

@@ -40,3 +40,23 @@ def bench_workspace(
         new.append(NewCheckpoint(step=(i + 1) * step, artifact=path, exposure=exposure(i)))
     reg.add_checkpoints("main", new)
     return reg
+
+
+def floor_script(source: str, argument: str) -> str:
+    """The floor both the ingest and the aggregate benches print: DuckDB's bare GROUP BY of the
+    judged episodes into counts, read `FROM source` (its one parameter `argument`, a Python
+    expression of sys.argv), as a script for a fresh process that prints the groups it found."""
+    return f"""
+import sys, duckdb
+con = duckdb.connect()
+con.execute("SET enable_progress_bar_print = false")
+rows = con.execute('''
+SELECT run, step, environment, environment_version, judge, judge_version, count(*) AS n,
+       count(*) FILTER (verdict = 'none') AS none,
+       count(*) FILTER (verdict = 'rejected') AS rejected,
+       count(*) FILTER (verdict = 'rationalized') AS rationalized,
+       count(*) FILTER (verdict = 'overt') AS overt, count(*) FILTER (divergent) AS divergent
+FROM {source}
+GROUP BY ALL''', [{argument}]).fetchall()
+print(len(rows))
+"""
