@@ -10,6 +10,7 @@ import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import git
 import pytest
@@ -236,10 +237,6 @@ def example_copy(example_template: Path, tmp_path: Path) -> Path:
 def apt_install(package: str) -> None:
     """Install a Debian package the test set-up needs where it is missing (as root, with apt),
     as CI's fresh machine needs Chromium and Java: a no-op where apt or root is not there."""
-    import os
-    import shutil
-    import subprocess
-
     if not shutil.which("apt-get") or os.geteuid() != 0:
         return
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
@@ -247,3 +244,25 @@ def apt_install(package: str) -> None:
     subprocess.run(
         ["apt-get", "install", "-y", "-qq", package], check=True, env=env, capture_output=True
     )
+
+
+def counts_line(
+    env: str, step: int, n: int, rationalized: int, judge_version: str = "1"
+) -> dict[str, Any]:
+    """One record of aggregated counts (the form gov ingest takes) for main@STEP: n judged
+    episodes of cot-monitor in version 1 of `env`, `rationalized` of them rationalized and
+    the rest none."""
+    return {
+        "run": "main",
+        "step": step,
+        "environment": env,
+        "environment_version": 1,
+        "judge": "cot-monitor",
+        "judge_version": judge_version,
+        "n": n,
+        "none": n - rationalized,
+        "rejected": 0,
+        "rationalized": rationalized,
+        "overt": 0,
+        "divergent": 0,
+    }

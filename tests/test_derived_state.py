@@ -13,24 +13,8 @@ from typing import Any
 import git
 import pytest
 
+from conftest import counts_line
 from governance import api
-
-
-def _counts_line(env: str, step: int, n: int, bad: int) -> dict[str, Any]:
-    return {
-        "run": "main",
-        "step": step,
-        "environment": env,
-        "environment_version": 1,
-        "judge": "cot-monitor",
-        "judge_version": "2026.10",
-        "n": n,
-        "none": n - bad,
-        "rejected": 0,
-        "rationalized": bad,
-        "overt": 0,
-        "divergent": 0,
-    }
 
 
 def _answers(gov, root: Path) -> dict[str, Any]:
@@ -62,7 +46,7 @@ def test_a_fresh_clone_answers_as_the_long_lived_workspace(
         api.checkpoint_add(root, f"main@{step}", str(artifact), {envs[0]: 1.0})
         report = tmp_path / f"r{step}.jsonl"
         report.write_text(
-            "".join(json.dumps(_counts_line(e, step, 200, 2 + i)) + "\n" for e in envs)
+            "".join(json.dumps(counts_line(e, step, 200, 2 + i, "2026.10")) + "\n" for e in envs)
         )
         assert gov("ingest", str(report), cwd=root).exit_code == 0
         long_lived = _answers(gov, root)

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from test_judge_run import server  # noqa: F401 - the fixture: a judge on 127.0.0.1
 
+from conftest import counts_line
 from governance import open_registry
 
 MIX = "code-tests: 0.5\nmath: 0.5\n"
@@ -412,23 +413,7 @@ def test_nothing_is_left_when_the_folder_vanishes_mid_pin(tmp_path: Path) -> Non
 
 def _report(path: Path, step: int, rationalized: dict[str, int], n: int = 200) -> None:
     """A judge's aggregated counts for one checkpoint, dropped where the watcher reads them."""
-    records = [
-        {
-            "run": "main",
-            "step": step,
-            "environment": env,
-            "environment_version": 1,
-            "judge": "cot-monitor",
-            "judge_version": "1",
-            "n": n,
-            "none": n - bad,
-            "rejected": 0,
-            "rationalized": bad,
-            "overt": 0,
-            "divergent": 0,
-        }
-        for env, bad in rationalized.items()
-    ]
+    records = [counts_line(env, step, n, bad) for env, bad in rationalized.items()]
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
 
 
