@@ -195,15 +195,26 @@ def manifest(folder: S3Folder, parts: tuple[tuple[str, S3Folder], ...] = ()) -> 
     return Manifest(folder.uri, listing.bucket, tuple(sorted(objects, key=lambda o: o.path)))
 
 
+class Gone(FileNotFoundError):
+    """A recorded object (or its recorded version) that the store no longer has."""
+
+
 def problem(recorded: Manifest, s3: Any = None) -> str | None:
     """Why the checkpoint can no longer be restored exactly as recorded (an object, or its
     recorded version, gone or changed), or None when every object is there."""
     try:
-        s3 = s3 or client()
-    except GovError as exc:
-        return exc.message
+        check(recorded, s3)
+    except (GovError, Gone) as exc:
+        return str(exc)
+    return None
 
-    def check(o: StoredObject) -> str | None:
+
+def check(recorded: Manifest, s3: Any = None) -> None:
+    """Ask the store for every recorded object: raises Gone where one (or its version) is no
+    longer there, GovError where one changed or the store cannot be read."""
+    s3 = s3 or client()
+
+    def one(o: StoredObject) -> None:
         where = f"s3://{recorded.bucket}/{o.key}"
         try:
             extra = {"VersionId": o.version} if o.version else {}
@@ -211,17 +222,13 @@ def problem(recorded: Manifest, s3: Any = None) -> str | None:
         except Exception as exc:
             if _missing(exc):
                 version = f" version {o.version}" if o.version else ""
-                return f"{where}{version} is gone"
-            return f"cannot read {_failure(where, exc)}"
+                raise Gone(f"{where}{version} is gone") from None
+            raise GovError(f"cannot read {_failure(where, exc)}") from None
         if str(head.get("ETag")) != o.etag or int(head.get("ContentLength", -1)) != o.size:
-            return f"{where} changed since it was registered (ETag or size differs)"
-        return None
+            raise GovError(f"{where} changed since it was registered (ETag or size differs)")
 
     with ThreadPoolExecutor(_WORKERS) as pool:
-        for found in pool.map(check, recorded.objects):
-            if found:
-                return found
-    return None
+        list(pool.map(one, recorded.objects))
 
 
 def download(recorded: Manifest, target: Path, s3: Any = None) -> None:

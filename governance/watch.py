@@ -551,11 +551,10 @@ class Watcher:
         try:
             uri = item.path.uri
             objects = objectstore.manifest(item.path, parts)
-            gone = objectstore.problem(objects)
-            if gone is not None:
-                if "is gone" in gone:
-                    raise FileNotFoundError(gone)
-                raise GovError(f"{gone}; it is looked at again on the next look")
+            try:
+                objectstore.check(objects)  # Gone (a FileNotFoundError): lost, below
+            except GovError as exc:
+                raise GovError(f"{exc.message}; it is looked at again on the next look") from None
             self.registry.add_checkpoints(
                 self.run,
                 [NewCheckpoint(item.step, uri, weights, note=f"gov watch: {uri}", objects=objects)],
