@@ -659,13 +659,15 @@ def aggregate(
     """Check a Parquet lake of judged episodes as strictly as `ingest` checks a report, count
     it with the one SQL on DuckDB (here) or Spark (`master`: a cluster's), and write the counts
     `ingest` takes with a manifest of every file counted; refused, nothing is written."""
+    from . import objectstore
     from .lake import aggregate as aggregate_lake
 
-    if re.match(r"^[a-z][a-z0-9+.-]*://", str(lake)):
-        raise GovError(
-            f"{lake}: a lake in object storage is not read yet: copy or mount it as a folder"
-        )
-    return aggregate_lake(_open(workspace), Path(lake), Path(out), engine, master)
+    where: Path | str = Path(lake)
+    if objectstore.is_uri(str(lake)):
+        where = objectstore.folder_uri(str(lake))
+    elif re.match(r"^[a-z][a-z0-9+.-]*://", str(lake)):
+        raise GovError(f"{lake}: a lake is a folder or an s3:// URI (S3 and stores of its API)")
+    return aggregate_lake(_open(workspace), where, Path(out), engine, master)
 
 
 @dataclass(frozen=True)

@@ -128,6 +128,14 @@ class LakeFile(BaseModel):
     path: str = Field(description="The file's path inside the lake (run=RUN/step=STEP/NAME).")
     size: Annotated[StrictInt, Field(ge=0)]
     md5: Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
+    version: str | None = Field(
+        default=None,
+        description="In object storage: the object's version that was counted (absent where "
+        "the bucket keeps no versions: the ETag then names what was read).",
+    )
+    etag: str | None = Field(
+        default=None, description="In object storage: the ETag of the object that was counted."
+    )
 
 
 class LakeManifest(BaseModel):
@@ -138,7 +146,7 @@ class LakeManifest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     schema_version: Literal[1] = REPORT_SCHEMA_VERSION
-    lake: str
+    lake: str = Field(description="The lake's folder, or its s3:// URI.")
     engine: Literal["duckdb", "spark"]
     counts_md5: Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")] = Field(
         description="The md5 of the counts file this manifest goes with."

@@ -231,10 +231,11 @@ def check(recorded: Manifest, s3: Any = None) -> None:
         list(pool.map(one, recorded.objects))
 
 
-def download(recorded: Manifest, target: Path, s3: Any = None) -> None:
+def download(recorded: Manifest, target: Path, s3: Any = None, purpose: str = "restore") -> None:
     """Restore the checkpoint to the new folder `target`: every object at its recorded
     version, checked against its size and (a single-part upload's ETag is its md5) its
-    content, made whole in a temporary sibling and renamed into place."""
+    content, made whole in a temporary sibling and renamed into place. `purpose` is what a
+    failure says could not be done (restore it, count it)."""
     s3 = s3 or client()
     tmp = target.with_name(f".{target.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -255,8 +256,8 @@ def download(recorded: Manifest, target: Path, s3: Any = None) -> None:
                     out.write(chunk)
         except Exception as exc:
             if _missing(exc) or "PreconditionFailed" in str(exc) or "412" in str(exc):
-                raise ArtifactError(f"{where} is gone or changed: cannot restore it") from None
-            raise ArtifactError(f"cannot restore {_failure(where, exc)}") from None
+                raise ArtifactError(f"{where} is gone or changed: cannot {purpose} it") from None
+            raise ArtifactError(f"cannot {purpose} {_failure(where, exc)}") from None
         plain = o.etag.strip('"')
         # A single-part upload's ETag is its md5, unless the store encrypted it with a key of
         # its own (SSE-KMS) or the caller's (SSE-C); If-Match has checked the ETag already
@@ -265,7 +266,7 @@ def download(recorded: Manifest, target: Path, s3: Any = None) -> None:
         )
         md5_known = "-" not in plain and not encrypted
         if size != o.size or (md5_known and digest.hexdigest() != plain):
-            raise ArtifactError(f"{where}: the restored copy does not match what was registered")
+            raise ArtifactError(f"{where}: the copy read does not match what was listed")
 
     try:
         tmp.mkdir()

@@ -21,7 +21,7 @@ import git
 import pytest
 from test_ingest import episode
 
-from conftest import apt_install, point_dvc_remote, snapshot
+from conftest import apt_install, bucket, point_dvc_remote, snapshot
 from governance import counts as count_store
 from governance import open_registry
 from governance.counts import ledger
@@ -395,8 +395,8 @@ def _lake_case(case: str, root: Path) -> Path:
     """The lakes of the issue's bad inputs."""
     if case == "no such lake":
         return root / "nowhere"
-    if case == "a lake in object storage":
-        return "s3://bucket/judged"  # type: ignore[return-value]  # a URI, not a path
+    if case == "a lake at a URI gov does not read":
+        return "gs://bucket/judged"  # type: ignore[return-value]  # a URI, not a path
     root.mkdir(parents=True)
     if case == "an empty lake":
         (root / "run=main" / "step=100").mkdir(parents=True)
@@ -442,7 +442,9 @@ def _lake_case(case: str, root: Path) -> Path:
 
 BAD_LAKES = {
     "no such lake": ("no such lake",),
-    "a lake in object storage": ("s3://bucket/judged: a lake in object storage is not read yet",),
+    "a lake at a URI gov does not read": (
+        "gs://bucket/judged: a lake is a folder or an s3:// URI",
+    ),
     "an empty lake": ("an empty lake",),
     "files without rows": ("no records",),
     "a column of the wrong type": (
@@ -626,3 +628,121 @@ def test_both_engines_refuse_the_same_rows_the_same_way(
         r"\(divergent\) at run=main/step=100/case-\d\d\.parquet row 2 and none \(divergent\) here",
         said["spark"],
     ), said["spark"]
+
+
+# -- a lake in object storage: a real S3 endpoint (moto's server on 127.0.0.1) holds the files;
+# gov lists them once, counts exactly the versions listed and names them (or their ETags) in
+# the manifest, and refuses a bad lake there in one line as it does a folder ----------------
+def upload(s3: Any, lake: Path, where: str) -> dict[str, str]:
+    """Every file of a local lake under s3://WHERE/; the version id of each, by its path."""
+    name, _, prefix = where.partition("/")
+    versions = {}
+    for path in sorted(lake.rglob("*.parquet")):
+        rel = path.relative_to(lake).as_posix()
+        put = s3.put_object(Bucket=name, Key=f"{prefix}/{rel}", Body=path.read_bytes())
+        versions[rel] = put.get("VersionId")
+    return versions
+
+
+def test_a_lake_in_a_bucket_counts_as_the_same_lake_in_a_folder(
+    gov, lake_ws: Path, s3: Any, tmp_path: Path
+) -> None:
+    records = [*GOOD, GOOD[7]]
+    lake = write_lake(tmp_path / "lake", records, files=3)
+    versions = upload(s3, lake, bucket(s3, "judged", versioned=True) + "/grpo")
+    # a writer's bookkeeping beside the files is left out, as in a folder
+    s3.put_object(Bucket="judged", Key="grpo/run=main/step=100/_SUCCESS", Body=b"")
+    local_out, s3_out = tmp_path / "local.jsonl", tmp_path / "s3.jsonl"
+    assert gov("aggregate", str(lake), "--out", str(local_out), cwd=lake_ws).exit_code == 0
+    result = gov("aggregate", "s3://judged/grpo", "--out", str(s3_out), cwd=lake_ws)
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.startswith("s3://judged/grpo/: 6 files")
+    assert s3_out.read_bytes() == local_out.read_bytes()
+    assert read_counts(s3_out) == expected_counts(records)
+
+    # the manifest names the lake by its URI and each file by the version counted
+    local = json.loads(Path(f"{local_out}.manifest.json").read_text())
+    stored = json.loads(Path(f"{s3_out}.manifest.json").read_text())
+    assert stored["lake"] == "s3://judged/grpo/"
+    assert [(f["path"], f["size"], f["md5"]) for f in stored["files"]] == [
+        (f["path"], f["size"], f["md5"]) for f in local["files"]
+    ]
+    assert {f["path"]: f["version"] for f in stored["files"]} == versions
+    assert all(f["etag"] == f'"{f["md5"]}"' for f in stored["files"])
+
+    # a file rewritten after the count: its new version is what the next count names
+    rel = "run=main/step=200/part-0.parquet"
+    write_file(tmp_path / "new.parquet", mixed(200, 10), TYPES)
+    put = s3.put_object(
+        Bucket="judged", Key=f"grpo/{rel}", Body=(tmp_path / "new.parquet").read_bytes()
+    )
+    assert gov("aggregate", "s3://judged/grpo/", "--out", str(s3_out), cwd=lake_ws).exit_code == 0
+    again = json.loads(Path(f"{s3_out}.manifest.json").read_text())
+    assert (
+        {f["path"]: f["version"] for f in again["files"]}[rel] == put["VersionId"] != versions[rel]
+    )
+
+    result = gov("ingest", str(s3_out), cwd=lake_ws)
+    assert result.exit_code == 0, result.stderr
+
+
+def test_without_versioning_the_manifest_names_each_file_by_its_etag(
+    gov, lake_ws: Path, s3: Any, tmp_path: Path
+) -> None:
+    lake = write_lake(tmp_path / "lake", mixed(100, 12))
+    upload(s3, lake, bucket(s3, "plain", versioned=False) + "/lake")
+    out = tmp_path / "c.jsonl"
+    result = gov("aggregate", "s3://plain/lake", "--out", str(out), cwd=lake_ws)
+    assert result.exit_code == 0, result.stderr
+    files = json.loads(Path(f"{out}.manifest.json").read_text())["files"]
+    assert [f["version"] for f in files] == [None, None]
+    assert [f["etag"] for f in files] == [f'"{f["md5"]}"' for f in files]
+
+
+def test_a_bad_lake_in_a_bucket_is_one_line(gov, lake_ws: Path, s3: Any, tmp_path: Path) -> None:
+    """Each refused in one line naming the URI, exit 2, no counts written and the workspace
+    untouched: a bad row (by file and row, as in a folder), an empty prefix, a missing bucket,
+    an unknown run's partition, and a Spark cluster, whose executors cannot read gov's copy."""
+    lake = write_lake(tmp_path / "lake", mixed(100, 6))
+    write_file(
+        lake / "run=main/step=100/part-9.parquet",
+        [episode(100, 91), {**episode(100, 92), "verdict": "maybe"}],
+        TYPES,
+    )
+    write_file(lake / "run=ghost/step=100/a.parquet", mixed(100, 2), TYPES)
+    upload(s3, lake, bucket(s3, "bad", versioned=True) + "/rows")
+    (lake / "run=ghost/step=100/a.parquet").unlink()
+    upload(s3, lake, "bad/ghostless")
+    out = tmp_path / "c.jsonl"
+    before = snapshot(lake_ws)
+    cases = {
+        ("s3://bad/ghostless",): "run=main/step=100/part-9.parquet row 2: field verdict",
+        ("s3://bad/rows",): "s3://bad/rows/: run=ghost/ (1 file): run 'ghost' is not registered",
+        ("s3://bad/nothing",): "s3://bad/nothing/: an empty lake",
+        ("s3://no-such-bucket/lake",): "NoSuchBucket",
+        ("s3://bad/ghostless", "--engine", "spark", "--master", "spark://head:7077"): (
+            "a Spark cluster's executors cannot read"
+        ),
+    }
+    for args, said in cases.items():
+        result = gov("aggregate", *args, "--out", str(out), cwd=lake_ws)
+        assert result.exit_code == 2, (args, result.stdout)
+        assert len(result.stderr.splitlines()) == 1 and said in result.stderr, (args, result.stderr)
+        assert not out.exists()
+    assert snapshot(lake_ws) == before
+
+
+@pytest.mark.spark
+def test_spark_on_this_machine_counts_the_copy_as_duckdb_does(
+    spark, gov, lake_ws: Path, s3: Any, tmp_path: Path
+) -> None:
+    lake = write_lake(tmp_path / "lake", [*GOOD, GOOD[3]], files=2)
+    upload(s3, lake, bucket(s3, "sparked", versioned=True) + "/lake")
+    outs = []
+    for engine in ("duckdb", "spark"):
+        out = tmp_path / f"{engine}.jsonl"
+        result = gov("aggregate", "s3://sparked/lake", "--out", str(out), "--engine", engine,
+                     cwd=lake_ws)  # fmt: skip
+        assert result.exit_code == 0, result.stderr
+        outs.append(out)
+    assert outs[0].read_bytes() == outs[1].read_bytes()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,7 @@ _KEY_FIELDS = ("run", "step", "environment", "environment_version", "judge", "ju
 class Aggregated:
     """What `gov aggregate` wrote."""
 
-    lake: Path
+    lake: str
     engine: str
     out: Path
     manifest: Path
@@ -56,25 +57,47 @@ def manifest_path(out: Path) -> Path:
 
 def aggregate(
     registry: Registry,
-    lake_path: Path,
+    lake_path: Path | str,
     out: Path,
     engine: str = "duckdb",
     master: str | None = None,
 ) -> Aggregated:
-    """Check and count a lake; write the counts and their manifest, or refuse and write
-    nothing."""
-    lake = list_lake(lake_path, registry)
+    """Check and count a lake (a folder, or an s3:// URI); write the counts and their
+    manifest, or refuse and write nothing."""
+    if not isinstance(lake_path, str):
+        return _aggregate(list_lake(lake_path, registry), registry, out, engine, master)
+    if engine == "spark" and master is not None and not master.startswith("local"):
+        raise GovError(_ON_A_CLUSTER.format(lake_path))
+    with tempfile.TemporaryDirectory(prefix="gov-lake-") as copy:
+        lake = list_lake(Path(copy) / "lake", registry, uri=lake_path)
+        return _aggregate(lake, registry, out, engine, master)
+
+
+# A lake in object storage is copied here, version by version, before it is counted; a
+# cluster's executors cannot read this machine's copy
+_ON_A_CLUSTER = (
+    "{}: a lake in object storage is counted from a copy on this machine, which a Spark "
+    "cluster's executors cannot read: use --engine duckdb, or a local master (local[N])"
+)
+
+
+def _aggregate(
+    lake: Lake, registry: Registry, out: Path, engine: str, master: str | None
+) -> Aggregated:
     check_schemas(lake)
     if lake.records == 0:
-        raise GovError(f"{lake.root}: no records: the lake's files hold no judged episodes")
+        raise GovError(f"{lake.label}: no records: the lake's files hold no judged episodes")
     runner = start(engine, master)
+    if lake.uri is not None and not runner.local:  # spark-submit's session on a cluster
+        runner.close()
+        raise GovError(_ON_A_CLUSTER.format(lake.uri))
     hashing = Hashing(lake.files).start()
     try:
         runner.load(lake)
         tallies, records, duplicates = _count(runner, lake, Join(registry))
     finally:
         runner.close()
-        md5 = hashing.wait(lake.root)
+        md5 = hashing.wait(lake.label)
     return _write(lake, runner.name, out, tallies, records, duplicates, md5)
 
 
@@ -155,7 +178,7 @@ def _one_spelling(lake: Lake, keys: set[Key], join: Join) -> None:
                 if a != b
             )
             raise GovError(
-                f"{lake.root}: {differ} name the same registered version ({group.run}@"
+                f"{lake.label}: {differ} name the same registered version ({group.run}@"
                 f"{group.step} {group.environment} v{group.environment_version}, judge "
                 f"{group.judge} {group.judge_version}): an episode written both ways would be "
                 "counted twice; write each version one way"
@@ -171,7 +194,7 @@ def _explain(runner: Engine, lake: Lake, bad_keys: dict[Key, str], total: int) -
         count = records if key in bad_keys else bad + conflicting
         rel = by_path[runner.file_of(name)].rel
         flagged[rel] = (name, flagged.get(rel, (name, 0))[1] + count)
-    problems = Problems(str(lake.root))
+    problems = Problems(lake.label)
     seen: dict[tuple[Any, ...], tuple[str, str, bool]] = {}
     for rel in sorted(r for r, (_, count) in flagged.items() if count):
         name = flagged[rel][0]
@@ -182,7 +205,7 @@ def _explain(runner: Engine, lake: Lake, bad_keys: dict[Key, str], total: int) -
         if len(problems.listed) >= LISTED_ERRORS:
             break
     if not problems.listed:
-        raise RuntimeError(f"{lake.root}: the counts found {total} bad records, the rows none")
+        raise RuntimeError(f"{lake.label}: the counts found {total} bad records, the rows none")
     problems.count = total
     problems.raise_if_any()
 
@@ -256,13 +279,16 @@ def _write(
     counts = "".join(lines).encode()
     counted = sum(t.n for t in tallies.values())
     manifest = LakeManifest(
-        lake=str(lake.root.resolve()),
+        lake=lake.uri if lake.uri is not None else str(lake.root.resolve()),
         engine=engine,
         counts_md5=hashlib.md5(counts, usedforsecurity=False).hexdigest(),
         records=records,
         counted=counted,
         duplicates=duplicates,
-        files=[LakeFile(path=f.rel, size=f.size, md5=md5[f.rel]) for f in lake.files],
+        files=[
+            LakeFile(path=f.rel, size=f.size, md5=md5[f.rel], version=f.version, etag=f.etag)
+            for f in lake.files
+        ],
     )
     beside = manifest_path(out)
     atomic_write(out, counts)
@@ -272,7 +298,7 @@ def _write(
         out.unlink(missing_ok=True)
         raise
     return Aggregated(
-        lake=lake.root,
+        lake=lake.label,
         engine=engine,
         out=out,
         manifest=beside,

@@ -49,6 +49,10 @@ _SPARK_TYPES = {
 class Engine(Protocol):
     name: str
 
+    @property
+    def local(self) -> bool:
+        """Whether it runs on this machine (and reads its files)."""
+
     def load(self, lake: Lake) -> None:
         """Show the lake's files as the view `episodes`."""
 
@@ -80,6 +84,7 @@ class DuckDBEngine:
     limit (a lake's episode keys may not fit in memory)."""
 
     name = "duckdb"
+    local = True
 
     def __init__(self) -> None:
         self.spill = Path(tempfile.mkdtemp(prefix="gov-aggregate-"))
@@ -176,6 +181,10 @@ class SparkEngine:
         finally:
             os.close(saved)
         self.spark.sparkContext.setLogLevel("ERROR")
+
+    @property
+    def local(self) -> bool:
+        return str(self.spark.sparkContext.master).startswith("local")
 
     def load(self, lake: Lake) -> None:
         from functools import reduce

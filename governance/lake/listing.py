@@ -12,7 +12,7 @@ import os
 import re
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -58,14 +58,22 @@ class LakeFile:
     step: int
     stamp: FileStamp | None
     size: int
+    version: str | None = None  # in object storage: the version read (None: pinned by ETag)
+    etag: str | None = None  # in object storage: the ETag read
 
 
 @dataclass
 class Lake:
-    root: Path
+    root: Path  # the folder the engines read (a local copy of a lake in object storage)
     files: list[LakeFile]
     columns: dict[str, dict[str, str]] = field(default_factory=dict)  # rel -> column -> type
     records: int = 0  # rows, by the files' footers: what the engine must have read
+    uri: str | None = None  # where the lake is, when it is in object storage
+
+    @property
+    def label(self) -> str:
+        """How messages and the manifest name the lake: its URI, or its folder."""
+        return self.uri if self.uri is not None else str(self.root)
 
     def present(self, column: str) -> bool:
         """Whether any file holds the (optional) column."""
@@ -80,10 +88,13 @@ class Lake:
         return list(groups.values())
 
 
-def list_lake(root: Path, registry: Registry) -> Lake:
+def list_lake(root: Path, registry: Registry, uri: str | None = None) -> Lake:
     """The lake's Parquet files, by partition, in path order; refused (one line) when the lake
     is missing or empty, when a file is outside a run=RUN/step=STEP/ partition, or when a
-    partition's run is not registered."""
+    partition's run is not registered. `uri`: the lake in object storage `root` is a copy of
+    (messages name it)."""
+    if uri is not None:
+        return _listed(uri, root, registry)
     if not root.exists():
         raise GovError(f"{root}: no such lake (a folder of run=RUN/step=STEP/*.parquet files)")
     if not root.is_dir():
@@ -99,21 +110,64 @@ def list_lake(root: Path, registry: Registry) -> Lake:
             # the engines' names are matched back to the listing's), but not resolved: the SQL
             # reads run= and step= from the path, which a symlink's target need not have.
             path = Path(os.path.abspath(Path(folder) / name))  # noqa: PTH100
-            if not name.endswith(".parquet"):
-                raise GovError(f"{root}: {rel} is not a Parquet file (a lake holds *.parquet)")
-            found.append(_partitioned(root, path, rel))
+            run, step = _partition(str(root), rel)
+            found.append(_stat(str(root), path, rel, run, step))
     if not found:
-        raise GovError(
-            f"{root}: an empty lake: no Parquet files under it "
-            "(a lake holds run=RUN/step=STEP/*.parquet)"
-        )
+        raise GovError(_EMPTY.format(root))
     found.sort(key=lambda f: f.rel)
-    _check_runs(root, found, registry)
+    _check_runs(str(root), found, registry)
     return Lake(root, found)
 
 
-def _partitioned(root: Path, path: Path, rel: str) -> LakeFile:
-    parent = rel.rpartition("/")[0]
+_EMPTY = "{}: an empty lake: no Parquet files under it (a lake holds run=RUN/step=STEP/*.parquet)"
+
+
+def _listed(uri: str, into: Path, registry: Registry) -> Lake:
+    """A lake in object storage, listed once (each object's current version, or its ETag where
+    the bucket keeps no versions), checked as a folder's listing is, then copied to the new
+    folder `into` at exactly those versions: the engines count the copy, and the manifest names
+    the versions, so what was counted is what the manifest names even while the lake is
+    written to. The copy is this machine's: the one-machine limit is its disk."""
+    from .. import objectstore
+
+    try:
+        listed = objectstore.snapshot(uri)
+    except FileNotFoundError:
+        raise GovError(_EMPTY.format(uri)) from None
+    kept: list[objectstore.StoredObject] = []
+    found: list[LakeFile] = []
+    for stored in listed.objects:
+        if any(part.startswith((".", "_")) for part in stored.path.split("/")):
+            continue  # _SUCCESS, _temporary/, .crc: a writer's bookkeeping
+        run, step = _partition(uri, stored.path)
+        kept.append(stored)
+        found.append(
+            LakeFile(
+                into / stored.path,
+                stored.path,
+                run,
+                step,
+                None,
+                stored.size,
+                stored.version,
+                stored.etag,
+            )
+        )
+    if not found:
+        raise GovError(_EMPTY.format(uri))
+    found.sort(key=lambda f: f.rel)
+    _check_runs(uri, found, registry)
+    objectstore.download(
+        objectstore.Manifest(listed.uri, listed.bucket, tuple(kept)), into, purpose="count"
+    )
+    return Lake(into, [replace(f, stamp=file_stamp(f.path)) for f in found], uri=uri)
+
+
+def _partition(root: str, rel: str) -> tuple[str, int]:
+    """The run and step of a file's partition, from its path inside the lake."""
+    if not rel.endswith(".parquet"):
+        raise GovError(f"{root}: {rel} is not a Parquet file (a lake holds *.parquet)")
+    parent, _, name = rel.rpartition("/")
     match = _PARTITION.fullmatch(parent)
     if match is None:
         raise GovError(
@@ -128,16 +182,20 @@ def _partitioned(root: Path, path: Path, rel: str) -> LakeFile:
             f"{root}: {rel}: partition step={step}: a step is a non-negative integer "
             "without leading zeros"
         )
-    if _PATTERN.search(path.name):
+    if _PATTERN.search(name):
         raise GovError(
             f"{root}: {rel}: its name holds one of * ? [ ] {{ }} : \\, which the engines read "
             "as a pattern (or, Spark, a scheme): rename the file"
         )
+    return run, int(step)
+
+
+def _stat(root: str, path: Path, rel: str, run: str, step: int) -> LakeFile:
     try:
         stat = path.stat()
     except OSError as exc:  # a link to nothing, or a file gone since the listing
         raise GovError(f"{root}: {rel}: cannot be read: {exc.strerror}") from None
-    return LakeFile(path, rel, run, int(step), file_stamp(path), stat.st_size)
+    return LakeFile(path, rel, run, step, file_stamp(path), stat.st_size)
 
 
 # Characters in a file name that DuckDB's reader and Spark's (Hadoop's paths) take for a glob
@@ -145,7 +203,7 @@ def _partitioned(root: Path, path: Path, rel: str) -> LakeFile:
 _PATTERN = re.compile(r"[*?\[\]{}:\\]")
 
 
-def _check_runs(root: Path, files: Sequence[LakeFile], registry: Registry) -> None:
+def _check_runs(root: str, files: Sequence[LakeFile], registry: Registry) -> None:
     """Every partition's run must be registered: a lake mixing in another run's partitions is
     refused by the first unknown run, with how many files it has."""
     runs: dict[str, int] = {}
@@ -173,12 +231,12 @@ def check_schemas(lake: Lake) -> None:
             except Exception as exc:  # duckdb.Error: not a Parquet file, or a damaged one
                 detail = " ".join(str(exc).split())[:200]
                 raise GovError(
-                    f"{lake.root}: {f.rel}: cannot be read as Parquet: {detail}"
+                    f"{lake.label}: {f.rel}: cannot be read as Parquet: {detail}"
                 ) from None
             columns = {str(row[0]): str(row[1]) for row in described}
             problem = schema_problem(columns)
             if problem is not None:
-                raise GovError(f"{lake.root}: {f.rel}: {problem} (see `gov schema report`)")
+                raise GovError(f"{lake.label}: {f.rel}: {problem} (see `gov schema report`)")
             lake.columns[f.rel] = {
                 c: t for c, t in columns.items() if c in REQUIRED or c in OPTIONAL
             }
@@ -270,7 +328,7 @@ class Hashing:
         except BaseException as exc:  # handed to the caller by wait()
             self.error = exc
 
-    def wait(self, root: Path) -> dict[str, str]:
+    def wait(self, root: str) -> dict[str, str]:
         """The md5 of every file, once each is checked unchanged since it was listed (the counts
         and the hashes come from two reads: they must be of the same bytes)."""
         assert self._thread is not None
