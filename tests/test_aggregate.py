@@ -203,7 +203,7 @@ def test_repeats_counted_once_whether_listed_by_hash_or_not(
 ) -> None:
     """Episodes repeated within a file and across files of one partition count once; the same
     episode id in another partition or environment is another episode. With `listed` 0 the
-    repeats are found by grouping every episode, not by the hashes COUNTS listed."""
+    repeats are found by grouping every episode, not by the hashes REPEATED listed."""
     module = importlib.import_module("governance.lake.aggregate")  # the package names a function so
     monkeypatch.setattr(module, "_LISTED_HASHES", listed)
     records = [*GOOD, *GOOD[:7], GOOD[50], GOOD[50], *(dict(r, step=200) for r in GOOD[:3])]

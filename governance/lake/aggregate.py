@@ -28,7 +28,7 @@ from ..registry import Registry
 from ..storage import atomic_write
 from .engines import Engine, start
 from .listing import Hashing, Lake, as_record, check_schemas, list_lake
-from .sql import BAD_BY_FILE, COUNTS, REPEATS, ROWS_OF_FILE, judgment
+from .sql import BAD_BY_FILE, COUNTS, REPEATED, REPEATS, ROWS_OF_FILE, judgment
 
 Key = tuple[Any, ...]  # run, step, environment, environment_version, judge, judge_version
 _KEY_FIELDS = ("run", "step", "environment", "environment_version", "judge", "judge_version")
@@ -123,15 +123,14 @@ def _count(runner: Engine, lake: Lake, join: Join) -> tuple[dict[Group, Tally], 
     (by `_explain`) when any row is bad. The bad records are counted the same on any engine:
     every row of a refused key, else each row with a per-row problem, plus one per episode
     judged two ways."""
-    rows = list(runner.rows(COUNTS))
-    combos = [r for r in rows if r[0] == 1]  # by_key, *key, judgment, k, records, bad
-    hashes = [r[8] for r in rows if r[0] == 0]
+    combos = list(runner.rows(COUNTS))  # *key, judgment, records, bad
+    hashes = [r[0] for r in runner.rows(REPEATED)]
     bad_keys: dict[Key, str] = {}
-    for key in {tuple(row[1:7]) for row in combos}:  # each distinct key once
+    for key in {tuple(row[:6]) for row in combos}:  # each distinct key once
         if (why := _key_problem(key, join)) is not None:
             bad_keys[key] = why
-    _one_spelling(lake, {tuple(row[1:7]) for row in combos} - set(bad_keys), join)
-    records = sum(r[9] for r in combos)
+    _one_spelling(lake, {tuple(row[:6]) for row in combos} - set(bad_keys), join)
+    records = sum(r[7] for r in combos)
     if records != lake.records:  # every row of every file is counted, or none is trusted
         raise RuntimeError(f"{runner.name} read {records} rows of {lake.records}")
     repeats: dict[tuple[Key, int], int] = {}  # (key, judgment) -> rows that repeat a judgment
@@ -145,17 +144,17 @@ def _count(runner: Engine, lake: Lake, join: Join) -> tuple[dict[Group, Tally], 
                 conflicted += 1
             elif code is not None:
                 repeats[(key, code)] = repeats.get((key, code), 0) + copies - 1
-    problems = conflicted + sum(r[9] if tuple(r[1:7]) in bad_keys else r[10] for r in combos)
+    problems = conflicted + sum(r[7] if tuple(r[:6]) in bad_keys else r[8] for r in combos)
     if problems:
         _explain(runner, lake, bad_keys, problems)
     tallies: dict[Group, Tally] = {}
     counted = 0
     for row in combos:
-        key = tuple(row[1:7])
+        key = tuple(row[:6])
         group = join.group(*key)
         assert not isinstance(group, str)
-        judged = row[9] - repeats.get((key, row[7]), 0)
-        verdict, divergent = judgment(row[7])
+        judged = row[7] - repeats.get((key, row[6]), 0)
+        verdict, divergent = judgment(row[6])
         tallies.setdefault(group, Tally()).add_verdict(verdict, divergent, judged)
         counted += judged
     return tallies, records, records - counted

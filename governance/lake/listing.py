@@ -219,33 +219,60 @@ def _check_runs(root: str, files: Sequence[LakeFile], registry: Registry) -> Non
 
 def check_schemas(lake: Lake) -> None:
     """Read each file's schema (its footer) and refuse the lake at the first file whose column
-    differs from the report schema, naming the file and the column."""
+    differs from the report schema, naming the file and the column.
+
+    The footers are read in one query; the files are grouped by their Parquet schema, and the
+    columns as DuckDB types them are asked of one file per group (a lake's files, written by one
+    writer, mostly share one). A footer that cannot be read is found file by file, to name it."""
     con = duckdb_connect()
     try:
-        for f in lake.files:
-            try:
-                described = con.execute(
-                    "DESCRIBE SELECT * FROM read_parquet(?, hive_partitioning = false)",
-                    [str(f.path)],
+        paths = [str(f.path) for f in lake.files]
+        try:
+            physical = con.execute(
+                "SELECT file_name, name, type, type_length, repetition_type, num_children, "
+                "converted_type, scale, precision, logical_type, duckdb_type "
+                "FROM parquet_schema(?)",
+                [paths],
+            ).fetchall()
+            rows = dict(
+                con.execute(
+                    "SELECT file_name, num_rows FROM parquet_file_metadata(?)", [paths]
                 ).fetchall()
-            except Exception as exc:  # duckdb.Error: not a Parquet file, or a damaged one
-                detail = " ".join(str(exc).split())[:200]
-                raise GovError(
-                    f"{lake.label}: {f.rel}: cannot be read as Parquet: {detail}"
-                ) from None
-            columns = {str(row[0]): str(row[1]) for row in described}
+            )
+        except Exception:  # duckdb.Error: a file that is no Parquet, or damaged: which one
+            for f in lake.files:
+                _describe(con, lake, f)
+            raise
+        schemas: dict[str, list[tuple[Any, ...]]] = {}
+        for row in physical:
+            schemas.setdefault(str(row[0]), []).append(tuple(row[1:]))
+        described: dict[tuple[tuple[Any, ...], ...], dict[str, str]] = {}
+        for f in lake.files:
+            shape = tuple(schemas[str(f.path)])
+            if shape not in described:
+                described[shape] = _describe(con, lake, f)
+            columns = described[shape]
             problem = schema_problem(columns)
             if problem is not None:
                 raise GovError(f"{lake.label}: {f.rel}: {problem} (see `gov schema report`)")
             lake.columns[f.rel] = {
                 c: t for c, t in columns.items() if c in REQUIRED or c in OPTIONAL
             }
-            [(rows,)] = con.execute(
-                "SELECT num_rows FROM parquet_file_metadata(?)", [str(f.path)]
-            ).fetchall()
-            lake.records += int(rows)
+            lake.records += int(rows[str(f.path)])
     finally:
         con.close()
+
+
+def _describe(con: Any, lake: Lake, f: LakeFile) -> dict[str, str]:
+    """One file's columns, as DuckDB types them; refused where it cannot be read as Parquet."""
+    try:
+        described = con.execute(
+            "DESCRIBE SELECT * FROM read_parquet(?, hive_partitioning = false)", [str(f.path)]
+        ).fetchall()
+    except Exception as exc:  # duckdb.Error: not a Parquet file, or a damaged one
+        detail = " ".join(str(exc).split())[:200]
+        raise GovError(f"{lake.label}: {f.rel}: cannot be read as Parquet: {detail}") from None
+    return {str(row[0]): str(row[1]) for row in described}
 
 
 # Columns DuckDB's reader adds (filename, file_row_number) and Spark's hidden metadata column
