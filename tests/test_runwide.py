@@ -90,6 +90,27 @@ def test_one_environment_rising_alone_is_named(rng) -> None:
     assert post.share < 0.2
 
 
+@pytest.mark.parametrize("alone", [True, False])
+def test_the_posterior_without_the_leading_environment_is_the_run_without_it(
+    alone: bool, rng
+) -> None:
+    """What the posterior says without its leading environment (which tells one environment's
+    rise from the run's) is what the run's counts without that environment say: one rising
+    alone, or a rise shared by half the run, at two checkpoints each."""
+    k, n, _ = simulate(rng, onset=None if alone else 22, share=0.5, factor=3.0)
+    if alone:
+        k[7, 20:] = rng.binomial(n[7, 20:], 0.3)
+    post = run_onset(k, n)
+    top = max(post.contributions, key=lambda c: (c.evidence, -c.index)).index
+    assert post.without_top == top
+    rest = run_onset(np.delete(k, top, axis=0), np.delete(n, top, axis=0), details=False)
+    for index in (15, 30):
+        expected = rest.p_rise * rest.p_onset_by(index)
+        assert post.p_without_top_by(index) == pytest.approx(expected, abs=1e-6)
+    # alone, the rest holds no rise; shared, it still does
+    assert (rest.p_rise * rest.p_onset_by(30) < 0.5) is alone
+
+
 def test_cells_not_judged_and_environments_added_later(rng) -> None:
     k, n, _ = simulate(rng, environments=10, t=30, onset=15, share=1.0, factor=4.0)
     n[3, :12], k[3, :12] = 0, 0  # an environment added at the 13th checkpoint

@@ -363,15 +363,19 @@ def _carried_by_one(seen: Matrix, posterior: RunOnsetPosterior, held: int) -> st
     rest[top.index] = False
     if int((seen.ns[rest].sum(axis=1) > 0).sum()) < 2:
         return seen.label(top.index)
-    others = Matrix(
-        seen.order,
-        [e for e, keep in zip(seen.environments, rest, strict=True) if keep],
-        seen.ks[rest],
-        seen.ns[rest],
-        seen.offset,
-    )
-    without = run_posterior(others, details=False)
-    if without.p_rise * without.p_onset_by(held) < 0.5:
+    if posterior.without_top == top.index:  # worked out with the contributions
+        alone = posterior.p_without_top_by(held)
+    else:
+        others = Matrix(
+            seen.order,
+            [e for e, keep in zip(seen.environments, rest, strict=True) if keep],
+            seen.ks[rest],
+            seen.ns[rest],
+            seen.offset,
+        )
+        without = run_posterior(others, details=False)
+        alone = without.p_rise * without.p_onset_by(held)
+    if alone < 0.5:
         return seen.label(top.index)
     return None
 
@@ -416,6 +420,7 @@ def _memoized(key: str, kind: type[P], compute: Callable[[], P]) -> P:
         record["onset"] = post.onset.tolist()
         if isinstance(post, RunOnsetPosterior):
             record["contributions"] = [astuple(c) for c in post.contributions]
+            record["onset_without_top"] = post.onset_without_top.tolist()
         with contextlib.suppress(OSError):
             MEMO.put(key, json.dumps(record).encode())
     return post
@@ -425,6 +430,8 @@ def _posterior_of(kind: type[P], record: dict[str, Any]) -> P:
     """A posterior from its record in MEMO (every field, the arrays and parts as lists)."""
     values = {f.name: record[f.name] for f in fields(kind)}
     values["onset"] = np.asarray(values["onset"], dtype=float)
+    if kind is RunOnsetPosterior:
+        values["onset_without_top"] = np.asarray(values["onset_without_top"], dtype=float)
     if kind is RunOnsetPosterior:
         values["contributions"] = [Contribution(*c) for c in values["contributions"]]
     return kind(**values)

@@ -76,6 +76,18 @@ class RunOnsetPosterior(OnsetReading):
     share: float  # E[share of environments affected | a rise]
     effect: float  # exp(E[log R | a rise]): the typical affected environment's rise
     contributions: list[Contribution] = field(repr=False, default_factory=list)
+    # With the contributions: the same posterior without the environment that contributes most
+    # (the contribution with the most evidence; -1 where none): P(a rise) and the onset's
+    # distribution, to tell a run-wide rise from one environment's own
+    without_top: int = -1
+    p_rise_without_top: float = 0.0
+    onset_without_top: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0))
+
+    def p_without_top_by(self, index: int) -> float:
+        """P(a rise began at or before checkpoint `index`) without the leading environment."""
+        if index < 0 or self.without_top < 0:
+            return 0.0
+        return self.p_rise_without_top * float(self.onset_without_top[: index + 1].sum())
 
     def leading(self, count: int = 5, at_least: float = 0.5) -> list[Contribution]:
         """The environments that contribute most to the evidence, most first: those affected
@@ -202,29 +214,14 @@ def _combine(
     shares = np.array(prior.share)
     # each environment's gain, log(1 - share + share x BF), summed over environments: in single
     # precision and the linear domain (the hot loop), exactly log(share) + log BF where BF is huge
-    huge = a > 30.0
-    factor = np.exp(np.minimum(a, 30.0)).astype(np.float32) - np.float32(1.0)
     total = np.empty((len(shares), *a.shape[1:]))  # (share, ramp, tau, combo)
     for i, share in enumerate(shares):
-        with np.errstate(divide="ignore"):  # all affected, and one rules the rise out: -inf
-            gain = np.log1p(np.float32(share) * factor)
-        if huge.any():
-            gain = np.where(huge, np.log(share) + a, gain)
-        total[i] = gain.sum(axis=0, dtype=np.float64)
-    # the onset is uniform over the checkpoints after the first: a block holds as many as it sums
-    with np.errstate(divide="ignore"):
-        place = np.log(sizes) - np.log(length - 1)
-    place[0] = -np.inf
-    weights = total + place[None, None, :, None] - np.log(total[..., 0, 0].size * len(effects))
-    log_rise = float(logsumexp(weights))  # the log Bayes factor of a rise
-    odds = np.log([1 - prior.p_rise, prior.p_rise])
-    p_rise = float(np.exp(log_rise + odds[1] - np.logaddexp(odds[0], log_rise + odds[1])))
-    post = np.exp(weights - log_rise)  # (share, ramp, tau, combo), given a rise
-    onset = np.zeros(length)
-    onset[starts] = post.sum(axis=(0, 1, 3))
+        total[i] = _gains(a, share).sum(axis=0, dtype=np.float64)
+    p_rise, post, onset = _given(total, sizes, starts, length, prior)
     share = float(np.einsum("sltc,s->", post, shares))
     effect = float(np.exp(np.einsum("sltc,c->", post, np.array([b for b, _ in effects]))))
     contributions = []
+    out = RunOnsetPosterior(length, environments, p_rise, onset, share, effect, contributions)
     if details:
         # Each environment's part is an average over the posterior's cells (share, ramp, onset,
         # effect): over the fewest cells that hold all but 1e-10 of its mass, not all of them
@@ -247,10 +244,58 @@ def _combine(
         mean_r = weighted / mixed[:, li, ti, ci]
         log_r = (affected * mean_r) @ w
         evidence = gain @ w
-        contributions = [
+        contributions.extend(
             Contribution(
                 int(row), float(min(1.0, p)), float(np.exp(lr / p)) if p > 1e-9 else 1.0, float(ev)
             )
             for row, p, lr, ev in zip(rows, p_aff, log_r, evidence, strict=True)
-        ]
-    return RunOnsetPosterior(length, environments, p_rise, onset, share, effect, contributions)
+        )
+        # Without the environment that contributes most: its gains taken out of the sum over
+        # environments (they are independent given the cell), the rest as above
+        top = max(range(len(rows)), key=lambda i: (contributions[i].evidence, -rows[i]))
+        if len(rows) > 1:
+            rest = np.delete(a, top, axis=0)
+            for i, one in enumerate(shares):
+                mine = _gains(a[top : top + 1], one)[0]
+                lost = np.isneginf(mine)  # where it alone ruled the rise out: summed anew
+                total[i] -= np.where(lost, 0.0, mine)
+                if lost.any():
+                    total[i][lost] = _gains(rest[:, lost], one).sum(axis=0, dtype=np.float64)
+            out.without_top = int(rows[top])
+            out.p_rise_without_top, _, out.onset_without_top = _given(
+                total, sizes, starts, length, prior
+            )
+    return out
+
+
+def _gains(a: np.ndarray, share: float) -> np.ndarray:
+    """Each environment's gain in each cell, log(1 - share + share x BF), from its log Bayes
+    factors `a` (env, ramp, tau, combo): in single precision and the linear domain (the hot
+    loop), exactly log(share) + log BF where BF is huge."""
+    huge = a > 30.0
+    factor = np.exp(np.minimum(a, 30.0)).astype(np.float32) - np.float32(1.0)
+    with np.errstate(divide="ignore"):  # all affected, and one rules the rise out: -inf
+        gain = np.log1p(np.float32(share) * factor)
+    if huge.any():
+        gain = np.where(huge, np.log(share) + a, gain)
+    return np.asarray(gain)
+
+
+def _given(
+    total: np.ndarray, sizes: np.ndarray, starts: np.ndarray, length: int, prior: RunPrior
+) -> tuple[float, np.ndarray, np.ndarray]:
+    """P(a rise), the posterior over the cells given a rise (share, ramp, tau, combo) and the
+    onset's distribution, from the gains summed over environments."""
+    # the onset is uniform over the checkpoints after the first: a block holds as many as it sums
+    with np.errstate(divide="ignore"):
+        place = np.log(sizes) - np.log(length - 1)
+    place[0] = -np.inf
+    cells = total.shape[0] * total.shape[1] * total.shape[3]  # share, ramp, effect
+    weights = total + place[None, None, :, None] - np.log(cells)
+    log_rise = float(logsumexp(weights))  # the log Bayes factor of a rise
+    odds = np.log([1 - prior.p_rise, prior.p_rise])
+    p_rise = float(np.exp(log_rise + odds[1] - np.logaddexp(odds[0], log_rise + odds[1])))
+    post = np.exp(weights - log_rise)
+    onset = np.zeros(length)
+    onset[starts] = post.sum(axis=(0, 1, 3))
+    return p_rise, post, onset
