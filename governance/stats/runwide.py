@@ -220,7 +220,7 @@ def _combine(
     p_rise, post, onset = _given(total, sizes, starts, length, prior)
     share = float(np.einsum("sltc,s->", post, shares))
     effect = float(np.exp(np.einsum("sltc,c->", post, np.array([b for b, _ in effects]))))
-    contributions = []
+    contributions: list[Contribution] = []
     out = RunOnsetPosterior(length, environments, p_rise, onset, share, effect, contributions)
     if details:
         # Each environment's part is an average over the posterior's cells (share, ramp, onset,
