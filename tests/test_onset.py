@@ -12,6 +12,7 @@ import pytest
 from governance import open_registry
 from governance.gates import decide
 from governance.metrics import CountRow
+from governance.stats.evaluate import ALARM_PRIOR, SCREEN_PRIOR
 from governance.stats.onset import OnsetPrior, onset_posterior
 from governance.stats.restore import Target, place, restore_point
 
@@ -224,6 +225,20 @@ def test_a_long_steady_series_is_not_a_rise(rng) -> None:
     n = rng.integers(40, 320, 600)
     k = rng.binomial(n, 0.01)
     assert onset_posterior(k, n).p_rise < 0.5
+
+
+@pytest.mark.parametrize("rate", [0.45, 0.65])
+def test_a_steady_high_rate_is_not_a_rise(rate: float, rng) -> None:
+    # A share (of flags, of noticed bad reasons) can hold at 40% to 70%. With base rates only up
+    # to 30% in the prior, no base rate fitted it and "no rise" lost to a rise at the first
+    # checkpoint: P(rise) was 1.0 on steady series, on the full grid and on the screen's.
+    n = rng.integers(30, 80, 25)
+    k = rng.binomial(n, rate)
+    for prior in (OnsetPrior(), ALARM_PRIOR, SCREEN_PRIOR):
+        assert onset_posterior(k, n, prior).p_rise < 0.5
+    # and a rise from there is still found
+    k[15:] = rng.binomial(n[15:], min(0.95, rate * 1.6))
+    assert onset_posterior(k, n).p_rise > 0.9
 
 
 def test_a_rise_in_two_stages_restores_before_the_first(rng) -> None:

@@ -524,7 +524,7 @@ ALARM_PRIOR = OnsetPrior(
 # never below 0.55 where the full one reached 0.95 (the defaults' level); the bar is a little lower.
 SCREEN_PRIOR = OnsetPrior(
     two_stage=0.0,
-    p0=tuple(np.geomspace(1e-4, 0.3, 10)),
+    p0=tuple(1e-4 * (3000.0 ** (1 / 9)) ** np.arange(11)),  # to 73%, as the full grid
     ratio=tuple(np.geomspace(1.5, 1000.0, 9)),
     spread=(0.0, 0.4),
     ramps=(1, 3, 7, 15),

@@ -41,7 +41,11 @@ class OnsetPrior:
     rate with each standard deviation in `spread` (0: none). Half the mass is on "no rise at all"
     unless `p_rise` says otherwise; the onset is uniform over the checkpoints after the first."""
 
-    p0: tuple[float, ...] = tuple(np.geomspace(1e-4, 0.3, 18))
+    # Base rates from 0.01% to 77%, log-spaced (18 nodes to 30%, then two more at the same
+    # spacing): a series whose steady rate lies above the grid would fit "no rise" at none of its
+    # nodes, and read as a rise at its first checkpoint (a share of flags, a hidden share, can be
+    # steady at 40% to 70%).
+    p0: tuple[float, ...] = tuple(1e-4 * (3000.0 ** (1 / 17)) ** np.arange(20))
     ratio: tuple[float, ...] = tuple(np.geomspace(1.5, 1000.0, 16))  # from near zero to over half
     # A log-normal wobble keeps the extra variation relative to the rate at every level; a
     # beta-binomial's grows without bound as the rate falls (at 0.4% a concentration of 1000 is a
