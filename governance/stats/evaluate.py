@@ -540,6 +540,15 @@ def _onset(k: tuple[int, ...], n: tuple[int, ...], prior: OnsetPrior) -> OnsetPo
     return _memoized(key, OnsetPosterior, lambda: onset_posterior(k, n, prior, zoom=False))
 
 
+def placed_posterior(k: np.ndarray, n: np.ndarray, prior: OnsetPrior) -> OnsetPosterior:
+    """The onset posterior a restore point is read from (with the finer pass where the onset
+    lies), once per distinct counts and prior: kept in MEMO as the alarms' posteriors are, so
+    a second recommendation, or the review page after one, finds it."""
+    ks, ns = tuple(np.asarray(k).tolist()), tuple(np.asarray(n).tolist())
+    key = _key("placed", repr(ks), repr(ns), repr(prior))
+    return _memoized(key, OnsetPosterior, lambda: onset_posterior(ks, ns, prior))
+
+
 def _confidence(policy: Policy) -> float:
     condition = policy.condition
     if condition.above is not None:

@@ -13,7 +13,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from ..metrics import CountRow
-from .onset import DEFAULT_PRIOR, OnsetPosterior, OnsetPrior, OnsetReading, onset_posterior
+from .evaluate import placed_posterior
+from .onset import DEFAULT_PRIOR, OnsetPosterior, OnsetPrior, OnsetReading
 from .series import Order, SeriesKey, Table, build, columns, first_judged
 
 
@@ -80,7 +81,7 @@ def place(
             if first == len(points) or (target.metric, key) in placed:
                 continue
             ks, ns = columns(points[first:])
-            post = onset_posterior(ks, ns, prior)
+            post = placed_posterior(ks, ns, prior)
             placed[(target.metric, key)] = Placed(target.metric, key, post, first)
     return sorted(placed.values(), key=lambda p: (p.key, p.metric))
 
