@@ -363,19 +363,8 @@ def _carried_by_one(seen: Matrix, posterior: RunOnsetPosterior, held: int) -> st
     rest[top.index] = False
     if int((seen.ns[rest].sum(axis=1) > 0).sum()) < 2:
         return seen.label(top.index)
-    if posterior.without_top == top.index:  # worked out with the contributions
-        alone = posterior.p_without_top_by(held)
-    else:
-        others = Matrix(
-            seen.order,
-            [e for e, keep in zip(seen.environments, rest, strict=True) if keep],
-            seen.ks[rest],
-            seen.ns[rest],
-            seen.offset,
-        )
-        without = run_posterior(others, details=False)
-        alone = without.p_rise * without.p_onset_by(held)
-    if alone < 0.5:
+    assert posterior.without_top == top.index  # worked out with the contributions
+    if posterior.p_without_top_by(held) < 0.5:
         return seen.label(top.index)
     return None
 
@@ -432,7 +421,6 @@ def _posterior_of(kind: type[P], record: dict[str, Any]) -> P:
     values["onset"] = np.asarray(values["onset"], dtype=float)
     if kind is RunOnsetPosterior:
         values["onset_without_top"] = np.asarray(values["onset_without_top"], dtype=float)
-    if kind is RunOnsetPosterior:
         values["contributions"] = [Contribution(*c) for c in values["contributions"]]
     return kind(**values)
 

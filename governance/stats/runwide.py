@@ -214,9 +214,10 @@ def _combine(
     shares = np.array(prior.share)
     # each environment's gain, log(1 - share + share x BF), summed over environments: in single
     # precision and the linear domain (the hot loop), exactly log(share) + log BF where BF is huge
+    linear = _Linear.of(a)
     total = np.empty((len(shares), *a.shape[1:]))  # (share, ramp, tau, combo)
     for i, share in enumerate(shares):
-        total[i] = _gains(a, share).sum(axis=0, dtype=np.float64)
+        total[i] = linear.gains(share).sum(axis=0, dtype=np.float64)
     p_rise, post, onset = _given(total, sizes, starts, length, prior)
     share = float(np.einsum("sltc,s->", post, shares))
     effect = float(np.exp(np.einsum("sltc,c->", post, np.array([b for b, _ in effects]))))
@@ -254,13 +255,13 @@ def _combine(
         # environments (they are independent given the cell), the rest as above
         top = max(range(len(rows)), key=lambda i: (contributions[i].evidence, -rows[i]))
         if len(rows) > 1:
-            rest = np.delete(a, top, axis=0)
             for i, one in enumerate(shares):
-                mine = _gains(a[top : top + 1], one)[0]
+                mine = linear.gains(one, top)[0]
                 lost = np.isneginf(mine)  # where it alone ruled the rise out: summed anew
                 total[i] -= np.where(lost, 0.0, mine)
                 if lost.any():
-                    total[i][lost] = _gains(rest[:, lost], one).sum(axis=0, dtype=np.float64)
+                    others = np.delete(a[:, lost], top, axis=0)
+                    total[i][lost] = _Linear.of(others).gains(one).sum(axis=0, dtype=np.float64)
             out.without_top = int(rows[top])
             out.p_rise_without_top, _, out.onset_without_top = _given(
                 total, sizes, starts, length, prior
@@ -268,17 +269,31 @@ def _combine(
     return out
 
 
-def _gains(a: np.ndarray, share: float) -> np.ndarray:
-    """Each environment's gain in each cell, log(1 - share + share x BF), from its log Bayes
-    factors `a` (env, ramp, tau, combo): in single precision and the linear domain (the hot
-    loop), exactly log(share) + log BF where BF is huge."""
-    huge = a > 30.0
-    factor = np.exp(np.minimum(a, 30.0)).astype(np.float32) - np.float32(1.0)
-    with np.errstate(divide="ignore"):  # all affected, and one rules the rise out: -inf
-        gain = np.log1p(np.float32(share) * factor)
-    if huge.any():
-        gain = np.where(huge, np.log(share) + a, gain)
-    return np.asarray(gain)
+@dataclass(frozen=True)
+class _Linear:
+    """Each environment's log Bayes factors `a` (env, ...) with BF - 1 in single precision,
+    computed once for every share: the gains' hot loop."""
+
+    a: np.ndarray
+    factor: np.ndarray  # BF - 1, float32, BF capped at e^30
+    huge: np.ndarray  # where BF is above the cap
+
+    @classmethod
+    def of(cls, a: np.ndarray) -> _Linear:
+        factor = np.exp(np.minimum(a, 30.0)).astype(np.float32) - np.float32(1.0)
+        return cls(a, factor, a > 30.0)
+
+    def gains(self, share: float, env: int | None = None) -> np.ndarray:
+        """Each environment's gain in each cell, log(1 - share + share x BF) (only `env`'s, as
+        a one-row array, when given): in single precision and the linear domain, exactly
+        log(share) + log BF where BF is huge."""
+        pick = slice(None) if env is None else slice(env, env + 1)
+        a, factor, huge = self.a[pick], self.factor[pick], self.huge[pick]
+        with np.errstate(divide="ignore"):  # all affected, and one rules the rise out: -inf
+            gain = np.log1p(np.float32(share) * factor)
+        if huge.any():
+            gain = np.where(huge, np.log(share) + a, gain)
+        return np.asarray(gain)
 
 
 def _given(
