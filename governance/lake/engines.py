@@ -19,7 +19,7 @@ from urllib.parse import unquote, urlparse
 from ..errors import GovError
 from ..storage import duckdb_connect
 from .listing import OPTIONAL, Lake
-from .sql import PARTITION, for_engine
+from .sql import for_engine, partition_from
 
 ENGINES = ("duckdb", "spark")
 
@@ -103,10 +103,7 @@ class DuckDBEngine:
         # expression per row (a third of the checks' time). It reads every NAME=VALUE folder of
         # the path, so where one above the lake could shadow a column, the expression it is.
         if any("=" in part for part in lake.root.absolute().parts):
-            partition = (
-                f"regexp_extract(filename, {PARTITION}, 1) AS run, "
-                f"CAST(regexp_extract(filename, {PARTITION}, 2) AS BIGINT) AS step"
-            )
+            partition = ", ".join(partition_from("filename"))
             hive = "hive_partitioning = false"
         else:
             partition = "run, step"
@@ -209,8 +206,7 @@ class SparkEngine:
                 exprs = [
                     "_metadata.file_path AS file",
                     "_metadata.row_index AS file_row",
-                    f"regexp_extract(_metadata.file_path, {PARTITION}, 1) AS run",
-                    f"CAST(regexp_extract(_metadata.file_path, {PARTITION}, 2) AS BIGINT) AS step",
+                    *partition_from("_metadata.file_path"),
                 ]
                 for column, duck in _CASTS.items():
                     spark_type = _SPARK_TYPES[duck]

@@ -8,7 +8,8 @@ Each engine first shows the lake as a view `episodes` of the same columns and ty
 (a BIGINT) of the file's partition, episode, environment, environment_version, judge_version
 (strings), judge, verdict, divergent (a boolean), confidence (a double), evidence (a list of
 {start, end, quote}) and schema_version. The listing has already checked that every path ends
-in run=RUN/step=STEP/FILE; each engine's reader takes run and step from there (`PARTITION`).
+in run=RUN/step=STEP/FILE; each engine's reader takes run and step from there
+(`partition_from`).
 """
 
 from __future__ import annotations
@@ -18,8 +19,18 @@ import re
 
 from ..judgments import VERDICTS
 
-# A file's partition from its path, where a reader does not take it from the folders itself
-PARTITION = r"'/run=([^/]+)/step=([0-9]+)/[^/]+$'"
+_PARTITION = r"'/run=([^/]+)/step=([0-9]+)/[^/]+$'"
+
+
+def partition_from(path: str) -> tuple[str, str]:
+    """The columns run and step of a file's partition, read from its path (the column `path`)
+    where a reader does not take them from the folders itself."""
+    return (
+        f"regexp_extract({path}, {_PARTITION}, 1) AS run",
+        f"CAST(regexp_extract({path}, {_PARTITION}, 2) AS BIGINT) AS step",
+    )
+
+
 _VERDICTS = ", ".join(f"'{v}'" for v in VERDICTS)
 # A judgment as one small integer, 2 x the verdict's place in VERDICTS + divergent: the
 # per-episode GROUP BY (the costly part) then carries two integers, not two strings and two
@@ -53,11 +64,12 @@ FROM episodes
 """
 
 _KEY = "run, step, environment, environment_version, judge, judge_version"
+_EPISODE_HASH = f"hash({_KEY}, episode)"  # REPEATED lists these, REPEATS filters by them
 _CONFLICTED = "min(judgment) <> max(judgment)"
 
 # Each row with `k`, a 64-bit hash of its episode's key: rows of one episode share it.
 _JUDGED = f"""
-SELECT *, hash({_KEY}, episode) AS k FROM ({_ROWS})
+SELECT *, {_EPISODE_HASH} AS k FROM ({_ROWS})
 """
 
 # The counts: rows by key and judgment (a few thousand groups), `bad` of them with a per-row
@@ -74,7 +86,7 @@ GROUP BY {_KEY}, judgment
 # because REPEATS then checks the candidates by their keys. Apart from COUNTS, not grouped with
 # it by GROUPING SETS: on DuckDB the two queries together take two thirds of the time.
 REPEATED = f"""
-SELECT k FROM (SELECT hash({_KEY}, episode) AS k FROM episodes) GROUP BY k HAVING count(*) > 1
+SELECT k FROM (SELECT {_EPISODE_HASH} AS k FROM episodes) GROUP BY k HAVING count(*) > 1
 """
 
 # The episodes listed more than once, by their keys: among the rows whose hash REPEATED saw more
