@@ -145,14 +145,7 @@ def steps(registry, artifact) -> None:
 def lake_ws(workspace_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A workspace with checkpoints main@100 and main@200, shared by the tests that only
     aggregate or are refused (neither changes it): built once, not once per test."""
-    root = _copy_workspace(workspace_template, tmp_path_factory.mktemp("lake-ws"))
-    reg = open_registry(root)
-    for step in (100, 200):
-        art = root / "ckpt" / f"s{step}.pt"
-        art.parent.mkdir(exist_ok=True)
-        art.write_bytes(f"s{step}.pt".encode() * 50)
-        reg.add_checkpoint("main", step, art, {"math": 1.0})
-    return root
+    return _with_steps(_copy_workspace(workspace_template, tmp_path_factory.mktemp("lake-ws")))
 
 
 def _copy_workspace(template: Path, where: Path) -> Path:
@@ -161,6 +154,17 @@ def _copy_workspace(template: Path, where: Path) -> Path:
     remote = where / "remote"
     remote.mkdir()
     point_dvc_remote(root, remote)
+    return root
+
+
+def _with_steps(root: Path) -> Path:
+    """The workspace with checkpoints main@100 and main@200 (math only) registered."""
+    reg = open_registry(root)
+    for step in (100, 200):
+        art = root / "ckpt" / f"s{step}.pt"
+        art.parent.mkdir(exist_ok=True)
+        art.write_bytes(f"s{step}.pt".encode() * 50)
+        reg.add_checkpoint("main", step, art, {"math": 1.0})
     return root
 
 
@@ -223,13 +227,7 @@ def test_aggregate_then_ingest_equals_ingesting_the_episodes(
     assert gov("aggregate", str(lake), "--out", str(out), cwd=workspace).exit_code == 0
     assert gov("ingest", str(out), cwd=workspace).exit_code == 0
 
-    other = _copy_workspace(workspace_template, tmp_path / "other")
-    reg = open_registry(other)
-    for step in (100, 200):
-        art = other / "ckpt" / f"s{step}.pt"
-        art.parent.mkdir(exist_ok=True)
-        art.write_bytes(f"s{step}.pt".encode() * 50)
-        reg.add_checkpoint("main", step, art, {"math": 1.0})
+    other = _with_steps(_copy_workspace(workspace_template, tmp_path / "other"))
     jsonl = write_jsonl(tmp_path / "episodes.jsonl", GOOD)
     assert gov("ingest", str(jsonl), cwd=other).exit_code == 0
 

@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+from conftest import counts_line
+
 BRIDGE = """\
 schema_version: 1
 name: bridged-rising
@@ -24,30 +26,13 @@ actions: [block]
 """
 
 
-def _record(step: int, version: str, rationalized: int, n: int = 400) -> dict[str, Any]:
-    return {
-        "run": "main",
-        "step": step,
-        "environment": "math",
-        "environment_version": 1,
-        "judge": "cot-monitor",
-        "judge_version": version,
-        "n": n,
-        "none": n - rationalized,
-        "rejected": 0,
-        "rationalized": rationalized,
-        "overt": 0,
-        "divergent": 0,
-    }
-
-
 def _records(rise: bool) -> list[dict[str, Any]]:
     """Version 1 judges checkpoints 1 to 14 at 2%; version 2, 2.5 times as sensitive, judges
     10 to 24 at 5% (both judged 10 to 14); with `rise`, the model's rate triples from 20 on."""
-    found = [_record(100 * i, "1", 8 + (i % 3) - 1) for i in range(1, 15)]
+    found = [counts_line("math", 100 * i, 400, 8 + (i % 3) - 1, "1") for i in range(1, 15)]
     for i in range(10, 25):
         base = 20 + (i % 3) - 1
-        found.append(_record(100 * i, "2", base * 3 if rise and i >= 20 else base))
+        found.append(counts_line("math", 100 * i, 400, base * 3 if rise and i >= 20 else base, "2"))
     return found
 
 
