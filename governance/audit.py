@@ -434,7 +434,7 @@ def _mark_verified(ws: Workspace, data: bytes, seq: int, head: str) -> None:
     state folder only costs the next append a full verification."""
     record = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest(), "seq": seq, "id": head}
     with contextlib.suppress(OSError):
-        atomic_write(ws.state / VERIFIED, json.dumps(record).encode())
+        atomic_write(ws.local(VERIFIED), json.dumps(record).encode())
 
 
 def _check_link(where: str, entry: dict[str, Any], expected: int, prev: str) -> None:
@@ -787,7 +787,7 @@ def _index(ws: Workspace) -> trailindex.TrailIndex | None:
     if stamp in _index_seen:
         return _index_seen[stamp]
     try:
-        index = trailindex.current(ws.state, files)
+        index = trailindex.current(ws.local(), files)
     except (OSError, ValueError, KeyError, TypeError, RecursionError):
         return None
     if stamp == tuple(file_stamp(p) for p in files):

@@ -13,6 +13,7 @@ import contextlib
 import csv
 import hashlib
 import io
+import os
 import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
@@ -242,7 +243,7 @@ def _sources(ws: Workspace) -> dict[str, set[tuple[str, int]]]:
     if not ledger_file.is_file():
         return {}
     data = ledger_file.read_bytes()
-    path = ws.state / "index" / "sources.json"
+    path = ws.local("index", "sources.json")
     found: dict[str, set[tuple[str, int]]] | None = None
     covered: int | None = None
     try:
@@ -315,7 +316,7 @@ def _cache_table(ws: Workspace) -> Path | None:
     if not ledger_file.is_file():
         return None
     key = hashlib.sha256(ledger_file.read_bytes()).hexdigest()
-    table = ws.state / "index" / f"counts.{key[:16]}.parquet"
+    table = ws.local("index", f"counts.{key[:16]}.parquet")
     if table.is_file():
         return table
     table.parent.mkdir(parents=True, exist_ok=True)
@@ -362,9 +363,9 @@ def table(ws: Workspace) -> Table:
 
     Kept in the local index (.gov/index/table.*) with the ledger bytes it was built from: the
     ledger only grows as reports come in, so a table built from a prefix of it is extended by
-    the new reports' counts files (a few hundred rows), not rebuilt from all of them; any other
-    ledger (a replace, a checkout of an older commit) rebuilds it. A (checkpoint, series) may
-    then have several rows: every reader sums them."""
+    the new reports' counts files (a few hundred rows, appended to the column files), not
+    rebuilt from all of them; any other ledger (a replace, a checkout of an older commit)
+    rebuilds it. A (checkpoint, series) may then have several rows: every reader sums them."""
     ledger_file = ledger_path(ws)
     if not ledger_file.is_file():
         return Table.of([])
@@ -375,15 +376,22 @@ def table(ws: Workspace) -> Table:
         if covered == len(data):
             return found
         fresh = _extend(ws, found, data[covered:])
+        _save_table(ws, fresh, data, appended_after=len(found.checkpoint))
     else:
         fresh = _full_table(ws)
-    _save_table(ws, fresh, data)
+        _save_table(ws, fresh, data)
     return fresh
 
 
-def _table_files(ws: Workspace) -> tuple[Path, Path]:
-    folder = ws.state / "index"
-    return folder / "table.npz", folder / "table.json"
+# The cached table: one file of little-endian int64s per column (rows are only ever appended),
+# and a record of the ledger bytes, the row count, the keys and the checkpoints they hold.
+_TABLE_META = "table.json"
+_TABLE_COLUMNS = ("checkpoint", "key", *COUNT_COLUMNS)
+_INT = "<i8"
+
+
+def _column_file(ws: Workspace, column: str) -> Path:
+    return ws.local("index", f"table.{column}.i64")
 
 
 def _load_table(ws: Workspace, ledger_bytes: bytes) -> tuple[Table, int] | None:
@@ -393,51 +401,62 @@ def _load_table(ws: Workspace, ledger_bytes: bytes) -> tuple[Table, int] | None:
 
     import numpy as np
 
-    arrays_path, meta_path = _table_files(ws)
     try:
-        meta = json.loads(meta_path.read_bytes())
+        meta = json.loads(ws.local("index", _TABLE_META).read_bytes())
         size = _covered(meta, ledger_bytes)
-        if size is None:
+        if size is None or meta.get("format") != 2:
             return None
-        with np.load(arrays_path) as arrays:
-            columns = {c: np.asarray(arrays[c], dtype=np.int64) for c in COUNT_COLUMNS}
-            checkpoint = np.asarray(arrays["checkpoint"], dtype=np.int64)
-            key = np.asarray(arrays["key"], dtype=np.int64)
+        rows = int(meta["rows"])
+        arrays = {
+            c: np.fromfile(_column_file(ws, c), dtype=_INT, count=rows) for c in _TABLE_COLUMNS
+        }
         keys = [(str(e), int(v), str(j), str(jv)) for e, v, j, jv in meta["keys"]]
         checkpoints = [(str(r), int(st)) for r, st in meta["checkpoints"]]
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    rows = len(checkpoint)
-    if len(key) != rows or any(len(c) != rows for c in columns.values()):
+    if any(len(a) != rows for a in arrays.values()):  # a column file cut short
         return None
+    checkpoint, key = arrays.pop("checkpoint"), arrays.pop("key")
     if rows and (checkpoint.max() >= len(checkpoints) or key.max() >= len(keys)):
         return None
-    return Table(keys, checkpoint, key, checkpoints, columns), size
+    return Table(keys, checkpoint, key, checkpoints, arrays), size
 
 
-def _save_table(ws: Workspace, found: Table, ledger_bytes: bytes) -> None:
-    """Write the cache (the arrays first, then what they cover; local state: a folder that
-    cannot be written costs only speed)."""
+def _save_table(
+    ws: Workspace, found: Table, ledger_bytes: bytes, appended_after: int | None = None
+) -> None:
+    """Write the cache: the column files, then the record of what they cover (local state: a
+    folder that cannot be written costs only speed). With `appended_after`, the files already
+    hold the table's first rows up to there, and only the rows after it are written after them;
+    the record, written last, says how many rows to read, so a write cut short is never read."""
     import json
 
     import numpy as np
 
-    arrays_path, meta_path = _table_files(ws)
+    meta_path = ws.local("index", _TABLE_META)
+    columns = {"checkpoint": found.checkpoint, "key": found.key, **found.columns}
     with contextlib.suppress(OSError):
-        arrays_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = arrays_path.with_name(f".table-{secrets.token_hex(6)}.tmp.npz")
-        try:
-            arrays: dict[str, Any] = {
-                "checkpoint": found.checkpoint,
-                "key": found.key,
-                **found.columns,
-            }
-            with tmp.open("wb") as handle:
-                np.savez(handle, **arrays)
-            tmp.replace(arrays_path)
-        finally:
-            tmp.unlink(missing_ok=True)
-        meta = {**_ledger_mark(ledger_bytes), "keys": found.keys, "checkpoints": found.checkpoints}
+        if appended_after is None:
+            meta_path.unlink(missing_ok=True)  # the old record must not describe new files
+            for column, values in columns.items():
+                atomic_write(_column_file(ws, column), np.asarray(values, dtype=_INT).tobytes())
+            for old in meta_path.parent.glob("table.npz"):  # the format before this one
+                old.unlink(missing_ok=True)
+        else:
+            for column, values in columns.items():
+                with _column_file(ws, column).open("r+b") as handle:
+                    handle.truncate(appended_after * 8)
+                    handle.seek(appended_after * 8)
+                    handle.write(np.asarray(values[appended_after:], dtype=_INT).tobytes())
+                    handle.flush()
+                    os.fsync(handle.fileno())
+        meta = {
+            **_ledger_mark(ledger_bytes),
+            "format": 2,
+            "rows": len(found.checkpoint),
+            "keys": found.keys,
+            "checkpoints": found.checkpoints,
+        }
         atomic_write(meta_path, json.dumps(meta).encode())
 
 

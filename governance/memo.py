@@ -56,4 +56,4 @@ def install(ws: Workspace) -> None:
     """Let the statistics keep and find posteriors in this workspace's local state."""
     from .stats import evaluate
 
-    evaluate.MEMO = DiskMemo(ws.state / "index" / "posteriors")
+    evaluate.MEMO = DiskMemo(ws.local("index", "posteriors"))

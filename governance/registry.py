@@ -7,13 +7,16 @@ the history of every change, one commit each.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Literal
+
+from pydantic import TypeAdapter, ValidationError
 
 from . import artifacts, audit, counts, objectstore, scm
 from . import workspace as workspace_mod
@@ -27,6 +30,8 @@ from .errors import (
     NotFound,
     RegistryFileError,
 )
+from .kept import digest as kept_digest
+from .kept import kept_records
 from .models import (
     Checkpoint,
     CheckpointStatus,
@@ -44,10 +49,12 @@ from .models import (
 from .storage import (
     FileStamp,
     file_stamp,
-    iter_jsonl_numbered,
+    iter_jsonl_lines,
     load_yaml_model,
     model_json_line,
     model_yaml,
+    parse_yaml_model,
+    validate_jsonl_line,
 )
 from .workspace import Workspace
 
@@ -146,6 +153,34 @@ _CHECKPOINTS_SEEN: dict[Path, tuple[FileStamp, tuple[Checkpoint, ...]]] = {}
 _NAMED_SEEN: dict[Path, tuple[FileStamp, Run | Environment | Judge]] = {}
 
 
+_MIXTURE_KEY = b'"exposure":'
+_MIXTURE = TypeAdapter(tuple[ExposureEntry, ...])
+
+
+def _shared_mixture(
+    raw: bytes, mixtures: dict[bytes, tuple[ExposureEntry, ...]]
+) -> Checkpoint | None:
+    """A checkpoint line validated with its training mixture read once per distinct mixture: a
+    run's checkpoints mostly repeat one (300 environments are 300 entries a line, nine tenths of
+    the validation of a long run's registry). None when the line does not split cleanly into its
+    mixture and the rest, or either part is invalid: the caller validates it whole."""
+    if raw.count(_MIXTURE_KEY) != 1:
+        return None
+    start = raw.index(_MIXTURE_KEY) + len(_MIXTURE_KEY)
+    end = raw.find(b"]", start) + 1
+    if end == 0 or raw[start : start + 1] != b"[":
+        return None
+    mixture = raw[start:end]
+    try:
+        rest = Checkpoint.model_validate_json(raw[:start] + b"[]" + raw[end:])
+        exposure = mixtures.get(mixture)
+        if exposure is None:
+            exposure = mixtures[mixture] = _MIXTURE.validate_json(mixture)
+    except ValidationError:
+        return None
+    return rest.model_copy(update={"exposure": exposure})
+
+
 class Registry:
     """Runs, checkpoints, environments and judges of one workspace."""
 
@@ -167,28 +202,41 @@ class Registry:
 
     def _load_named(self, path: Path, model: type[Run] | type[Environment] | type[Judge]) -> object:
         """A run's, environment's or judge's file, parsed once per process and state of the
-        file (a check reads 300 environments twice); each caller gets its own copy."""
+        file (a check reads 300 environments twice), and kept across processes by its bytes
+        (see kept.py). The records are frozen, so callers share them."""
         stamp = file_stamp(path)
         seen = _NAMED_SEEN.get(path)
         if stamp is not None and seen is not None and seen[0] == stamp:
-            return seen[1].model_copy(deep=True)
-        record = load_yaml_model(path, model, self.ws.rel(path))
-        if record.id != path.stem:
-            raise GovError(
-                f"{self.ws.rel(path)}: field id: {record.id!r} does not match the file name "
-                f"{path.stem!r}; fix the file, or restore it with `git checkout -- "
-                f"{self.ws.rel(path)}`"
-            )
+            return seen[1]
+        rel = self.ws.rel(path)
+        data = path.read_bytes()
+        kept, digest = kept_records(self.ws), kept_digest(data)
+        record = kept.get(rel, digest, model)
+        if record is None:
+            record = parse_yaml_model(data, model, rel)
+            if record.id != path.stem:
+                raise GovError(
+                    f"{rel}: field id: {record.id!r} does not match the file name "
+                    f"{path.stem!r}; fix the file, or restore it with `git checkout -- {rel}`"
+                )
+            kept.put(rel, digest, record)
         if stamp is not None and stamp == file_stamp(path):
-            _NAMED_SEEN[path] = (stamp, record.model_copy(deep=True))
+            _NAMED_SEEN[path] = (stamp, record)
         return record
+
+    @contextlib.contextmanager
+    def _list(self) -> Iterator[None]:
+        """Read many named files, then keep what had to be parsed."""
+        yield
+        kept_records(self.ws).save()
 
     def _all(self, folder: str, suffix: str) -> list[Path]:
         return sorted((self.ws.registry / folder).glob(f"*{suffix}"))
 
     # -- runs ----------------------------------------------------------------------------
     def runs(self) -> list[Run]:
-        return [self.run(p.stem) for p in self._all("runs", ".yaml")]
+        with self._list():
+            return [self.run(p.stem) for p in self._all("runs", ".yaml")]
 
     def run(self, run: str) -> Run:
         path = self._run_file(check_name("run", run))
@@ -310,7 +358,11 @@ class Registry:
     def _read_checkpoint_lines(self, path: Path) -> list[Checkpoint]:
         display = self.ws.rel(path)
         found: list[Checkpoint] = []
-        for number, ckpt in iter_jsonl_numbered(path, Checkpoint, display):
+        mixtures: dict[bytes, tuple[ExposureEntry, ...]] = {}
+        for number, raw in iter_jsonl_lines(path):
+            ckpt = _shared_mixture(raw, mixtures)
+            if ckpt is None:  # validated whole, for the error message that names the field
+                ckpt = validate_jsonl_line(raw, number, Checkpoint, display)
             if found and ckpt.step <= found[-1].step:
                 why = "appears twice" if ckpt.step == found[-1].step else "is out of order"
                 raise RegistryFileError(
@@ -544,7 +596,8 @@ class Registry:
 
     # -- environments --------------------------------------------------------------------
     def environments(self) -> list[Environment]:
-        return [self.environment(p.stem) for p in self._all("environments", ".yaml")]
+        with self._list():
+            return [self.environment(p.stem) for p in self._all("environments", ".yaml")]
 
     def environment(self, env: str) -> Environment:
         path = self._env_file(check_name("environment", env))
@@ -725,7 +778,8 @@ class Registry:
 
     # -- judges --------------------------------------------------------------------------
     def judges(self) -> list[Judge]:
-        return [self.judge(p.stem) for p in self._all("judges", ".yaml")]
+        with self._list():
+            return [self.judge(p.stem) for p in self._all("judges", ".yaml")]
 
     def judge(self, judge: str) -> Judge:
         path = self._judge_file(check_name("judge", judge))

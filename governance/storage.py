@@ -71,8 +71,13 @@ def _fix_hint(display: str) -> str:
 
 def load_yaml_model(path: Path, model: type[M], display: str) -> M:
     """Read one YAML record; `display` is the path shown in errors (relative to the workspace)."""
+    return parse_yaml_model(path.read_bytes(), model, display)
+
+
+def parse_yaml_model(data: bytes, model: type[M], display: str) -> M:
+    """One YAML record from the bytes of the file `display`."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise RegistryFileError(f"{display}: not UTF-8 text ({exc.reason})") from exc
     return yamlio.parse(
@@ -115,23 +120,26 @@ def iter_jsonl_models(path: Path, model: type[M], display: str) -> Iterator[M]:
 def iter_jsonl_numbered(path: Path, model: type[M], display: str) -> Iterator[tuple[int, M]]:
     """(line number, record) of a file of one JSON record a line; a bad line is an error."""
     for number, raw in iter_jsonl_lines(path):
-        try:
-            yield number, model.model_validate_json(raw)
-        except ValidationError as exc:
-            loc, message = yamlio.first_error(exc)
-            if exc.errors()[0]["type"] == "json_invalid":
-                try:
-                    json.loads(raw)
-                except ValueError as json_exc:
-                    message = f"invalid JSON: {json_exc}"
-                except Exception:
-                    pass
-                raise RegistryFileError(
-                    f"{display}:{number}: {message}{_fix_hint(display)}"
-                ) from exc
-            raise RegistryFileError(
-                f"{display}:{number}: field {yamlio.field_name(loc)}: {message}{_fix_hint(display)}"
-            ) from exc
+        yield number, validate_jsonl_line(raw, number, model, display)
+
+
+def validate_jsonl_line(raw: bytes, number: int, model: type[M], display: str) -> M:
+    """Line `number` of the JSON-lines file `display` as a `model`; else one error naming them."""
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        loc, message = yamlio.first_error(exc)
+        if exc.errors()[0]["type"] == "json_invalid":
+            try:
+                json.loads(raw)
+            except ValueError as json_exc:
+                message = f"invalid JSON: {json_exc}"
+            except Exception:
+                pass
+            raise RegistryFileError(f"{display}:{number}: {message}{_fix_hint(display)}") from exc
+        raise RegistryFileError(
+            f"{display}:{number}: field {yamlio.field_name(loc)}: {message}{_fix_hint(display)}"
+        ) from exc
 
 
 def duckdb_connect(config: dict[str, Any] | None = None) -> Any:

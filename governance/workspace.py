@@ -9,6 +9,7 @@ registry and the git history are always as they were before the change or as the
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import secrets
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 
 CONFIG_FILE = "gov.yaml"
 STATE_DIR = ".gov"
+IGNORE_STATE = b"# gov's local state (lock, journal, caches): never committed\n*\n"
 LOCK_TIMEOUT_S = 60.0
 _TRAILER = "Gov-Change"
 
@@ -129,6 +131,17 @@ class Workspace:
     def state(self) -> Path:
         return self.root / STATE_DIR
 
+    def local(self, *parts: str) -> Path:
+        """A path in the local state (caches, indexes), the folder made with the .gitignore that
+        keeps it out of git if it is not there yet: a read in a fresh clone may write a cache,
+        and must not leave the work tree with an untracked folder."""
+        ignore = self.state / ".gitignore"
+        if not ignore.exists():
+            with contextlib.suppress(OSError):  # a read-only workspace: no cache, same answers
+                self.state.mkdir(exist_ok=True)
+                atomic_write(ignore, IGNORE_STATE)
+        return self.state.joinpath(*parts)
+
     def rel(self, path: Path) -> str:
         try:
             return path.resolve().relative_to(self.root).as_posix()
@@ -140,9 +153,7 @@ class Workspace:
         self.state.mkdir(exist_ok=True)
         ignore = self.state / ".gitignore"
         if not ignore.exists():
-            atomic_write(
-                ignore, b"# gov's local state (lock, journal, caches): never committed\n*\n"
-            )
+            atomic_write(ignore, IGNORE_STATE)
         lock = FileLock(str(self.state / "lock"))
         try:
             lock.acquire(timeout=LOCK_TIMEOUT_S)

@@ -145,6 +145,13 @@ HAND_EDITS: dict[str, tuple[str, Callable[[str], str], list[str], tuple[str, ...
         ("registry/checkpoints/main.jsonl:1", "field step", "-4"),
         True,
     ),
+    "bad weight in a checkpoint's mixture": (
+        "registry/checkpoints/main.jsonl",
+        lambda text: text.replace('"weight":1.0', '"weight":1.5'),
+        ["checkpoint", "list"],
+        ("registry/checkpoints/main.jsonl:1", "field exposure.0.weight", "1"),
+        True,
+    ),
     "lineage cycle": (
         "registry/runs/main.yaml",
         lambda text: text + "parent_run: main\nforked_from_step: 100\n",

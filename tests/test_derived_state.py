@@ -70,6 +70,19 @@ def test_a_fresh_clone_answers_as_the_long_lived_workspace(
     assert not (clone / ".gov" / "index").exists()
     fresh = _answers(gov, clone)
     assert fresh == long_lived
+    # the clone's reads built caches, and left no untracked file behind
+    assert (clone / ".gov" / "index" / "records.pickle").is_file()
+    assert git.Repo(clone).git.status("--porcelain") == ""
+    # an append to the counts table's column files cut short leaves bytes after the rows its
+    # record names, never read; a column file cut short is rebuilt from the counts files
+    columns = sorted((root / ".gov" / "index").glob("table.*.i64"))
+    assert len(columns) == 8
+    for column in columns:
+        with column.open("ab") as handle:
+            handle.write(b"\x07" * 12)
+    assert _answers(gov, root) == long_lived
+    columns[3].write_bytes(columns[3].read_bytes()[:40])
+    assert _answers(gov, root) == long_lived
     # and the long-lived workspace's cache, dropped, is rebuilt to the same answers
     shutil.rmtree(root / ".gov" / "index")
     assert _answers(gov, root) == long_lived
@@ -116,3 +129,31 @@ def test_posteriors_kept_on_disk_are_exactly_the_ones_computed(
         path.write_text('{"p_rise": 0.999}')  # damaged: a key missing
     damaged = fresh()
     assert damaged[0].p_rise == computed[0].p_rise and damaged[1].p_rise == computed[1].p_rise
+
+
+def test_kept_registry_records_follow_their_files(gov, workspace: Path) -> None:
+    """A registry file parsed by an earlier process is used only while its bytes are the same: an
+    edit is read, a broken file is named, and a damaged cache is ignored."""
+    from governance import kept, registry
+
+    def fresh_process_show() -> Any:
+        registry._NAMED_SEEN.clear()
+        kept._OPEN.clear()
+        shown = gov("env", "show", "math", "--format", "json", cwd=workspace)
+        for records in kept._OPEN.values():  # what the process's exit writes
+            records.save()
+        return shown
+
+    first = fresh_process_show()
+    assert first.exit_code == 0, first.stderr
+    assert json.loads(first.stdout)["status"] == "active"
+    assert (workspace / ".gov" / "index" / kept.FILE).is_file()
+    path = workspace / "registry" / "environments" / "math.yaml"
+    path.write_text(path.read_text().replace("status: active", "status: retired"))
+    assert json.loads(fresh_process_show().stdout)["status"] == "retired"
+    path.write_text(path.read_text().replace("status: retired", "status: [retired"))
+    broken = fresh_process_show()
+    assert broken.exit_code == 2 and "registry/environments/math.yaml:" in broken.stderr
+    path.write_text(path.read_text().replace("status: [retired", "status: active"))
+    (workspace / ".gov" / "index" / kept.FILE).write_bytes(b"not a pickle")
+    assert json.loads(fresh_process_show().stdout)["status"] == "active"

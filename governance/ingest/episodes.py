@@ -54,7 +54,7 @@ def ensure_index(ws: Workspace, entry: ReportEntry) -> None:
 
 def index_paths(ws: Workspace, md5: str) -> tuple[Path, Path]:
     """A report's episode table and its key map in the local index."""
-    folder = ws.state / "index" / "episodes"
+    folder = ws.local("index", "episodes")
     return folder / f"{md5}.parquet", folder / f"{md5}.keys.csv"
 
 
