@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import audit, calibration, counts, memo, pairs
+from . import audit, calibration, counts, memo, pairs, parallel
 from .errors import Blocked, GovError
 from .models import CheckpointStatus, EnvironmentStatus, Flag, FlagEvidence, utc_now
 from .policies import Action, Insufficient, LoadedPolicy, Policy, load_policies, with_unjudged
@@ -69,15 +69,45 @@ def decide(
     errors = calibration.all_errors(ws)  # what a corrected policy corrects for
     order = registry.order(run, step)
     read = np.zeros(len(order), dtype=bool)  # the checkpoints whose counts were read
-    for policy in with_unjudged([item.policy for item in loaded]):
+    everything = with_unjudged([item.policy for item in loaded])
+    # The counts alone decide these policies: side by side on the machine's cores. An onset
+    # policy (one series per environment, costly where a series rose) goes in three parts per
+    # core, so that the cores finish together; the costliest kinds of job are handed out first.
+    parts = {i: _parts(p, parallel.workers()) for i, p in enumerate(everything) if _pure(p)}
+    jobs = sorted(
+        ((i, part, of) for i, of in parts.items() for part in range(of)),
+        key=lambda job: (not everything[job[0]].run_wide, job[2] == 1),
+    )
+
+    # A policy in parts reads its series, built once here: every worker starts with them.
+    built = {i: _series(everything[i], rows, order) for i, of in parts.items() if of > 1}
+
+    def job(j: int) -> list[tuple[Result, np.ndarray | None]]:
+        i, part, of = jobs[j]
+        policy = everything[i]
         if policy.run_wide:
-            found = _run_wide(policy, rows, order, (run, step), ref)
+            return list(_run_wide(policy, rows, order, (run, step), ref))
+        series, others = built[i] if i in built else _series(policy, rows, order)
+        return _results(policy, series, others, (run, step), ref, errors, (part, of))
+
+    done = parallel.run_each(job, range(len(jobs)))
+    computed: dict[int, list[tuple[Result, np.ndarray | None]]] = {}
+    for j, (i, _, _) in sorted(enumerate(jobs), key=lambda item: item[1]):  # parts in order
+        computed.setdefault(i, []).extend(done[j])
+    for i, policy in enumerate(everything):
+        if i in computed:
+            found = computed[i]
             for result, positions in found:
                 results.append(result)
+                if positions is None:  # no series at all: no judge was read
+                    continue
                 judges.add(f"{result.series.judge}@{result.series.judge_version}")
                 read[positions] = True
-                if result.status == "fired":
-                    actions.setdefault(policy.name, [a.value for a in policy.actions])
+                if result.status != "fired":
+                    continue
+                actions.setdefault(policy.name, [a.value for a in policy.actions])
+                if not policy.run_wide:
+                    _flag(flagged, policy, result.series)
             outcome = worse(outcome, policy_outcome(policy, [r for r, _ in found]))
             continue
         if policy.condition.obfuscation is not None:
@@ -97,30 +127,14 @@ def decide(
             continue
         if not series:
             results.append(_no_judgments(policy, ref))
-        others = peers(series) if policy.condition.onset is not None else {}
-        for key, points in sorted(series.items(), key=lambda kv: kv[0].label):
+        for key in sorted(series, key=lambda k: k.label):  # monitor pressure, read from the trail
             judges.add(f"{key.judge}@{key.judge_version}")
-            read[points.positions] = True
-            if policy.condition.pressure is not None:
-                result = _pressure_result(ws, policy, key)
-            else:
-                around = int(others[key][-1]) if key in others and len(points) else 1
-                result = evaluate(
-                    policy,
-                    key,
-                    points,
-                    (run, step),
-                    peers=around,
-                    errors=errors.get((key.judge, key.judge_version)),
-                )
-                if result.status == "fired":  # what the audit trail shows a reviewer later
-                    result.seen = points.seen()
+            read[series[key].positions] = True
+            result = _pressure_result(ws, policy, key)
             results.append(result)
             if result.status == "fired":
                 actions.setdefault(policy.name, [a.value for a in policy.actions])
-                if Action.FLAG_ENVIRONMENT in policy.actions and key.environment:
-                    version = key.environment_version or 0
-                    flagged[key.environment] = max(flagged.get(key.environment, 0), version)
+                _flag(flagged, policy, key)
         outcome = worse(
             outcome, policy_outcome(policy, [r for r in results if r.policy == policy.name])
         )
@@ -148,6 +162,66 @@ def decide(
         registry_commit=ws.repo.head.commit.hexsha,
         gating=gating,
     )
+
+
+def _flag(flagged: dict[str, int], policy: Policy, key: SeriesKey) -> None:
+    """Note the environment version a fired result of a flagging policy is about."""
+    if Action.FLAG_ENVIRONMENT in policy.actions and key.environment:
+        version = key.environment_version or 0
+        flagged[key.environment] = max(flagged.get(key.environment, 0), version)
+
+
+def _parts(policy: Policy, workers: int) -> int:
+    """In how many parts to evaluate a policy whose counts alone decide it."""
+    return 1 if policy.run_wide or policy.condition.onset is None else 3 * workers
+
+
+def _pure(policy: Policy) -> bool:
+    """Whether the counts alone decide the policy (not the trail, the registry or judge pairs)."""
+    condition = policy.condition
+    return policy.run_wide or (
+        condition.obfuscation is None and condition.unjudged is None and condition.pressure is None
+    )
+
+
+def _series(
+    policy: Policy, rows: Table, order: Order
+) -> tuple[list[tuple[SeriesKey, Points]], dict[SeriesKey, np.ndarray]]:
+    """A policy's series in the order of their labels, and each one's peers (onset policies)."""
+    series = for_policy(policy, rows, order)
+    others = peers(series) if policy.condition.onset is not None else {}
+    return sorted(series.items(), key=lambda kv: kv[0].label), others
+
+
+def _results(
+    policy: Policy,
+    series: list[tuple[SeriesKey, Points]],
+    others: dict[SeriesKey, np.ndarray],
+    at: tuple[str, int],
+    ref: str,
+    errors: dict[tuple[str, str], ErrorRates | str],
+    part: tuple[int, int] = (0, 1),
+) -> list[tuple[Result, np.ndarray | None]]:
+    """A policy's result on each of its series, with the positions each read (None: the policy
+    had no series at all); `part` (i, m): only the i-th of m nearly equal runs of the series."""
+    out: list[tuple[Result, np.ndarray | None]] = []
+    if not series and part[0] == 0:
+        out.append((_no_judgments(policy, ref), None))
+    index, count = part
+    for key, points in series[index * len(series) // count : (index + 1) * len(series) // count]:
+        around = int(others[key][-1]) if key in others and len(points) else 1
+        result = evaluate(
+            policy,
+            key,
+            points,
+            at,
+            peers=around,
+            errors=errors.get((key.judge, key.judge_version)),
+        )
+        if result.status == "fired":  # what the audit trail shows a reviewer later
+            result.seen = points.seen()
+        out.append((result, points.positions))
+    return out
 
 
 def _run_wide(

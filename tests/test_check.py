@@ -97,6 +97,41 @@ def test_check_records_flags_and_is_reproducible(gov, example_copy: Path) -> Non
     assert repo.head.commit.hexsha == commit.hexsha
 
 
+def test_policies_evaluated_side_by_side_decide_as_one_after_another(
+    example_template: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A check spreads the policies the counts alone decide over forked workers: the decision is
+    the one computed in one process, result for result, in the same order."""
+    import threading
+
+    from governance import parallel
+    from governance.stats import evaluate, onset
+
+    # DVC's progress bars (the example's build) leave tqdm's monitor threads behind; a process
+    # with other threads running never forks, so they are stopped here.
+    for thread in threading.enumerate():
+        if thread.name == "tqdm_monitor":
+            thread.exit()  # type: ignore[attr-defined]
+    monkeypatch.setattr(evaluate, "MEMO", None)  # nothing found from an earlier computation
+    monkeypatch.setattr("governance.memo.install", lambda ws: None)
+    reg = open_registry(example_template)
+
+    def decided(workers: str) -> tuple[dict, int]:
+        evaluate._onset.cache_clear()
+        evaluate._run_cached.cache_clear()
+        onset._SEEN.clear()
+        monkeypatch.setenv("GOV_WORKERS", workers)
+        data = decide(reg, "main@11000").model_dump(mode="json")
+        data.pop("evaluated", None)
+        return data, parallel.LAST_IN_WORKERS
+
+    side_by_side, forked = decided("3")
+    one_process, none = decided("1")
+    assert forked > 3 and none == 0
+    assert side_by_side["outcome"] == "block" and side_by_side["flagged"] == ["code-unit-tests"]
+    assert side_by_side == one_process
+
+
 def test_later_evidence_does_not_change_an_earlier_decision(
     example_copy: Path, tmp_path: Path
 ) -> None:
