@@ -392,7 +392,7 @@ def verify(ws: Workspace) -> Verification:
                 f"{ws.rel(file)}: the working copy differs from the committed trail before its end"
             )
     if data:
-        _mark_verified(ws, data, count, prev)
+        _mark_verified(ws, contents, count, prev)
         _index(ws)  # where each entry is, for `show`, kept current
     return Verification(count, prev if count else None, anchored, sorted(missing))
 
@@ -404,20 +404,30 @@ def guard(ws: Workspace) -> None:
     """Verify the trail before anything is appended to it, cheaply: a trail whose first bytes are
     still those verified last time is checked from there on, link by link; any other is
     verified in full (the chain and the heads git recorded). Raises TrailRefused naming the
-    first bad entry."""
-    contents = _contents(ws)
-    if not contents:
-        return
-    data = b"".join(d for _, d in contents)
-    mark = ws.state / VERIFIED
+    first bad entry.
+
+    Sealed segments never change once written: while each has the size, inode and change times
+    it had when verified (what any write, copy or checkout changes, as git's index assumes), only
+    the active file is read, so an append costs the same at any length of trail. `gov audit
+    verify` always reads every byte."""
+    known = _read_mark(ws)
+    active = trail_path(ws)
+    sealed = [p for p in _present(ws) if p != active]
     try:
-        known = json.loads(mark.read_bytes())
-        size, digest, seq, head = known["size"], known["sha256"], known["seq"], known["id"]
-    except (OSError, ValueError, KeyError, TypeError):
-        size = -1
-    try:
-        if 0 <= size <= len(data) and hashlib.sha256(data[:size]).hexdigest() == digest:
-            seq, head = _verify_from(ws, contents, size, seq, head)
+        if known is not None and known["sealed"] == _stats(sealed):
+            data = active.read_bytes() if active.is_file() else b""
+            size, digest = known["pieces"][-1]
+            if size <= len(data) and hashlib.sha256(data[:size]).hexdigest() == digest:
+                seq, head = _verify_from(ws, [(active, data)], size, known["seq"], known["id"])
+                pieces = [*known["pieces"][:-1], _piece(data)]
+                _write_mark(ws, pieces, _stats(sealed), seq, head)
+                return
+        contents = _contents(ws)
+        if not contents:
+            return
+        verified = _verified_prefix(known, b"".join(d for _, d in contents))
+        if known is not None and verified is not None:
+            seq, head = _verify_from(ws, contents, verified, known["seq"], known["id"])
         else:
             done = verify(ws)
             seq, head = done.entries, done.head or GENESIS
@@ -425,14 +435,71 @@ def guard(ws: Workspace) -> None:
         raise TrailRefused(
             f"refusing to write: {exc} (see `gov audit verify`; restore the trail from git)"
         ) from exc
-    _mark_verified(ws, data, seq, head)
+    _mark_verified(ws, contents, seq, head)
 
 
-def _mark_verified(ws: Workspace, data: bytes, seq: int, head: str) -> None:
-    """Remember that the trail's first len(data) bytes were verified (local state: the next
-    append checks only what follows them, and only while those bytes are unchanged). A read-only
-    state folder only costs the next append a full verification."""
-    record = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest(), "seq": seq, "id": head}
+def _piece(data: bytes) -> list[Any]:
+    return [len(data), hashlib.sha256(data).hexdigest()]
+
+
+def _verified_prefix(known: dict[str, Any] | None, whole: bytes) -> int | None:
+    """How many bytes of the trail (its files read in order) were verified last time, if they
+    are unchanged (a seal moves bytes from the active file to a segment, unchanged)."""
+    if known is None:
+        return None
+    offset = 0
+    for size, digest in known["pieces"]:
+        piece = whole[offset : offset + size]
+        if len(piece) != size or hashlib.sha256(piece).hexdigest() != digest:
+            return None
+        offset += size
+    return offset
+
+
+def _read_mark(ws: Workspace) -> dict[str, Any] | None:
+    """What the last verification recorded (None: nothing usable)."""
+    try:
+        known = json.loads((ws.state / VERIFIED).read_bytes())
+        if not (
+            isinstance(known["seq"], int)
+            and isinstance(known["id"], str)
+            and isinstance(known["sealed"], list)
+            and known["pieces"]
+            and all(isinstance(s, int) and isinstance(d, str) for s, d in known["pieces"])
+        ):
+            return None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return dict(known)
+
+
+def _stats(paths: Sequence[Path]) -> list[list[Any]]:
+    """Per file, what a write or a replacement changes: name, size, inode, mtime, ctime."""
+    found = []
+    for path in paths:
+        st = path.stat()
+        found.append([path.name, st.st_size, st.st_ino, st.st_mtime_ns, st.st_ctime_ns])
+    return found
+
+
+def _mark_verified(
+    ws: Workspace, contents: Sequence[tuple[Path, bytes]], seq: int, head: str
+) -> None:
+    """Remember that the trail as `contents` holds it (every file, read in order) was verified."""
+    active = trail_path(ws)
+    sealed = [p for p, _ in contents if p != active]
+    pieces = [_piece(d) for p, d in contents if p != active]
+    pieces.append(_piece(next((d for p, d in contents if p == active), b"")))
+    _write_mark(ws, pieces, _stats(sealed), seq, head)
+
+
+def _write_mark(
+    ws: Workspace, pieces: list[list[Any]], sealed: list[list[Any]], seq: int, head: str
+) -> None:
+    """Local state: the next append checks only what follows these pieces (each file's size and
+    hash, the active file last), and only while they are unchanged. A read-only state folder
+    only costs the next append a full verification."""
+    record = {"seq": seq, "id": head, "pieces": pieces, "sealed": sealed}
     with contextlib.suppress(OSError):
         atomic_write(ws.local(VERIFIED), json.dumps(record).encode())
 

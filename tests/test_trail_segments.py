@@ -82,3 +82,32 @@ def test_a_deleted_sealed_segment_breaks_the_chain(segmented: Path) -> None:
     sealed[0].unlink()
     with pytest.raises(Exception, match="out of place"):
         api.audit_verify(segmented)
+
+
+def test_appends_read_only_the_active_file_and_a_seal_keeps_what_was_verified(
+    segmented: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The guard before an append reads the sealed segments only when they changed (after a
+    seal): an append costs the same at any length of trail, and none verifies it in full again.
+    (An edited segment is refused: test_an_edited_sealed_segment_is_named_and_refused.)"""
+    folder = segmented / "audit" / "trail"
+    read_whole: list[int] = []
+    contents = audit._contents
+
+    def counted(ws):  # the guard's read of every file of the trail
+        read_whole.append(1)
+        return contents(ws)
+
+    def never(ws):
+        raise AssertionError("the trail was verified in full before an append")
+
+    monkeypatch.setattr(audit, "_contents", counted)
+    monkeypatch.setattr(audit, "verify", never)
+    segments = [{p.name for p in folder.glob("*.jsonl")}]
+    for i in range(12):  # SEGMENT is 8: at least one seal
+        read_whole.clear()
+        _recommend_many(segmented, 1, start=30 + i)
+        segments.append({p.name for p in folder.glob("*.jsonl")})
+        if segments[-3:-1] == [segments[-2], segments[-2]]:  # no seal since the last append
+            assert not read_whole, f"append {i} read the sealed segments"
+    assert len(segments[-1]) > len(segments[0])
