@@ -216,6 +216,57 @@ def build(
 
     table = rows if isinstance(rows, Table) else Table.of(rows)
     definition = METRICS[metric]
+    filters = (environment, environment_version, judge, judge_version)
+    group = _grouping(table, order, scope, filters)
+    length = len(group.order)
+    columns = SimpleNamespace(**{name: c[group.keep] for name, c in table.columns.items()})
+    numerator = np.asarray(definition.numerator(columns), dtype=np.int64)
+    denominator = np.asarray(definition.denominator(columns), dtype=np.int64)
+    size = len(group.cells)
+    k = np.bincount(group.inverse, weights=numerator, minlength=size).astype(np.int64)
+    n = np.bincount(group.inverse, weights=denominator, minlength=size).astype(np.int64)
+    series: dict[SeriesKey, Points] = {}
+    for key, part in group.parts:
+        positions = group.cells[part] % length
+        if fill:
+            ks, ns = np.zeros(length, dtype=np.int64), np.zeros(length, dtype=np.int64)
+            ks[positions], ns[positions] = k[part], n[part]
+            series[key] = Points(group.order, np.arange(length), ks, ns)
+        else:
+            series[key] = Points(group.order, positions, k[part], n[part])
+    return series
+
+
+@dataclass
+class _Grouping:
+    """Which rows of a table a series reads, and which cell (series, position) each goes to: the
+    same for every metric over the same checkpoints and filters, so a check's policies share it."""
+
+    order: Order
+    keep: np.ndarray  # rows read
+    cells: np.ndarray  # the distinct cells, series x length + position, ascending
+    inverse: np.ndarray  # each kept row's cell (an index into cells)
+    parts: list[tuple[SeriesKey, np.ndarray]]  # each series' cells (indices into cells)
+
+
+# The last groupings made, by the table and order objects they were made from (held here, so
+# that their ids are not reused) and the filters.
+_GROUPINGS: dict[tuple[object, ...], tuple[Table, Order | None, _Grouping]] = {}
+
+
+def _grouping(
+    table: Table,
+    order: Order | None,
+    scope: str,
+    filters: tuple[str | None, int | None, str | None, str | None],
+) -> _Grouping:
+    import numpy as np
+
+    cache = (id(table), id(order), len(order) if order is not None else -1, scope, *filters)
+    found = _GROUPINGS.get(cache)
+    if found is not None and found[0] is table and found[1] is order:
+        return found[2]
+    environment, environment_version, judge, judge_version = filters
     wanted = np.array(
         [
             (environment is None or e == environment)
@@ -227,10 +278,13 @@ def build(
         dtype=bool,
     )
     selected = wanted[table.key] if len(table.key) else np.zeros(0, dtype=bool)
+    placed_order: Order
     if order is None:
         used = np.unique(table.checkpoint[selected])
-        order = sorted((*table.checkpoints[i], "registered") for i in used)
-    position = {(r, s): i for i, (r, s, _) in enumerate(order)}
+        placed_order = sorted((*table.checkpoints[i], "registered") for i in used)
+    else:
+        placed_order = order
+    position = {(r, s): i for i, (r, s, _) in enumerate(placed_order)}
     placed = np.array([position.get(c, -1) for c in table.checkpoints] or [-1], dtype=np.int64)
     at = placed[table.checkpoint] if len(table.checkpoint) else np.zeros(0, dtype=np.int64)
     keep = selected & (at >= 0)
@@ -242,32 +296,26 @@ def build(
         per_key = [pooled.setdefault((j, jv), len(pooled)) for _, _, j, jv in table.keys]
         names = [SeriesKey(None, None, j, jv) for j, jv in pooled]
         code = np.asarray(per_key, dtype=np.int64)[table.key[keep]]
-    columns = SimpleNamespace(**{name: c[keep] for name, c in table.columns.items()})
-    numerator = np.asarray(definition.numerator(columns), dtype=np.int64)
-    denominator = np.asarray(definition.denominator(columns), dtype=np.int64)
-    length = len(order)
+    length = len(placed_order)
     index = code * length + at[keep]  # one cell per series and position
     span = len(names) * length
-    if span <= _DENSE_CELLS:  # counted in place, without sorting every row
-        cells = np.flatnonzero(np.bincount(index, minlength=span))
-        k = np.bincount(index, weights=numerator, minlength=span)[cells].astype(np.int64)
-        n = np.bincount(index, weights=denominator, minlength=span)[cells].astype(np.int64)
+    if span <= _DENSE_CELLS:  # found in place, without sorting every row
+        present = np.bincount(index, minlength=span) > 0
+        cells = np.flatnonzero(present)
+        slot = np.cumsum(present) - 1
+        inverse = slot[index]
     else:
         cells, inverse = np.unique(index, return_inverse=True)
-        k = np.bincount(inverse, weights=numerator, minlength=len(cells)).astype(np.int64)
-        n = np.bincount(inverse, weights=denominator, minlength=len(cells)).astype(np.int64)
-    series: dict[SeriesKey, Points] = {}
     bounds = np.flatnonzero(np.diff(cells // length)) + 1
-    for part in np.split(np.arange(len(cells)), bounds) if len(cells) else []:
-        key = names[int(cells[part[0]] // length)]
-        positions = cells[part] % length
-        if fill:
-            ks, ns = np.zeros(length, dtype=np.int64), np.zeros(length, dtype=np.int64)
-            ks[positions], ns[positions] = k[part], n[part]
-            series[key] = Points(order, np.arange(length), ks, ns)
-        else:
-            series[key] = Points(order, positions, k[part], n[part])
-    return series
+    parts = [
+        (names[int(cells[part[0]] // length)], part)
+        for part in (np.split(np.arange(len(cells)), bounds) if len(cells) else [])
+    ]
+    group = _Grouping(placed_order, keep, cells, np.asarray(inverse).ravel(), parts)
+    if len(_GROUPINGS) >= 8:
+        _GROUPINGS.pop(next(iter(_GROUPINGS)))
+    _GROUPINGS[cache] = (table, order, group)
+    return group
 
 
 def for_policy(
