@@ -27,21 +27,31 @@ def _run(index: int) -> Any:
     return _JOB(index)
 
 
+MOST = 8  # workers at most, unless GOV_WORKERS asks for more
+
+
 def workers() -> int:
     """How many processes to use: GOV_WORKERS if set, else the cores this process may run on."""
     wanted = os.environ.get("GOV_WORKERS", "")
     if wanted.strip().isdigit():
         return max(1, int(wanted))
     try:
-        return len(os.sched_getaffinity(0))
+        cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    return min(cores, MOST)
 
 
-def run_each(job: Callable[[int], Any], indexes: Sequence[int]) -> dict[int, Any]:
-    """job(i) for each i, in forked workers when that helps and is safe, else here."""
+def run_each(
+    job: Callable[[int], Any], indexes: Sequence[int], *, worth_it: bool = True
+) -> dict[int, Any]:
+    """job(i) for each i, in forked workers when that helps and is safe, else here.
+    `worth_it`: whether the work is large enough to repay starting workers (about 0.1 s); an
+    explicit GOV_WORKERS overrides it."""
     global _JOB, LAST_IN_WORKERS
     LAST_IN_WORKERS = 0
+    if not worth_it and not os.environ.get("GOV_WORKERS", "").strip():
+        return {i: job(i) for i in indexes}
     count = min(workers(), len(indexes))
     if count < 2 or threading.active_count() > 1 or not hasattr(os, "fork"):
         return {i: job(i) for i in indexes}
