@@ -97,39 +97,45 @@ def test_check_records_flags_and_is_reproducible(gov, example_copy: Path) -> Non
     assert repo.head.commit.hexsha == commit.hexsha
 
 
+_DECIDE = """
+import json, sys
+from governance import memo, open_registry, parallel
+from governance.gates import decide
+from governance.stats import evaluate
+memo.install = lambda ws: None  # nothing found from an earlier computation
+evaluate.MEMO = None
+data = decide(open_registry(sys.argv[1]), "main@11000").model_dump(mode="json")
+data.pop("evaluated", None)
+print(json.dumps({"decision": data, "in_workers": parallel.LAST_IN_WORKERS}))
+"""
+
+
 def test_policies_evaluated_side_by_side_decide_as_one_after_another(
-    example_template: Path, monkeypatch: pytest.MonkeyPatch
+    example_template: Path,
 ) -> None:
     """A check spreads the policies the counts alone decide over forked workers: the decision is
-    the one computed in one process, result for result, in the same order."""
-    import threading
+    the one computed in one process, result for result, in the same order. (Each in a fresh
+    process, as `gov check` runs: the test process has other threads, and never forks.)"""
+    import os
+    import subprocess
+    import sys
 
-    from governance import parallel
-    from governance.stats import evaluate, onset
+    def decided(workers: str) -> dict:
+        env = {**os.environ, "GOV_WORKERS": workers}
+        done = subprocess.run(
+            [sys.executable, "-c", _DECIDE, str(example_template)],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=True,
+        )
+        return json.loads(done.stdout)
 
-    # DVC's progress bars (the example's build) leave tqdm's monitor threads behind; a process
-    # with other threads running never forks, so they are stopped here.
-    for thread in threading.enumerate():
-        if thread.name == "tqdm_monitor":
-            thread.exit()  # type: ignore[attr-defined]
-    monkeypatch.setattr(evaluate, "MEMO", None)  # nothing found from an earlier computation
-    monkeypatch.setattr("governance.memo.install", lambda ws: None)
-    reg = open_registry(example_template)
-
-    def decided(workers: str) -> tuple[dict, int]:
-        evaluate._onset.cache_clear()
-        evaluate._run_cached.cache_clear()
-        onset._SEEN.clear()
-        monkeypatch.setenv("GOV_WORKERS", workers)
-        data = decide(reg, "main@11000").model_dump(mode="json")
-        data.pop("evaluated", None)
-        return data, parallel.LAST_IN_WORKERS
-
-    side_by_side, forked = decided("3")
-    one_process, none = decided("1")
-    assert forked > 3 and none == 0
-    assert side_by_side["outcome"] == "block" and side_by_side["flagged"] == ["code-unit-tests"]
-    assert side_by_side == one_process
+    side_by_side, one_process = decided("3"), decided("1")
+    assert side_by_side["in_workers"] > 3 and one_process["in_workers"] == 0
+    decision = side_by_side["decision"]
+    assert decision["outcome"] == "block" and decision["flagged"] == ["code-unit-tests"]
+    assert decision == one_process["decision"]
 
 
 def test_later_evidence_does_not_change_an_earlier_decision(
