@@ -153,6 +153,10 @@ _CHECKPOINTS_SEEN: dict[Path, tuple[FileStamp, tuple[Checkpoint, ...]]] = {}
 _NAMED_SEEN: dict[Path, tuple[FileStamp, Run | Environment | Judge]] = {}
 
 
+def _step(checkpoint: Checkpoint) -> int:
+    return checkpoint.step
+
+
 _MIXTURE_KEY = b'"exposure":'
 _MIXTURE = TypeAdapter(tuple[ExposureEntry, ...])
 
@@ -546,7 +550,14 @@ class Registry:
                         note=item.note,
                     )
                 )
-            self._write_checkpoints(change, run, [*existing.values(), *added])
+            path = self._checkpoint_file(run)
+            last = max(existing, default=-1)
+            if existing and min(steps) > last and path.read_bytes().endswith(b"\n"):
+                # the common case, a run's next checkpoints: appended, the rest left as it is
+                text = "".join(model_json_line(c) + "\n" for c in sorted(added, key=_step))
+                change.append(path, text.encode())
+            else:
+                self._write_checkpoints(change, run, [*existing.values(), *added])
             change.body = "\n".join(
                 f"{c.ref}: {c.artifact} (md5 {c.artifact_md5})" for c in added[:50]
             )
@@ -580,12 +591,19 @@ class Registry:
         self, change: workspace_mod.Change, run: str, step: int, status: CheckpointStatus
     ) -> Checkpoint:
         """Set a checkpoint's status as part of `change` (for gov's own gates)."""
-        current = {c.step: c for c in self.checkpoints(run)}
-        if step not in current:
+        ordered = self.checkpoints(run)  # validated: one line a step, steps rising
+        steps = [c.step for c in ordered]
+        if step not in steps:
             self.checkpoint(run, step)  # raises the not-registered error
-        current[step] = current[step].model_copy(update={"status": status})
-        self._write_checkpoints(change, run, list(current.values()))
-        return current[step]
+        index = steps.index(step)
+        updated = ordered[index].model_copy(update={"status": status})
+        # Only that checkpoint's line is written anew: the others stay byte for byte.
+        path = self._checkpoint_file(run)
+        lines = path.read_bytes().splitlines(keepends=True)
+        where = [i for i, line in enumerate(lines) if line.strip()][index]
+        lines[where] = (model_json_line(updated) + "\n").encode()
+        change.write(path, b"".join(lines))
+        return updated
 
     def _write_checkpoints(
         self, change: workspace_mod.Change, run: str, records: Iterable[Checkpoint]

@@ -177,6 +177,31 @@ def test_status_changes_are_recorded(registry: Registry, workspace: Path, artifa
     assert "quarantined" in message and "bad data" in message
 
 
+def test_a_new_checkpoint_or_status_writes_only_its_own_line(
+    registry: Registry, workspace: Path, artifact
+) -> None:
+    """The next checkpoint of a run is appended and a status change rewrites one line: the other
+    lines stay byte for byte (a hand-formatted one too), the registry reads the same, and an
+    earlier step than the last still goes in its place."""
+    path = workspace / "registry" / "checkpoints" / "main.jsonl"
+    for step in (10, 20):
+        registry.add_checkpoint("main", step, artifact(f"s{step}.pt"), {"math": 1.0})
+    first, second = path.read_bytes().splitlines(keepends=True)
+    spaced = json.dumps(json.loads(first), indent=None, separators=(", ", ": ")).encode() + b"\n"
+    path.write_bytes(spaced + second)
+    registry.add_checkpoint("main", 30, artifact("s30.pt"), {"math": 1.0})
+    lines = path.read_bytes().splitlines(keepends=True)
+    assert lines[:2] == [spaced, second] and json.loads(lines[2])["step"] == 30
+    registry.set_checkpoint_status("main", 20, CheckpointStatus.QUARANTINED, reason="bad data")
+    after = path.read_bytes().splitlines(keepends=True)
+    assert after[0] == spaced and after[2] == lines[2]
+    assert json.loads(after[1])["status"] == "quarantined"
+    assert {**json.loads(after[1]), "status": "registered"} == json.loads(second)
+    registry.add_checkpoint("main", 25, artifact("s25.pt"), {"math": 1.0})
+    assert [c.step for c in registry.checkpoints("main")] == [10, 20, 25, 30]
+    assert [json.loads(x)["step"] for x in path.read_bytes().splitlines()] == [10, 20, 25, 30]
+
+
 def test_status_summary(gov, registry: Registry, workspace: Path, artifact, dvc_remote) -> None:
     registry.add_checkpoint("main", 1, artifact("a.pt"), {"math": 1.0})
     summary = json.loads(gov("status", "--format", "json", cwd=workspace).stdout)
