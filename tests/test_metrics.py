@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from test_ingest import episode, write_jsonl
 
-from governance import api, open_registry
+from governance import api, open_registry, render
 from governance.stats.intervals import wilson
 
 
@@ -98,7 +98,7 @@ def test_share_with_no_bad_reasons_is_insufficient_evidence(
     assert points[200]["value"] == 0.0
 
 
-def test_metrics_formats(gov, judged: Path) -> None:
+def test_metrics_formats(gov, judged: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     out = gov("metrics", "--format", "csv", cwd=judged)
     assert out.exit_code == 0, out.stderr
     rows = list(csv.DictReader(io.StringIO(out.stdout)))
@@ -122,6 +122,22 @@ def test_metrics_formats(gov, judged: Path) -> None:
     assert rejection[0]["k"] == "5" and rejection[0]["n"] == "10"
     data = json.loads(gov("metrics", "--env", "math", "--format", "json", cwd=judged).stdout)
     assert all(s["environment"] == "math" for s in data)
+    # every point as the CSV has it (the interval as the Wilson formula gives it)
+    by_key = ("metric", "environment_version", "judge_version")
+    csv_math = {
+        (*(str(r[c]) for c in by_key), r["step"]): r for r in rows if r["environment"] == "math"
+    }
+    for series in data:
+        for point in series["points"]:
+            row = csv_math[(*(str(series[c]) for c in by_key), str(point["step"]))]
+            assert (point["k"], point["n"]) == (int(row["k"]), int(row["n"]))
+            assert (point["low"], point["high"]) == wilson(point["k"], point["n"])
+    # past COMPACT_POINTS points, the same JSON on one line (the C encoder's speed)
+    indented = gov("metrics", "--format", "json", cwd=judged).stdout
+    monkeypatch.setattr(render, "COMPACT_POINTS", 0)
+    compact = gov("metrics", "--format", "json", cwd=judged).stdout
+    assert compact.count("\n") == 1 < indented.count("\n")
+    assert json.loads(compact) == json.loads(indented)
     none = gov("metrics", "--env", "code-tests", cwd=judged)
     assert "no judgments" in none.stdout
     bad = gov("metrics", "--env", "chess", cwd=judged)
