@@ -119,7 +119,12 @@ def jsonable(value: Any) -> Any:
 def echo_json(value: Any, *, compact: bool = False) -> None:
     """JSON on stdout, indented for reading; `compact`: on one line, by the standard library's
     C encoder (an indented dump of millions of values takes minutes in pure Python)."""
-    if compact:
+    if compact and isinstance(value, list):  # item by item: never the whole text in memory
+        for i, item in enumerate(value):
+            text = json.dumps(jsonable(item), separators=(",", ":"), default=str)
+            click.echo(("[" if i == 0 else ",") + text, nl=False)
+        click.echo("]" if value else "[]")
+    elif compact:
         click.echo(json.dumps(jsonable(value), separators=(",", ":"), default=str))
     else:
         click.echo(json.dumps(jsonable(value), indent=2, default=str))
