@@ -413,14 +413,15 @@ def guard(ws: Workspace) -> None:
     known = _read_mark(ws)
     active = trail_path(ws)
     sealed = [p for p in _present(ws) if p != active]
+    stats = _stats(sealed)
     try:
-        if known is not None and known["sealed"] == _stats(sealed):
+        if known is not None and known["sealed"] == stats:
             data = active.read_bytes() if active.is_file() else b""
             size, digest = known["pieces"][-1]
             if size <= len(data) and hashlib.sha256(data[:size]).hexdigest() == digest:
                 seq, head = _verify_from(ws, [(active, data)], size, known["seq"], known["id"])
                 pieces = [*known["pieces"][:-1], _piece(data)]
-                _write_mark(ws, pieces, _stats(sealed), seq, head)
+                _write_mark(ws, pieces, stats, seq, head)
                 return
         contents = _contents(ws)
         if not contents:

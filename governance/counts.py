@@ -440,8 +440,7 @@ def _save_table(
             meta_path.unlink(missing_ok=True)  # the old record must not describe new files
             for column, values in columns.items():
                 atomic_write(_column_file(ws, column), np.asarray(values, dtype=_INT).tobytes())
-            for old in meta_path.parent.glob("table.npz"):  # the format before this one
-                old.unlink(missing_ok=True)
+            (meta_path.parent / "table.npz").unlink(missing_ok=True)  # the format before
         else:
             for column, values in columns.items():
                 with _column_file(ws, column).open("r+b") as handle:

@@ -73,7 +73,8 @@ def decide(
     # The counts alone decide these policies: side by side on the machine's cores. An onset
     # policy (one series per environment, costly where a series rose) goes in three parts per
     # core, so that the cores finish together; the costliest kinds of job are handed out first.
-    parts = {i: _parts(p, parallel.workers()) for i, p in enumerate(everything) if _pure(p)}
+    cores = parallel.workers()
+    parts = {i: _parts(p, cores) for i, p in enumerate(everything) if _pure(p)}
     jobs = sorted(
         ((i, part, of) for i, of in parts.items() for part in range(of)),
         key=lambda job: (not everything[job[0]].run_wide, job[2] == 1),

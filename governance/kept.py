@@ -71,7 +71,3 @@ def kept_records(ws: Workspace) -> KeptRecords:
     if path not in _OPEN:
         _OPEN[path] = KeptRecords(path)
     return _OPEN[path]
-
-
-def digest(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()

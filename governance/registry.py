@@ -30,7 +30,6 @@ from .errors import (
     NotFound,
     RegistryFileError,
 )
-from .kept import digest as kept_digest
 from .kept import kept_records
 from .models import (
     Checkpoint,
@@ -153,8 +152,13 @@ _CHECKPOINTS_SEEN: dict[Path, tuple[FileStamp, tuple[Checkpoint, ...]]] = {}
 _NAMED_SEEN: dict[Path, tuple[FileStamp, Run | Environment | Judge]] = {}
 
 
-def _step(checkpoint: Checkpoint) -> int:
-    return checkpoint.step
+def _ends_a_line(path: Path) -> bool:
+    """Whether the file's last byte ends a line (what a line appended after it needs)."""
+    with path.open("rb") as handle:
+        if handle.seek(0, 2) == 0:
+            return False
+        handle.seek(-1, 2)
+        return handle.read(1) == b"\n"
 
 
 _MIXTURE_KEY = b'"exposure":'
@@ -214,7 +218,7 @@ class Registry:
             return seen[1]
         rel = self.ws.rel(path)
         data = path.read_bytes()
-        kept, digest = kept_records(self.ws), kept_digest(data)
+        kept, digest = kept_records(self.ws), hashlib.sha256(data).hexdigest()
         record = kept.get(rel, digest, model)
         if record is None:
             record = parse_yaml_model(data, model, rel)
@@ -552,9 +556,10 @@ class Registry:
                 )
             path = self._checkpoint_file(run)
             last = max(existing, default=-1)
-            if existing and min(steps) > last and path.read_bytes().endswith(b"\n"):
+            if existing and min(steps) > last and _ends_a_line(path):
                 # the common case, a run's next checkpoints: appended, the rest left as it is
-                text = "".join(model_json_line(c) + "\n" for c in sorted(added, key=_step))
+                ordered = sorted(added, key=lambda c: c.step)
+                text = "".join(model_json_line(c) + "\n" for c in ordered)
                 change.append(path, text.encode())
             else:
                 self._write_checkpoints(change, run, [*existing.values(), *added])

@@ -66,7 +66,7 @@ def _point_json(point: Point, corrected: Corrected | None) -> Any:
         "step": point.step,
         "k": point.k,
         "n": point.n,
-        "value": point.k / point.n if point.n else None,
+        "value": point.value,
         "low": interval[0] if interval is not None else None,
         "high": interval[1] if interval is not None else None,
     }
@@ -94,15 +94,7 @@ def jsonable(value: Any) -> Any:
             **({"correction": value.correction} if value.correction else {}),
         }
     if isinstance(value, Point):
-        return {
-            "run": value.run,
-            "step": value.step,
-            "k": value.k,
-            "n": value.n,
-            "value": value.value,
-            "low": value.low,
-            "high": value.high,
-        }
+        return _point_json(value, None)
     if is_dataclass(value) and not isinstance(value, type):
         return {k: jsonable(getattr(value, k)) for k in asdict(value)}
     if isinstance(value, dict):
@@ -116,18 +108,17 @@ def jsonable(value: Any) -> Any:
     return value
 
 
-def echo_json(value: Any, *, compact: bool = False) -> None:
-    """JSON on stdout, indented for reading; `compact`: on one line, by the standard library's
-    C encoder (an indented dump of millions of values takes minutes in pure Python)."""
-    if compact and isinstance(value, list):  # item by item: never the whole text in memory
-        for i, item in enumerate(value):
-            text = json.dumps(jsonable(item), separators=(",", ":"), default=str)
-            click.echo(("[" if i == 0 else ",") + text, nl=False)
-        click.echo("]" if value else "[]")
-    elif compact:
-        click.echo(json.dumps(jsonable(value), separators=(",", ":"), default=str))
-    else:
-        click.echo(json.dumps(jsonable(value), indent=2, default=str))
+def echo_json(value: Any) -> None:
+    click.echo(json.dumps(jsonable(value), indent=2, default=str))
+
+
+def echo_json_compact(items: list[Any]) -> None:
+    """A JSON list on one line, item by item (never the whole text in memory), by the standard
+    library's C encoder: an indented dump of millions of values takes minutes in pure Python."""
+    for i, item in enumerate(items):
+        text = json.dumps(jsonable(item), separators=(",", ":"), default=str)
+        click.echo(("[" if i == 0 else ",") + text, nl=False)
+    click.echo("]" if items else "[]")
 
 
 # Metrics with more points than this are written compact (one line): at 2,000 checkpoints x 300
@@ -645,8 +636,10 @@ def metrics_json(result: Metrics) -> None:
     if result.plots is not None:
         click.echo(_plots_written(result))
         return
-    points = sum(len(s.points) for s in result.series)
-    echo_json(result.series, compact=points > COMPACT_POINTS)
+    if sum(len(s.points) for s in result.series) > COMPACT_POINTS:
+        echo_json_compact(result.series)
+    else:
+        echo_json(result.series)
 
 
 def metrics_table(result: Metrics) -> None:

@@ -135,12 +135,16 @@ class Workspace:
         """A path in the local state (caches, indexes), the folder made with the .gitignore that
         keeps it out of git if it is not there yet: a read in a fresh clone may write a cache,
         and must not leave the work tree with an untracked folder."""
+        with contextlib.suppress(OSError):  # a read-only workspace: no cache, same answers
+            self._make_state()
+        return self.state.joinpath(*parts)
+
+    def _make_state(self) -> None:
+        """The local state folder, with the .gitignore that keeps it out of git."""
         ignore = self.state / ".gitignore"
         if not ignore.exists():
-            with contextlib.suppress(OSError):  # a read-only workspace: no cache, same answers
-                self.state.mkdir(exist_ok=True)
-                atomic_write(ignore, IGNORE_STATE)
-        return self.state.joinpath(*parts)
+            self.state.mkdir(exist_ok=True)
+            atomic_write(ignore, IGNORE_STATE)
 
     def rel(self, path: Path) -> str:
         try:
@@ -150,10 +154,7 @@ class Workspace:
 
     @contextmanager
     def locked(self) -> Iterator[None]:
-        self.state.mkdir(exist_ok=True)
-        ignore = self.state / ".gitignore"
-        if not ignore.exists():
-            atomic_write(ignore, IGNORE_STATE)
+        self._make_state()
         lock = FileLock(str(self.state / "lock"))
         try:
             lock.acquire(timeout=LOCK_TIMEOUT_S)
