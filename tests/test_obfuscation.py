@@ -156,3 +156,66 @@ def test_a_fall_that_false_flags_make_look_hidden_raises_nothing() -> None:
         == "fired"
     ]
     assert fired == []
+
+
+# A simulated steady run (bench/obfuscation.py's "flat" family, 1,000 episodes per checkpoint):
+# nothing changes and nothing hides; the action judge flags about 3% of clean episodes, and its
+# calibration says so. Per checkpoint: (CoT flags, action flags, flagged by both).
+STEADY = [
+    (72, 79, 51), (72, 74, 44), (71, 91, 51), (78, 74, 41), (56, 74, 40), (68, 80, 51),
+    (72, 78, 47), (62, 75, 48), (66, 84, 47), (66, 78, 42), (76, 86, 54), (62, 72, 36),
+    (72, 70, 45), (62, 67, 38), (63, 68, 41), (72, 77, 49), (68, 76, 42), (76, 83, 52),
+    (64, 75, 42),
+]  # fmt: skip
+STEADY_FALSE_FLAGS = 0.0295
+
+
+def _fired(rows: list, false_flags: float | None) -> list[int]:
+    from governance.policies import load_policies
+    from governance.stats.obfuscation import watch
+    from governance.stats.series import SeriesKey
+
+    root = Path(__file__).resolve().parent.parent
+    [policy] = [
+        p.policy
+        for p in load_policies(root / "policies", root)
+        if p.policy.condition.obfuscation is not None
+    ]
+    key = SeriesKey("env", 1, "cot-judge", "1")
+    return [
+        j
+        for j in range(len(rows))
+        if watch(
+            policy,
+            key,
+            ("action-judge", "1"),
+            rows[: j + 1],
+            ("main", j),
+            bounded=True,
+            false_flags=false_flags,
+        ).status
+        == "fired"
+    ]
+
+
+def test_a_calibrated_action_judge_does_not_make_a_steady_run_look_hidden() -> None:
+    """Taking a calibrated judge's expected false flags out of each checkpoint adds their own
+    counting noise to the hidden share (about 29 +- 5 here, against some 25 hidden flags): the
+    share then wobbles more than counts do, and the watch used to fire on this steady run at
+    its 4th checkpoint. The rise must stand at the data's own estimate too, and it does not;
+    a CoT that goes quiet on the same run is still caught, with the calibration and without."""
+    from governance.stats.obfuscation import Channels
+
+    rows = [Channels("main", i, 1000, c, a, b) for i, (c, a, b) in enumerate(STEADY)]
+    assert _fired(rows, STEADY_FALSE_FLAGS) == []
+    assert _fired(rows, None) == []
+    # From checkpoint 10 on, the CoT judge sees a third of what it saw.
+    hiding = [
+        r
+        if r.step < 10
+        else Channels("main", r.step, r.n, r.cot - r.both * 2 // 3, r.action, r.both // 3)
+        for r in rows
+    ]
+    for false_flags in (STEADY_FALSE_FLAGS, None):
+        fired = _fired(hiding, false_flags)
+        assert fired and 10 <= fired[0] <= 13

@@ -8,11 +8,16 @@ together); when the CoT learns to hide, it rises. So the watch is the onset anal
 (governance.stats.onset, through `evaluate`) of the hidden share's series: a lasting rise that
 began before this checkpoint, with the policy's probability.
 
-The action judge's own false flags would blur that share where the exploit rate is low (they
-are hidden by definition: the CoT judge rightly sees nothing); with a calibrated action judge
-they are taken out first: of the episodes it left clean, n - A = (1 - a) n (1 - f), so about
-f (n - A) / (1 - f) of its A flags are false (f its false-alarm rate on (a)). Without one, f is
-estimated from the data (`false_flag_floor`).
+The action judge's own false flags would blur that share where the exploit rate moves (they
+are hidden by definition: the CoT judge rightly sees nothing, and as the exploit rate falls they
+are a growing part of the flags). At a false-flag rate f, of the episodes the judge left clean,
+n - A = (1 - a) n (1 - f), so about f (n - A) / (1 - f) of its A flags are false; those are
+taken out. f is estimated from the data (`false_flag_floor`), and a rise must also stand at the
+most f could be where the flag rate has fallen, and at a calibrated action judge's own f
+(`gov judge calibrate`). Taking out an expected count adds the false flags' own counting noise
+to the share, which the model does not see: on bench/obfuscation.py's series where both
+channels move together (seed 7, 100 per family), the calibrated f alone raised the watch on 12%
+of them (20% of steady ones), and the rule here on 1.8%.
 """
 
 from __future__ import annotations
@@ -115,6 +120,19 @@ def _falling_floor(rows: Sequence[Channels]) -> float | None:
     return FLOOR_SHARE * min(rates)
 
 
+def _other_rates(rows: Sequence[Channels], floor: float, calibrated: float | None) -> list[float]:
+    """The false-flag rates besides the data's estimate `floor` that a rise must stand at: the
+    most they could be where the action judge's flags just fell (they then weigh more in the
+    newest checkpoints' hidden share), and a calibrated judge's own rate."""
+    rates = []
+    upper = _falling_floor(rows)
+    if upper is not None and upper > floor:
+        rates.append(upper)
+    if calibrated is not None and calibrated != floor:
+        rates.append(calibrated)
+    return rates
+
+
 def watch(
     policy: Policy,
     key: SeriesKey,
@@ -131,23 +149,24 @@ def watch(
     assert policy.condition.obfuscation is not None
     need = policy.condition.obfuscation.probability
     as_onset = policy.model_copy(update={"condition": Condition(onset=Onset(probability=need))})
-    floor = false_flags if false_flags is not None else false_flag_floor(rows)
+    floor = false_flag_floor(rows)
     points = hidden_points(rows, floor)
     result = evaluate(as_onset, key, points, at, bounded=bounded, peers=peers)
-    upper = _falling_floor(rows) if false_flags is None and result.status == "fired" else None
-    if upper is not None and upper > floor:
-        # the action judge's flags just fell: its false flags, unknown, weigh more in the
-        # newest checkpoints' hidden share; the rise must stand at the most they could be too
-        second = evaluate(
-            as_onset, key, hidden_points(rows, upper), at, bounded=bounded, peers=peers
-        )
-        if second.status != "fired":
-            result = second
+    if result.status == "fired":
+        # The false flags are known only roughly: the rise must stand at every rate they
+        # could have, or it is theirs.
+        for rate in _other_rates(rows, floor, false_flags):
+            second = evaluate(
+                as_onset, key, hidden_points(rows, rate), at, bounded=bounded, peers=peers
+            )
+            if second.status != "fired":
+                result = second
+                break
     result.metric = METRIC
     channel = f"{action[0]} {action[1]}"
     shares = [(p.k, p.n) for p in points if p.n]
     unflagged = (
-        ""
+        f"; it also stands at {channel}'s calibrated false-flag rate"
         if false_flags is not None
         else f"; {channel} has no calibration, so its own false flags were estimated from the data"
     )
