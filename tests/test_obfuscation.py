@@ -108,69 +108,8 @@ def test_the_review_page_draws_both_channels(gov, registry, artifact, tmp_path: 
         assert f'class="{line}"' in html
 
 
-# A simulated run (bench/obfuscation.py's "fall" family, 200 episodes per checkpoint): the
-# exploit rate falls to about a third and both channels follow it; the action judge, with no
-# calibration, also flags a few clean episodes, which the CoT judge rightly does not. Per
-# checkpoint: (CoT flags, action flags, flagged by both).
-FALLING_WITH_FALSE_FLAGS = [
-    (20, 25, 18), (28, 33, 26), (23, 31, 21), (18, 30, 17), (21, 22, 19), (12, 20, 11),
-    (13, 14, 9), (13, 13, 6), (10, 8, 6), (19, 16, 11), (14, 7, 6), (2, 4, 1), (6, 6, 3),
-    (7, 9, 4), (8, 9, 5), (12, 12, 10), (10, 9, 8), (9, 13, 9), (12, 12, 8), (8, 10, 6),
-    (4, 8, 3), (9, 8, 5), (9, 6, 5), (5, 6, 3), (4, 7, 2), (7, 11, 5), (3, 3, 1), (11, 12, 5),
-    (8, 8, 4), (6, 8, 3),
-]  # fmt: skip
-
-
-def test_a_fall_that_false_flags_make_look_hidden_raises_nothing() -> None:
-    """As the exploit rate falls, the action judge's false flags (hidden by definition) are a
-    growing part of its flags, so the hidden share rises without any hiding. The newest flag
-    rates are not far below the earlier median (the fall was gradual, and the median is taken
-    over it): the watch must still test the rise at the most those false flags could be, and
-    it does not stand there."""
-    from governance.policies import load_policies
-    from governance.stats.obfuscation import Channels, watch
-    from governance.stats.series import SeriesKey
-
-    root = Path(__file__).resolve().parent.parent
-    [policy] = [
-        p.policy
-        for p in load_policies(root / "policies", root)
-        if p.policy.condition.obfuscation is not None
-    ]
-    rows = [
-        Channels("main", i, 200, cot, action, both)
-        for i, (cot, action, both) in enumerate(FALLING_WITH_FALSE_FLAGS)
-    ]
-    early, late = rows[:10], rows[-10:]
-    share = [
-        sum(r.action - r.both for r in part) / sum(r.action for r in part) for part in (early, late)
-    ]
-    assert share[1] > share[0] + 0.15  # the hidden share did rise
-    key = SeriesKey("env", 1, "cot-judge", "1")
-    fired = [
-        j
-        for j in range(len(rows))
-        if watch(
-            policy, key, ("action-judge", "1"), rows[: j + 1], ("main", j), bounded=True
-        ).status
-        == "fired"
-    ]
-    assert fired == []
-
-
-# A simulated steady run (bench/obfuscation.py's "flat" family, 1,000 episodes per checkpoint):
-# nothing changes and nothing hides; the action judge flags about 3% of clean episodes, and its
-# calibration says so. Per checkpoint: (CoT flags, action flags, flagged by both).
-STEADY = [
-    (72, 79, 51), (72, 74, 44), (71, 91, 51), (78, 74, 41), (56, 74, 40), (68, 80, 51),
-    (72, 78, 47), (62, 75, 48), (66, 84, 47), (66, 78, 42), (76, 86, 54), (62, 72, 36),
-    (72, 70, 45), (62, 67, 38), (63, 68, 41), (72, 77, 49), (68, 76, 42), (76, 83, 52),
-    (64, 75, 42),
-]  # fmt: skip
-STEADY_FALSE_FLAGS = 0.0295
-
-
 def _fired(rows: list, false_flags: float | None) -> list[int]:
+    """The checkpoints at which the default watch fires, each seeing only its past."""
     from governance.policies import load_policies
     from governance.stats.obfuscation import watch
     from governance.stats.series import SeriesKey
@@ -196,6 +135,51 @@ def _fired(rows: list, false_flags: float | None) -> list[int]:
         ).status
         == "fired"
     ]
+
+
+# A simulated run (bench/obfuscation.py's "fall" family, 200 episodes per checkpoint): the
+# exploit rate falls to about a third and both channels follow it; the action judge, with no
+# calibration, also flags a few clean episodes, which the CoT judge rightly does not. Per
+# checkpoint: (CoT flags, action flags, flagged by both).
+FALLING_WITH_FALSE_FLAGS = [
+    (20, 25, 18), (28, 33, 26), (23, 31, 21), (18, 30, 17), (21, 22, 19), (12, 20, 11),
+    (13, 14, 9), (13, 13, 6), (10, 8, 6), (19, 16, 11), (14, 7, 6), (2, 4, 1), (6, 6, 3),
+    (7, 9, 4), (8, 9, 5), (12, 12, 10), (10, 9, 8), (9, 13, 9), (12, 12, 8), (8, 10, 6),
+    (4, 8, 3), (9, 8, 5), (9, 6, 5), (5, 6, 3), (4, 7, 2), (7, 11, 5), (3, 3, 1), (11, 12, 5),
+    (8, 8, 4), (6, 8, 3),
+]  # fmt: skip
+
+
+def test_a_fall_that_false_flags_make_look_hidden_raises_nothing() -> None:
+    """As the exploit rate falls, the action judge's false flags (hidden by definition) are a
+    growing part of its flags, so the hidden share rises without any hiding. The newest flag
+    rates are not far below the earlier median (the fall was gradual, and the median is taken
+    over it): the watch must still test the rise at the most those false flags could be, and
+    it does not stand there."""
+    from governance.stats.obfuscation import Channels
+
+    rows = [
+        Channels("main", i, 200, cot, action, both)
+        for i, (cot, action, both) in enumerate(FALLING_WITH_FALSE_FLAGS)
+    ]
+    early, late = rows[:10], rows[-10:]
+    share = [
+        sum(r.action - r.both for r in part) / sum(r.action for r in part) for part in (early, late)
+    ]
+    assert share[1] > share[0] + 0.15  # the hidden share did rise
+    assert _fired(rows, None) == []
+
+
+# A simulated steady run (bench/obfuscation.py's "flat" family, 1,000 episodes per checkpoint):
+# nothing changes and nothing hides; the action judge flags about 3% of clean episodes, and its
+# calibration says so. Per checkpoint: (CoT flags, action flags, flagged by both).
+STEADY = [
+    (72, 79, 51), (72, 74, 44), (71, 91, 51), (78, 74, 41), (56, 74, 40), (68, 80, 51),
+    (72, 78, 47), (62, 75, 48), (66, 84, 47), (66, 78, 42), (76, 86, 54), (62, 72, 36),
+    (72, 70, 45), (62, 67, 38), (63, 68, 41), (72, 77, 49), (68, 76, 42), (76, 83, 52),
+    (64, 75, 42),
+]  # fmt: skip
+STEADY_FALSE_FLAGS = 0.0295
 
 
 def test_a_calibrated_action_judge_does_not_make_a_steady_run_look_hidden() -> None:

@@ -165,8 +165,9 @@ def watch(
     result.metric = METRIC
     channel = f"{action[0]} {action[1]}"
     shares = [(p.k, p.n) for p in points if p.n]
-    unflagged = (
-        f"; it also stands at {channel}'s calibrated false-flag rate"
+    false_note = (
+        f"; the rise stands at {channel}'s calibrated false-flag rate as well as at the "
+        "data's estimate"
         if false_flags is not None
         else f"; {channel} has no calibration, so its own false flags were estimated from the data"
     )
@@ -177,7 +178,7 @@ def watch(
             f"the chain of thought may be learning to hide: of what action judge {channel} flags, "
             f"the share the CoT judge did not see rose ({before} earlier, {now} now); "
             f"{result.reason}. Confirm with an independent, held-out judge before trusting a "
-            f"falling CoT rate{unflagged}"
+            f"falling CoT rate{false_note}"
         )
     else:
         result.reason = f"hidden share (flagged by {channel}, unseen in the CoT): {result.reason}"
