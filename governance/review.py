@@ -22,10 +22,10 @@ from .policies import Action, Condition, Onset, Policy
 from .records import AuditEntry
 from .registry import Registry
 from .rollback import flagged_environments, recommend
-from .stats.evaluate import run_posterior, screen_odds
-from .stats.onset import OnsetPosterior, onset_posterior
+from .stats.evaluate import placed_posterior, run_posterior, screen_odds
+from .stats.onset import DEFAULT_PRIOR, OnsetPosterior
 from .stats.screen import rise_odds
-from .stats.series import Order, Point, Series, Table, many, matrices
+from .stats.series import Order, Point, Series, Table, columns, many, matrices
 from .storage import atomic_write
 
 WIDTH, HEIGHT, PAD = 720, 240, 48
@@ -163,7 +163,7 @@ def build_report(
     refs = {c.ref for c in lineage}
     order = [(c.run, c.step, c.status.value) for c in lineage]
     table = counts.table(registry.ws)
-    all_series = many(table, ["rationalization_rate"], order)
+    all_series = many(table, ["rationalization_rate"], order, lazy=True)
     decisions = [d for _, d in recorded_decisions(registry.ws, refs)]
     flagged = flagged_environments(registry)
     restore = None
@@ -366,13 +366,14 @@ def _onset_of(s: Series, flagged: bool) -> tuple[OnsetPosterior | None, str]:
     the screen's margin is the one `gov check` uses, measured there)."""
     if len(s.points) < 3:
         return None, "too few checkpoints for an onset analysis"
-    ks = [p.k for p in s.points]
-    ns = [p.n for p in s.points]
+    ks, ns = columns(s.points)
     if not flagged:
         odds = float(rise_odds(ks, ns, last=True)[0])
         if odds < screen_odds(0.95):
             return None, f"no rise on the screen (log Bayes factor of a rise {odds:.1f})"
-    post = onset_posterior(ks, ns)
+    # kept in the workspace's memo: `gov rollback recommend` places its restore point on the
+    # same posterior, so whichever of the two runs second finds it
+    post = placed_posterior(ks, ns, DEFAULT_PRIOR)
     lo, hi = post.interval(0.9)
     mid = post.estimate()
     points = s.points
@@ -394,9 +395,10 @@ def _steady(summed: list[tuple[Series, str]]) -> list[str]:
         "<th>rationalized</th><th>latest checkpoint</th><th>onset analysis</th></tr>",
     ]
     for s, text in summed:
-        k = sum(p.k for p in s.points)
-        n = sum(p.n for p in s.points)
-        last = next((p for p in reversed(s.points) if p.n), None)
+        ks, ns = columns(s.points)
+        k, n = int(ks.sum()), int(ns.sum())
+        judged = ns.nonzero()[0]
+        last = s.points[int(judged[-1])] if judged.size else None
         latest = f"{last.run}@{last.step}: {last.k}/{last.n}" if last else "-"
         rows.append(
             f'<tr id="env-{escape(s.environment)}"><td>{escape(s.environment)} '

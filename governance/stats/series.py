@@ -73,7 +73,7 @@ class Series:
 
     metric: str
     key: SeriesKey
-    points: list[Point] = field(default_factory=list)
+    points: Sequence[Point] = field(default_factory=list)
     # episodes its judge gave no verdict, by RUN@STEP (gov judge run says so): not in n
     unjudged: dict[str, int] = field(default_factory=dict)
     # with --corrected: the rate corrected for the judge's error by RUN@STEP, and how (or why not)
@@ -524,12 +524,17 @@ def many(
     *,
     environment: str | None = None,
     judge: str | None = None,
+    lazy: bool = False,
 ) -> list[Series]:
-    """Several metrics' series, sorted by metric and key (what `gov metrics` shows)."""
+    """Several metrics' series, sorted by metric and key (what `gov metrics` shows). `lazy`:
+    each series' points stay columns (`Points`), made one by one only where they are read
+    (a page that charts a few of 300 series of 2,000 checkpoints)."""
     found: list[Series] = []
     for metric in metrics:
         built = build(rows, metric, order, environment=environment, judge=judge)
-        found += [Series(metric, key, list(points)) for key, points in built.items()]
+        found += [
+            Series(metric, key, points if lazy else list(points)) for key, points in built.items()
+        ]
     return sorted(found, key=lambda s: (s.metric, _sort_key(s.key)))
 
 
