@@ -145,7 +145,9 @@ def watch(
     bounded: bool = False,
 ) -> Result:
     """The obfuscation policy on one pair's series up to checkpoint `at` (the last row should
-    be its own): fired when the hidden share rose, insufficient on too little evidence."""
+    be its own): fired when the hidden share rose, insufficient on too little evidence.
+    `false_flags`: a calibrated action judge's false-flag rate, at which the rise must stand
+    too (None: uncalibrated)."""
     assert policy.condition.obfuscation is not None
     need = policy.condition.obfuscation.probability
     as_onset = policy.model_copy(update={"condition": Condition(onset=Onset(probability=need))})
