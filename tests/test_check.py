@@ -138,6 +138,49 @@ def test_policies_evaluated_side_by_side_decide_as_one_after_another(
     assert decision == one_process["decision"]
 
 
+_RECOMMEND = """
+import json, sys
+from governance import memo, open_registry, parallel
+from governance.render import jsonable
+from governance.rollback import FlaggedSeries, recommend
+from governance.stats import evaluate
+memo.install = lambda ws: None  # nothing found from an earlier computation
+evaluate.MEMO = None
+registry = open_registry(sys.argv[1])
+every = [FlaggedSeries(e.id, None, None, None, None) for e in registry.environments()]
+data = jsonable(recommend(registry, "main", flagged=every))
+print(json.dumps({"recommendation": data, "in_workers": parallel.LAST_IN_WORKERS}))
+"""
+
+
+def test_restore_posteriors_side_by_side_place_as_one_after_another(
+    example_template: Path,
+) -> None:
+    """A recommendation computes the flagged series' onset posteriors in forked workers: the
+    restore point and every series' evidence are those computed in one process. (Each in a
+    fresh process, as `gov rollback recommend` runs.)"""
+    import os
+    import subprocess
+    import sys
+
+    def recommended(workers: str) -> dict:
+        env = {**os.environ, "GOV_WORKERS": workers}
+        done = subprocess.run(
+            [sys.executable, "-c", _RECOMMEND, str(example_template)],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=True,
+        )
+        return json.loads(done.stdout)
+
+    side_by_side, one_process = recommended("3"), recommended("1")
+    assert side_by_side["in_workers"] >= 3 and one_process["in_workers"] == 0
+    made = side_by_side["recommendation"]
+    assert made["restore"] is not None and len(made["flagged"]) >= 3
+    assert made == one_process["recommendation"]
+
+
 def test_later_evidence_does_not_change_an_earlier_decision(
     example_copy: Path, tmp_path: Path
 ) -> None:

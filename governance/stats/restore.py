@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from ..metrics import CountRow
 from .evaluate import placed_posterior
 from .onset import DEFAULT_PRIOR, OnsetPosterior, OnsetPrior, OnsetReading
@@ -56,15 +58,21 @@ class Placed:
         return f"{run}@{step}"
 
 
+# How the posteriors are computed: job(i) for each index, returned by index (one after the other
+# by default; the caller may spread them over processes, as `gov rollback recommend` does).
+Each = Callable[[Callable[[int], OnsetPosterior], Sequence[int]], dict[int, OnsetPosterior]]
+
+
 def place(
     rows: Iterable[CountRow] | Table,
     order: Order,
     targets: Sequence[Target],
     prior: OnsetPrior = DEFAULT_PRIOR,
+    each: Each | None = None,
 ) -> list[Placed]:
     """The onset posterior of every series the targets name (empty where none has judgments)."""
     table = rows if isinstance(rows, Table) else Table.of(rows)
-    placed: dict[tuple[str, SeriesKey], Placed] = {}
+    found: dict[tuple[str, SeriesKey], tuple[int, np.ndarray, np.ndarray]] = {}
     for target in targets:
         series = build(
             table,
@@ -78,12 +86,36 @@ def place(
         )
         for key, points in series.items():
             first = first_judged(points)
-            if first == len(points) or (target.metric, key) in placed:
+            if first == len(points) or (target.metric, key) in found:
                 continue
-            ks, ns = columns(points[first:])
-            post = placed_posterior(ks, ns, prior)
-            placed[(target.metric, key)] = Placed(target.metric, key, post, first)
-    return sorted(placed.values(), key=lambda p: (p.key, p.metric))
+            found[(target.metric, key)] = (first, *columns(points[first:]))
+    jobs = list(found.values())
+    posteriors = (each or _one_by_one)(
+        lambda i: placed_posterior(jobs[i][1], jobs[i][2], prior), range(len(jobs))
+    )
+    placed = [
+        Placed(metric, key, posteriors[i], first)
+        for i, ((metric, key), (first, _, _)) in enumerate(found.items())
+    ]
+    return sorted(placed, key=lambda p: (p.key, p.metric))
+
+
+def _one_by_one(
+    job: Callable[[int], OnsetPosterior], indexes: Sequence[int]
+) -> dict[int, OnsetPosterior]:
+    return {i: job(i) for i in indexes}
+
+
+def matches(target: Target, placed: Placed) -> bool:
+    """Whether `placed` is one of the series `target` names (None matches any)."""
+    key = placed.key
+    return (
+        placed.metric == target.metric
+        and key.environment == target.environment
+        and target.environment_version in (None, key.environment_version)
+        and target.judge in (None, key.judge)
+        and target.judge_version in (None, key.judge_version)
+    )
 
 
 @dataclass(frozen=True)
