@@ -110,28 +110,29 @@ print(json.dumps({"decision": data, "in_workers": parallel.LAST_IN_WORKERS}))
 """
 
 
+def _fresh(script: str, workspace: Path, workers: str) -> dict:
+    """What `script` prints as JSON, run on `workspace` in a fresh process with GOV_WORKERS."""
+    import os
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(workspace)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "GOV_WORKERS": workers},
+        check=True,
+    )
+    return json.loads(done.stdout)
+
+
 def test_policies_evaluated_side_by_side_decide_as_one_after_another(
     example_template: Path,
 ) -> None:
     """A check spreads the policies the counts alone decide over forked workers: the decision is
     the one computed in one process, result for result, in the same order. (Each in a fresh
     process, as `gov check` runs: the test process has other threads, and never forks.)"""
-    import os
-    import subprocess
-    import sys
-
-    def decided(workers: str) -> dict:
-        env = {**os.environ, "GOV_WORKERS": workers}
-        done = subprocess.run(
-            [sys.executable, "-c", _DECIDE, str(example_template)],
-            capture_output=True,
-            text=True,
-            env=env,
-            check=True,
-        )
-        return json.loads(done.stdout)
-
-    side_by_side, one_process = decided("3"), decided("1")
+    side_by_side, one_process = (_fresh(_DECIDE, example_template, w) for w in ("3", "1"))
     assert side_by_side["in_workers"] > 3 and one_process["in_workers"] == 0
     decision = side_by_side["decision"]
     assert decision["outcome"] == "block" and decision["flagged"] == ["code-unit-tests"]
@@ -159,22 +160,7 @@ def test_restore_posteriors_side_by_side_place_as_one_after_another(
     """A recommendation computes the flagged series' onset posteriors in forked workers: the
     restore point and every series' evidence are those computed in one process. (Each in a
     fresh process, as `gov rollback recommend` runs.)"""
-    import os
-    import subprocess
-    import sys
-
-    def recommended(workers: str) -> dict:
-        env = {**os.environ, "GOV_WORKERS": workers}
-        done = subprocess.run(
-            [sys.executable, "-c", _RECOMMEND, str(example_template)],
-            capture_output=True,
-            text=True,
-            env=env,
-            check=True,
-        )
-        return json.loads(done.stdout)
-
-    side_by_side, one_process = recommended("3"), recommended("1")
+    side_by_side, one_process = (_fresh(_RECOMMEND, example_template, w) for w in ("3", "1"))
     assert side_by_side["in_workers"] >= 3 and one_process["in_workers"] == 0
     made = side_by_side["recommendation"]
     assert made["restore"] is not None and len(made["flagged"]) >= 3
