@@ -25,7 +25,7 @@ from .policies import Action, load_policies
 from .records import DEFAULT_ALPHA, RestoreEvidence, Rollback
 from .registry import Registry
 from .stats.evaluate import evaluate_run, run_posterior
-from .stats.restore import Placed, Target, matches, place, restore_point
+from .stats.restore import Placed, Target, place_each, restore_point
 from .stats.runwide import RunOnsetPosterior
 from .stats.series import Matrix, Order, SeriesKey, Table, matrices
 from .storage import model_json
@@ -150,11 +150,10 @@ def recommend(
     ]
     # Each flagged series' posterior costs up to a second at 2,000 checkpoints: side by side.
     worth_it = len(order) * len(named) >= 2_000
-    found = place(
+    found = place_each(
         rows, order, named, each=lambda job, ids: parallel.run_each(job, ids, worth_it=worth_it)
     )
-    for target in named:
-        mine = [p for p in found if matches(target, p)]
+    for target, mine in zip(named, found, strict=True):
         if not mine:
             raise GovError(
                 f"environment {target.environment!r} is flagged but has no judgments of "

@@ -68,11 +68,26 @@ def place(
     order: Order,
     targets: Sequence[Target],
     prior: OnsetPrior = DEFAULT_PRIOR,
-    each: Each | None = None,
 ) -> list[Placed]:
     """The onset posterior of every series the targets name (empty where none has judgments)."""
+    every = {
+        (p.metric, p.key): p for found in place_each(rows, order, targets, prior) for p in found
+    }
+    return sorted(every.values(), key=lambda p: (p.key, p.metric))
+
+
+def place_each(
+    rows: Iterable[CountRow] | Table,
+    order: Order,
+    targets: Sequence[Target],
+    prior: OnsetPrior = DEFAULT_PRIOR,
+    each: Each | None = None,
+) -> list[list[Placed]]:
+    """For each target, in order, the onset posterior of every series it names (empty where
+    none has judgments); a series two targets name is computed once."""
     table = rows if isinstance(rows, Table) else Table.of(rows)
     found: dict[tuple[str, SeriesKey], tuple[int, np.ndarray, np.ndarray]] = {}
+    named: list[list[tuple[str, SeriesKey]]] = []
     for target in targets:
         series = build(
             table,
@@ -84,38 +99,30 @@ def place(
             judge_version=target.judge_version,
             fill=True,
         )
+        mine = []
         for key, points in series.items():
             first = first_judged(points)
-            if first == len(points) or (target.metric, key) in found:
+            if first == len(points):
                 continue
-            found[(target.metric, key)] = (first, *columns(points[first:]))
-    jobs = list(found.values())
+            mine.append((target.metric, key))
+            if (target.metric, key) not in found:
+                found[(target.metric, key)] = (first, *columns(points[first:]))
+        named.append(mine)
+    jobs = list(found)
     posteriors = (each or _one_by_one)(
-        lambda i: placed_posterior(jobs[i][1], jobs[i][2], prior), range(len(jobs))
+        lambda i: placed_posterior(found[jobs[i]][1], found[jobs[i]][2], prior), range(len(jobs))
     )
-    placed = [
-        Placed(metric, key, posteriors[i], first)
-        for i, ((metric, key), (first, _, _)) in enumerate(found.items())
-    ]
-    return sorted(placed, key=lambda p: (p.key, p.metric))
+    placed = {
+        (metric, key): Placed(metric, key, posteriors[i], found[(metric, key)][0])
+        for i, (metric, key) in enumerate(jobs)
+    }
+    return [sorted((placed[n] for n in mine), key=lambda p: (p.key, p.metric)) for mine in named]
 
 
 def _one_by_one(
     job: Callable[[int], OnsetPosterior], indexes: Sequence[int]
 ) -> dict[int, OnsetPosterior]:
     return {i: job(i) for i in indexes}
-
-
-def matches(target: Target, placed: Placed) -> bool:
-    """Whether `placed` is one of the series `target` names (None matches any)."""
-    key = placed.key
-    return (
-        placed.metric == target.metric
-        and key.environment == target.environment
-        and target.environment_version in (None, key.environment_version)
-        and target.judge in (None, key.judge)
-        and target.judge_version in (None, key.judge_version)
-    )
 
 
 @dataclass(frozen=True)
