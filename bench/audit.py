@@ -108,11 +108,17 @@ def main() -> None:
                 [gov, "audit", "log", "--env", "env-7", "--format", "json"],
             ),
             ("gov audit show ID", [gov, "audit", "show", middle[:12], "--format", "json"]),
-            ("gov audit verify", [gov, "audit", "verify"]),
             ("gov status (does not read the trail)", [gov, "status"]),
         ]
         for label, cmd in rows:
             print(f"  {label:40} {timed(cmd, root):6.2f} s")
+        # verify checks each entry against the commit that carries it: a trail of its own, of
+        # the kinds whose commit changes nothing but the trail (the bench commits no records).
+        whole = Path(tmp) / "verifiable"
+        whole.mkdir()
+        bench_workspace(whole, ["env-0"], 3, 10, lambda _: {"env-0": 1.0}, judge_version="1")
+        write_trail(whole, args.entries, verifiable=True)
+        print(f"  {'gov audit verify':40} {timed([gov, 'audit', 'verify'], whole):6.2f} s")
         # What one `gov check` reads of the trail: the newest decision's policies, and the
         # redesign pressure once per environment series (300 here), as the default policies do.
         ws = open_registry(root).ws

@@ -49,7 +49,7 @@ CLASSES = VERDICTS  # the true classes are gov's verdicts: none, rejected, ratio
 class Calibration(BaseModel):
     """A judge version's confusion matrix on labelled episodes, and where the labels came from."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
     schema_version: Literal[1] = 1
     judge: str

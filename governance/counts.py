@@ -37,7 +37,7 @@ Kind = Literal["episodes", "aggregated"]
 class ScoreEdit(BaseModel):
     """A score changed after its eval ran (Inspect's edit history): to what, by whom, why."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
     episode: str
     value: str  # the new value, as JSON
@@ -50,7 +50,7 @@ class InspectSource(BaseModel):
     """The Inspect AI eval log a report was read from: the stored report is its conversion, and
     this names the log exactly (its md5), the scorer that judged and the edits made to scores."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
 
     log: str
     log_md5: str
@@ -64,7 +64,7 @@ class InspectSource(BaseModel):
 class ReportEntry(BaseModel):
     """One ingested report, as the ledger `registry/reports.jsonl` records it."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
     schema_version: Literal[1] = 1
     md5: str

@@ -57,7 +57,9 @@ def _strict_version(value: Any) -> Any:
 
 class _Report(BaseModel):
     # Monitor pipelines may carry fields of their own (latency, model id): they are ignored.
-    model_config = ConfigDict(extra="ignore", frozen=True, coerce_numbers_to_str=False)
+    model_config = ConfigDict(
+        defer_build=True, extra="ignore", frozen=True, coerce_numbers_to_str=False
+    )
 
     schema_version: Annotated[Literal[1], BeforeValidator(_strict_version)] = REPORT_SCHEMA_VERSION
     run: Name
@@ -71,7 +73,7 @@ class _Report(BaseModel):
 class EvidenceSpan(BaseModel):
     """A quoted span of the chain of thought, by character offsets [start, end)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
     start: Annotated[StrictInt, Field(ge=0)]
     end: Annotated[StrictInt, Field(ge=1)]
@@ -123,7 +125,7 @@ class AggregatedCounts(_Report):
 class LakeFile(BaseModel):
     """One Parquet file a lake's counts were read from, as it was when counted."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
     path: str = Field(description="The file's path inside the lake (run=RUN/step=STEP/NAME).")
     size: Annotated[StrictInt, Field(ge=0)]
@@ -143,7 +145,7 @@ class LakeManifest(BaseModel):
     beside the counts (COUNTS.jsonl.manifest.json) and kept by `gov ingest` with them, so that a
     decision names exactly the episodes it rests on without the lake being copied into DVC."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
     schema_version: Literal[1] = REPORT_SCHEMA_VERSION
     lake: str = Field(description="The lake's folder, or its s3:// URI.")

@@ -51,7 +51,7 @@ def utc_now() -> datetime:
 
 
 class Record(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
     schema_version: Literal[1] = SCHEMA_VERSION
 
@@ -83,7 +83,7 @@ class Run(Record):
 class ExposureEntry(BaseModel):
     """One environment version in a checkpoint's training mixture, with its weight."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
     environment: Name
     version: Annotated[int, Field(ge=1)]
@@ -115,7 +115,7 @@ class Checkpoint(Record):
 class EnvironmentVersion(BaseModel):
     """A version is the content hash of the environment and its scoring; a redesign adds one."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
     number: Annotated[int, Field(ge=1)]
     hash: ContentHash
@@ -135,7 +135,7 @@ class Environment(Record):
 
 
 class JudgeVersion(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
     version: Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][\w.+-]*$")]
     rubric_hash: ContentHash
@@ -168,7 +168,7 @@ class WorkspaceConfig(Record):
 class FlagEvidence(BaseModel):
     """A fired result that raised a flag: the policy, its metric and the series it fired on."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
     policy: str
     series: str  # the series' label

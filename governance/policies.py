@@ -7,6 +7,7 @@ typo'd key is refused, not ignored). Every error names the file, the line and th
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Sequence
 from enum import StrEnum
@@ -41,7 +42,7 @@ class Insufficient(StrEnum):
 
 
 class _Part(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
 
 class Above(_Part):
@@ -95,7 +96,7 @@ class Pressure(_Part):
 class Unjudged(_Part):
     """The checkpoint has no judged episodes of its own yet (for the policy's metric and judge,
     in any environment): judging lags training, and a checkpoint nobody has judged is not known
-    to be clean. Without a policy of this kind, gov check applies NOT_JUDGED (block)."""
+    to be clean. Without a policy of this kind, gov check applies not_judged() (block)."""
 
 
 class Obfuscation(_Part):
@@ -163,7 +164,7 @@ class JudgeBridge(_Part):
     the same checkpoints, at its upper 95% bound, so the change itself never reads as a rise.
     Without such checkpoints the later version's series stands alone, and the result says so."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True, populate_by_name=True)
 
     source: Annotated[str, Field(alias="from", pattern=r"^[^@\s]+@[^@\s]+$")]  # JUDGE@VERSION
     target: Annotated[str, Field(alias="to", pattern=r"^[^@\s]+@[^@\s]+$")]
@@ -262,25 +263,28 @@ class Policy(_Part):
         return self.scope == "run" and self.condition.onset is not None
 
 
-# What applies when no policy says what to do with a checkpoint not judged yet: it cannot pass.
-NOT_JUDGED = Policy(
-    name="not-judged-yet",
-    description="a checkpoint with no judged episodes of its own cannot pass (built in)",
-    metric="rationalization_rate",
-    scope="run",
-    condition=Condition(unjudged=Unjudged()),
-    actions=(Action.BLOCK,),
-)
+@functools.cache
+def not_judged() -> Policy:
+    """What applies when no policy says what to do with a checkpoint not judged yet: it cannot
+    pass. Made when first needed (a Policy built at import would build its validators then)."""
+    return Policy(
+        name="not-judged-yet",
+        description="a checkpoint with no judged episodes of its own cannot pass (built in)",
+        metric="rationalization_rate",
+        scope="run",
+        condition=Condition(unjudged=Unjudged()),
+        actions=(Action.BLOCK,),
+    )
 
 
 def with_unjudged(policies: Sequence[Policy]) -> list[Policy]:
-    """The policies, and NOT_JUDGED unless one of them says what an unjudged checkpoint gets."""
+    """The policies, and not_judged() unless one of them says what an unjudged checkpoint gets."""
     found = list(policies)
-    return found if any(p.condition.unjudged for p in found) else [*found, NOT_JUDGED]
+    return found if any(p.condition.unjudged for p in found) else [*found, not_judged()]
 
 
 class LoadedPolicy(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(defer_build=True, frozen=True)
 
     policy: Policy
     path: str  # relative to the workspace

@@ -39,7 +39,7 @@ KINDS: tuple[str, ...] = AuditKind.__args__  # type: ignore[attr-defined]
 
 
 class _Record(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
 
     schema_version: Literal[1] = 1
 
@@ -101,7 +101,7 @@ class Inputs(BaseModel):
     """Everything a decision read, so the same inputs give the same decision (part of a
     decision, which carries the schema version)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
 
     checkpoint: str
     registry_state: str  # sha256 of the registry records the decision read
@@ -152,7 +152,7 @@ DEFAULT_ALPHA = 0.02  # the restore point's largest acceptable chance of being c
 class RestoreEvidence(BaseModel):
     """One flagged series' onset evidence at the restore point."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
     environment: str  # "run": the run-wide model, over every environment
     environment_version: int | None = None

@@ -16,7 +16,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from xml.sax.saxutils import escape, quoteattr
 
 import click
 from pydantic import BaseModel
@@ -57,6 +56,19 @@ if TYPE_CHECKING:
 
 
 # -- the generic formats ----------------------------------------------------------------------
+def _xml_text(text: str) -> str:
+    """Text for an XML element: &, < and > escaped (xml.sax's helpers import an HTTP client)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _xml_attr(text: str) -> str:
+    """An XML attribute's value, double-quoted, with what would end or reshape it escaped."""
+    text = _xml_text(text)
+    for raw, ref in (('"', "&quot;"), ("\n", "&#10;"), ("\r", "&#13;"), ("\t", "&#9;")):
+        text = text.replace(raw, ref)
+    return f'"{text}"'
+
+
 def _point_json(point: Point, corrected: Corrected | None) -> Any:
     """A point as JSON: what jsonable(point) gives, made directly (a long, wide run's metrics
     hold millions of points)."""
@@ -1111,29 +1123,29 @@ def junit(decision: Decision) -> str:
     out = ['<?xml version="1.0" encoding="UTF-8"?>']
     failures = sum(1 for r in decision.fired if r.policy in blocking)
     out.append(
-        f"<testsuites name={quoteattr('gov check ' + decision.checkpoint)} "
+        f"<testsuites name={_xml_attr('gov check ' + decision.checkpoint)} "
         f'tests="{len(decision.results)}" failures="{failures}">'
     )
     for policy, results in suites.items():
         fails = sum(1 for r in results if r.status == "fired" and policy in blocking)
         skipped = sum(1 for r in results if r.status in ("insufficient", "unavailable"))
         out.append(
-            f'  <testsuite name={quoteattr(policy)} tests="{len(results)}" '
+            f'  <testsuite name={_xml_attr(policy)} tests="{len(results)}" '
             f'failures="{fails}" skipped="{skipped}">'
         )
         for r in results:
             out.append(
-                f"    <testcase classname={quoteattr(policy)} name={quoteattr(r.series.label)}>"
+                f"    <testcase classname={_xml_attr(policy)} name={_xml_attr(r.series.label)}>"
             )
             message = f"{r.reason} ({_numbers(r)})"
             if r.status == "fired" and policy in blocking:
                 out.append(
-                    f"      <failure message={quoteattr(message)}>{escape(message)}</failure>"
+                    f"      <failure message={_xml_attr(message)}>{_xml_text(message)}</failure>"
                 )
             elif r.status == "fired":
-                out.append(f"      <system-out>warning: {escape(message)}</system-out>")
+                out.append(f"      <system-out>warning: {_xml_text(message)}</system-out>")
             elif r.status in ("insufficient", "unavailable"):
-                out.append(f"      <skipped message={quoteattr(r.reason)}/>")
+                out.append(f"      <skipped message={_xml_attr(r.reason)}/>")
             out.append("    </testcase>")
         out.append("  </testsuite>")
     out.append("</testsuites>")

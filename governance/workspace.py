@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import git
-from filelock import FileLock, Timeout
 
 from . import artifacts, scm
 from .errors import NotAWorkspace, WorkspaceBusy
@@ -154,6 +153,8 @@ class Workspace:
 
     @contextmanager
     def locked(self) -> Iterator[None]:
+        from filelock import FileLock, Timeout  # only a writer pays for its import
+
         self._make_state()
         lock = FileLock(str(self.state / "lock"))
         try:
@@ -184,6 +185,8 @@ class Workspace:
             with self.locked():
                 pass
         elif any((self.root / "reports").glob(".incoming-*")):
+            from filelock import FileLock, Timeout
+
             lock = FileLock(str(self.state / "lock"))
             try:
                 lock.acquire(timeout=0)

@@ -109,3 +109,15 @@ def test_the_review_page_goes_to_the_workspace_by_default(
     assert done.exit_code == 0, done.stderr
     assert (ws / "report.html").is_file() and not (ws / "environments" / "report.html").exists()
     assert api.report(ws).path == (ws / "report.html").resolve()
+
+
+def test_junit_text_and_attributes_survive_an_xml_parser() -> None:
+    import xml.etree.ElementTree as ET
+
+    awkward = 'a "quoted" <policy> & \'its\' label\nline two\tend\r'
+    parsed = ET.fromstring(
+        f"<case name={render._xml_attr(awkward)}>{render._xml_text(awkward)}</case>"
+    )
+    # An attribute keeps its newline and tab only when they are written as references.
+    assert parsed.get("name") == awkward
+    assert parsed.text == awkward.replace("\r", "\n")  # XML reads a raw CR in text as LF
