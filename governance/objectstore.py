@@ -23,7 +23,6 @@ import hashlib
 import json
 import shutil
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -227,6 +226,8 @@ def check(recorded: Manifest, s3: Any = None) -> None:
         if str(head.get("ETag")) != o.etag or int(head.get("ContentLength", -1)) != o.size:
             raise GovError(f"{where} changed since it was registered (ETag or size differs)")
 
+    from concurrent.futures import ThreadPoolExecutor  # its import loads logging: paid here only
+
     with ThreadPoolExecutor(_WORKERS) as pool:
         list(pool.map(one, recorded.objects))
 
@@ -270,6 +271,8 @@ def download(recorded: Manifest, target: Path, s3: Any = None, purpose: str = "r
 
     try:
         tmp.mkdir()
+        from concurrent.futures import ThreadPoolExecutor
+
         with ThreadPoolExecutor(_WORKERS) as pool:
             list(pool.map(fetch, recorded.objects))
         tmp.replace(target)

@@ -213,7 +213,7 @@ class Policy(_Part):
     sustained: Annotated[int, Field(ge=1, le=100)] = 1  # the condition holds K checkpoints running
     # compare the level with the rate corrected for the judge's calibrated error
     corrected: bool = False
-    min_evidence: MinimumEvidence = MinimumEvidence()
+    min_evidence: MinimumEvidence = Field(default_factory=MinimumEvidence)
     insufficient: Insufficient = Insufficient.PASS
     actions: Annotated[tuple[Action, ...], Field(min_length=1)]
 
