@@ -128,8 +128,23 @@ def run_onset(
     rows = np.flatnonzero(judged)
     kc = np.add.reduceat(ks[rows], starts, axis=1)
     nc = np.add.reduceat(ns[rows], starts, axis=1)
-    bf = evidence(kc, nc, prior)
-    return _combine(bf, rows, sizes, starts, length, environments, prior, details)
+    memo = (kc.tobytes(), nc.tobytes(), rows.tobytes(), starts.tobytes(), length, prior)
+    fit = _FITS.get(memo)
+    if fit is None:
+        fit = _fit(evidence(kc, nc, prior), sizes, starts, length, prior)
+        fit.onset.flags.writeable = False  # shared by every reader of this fit
+        if len(_FITS) >= 2:
+            _FITS.pop(next(iter(_FITS)))
+        _FITS[memo] = fit
+    out = RunOnsetPosterior(length, environments, fit.p_rise, fit.onset, fit.share, fit.effect)
+    if details:
+        _detail(out, fit, rows, sizes, starts, length, prior)
+    return out
+
+
+# The last fits, by their counts and prior: an alarm asks first without the environments' parts
+# (cheap when nothing fired), then again with them, from the same fit.
+_FITS: dict[tuple[object, ...], _Fit] = {}
 
 
 def evidence(k: np.ndarray, n: np.ndarray, prior: RunPrior = DEFAULT_RUN_PRIOR) -> np.ndarray:
@@ -189,19 +204,34 @@ def dispersion(k: np.ndarray, n: np.ndarray, weight: float = 4.0) -> np.ndarray:
 _CHI2_MEDIAN = 0.4549364  # the median of a chi-square with one degree of freedom
 
 
-def _combine(
+@dataclass
+class _Fit:
+    """The run's posterior from each environment's log Bayes factors, with what each
+    environment's part is read from: the ratio summed out per effect (`mixed`, from `scaled`
+    and the weights `q`), its log (`a`), and the gains summed over environments (`total`)."""
+
+    p_rise: float
+    post: np.ndarray  # given a rise, over the cells (share, ramp, tau, effect)
+    onset: np.ndarray
+    share: float
+    effect: float
+    q: np.ndarray
+    scaled: np.ndarray
+    mixed: np.ndarray
+    a: np.ndarray
+    linear: _Linear
+    total: np.ndarray
+
+
+def _fit(
     bf: np.ndarray,
-    rows: np.ndarray,
     sizes: np.ndarray,
     starts: np.ndarray,
     length: int,
-    environments: int,
     prior: RunPrior,
-    details: bool,
-) -> RunOnsetPosterior:
+) -> _Fit:
     """The run's posterior from each environment's log Bayes factors (env, ramp, r, tau): the
-    share affected, the run-wide effect and its spread, the ramp and the onset summed out; and,
-    with `details`, each environment's part in the rise."""
+    share affected, the run-wide effect and its spread, the ramp and the onset summed out."""
     logr = np.log(np.array(prior.ratio))
     effects = [(big, sd) for big in np.log(prior.effect) for sd in prior.effect_spread]
     q = np.array([-((logr - big) ** 2) / (2 * sd**2) for big, sd in effects]).T  # (r, combo)
@@ -221,52 +251,65 @@ def _combine(
     p_rise, post, onset = _given(total, sizes, starts, length, prior)
     share = float(np.einsum("sltc,s->", post, shares))
     effect = float(np.exp(np.einsum("sltc,c->", post, np.array([b for b, _ in effects]))))
-    contributions: list[Contribution] = []
-    out = RunOnsetPosterior(length, environments, p_rise, onset, share, effect, contributions)
-    if details:
-        # Each environment's part is an average over the posterior's cells (share, ramp, onset,
-        # effect): over the fewest cells that hold all but 1e-10 of its mass, not all of them
-        # (a few hundred of 23,000 at the defaults), which bounds each average's error by that
-        # mass times its largest term and makes 300 environments cost milliseconds.
-        flat = post.ravel()
-        ranked = np.argsort(flat)[::-1]
-        held = np.cumsum(flat[ranked])
-        cells = ranked[: int(np.searchsorted(held, held[-1] * (1 - 1e-10))) + 1]
-        w = flat[cells]
-        si, li, ti, ci = np.unravel_index(cells, post.shape)
-        with np.errstate(divide="ignore"):
-            unaffected = np.where(shares < 1, np.log1p(-np.minimum(shares, 0.999)), -np.inf)
-        log_share = np.log(shares)[si][None, :] + a[:, li, ti, ci]  # (env, cell)
-        gain = np.logaddexp(unaffected[si][None, :], log_share)
-        affected = np.exp(log_share - gain)
-        p_aff = affected @ w
-        # E[log r | affected] in each cell: the ratio's posterior within the cell's effect
-        weighted = np.einsum("emr,rm->em", scaled[:, li, ti, :], (q * logr[:, None])[:, ci])
-        mean_r = weighted / mixed[:, li, ti, ci]
-        log_r = (affected * mean_r) @ w
-        evidence = gain @ w
-        contributions.extend(
-            Contribution(
-                int(row), float(min(1.0, p)), float(np.exp(lr / p)) if p > 1e-9 else 1.0, float(ev)
-            )
-            for row, p, lr, ev in zip(rows, p_aff, log_r, evidence, strict=True)
+    return _Fit(p_rise, post, onset, share, effect, q, scaled, mixed, a, linear, total)
+
+
+def _detail(
+    out: RunOnsetPosterior,
+    fit: _Fit,
+    rows: np.ndarray,
+    sizes: np.ndarray,
+    starts: np.ndarray,
+    length: int,
+    prior: RunPrior,
+) -> None:
+    """Each environment's part in the rise, and the posterior without the leading one."""
+    logr = np.log(np.array(prior.ratio))
+    shares = np.array(prior.share)
+    post, q, scaled, mixed, a = fit.post, fit.q, fit.scaled, fit.mixed, fit.a
+    # Each environment's part is an average over the posterior's cells (share, ramp, onset,
+    # effect): over the fewest cells that hold all but 1e-10 of its mass, not all of them
+    # (a few hundred of 23,000 at the defaults), which bounds each average's error by that
+    # mass times its largest term and makes 300 environments cost milliseconds.
+    flat = post.ravel()
+    ranked = np.argsort(flat)[::-1]
+    held = np.cumsum(flat[ranked])
+    cells = ranked[: int(np.searchsorted(held, held[-1] * (1 - 1e-10))) + 1]
+    w = flat[cells]
+    si, li, ti, ci = np.unravel_index(cells, post.shape)
+    with np.errstate(divide="ignore"):
+        unaffected = np.where(shares < 1, np.log1p(-np.minimum(shares, 0.999)), -np.inf)
+    log_share = np.log(shares)[si][None, :] + a[:, li, ti, ci]  # (env, cell)
+    gain = np.logaddexp(unaffected[si][None, :], log_share)
+    affected = np.exp(log_share - gain)
+    p_aff = affected @ w
+    # E[log r | affected] in each cell: the ratio's posterior within the cell's effect
+    weighted = np.einsum("emr,rm->em", scaled[:, li, ti, :], (q * logr[:, None])[:, ci])
+    mean_r = weighted / mixed[:, li, ti, ci]
+    log_r = (affected * mean_r) @ w
+    evidence = gain @ w
+    out.contributions.extend(
+        Contribution(
+            int(row), float(min(1.0, p)), float(np.exp(lr / p)) if p > 1e-9 else 1.0, float(ev)
         )
-        # Without the environment that contributes most: its gains taken out of the sum over
-        # environments (they are independent given the cell), the rest as above
-        top = max(range(len(rows)), key=lambda i: (contributions[i].evidence, -rows[i]))
-        if len(rows) > 1:
-            for i, one in enumerate(shares):
-                mine = linear.gains(one, top)[0]
-                lost = np.isneginf(mine)  # where it alone ruled the rise out: summed anew
-                total[i] -= np.where(lost, 0.0, mine)
-                if lost.any():
-                    others = np.delete(a[:, lost], top, axis=0)
-                    total[i][lost] = _Linear.of(others).gains(one).sum(axis=0, dtype=np.float64)
-            out.without_top = int(rows[top])
-            out.p_rise_without_top, _, out.onset_without_top = _given(
-                total, sizes, starts, length, prior
-            )
-    return out
+        for row, p, lr, ev in zip(rows, p_aff, log_r, evidence, strict=True)
+    )
+    if len(rows) < 2:
+        return
+    # Without the environment that contributes most: its gains taken out of the sum over
+    # environments (they are independent given the cell), the rest as above
+    contributions = out.contributions
+    top = max(range(len(rows)), key=lambda i: (contributions[i].evidence, -rows[i]))
+    total = fit.total.copy()  # the fit's own stays whole for the next reader
+    for i, one in enumerate(shares):
+        mine = fit.linear.gains(one, top)[0]
+        lost = np.isneginf(mine)  # where it alone ruled the rise out: summed anew
+        total[i] -= np.where(lost, 0.0, mine)
+        if lost.any():
+            others = np.delete(a[:, lost], top, axis=0)
+            total[i][lost] = _Linear.of(others).gains(one).sum(axis=0, dtype=np.float64)
+    out.without_top = int(rows[top])
+    out.p_rise_without_top, _, out.onset_without_top = _given(total, sizes, starts, length, prior)
 
 
 @dataclass(frozen=True)
