@@ -194,3 +194,24 @@ def test_a_full_disk_is_one_line_and_changes_nothing(gov, small_disk: Path, tmp_
     ]
     filler.unlink()
     assert gov("ingest", str(report), cwd=ws).exit_code == 0  # with space again, it goes through
+
+
+@pytest.mark.parametrize("tracked", ["weights/a.bin", "weights"])
+def test_weights_git_already_tracks_are_refused_as_dvc_refuses_them(
+    gov, workspace: Path, tracked: str
+) -> None:
+    # DVC asks whether git tracks the path (gov answers it with git itself, not by reading the
+    # index in Python): a file, or a folder with a tracked file in it, is refused either way.
+    import git
+
+    from conftest import snapshot
+
+    (workspace / "weights").mkdir()
+    (workspace / "weights" / "a.bin").write_bytes(b"weights committed to git by mistake")
+    repo = git.Repo(workspace)
+    repo.index.add(["weights/a.bin"])
+    repo.index.commit("weights in git")
+    before = snapshot(workspace)
+    line = _one_line(gov("checkpoint", "add", "main@100", tracked, "-e", "math=1", cwd=workspace))
+    assert f"'{tracked}' is already tracked by SCM" in line
+    assert snapshot(workspace) == before
