@@ -24,54 +24,74 @@ import git
 from workspace import bench_workspace
 
 from governance import audit, open_registry
-from governance.audit import ENTRY_TRAILER, GENESIS, HEAD_TRAILER, KIND_FILES, entry_id
+from governance.audit import (
+    ENTRY_TRAILER,
+    GENESIS,
+    HEAD_TRAILER,
+    KIND_FILES,
+    SEALED,
+    SEGMENT,
+    entry_id,
+)
 from governance.records import KINDS
 
 
 def write_trail(root: Path, entries: int, batches: int = 20, verifiable: bool = False) -> str:
     """N chained entries (after any the trail has), committed in `batches` commits; returns one
     entry id from the middle. `verifiable`: a trail `gov audit verify` accepts whole: only kinds
-    whose commit need change nothing but the trail, each entry named by its commit's trailers."""
+    whose commit need change nothing but the trail, each entry named by its commit's trailers.
+    Laid out as gov lays a long trail out: every SEGMENT entries sealed into audit/trail/, the
+    newest in audit/trail.jsonl (a workspace that grew one append at a time looks like this)."""
     kinds = [k for k in KINDS if k not in KIND_FILES] if verifiable else list(KINDS)
     batch: list[str] = []
     repo = git.Repo(root)
     path = root / "audit" / "trail.jsonl"
     prev, middle, first = GENESIS, "", 1
+    active: list[str] = []  # the active file's lines
     if path.exists() and path.stat().st_size:  # carry on the chain the workspace began
-        last = json.loads(path.read_text().splitlines()[-1])
+        active = path.read_text().splitlines(keepends=True)
+        last = json.loads(active[-1])
         prev, first = last["id"], last["seq"] + 1
+    opened = json.loads(active[0])["seq"] if active else first  # the active file's first entry
+    touched = {"audit/trail.jsonl"}
     per = max(1, entries // batches)
-    with path.open("a") as handle:
-        for seq in range(first, first + entries):
-            entry: dict[str, object] = {
-                "seq": seq,
-                "prev": prev,
-                "kind": kinds[seq % len(kinds)],
-                "time": f"2026-{1 + seq % 12:02d}-01T00:00:00+00:00",
-                "actor": "bench <bench@example.com>",
-                "subject": {
-                    "run": "main",
-                    "checkpoint": f"main@{seq}",
-                    "environment": f"env-{seq % 300}",
-                },
-                "inputs": {"policies": {"policies/a.yaml": "0" * 64}, "reports": []},
-                "outcome": "pass",
-            }
-            prev = entry_id(entry)
-            entry["id"] = prev
-            handle.write(json.dumps(entry, sort_keys=True, separators=(",", ":")) + "\n")
-            batch.append(prev if verifiable else "")
-            if seq == first + entries // 2:
-                middle = prev
-            if seq % per == 0 or seq == first + entries - 1:
-                handle.flush()
-                repo.index.add(["audit/trail.jsonl"])
-                named = "".join(f"{ENTRY_TRAILER}: {i}\n" for i in batch[:-1] if i)
-                repo.index.commit(
-                    f"gov: bench entries\n\n{named}{ENTRY_TRAILER}: {prev}\n"
-                    f"{HEAD_TRAILER}: {seq} {prev}\n"
-                )
-                batch.clear()
+    for seq in range(first, first + entries):
+        if seq - opened >= SEGMENT:  # as gov's append does: the full file sealed, unchanged
+            segment = root / "audit" / SEALED / f"{opened:010d}.jsonl"
+            segment.parent.mkdir(exist_ok=True)
+            segment.write_text("".join(active))
+            touched.add(segment.relative_to(root).as_posix())
+            active, opened = [], seq
+        entry: dict[str, object] = {
+            "seq": seq,
+            "prev": prev,
+            "kind": kinds[seq % len(kinds)],
+            "time": f"2026-{1 + seq % 12:02d}-01T00:00:00+00:00",
+            "actor": "bench <bench@example.com>",
+            "subject": {
+                "run": "main",
+                "checkpoint": f"main@{seq}",
+                "environment": f"env-{seq % 300}",
+            },
+            "inputs": {"policies": {"policies/a.yaml": "0" * 64}, "reports": []},
+            "outcome": "pass",
+        }
+        prev = entry_id(entry)
+        entry["id"] = prev
+        active.append(json.dumps(entry, sort_keys=True, separators=(",", ":")) + "\n")
+        batch.append(prev if verifiable else "")
+        if seq == first + entries // 2:
+            middle = prev
+        if seq % per == 0 or seq == first + entries - 1:
+            path.write_text("".join(active))
+            repo.index.add(sorted(touched))
+            touched = {"audit/trail.jsonl"}
+            named = "".join(f"{ENTRY_TRAILER}: {i}\n" for i in batch[:-1] if i)
+            repo.index.commit(
+                f"gov: bench entries\n\n{named}{ENTRY_TRAILER}: {prev}\n"
+                f"{HEAD_TRAILER}: {seq} {prev}\n"
+            )
+            batch.clear()
     return middle
 
 
