@@ -872,10 +872,6 @@ def recommended(ws: Workspace, digest: str) -> bool:
     return digest in _summaries(ws).recommended
 
 
-def redesigns(ws: Workspace, environment: str) -> int:
-    return pressure(ws).get(environment, {}).get("redesign", 0)
-
-
 def policy_change(ws: Workspace, current: dict[str, str]) -> dict[str, list[str]] | None:
     """How the policy files differ from the last ones the trail recorded (None: no change).
 

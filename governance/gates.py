@@ -131,10 +131,11 @@ def decide(
             continue
         if not series:
             results.append(_no_judgments(policy, ref))
-        for key in sorted(series, key=lambda k: k.label):  # monitor pressure, read from the trail
+        pressure = audit.pressure(ws)  # monitor pressure, read from the trail once
+        for key in sorted(series, key=lambda k: k.label):
             judges.add(f"{key.judge}@{key.judge_version}")
             read[series[key].positions] = True
-            result = _pressure_result(ws, policy, key)
+            result = _pressure_result(pressure, policy, key)
             results.append(result)
             if result.status == "fired":
                 actions.setdefault(policy.name, [a.value for a in policy.actions])
@@ -367,10 +368,12 @@ def obfuscation(
     return results
 
 
-def _pressure_result(ws: Workspace, policy: Policy, key: SeriesKey) -> Result:
+def _pressure_result(pressure: dict[str, dict[str, int]], policy: Policy, key: SeriesKey) -> Result:
+    """The pressure condition on one environment, from the trail's interventions per
+    environment and kind (audit.pressure)."""
     assert policy.condition.pressure is not None
     limit = policy.condition.pressure.redesigns
-    count = audit.redesigns(ws, key.environment) if key.environment else 0
+    count = pressure.get(key.environment, {}).get("redesign", 0) if key.environment else 0
     if count > limit:
         return Result(
             policy.name,

@@ -114,7 +114,7 @@ def test_the_review_page_goes_to_the_workspace_by_default(
 def test_junit_text_and_attributes_survive_an_xml_parser() -> None:
     import xml.etree.ElementTree as ET
 
-    awkward = 'a "quoted" <policy> & \'its\' label\nline two\tend\r'
+    awkward = "a \"quoted\" <policy> & 'its' label\nline two\tend\r"
     parsed = ET.fromstring(
         f"<case name={render._xml_attr(awkward)}>{render._xml_text(awkward)}</case>"
     )
