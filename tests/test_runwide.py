@@ -111,6 +111,28 @@ def test_the_posterior_without_the_leading_environment_is_the_run_without_it(
     assert (rest.p_rise * rest.p_onset_by(30) < 0.5) is alone
 
 
+def test_asking_again_with_the_environments_parts_reads_the_same_posterior(rng) -> None:
+    """An alarm asks without the environments' parts, then with them: the answer is the one a
+    first look with them gives, however often and in whatever order it is asked (the looks
+    share one fit, which none of them changes)."""
+    k, n, _ = simulate(rng, onset=22, share=0.5, factor=3.0)
+    first = run_onset(k, n, details=False)
+    again = [run_onset(k, n), run_onset(k, n), run_onset(k, n, details=False)]
+    # the same run with an unjudged environment in front: the same counts, computed afresh
+    fresh = run_onset(np.vstack([np.zeros_like(k[:1]), k]), np.vstack([np.zeros_like(n[:1]), n]))
+    for post in [*again, fresh]:
+        assert post.p_rise == first.p_rise
+        assert np.array_equal(post.onset, first.onset)
+    for post in again[:2]:
+        assert [(c.index + 1, c.p_affected, c.evidence) for c in post.contributions] == [
+            (c.index, c.p_affected, c.evidence) for c in fresh.contributions
+        ]
+        assert post.without_top + 1 == fresh.without_top
+        assert post.p_rise_without_top == fresh.p_rise_without_top
+        assert np.array_equal(post.onset_without_top, fresh.onset_without_top)
+    assert not again[2].contributions  # without details: no parts
+
+
 def test_cells_not_judged_and_environments_added_later(rng) -> None:
     k, n, _ = simulate(rng, environments=10, t=30, onset=15, share=1.0, factor=4.0)
     n[3, :12], k[3, :12] = 0, 0  # an environment added at the 13th checkpoint
