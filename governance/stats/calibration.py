@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-from scipy.special import betaincinv
 
 PRIOR = 0.5  # Jeffreys: each verdict of a true class starts with half an episode
 LEVEL = 0.95
@@ -53,6 +52,9 @@ def share(count: int, total: int, categories: int = 2) -> Share:
     a = count + PRIOR
     b = total - count + PRIOR * (categories - 1)
     tail = (1 - LEVEL) / 2
+    # scipy.special takes a quarter second to import: paid where it is used
+    from scipy.special import betaincinv
+
     low, high = betaincinv(a, b, [tail, 1 - tail])
     return Share(count, total, a / (a + b), float(low), float(high))
 
@@ -176,6 +178,8 @@ def _posterior(k: int, n: int, s: int, st: int, f: int, ft: int) -> tuple[np.nda
     grid = u * u
     width = 2 * u / _GRID  # d(rate) of each grid cell
     nodes = (np.arange(_NODES) + 0.5) / _NODES
+    from scipy.special import betaincinv
+
     se = betaincinv(s + PRIOR, st - s + PRIOR, nodes)
     fa = betaincinv(f + PRIOR, ft - f + PRIOR, nodes)
     q = grid[:, None, None] * se[None, :, None] + (1 - grid[:, None, None]) * fa[None, None, :]

@@ -16,7 +16,6 @@ from functools import lru_cache
 from typing import Any, Protocol, TypeVar
 
 import numpy as np
-from scipy.special import betainc
 
 from ..errors import EvidenceError
 from ..policies import Policy
@@ -478,6 +477,9 @@ def candidates(
         thin = ns < policy.min_evidence.n  # a corrected rate (or a noisy judge) needs the posterior
         return ~thin, thin
     if condition.above is not None:
+        # scipy.special takes a quarter second to import: paid where it is used
+        from scipy.special import betainc
+
         thin = ns < policy.min_evidence.n
         above = 1.0 - betainc(ks + PRIOR, ns - ks + PRIOR, condition.above.level)
         return ~thin & (above >= condition.above.confidence), thin

@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
-from scipy.special import betaln
 
 RATE_GRID = np.geomspace(1e-4, 0.95, 160)  # where likelihoods are tabulated
 _HERMITE = np.polynomial.hermite.hermgauss(12)  # nodes and weights for a log-normal wobble
@@ -258,6 +257,9 @@ def _loglik_table(
         elif prior.dispersion == "log-normal" or np.isinf(spread):
             ll = _binomial(k, n, p)
         else:
+            # only the beta-binomial needs it (scipy.special takes a quarter second to import)
+            from scipy.special import betaln
+
             a, b = p * spread, (1 - p) * spread
             ll = betaln(k + a, n - k + b) - betaln(a, b)
         if outlying is not None:

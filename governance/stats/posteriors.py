@@ -6,7 +6,6 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
-from scipy.special import betainc, betaincinv
 
 PRIOR = 0.5  # Jeffreys: Beta(k + 1/2, n - k + 1/2)
 GRID = 400  # quantiles of the baseline posterior integrated over for a rise
@@ -16,6 +15,9 @@ TAIL = 1e-3
 @lru_cache(maxsize=1 << 20)
 def prob_above(k: int, n: int, level: float) -> float:
     """P(rate > level) for k successes in n, under the Jeffreys Beta posterior."""
+    # scipy.special takes a quarter second to import: paid where it is used
+    from scipy.special import betainc
+
     return float(1.0 - betainc(k + PRIOR, n - k + PRIOR, level))
 
 
@@ -24,6 +26,8 @@ def prob_rise(k: int, n: int, k0: int, n0: int, factor: float) -> float:
     """P(rate > factor x baseline rate), both under independent Jeffreys Beta posteriors.
 
     Integrates over GRID equal-probability quantiles of the baseline's posterior."""
+    from scipy.special import betainc
+
     threshold = np.minimum(1.0, factor * _baseline_quantiles(k0, n0))
     return float(np.mean(1.0 - betainc(k + PRIOR, n - k + PRIOR, threshold)))
 
@@ -39,5 +43,7 @@ def rise_bound(k: int, n: int, k0: int, n0: int, factor: float) -> float:
 
 @lru_cache(maxsize=1 << 16)
 def _baseline_quantiles(k0: int, n0: int, tail: bool = False) -> np.ndarray:
+    from scipy.special import betaincinv
+
     u = np.array([TAIL]) if tail else (np.arange(GRID) + 0.5) / GRID
     return np.asarray(betaincinv(k0 + PRIOR, n0 - k0 + PRIOR, u))

@@ -17,7 +17,6 @@ the posterior could reach a policy's level (`evaluate.SCREEN_ODDS`, measured, wi
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import betaln, log_ndtr
 
 _NEAR = 8  # splits at each of this many positions before the last judged checkpoint but one
 _STRETCH = 1.2  # then this far apart
@@ -32,6 +31,9 @@ _HALFWAY = np.append((_OFFSETS[1:] + _OFFSETS[:-1] + 1) // 2, _OFFSETS[-1] + 1)
 
 def _marginal(k: np.ndarray, n: np.ndarray) -> np.ndarray:
     """log P(k in n) with a Jeffreys Beta(1/2, 1/2) prior on the rate (0 where n = 0)."""
+    # scipy.special takes a quarter second to import: paid where it is used
+    from scipy.special import betaln
+
     return np.asarray(betaln(k + 0.5, n - k + 0.5) - betaln(0.5, 0.5))
 
 
@@ -47,6 +49,8 @@ MIN_RATIO = 1.5  # the onset model's smallest rise
 def _at_least(kb: np.ndarray, nb: np.ndarray, ka: np.ndarray, na: np.ndarray) -> np.ndarray:
     """log P(the rate after the split is at least MIN_RATIO times the rate before), both rates'
     posteriors taken as log-normal (the onset model counts no smaller rise as a rise)."""
+    from scipy.special import log_ndtr
+
     with np.errstate(divide="ignore", invalid="ignore"):
         pa, pb = (ka + 0.5) / (na + 1), (kb + 0.5) / (nb + 1)
         spread = np.sqrt((1 - pa) / (ka + 0.5) + (1 - pb) / (kb + 0.5))
