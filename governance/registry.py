@@ -8,6 +8,7 @@ the history of every change, one commit each.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -162,7 +163,13 @@ def _ends_a_line(path: Path) -> bool:
 
 
 _MIXTURE_KEY = b'"exposure":'
-_MIXTURE = TypeAdapter(tuple[ExposureEntry, ...])
+
+
+@functools.cache
+def _mixture() -> TypeAdapter[tuple[ExposureEntry, ...]]:
+    """The exposure list's validator, built when first needed (a TypeAdapter builds its
+    validator when made: 10 ms of every command's start-up at import)."""
+    return TypeAdapter(tuple[ExposureEntry, ...])
 
 
 def _shared_mixture(
@@ -183,7 +190,7 @@ def _shared_mixture(
         rest = Checkpoint.model_validate_json(raw[:start] + b"[]" + raw[end:])
         exposure = mixtures.get(mixture)
         if exposure is None:
-            exposure = mixtures[mixture] = _MIXTURE.validate_json(mixture)
+            exposure = mixtures[mixture] = _mixture().validate_json(mixture)
     except ValidationError:
         return None
     return rest.model_copy(update={"exposure": exposure})
