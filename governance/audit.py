@@ -21,7 +21,7 @@ from typing import Any
 
 import git
 
-from . import trailindex
+from . import scm, trailcommits, trailindex
 from .errors import AuditError, GovError, TrailBroken, TrailRefused
 from .models import utc_now
 from .records import KINDS, AuditBody, AuditEntry, AuditKind, canonical_json
@@ -323,16 +323,68 @@ def _report_present(ws: Workspace, md5: str) -> bool:
 
 
 def _repo_path(ws: Workspace, rel: str) -> str:
-    from . import scm
-
     return (ws.root / rel).resolve().relative_to(scm.work_tree(ws.repo)).as_posix()
 
 
 def _commit_of(ws: Workspace, entry: dict[str, Any]) -> str | None:
+    """The newest commit whose message names the entry (None: none does): found through the
+    derived map of the commits (governance.trailcommits) and checked against that commit's
+    message, else by walking the history back to it."""
+    mapped = _mapped_commit(ws, entry)
+    if mapped is not None:
+        return mapped
     found = ws.repo.git.log(
         "--format=%H", "-F", f"--grep={ENTRY_TRAILER}: {entry['id']}", "-1"
     ).strip()
     return found or None
+
+
+def _mapped_commit(ws: Workspace, entry: dict[str, Any]) -> str | None:
+    index = _index(ws)
+    head = scm.head(ws.repo)
+    if index is None or head is None:
+        return None
+    places = index.find(str(entry["id"]))
+    if len(places) != 1:
+        return None
+    every: dict[str, int] = {}
+
+    def position(entry_id: str) -> int | None:
+        if not every:  # the whole map is being built: one pass over the ids, not a search each
+            width = trailindex.ID_WIDTH
+            ids = index.ids
+            every.update(
+                (ids[i : i + width - 1].decode(), i // width) for i in range(0, len(ids), width)
+            )
+        return every.get(entry_id)
+
+    def log(base: str | None) -> str:
+        since = [f"{base}..HEAD"] if base else []
+        return str(
+            ws.repo.git.log(
+                *since,
+                f"--grep=^{ENTRY_TRAILER}: ",
+                f"--format=%x00%H%x00%(trailers:key={ENTRY_TRAILER},valueonly,separator=;)%x00",
+            )
+        )
+
+    def is_ancestor(commit: str) -> bool:
+        try:
+            ws.repo.git.merge_base("--is-ancestor", commit, "HEAD")
+        except git.GitCommandError:
+            return False
+        return True
+
+    try:
+        mapped = trailcommits.current(
+            ws.local(), head, position, len(index.offsets), log, is_ancestor
+        ).commit(places[0])
+        if mapped is None:
+            return None
+        message = ws.repo.git.show("-s", "--format=%B", mapped)
+    except (git.GitCommandError, OSError, ValueError):
+        return None
+    return mapped if f"{ENTRY_TRAILER}: {entry['id']}" in message.splitlines() else None
 
 
 # -- verifying --------------------------------------------------------------------------------

@@ -116,3 +116,49 @@ def test_the_pressure_and_policies_a_check_reads_match_the_whole_trail(
     monkeypatch.setattr(trailindex, "current", lambda *_: (_ for _ in ()).throw(ValueError()))
     audit._index_seen.clear()
     assert audit.pressure(ws) == extended
+
+
+def _grep(root: Path, entry_id: str) -> str | None:
+    """The newest commit whose message names the entry, by git's own walk of the history."""
+    import git
+
+    found = git.Repo(root).git.log("--format=%H", "-F", f"--grep=Gov-Audit-Entry: {entry_id}", "-1")
+    return found.strip() or None
+
+
+def _commit(root: Path, key: str) -> str | None:
+    return api.audit_show(root, key).resolved.get("commit")
+
+
+def test_the_commit_of_an_entry_is_the_one_git_finds_whatever_the_map_says(
+    example_copy: Path,
+) -> None:
+    import git
+
+    from governance import trailcommits
+
+    shutil.rmtree(example_copy / ".gov" / "index", ignore_errors=True)  # as in a fresh clone
+    entries = _trail(example_copy)
+    for entry in (entries[0], entries[len(entries) // 2], entries[-1]):
+        assert _commit(example_copy, entry["id"][:12]) == _grep(example_copy, entry["id"])
+    index = example_copy / ".gov" / "index"
+    assert (index / "commits.of").stat().st_size == 4 * len(entries)
+    # more commits: the map is extended, and names the new entry's commit
+    api.rollback_recommend(example_copy)
+    newest = _trail(example_copy)[-1]
+    assert _commit(example_copy, newest["id"][:12]) == _grep(example_copy, newest["id"])
+    # a forged map (every entry pointing at one commit that names none of them) changes nothing
+    head = git.Repo(example_copy).head.commit.hexsha
+    loaded = trailcommits.CommitMap.load(example_copy / ".gov")
+    assert loaded is not None and loaded.head == head
+    forged = bytes.fromhex(git.Repo(example_copy).git.rev_list("--max-parents=0", "HEAD"))
+    trailcommits.CommitMap(head, forged, loaded.of.__class__("I", [0] * len(loaded.of))).save(
+        example_copy / ".gov"
+    )
+    for entry in (entries[0], entries[-1], newest):
+        assert _commit(example_copy, entry["id"][:12]) == _grep(example_copy, entry["id"])
+    # history rewritten under the map (its HEAD no longer an ancestor): read again, same answers
+    repo = git.Repo(example_copy)
+    repo.git.commit("--amend", "-m", repo.head.commit.message + "\n(amended)")
+    assert _commit(example_copy, newest["id"][:12]) == _grep(example_copy, newest["id"])
+    assert trailcommits.CommitMap.load(example_copy / ".gov").head == repo.head.commit.hexsha

@@ -1,0 +1,117 @@
+"""Which commit carries each audit entry: derived local state, so that `gov audit show` finds an
+early entry's commit without walking the whole history (`git log --grep` reads every commit
+back to it: the history of a long run holds tens of thousands).
+
+The commits (their messages' Gov-Audit-Entry trailers) stay the only source of truth. The map
+lives in the workspace's local state (.gov/index/, never committed): for each entry of the
+trail, in trail order, the newest commit that names it (as `git log --grep` finds it), and the
+HEAD it was read at. History only grows, so the map is extended by the commits made since that
+HEAD while it is an ancestor of the current one; anything else rebuilds it. Every hit is
+checked against the commit's own message by the caller, which falls back to the walk on a
+mismatch: a stale map can cost time, never give a wrong commit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from array import array
+from collections.abc import Callable
+from pathlib import Path
+
+from .storage import atomic_write
+
+NONE = 0xFFFFFFFF  # no commit names the entry (yet)
+
+
+def _files(state: Path) -> tuple[Path, Path, Path]:
+    folder = state / "index"
+    return folder / "commits.shas", folder / "commits.of", folder / "commits.json"
+
+
+class CommitMap:
+    """Per entry position, an index into `shas` (20 bytes each) or NONE; read at `head`."""
+
+    def __init__(self, head: str, shas: bytes, of: array[int]) -> None:
+        self.head = head
+        self.shas = shas
+        self.of = of
+
+    def commit(self, position: int) -> str | None:
+        if not 0 <= position < len(self.of) or self.of[position] == NONE:
+            return None
+        at = self.of[position] * 20
+        return self.shas[at : at + 20].hex()
+
+    @classmethod
+    def load(cls, state: Path) -> CommitMap | None:
+        shas_path, of_path, meta_path = _files(state)
+        try:
+            meta = json.loads(meta_path.read_bytes())
+            shas = shas_path.read_bytes()
+            of = array("I")
+            of.frombytes(of_path.read_bytes())
+            head, count = str(meta["head"]), int(meta["count"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        if len(of) != count or len(shas) % 20:
+            return None
+        return cls(head, shas, of)
+
+    def save(self, state: Path) -> None:
+        """Write the map (local state: a folder that cannot be written costs only speed)."""
+        shas_path, of_path, meta_path = _files(state)
+        with contextlib.suppress(OSError):
+            shas_path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(shas_path, self.shas)
+            atomic_write(of_path, self.of.tobytes())
+            atomic_write(meta_path, json.dumps({"head": self.head, "count": len(self.of)}).encode())
+
+
+# git log's records: NUL, commit, NUL, the entry ids its trailers name (";"-separated), NUL
+Log = Callable[[str | None], str]  # the log of the commits after a base (None: all of history)
+
+
+def current(
+    state: Path,
+    head: str,
+    positions: Callable[[str], int | None],
+    entries: int,
+    log: Log,
+    is_ancestor: Callable[[str], bool],
+) -> CommitMap:
+    """The map at `head` for a trail of `entries` entries (`positions`: an entry id's place in
+    the trail, None if it is not there): loaded, extended by the commits since it was read, or
+    built from the whole history."""
+    found = CommitMap.load(state)
+    if found is not None and found.head == head and len(found.of) == entries:
+        return found
+    if found is not None and is_ancestor(found.head):
+        base: str | None = found.head
+        shas = bytearray(found.shas)
+        of = array("I", found.of)
+        of.extend([NONE] * max(0, entries - len(of)))
+        del of[entries:]
+    else:
+        base, shas, of = None, bytearray(), array("I", [NONE] * entries)
+    numbers: dict[bytes, int] = {}
+    text = log(base)
+    parts = text.split("\x00")
+    newest_first: list[tuple[str, str]] = [
+        (parts[i], parts[i + 1]) for i in range(1, len(parts) - 1, 3)
+    ]
+    # Oldest first, so that the newest commit naming an entry is the one kept.
+    for commit, ids in reversed(newest_first):
+        for entry_id in filter(None, (v.strip() for v in ids.split(";"))):
+            position = positions(entry_id)
+            if position is None or position >= entries:
+                continue
+            raw = bytes.fromhex(commit)
+            number = numbers.get(raw)
+            if number is None:
+                number = numbers[raw] = len(shas) // 20
+                shas += raw
+            of[position] = number
+    built = CommitMap(head, bytes(shas), of)
+    built.save(state)
+    return built
