@@ -7,9 +7,11 @@ rename, so a file is always either its old or its new content.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
+from array import array
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -50,6 +52,34 @@ def atomic_write(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_index(
+    paths: tuple[Path, Path, Path], blob: bytes, numbers: array[int], meta: dict[str, Any]
+) -> None:
+    """Write a piece of derived local state (an index in .gov/): a blob, an array of numbers
+    and a JSON header, each file atomically. A folder that cannot be written costs only speed,
+    so a failure is not an error."""
+    with contextlib.suppress(OSError):
+        for path, data in zip(
+            paths, (blob, numbers.tobytes(), json.dumps(meta).encode()), strict=True
+        ):
+            atomic_write(path, data)
+
+
+def read_index(
+    paths: tuple[Path, Path, Path], typecode: str
+) -> tuple[bytes, array[int], dict[str, Any]] | None:
+    """What write_index wrote (numbers of `typecode`), or None where a file cannot be read or
+    is not what it should be: the caller rebuilds the index."""
+    try:
+        blob, raw, header = (path.read_bytes() for path in paths)
+        numbers = array(typecode)
+        numbers.frombytes(raw)
+        meta = json.loads(header)
+    except (OSError, ValueError):
+        return None
+    return (blob, numbers, meta) if isinstance(meta, dict) else None
 
 
 def model_yaml(model: BaseModel) -> bytes:

@@ -13,13 +13,11 @@ mismatch: a stale map can cost time, never give a wrong commit.
 
 from __future__ import annotations
 
-import contextlib
-import json
 from array import array
 from collections.abc import Callable
 from pathlib import Path
 
-from .storage import atomic_write
+from .storage import read_index, write_index
 
 NONE = 0xFFFFFFFF  # no commit names the entry (yet)
 
@@ -45,14 +43,13 @@ class CommitMap:
 
     @classmethod
     def load(cls, state: Path) -> CommitMap | None:
-        shas_path, of_path, meta_path = _files(state)
+        found = read_index(_files(state), "I")
+        if found is None:
+            return None
+        shas, of, meta = found
         try:
-            meta = json.loads(meta_path.read_bytes())
-            shas = shas_path.read_bytes()
-            of = array("I")
-            of.frombytes(of_path.read_bytes())
             head, count = str(meta["head"]), int(meta["count"])
-        except (OSError, ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError):
             return None
         if len(of) != count or len(shas) % 20:
             return None
@@ -60,12 +57,7 @@ class CommitMap:
 
     def save(self, state: Path) -> None:
         """Write the map (local state: a folder that cannot be written costs only speed)."""
-        shas_path, of_path, meta_path = _files(state)
-        with contextlib.suppress(OSError):
-            shas_path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(shas_path, self.shas)
-            atomic_write(of_path, self.of.tobytes())
-            atomic_write(meta_path, json.dumps({"head": self.head, "count": len(self.of)}).encode())
+        write_index(_files(state), self.shas, self.of, {"head": self.head, "count": len(self.of)})
 
 
 # git log's records: NUL, commit, NUL, the entry ids its trailers name (";"-separated), NUL

@@ -20,14 +20,13 @@ mark, they are local state: as trustworthy as the machine's .gov folder, rebuilt
 
 from __future__ import annotations
 
-import contextlib
 import json
 from array import array
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .storage import atomic_write
+from .storage import read_index, write_index
 
 ID_WIDTH = 65  # an id's 64 hex digits and a newline
 
@@ -91,12 +90,11 @@ class TrailIndex:
 
     @classmethod
     def load(cls, state: Path) -> TrailIndex | None:
-        ids_path, offsets_path, meta_path = _files(state)
+        found = read_index(_files(state), "Q")
+        if found is None:
+            return None
+        ids, offsets, meta = found
         try:
-            meta = json.loads(meta_path.read_bytes())
-            ids = ids_path.read_bytes()
-            offsets = array("Q")
-            offsets.frombytes(offsets_path.read_bytes())
             count, size = int(meta["count"]), int(meta["size"])
             pressure, policies, recommended = (
                 meta["pressure"],
@@ -105,7 +103,7 @@ class TrailIndex:
             )
             if list(meta["kinds"]) != list(PRESSURE_KINDS):
                 return None
-        except (OSError, ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError):
             return None
         if len(ids) != count * ID_WIDTH or len(offsets) != count:
             return None
@@ -113,20 +111,15 @@ class TrailIndex:
 
     def save(self, state: Path) -> None:
         """Write the index (local state: a folder that cannot be written costs only speed)."""
-        ids_path, offsets_path, meta_path = _files(state)
-        with contextlib.suppress(OSError):
-            ids_path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(ids_path, self.ids)
-            atomic_write(offsets_path, self.offsets.tobytes())
-            meta = {
-                "count": len(self.offsets),
-                "size": self.size,
-                "kinds": list(PRESSURE_KINDS),
-                "pressure": self.pressure,
-                "policies": self.policies,
-                "recommended": self.recommended,
-            }
-            atomic_write(meta_path, json.dumps(meta).encode())
+        meta = {
+            "count": len(self.offsets),
+            "size": self.size,
+            "kinds": list(PRESSURE_KINDS),
+            "pressure": self.pressure,
+            "policies": self.policies,
+            "recommended": self.recommended,
+        }
+        write_index(_files(state), self.ids, self.offsets, meta)
 
     def find(self, prefix: str) -> list[int]:
         """Positions (0-based) of the entries whose id starts with `prefix` (hex, lower case)."""
