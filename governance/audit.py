@@ -347,22 +347,15 @@ def _mapped_commit(ws: Workspace, entry: dict[str, Any]) -> str | None:
     places = index.find(str(entry["id"]))
     if len(places) != 1:
         return None
-    every: dict[str, int] = {}
 
-    def position(entry_id: str) -> int | None:
-        if not every:  # the whole map is being built: one pass over the ids, not a search each
-            width = trailindex.ID_WIDTH
-            ids = index.ids
-            every.update(
-                (ids[i : i + width - 1].decode(), i // width) for i in range(0, len(ids), width)
-            )
-        return every.get(entry_id)
+    def position(entry_id: str) -> int | None:  # of an entry named by a commit made since
+        found = index.find(entry_id)
+        return found[0] if len(found) == 1 else None
 
-    def log(base: str | None) -> str:
-        since = [f"{base}..HEAD"] if base else []
+    def log(base: str) -> str:
         return str(
             ws.repo.git.log(
-                *since,
+                f"{base}..HEAD",
                 f"--grep=^{ENTRY_TRAILER}: ",
                 f"--format=%x00%H%x00%(trailers:key={ENTRY_TRAILER},valueonly,separator=;)%x00",
             )
@@ -376,9 +369,9 @@ def _mapped_commit(ws: Workspace, entry: dict[str, Any]) -> str | None:
         return True
 
     try:
-        mapped = trailcommits.current(
-            ws.local(), head, position, len(index.offsets), log, is_ancestor
-        ).commit(places[0])
+        entries = len(index.offsets)
+        kept = trailcommits.current(ws.local(), head, position, entries, log, is_ancestor)
+        mapped = None if kept is None else kept.commit(places[0])
         if mapped is None:
             return None
         message = ws.repo.git.show("-s", "--format=%B", mapped)
@@ -721,6 +714,11 @@ def verify_commits(ws: Workspace, allowed_signers: Path | None = None) -> int:
         }
         for entry_id in filter(None, (v.strip() for v in ids.split(";"))):
             carried.setdefault(entry_id, (commit, files))
+    head = scm.head(ws.repo)
+    if head is not None:  # for `gov audit show`: which commit carries each entry
+        trailcommits.build(
+            head, [carried[e["id"]][0] if e["id"] in carried else None for e in entries]
+        ).save(ws.local())
     in_head = 0
     for file in trail_files(ws):
         committed = _committed_text(ws, ws.rel(file))

@@ -5,8 +5,9 @@ back to it: the history of a long run holds tens of thousands).
 The commits (their messages' Gov-Audit-Entry trailers) stay the only source of truth. The map
 lives in the workspace's local state (.gov/index/, never committed): for each entry of the
 trail, in trail order, the newest commit that names it (as `git log --grep` finds it), and the
-HEAD it was read at. History only grows, so the map is extended by the commits made since that
-HEAD while it is an ancestor of the current one; anything else rebuilds it. Every hit is
+HEAD it was read at. `gov audit verify`, which reads the whole history anyway, makes it; history
+only grows, so it is extended by the commits made since that HEAD while it is an ancestor of the
+current one (anything else leaves the search to git until the next verify). Every hit is
 checked against the commit's own message by the caller, which falls back to the walk on a
 mismatch: a stale map can cost time, never give a wrong commit.
 """
@@ -14,7 +15,7 @@ mismatch: a stale map can cost time, never give a wrong commit.
 from __future__ import annotations
 
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .storage import read_index, write_index
@@ -60,8 +61,24 @@ class CommitMap:
         write_index(_files(state), self.shas, self.of, {"head": self.head, "count": len(self.of)})
 
 
+def build(head: str, carried: Sequence[str | None]) -> CommitMap:
+    """The map at `head` from each entry's commit, in trail order (None: no commit names it)."""
+    numbers: dict[str, int] = {}
+    shas = bytearray()
+    of = array("I", [NONE] * len(carried))
+    for position, commit in enumerate(carried):
+        if commit is None:
+            continue
+        number = numbers.get(commit)
+        if number is None:
+            number = numbers[commit] = len(numbers)
+            shas += bytes.fromhex(commit)
+        of[position] = number
+    return CommitMap(head, bytes(shas), of)
+
+
 # git log's records: NUL, commit, NUL, the entry ids its trailers name (";"-separated), NUL
-Log = Callable[[str | None], str]  # the log of the commits after a base (None: all of history)
+Log = Callable[[str], str]  # the log of the commits made after a base commit
 
 
 def current(
@@ -71,39 +88,32 @@ def current(
     entries: int,
     log: Log,
     is_ancestor: Callable[[str], bool],
-) -> CommitMap:
+) -> CommitMap | None:
     """The map at `head` for a trail of `entries` entries (`positions`: an entry id's place in
-    the trail, None if it is not there): loaded, extended by the commits since it was read, or
-    built from the whole history."""
+    the trail, None if it is not there): as kept, or extended by the commits made since it was
+    read. None where there is none, or history was rewritten under it: the caller then
+    searches the history itself (`gov audit verify`, which reads all of it, makes the map)."""
     found = CommitMap.load(state)
-    if found is not None and found.head == head and len(found.of) == entries:
+    if found is None:
+        return None
+    if found.head == head and len(found.of) == entries:
         return found
-    if found is not None and is_ancestor(found.head):
-        base: str | None = found.head
-        shas = bytearray(found.shas)
-        of = array("I", found.of)
-        of.extend([NONE] * max(0, entries - len(of)))
-        del of[entries:]
-    else:
-        base, shas, of = None, bytearray(), array("I", [NONE] * entries)
-    numbers: dict[bytes, int] = {}
-    text = log(base)
-    parts = text.split("\x00")
-    newest_first: list[tuple[str, str]] = [
-        (parts[i], parts[i + 1]) for i in range(1, len(parts) - 1, 3)
-    ]
+    if not is_ancestor(found.head):
+        return None
+    shas = bytearray(found.shas)
+    of = array("I", found.of)
+    of.extend([NONE] * max(0, entries - len(of)))
+    del of[entries:]
+    parts = log(found.head).split("\x00")
+    newest_first = [(parts[i], parts[i + 1]) for i in range(1, len(parts) - 1, 3)]
     # Oldest first, so that the newest commit naming an entry is the one kept.
     for commit, ids in reversed(newest_first):
         for entry_id in filter(None, (v.strip() for v in ids.split(";"))):
             position = positions(entry_id)
             if position is None or position >= entries:
                 continue
-            raw = bytes.fromhex(commit)
-            number = numbers.get(raw)
-            if number is None:
-                number = numbers[raw] = len(shas) // 20
-                shas += raw
-            of[position] = number
-    built = CommitMap(head, bytes(shas), of)
-    built.save(state)
-    return built
+            of[position] = len(shas) // 20
+            shas += bytes.fromhex(commit)
+    extended = CommitMap(head, bytes(shas), of)
+    extended.save(state)
+    return extended

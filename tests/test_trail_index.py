@@ -139,26 +139,32 @@ def test_the_commit_of_an_entry_is_the_one_git_finds_whatever_the_map_says(
 
     shutil.rmtree(example_copy / ".gov" / "index", ignore_errors=True)  # as in a fresh clone
     entries = _trail(example_copy)
-    for entry in (entries[0], entries[len(entries) // 2], entries[-1]):
-        assert _commit(example_copy, entry["id"][:12]) == _grep(example_copy, entry["id"])
+    picked = (entries[0], entries[len(entries) // 2], entries[-1])
     index = example_copy / ".gov" / "index"
+    for entry in picked:  # no map yet: git searches the history
+        assert _commit(example_copy, entry["id"][:12]) == _grep(example_copy, entry["id"])
+    assert not (index / "commits.of").exists()
+    api.audit_verify(example_copy)  # reads every commit, and keeps the map
     assert (index / "commits.of").stat().st_size == 4 * len(entries)
+    for entry in picked:
+        assert _commit(example_copy, entry["id"][:12]) == _grep(example_copy, entry["id"])
     # more commits: the map is extended, and names the new entry's commit
     api.rollback_recommend(example_copy)
     newest = _trail(example_copy)[-1]
     assert _commit(example_copy, newest["id"][:12]) == _grep(example_copy, newest["id"])
-    # a forged map (every entry pointing at one commit that names none of them) changes nothing
-    head = git.Repo(example_copy).head.commit.hexsha
-    loaded = trailcommits.CommitMap.load(example_copy / ".gov")
-    assert loaded is not None and loaded.head == head
-    forged = bytes.fromhex(git.Repo(example_copy).git.rev_list("--max-parents=0", "HEAD"))
-    trailcommits.CommitMap(head, forged, loaded.of.__class__("I", [0] * len(loaded.of))).save(
-        example_copy / ".gov"
-    )
-    for entry in (entries[0], entries[-1], newest):
-        assert _commit(example_copy, entry["id"][:12]) == _grep(example_copy, entry["id"])
-    # history rewritten under the map (its HEAD no longer an ancestor): read again, same answers
     repo = git.Repo(example_copy)
+    loaded = trailcommits.CommitMap.load(example_copy / ".gov")
+    assert loaded is not None and loaded.head == repo.head.commit.hexsha
+    assert loaded.commit(len(entries)) == _grep(example_copy, newest["id"])
+    # a forged map (every entry pointing at one commit that names none of them) changes nothing
+    forged = bytes.fromhex(repo.git.rev_list("--max-parents=0", "HEAD"))
+    trailcommits.CommitMap(
+        loaded.head, forged, loaded.of.__class__("I", [0] * len(loaded.of))
+    ).save(example_copy / ".gov")
+    for entry in (*picked, newest):
+        assert _commit(example_copy, entry["id"][:12]) == _grep(example_copy, entry["id"])
+    # history rewritten under the map (its HEAD no longer an ancestor): git searches again
+    api.audit_verify(example_copy)
     repo.git.commit("--amend", "-m", repo.head.commit.message + "\n(amended)")
     assert _commit(example_copy, newest["id"][:12]) == _grep(example_copy, newest["id"])
-    assert trailcommits.CommitMap.load(example_copy / ".gov").head == repo.head.commit.hexsha
+    assert _commit(example_copy, entries[0]["id"][:12]) == _grep(example_copy, entries[0]["id"])
