@@ -2,9 +2,10 @@
 
 Builds (untimed) a workspace of C checkpoints x E environments with `bench/backtest.py`'s builder
 (one run, one judge, a few planted rises, C x E aggregated counts) and an audit trail of 50 x C
-entries (100,000 at C = 2,000), then times, each as a fresh `gov` process on this machine, the
-work done when one more checkpoint lands: `gov checkpoint add`, `gov ingest` of its report
-(E x 100 judged episodes), `gov check`, `gov rollback recommend`, `gov report`; then
+entries (100,000 at C = 2,000, committed a checkpoint's worth at a time), then times, each as a
+fresh `gov` process on this machine, the work done when one more checkpoint lands:
+`gov checkpoint add`, `gov ingest` of its report (E x 100 judged episodes), `gov check`,
+`gov rollback recommend`, `gov report`; then
 `gov status`, `gov checkpoint show`, `gov audit verify`, `gov audit show` of an entry from the
 middle of the trail (by id prefix) and `gov --help` (start-up). The same is done at a smaller C
 beside it (cost growing with the run) and at 200 x 30. Peak memory is each child's own
@@ -94,7 +95,9 @@ def measure(gov: str, top: Path, checkpoints: int, environments: int) -> dict[st
     root.mkdir()
     start = time.perf_counter()
     build(root, checkpoints, environments)
-    early = write_trail(root, 50 * checkpoints, batches=20, verifiable=True)
+    # One commit per checkpoint's 50 entries: a history as long as a run's (gov commits at least
+    # once a step), which `gov audit show` searches for the commit that carries an entry.
+    early = write_trail(root, 50 * checkpoints, batches=checkpoints, verifiable=True)
     built = time.perf_counter() - start
     # The trail above was written by the builder, not through gov: a long-lived workspace has
     # verified it on its last append. `gov audit verify` records that (a fresh clone's first
