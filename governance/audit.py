@@ -352,14 +352,8 @@ def _mapped_commit(ws: Workspace, entry: dict[str, Any]) -> str | None:
         found = index.find(entry_id)
         return found[0] if len(found) == 1 else None
 
-    def log(base: str) -> str:
-        return str(
-            ws.repo.git.log(
-                f"{base}..HEAD",
-                f"--grep=^{ENTRY_TRAILER}: ",
-                f"--format=%x00%H%x00%(trailers:key={ENTRY_TRAILER},valueonly,separator=;)%x00",
-            )
-        )
+    def log(base: str) -> list[tuple[str, list[str]]]:
+        return [(commit, ids) for commit, ids, _ in _naming_commits(ws, f"{base}..HEAD")]
 
     def is_ancestor(commit: str) -> bool:
         try:
@@ -378,6 +372,25 @@ def _mapped_commit(ws: Workspace, entry: dict[str, Any]) -> str | None:
     except (git.GitCommandError, OSError, ValueError):
         return None
     return mapped if f"{ENTRY_TRAILER}: {entry['id']}" in message.splitlines() else None
+
+
+def _naming_commits(
+    ws: Workspace, *revisions: str, names: bool = False
+) -> list[tuple[str, list[str], str]]:
+    """Every commit, newest first, whose message names audit entries (its Gov-Audit-Entry
+    trailers), in the history of `revisions` (HEAD's by default): its sha, the entry ids it
+    names, and with `names` the files it changed (whitespace-separated; else empty)."""
+    log = ws.repo.git.log(
+        *revisions,
+        f"--grep=^{ENTRY_TRAILER}: ",
+        f"--format=%x00%H%x00%(trailers:key={ENTRY_TRAILER},valueonly,separator=;)%x00",
+        *(["--name-only"] if names else []),
+    )
+    parts = str(log).split("\x00")
+    return [
+        (parts[i], [v.strip() for v in parts[i + 1].split(";") if v.strip()], parts[i + 2])
+        for i in range(1, len(parts) - 2, 3)
+    ]
 
 
 # -- verifying --------------------------------------------------------------------------------
@@ -700,19 +713,12 @@ def verify_commits(ws: Workspace, allowed_signers: Path | None = None) -> int:
         return 0
     root = _repo_path(ws, ".")
     prefix = "" if root == "." else root.rstrip("/") + "/"
-    log = ws.repo.git.log(
-        f"--grep=^{ENTRY_TRAILER}: ",
-        f"--format=%x00%H%x00%(trailers:key={ENTRY_TRAILER},valueonly,separator=;)%x00",
-        "--name-only",
-    )
     carried: dict[str, tuple[str, set[str]]] = {}
-    parts = log.split("\x00")
-    for i in range(1, len(parts) - 2, 3):
-        commit, ids, names = parts[i], parts[i + 1], parts[i + 2]
+    for commit, ids, names in _naming_commits(ws, names=True):
         files = {
             n[len(prefix) :] if n.startswith(prefix) else n for n in names.split() if n.strip()
         }
-        for entry_id in filter(None, (v.strip() for v in ids.split(";"))):
+        for entry_id in ids:
             carried.setdefault(entry_id, (commit, files))
     head = scm.head(ws.repo)
     if head is not None:  # for `gov audit show`: which commit carries each entry

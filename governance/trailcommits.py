@@ -77,8 +77,8 @@ def build(head: str, carried: Sequence[str | None]) -> CommitMap:
     return CommitMap(head, bytes(shas), of)
 
 
-# git log's records: NUL, commit, NUL, the entry ids its trailers name (";"-separated), NUL
-Log = Callable[[str], str]  # the log of the commits made after a base commit
+# The commits made after a base commit that name entries, newest first: (sha, the entry ids)
+Log = Callable[[str], Sequence[tuple[str, Sequence[str]]]]
 
 
 def current(
@@ -104,16 +104,14 @@ def current(
     of = array("I", found.of)
     of.extend([NONE] * max(0, entries - len(of)))
     del of[entries:]
-    parts = log(found.head).split("\x00")
-    newest_first = [(parts[i], parts[i + 1]) for i in range(1, len(parts) - 1, 3)]
     # Oldest first, so that the newest commit naming an entry is the one kept.
-    for commit, ids in reversed(newest_first):
-        for entry_id in filter(None, (v.strip() for v in ids.split(";"))):
+    for commit, ids in reversed(log(found.head)):
+        number = len(shas) // 20
+        shas += bytes.fromhex(commit)  # once per commit, however many entries it names
+        for entry_id in ids:
             position = positions(entry_id)
-            if position is None or position >= entries:
-                continue
-            of[position] = len(shas) // 20
-            shas += bytes.fromhex(commit)
+            if position is not None and position < entries:
+                of[position] = number
     extended = CommitMap(head, bytes(shas), of)
     extended.save(state)
     return extended
