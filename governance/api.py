@@ -22,17 +22,16 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
-from . import __version__, objectstore, yamlio
+from . import __version__
 from .errors import ExposureError, GovError
 from .metrics import METRICS
 from .models import Checkpoint, CheckpointStatus, Environment, Flag, Judge, Run
 from .records import DEFAULT_ALPHA, KINDS
-from .registry import NewCheckpoint, Registry, Summary, open_registry, parse_checkpoint_ref
-from .workspace import InitResult
-from .workspace import init as init_workspace
 
+# The registry (and through it git, DVC and the stores) is imported by the calls that open it,
+# not here: `gov audit show` and `gov --help` start without it.
 if TYPE_CHECKING:
     from .audit import Anchor, Shown, Verification
     from .backtest import Backtest, CountsBacktest
@@ -46,12 +45,14 @@ if TYPE_CHECKING:
     from .lake import Aggregated
     from .policy_tools import CaseResult, Explanation, Finding
     from .records import AuditEntry, Decision
+    from .registry import NewCheckpoint, Registry, Summary
     from .review import ReportResult
     from .rollback import Applied, Recommendation
     from .stats.series import Series
     from .watch import Pass
+    from .workspace import InitResult, Workspace
 
-Where = Path | str | Registry | None
+Where: TypeAlias = "Path | str | Registry | None"
 Progress = Callable[[str, float], None]
 
 __all__ = [
@@ -106,9 +107,34 @@ __all__ = [
 ]
 
 
+def __getattr__(name: str) -> Any:
+    if name == "NewCheckpoint":  # in __all__; loaded with the registry
+        from .registry import NewCheckpoint
+
+        return NewCheckpoint
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _ref(ref: str) -> tuple[str, int]:
+    from .registry import parse_checkpoint_ref
+
+    return parse_checkpoint_ref(ref)
+
+
+def _workspace(workspace: Where) -> Workspace:
+    """The workspace alone, for a reader that needs nothing of the registry's."""
+    if workspace is None or isinstance(workspace, Path | str):
+        from .workspace import find
+
+        return find(Path(workspace) if workspace is not None else None)
+    return workspace.ws
+
+
 def _open(workspace: Where, actor: str | None = None) -> Registry:
     """The registry to act on; `actor` names who acts for this call only. A caller that holds
     a Registry already keeps it as it is: the actor applies to a copy of its workspace."""
+    from .registry import Registry, open_registry
+
     if isinstance(workspace, Registry):
         if actor is None or actor == workspace.ws.actor:
             return workspace
@@ -119,6 +145,8 @@ def _open(workspace: Where, actor: str | None = None) -> Registry:
 # -- the workspace ----------------------------------------------------------------------------
 def init(directory: Path | str = ".") -> InitResult:
     """Make a git repository (or a folder in one) a governance workspace; idempotent."""
+    from .workspace import init as init_workspace
+
     return init_workspace(Path(directory))
 
 
@@ -145,7 +173,7 @@ def run_add(
     workspace: Where, name: str, *, parent: str | None = None, note: str | None = None
 ) -> Run:
     """Register a run; a restart names the checkpoint it forks from (`RUN@STEP`)."""
-    parent_run, step = parse_checkpoint_ref(parent) if parent else (None, None)
+    parent_run, step = _ref(parent) if parent else (None, None)
     return _open(workspace).add_run(name, parent_run=parent_run, forked_from_step=step, note=note)
 
 
@@ -191,6 +219,8 @@ def _exposure_file(path: Path) -> dict[str, float]:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ExposureError(f"{path}: cannot read the exposure file: {exc}") from exc
+    from . import yamlio
+
     data = yamlio.load(text, str(path), ExposureError, strict=True)
     if not isinstance(data, dict) or not all(
         isinstance(k, str) and isinstance(v, int | float) and not isinstance(v, bool)
@@ -212,7 +242,7 @@ def checkpoint_add(
     note: str | None = None,
 ) -> Checkpoint:
     """Register RUN@STEP: DVC tracks the artifact, one git commit records the checkpoint."""
-    run, step = parse_checkpoint_ref(ref)
+    run, step = _ref(ref)
     weights = parse_exposure(exposure, exposure_file)
     return _open(workspace).add_checkpoint(run, step, artifact, weights, note=note)
 
@@ -233,7 +263,7 @@ def checkpoint_list(
 
 
 def checkpoint_show(workspace: Where, ref: str) -> Checkpoint:
-    return _open(workspace).checkpoint(*parse_checkpoint_ref(ref))
+    return _open(workspace).checkpoint(*_ref(ref))
 
 
 # -- environments and judges ------------------------------------------------------------------
@@ -573,6 +603,8 @@ def watch(
         environment_column=environment_column,
         split=split,
     )
+    from . import objectstore
+
     root = folder if objectstore.is_uri(folder) else Path(folder)
     watcher = Watcher(registry, root, chosen, run, exposure, say, gate)
     return follow(watcher, once=once, interval=interval, stop=stop)
@@ -993,7 +1025,7 @@ def audit_show(workspace: Where, entry: str) -> Shown:
     """One entry (by number, or by a prefix of its id) and what it references, as committed."""
     from . import audit
 
-    return audit.show(_open(workspace).ws, entry)
+    return audit.show(_workspace(workspace), entry)
 
 
 def audit_verify(workspace: Where = None, *, allowed_signers: Path | None = None) -> Verification:

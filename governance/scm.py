@@ -6,22 +6,45 @@ gov's commit, and the user's hooks, identity and signing settings apply as for a
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import os
+import subprocess
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-
-import git
+from typing import TYPE_CHECKING
 
 from .errors import GitError, NotAGitRepository
 
+if TYPE_CHECKING:
+    import git
+
+# GitPython is imported by the functions that need it: its import is a tenth of a second, and a
+# reader such as `gov audit show` asks git a few questions without it (`output`).
+
 
 def open_repo(folder: Path) -> git.Repo:
+    import git
+
     try:
         return git.Repo(folder, search_parent_directories=True)
     except (git.InvalidGitRepositoryError, git.NoSuchPathError) as exc:
-        raise NotAGitRepository(
-            f"{folder} is not inside a git repository: run `git init` there first "
-            "(gov keeps the registry's history in git)"
-        ) from exc
+        raise _outside(folder) from exc
+
+
+def check_inside(folder: Path) -> None:
+    """Refuse a folder outside any git repository, as `open_repo` does, without opening one:
+    `.git` (a folder, or a file naming one) here or above, or GIT_DIR set."""
+    here = folder.resolve()
+    if not os.environ.get("GIT_DIR") and not any(
+        (p / ".git").exists() for p in (here, *here.parents)
+    ):
+        raise _outside(folder)
+
+
+def _outside(folder: Path) -> NotAGitRepository:
+    return NotAGitRepository(
+        f"{folder} is not inside a git repository: run `git init` there first "
+        "(gov keeps the registry's history in git)"
+    )
 
 
 # core.fsync's words that name loose objects (git-config(1)); git's default leaves them out.
@@ -69,6 +92,8 @@ def head(repo: git.Repo) -> str | None:
 
 def check_identity(repo: git.Repo) -> None:
     """Fail before touching anything if git could not author a commit."""
+    import git
+
     try:
         repo.git.var("GIT_AUTHOR_IDENT")
         repo.git.var("GIT_COMMITTER_IDENT")
@@ -84,6 +109,8 @@ def commit_paths(repo: git.Repo, paths: Iterable[Path], message: str) -> str | N
     or None when they already are as HEAD has them."""
     root = work_tree(repo)
     rel = sorted({p.resolve().relative_to(root).as_posix() for p in paths})
+    import git
+
     try:
         repo.git.add("-A", "--", *rel)
         if head(repo) is not None and not repo.git.diff(
@@ -112,3 +139,43 @@ def unstage(repo: git.Repo, paths: Iterable[Path]) -> None:
 def commit_message(sha: str, repo: git.Repo) -> str:
     message = repo.commit(sha).message
     return message if isinstance(message, str) else message.decode()
+
+
+def output(folder: Path, *args: str) -> str | None:
+    """git's answer to `args`, run in `folder`, as GitPython's `repo.git` gives it (the final
+    newline dropped); None when git refuses (an unknown revision, a path not in that commit).
+    For readers that need no repository object, and so not GitPython's import."""
+    done = subprocess.run(["git", "-C", str(folder), *args], capture_output=True, check=False)
+    if done.returncode != 0:
+        return None
+    text = done.stdout.decode(errors="replace")
+    return text[:-1] if text.endswith("\n") else text
+
+
+def objects(folder: Path, names: Sequence[str]) -> list[tuple[str, bytes] | None]:
+    """Each named object (`HEAD`, a sha, `REV:./PATH` from `folder`) as its id and content, or
+    None where git has no such object: any number of reads in one git process
+    (`git cat-file --batch`), where `git show` is one process per file."""
+    if not names:
+        return []
+    done = subprocess.run(
+        ["git", "-C", str(folder), "cat-file", "--batch"],
+        input="".join(f"{n}\n" for n in names).encode(),
+        capture_output=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        return [None] * len(names)
+    out, at = done.stdout, 0
+    found: list[tuple[str, bytes] | None] = []
+    for _ in names:
+        end = out.index(b"\n", at)
+        header = out[at:end].split()
+        at = end + 1
+        if len(header) != 3 or not header[2].isdigit():  # "NAME missing", "NAME ambiguous"
+            found.append(None)
+            continue
+        size = int(header[2])
+        found.append((header[0].decode(), out[at : at + size]))
+        at += size + 1
+    return found

@@ -21,14 +21,14 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import git
-
 from . import artifacts, scm
 from .errors import NotAWorkspace, WorkspaceBusy
 from .models import WorkspaceConfig, utc_now
 from .storage import atomic_write, load_yaml_model, model_yaml
 
 if TYPE_CHECKING:
+    import git
+
     from .records import AuditEntry
 
 CONFIG_FILE = "gov.yaml"
@@ -99,8 +99,16 @@ MANAGED = (
 @dataclass
 class Workspace:
     root: Path
-    repo: git.Repo
+    opened: git.Repo | None = field(default=None, repr=False)  # the repository, once asked for
     actor: str | None = None  # who the audit trail names (default: git's identity)
+
+    @property
+    def repo(self) -> git.Repo:
+        """The git repository, opened when first asked for: a reader that only reads files (or
+        asks git through `scm.output`) does not pay for GitPython."""
+        if self.opened is None:
+            self.opened = scm.open_repo(self.root)
+        return self.opened
 
     @property
     def registry(self) -> Path:
@@ -366,7 +374,8 @@ def find(start: Path | None = None) -> Workspace:
     for folder in (origin, *origin.parents):
         if (folder / CONFIG_FILE).is_file():
             load_yaml_model(folder / CONFIG_FILE, WorkspaceConfig, CONFIG_FILE)
-            ws = Workspace(folder, scm.open_repo(folder))
+            scm.check_inside(folder)
+            ws = Workspace(folder)
             ws.check_layout()
             ws.ensure_consistent()
             return ws

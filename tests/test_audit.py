@@ -127,6 +127,35 @@ def test_show_resolves_the_policies_and_decision(gov, ws: Path) -> None:
     assert "the series it saw (last 12 of 48): main@9250" in text
 
 
+def test_show_reads_git_without_opening_the_registry(ws: Path) -> None:
+    # `gov audit show` is a reviewer's lookup: it asks git a few questions directly, without the
+    # registry, GitPython or DVC, whose imports were most of its time. Its answer is the same.
+    check = next(e for e in trail(ws) if e["kind"] == "check")
+    code = (
+        "import json, sys; from governance import api; "
+        "shown = api.audit_show(sys.argv[1], sys.argv[2]); "
+        "print(json.dumps({'resolved': shown.resolved, 'seq': shown.entry.seq, "
+        "'loaded': sorted(m for m in ('git', 'dvc', 'governance.registry', 'numpy') "
+        "if m in sys.modules)}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(ws), str(check["seq"])],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
+    shown = json.loads(out.stdout)
+    assert shown["loaded"] == []
+    assert shown["seq"] == check["seq"]
+    repo = git.Repo(ws)
+    commit = repo.git.log("--format=%H", "-F", f"--grep={check['id']}", "-1")
+    assert shown["resolved"]["commit"] == commit
+    for path, text in shown["resolved"]["policies"].items():
+        assert text == repo.git.show(f"{commit}:{path}")
+    assert shown["resolved"]["decision"]["outcome"] == check["outcome"]
+
+
 def _rewrite(ws: Path, entries: list[dict]) -> None:
     (ws / "audit" / "trail.jsonl").write_text(
         "".join(json.dumps(e, sort_keys=True, separators=(",", ":")) + "\n" for e in entries)
