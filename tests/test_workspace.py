@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import git
@@ -75,6 +76,23 @@ def test_init_in_a_subfolder_of_a_monorepo(gov, tmp_path: Path) -> None:
     assert (sub / ".dvc" / "config").is_file()
     assert not (tmp_path / "mono" / ".dvc").exists()
     assert "training/gov.yaml" in repo.git.ls_files()
+
+    # Paths are the workspace's own, wherever git's root is: `gov audit show` resolves an entry's
+    # policies as committed, from the subfolder.
+    (sub / "envs" / "math").mkdir(parents=True)
+    (sub / "envs" / "math" / "task.py").write_text("x = 1\n")
+    (sub / "w.bin").write_bytes(b"weights")
+    assert gov("env", "add", "math", "--from", "envs/math", cwd=sub).exit_code == 0
+    assert gov("run", "add", "main", cwd=sub).exit_code == 0
+    assert (
+        gov("checkpoint", "add", "main@1", "w.bin", "--exposure", "math=1", cwd=sub).exit_code == 0
+    )
+    assert gov("check", "main@1", cwd=sub).exit_code in (0, 1)
+    shown = json.loads(gov("audit", "show", "1", "--format", "json", cwd=sub).stdout)
+    policies = shown["resolved"]["policies"]
+    assert policies and shown["resolved"]["commit"] == repo.head.commit.hexsha
+    for path, text in policies.items():
+        assert text == repo.git.show(f"HEAD:training/{path}")
 
 
 def test_commands_find_the_workspace_upwards_or_from_the_flag(gov, workspace: Path) -> None:
