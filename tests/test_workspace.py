@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import git
@@ -108,6 +109,20 @@ def test_commands_find_the_workspace_upwards_or_from_the_flag(gov, workspace: Pa
 
     flagged = gov("--workspace", str(workspace), "env", "list", "--format", "json", cwd=elsewhere)
     assert flagged.exit_code == 0 and "math" in flagged.stdout
+
+
+def test_a_workspace_outside_git_is_refused_by_readers_too(
+    gov, workspace: Path, tmp_path: Path
+) -> None:
+    # A workspace copied without its .git: the readers open no repository up front (they ask git
+    # when they need it), yet each still refuses it in one line, as before.
+    copy = tmp_path / "copied"
+    shutil.copytree(workspace, copy, ignore=shutil.ignore_patterns(".git"))
+    for args in (["status"], ["audit", "show", "1"], ["env", "list"]):
+        result = gov(*args, cwd=copy)
+        assert result.exit_code == 2, (args, result.stdout)
+        assert "not inside a git repository" in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
 
 
 def test_init_does_not_take_the_users_staged_changes(gov, git_repo: Path) -> None:
