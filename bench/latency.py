@@ -176,6 +176,8 @@ def main() -> None:
         "--repeat", type=int, default=5, help="runs of each step that changes nothing (median)"
     )
     args = parser.parse_args()
+    if args.repeat < 1:
+        parser.error("--repeat is at least 1")
     gov = shutil.which("gov")
     if gov is None:
         sys.exit("install gov first: python3 -m pip install .")

@@ -17,6 +17,7 @@ The numerical libraries load only in the verbs that use them.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -123,7 +124,7 @@ def _ref(ref: str) -> tuple[str, int]:
 
 def _workspace(workspace: Where) -> Workspace:
     """The workspace alone, for a reader that needs nothing of the registry's."""
-    if workspace is None or isinstance(workspace, Path | str):
+    if workspace is None or isinstance(workspace, str | os.PathLike):
         from .workspace import find
 
         return find(Path(workspace) if workspace is not None else None)

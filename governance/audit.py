@@ -13,14 +13,14 @@ import contextlib
 import hashlib
 import json
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from . import scm, trailcommits, trailindex
-from .errors import AuditError, GovError, TrailBroken, TrailRefused
+from .errors import AuditError, GitError, GovError, TrailBroken, TrailRefused
 from .models import utc_now
 from .records import KINDS, AuditBody, AuditEntry, AuditKind, canonical_json
 from .storage import (
@@ -327,17 +327,36 @@ def _committed(
     the derived map of the commits (governance.trailcommits) and checked against its own
     message, else by walking the history back to it."""
     head = scm.objects(ws.root, ["HEAD"])[0]
-    mapped = None if head is None else _mapped_commit(ws, entry, head[0])
+    if head is None:  # no commit yet: none names the entry
+        return None
+    inside = [p for p in paths if _in_workspace(p)]
+    mapped = _mapped_commit(ws, entry, head[0])
     if mapped is not None:
-        found = scm.objects(ws.root, [mapped, *[f"{mapped}:./{p}" for p in paths]])
+        found = scm.objects(ws.root, [mapped, *[f"{mapped}:./{p}" for p in inside]])
         message = found[0][1].decode(errors="replace") if found[0] else ""
         if f"{ENTRY_TRAILER}: {entry['id']}" in message.partition("\n\n")[2].splitlines():
-            return mapped, [_text(f) for f in found[1:]]
+            return mapped, _texts(paths, inside, found[1:])
     logged = _git(ws, "log", "--format=%H", "-F", f"--grep={ENTRY_TRAILER}: {entry['id']}", "-1")
     commit = (logged or "").strip()
     if not commit:
         return None
-    return commit, [_text(f) for f in scm.objects(ws.root, [f"{commit}:./{p}" for p in paths])]
+    found = scm.objects(ws.root, [f"{commit}:./{p}" for p in inside])
+    return commit, _texts(paths, inside, found)
+
+
+def _in_workspace(path: str) -> bool:
+    """A path an entry names that lies in the workspace (one line, relative, no `..`): others
+    (a hand-edited trail's) are not asked of git, and read as not in the commit."""
+    parts = PurePosixPath(path).parts
+    return bool(parts) and not path.startswith("/") and ".." not in parts and "\n" not in path
+
+
+def _texts(
+    paths: Sequence[str], inside: Sequence[str], found: Sequence[tuple[str, bytes] | None]
+) -> list[str | None]:
+    """Each of `paths` as text (None: not in the commit), from what was found of `inside`."""
+    by_path = dict(zip(inside, found, strict=True))
+    return [_text(by_path.get(p)) for p in paths]
 
 
 def _text(found: tuple[str, bytes] | None) -> str | None:
@@ -348,10 +367,10 @@ def _text(found: tuple[str, bytes] | None) -> str | None:
     return text[:-1] if text.endswith("\n") else text
 
 
-def _git(ws: Workspace, *args: str) -> str | None:
-    """git's answer in the workspace (None where git refuses), without opening the repository
-    through GitPython: `gov audit show` asks only this, and starts in a fraction of the time."""
-    return scm.output(ws.root, *args)
+def _git(ws: Workspace, *args: str, refused: Collection[int] = ()) -> str | None:
+    """git's answer in the workspace (`scm.output`), without opening the repository through
+    GitPython: `gov audit show` asks only this, and starts in a fraction of the time."""
+    return scm.output(ws.root, *args, refused=refused)
 
 
 def _mapped_commit(ws: Workspace, entry: dict[str, Any], head: str) -> str | None:
@@ -370,13 +389,13 @@ def _mapped_commit(ws: Workspace, entry: dict[str, Any], head: str) -> str | Non
     def log(base: str) -> list[tuple[str, list[str]]]:
         return [(commit, ids) for commit, ids, _ in _naming_commits(ws, f"{base}..HEAD")]
 
-    def is_ancestor(commit: str) -> bool:
-        return _git(ws, "merge-base", "--is-ancestor", commit, "HEAD") is not None
+    def is_ancestor(commit: str) -> bool:  # 1: it is not; 128: no such commit (any more)
+        return _git(ws, "merge-base", "--is-ancestor", commit, "HEAD", refused=(1, 128)) is not None
 
     try:
         entries = len(index.offsets)
         kept = trailcommits.current(ws.local(), head, position, entries, log, is_ancestor)
-    except (OSError, ValueError):
+    except (OSError, ValueError, GitError):  # the search then falls to git, which says why
         return None
     return None if kept is None else kept.commit(places[0])
 
@@ -387,7 +406,7 @@ def _naming_commits(
     """Every commit, newest first, whose message names audit entries (its Gov-Audit-Entry
     trailers), in the history of `revisions` (HEAD's by default): its sha, the entry ids it
     names, and with `names` the files it changed (whitespace-separated; else empty). A history
-    git cannot read (no commit yet, an unknown revision) is a ValueError."""
+    git cannot read (no commit yet, an unknown revision) is a GitError in git's words."""
     log = _git(
         ws,
         "log",
@@ -396,9 +415,7 @@ def _naming_commits(
         f"--format=%x00%H%x00%(trailers:key={ENTRY_TRAILER},valueonly,separator=;)%x00",
         *(["--name-only"] if names else []),
     )
-    if log is None:
-        raise ValueError(f"git log {' '.join(revisions) or 'HEAD'}: not a history git can read")
-    parts = log.split("\x00")
+    parts = (log or "").split("\x00")
     return [
         (parts[i], [v.strip() for v in parts[i + 1].split(";") if v.strip()], parts[i + 2])
         for i in range(1, len(parts) - 2, 3)

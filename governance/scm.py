@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -32,11 +32,10 @@ def open_repo(folder: Path) -> git.Repo:
 
 def check_inside(folder: Path) -> None:
     """Refuse a folder outside any git repository, as `open_repo` does, without opening one:
-    `.git` (a folder, or a file naming one) here or above, or GIT_DIR set."""
+    `.git` (a folder, or a file naming one) here or above. A `.git` that names no repository
+    is git's to refuse, when it is first asked."""
     here = folder.resolve()
-    if not os.environ.get("GIT_DIR") and not any(
-        (p / ".git").exists() for p in (here, *here.parents)
-    ):
+    if not any((p / ".git").exists() for p in (here, *here.parents)):
         raise _outside(folder)
 
 
@@ -141,41 +140,78 @@ def commit_message(sha: str, repo: git.Repo) -> str:
     return message if isinstance(message, str) else message.decode()
 
 
-def output(folder: Path, *args: str) -> str | None:
+def output(folder: Path, *args: str, refused: Collection[int] = ()) -> str | None:
     """git's answer to `args`, run in `folder`, as GitPython's `repo.git` gives it (the final
-    newline dropped); None when git refuses (an unknown revision, a path not in that commit).
-    For readers that need no repository object, and so not GitPython's import."""
-    done = subprocess.run(["git", "-C", str(folder), *args], capture_output=True, check=False)
-    if done.returncode != 0:
+    newline dropped): for readers that need no repository object, and so not GitPython's
+    import. None where git exits with one of the codes in `refused` (an answer the caller
+    expects, such as 1 from `merge-base --is-ancestor`); any other failure is a GitError in
+    git's own words."""
+    done = subprocess.run(
+        ["git", "-C", str(folder), *args], capture_output=True, check=False, env=_env()
+    )
+    if done.returncode in refused:
         return None
+    if done.returncode != 0:
+        raise _failed(folder, args[0], done.stderr)
     text = done.stdout.decode(errors="replace")
     return text[:-1] if text.endswith("\n") else text
 
 
+# What `git cat-file --batch --follow-symlinks` says of a path whose link it cannot follow
+# inside the commit (a link out of the repository, a loop, a dangling link, a file where a
+# folder should be): the word, the size, then that many bytes.
+_UNFOLLOWED = {b"symlink", b"loop", b"dangling", b"notdir"}
+_KINDS = {b"blob", b"tree", b"commit", b"tag"}
+
+
 def objects(folder: Path, names: Sequence[str]) -> list[tuple[str, bytes] | None]:
-    """Each named object (`HEAD`, a sha, `REV:./PATH` from `folder`) as its id and content, or
-    None where git has no such object: any number of reads in one git process
-    (`git cat-file --batch`), where `git show` is one process per file."""
+    """Each named object (`HEAD`, a sha, `REV:./PATH` from `folder`, a symbolic link followed
+    within REV) as its id and content, or None where git has no such object: any number of
+    reads in one git process (`git cat-file --batch`), where `git show` is one per file. A
+    name is one line: one holding a line break is refused (ValueError)."""
+    if any("\n" in n or "\r" in n for n in names):
+        raise ValueError("an object name is one line")
     if not names:
         return []
     done = subprocess.run(
-        ["git", "-C", str(folder), "cat-file", "--batch"],
-        input="".join(f"{n}\n" for n in names).encode(),
+        ["git", "-C", str(folder), "cat-file", "--batch", "--follow-symlinks"],
+        input="".join(f"{n}\n" for n in names).encode(errors="surrogateescape"),
         capture_output=True,
         check=False,
+        env=_env(),
     )
     if done.returncode != 0:
-        return [None] * len(names)
+        raise _failed(folder, "cat-file", done.stderr)
     out, at = done.stdout, 0
     found: list[tuple[str, bytes] | None] = []
     for _ in names:
         end = out.index(b"\n", at)
-        header = out[at:end].split()
+        header = out[at:end].split(b" ")
         at = end + 1
-        if len(header) != 3 or not header[2].isdigit():  # "NAME missing", "NAME ambiguous"
-            found.append(None)
+        if len(header) == 3 and header[1] in _KINDS and header[2].isdigit():
+            size = int(header[2])
+            found.append((header[0].decode(), out[at : at + size]))
+            at += size + 1
             continue
-        size = int(header[2])
-        found.append((header[0].decode(), out[at : at + size]))
-        at += size + 1
+        if len(header) == 2 and header[0] in _UNFOLLOWED and header[1].isdigit():
+            at += int(header[1]) + 1  # the link or name it could not follow
+        found.append(None)  # "NAME missing", "NAME ambiguous", or a link not followed
     return found
+
+
+# Paths git reads from the environment: made absolute from this process's folder, as the
+# user meant them, before git runs in another (`-C`): a hook exports GIT_DIR=.git.
+_PATH_VARIABLES = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY")
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    for name in _PATH_VARIABLES:
+        if env.get(name):
+            env[name] = str(Path(env[name]).absolute())
+    return env
+
+
+def _failed(folder: Path, verb: str, stderr: bytes) -> GitError:
+    said = " ".join(stderr.decode(errors="replace").split())[:300] or "no message"
+    return GitError(f"git {verb} failed in {folder}: {said}")

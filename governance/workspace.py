@@ -99,7 +99,8 @@ MANAGED = (
 @dataclass
 class Workspace:
     root: Path
-    opened: git.Repo | None = field(default=None, repr=False)  # the repository, once asked for
+    # the repository, once asked for (not part of what makes two workspaces the same)
+    opened: git.Repo | None = field(default=None, repr=False, compare=False)
     actor: str | None = None  # who the audit trail names (default: git's identity)
 
     @property

@@ -156,6 +156,40 @@ def test_show_reads_git_without_opening_the_registry(ws: Path) -> None:
     assert shown["resolved"]["decision"]["outcome"] == check["outcome"]
 
 
+def test_show_reads_a_symlinked_policy_as_the_file_it_names(gov, ws: Path) -> None:
+    # A policy shared between workspaces, kept once in the repository and linked: the entry's
+    # policy text is what was evaluated (the file the link names), not the link itself.
+    repo = git.Repo(ws)
+    shared = ws / "shared" / "overt.yaml"
+    shared.parent.mkdir()
+    link = ws / "policies" / "overt-rate-above.yaml"
+    shared.write_text(link.read_text() + "# kept once, linked from each workspace\n")
+    link.unlink()
+    link.symlink_to(Path("..") / "shared" / "overt.yaml")
+    repo.git.add("-A")
+    repo.git.commit("-m", "share a policy")
+    assert gov("check", "main@11000", cwd=ws).exit_code == 1
+    check = trail(ws)[-1]
+    assert check["kind"] == "check"
+    shown = json.loads(gov("audit", "show", str(check["seq"]), "--format", "json", cwd=ws).stdout)
+    text = shown["resolved"]["policies"]["policies/overt-rate-above.yaml"]
+    assert text == shared.read_text().rstrip("\n")
+
+
+def test_show_says_what_git_said_when_it_cannot_read_the_repository(
+    gov, ws: Path, tmp_path: Path
+) -> None:
+    # A workspace whose .git names a repository that is gone (a deleted worktree): one line in
+    # git's own words, not an entry shown as if no commit had recorded it.
+    copy = tmp_path / "copy"
+    shutil.copytree(ws, copy, ignore=shutil.ignore_patterns(".git"))
+    (copy / ".git").write_text(f"gitdir: {tmp_path / 'gone'}\n")
+    result = gov("audit", "show", "1", cwd=copy)
+    assert result.exit_code == 2, result.stdout
+    assert "not a git repository" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+
+
 def _rewrite(ws: Path, entries: list[dict]) -> None:
     (ws / "audit" / "trail.jsonl").write_text(
         "".join(json.dumps(e, sort_keys=True, separators=(",", ":")) + "\n" for e in entries)
