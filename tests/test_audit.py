@@ -127,9 +127,10 @@ def test_show_resolves_the_policies_and_decision(gov, ws: Path) -> None:
     assert "the series it saw (last 12 of 48): main@9250" in text
 
 
-def test_show_reads_git_without_opening_the_registry(ws: Path) -> None:
+def test_show_reads_git_without_opening_the_registry(gov, ws: Path) -> None:
     # `gov audit show` is a reviewer's lookup: it asks git a few questions directly, without the
-    # registry, GitPython or DVC, whose imports were most of its time. Its answer is the same.
+    # registry, GitPython or DVC, whose imports were most of its time. Its answer is the same,
+    # found by searching the history, or through the commit map that `gov audit verify` makes.
     check = next(e for e in trail(ws) if e["kind"] == "check")
     code = (
         "import json, sys; from governance import api; "
@@ -138,22 +139,26 @@ def test_show_reads_git_without_opening_the_registry(ws: Path) -> None:
         "'loaded': sorted(m for m in ('git', 'dvc', 'governance.registry', 'numpy') "
         "if m in sys.modules)}))"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code, str(ws), str(check["seq"])],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=ROOT,
-    )
-    shown = json.loads(out.stdout)
-    assert shown["loaded"] == []
-    assert shown["seq"] == check["seq"]
     repo = git.Repo(ws)
     commit = repo.git.log("--format=%H", "-F", f"--grep={check['id']}", "-1")
-    assert shown["resolved"]["commit"] == commit
-    for path, text in shown["resolved"]["policies"].items():
-        assert text == repo.git.show(f"{commit}:{path}")
-    assert shown["resolved"]["decision"]["outcome"] == check["outcome"]
+    for mapped in (False, True):
+        if mapped:
+            assert gov("audit", "verify", cwd=ws).exit_code == 0
+            assert (ws / ".gov" / "index" / "commits.of").is_file()  # the map
+        out = subprocess.run(
+            [sys.executable, "-c", code, str(ws), str(check["seq"])],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=ROOT,
+        )
+        shown = json.loads(out.stdout)
+        assert shown["loaded"] == []
+        assert shown["seq"] == check["seq"]
+        assert shown["resolved"]["commit"] == commit
+        for path, text in shown["resolved"]["policies"].items():
+            assert text == repo.git.show(f"{commit}:{path}")
+        assert shown["resolved"]["decision"]["outcome"] == check["outcome"]
 
 
 def test_show_reads_a_symlinked_policy_as_the_file_it_names(gov, ws: Path) -> None:
