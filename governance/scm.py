@@ -32,11 +32,25 @@ def open_repo(folder: Path) -> git.Repo:
 
 def check_inside(folder: Path) -> None:
     """Refuse a folder outside any git repository, as `open_repo` does, without opening one:
-    `.git` (a folder, or a file naming one) here or above. A `.git` that names no repository
-    is git's to refuse, when it is first asked."""
+    the nearest `.git` above that is a repository (a folder with a HEAD, or a file naming
+    one, as a worktree's or a submodule's is). One naming nothing (a deleted worktree) is
+    passed over, as GitPython's search passes over it."""
     here = folder.resolve()
-    if not any((p / ".git").exists() for p in (here, *here.parents)):
+    if not any(_repository_at(p / ".git") for p in (here, *here.parents)):
         raise _outside(folder)
+
+
+def _repository_at(dot_git: Path) -> bool:
+    if dot_git.is_dir():
+        return (dot_git / "HEAD").is_file()
+    if not dot_git.is_file():
+        return False
+    try:
+        line = dot_git.read_text(errors="replace").splitlines()[0]
+    except (OSError, IndexError):
+        return False
+    named = line.removeprefix("gitdir:").strip() if line.startswith("gitdir:") else ""
+    return bool(named) and (dot_git.parent / named / "HEAD").is_file()
 
 
 def _outside(folder: Path) -> NotAGitRepository:

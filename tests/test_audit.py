@@ -182,16 +182,16 @@ def test_show_reads_a_symlinked_policy_as_the_file_it_names(gov, ws: Path) -> No
 
 
 def test_show_says_what_git_said_when_it_cannot_read_the_repository(
-    gov, ws: Path, tmp_path: Path
+    gov, ws: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # A workspace whose .git names a repository that is gone (a deleted worktree): one line in
-    # git's own words, not an entry shown as if no commit had recorded it.
-    copy = tmp_path / "copy"
-    shutil.copytree(ws, copy, ignore=shutil.ignore_patterns(".git"))
-    (copy / ".git").write_text(f"gitdir: {tmp_path / 'gone'}\n")
-    result = gov("audit", "show", "1", cwd=copy)
+    # git refuses (here GIT_DIR names a folder that is no repository, as a stray setting would):
+    # one line in git's own words, not an entry shown as if no commit had recorded it.
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.setenv("GIT_DIR", str(empty))
+    result = gov("audit", "show", "1", cwd=ws)
     assert result.exit_code == 2, result.stdout
-    assert "not a git repository" in result.stderr
+    assert "not a git repository" in result.stderr and "git cat-file failed" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
 
 

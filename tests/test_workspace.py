@@ -118,11 +118,14 @@ def test_a_workspace_outside_git_is_refused_by_readers_too(
     # when they need it), yet each still refuses it in one line, as before.
     copy = tmp_path / "copied"
     shutil.copytree(workspace, copy, ignore=shutil.ignore_patterns(".git"))
-    for args in (["status"], ["audit", "show", "1"], ["env", "list"]):
-        result = gov(*args, cwd=copy)
-        assert result.exit_code == 2, (args, result.stdout)
-        assert "not inside a git repository" in result.stderr
-        assert len(result.stderr.strip().splitlines()) == 1
+    for dot_git in (None, f"gitdir: {tmp_path / 'deleted-worktree'}\n"):  # none, or naming none
+        if dot_git is not None:
+            (copy / ".git").write_text(dot_git)
+        for args in (["status"], ["audit", "show", "1"], ["env", "list"]):
+            result = gov(*args, cwd=copy)
+            assert result.exit_code == 2, (args, result.stdout)
+            assert "not inside a git repository" in result.stderr
+            assert len(result.stderr.strip().splitlines()) == 1
 
 
 def test_init_does_not_take_the_users_staged_changes(gov, git_repo: Path) -> None:
