@@ -346,9 +346,11 @@ def _committed(
 
 def _in_workspace(path: str) -> bool:
     """A path an entry names that lies in the workspace (one line, relative, no `..`): others
-    (a hand-edited trail's) are not asked of git, and read as not in the commit."""
+    (a hand-edited trail's) are not asked of git, and read as not in the commit. One line as
+    `scm.objects` takes it: no line feed or carriage return."""
     parts = PurePosixPath(path).parts
-    return bool(parts) and not path.startswith("/") and ".." not in parts and "\n" not in path
+    one_line = "\n" not in path and "\r" not in path
+    return bool(parts) and not path.startswith("/") and ".." not in parts and one_line
 
 
 def _texts(
@@ -882,11 +884,11 @@ def verify_statuses(
 
 def _first_difference(ws: Workspace, commit: str, upto: int) -> int:
     """The first entry (seq) that differs from the trail as `commit` recorded it."""
+    import git
+
     sealed = _repo_path(ws, f"{ws.rel(ws.audit)}/{SEALED}")
     names = ws.repo.git.ls_tree("-r", "--name-only", commit, "--", sealed).split()
     then: list[str] = []
-    import git
-
     for name in [*sorted(names), _repo_path(ws, ws.rel(trail_path(ws)))]:
         try:
             then += ws.repo.git.show(f"{commit}:{name}").splitlines()
