@@ -108,6 +108,25 @@ def open_dvc(workspace: Path, link: str | None = None) -> Repo:
     return Repo(str(workspace), config=config)
 
 
+def links_reports(workspace: Path) -> bool:
+    """Whether DVC's configured link types (`cache.type`, at any of its config levels) allow a
+    hard link: a report is then linked into the workspace, not copied, as `dvc add` moves a
+    file into its cache and links it back. One inode, so DVC's protection of its cache (read-only)
+    applies to the report where the user wrote it, as it does to a hard-linked workspace file."""
+    root = find_dvc_root(workspace)
+    if root is None:
+        return False
+    _quiet()
+    from dvc.config import Config, ConfigError
+
+    try:
+        types = Config(dvc_dir=str(root / ".dvc"))["cache"].get("type") or []
+    except ConfigError as exc:
+        detail = " ".join(str(exc).split())
+        raise ArtifactError(f"{root / '.dvc'}: DVC's configuration: {detail}") from exc
+    return "hardlink" in types
+
+
 def dvc_file(artifact: Path) -> Path:
     return artifact.with_name(artifact.name + ".dvc")
 

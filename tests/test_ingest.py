@@ -482,3 +482,48 @@ def test_the_stored_copy_and_its_md5_are_the_reports_bytes(tmp_path: Path, size:
     assert dest.read_bytes() == data[:size]
     assert copy.md5 == hashlib.md5(data[:size]).hexdigest()
     assert copy.copied == size
+
+
+def test_a_report_is_linked_not_copied_where_dvc_hard_links(gov, workspace, reports) -> None:
+    """DVC's `cache.type` decides whether a report is copied into the workspace (the default,
+    reflink or copy) or hard-linked (`hardlink` named): then the stored report is the user's
+    file under a second name, with no second copy on disk, and read-only as DVC keeps it."""
+    first = write_jsonl(reports / "a.jsonl", mixed(100, 20))
+    assert gov("ingest", str(first), cwd=workspace).exit_code == 0
+    [stored] = [workspace / e.path for e in ledger(open_registry(workspace).ws)]
+    assert os.stat(stored).st_ino != os.stat(first).st_ino  # the default: a copy
+    assert os.stat(first).st_mode & 0o200  # the user's file untouched
+
+    subprocess.run(
+        [sys.executable, "-m", "dvc", "config", "--local", "cache.type", "reflink,hardlink"],
+        cwd=workspace,
+        check=True,
+    )
+    second = write_jsonl(reports / "b.jsonl", mixed(200, 30))
+    done = gov("ingest", str(second), cwd=workspace)
+    assert done.exit_code == 0, done.stderr
+    entry = ledger(open_registry(workspace).ws)[-1]
+    stored = workspace / entry.path
+    assert os.stat(stored).st_ino == os.stat(second).st_ino
+    assert entry.md5 == hashlib.md5(second.read_bytes()).hexdigest()
+    assert not os.stat(second).st_mode & 0o222  # DVC's protection of its cache, on the one inode
+    assert open_registry(workspace).summary().judgments == 50
+    assert not git.Repo(workspace).is_dirty(untracked_files=True)
+
+
+def test_a_report_on_another_filesystem_is_copied_even_where_links_are_asked(tmp_path) -> None:
+    from governance.ingest.pipeline import _Copy
+
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or os.stat(shm).st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("needs a second filesystem (/dev/shm)")
+    source = shm / f"gov-test-{os.getpid()}.jsonl"
+    try:
+        source.write_bytes(b'{"x": 1}\n' * 1000)
+        copy = _Copy(source, tmp_path / "copy", flush=False, link=True)
+        copy.run()
+        assert copy.error is None and not copy.linked
+        assert (tmp_path / "copy").read_bytes() == source.read_bytes()
+        assert copy.md5 == hashlib.md5(source.read_bytes()).hexdigest()
+    finally:
+        source.unlink(missing_ok=True)

@@ -66,13 +66,18 @@ class _Copy(threading.Thread):
     the kernel's copy takes 3.7 (ext4, `bench/ingest.py`). Both reads are of the same bytes:
     the caller refuses a report whose size or mtime moved meanwhile.
 
+    Where DVC is configured to hard-link (`cache.type` names `hardlink`) and the report is on the
+    workspace's filesystem, it is linked instead: no copy at all, a second name for the same
+    bytes (a 2.2 GB report is a 5.7 s copy on ext4 and as much disk again per checkpoint).
+
     The copy is flushed to disk only where git flushes the objects it writes (`scm.syncs_objects`):
     a crash of the process can never leave it half-written (it is renamed into place after the
     commit's journal names it), and a power loss is then as survivable as the commit itself."""
 
-    def __init__(self, source: Path, dest: Path, flush: bool) -> None:
+    def __init__(self, source: Path, dest: Path, flush: bool, link: bool = False) -> None:
         super().__init__(daemon=True)
-        self.source, self.dest, self.flush = source, dest, flush
+        self.source, self.dest, self.flush, self.link = source, dest, flush, link
+        self.linked = False
         self.md5 = ""
         self._hashed = self._written = 0  # bytes so far, for the progress bar
         self.error: BaseException | None = None
@@ -87,7 +92,8 @@ class _Copy(threading.Thread):
         hasher = threading.Thread(target=self._hash, daemon=True)
         hasher.start()
         try:
-            self._copy()
+            if not (self.link and self._link()):
+                self._copy()
         except BaseException as exc:  # reported by the caller
             self.error = exc
             self.cancelled.set()
@@ -108,6 +114,20 @@ class _Copy(threading.Thread):
         except BaseException as exc:  # reported by the caller
             self.error = exc
             self.cancelled.set()
+
+    def _link(self) -> bool:
+        """Link the source in as the copy; False where it cannot be (another filesystem, a
+        filesystem without hard links, no permission): then it is copied."""
+        try:
+            os.link(self.source, self.dest)
+        except OSError:
+            return False
+        if self.flush:  # the bytes must be as durable as a copy would have been
+            with self.dest.open("rb", buffering=0) as linked:
+                os.fsync(linked.fileno())
+        self.linked = True
+        self._written = self.dest.stat().st_size
+        return True
 
     def _copy(self) -> None:
         with self.source.open("rb", buffering=0) as src, self.dest.open("wb") as dst:
@@ -319,12 +339,13 @@ def _stage(
     reports_dir = ws.root / "reports"
     reports_dir.mkdir(exist_ok=True)
     flush = scm.syncs_objects(ws.repo)
+    link = artifacts.links_reports(ws.root)
     for path in paths:
         fmt = sniff(path)
         kind = detect_kind(path, fmt)
         incoming = reports_dir / f".incoming-{secrets.token_hex(6)}"
         before = file_stamp(path)
-        copier = _Copy(path, incoming, flush)
+        copier = _Copy(path, incoming, flush, link)
         copier.start()
         scan: EpisodeScan | None = None
         both = _both(progress, copier, path) if progress is not None else None
