@@ -491,8 +491,8 @@ def test_a_report_is_linked_not_copied_where_dvc_hard_links(gov, workspace, repo
     first = write_jsonl(reports / "a.jsonl", mixed(100, 20))
     assert gov("ingest", str(first), cwd=workspace).exit_code == 0
     [stored] = [workspace / e.path for e in ledger(open_registry(workspace).ws)]
-    assert os.stat(stored).st_ino != os.stat(first).st_ino  # the default: a copy
-    assert os.stat(first).st_mode & 0o200  # the user's file untouched
+    assert stored.stat().st_ino != first.stat().st_ino  # the default: a copy
+    assert first.stat().st_mode & 0o200  # the user's file untouched
 
     subprocess.run(
         [sys.executable, "-m", "dvc", "config", "--local", "cache.type", "reflink,hardlink"],
@@ -504,9 +504,9 @@ def test_a_report_is_linked_not_copied_where_dvc_hard_links(gov, workspace, repo
     assert done.exit_code == 0, done.stderr
     entry = ledger(open_registry(workspace).ws)[-1]
     stored = workspace / entry.path
-    assert os.stat(stored).st_ino == os.stat(second).st_ino
+    assert stored.stat().st_ino == second.stat().st_ino
     assert entry.md5 == hashlib.md5(second.read_bytes()).hexdigest()
-    assert not os.stat(second).st_mode & 0o222  # DVC's protection of its cache, on the one inode
+    assert not second.stat().st_mode & 0o222  # DVC's protection of its cache, on the one inode
     assert open_registry(workspace).summary().judgments == 50
     assert not git.Repo(workspace).is_dirty(untracked_files=True)
 
@@ -515,7 +515,7 @@ def test_a_report_on_another_filesystem_is_copied_even_where_links_are_asked(tmp
     from governance.ingest.pipeline import _Copy
 
     shm = Path("/dev/shm")
-    if not shm.is_dir() or os.stat(shm).st_dev == os.stat(tmp_path).st_dev:
+    if not shm.is_dir() or shm.stat().st_dev == tmp_path.stat().st_dev:
         pytest.skip("needs a second filesystem (/dev/shm)")
     source = shm / f"gov-test-{os.getpid()}.jsonl"
     try:
