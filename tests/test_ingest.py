@@ -527,3 +527,51 @@ def test_a_report_on_another_filesystem_is_copied_even_where_links_are_asked(tmp
         assert copy.md5 == hashlib.md5(source.read_bytes()).hexdigest()
     finally:
         source.unlink(missing_ok=True)
+
+
+def _scan_both_ways(registry, path: Path, monkeypatch) -> list[Any]:
+    """scan_episodes as it runs, then as it runs where the episodes' keys do not fit in memory
+    (DuckDB groups them itself, spilling to disk): (records, tallies, duplicates) of each, or
+    the refusal's message."""
+    import duckdb
+
+    from governance.errors import ReportRejected
+    from governance.ingest import scan
+    from governance.ingest.join import Join
+
+    def run() -> Any:
+        try:
+            found = scan.scan_episodes(registry.ws, path, "jsonl", Join(registry))
+        except ReportRejected as exc:
+            return str(exc)
+        found.keys.unlink()
+        return found.records, found.tallies, found.duplicates
+
+    def full(_found: Any) -> Any:
+        raise duckdb.OutOfMemoryException("could not allocate")
+
+    held = run()
+    monkeypatch.setattr(scan, "_rows", full)
+    return [held, run()]
+
+
+def test_duplicates_are_found_the_same_with_or_without_room_for_every_key(
+    registry, reports: Path, monkeypatch
+) -> None:
+    # Episodes repeated the same way across steps and verdict groups, one judged two ways.
+    same = [episode(100, i, VERDICT_MIX[i % 10]) for i in range(300)]
+    same += [episode(100, i, VERDICT_MIX[i % 10]) for i in range(0, 300, 7)]  # 43 again
+    same += [episode(200, i, "rejected") for i in range(50)] * 3  # 100 more
+    path = write_jsonl(reports / "same.jsonl", same)
+    held, spilled = _scan_both_ways(registry, path, monkeypatch)
+    assert held == spilled
+    records, tallies, duplicates = held
+    assert (records, duplicates) == (300 + 43 + 150, 143)
+    assert sum(t.n for t in tallies.values()) == 350
+
+    twice = [*same, episode(200, 7, "overt")]  # episode ep-200-7 now judged two ways
+    path = write_jsonl(reports / "twice.jsonl", twice)
+    monkeypatch.undo()
+    held, spilled = _scan_both_ways(registry, path, monkeypatch)
+    assert held == spilled
+    assert "ep-200-7" in held and "twice.jsonl:" in held

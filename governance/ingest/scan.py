@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import secrets
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -178,17 +180,22 @@ def scan_episodes(
 ) -> EpisodeScan:
     """Validate and count an episode-level report; raise ReportRejected naming its bad records.
 
-    One pass of DuckDB over the file groups it two ways at once: by the raw key values (a few
-    thousand combinations, validated here with the model's own types) and by episode (to find
-    an episode judged twice)."""
+    One pass of DuckDB over the file groups it by the raw key values (a few thousand
+    combinations, validated here with the model's own types), each with the keys of its
+    episodes; the keys sorted find an episode judged twice."""
     import duckdb
 
     con = connect(ws)
     try:
         try:
-            rows = _run_with_progress(con, _scan_query(path, fmt, con, lean=True), progress)
+            found = _run_with_progress(con, _scan_query(path, fmt, con), progress, numpy=True)
+            rows = _rows(found)
+        except duckdb.OutOfMemoryException:
+            # Every episode's key held at once did not fit (a report of about a hundred million
+            # episodes): group by episode instead, which DuckDB spills to disk.
+            rows = _run_with_progress(con, _spilled_query(path, fmt, con, lean=True), progress)
             if any(r[0] == 0 for r in rows):  # an episode appears twice: which, and how judged
-                rows = con.execute(_scan_query(path, fmt, con, lean=False)).fetchall()
+                rows = con.execute(_spilled_query(path, fmt, con, lean=False)).fetchall()
         except duckdb.Error as exc:
             _explain_episodes(path, fmt, join, set())  # names the bad lines
             detail = " ".join(str(exc).split())[:200]
@@ -233,8 +240,89 @@ def scan_episodes(
     return EpisodeScan(records, tallies, duplicates, keys)
 
 
-def _scan_query(path: Path, fmt: Format, con: Any, *, lean: bool) -> str:
-    """The one-pass scan: rows (g, *combo, n, bad, k, low, high, c), g = 1 for a combination of
+def _scan_query(path: Path, fmt: Format, con: Any) -> str:
+    """The one-pass scan: per combination of raw values, its n records, `bad` of them with a
+    per-row problem, its hash c, the hash vh of its judgment, and ks, the list of its episodes'
+    keys k (the raw keys' hash with the episode id's, as in _spilled_query).
+
+    Sorting the ten million keys of a 2.2 GB report in numpy takes a second of one core; DuckDB
+    grouping them as `GROUP BY k` took five seconds of CPU (bench/ingest.py)."""
+    combo = ", ".join(_COMBO)
+    return (
+        f"SELECT {combo}, count(*) AS n, count(problem) AS bad, c, vh, g0, list(k) AS ks FROM ("
+        f"SELECT *, hash(g0, schema_version, vh) AS c, hash(g0, episode) AS k FROM ("
+        f"SELECT {combo}, episode, {_KEYS_HASH} AS g0, hash(verdict, divergent) AS vh, "
+        f"{_ROW_PROBLEM} AS problem FROM ({_raw_select(path, fmt, con)}))) "
+        f"GROUP BY {combo}, c, vh, g0"
+    )
+
+
+def _rows(found: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """_scan_query's answer as _spilled_query's rows: one (1, *combo, n, bad, None, None, None,
+    c) per combination, and one (0, *None, n, 0, k, low, high, c) per episode key k seen more
+    than once (n times; low and high the least and greatest hash of its judgments, c the least
+    hash of its combinations)."""
+    import numpy as np
+
+    columns = [found[c].tolist() for c in (*_COMBO, "n", "bad", "c")]  # masked: None
+    rows: list[tuple[Any, ...]] = [
+        (1, *r[:-1], None, None, None, r[-1]) for r in zip(*columns, strict=True)
+    ]
+    lists = list(found["ks"])
+    if not lists:
+        return rows
+    if not _any_repeated(lists, found["g0"].tolist()):
+        return rows
+    keys = np.concatenate(lists).astype(np.uint64, copy=False)
+    sizes = [len(a) for a in lists]
+    order = np.argsort(keys, kind="stable")
+    keys = keys[order]
+    verdicts = np.repeat(np.asarray(found["vh"], dtype=np.uint64), sizes)[order]
+    combos = np.repeat(np.asarray(found["c"], dtype=np.uint64), sizes)[order]
+    starts = np.flatnonzero(np.concatenate([[True], keys[1:] != keys[:-1]]))
+    counts = np.diff(np.append(starts, len(keys)))
+    low = np.minimum.reduceat(verdicts, starts)
+    high = np.maximum.reduceat(verdicts, starts)
+    least = np.minimum.reduceat(combos, starts)
+    blank = (None,) * len(_COMBO)
+    for i in np.flatnonzero(counts > 1).tolist():
+        rows.append(
+            (
+                0,
+                *blank,
+                int(counts[i]),
+                0,
+                int(keys[starts[i]]),
+                int(low[i]),
+                int(high[i]),
+                int(least[i]),
+            )
+        )
+    return rows
+
+
+def _any_repeated(lists: list[Any], owners: list[int]) -> bool:
+    """Whether any key appears twice: an episode can only repeat under the same raw keys (its
+    key hashes them with its id), so each raw key set's keys are sorted on their own, a few
+    thousand cache-sized sorts spread over the cores (numpy sorts without the GIL), not one of
+    millions."""
+    import numpy as np
+
+    shared: dict[int, list[Any]] = {}
+    for owner, keys in zip(owners, lists, strict=True):
+        shared.setdefault(owner, []).append(keys)
+
+    def repeated(parts: list[Any]) -> bool:
+        ordered = np.sort(np.concatenate(parts) if len(parts) > 1 else parts[0])
+        return bool(np.any(ordered[1:] == ordered[:-1]))
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        return any(pool.map(repeated, shared.values()))
+
+
+def _spilled_query(path: Path, fmt: Format, con: Any, *, lean: bool) -> str:
+    """The one-pass scan with the episodes grouped by DuckDB (which spills to disk): rows
+    (g, *combo, n, bad, k, low, high, c), g = 1 for a combination of
     raw values (n records, `bad` of them with a per-row problem, c its hash) and g = 0 for an
     episode key k seen more than once. Lean, a repeated episode is only counted (the common
     case, a file without one, then skips three aggregates over every episode: a fifth of the
@@ -292,15 +380,24 @@ def _group_row(group: Group) -> tuple[Any, ...]:
     return tuple(getattr(group, c) for c in KEY_COLUMNS)
 
 
-def _run_with_progress(con: Any, sql: str, progress: Progress | None) -> list[tuple[Any, ...]]:
+def _run_with_progress(
+    con: Any, sql: str, progress: Progress | None, *, numpy: bool = False
+) -> Any:
+    """The query's rows (`numpy`: its columns, as DuckDB's fetchnumpy gives them), the bar
+    following DuckDB's progress meanwhile."""
+
+    def fetch() -> Any:
+        result = con.execute(sql)
+        return result.fetchnumpy() if numpy else list(result.fetchall())
+
     if progress is None:
-        return list(con.execute(sql).fetchall())
+        return fetch()
     done = threading.Event()
     outcome: list[Any] = []
 
     def work() -> None:
         try:
-            outcome.append(con.execute(sql).fetchall())
+            outcome.append(fetch())
         except BaseException as exc:  # handed back to the caller's thread
             outcome.append(exc)
         finally:
@@ -316,7 +413,7 @@ def _run_with_progress(con: Any, sql: str, progress: Progress | None) -> list[tu
     progress("reading", 1.0)
     if isinstance(outcome[0], BaseException):
         raise outcome[0]
-    return list(outcome[0])
+    return outcome[0]
 
 
 def _explain_episodes(path: Path, fmt: Format, join: Join, conflicted: set[str]) -> None:
