@@ -586,9 +586,14 @@ def ingested(result: IngestResult) -> None:
         )
         if entry.replaced:
             extra += f", {entry.replaced} verdicts replacing earlier ones"
+        linked = (
+            " (hard-linked, as DVC is set to link: the report's file is now read-only)"
+            if entry.md5 in result.linked
+            else ""
+        )
         click.echo(
             f"{entry.source}: {count(entry.records, 'record')}, {entry.counted} judgments "
-            f"counted in {count(entry.groups, 'group')}{extra} -> {entry.path}"
+            f"counted in {count(entry.groups, 'group')}{extra} -> {entry.path}{linked}"
         )
     if result.commit:
         click.echo(f"committed {result.commit[:12]}")

@@ -489,7 +489,8 @@ def test_a_report_is_linked_not_copied_where_dvc_hard_links(gov, workspace, repo
     reflink or copy) or hard-linked (`hardlink` named): then the stored report is the user's
     file under a second name, with no second copy on disk, and read-only as DVC keeps it."""
     first = write_jsonl(reports / "a.jsonl", mixed(100, 20))
-    assert gov("ingest", str(first), cwd=workspace).exit_code == 0
+    done = gov("ingest", str(first), cwd=workspace)
+    assert done.exit_code == 0 and "hard-linked" not in done.stdout
     [stored] = [workspace / e.path for e in ledger(open_registry(workspace).ws)]
     assert stored.stat().st_ino != first.stat().st_ino  # the default: a copy
     assert first.stat().st_mode & 0o200  # the user's file untouched
@@ -502,6 +503,7 @@ def test_a_report_is_linked_not_copied_where_dvc_hard_links(gov, workspace, repo
     second = write_jsonl(reports / "b.jsonl", mixed(200, 30))
     done = gov("ingest", str(second), cwd=workspace)
     assert done.exit_code == 0, done.stderr
+    assert "hard-linked" in done.stdout and "read-only" in done.stdout
     entry = ledger(open_registry(workspace).ws)[-1]
     stored = workspace / entry.path
     assert stored.stat().st_ino == second.stat().st_ino
@@ -520,7 +522,7 @@ def test_a_report_on_another_filesystem_is_copied_even_where_links_are_asked(tmp
     source = shm / f"gov-test-{os.getpid()}.jsonl"
     try:
         source.write_bytes(b'{"x": 1}\n' * 1000)
-        copy = _Copy(source, tmp_path / "copy", flush=False, link=True)
+        copy = _Copy(source, tmp_path / "copy", flush=False, link=lambda: True)
         copy.run()
         assert copy.error is None and not copy.linked
         assert (tmp_path / "copy").read_bytes() == source.read_bytes()
@@ -575,3 +577,16 @@ def test_duplicates_are_found_the_same_with_or_without_room_for_every_key(
     held, spilled = _scan_both_ways(registry, path, monkeypatch)
     assert held == spilled
     assert "ep-200-7" in held and "twice.jsonl:" in held
+
+
+def test_a_broken_dvc_link_setting_is_named_and_nothing_is_stored(gov, workspace, reports) -> None:
+    path = write_jsonl(reports / "a.jsonl", mixed(100, 20))
+    (workspace / ".dvc" / "config.local").write_text("[cache]\n    type = bogus\n")
+    before = snapshot(workspace)
+    done = gov("ingest", str(path), cwd=workspace)
+    assert done.exit_code == 2
+    [line] = done.stderr.strip().splitlines()
+    assert "a.jsonl" in line and "DVC's configuration" in line and "bogus" in line
+    assert "Traceback" not in done.stderr
+    assert snapshot(workspace) == before
+    assert path.stat().st_mode & 0o200  # the report is the user's, untouched

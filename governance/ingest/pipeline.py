@@ -4,6 +4,7 @@ none of them."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -54,6 +55,7 @@ class IngestResult:
     unchanged: list[tuple[str, str]] = field(default_factory=list)  # (source, md5) seen before
     commit: str | None = None
     note: str | None = None  # why nothing was read (an empty folder)
+    linked: list[str] = field(default_factory=list)  # md5s of reports hard-linked, not copied
 
 
 class _Copy(threading.Thread):
@@ -74,7 +76,11 @@ class _Copy(threading.Thread):
     a crash of the process can never leave it half-written (it is renamed into place after the
     commit's journal names it), and a power loss is then as survivable as the commit itself."""
 
-    def __init__(self, source: Path, dest: Path, flush: bool, link: bool = False) -> None:
+    def __init__(
+        self, source: Path, dest: Path, flush: bool, link: Callable[[], bool] | None = None
+    ) -> None:
+        """`link`: whether to link rather than copy, asked in this thread (reading DVC's
+        configuration imports part of DVC: a tenth of a second kept off the scan's path)."""
         super().__init__(daemon=True)
         self.source, self.dest, self.flush, self.link = source, dest, flush, link
         self.linked = False
@@ -92,7 +98,7 @@ class _Copy(threading.Thread):
         hasher = threading.Thread(target=self._hash, daemon=True)
         hasher.start()
         try:
-            if not (self.link and self._link()):
+            if not (self.link is not None and self.link() and self._link()):
                 self._copy()
         except BaseException as exc:  # reported by the caller
             self.error = exc
@@ -339,7 +345,7 @@ def _stage(
     reports_dir = ws.root / "reports"
     reports_dir.mkdir(exist_ok=True)
     flush = scm.syncs_objects(ws.repo)
-    link = artifacts.links_reports(ws.root)
+    link = functools.cache(lambda: artifacts.links_reports(ws.root))  # once per call
     for path in paths:
         fmt = sniff(path)
         kind = detect_kind(path, fmt)
@@ -383,6 +389,8 @@ def _stage(
             discard(scan)
             continue
         stored = reports_dir / f"{copier.md5}.{fmt}"
+        if copier.linked:
+            result.linked.append(copier.md5)
         without = _unjudged(path, join)
         try:
             lake = _lake_manifest(path, copier.md5, counted) if kind == "aggregated" else None
