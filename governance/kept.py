@@ -57,6 +57,8 @@ class KeptRecords:
             return
         self.dirty = False
         atexit.unregister(self.save)
+        if not self.path.parent.parent.is_dir():
+            return  # the workspace's local state is gone (the workspace deleted): not remade
         data = pickle.dumps({"models": self.fingerprint, "records": self.records}, protocol=5)
         with contextlib.suppress(OSError):
             atomic_write(self.path, data)

@@ -157,3 +157,21 @@ def test_kept_registry_records_follow_their_files(gov, workspace: Path) -> None:
     path.write_text(path.read_text().replace("status: [retired", "status: active"))
     (workspace / ".gov" / "index" / kept.FILE).write_bytes(b"not a pickle")
     assert json.loads(fresh_process_show().stdout)["status"] == "active"
+
+
+def test_kept_records_are_not_written_into_a_deleted_workspace(gov, workspace: Path) -> None:
+    """The cache is written when the process ends; a workspace deleted meanwhile (a temporary
+    one, by the same process) is not made again to hold it."""
+    import shutil
+
+    from governance import kept, registry
+
+    registry._NAMED_SEEN.clear()
+    kept._OPEN.clear()
+    assert gov("env", "show", "math", cwd=workspace).exit_code == 0
+    pending = [records for records in kept._OPEN.values() if records.dirty]
+    assert pending
+    shutil.rmtree(workspace)
+    for records in pending:
+        records.save()
+    assert not workspace.exists()
