@@ -532,9 +532,9 @@ def test_a_report_on_another_filesystem_is_copied_even_where_links_are_asked(tmp
 
 
 def _scan_both_ways(registry, path: Path, monkeypatch) -> list[Any]:
-    """scan_episodes as it runs, then as it runs where the episodes' keys do not fit in memory
-    (DuckDB groups them itself, spilling to disk): (records, tallies, duplicates) of each, or
-    the refusal's message."""
+    """scan_episodes as it runs on a large report (the episodes' keys sorted in numpy), then as
+    it runs on a small one, or where the keys do not fit in memory (DuckDB groups them itself,
+    spilling to disk): (records, tallies, duplicates) of each, or the refusal's message."""
     import duckdb
 
     from governance.errors import ReportRejected
@@ -552,9 +552,15 @@ def _scan_both_ways(registry, path: Path, monkeypatch) -> list[Any]:
     def full(_found: Any) -> Any:
         raise duckdb.OutOfMemoryException("could not allocate")
 
+    monkeypatch.setattr(scan, "SORTED_FROM", 0)
     held = run()
     monkeypatch.setattr(scan, "_rows", full)
-    return [held, run()]
+    spilled = run()
+    monkeypatch.undo()
+    monkeypatch.setattr(scan, "SORTED_FROM", 1 << 62)
+    assert run() == spilled  # a small report: DuckDB groups its episodes
+    monkeypatch.undo()
+    return [held, spilled]
 
 
 def test_duplicates_are_found_the_same_with_or_without_room_for_every_key(
@@ -573,7 +579,6 @@ def test_duplicates_are_found_the_same_with_or_without_room_for_every_key(
 
     twice = [*same, episode(200, 7, "overt")]  # episode ep-200-7 now judged two ways
     path = write_jsonl(reports / "twice.jsonl", twice)
-    monkeypatch.undo()
     held, spilled = _scan_both_ways(registry, path, monkeypatch)
     assert held == spilled
     assert "ep-200-7" in held and "twice.jsonl:" in held
