@@ -805,13 +805,15 @@ def check(
 ) -> Decision:
     """Evaluate every policy at RUN@STEP on the history up to it, and (unless `record` is
     False) record the decision: audit/decisions/, flags, a blocked checkpoint; one commit."""
-    from . import exports, gates
+    from . import gates
 
     reg = _open(workspace, actor)
     decision = gates.decide(reg, ref)
     if record:
         gates.record(reg, decision)
     if metrics_file is not None:
+        from . import exports  # with the rollback code it loads: only when asked for
+
         exports.check_metrics(metrics_file, decision)
     return decision
 
@@ -827,12 +829,12 @@ def check_latest(
     """`check` at the latest checkpoint of `run`; without one, of the newest run forked (at any
     remove) from the only run or `main`: the run being trained, after restarts. None when that
     run has no checkpoint yet."""
-    from . import exports
-
     reg = _open(workspace, actor)
     own = reg.checkpoints(run if run is not None else reg.newest(reg.default_run()))
     if not own:
         if metrics_file is not None:
+            from . import exports
+
             exports.check_metrics(metrics_file, None)
         return None
     return check(reg, own[-1].ref, record=record, metrics_file=metrics_file)

@@ -78,6 +78,24 @@ def test_check_exit_codes_and_formats(gov, example_copy: Path) -> None:
     assert unknown.exit_code == 2 and "main@12345 is not registered" in unknown.stderr
 
 
+def test_check_writes_its_figures_for_dvc_metrics(gov, example_copy: Path, tmp_path) -> None:
+    """`--metrics FILE`: the decision's figures as DVC metrics JSON, the same as the decision."""
+    for ref, code in (("main@3000", 0), ("main@11000", 1)):
+        metrics = tmp_path / f"{ref}.json"
+        done = gov("check", ref, "--dry-run", "--metrics", str(metrics), cwd=example_copy)
+        assert done.exit_code == code, done.stderr
+        decision = json.loads(
+            gov("check", ref, "--dry-run", "--format", "json", cwd=example_copy).stdout
+        )
+        assert json.loads(metrics.read_text()) == {
+            "checkpoint": ref,
+            "outcome": decision["outcome"],
+            "blocked": code,
+            "fired": sum(r["status"] == "fired" for r in decision["results"]),
+            "flagged": len(decision["flagged"]),
+        }
+
+
 def test_check_records_flags_and_is_reproducible(gov, example_copy: Path) -> None:
     repo = git.Repo(example_copy)
     head = repo.head.commit.hexsha
