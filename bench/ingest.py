@@ -173,8 +173,9 @@ def main() -> None:
         copy_s, copy_cpu = copy_seconds(report, tmp / "copy")
         cores = os.cpu_count() or 1
         bound = max(duck_s, md5_s, (duck_cpu + md5_s) / cores)
-        # What gov must do beyond the floor row, each at its least: the duplicate check and a
-        # copy of the report for DVC's cache, spread over the cores with the parse and the md5.
+        # What gov must do beyond the floor row, as DuckDB and the kernel do it: the duplicate
+        # check and a copy of the report for DVC's cache, spread over the cores with the parse
+        # and the md5 (no copy where DVC hard-links).
         owed = max(dup_s, md5_s, copy_s, (dup_cpu + md5_s + copy_cpu) / cores)
         owed_linked = max(dup_s, md5_s, (dup_cpu + md5_s) / cores)  # no copy where DVC links
         counts = open_registry(ws).summary()

@@ -280,8 +280,6 @@ def _rows(found: dict[str, Any]) -> list[tuple[Any, ...]]:
         (1, *r[:-1], None, None, None, r[-1]) for r in zip(*columns, strict=True)
     ]
     lists = list(found["ks"])
-    if not lists:
-        return rows
     if not _any_repeated(lists, found["g0"].tolist()):
         return rows
     keys = np.concatenate(lists).astype(np.uint64, copy=False)
