@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import audit, calibration, counts, memo, pairs, parallel
+from . import audit, calibration, counts, memo, parallel
 from .errors import Blocked, GovError
 from .models import CheckpointStatus, EnvironmentStatus, Flag, FlagEvidence, utc_now
 from .policies import Action, Insufficient, LoadedPolicy, Policy, load_policies, with_unjudged
@@ -321,6 +321,9 @@ def obfuscation(
                 metric=METRIC,
             )
         ]
+    # only a watched pair reads the episode tables (and the ingest code that builds them)
+    from . import pairs
+
     found = pairs.paired(ws, actions, cots)
     if policy.judge != "any":
         found = {k: v for k, v in found.items() if k.cot[0] == policy.judge}

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -15,6 +17,8 @@ from governance import open_registry
 from governance.example import Healthy, Rising, Spike, load_spec
 from governance.gates import decide
 from governance.stats.posteriors import prob_above, prob_rise
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_statistics_match_independent_computations() -> None:
@@ -51,6 +55,30 @@ def test_defaults_flag_only_the_rising_environment(example_template: Path) -> No
     onset = rise.onset_step
     delay = (first_fire[rising.id] - onset) // spec.step_interval
     assert 0 <= delay <= 6  # flagged after the onset, within a few checkpoints
+
+
+def test_check_without_a_watched_pair_leaves_the_episode_tables_unread(example_copy: Path) -> None:
+    # Only an obfuscation watch with an action-view judge reads the episode tables (DuckDB and
+    # the ingest code that builds them); a check without one never loads them, a tenth of a
+    # second of every check. The example has no action-view judge: the watch is insufficient.
+    code = (
+        "import json, sys; from governance import api; "
+        "d = api.check(sys.argv[1], 'main@3000', record=False); "
+        "print(json.dumps({'watch': [r.status for r in d.results "
+        "if r.policy == 'cot-obfuscation-watch'], "
+        "'loaded': sorted(m for m in ('duckdb', 'governance.ingest', 'governance.pairs') "
+        "if m in sys.modules)}))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(example_copy)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
+    found = json.loads(done.stdout)
+    assert found["watch"] == ["insufficient"]
+    assert found["loaded"] == []
 
 
 def test_check_exit_codes_and_formats(gov, example_copy: Path) -> None:
