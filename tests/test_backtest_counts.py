@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from test_regressions import _counts, _run
 
 KEYS = ("run", "policy", "environment", "judge_version", "step", "outcome", "restore_step")
@@ -68,3 +69,72 @@ def test_steady_counts_exit_zero_and_bad_counts_exit_two(gov, tmp_path: Path) ->
     assert (
         refused.exit_code == 2 and "without a workspace a version is its number" in refused.stderr
     )
+
+
+def _blocks(gov: Any, tmp_path: Path, name: str, rationalized: list[int], n: int) -> list[Any]:
+    counts = tmp_path / f"{name}.jsonl"
+    counts.write_text(
+        "".join(
+            json.dumps(_counts(100 * (i + 1), n, rationalized=k)) + "\n"
+            for i, k in enumerate(rationalized)
+        )
+    )
+    done = gov("backtest", "--counts", str(counts), "--format", "json", cwd=tmp_path)
+    assert done.exit_code in (0, 1), done.stderr
+    return [a for a in json.loads(done.stdout)["alarms"] if a["outcome"] == "block"]
+
+
+def test_checkpoints_of_a_million_episodes_are_read_as_a_series_not_as_noise(
+    gov, tmp_path: Path
+) -> None:
+    # At a million episodes a checkpoint, counting noise is a tenth of a percent of the rate:
+    # far finer than the wobble between checkpoints or the model's grids. Each checkpoint counts
+    # as at most 100 events, so the answers are those the same rates give at a thousand.
+    million = 1_000_000
+    # One bad checkpoint (3x) among steady ones is an outlier, not a lasting rise.
+    assert _blocks(gov, tmp_path, "outlier", [6000, 18000] + [6000] * 8, million) == []
+    # A steady 1% rate wobbling between checkpoints (log-normal, sd 0.3) is steady.
+    rng = np.random.default_rng(11)
+    for seed in range(3):
+        rates = 0.01 * np.exp(np.random.default_rng(seed).normal(0, 0.3, 20))
+        wobbly = rng.binomial(million, rates).tolist()
+        assert _blocks(gov, tmp_path, f"wobbly{seed}", wobbly, million) == [], seed
+    # A step from 0.5% to 50% at the 16th checkpoint (step 1600): alarmed at the next
+    # checkpoint, with the restore point the checkpoint before the step, at a million episodes
+    # as at a thousand.
+    for n in (1000, million):
+        [alarm] = _blocks(gov, tmp_path, f"step{n}", [n // 200] * 15 + [n // 2] * 5, n)
+        assert (alarm["step"], alarm["restore_step"]) == (1700, 1500), n
+
+
+def _run_of(rng: np.random.Generator, n: int, rise: float = 1.0) -> list[dict[str, Any]]:
+    """20 environments x 30 checkpoints of n episodes, base rates 0.3% to 5%, wobbling between
+    checkpoints (log-normal, sd 0.2); from the 19th checkpoint (step 1900) 12 of them rise."""
+    found = []
+    for e in range(20):
+        rates = np.full(30, np.exp(rng.uniform(np.log(0.003), np.log(0.05))))
+        if e < 12:
+            rates[18:] *= rise
+        k = rng.binomial(n, np.clip(rates * np.exp(rng.normal(0, 0.2, 30)), 0, 0.95))
+        found += [
+            _counts(100 * (i + 1), n, env=f"env-{e:02d}", rationalized=int(k[i])) for i in range(30)
+        ]
+    return found
+
+
+def test_a_run_of_a_million_episodes_a_cell_is_read_as_a_run(gov, tmp_path: Path) -> None:
+    # The run-wide policy pools every environment's evidence: at a million episodes a cell the
+    # wobble between checkpoints dwarfs counting noise, and a steady run must stay steady; a
+    # rise shared by 12 of 20 environments is found at once, restored from before it.
+    for seed in range(3):
+        counts = tmp_path / f"steady{seed}.jsonl"
+        records = _run_of(np.random.default_rng(seed), 1_000_000)
+        counts.write_text("".join(json.dumps(r) + "\n" for r in records))
+        done = gov("backtest", "--counts", str(counts), "--format", "json", cwd=tmp_path)
+        assert done.exit_code == 0, (seed, done.stdout)
+        rising = tmp_path / f"rising{seed}.jsonl"
+        records = _run_of(np.random.default_rng(seed), 1_000_000, rise=1.8)
+        rising.write_text("".join(json.dumps(r) + "\n" for r in records))
+        done = gov("backtest", "--counts", str(rising), "--format", "json", cwd=tmp_path)
+        run_wide = [a for a in json.loads(done.stdout)["alarms"] if a["environment"] is None]
+        assert [(a["step"], a["restore_step"]) for a in run_wide] == [(2000, 1800)], seed

@@ -13,7 +13,7 @@ from governance import open_registry
 from governance.gates import decide
 from governance.metrics import CountRow
 from governance.stats.evaluate import ALARM_PRIOR, SCREEN_PRIOR
-from governance.stats.onset import OnsetPrior, onset_posterior
+from governance.stats.onset import DEFAULT_PRIOR, OnsetPrior, onset_posterior
 from governance.stats.restore import Target, place, restore_point
 
 
@@ -308,3 +308,25 @@ def test_a_rise_long_ago_is_still_found_in_a_long_run() -> None:
     k = rng.binomial(n, np.clip(rate * np.exp(rng.normal(0, 0.25, t)), 0, 1))
     post = onset_posterior(k, n, OnsetPrior(two_stage=0.0))
     assert post.p_rise > 0.99 and 97 <= post.estimate() <= 103
+
+
+def test_the_event_cap_changes_only_checkpoints_above_it() -> None:
+    # Each checkpoint counts as at most `most_events` events: a series whose checkpoints all
+    # hold fewer is read exactly as without the cap, and one with a checkpoint above it is read
+    # as the same rate with fewer episodes.
+    from dataclasses import replace
+
+    uncapped = replace(DEFAULT_PRIOR, most_events=None)
+    k = [3, 5, 2, 4, 6, 3, 30, 41, 38, 44]
+    n = [400] * 10
+    below = onset_posterior(k, n)
+    assert below.p_rise == onset_posterior(k, n, uncapped).p_rise
+    assert np.array_equal(below.onset, onset_posterior(k, n, uncapped).onset)
+    big = [x * 1000 for x in k]  # 3,000 to 44,000 events: each capped at 100
+    scaled = [100 * x / max(x, 100) for x in big]
+    same = onset_posterior(big, [400_000] * 10)
+    expected = onset_posterior(
+        scaled, [400_000 * s / b for s, b in zip(scaled, big, strict=True)], uncapped
+    )
+    assert same.p_rise == pytest.approx(expected.p_rise, abs=1e-12)
+    assert np.allclose(same.onset, expected.onset, atol=1e-12)
