@@ -133,7 +133,9 @@ def _counts_file(ws: Workspace, md5: str) -> Path:
     return ws.registry / "counts" / f"{md5}.csv"
 
 
-def write_counts(change: Change, md5: str, tallies: dict[Group, Tally]) -> None:
+def counts_bytes(tallies: dict[Group, Tally]) -> bytes:
+    """A report's counts as its CSV in the registry records them: the same counts, the same
+    bytes, whatever the report's own encoding."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow([*KEY_COLUMNS, *COUNT_COLUMNS])
@@ -141,7 +143,28 @@ def write_counts(change: Change, md5: str, tallies: dict[Group, Tally]) -> None:
         tally = tallies[group]
         cells = [getattr(group, c) for c in KEY_COLUMNS]
         writer.writerow([*cells, *(getattr(tally, c) for c in COUNT_COLUMNS)])
-    change.write(_counts_file(change.ws, md5), out.getvalue().encode())
+    return out.getvalue().encode()
+
+
+def write_counts(change: Change, md5: str, tallies: dict[Group, Tally]) -> None:
+    change.write(_counts_file(change.ws, md5), counts_bytes(tallies))
+
+
+def same_counts(
+    ws: Workspace, tallies: dict[Group, Tally], earlier: Sequence[ReportEntry]
+) -> ReportEntry | None:
+    """An earlier aggregated report of exactly these counts (None: none). Counts carry no
+    episode ids to tell a re-count by: the same counts again, in other bytes (line endings,
+    compression, another field order), would be added to themselves."""
+    mine = counts_bytes(tallies)
+    total = sum(t.n for t in tallies.values())
+    for entry in earlier:  # the ledger's totals rule out nearly all without reading their counts
+        if entry.kind != "aggregated" or entry.counted != total or entry.groups != len(tallies):
+            continue
+        with contextlib.suppress(OSError):
+            if _counts_file(ws, entry.md5).read_bytes() == mine:
+                return entry
+    return None
 
 
 def _unjudged_file(ws: Workspace, md5: str) -> Path:

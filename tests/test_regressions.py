@@ -159,3 +159,40 @@ def test_a_rate_high_from_the_start_has_no_checkpoint_known_clean(
     text = gov("rollback", "recommend", cwd=ws).stdout
     assert "no checkpoint in the lineage is known to be clean" in text
     assert "P(already contaminated): unknown" in text and "0.0000" not in text
+
+
+def test_the_same_counts_in_other_bytes_are_refused_not_added_twice(
+    gov, registry, artifact, tmp_path: Path
+) -> None:
+    # Aggregated counts carry no episode ids: the same counts ingested again from a file of
+    # other bytes (Windows line endings, gzip, keys in another order) would double every count.
+    import gzip
+
+    from conftest import snapshot
+    from governance.counts import ledger
+
+    records = [_counts(100 * i, 300, rationalized=3, rejected=i) for i in range(1, 6)]
+    _run(registry, artifact, tmp_path, gov, records)
+    text = "".join(json.dumps(r) + "\n" for r in records)
+    crlf = tmp_path / "counts-crlf.jsonl"
+    crlf.write_bytes(text.replace("\n", "\r\n").encode())
+    packed = tmp_path / "counts.jsonl.gz"
+    packed.write_bytes(gzip.compress(text.encode()))
+    shuffled = tmp_path / "shuffled.jsonl"
+    shuffled.write_text(
+        "".join(json.dumps(dict(reversed(r.items()))) + "\n" for r in records[::-1])
+    )
+    root = registry.ws.root
+    before = snapshot(root)
+    for again in (crlf, packed, shuffled):
+        done = gov("ingest", str(again), cwd=root)
+        assert done.exit_code == 2, done.stdout
+        assert "holds exactly the counts of counts.jsonl" in done.stderr
+        assert snapshot(root) == before
+    # Counts that differ in one cell are another shard: added.
+    other = [dict(r) for r in records]
+    other[0]["rejected"], other[0]["none"] = other[0]["rejected"] + 1, other[0]["none"] - 1
+    shard = tmp_path / "shard.jsonl"
+    shard.write_text("".join(json.dumps(r) + "\n" for r in other))
+    assert gov("ingest", str(shard), cwd=root).exit_code == 0
+    assert [e.source for e in ledger(registry.ws)] == ["counts.jsonl", "shard.jsonl"]

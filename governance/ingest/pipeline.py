@@ -25,11 +25,12 @@ from ..counts import (
     ReportEntry,
     Tally,
     ledger,
+    same_counts,
     write_counts,
     write_ledger,
     write_unjudged,
 )
-from ..errors import GovError
+from ..errors import GovError, ReportRejected
 from ..judgments import LakeManifest
 from ..models import utc_now
 from ..registry import Registry
@@ -256,6 +257,17 @@ def _ingest(
             earlier = ledger(ws)
             entries: list[ReportEntry] = []
             for item in staged:
+                twin = (
+                    None
+                    if item.scan is not None
+                    else same_counts(ws, item.tallies, [*earlier, *entries])
+                )
+                if twin is not None:
+                    raise ReportRejected(
+                        f"{item.source}: holds exactly the counts of {twin.source} (ingested as "
+                        f"{twin.path}): counts carry no episode ids, so the same counts again "
+                        "would be added to themselves; nothing stored"
+                    )
                 if item.scan is not None:
                     item.entry, item.tallies = against_earlier(
                         ws,
