@@ -69,6 +69,17 @@ def test_steady_counts_exit_zero_and_bad_counts_exit_two(gov, tmp_path: Path) ->
     assert (
         refused.exit_code == 2 and "without a workspace a version is its number" in refused.stderr
     )
+    # A version spelled as gov ingest reads it ("1", "v1") is that number: the same alarms.
+    answers = []
+    for spelled in (1, "1", "V1 "):
+        counts = tmp_path / f"spelled-{len(answers)}.jsonl"
+        counts.write_text(
+            "".join(json.dumps({**r, "environment_version": spelled}) + "\n" for r in _records())
+        )
+        done = gov("backtest", "--counts", str(counts), "--format", "json", cwd=tmp_path)
+        assert done.exit_code == 1, done.stderr
+        answers.append([{k: a[k] for k in KEYS} for a in json.loads(done.stdout)["alarms"]])
+    assert answers[0] and answers[0] == answers[1] == answers[2]
 
 
 def _blocks(gov: Any, tmp_path: Path, name: str, rationalized: list[int], n: int) -> list[Any]:

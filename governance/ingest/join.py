@@ -64,12 +64,20 @@ class Join:
 
 class FreeJoin:
     """Report keys taken as they are, without a registry (a backtest of exported counts): an
-    environment version must then be its number, since no registry resolves a hash prefix."""
+    environment version must then be its number (`2`, `"2"` or `"v2"`, as a registry reads
+    them), since no registry resolves a hash prefix."""
 
     def of(self, record: JudgedEpisode | AggregatedCounts) -> Group | str:
         version = record.environment_version
         if not isinstance(version, int):
-            return f"environment_version {version!r}: without a workspace a version is its number"
+            spelled = version.strip().lower()
+            number = spelled[1:] if spelled.startswith("v") else spelled
+            if not (number.isdigit() and len(number) < 7 and int(number) >= 1):
+                return (
+                    f"environment_version {version!r}: without a workspace a version is its "
+                    'number (2, or "v2"), not a hash'
+                )
+            version = int(number)
         return Group(
             record.run,
             record.step,
