@@ -149,3 +149,18 @@ def test_a_run_of_a_million_episodes_a_cell_is_read_as_a_run(gov, tmp_path: Path
         done = gov("backtest", "--counts", str(rising), "--format", "json", cwd=tmp_path)
         run_wide = [a for a in json.loads(done.stdout)["alarms"] if a["environment"] is None]
         assert [(a["step"], a["restore_step"]) for a in run_wide] == [(2000, 1800)], seed
+
+
+def test_a_byte_order_mark_is_read_past_as_duckdb_reads_it(gov, tmp_path: Path) -> None:
+    # Windows tools often start a UTF-8 file with a byte-order mark. An episode report with one
+    # was read (by DuckDB); counts with one were refused as invalid JSON on line 1.
+    text = "".join(json.dumps(r) + "\n" for r in _records())
+    plain, marked = tmp_path / "plain.jsonl", tmp_path / "marked.jsonl"
+    plain.write_text(text)
+    marked.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    answers = []
+    for counts in (plain, marked):
+        done = gov("backtest", "--counts", str(counts), "--format", "json", cwd=tmp_path)
+        assert done.exit_code == 1, done.stderr
+        answers.append([{k: a[k] for k in KEYS} for a in json.loads(done.stdout)["alarms"]])
+    assert answers[0] and answers[0] == answers[1]

@@ -126,6 +126,10 @@ INFLATION_SLACK = 64 << 20  # a small gzip may always inflate to this much
 MAX_LINES = 2_000_000_000
 
 
+# What some Windows tools write at the start of a UTF-8 file: not JSON, but not a record either.
+_BOM = b"\xef\xbb\xbf"
+
+
 def lines(path: Path, fmt: Format) -> Iterator[tuple[int, bytes | None]]:
     """(line number, raw line) of each non-blank line; None for a line over MAX_RECORD_BYTES.
 
@@ -141,6 +145,9 @@ def lines(path: Path, fmt: Format) -> Iterator[tuple[int, bytes | None]]:
             skipping = False  # inside a line over MAX_RECORD_BYTES: drop until its newline
             while True:
                 block = handle.read(BLOCK)
+                if not read and block.startswith(_BOM):  # read past, as DuckDB's reader does
+                    block = block[len(_BOM) :]
+                    read += len(_BOM)
                 read += len(block)
                 if limit is not None and read > limit:
                     raise ReportRejected(
