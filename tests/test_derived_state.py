@@ -108,7 +108,7 @@ def test_posteriors_kept_on_disk_are_exactly_the_ones_computed(
     matrix = Matrix(order, [("a", 1), ("b", 1), ("c", 1), ("d", 1)], ks, ns, 0)
 
     def fresh() -> tuple[Any, Any]:
-        evaluate._run_cached.cache_clear()
+        evaluate._RUNS.clear()
         evaluate._onset.cache_clear()
         run = evaluate.run_posterior(matrix)
         one = evaluate._onset(tuple(ks[1].tolist()), tuple(ns[1].tolist()), OnsetPrior())

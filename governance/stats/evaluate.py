@@ -424,15 +424,12 @@ def _posterior_of(kind: type[P], record: dict[str, Any]) -> P:
     return kind(**values)
 
 
-@lru_cache(maxsize=64)
-def _run_cached(k: bytes, n: bytes, shape: tuple[int, int], details: bool) -> RunOnsetPosterior:
-    def compute() -> RunOnsetPosterior:
-        ks = np.frombuffer(k, dtype=np.int64).reshape(shape)
-        ns = np.frombuffer(n, dtype=np.int64).reshape(shape)
-        return run_onset(ks, ns, RUN_PRIOR, details=details)
-
-    key = _key("run", k, n, repr(shape), repr(details), repr(RUN_PRIOR))
-    return _memoized(key, RunOnsetPosterior, compute)
+# The run-wide posteriors computed in this process, by their key (a digest of the counts and the
+# prior), the newest RUNS_KEPT: keyed by the counts themselves, as an lru_cache of their bytes
+# was, a replay of 5,000 checkpoints x 1,000 environment versions held 64 matrices' worth (6.5
+# GB at its peak).
+_RUNS: dict[str, RunOnsetPosterior] = {}
+RUNS_KEPT = 64
 
 
 def run_posterior(matrix: Matrix, *, details: bool = True) -> RunOnsetPosterior:
@@ -440,7 +437,16 @@ def run_posterior(matrix: Matrix, *, details: bool = True) -> RunOnsetPosterior:
     and the restore point share it); `details`: with each environment's part."""
     ks = np.ascontiguousarray(matrix.ks, dtype=np.int64)
     ns = np.ascontiguousarray(matrix.ns, dtype=np.int64)
-    return _run_cached(ks.tobytes(), ns.tobytes(), ks.shape, details)
+    key = _key("run", ks.tobytes(), ns.tobytes(), repr(ks.shape), repr(details), repr(RUN_PRIOR))
+    found = _RUNS.get(key)
+    if found is None:
+        found = _memoized(
+            key, RunOnsetPosterior, lambda: run_onset(ks, ns, RUN_PRIOR, details=details)
+        )
+        if len(_RUNS) >= RUNS_KEPT:
+            _RUNS.pop(next(iter(_RUNS)))
+        _RUNS[key] = found
+    return found
 
 
 # The run-wide model's prior (governance.stats.runwide): its defaults.
