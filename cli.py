@@ -727,10 +727,22 @@ def _judge_bar() -> Iterator[Callable[[Any], None] | None]:
     help="Let these reports replace earlier verdicts on the same episodes by the same judge "
     "version (recorded in the ledger and the commit). Without it, a changed verdict is refused.",
 )
+@click.option(
+    "--same-counts",
+    is_flag=True,
+    help="Add aggregated counts even where they equal an earlier report's exactly (another "
+    "batch that happens to hold the same counts). Without it they are refused: the same counts "
+    "in other bytes (line endings, gzip) would be counted twice.",
+)
 @output_options(render.INGESTED)
 @click.pass_context
 def ingest(
-    ctx: click.Context, files: tuple[Path, ...], folder: Path | None, replace: bool, fmt: str
+    ctx: click.Context,
+    files: tuple[Path, ...],
+    folder: Path | None,
+    replace: bool,
+    same_counts: bool,
+    fmt: str,
 ) -> None:
     """Validate judge reports whole, join them with the registry, count and keep them.
 
@@ -748,7 +760,13 @@ def ingest(
         raise click.UsageError("give report FILES or --dir FOLDER")
     with _progress_bar(files) as progress:
         result = api.ingest(
-            _ws(ctx), files, folder=folder, replace=replace, progress=progress, actor=_actor(ctx)
+            _ws(ctx),
+            files,
+            folder=folder,
+            replace=replace,
+            same_counts=same_counts,
+            progress=progress,
+            actor=_actor(ctx),
         )
     render.emit(result, fmt, render.INGESTED)
 

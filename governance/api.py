@@ -662,11 +662,13 @@ def ingest(
     *,
     folder: Path | None = None,
     replace: bool = False,
+    same_counts: bool = False,
     progress: Progress | None = None,
     actor: str | None = None,
 ) -> IngestResult:
     """Validate judge reports whole, join them with the registry, count and keep them: every
-    file of the call, or none. `folder`: also every report file in it (by name)."""
+    file of the call, or none. `folder`: also every report file in it (by name).
+    `same_counts`: add aggregated counts even where they equal an earlier report's exactly."""
     from .ingest import IngestResult
     from .ingest import ingest as ingest_reports
     from .ingest.formats import report_files
@@ -678,7 +680,13 @@ def ingest(
         if folder is None:
             raise GovError("no report files given")
         return IngestResult(note=f"{folder}: no report files: nothing to ingest")
-    return ingest_reports(_open(workspace, actor), paths, replace=replace, progress=progress)
+    return ingest_reports(
+        _open(workspace, actor),
+        paths,
+        replace=replace,
+        same_counts=same_counts,
+        progress=progress,
+    )
 
 
 def aggregate(

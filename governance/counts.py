@@ -150,7 +150,7 @@ def write_counts(change: Change, md5: str, tallies: dict[Group, Tally]) -> None:
     change.write(_counts_file(change.ws, md5), counts_bytes(tallies))
 
 
-def same_counts(
+def twin_of(
     ws: Workspace, tallies: dict[Group, Tally], earlier: Sequence[ReportEntry]
 ) -> ReportEntry | None:
     """An earlier aggregated report of exactly these counts (None: none). Counts carry no

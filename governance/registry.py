@@ -643,7 +643,7 @@ class Registry:
         """A version by number (`2`, `v2`) or by a prefix of its content hash (7+ hex digits)."""
         ref = ref.strip().lower()
         number = ref[1:] if ref.startswith("v") else ref
-        if number.isdigit() and len(number) < 7:
+        if number.isascii() and number.isdigit() and len(number) < 7:
             for version in env.versions:
                 if version.number == int(number):
                     return version

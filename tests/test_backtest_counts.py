@@ -63,12 +63,12 @@ def test_steady_counts_exit_zero_and_bad_counts_exit_two(gov, tmp_path: Path) ->
     refused = gov("backtest", "--counts", str(bad), cwd=tmp_path)
     assert refused.exit_code == 2
     assert f"{bad}:1" in refused.stderr and "Traceback" not in refused.stderr
-    hashed = tmp_path / "hashed.jsonl"
-    hashed.write_text(json.dumps({**_counts(100, 300), "environment_version": "3f2a9c1"}) + "\n")
-    refused = gov("backtest", "--counts", str(hashed), cwd=tmp_path)
-    assert (
-        refused.exit_code == 2 and "without a workspace a version is its number" in refused.stderr
-    )
+    for version in ("3f2a9c1", "v\u00b2", "\u0661"):  # a hash; digits that are not 0-9
+        hashed = tmp_path / "hashed.jsonl"
+        hashed.write_text(json.dumps({**_counts(100, 300), "environment_version": version}) + "\n")
+        refused = gov("backtest", "--counts", str(hashed), cwd=tmp_path)
+        assert refused.exit_code == 2, (version, refused.stderr)
+        assert "without a workspace a version is its number" in refused.stderr
     # A version spelled as gov ingest reads it ("1", "v1") is that number: the same alarms.
     answers = []
     for spelled in (1, "1", "V1 "):
@@ -164,3 +164,22 @@ def test_a_byte_order_mark_is_read_past_as_duckdb_reads_it(gov, tmp_path: Path) 
         assert done.exit_code == 1, done.stderr
         answers.append([{k: a[k] for k in KEYS} for a in json.loads(done.stdout)["alarms"]])
     assert answers[0] and answers[0] == answers[1]
+
+
+def test_the_screen_counts_a_large_checkpoint_as_the_posterior_does(gov, tmp_path: Path) -> None:
+    # One checkpoint of a million episodes at 5% among checkpoints of a thousand at 1%, then a
+    # 3x rise: the cheap screen before the posterior must cap that checkpoint as the posterior
+    # does, or its raw weight hides the rise from the screen and no posterior is ever computed.
+    sizes = [1_000_000] + [1000] * 14
+    flags = [50_000] + [10] * 9 + [30] * 5  # the rise from step 1100
+    counts = tmp_path / "mixed.jsonl"
+    counts.write_text(
+        "".join(
+            json.dumps(_counts(100 * (i + 1), n, rationalized=k)) + "\n"
+            for i, (n, k) in enumerate(zip(sizes, flags, strict=True))
+        )
+    )
+    done = gov("backtest", "--counts", str(counts), "--format", "json", cwd=tmp_path)
+    blocks = [a for a in json.loads(done.stdout)["alarms"] if a["outcome"] == "block"]
+    assert len(blocks) == 1 and blocks[0]["step"] >= 1100, blocks
+    assert blocks[0]["restore_step"] is not None and blocks[0]["restore_step"] < 1100

@@ -311,10 +311,14 @@ def test_a_rise_long_ago_is_still_found_in_a_long_run() -> None:
 
 
 def test_the_event_cap_changes_only_checkpoints_above_it() -> None:
-    # Each checkpoint counts as at most `most_events` events: a series whose checkpoints all
-    # hold fewer is read exactly as without the cap, and one with a checkpoint above it is read
-    # as the same rate with fewer episodes.
+    # Each checkpoint counts as at most `most_events` events, measured against the level of the
+    # checkpoints before it: a series whose checkpoints all hold fewer is read exactly as
+    # without the cap; a checkpoint far below the level (none in a million episodes of a 1%
+    # series) is capped as its neighbours are, not left to pin its rate at zero; and each
+    # checkpoint's cap depends on its past only, so every prefix is capped as the series is.
     from dataclasses import replace
+
+    from governance.stats.onset import capped
 
     uncapped = replace(DEFAULT_PRIOR, most_events=None)
     k = [3, 5, 2, 4, 6, 3, 30, 41, 38, 44]
@@ -322,11 +326,14 @@ def test_the_event_cap_changes_only_checkpoints_above_it() -> None:
     below = onset_posterior(k, n)
     assert below.p_rise == onset_posterior(k, n, uncapped).p_rise
     assert np.array_equal(below.onset, onset_posterior(k, n, uncapped).onset)
-    big = [x * 1000 for x in k]  # 3,000 to 44,000 events: each capped at 100
-    scaled = [100 * x / max(x, 100) for x in big]
-    same = onset_posterior(big, [400_000] * 10)
-    expected = onset_posterior(
-        scaled, [400_000 * s / b for s, b in zip(scaled, big, strict=True)], uncapped
-    )
-    assert same.p_rise == pytest.approx(expected.p_rise, abs=1e-12)
-    assert np.allclose(same.onset, expected.onset, atol=1e-12)
+    rng = np.random.default_rng(5)
+    glitch = rng.binomial(1_000_000, 0.01 * np.exp(rng.normal(0, 0.1, 20)))
+    glitch[6] = 0  # one checkpoint with no event at all
+    assert onset_posterior(glitch, [1_000_000] * 20, uncapped).p_rise > 0.99  # the old misreading
+    assert onset_posterior(glitch, [1_000_000] * 20).p_rise < 0.5
+    ks, ns = capped(glitch, [1_000_000] * 20, 100.0)
+    assert ks.max() <= 100.0 and np.allclose(ks / ns, glitch / 1_000_000)
+    assert ns[6] <= 2 * 100.0 / 0.01  # scaled as the level (1%) would give it 100 events
+    for t in range(1, 21):
+        head = capped(glitch[:t], [1_000_000] * t, 100.0)
+        assert np.array_equal(head[0], ks[:t]) and np.array_equal(head[1], ns[:t])

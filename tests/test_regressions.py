@@ -196,3 +196,14 @@ def test_the_same_counts_in_other_bytes_are_refused_not_added_twice(
     shard.write_text("".join(json.dumps(r) + "\n" for r in other))
     assert gov("ingest", str(shard), cwd=root).exit_code == 0
     assert [e.source for e in ledger(registry.ws)] == ["counts.jsonl", "shard.jsonl"]
+    # Another batch that happens to hold the same counts, said so: added.
+    assert gov("ingest", "--same-counts", str(crlf), cwd=root).exit_code == 0
+    assert [e.source for e in ledger(registry.ws)][-1] == "counts-crlf.jsonl"
+    # Two files of the same new counts in one call: the second is the first's twin there.
+    fresh = [_counts(100 * i, 300, rationalized=4, rejected=i) for i in range(1, 6)]
+    first, second = tmp_path / "fresh.jsonl", tmp_path / "fresh.jsonl.gz"
+    first.write_text("".join(json.dumps(r) + "\n" for r in fresh))
+    second.write_bytes(gzip.compress(first.read_bytes()))
+    again = gov("ingest", str(first), str(second), cwd=root)
+    assert again.exit_code == 2, again.stderr
+    assert "holds exactly the counts of fresh.jsonl in this same call" in again.stderr

@@ -72,7 +72,7 @@ class FreeJoin:
         if not isinstance(version, int):
             spelled = version.strip().lower()
             number = spelled[1:] if spelled.startswith("v") else spelled
-            if not (number.isdigit() and len(number) < 7 and int(number) >= 1):
+            if not (number.isascii() and number.isdigit() and len(number) < 7 and int(number)):
                 return (
                     f"environment_version {version!r}: without a workspace a version is its "
                     'number (2, or "v2"), not a hash'

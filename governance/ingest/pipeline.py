@@ -25,7 +25,7 @@ from ..counts import (
     ReportEntry,
     Tally,
     ledger,
-    same_counts,
+    twin_of,
     write_counts,
     write_ledger,
     write_unjudged,
@@ -177,10 +177,12 @@ def ingest(
     paths: Sequence[Path],
     *,
     replace: bool = False,
+    same_counts: bool = False,
     progress: Progress | None = None,
 ) -> IngestResult:
     """Validate every file whole, then keep them all in one registry change (or none of them).
-    An Inspect AI eval log is read as the episode-level report it holds (`inspect_logs`)."""
+    An Inspect AI eval log is read as the episode-level report it holds (`inspect_logs`).
+    `same_counts`: add aggregated counts even where they equal an earlier report's exactly."""
     if not paths:
         raise GovError("no report files given")
     converted = Path(tempfile.mkdtemp(prefix="gov-inspect-"))
@@ -201,7 +203,14 @@ def ingest(
             else:
                 reports.append(path)
         try:
-            return _ingest(registry, reports, replace=replace, progress=progress, logs=logs)
+            return _ingest(
+                registry,
+                reports,
+                replace=replace,
+                same_counts=same_counts,
+                progress=progress,
+                logs=logs,
+            )
         except GovError as exc:
             raise _as_log(exc, logs) from None
     finally:
@@ -245,6 +254,7 @@ def _ingest(
     paths: Sequence[Path],
     *,
     replace: bool,
+    same_counts: bool,
     progress: Progress | None,
     logs: dict[Path, tuple[Path, Conversion]],
 ) -> IngestResult:
@@ -257,16 +267,24 @@ def _ingest(
             earlier = ledger(ws)
             entries: list[ReportEntry] = []
             for item in staged:
+                # Counts carry no episode ids: the same counts again, in other bytes, would be
+                # added to themselves. A lake's manifest proves its files new: no twin there.
                 twin = (
-                    None
-                    if item.scan is not None
-                    else same_counts(ws, item.tallies, [*earlier, *entries])
+                    twin_of(ws, item.tallies, [*earlier, *entries])
+                    if item.scan is None and item.lake is None and not same_counts
+                    else None
                 )
                 if twin is not None:
+                    where = (
+                        f"{twin.source} in this same call"
+                        if twin in entries
+                        else f"{twin.source} (ingested as {twin.path})"
+                    )
                     raise ReportRejected(
-                        f"{item.source}: holds exactly the counts of {twin.source} (ingested as "
-                        f"{twin.path}): counts carry no episode ids, so the same counts again "
-                        "would be added to themselves; nothing stored"
+                        f"{item.source}: holds exactly the counts of {where}: counts carry no "
+                        "episode ids, so the same counts again would be added to themselves; "
+                        "nothing stored (another batch that happens to hold the same counts: "
+                        "--same-counts)"
                     )
                 if item.scan is not None:
                     item.entry, item.tallies = against_earlier(

@@ -74,8 +74,9 @@ class OnsetPrior:
     recent: int = 64
     blocks: int = 32
     # A checkpoint counts as at most this many events (k and n scaled down together, its rate
-    # kept): past a hundred or so, its rate is known to within the wobble between checkpoints,
-    # and more episodes tell little more about the run's course. Without the cap, a checkpoint
+    # kept; measured against the level before it, see `capped`): past a hundred or so, its rate
+    # is known to within the wobble between checkpoints, and more episodes tell little more
+    # about the run's course. Without the cap, a checkpoint
     # of 10^5 to 10^7 episodes pins its rate far more finely than the grids the model
     # integrates over (the wobble's quadrature nodes, the tabulated rates), and "no rise"
     # against a rise turns on which node lands nearest the rate. On 60 series each of 20 to 60
@@ -84,7 +85,7 @@ class OnsetPrior:
     # A 100x step at 10^6 episodes had its restore point 15 checkpoints early; capped, the
     # checkpoint before it. bench/onset.py's table (up to 400 events a checkpoint) is
     # unchanged. None: no cap.
-    most_events: float | None = 100.0
+    most_events: float | None = 100.0  # MOST_EVENTS; see `capped`
 
     def __post_init__(self) -> None:
         if self.ramp_weights is not None and len(self.ramp_weights) != len(self.ramps):
@@ -305,9 +306,7 @@ def onset_posterior(
     key = (ks.tobytes(), ns.tobytes(), prior, zoom)
     if key in _SEEN:
         return _SEEN[key]
-    if prior.most_events is not None:  # each checkpoint's evidence capped, its rate kept
-        scale = np.minimum(1.0, prior.most_events / np.maximum(ks, 1.0))
-        ks, ns = ks * scale, ns * scale
+    ks, ns = capped(ks, ns, prior.most_events)
     post = _posterior(*_compress(ks, ns, prior), len(ks), prior)
     window = _focus(post, len(ks), prior) if zoom else None
     if window is not None:  # the onset lies in the summed history: read it finely there
@@ -317,6 +316,35 @@ def onset_posterior(
         _SEEN.pop(next(iter(_SEEN)))
     _SEEN[key] = post
     return post
+
+
+MOST_EVENTS = 100.0  # OnsetPrior.most_events, and what the screen caps its counts at
+
+
+def capped(
+    k: np.ndarray | Sequence[float], n: np.ndarray | Sequence[float], most: float | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Counts along the last axis with each checkpoint counted as at most `most` events, k and n
+    scaled down together (its rate kept); None: as they are.
+
+    A checkpoint is measured against the level of the ones before it (the mean of their rates,
+    or its own rate for the first): one far above that level is capped by its own events, one
+    far below it (no event in a million episodes of a 1% series) by the events the level would
+    give it, so no checkpoint pins its rate more finely than the model's grids resolve, whichever
+    way it departs. Each checkpoint's scale depends on its past only: a prefix of a series is
+    capped as the whole series' first checkpoints are (the screen of every prefix at once, and
+    a replay that sees only the past, agree with a check at that checkpoint)."""
+    ks = np.asarray(k, dtype=float)
+    ns = np.asarray(n, dtype=float)
+    if most is None or ks.size == 0:
+        return ks, ns
+    judged = ns > 0
+    rates = np.where(judged, ks / np.where(judged, ns, 1.0), 0.0)
+    seen: np.ndarray = np.cumsum(judged, axis=-1) - judged  # judged checkpoints before each one
+    before = np.cumsum(rates, axis=-1) - rates
+    level = np.where(seen > 0, before / np.maximum(seen, 1), rates)
+    scale = np.minimum(1.0, most / np.maximum(np.maximum(ks, ns * level), 1.0))
+    return ks * scale, ns * scale
 
 
 # The posteriors computed in this process, by their counts and prior (a pure function's

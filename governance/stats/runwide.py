@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from .onset import OnsetPrior, OnsetReading, _compress, logsumexp
+from .onset import OnsetPrior, OnsetReading, _compress, capped, logsumexp
 
 
 @dataclass(frozen=True)
@@ -132,9 +132,7 @@ def run_onset(
     if judged.sum() < 2:
         raise ValueError("a run-wide analysis needs two or more environments with judgments")
     environments, length = ks.shape
-    if prior.most_events is not None:  # each cell's evidence capped, its rate kept
-        scale = np.minimum(1.0, prior.most_events / np.maximum(ks, 1.0))
-        ks, ns = ks * scale, ns * scale
+    ks, ns = capped(ks, ns, prior.most_events)  # each cell's evidence, its rate kept
     if length < 2:
         return RunOnsetPosterior(length, environments, 0.0, np.ones(max(length, 1)), 0.0, 1.0)
     knobs = OnsetPrior(recent=prior.recent, blocks=prior.blocks)
