@@ -81,7 +81,7 @@ class OnsetPrior:
     # integrates over (the wobble's quadrature nodes, the tabulated rates), and "no rise"
     # against a rise turns on which node lands nearest the rate. On 60 series each of 20 to 60
     # such checkpoints (base 0.3% to 30%, wobble 0 to 0.3), the default policies blocked 29
-    # steady series, 46 with one outlier, and 18 steps before they began; capped, 1, 2 and 0.
+    # steady series, 46 with one outlier, and 18 steps before they began; capped, 1, 2 and 1.
     # A 100x step at 10^6 episodes had its restore point 15 checkpoints early; capped, the
     # checkpoint before it. bench/onset.py's table (up to 400 events a checkpoint) is
     # unchanged. None: no cap.
