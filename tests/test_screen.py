@@ -165,3 +165,24 @@ def test_a_replay_shared_out_over_the_cores_gives_what_one_process_gives(monkeyp
     shared = replay(rows, order, policies, 0.02)
     assert alone.alarms and [vars(a) for a in shared.alarms] == [vars(a) for a in alone.alarms]
     assert shared.outcomes == alone.outcomes and shared.flagged == alone.flagged
+
+
+def test_an_unjudged_tail_costs_nothing_and_changes_nothing() -> None:
+    # Past a series' last judged checkpoint (an environment version superseded early in a long
+    # run) only the prefix's length changes: its prefixes are the last judged one's, spread
+    # thinner, without computing them whole. The same answer as computing every prefix whole.
+    from governance.stats.screen import _odds
+
+    rng = np.random.default_rng(3)
+    for _ in range(300):
+        t = int(rng.integers(10, 200))
+        n = rng.integers(0, 300, t).astype(float)
+        n[int(rng.integers(3, t)) :] = 0  # judged up to here, never after
+        if (n > 0).sum() < 3:
+            continue
+        rate = np.where(np.arange(t) > t * rng.random(), 0.06, 0.02)
+        k = rng.binomial(n.astype(int), rate).astype(float)
+        fast, whole = rise_odds(k, n), _odds(k, n, False)
+        assert np.array_equal(np.isfinite(fast), np.isfinite(whole))
+        assert np.allclose(fast[np.isfinite(fast)], whole[np.isfinite(whole)], atol=1e-9)
+        assert np.allclose(rise_odds(k, n, last=True), _odds(k, n, True), atol=1e-9)

@@ -64,12 +64,33 @@ def rise_odds(
     """For every prefix (positions 0..t), the log Bayes factor of a rise at a split no later
     than its last judged checkpoint but one, against no rise; -inf where no split shows a higher
     rate after than before, or fewer than three checkpoints are judged. `last`: the last
-    prefix's only (an array of one)."""
+    prefix's only (an array of one).
+
+    Past the last judged checkpoint nothing but the prefix's length changes: the splits and
+    their counts are the same, and only the uniform prior over the split's place spreads
+    thinner. Those prefixes are the last judged one's, less that (exactly), so a series that
+    ends in a long unjudged stretch (an environment version superseded early in a long run)
+    costs what its judged part costs."""
     ks = np.asarray(k, dtype=float)
     ns = np.asarray(n, dtype=float)
     t = len(ks)
     if t == 0:
         return np.zeros(0)
+    judged = np.flatnonzero(ns > 0)
+    if len(judged) < 3:  # too few judged checkpoints in every prefix
+        return np.full(1 if last else t, -np.inf)
+    stop = int(judged[-1]) + 1
+    if stop < t:  # an unjudged tail: the judged part, then its last prefix spread thinner
+        head = _odds(ks[:stop], ns[:stop], last)
+        ends = np.arange(stop + 1, t + 1)[-1:] if last else np.arange(stop + 1, t + 1)
+        tail = head[-1] + np.log(max(stop - 1, 1)) - np.log(np.maximum(ends - 1, 1))
+        return np.asarray(tail if last else np.concatenate([head, tail]))
+    return _odds(ks, ns, last)
+
+
+def _odds(ks: np.ndarray, ns: np.ndarray, last: bool) -> np.ndarray:
+    """rise_odds of a series, every prefix computed whole."""
+    t = len(ks)
     cum_k = np.concatenate([[0.0], np.cumsum(ks)])
     cum_n = np.concatenate([[0.0], np.cumsum(ns)])
     judged = np.flatnonzero(ns > 0)
