@@ -196,6 +196,14 @@ def _shared_mixture(
     return rest.model_copy(update={"exposure": exposure})
 
 
+def version_number(ref: str) -> int | None:
+    """The number an environment version is spelled by (`2`, `v2`), or None where the spelling
+    is not one (a prefix of its content hash)."""
+    ref = ref.strip().lower()
+    number = ref[1:] if ref.startswith("v") else ref
+    return int(number) if number.isascii() and number.isdigit() and len(number) < 7 else None
+
+
 class Registry:
     """Runs, checkpoints, environments and judges of one workspace."""
 
@@ -642,10 +650,10 @@ class Registry:
     def environment_version(self, env: Environment, ref: str) -> EnvironmentVersion:
         """A version by number (`2`, `v2`) or by a prefix of its content hash (7+ hex digits)."""
         ref = ref.strip().lower()
-        number = ref[1:] if ref.startswith("v") else ref
-        if number.isascii() and number.isdigit() and len(number) < 7:
+        number = version_number(ref)
+        if number is not None:
             for version in env.versions:
-                if version.number == int(number):
+                if version.number == number:
                     return version
         else:
             digits = ref.removeprefix("sha256:")

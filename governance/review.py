@@ -23,7 +23,7 @@ from .records import AuditEntry
 from .registry import Registry
 from .rollback import flagged_environments, recommend
 from .stats.evaluate import placed_posterior, run_posterior, screen_odds
-from .stats.onset import DEFAULT_PRIOR, MOST_EVENTS, OnsetPosterior, capped
+from .stats.onset import DEFAULT_PRIOR, OnsetPosterior
 from .stats.screen import rise_odds
 from .stats.series import Order, Point, Series, Table, columns, many, matrices
 from .storage import atomic_write
@@ -368,7 +368,7 @@ def _onset_of(s: Series, flagged: bool) -> tuple[OnsetPosterior | None, str]:
         return None, "too few checkpoints for an onset analysis"
     ks, ns = columns(s.points)
     if not flagged:
-        odds = float(rise_odds(*capped(ks, ns, MOST_EVENTS), last=True)[0])
+        odds = float(rise_odds(ks, ns, last=True)[0])
         if odds < screen_odds(0.95):
             return None, f"no rise on the screen (log Bayes factor of a rise {odds:.1f})"
     # kept in the workspace's memo: `gov rollback recommend` places its restore point on the

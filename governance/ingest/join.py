@@ -10,7 +10,7 @@ from ..counts import (
 )
 from ..errors import NotFound
 from ..judgments import AggregatedCounts, JudgedEpisode
-from ..registry import Registry
+from ..registry import Registry, version_number
 
 
 class Join:
@@ -70,14 +70,13 @@ class FreeJoin:
     def of(self, record: JudgedEpisode | AggregatedCounts) -> Group | str:
         version = record.environment_version
         if not isinstance(version, int):
-            spelled = version.strip().lower()
-            number = spelled[1:] if spelled.startswith("v") else spelled
-            if not (number.isascii() and number.isdigit() and len(number) < 7 and int(number)):
+            number = version_number(version)
+            if not number:  # a hash prefix, or version 0
                 return (
                     f"environment_version {version!r}: without a workspace a version is its "
                     'number (2, or "v2"), not a hash'
                 )
-            version = int(number)
+            version = number
         return Group(
             record.run,
             record.step,

@@ -21,7 +21,7 @@ from ..errors import EvidenceError
 from ..policies import Policy
 from .calibration import ErrorRates, corrected
 from .calibration import prob_above as corrected_above
-from .onset import MOST_EVENTS, OnsetPosterior, OnsetPrior, capped, onset_posterior
+from .onset import OnsetPosterior, OnsetPrior, onset_posterior
 from .posteriors import PRIOR, prob_above, prob_rise, rise_bound
 from .result import Contributor, Result
 from .runwide import DEFAULT_RUN_PRIOR, Contribution, RunOnsetPosterior, run_onset
@@ -177,7 +177,7 @@ def _onset_result(
         )
         return result
     claim = "P(a rise began before this checkpoint)"
-    odds = float(rise_odds(*capped(ks, ns, MOST_EVENTS), last=True)[0])
+    odds = float(rise_odds(ks, ns, last=True)[0])
     prior = prior_odds(peers)
     if odds < screen_odds(need) - prior:
         result.status = "clear"
@@ -477,8 +477,7 @@ def candidates(
     if condition.onset is not None:
         thin = (np.cumsum(ns) < policy.min_evidence.n) | (np.cumsum(ns > 0) < 3)
         shift = np.vectorize(prior_odds, otypes=[float])(np.broadcast_to(peers, ks.shape))
-        odds = rise_odds(*capped(ks, ns, MOST_EVENTS))  # as the posterior counts them
-        possible = odds >= screen_odds(condition.onset.probability) - shift
+        possible = rise_odds(ks, ns) >= screen_odds(condition.onset.probability) - shift
         return ~thin & possible, thin
     if condition.above is not None and policy.corrected:
         thin = ns < policy.min_evidence.n  # a corrected rate (or a noisy judge) needs the posterior

@@ -26,6 +26,7 @@ from typing import Literal
 import numpy as np
 
 RATE_GRID = np.geomspace(1e-4, 0.95, 160)  # where likelihoods are tabulated
+MOST_EVENTS = 100.0  # a checkpoint's evidence at most (OnsetPrior.most_events, the screen's too)
 _HERMITE = np.polynomial.hermite.hermgauss(12)  # nodes and weights for a log-normal wobble
 
 
@@ -76,16 +77,16 @@ class OnsetPrior:
     # A checkpoint counts as at most this many events (k and n scaled down together, its rate
     # kept; measured against the level before it, see `capped`): past a hundred or so, its rate
     # is known to within the wobble between checkpoints, and more episodes tell little more
-    # about the run's course. Without the cap, a checkpoint
-    # of 10^5 to 10^7 episodes pins its rate far more finely than the grids the model
-    # integrates over (the wobble's quadrature nodes, the tabulated rates), and "no rise"
-    # against a rise turns on which node lands nearest the rate. On 60 series each of 20 to 60
+    # about the run's course. Without the cap, a checkpoint of 10^5 to 10^7 episodes pins its
+    # rate far more finely than the grids the model integrates over (the wobble's quadrature
+    # nodes, the tabulated rates), and "no rise" against a rise turns on which node lands
+    # nearest the rate. On 60 series each of 20 to 60
     # such checkpoints (base 0.3% to 30%, wobble 0 to 0.3), the default policies blocked 29
     # steady series, 46 with one outlier, and 18 steps before they began; capped, 1, 2 and 1.
     # A 100x step at 10^6 episodes had its restore point 15 checkpoints early; capped, the
     # checkpoint before it. bench/onset.py's table (up to 400 events a checkpoint) is
     # unchanged. None: no cap.
-    most_events: float | None = 100.0  # MOST_EVENTS; see `capped`
+    most_events: float | None = MOST_EVENTS
 
     def __post_init__(self) -> None:
         if self.ramp_weights is not None and len(self.ramp_weights) != len(self.ramps):
@@ -316,9 +317,6 @@ def onset_posterior(
         _SEEN.pop(next(iter(_SEEN)))
     _SEEN[key] = post
     return post
-
-
-MOST_EVENTS = 100.0  # OnsetPrior.most_events, and what the screen caps its counts at
 
 
 def capped(

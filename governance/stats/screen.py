@@ -12,11 +12,15 @@ give every prefix at once.
 It is a screen, not the test: the onset posterior (`onset.py`), which also weighs ramps, the
 wobble between checkpoints and outliers, runs only where this Bayes factor is large enough that
 the posterior could reach a policy's level (`evaluate.SCREEN_ODDS`, measured, with a margin).
+It counts each checkpoint as the posterior does (`onset.capped`): a large checkpoint's raw
+weight would otherwise hide from it a rise the posterior sees.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from .onset import MOST_EVENTS, capped
 
 _NEAR = 8  # splits at each of this many positions before the last judged checkpoint but one
 _STRETCH = 1.2  # then this far apart
@@ -71,8 +75,7 @@ def rise_odds(
     thinner. Those prefixes are the last judged one's, less that (exactly), so a series that
     ends in a long unjudged stretch (an environment version superseded early in a long run)
     costs what its judged part costs."""
-    ks = np.asarray(k, dtype=float)
-    ns = np.asarray(n, dtype=float)
+    ks, ns = capped(k, n, MOST_EVENTS)  # as the onset posterior counts them
     t = len(ks)
     if t == 0:
         return np.zeros(0)
