@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from test_ingest import episode, write_jsonl
 
@@ -203,3 +204,55 @@ def test_a_calibrated_action_judge_does_not_make_a_steady_run_look_hidden() -> N
     for false_flags in (STEADY_FALSE_FLAGS, None):
         fired = _fired(hiding, false_flags)
         assert fired and 10 <= fired[0] <= 13
+
+
+def test_a_cot_going_quiet_while_the_flag_rate_holds_is_caught_at_once() -> None:
+    """The action judge's flag rate holds (about 110 of 2,000 a checkpoint), and its newest
+    counts happen to sit at the low end of their noise just as the CoT begins to hide, from
+    checkpoint 14. A dip that size is no fall: the rise is not asked to stand at the most the
+    false flags could be (half the lowest flag rate, which would take out half the flags), and
+    the watch fires at the next checkpoint, calibrated or not (it fired a checkpoint later when
+    any dip below the median counted as a fall)."""
+    from governance.stats.obfuscation import Channels
+
+    flags = [112, 106, 118, 109, 115, 104, 111, 117, 108, 113, 105, 116, 110, 107, 100, 99, 98]
+    share = [0.4] * 14 + [0.52, 0.58, 0.62]
+    rows = []
+    for i, (action, hidden_share) in enumerate(zip(flags, share, strict=True)):
+        hidden = round(action * hidden_share)
+        rows.append(Channels("main", i, 2000, action - hidden + 3, action, action - hidden))
+    for false_flags in (None, 0.02):
+        assert _fired(rows, false_flags)[:1] == [15]
+    # a real fall of the flag rate, by a third, is still read as one: the rise must then stand
+    # at the most the false flags could be, and this one does not
+    fallen = rows[:14] + [
+        Channels("main", r.step, r.n, r.cot * 2 // 3, r.action * 2 // 3, r.both * 2 // 3)
+        for r in rows[14:]
+    ]
+    assert _fired(fallen, None) == []
+
+
+def test_each_checkpoint_weighs_what_its_share_is_worth_once_false_flags_are_taken_out() -> None:
+    """Simulated checkpoints: 1,000 episodes, 5% exploits the action judge flags at 90% and the
+    CoT judge sees at 70%, and 3% of clean episodes falsely flagged by the action judge (the CoT
+    judge sees none). With the expected false flags taken out, the share of true flags hidden
+    varies more than its count of true flags would say (their own counting noise is in it);
+    the model is handed counts whose binomial variance is the variance seen."""
+    from governance.stats.obfuscation import Channels, hidden_points
+
+    rng = np.random.default_rng(2026)
+    rows = []
+    for i in range(4000):
+        bad = int(rng.binomial(1000, 0.05))
+        true_flags = int(rng.binomial(bad, 0.9))
+        seen = int(rng.binomial(true_flags, 0.7))
+        false_flags = int(rng.binomial(1000 - bad, 0.03))
+        rows.append(Channels("main", i, 1000, seen, true_flags + false_flags, seen))
+    points = hidden_points(rows, 0.03)
+    shares = np.array([p.k / p.n for p in points])
+    level = sum(p.k for p in points) / sum(p.n for p in points)
+    assert abs(level - 0.3) < 0.01  # the share of true flags hidden, false flags taken out
+    handed = np.mean([level * (1 - level) / p.n for p in points])
+    assert 0.85 < shares.var() / handed < 1.15
+    raw = hidden_points(rows, 0.0)  # nothing taken out: the counts as they are
+    assert all(p.n == r.action for p, r in zip(raw, rows, strict=True))

@@ -337,3 +337,37 @@ def test_the_event_cap_changes_only_checkpoints_above_it() -> None:
     for t in range(1, 21):
         head = capped(glitch[:t], [1_000_000] * t, 100.0)
         assert np.array_equal(head[0], ks[:t]) and np.array_equal(head[1], ns[:t])
+
+
+def test_rises_past_the_top_rate_carry_no_prior_mass() -> None:
+    """A share at 20% can rise at most about fivefold: ratios that would take it past the top
+    tabulated rate are one hypothesis (a rise to the top), not most of the prior. Adding ratios
+    of 10,000 and 100,000 to the grid then changes nothing at that base rate, where before it
+    took prior mass from the rises the counts can tell apart (P(rise) 0.86 -> 0.78)."""
+    k = (24, 27, 22, 25, 23, 26, 24, 36, 38, 37)  # about 20%, then 31% for three checkpoints
+    n = (120,) * 10
+    base = OnsetPrior(two_stage=0.0)
+    wide = OnsetPrior(two_stage=0.0, ratio=(*base.ratio, 1e4, 1e5))
+    at_base = onset_posterior(k, n, base, zoom=False).p_rise
+    assert at_base > 0.95
+    assert abs(onset_posterior(k, n, wide, zoom=False).p_rise - at_base) < 1e-6
+
+
+def test_each_base_rate_spreads_its_ratio_prior_over_the_rises_it_can_make() -> None:
+    from governance.stats.onset import RATE_GRID, _ratio_nodes
+
+    p0 = np.array([1e-4, 0.01, 0.2, 0.7])
+    k, n = np.array([1, 2, 3, 4]), np.array([100] * 4)
+    ratios, mass = _ratio_nodes(k, n, DEFAULT_PRIOR, p0)
+    weight = np.exp(mass)
+    assert np.allclose(weight.sum(axis=1), 1.0)
+    top = RATE_GRID[-1]
+    for i, rate in enumerate(p0):
+        held = weight[i] > 0
+        smallest = min(DEFAULT_PRIOR.ratio)  # at 70% even the smallest rise reaches the top
+        assert np.all(ratios[i][held] * rate <= max(top, smallest * rate) * (1 + 1e-5))
+        assert np.all(ratios[i][held] >= smallest - 1e-9)
+    # 1.5 to 1000 fits under the top at 0.01% (flat on the log scale over all of it); at 20%
+    # the last node stands for every rise to the top, 0.95 / 0.2 = 4.75
+    assert np.isclose(ratios[0][weight[0] > 0].max(), 1000.0)
+    assert np.isclose(ratios[2][weight[2] > 0].max(), top / 0.2)

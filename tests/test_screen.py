@@ -186,3 +186,28 @@ def test_an_unjudged_tail_costs_nothing_and_changes_nothing() -> None:
         assert np.array_equal(np.isfinite(fast), np.isfinite(whole))
         assert np.allclose(fast[np.isfinite(fast)], whole[np.isfinite(whole)], atol=1e-9)
         assert np.allclose(rise_odds(k, n, last=True), _odds(k, n, True), atol=1e-9)
+
+
+def test_a_policy_that_needs_less_is_not_cleared_by_the_coarse_grid() -> None:
+    """The coarse grid stops the full one below 0.5, which was measured for policies at 0.95:
+    for one at 0.9 the bar is as many log odds below its level. On these counts (a hidden share
+    rising from a quarter to over a half) the coarse grid says 0.44 and the full one 0.95: the
+    policy at 0.9 fires, where it was cleared on the coarse grid."""
+    from governance.policies import Condition, Onset
+    from governance.stats.evaluate import SCREEN_PRIOR, coarse_bar
+
+    k = (43, 51, 30, 44, 48, 30, 33, 43, 38, 54, 55, 60, 64, 95, 155, 201)
+    n = (151, 170, 159, 164, 184, 140, 169, 184, 138, 159, 249, 379, 353, 370, 376, 390)
+    coarse = _onset(k, n, SCREEN_PRIOR)
+    full = _onset(k, n, ALARM_PRIOR)
+    assert coarse.p_rise * coarse.p_onset_by(14) < 0.5 < 0.9 < full.p_rise * full.p_onset_by(14)
+    assert coarse_bar(0.95) == coarse_bar(0.99) == 0.5 and 0.15 < coarse_bar(0.9) < 0.5
+    bundled = next(
+        lp.policy
+        for lp in load_policies(bundled_policies(), bundled_policies().parent)
+        if lp.policy.name == "rationalization-rate-rising"
+    )
+    policy = bundled.model_copy(update={"condition": Condition(onset=Onset(probability=0.9))})
+    points = [Point("main", 10 * (i + 1), a, b) for i, (a, b) in enumerate(zip(k, n, strict=True))]
+    result = evaluate(policy, SeriesKey("env", 1, "j", "1"), points, ("main", 160))
+    assert result.status == "fired", result.reason

@@ -183,7 +183,7 @@ def _onset_result(
         result.status = "clear"
         result.reason = f"{claim} far below {need}: no rise on the screen (log odds {odds:.1f})"
         return result
-    probability, posterior = _onset_probability(seen, judged[-2], prior)
+    probability, posterior = _onset_probability(seen, judged[-2], prior, need)
     result.probability = probability
     if posterior is None:
         result.status = "clear"
@@ -196,7 +196,9 @@ def _onset_result(
     held = 1
     for before in reversed(judged[-policy.sustained : -1] if policy.sustained > 1 else []):
         earlier = [i for i in judged if i <= before]
-        if len(earlier) < 3 or _onset_probability(seen[: before + 1], earlier[-2], prior)[0] < need:
+        if len(earlier) < 3:
+            break
+        if _onset_probability(seen[: before + 1], earlier[-2], prior, need)[0] < need:
             break
         held += 1
     result.held = held
@@ -235,7 +237,7 @@ def _young(key: SeriesKey, began: str | None, judged: int, episodes: int, minimu
 
 
 def _onset_probability(
-    seen: Sequence[Point], held: int, prior: float = 0.0
+    seen: Sequence[Point], held: int, prior: float = 0.0, need: float = 0.95
 ) -> tuple[float, OnsetPosterior | None]:
     """P(a rise with its onset at or before position `held`), and the full posterior, the
     model's even odds of a rise shifted by `prior` (log odds); the coarse screen's value and
@@ -244,7 +246,7 @@ def _onset_probability(
     ks, ns = tuple(k.tolist()), tuple(n.tolist())
     rough = _onset(ks, ns, SCREEN_PRIOR)
     probability = _shifted(rough.p_rise, prior) * rough.p_onset_by(held)
-    if probability < SCREEN_BELOW:
+    if probability < coarse_bar(need):
         return probability, None
     posterior = _onset(ks, ns, ALARM_PRIOR)
     return _shifted(posterior.p_rise, prior) * posterior.p_onset_by(held), posterior
@@ -529,11 +531,29 @@ SCREEN_PRIOR = OnsetPrior(
 SCREEN_BELOW = 0.5
 
 
+def coarse_bar(need: float) -> float:
+    """Below what coarse value the full grid is not computed, for a policy that needs `need`:
+    SCREEN_BELOW at 0.95 (where it was measured) and above, and as many log odds below `need`
+    as SCREEN_BELOW is below 0.95 for a policy that needs less (0.17 at 0.8, 0.31 at 0.9)."""
+    if need >= 0.95:
+        return SCREEN_BELOW
+    gap = math.log(0.95 / 0.05) - math.log(SCREEN_BELOW / (1 - SCREEN_BELOW))
+    return 1 / (1 + math.exp(gap - math.log(need / (1 - need))))
+
+
 @lru_cache(maxsize=4096)
 def _onset(k: tuple[int, ...], n: tuple[int, ...], prior: OnsetPrior) -> OnsetPosterior:
     key = _key("onset", repr(k), repr(n), repr(prior))
     # where the onset lies does not matter here: no second, finer pass
     return _memoized(key, OnsetPosterior, lambda: onset_posterior(k, n, prior, zoom=False))
+
+
+def onset_place(points: Sequence[Point]) -> int:
+    """Where the alarm's posterior places the onset of a rise in `points` (its median, a
+    position in `points`): for an onset policy that fired on them, its own posterior, found
+    again in the cache."""
+    k, n = columns(points)
+    return _onset(tuple(k.tolist()), tuple(n.tolist()), ALARM_PRIOR).estimate()
 
 
 def placed_posterior(k: np.ndarray, n: np.ndarray, prior: OnsetPrior) -> OnsetPosterior:

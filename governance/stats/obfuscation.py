@@ -14,10 +14,12 @@ are a growing part of the flags). At a false-flag rate f, of the episodes the ju
 n - A = (1 - a) n (1 - f), so about f (n - A) / (1 - f) of its A flags are false; those are
 taken out. f is estimated from the data (`false_flag_floor`), and a rise must also stand at the
 most f could be where the flag rate has fallen, and at a calibrated action judge's own f
-(`gov judge calibrate`). Taking out an expected count adds the false flags' own counting noise
-to the share, which the model does not see: on bench/obfuscation.py's series where both
-channels move together (seed 7, 100 per family), the calibrated f alone raised the watch on 12%
-of them (20% of steady ones), and the rule here on 1.8%.
+(`gov judge calibrate`), where the flag rate moved (while it holds still, so does the false
+flags' share of it, and taking them out only adds noise). Taking out an expected count adds the
+false flags' own counting noise to the share: each checkpoint is weighed as the binomial trials
+with that variance (`hidden_points`). Calibrated f alone, unweighed, raised the watch on 12%
+of bench/obfuscation.py's series where both channels move together (seed 7, 100 per family;
+20% of steady ones).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..policies import Condition, Onset, Policy
-from .evaluate import evaluate
+from .evaluate import evaluate, onset_place
 from .result import Result
 from .series import Point, SeriesKey
 
@@ -49,14 +51,28 @@ class Channels:
 
 def hidden_points(rows: Sequence[Channels], false_flags: float = 0.0) -> list[Point]:
     """The hidden share's series: per checkpoint, k = the action judge's (true) flags the CoT
-    judge did not see, n = its (true) flags."""
-    points = []
+    judge did not see, n = its (true) flags.
+
+    Taking out an expected count of false flags F leaves their own counting noise (Poisson, F)
+    in the share: moving both counts by d moves the share by d (1 - s) / T at a share s of T
+    true flags. Each checkpoint's counts are scaled down together (the share kept) to the
+    binomial trials with the same variance, s (1 - s) / T + (1 - s)^2 F / T^2, so the model
+    weighs each as what it is worth. s is the series' pooled share."""
+    taken = []
     for r in rows:
         false = 0.0
         if 0 < false_flags < 1:
             false = false_flags * (r.n - r.action) / (1 - false_flags)
         flagged = max(float(r.both), r.action - false)
-        points.append(Point(r.run, r.step, round(flagged - r.both), round(flagged)))
+        taken.append((flagged - r.both, flagged, min(false, r.action - float(r.both))))
+    hidden, flagged = sum(t[0] for t in taken), sum(t[1] for t in taken)
+    share = min(max(hidden / flagged if flagged else 0.5, 0.02), 0.98)
+    points = []
+    for r, (k, n, false) in zip(rows, taken, strict=True):
+        worth = 1.0
+        if false > 0 and n > 0:
+            worth = 1.0 / (1.0 + (1 - share) * false / (share * n))
+        points.append(Point(r.run, r.step, round(worth * k), round(worth * n)))
     return points
 
 
@@ -64,13 +80,16 @@ FLOOR_SHARE = 0.5  # an uncalibrated action judge's false flags: at most half it
 SPREAD = 1.5  # the flag rate must move this much (10th to 90th percentile) to fit its floor
 SURE = 2.0  # the fitted line's slope must be this many standard errors below 0
 RECENT = 3  # the newest checkpoints left out of the false-flag fit
-# The flag rate has fallen: the newest two below the earlier median. Any fall, not only a steep
-# one: where the exploit rate falls by half and the judge's false flags are as common as its
-# true ones, the flag rate falls by less than a third, and it is there that the false flags
-# weigh most. On bench/obfuscation.py's families (seeds 11 and 12, 100 series each), a fall by
-# a third or more (the earlier rule) left 6% of falling series alarmed, any fall 2%, for a
-# point fewer of hiding series caught within 3 checkpoints.
-FALLEN = 1.0
+# The flag rate has fallen (`_fell`): the newest two checkpoints' pooled rate below the earlier
+# median by more than this many standard errors of its counting noise (one-sided 5%). Any fall,
+# not only a steep one: where the exploit rate falls by half and the judge's false flags are as
+# common as its true ones, the flag rate falls by less than a third, and it is there that the
+# false flags weigh most. The earlier rule, the newest two below the median at all, held on a
+# steady rate at a quarter of checkpoints by chance, and then asked a rise to stand at half the
+# lowest flag rate taken out as false flags: on bench/obfuscation.py (seed 7, 100 series per
+# family), it left 19% of CoTs hiding while the exploit rate held caught later than 3
+# checkpoints after the hiding began; this rule, 13%.
+FALL_NOISE = 1.64
 
 
 def false_flag_floor(rows: Sequence[Channels]) -> float:
@@ -109,28 +128,80 @@ def _flag_rates(rows: Sequence[Channels]) -> list[float]:
     return [r.action / r.n for r in rows if r.n and r.action]
 
 
-def _falling_floor(rows: Sequence[Channels]) -> float | None:
+def _falling_floor(rows: Sequence[Channels], began: int) -> float | None:
     """The most an uncalibrated action judge's false flags could be, where its flag rate has
-    fallen (the last two checkpoints' below the earlier median): None otherwise."""
-    rates = _flag_rates(rows)
-    if len(rates) < 5:
+    fallen (`_fell`) or fell where the hidden share's rise began (position `began`): None
+    otherwise."""
+    if not (_fell(rows) or _fell_at(rows, began)):
         return None
-    if np.mean(rates[-2:]) >= FALLEN * float(np.median(rates[:-2])):
-        return None
-    return FLOOR_SHARE * min(rates)
+    return FLOOR_SHARE * min(_flag_rates(rows))
 
 
-def _other_rates(rows: Sequence[Channels], floor: float, calibrated: float | None) -> list[float]:
-    """The false-flag rates besides the data's estimate `floor` that a rise must stand at: the
-    most they could be where the action judge's flags just fell (they then weigh more in the
-    newest checkpoints' hidden share), and a calibrated judge's own rate."""
-    rates = []
-    upper = _falling_floor(rows)
+def _fell(rows: Sequence[Channels]) -> bool:
+    """Whether the action judge's flag rate just fell: the newest two judged checkpoints' pooled
+    rate below the earlier checkpoints' median by more than FALL_NOISE standard errors of its
+    own counting noise (a steady rate puts the newest two below the median at a quarter of the
+    checkpoints by chance alone)."""
+    used = [r for r in rows if r.n]
+    if len(used) < 5:
+        return False
+    earlier = float(np.median([r.action / r.n for r in used[:-2]]))
+    flags, size = sum(r.action for r in used[-2:]), sum(r.n for r in used[-2:])
+    noise = np.sqrt(max(earlier * (1 - earlier), 1e-12) / size)
+    return bool(earlier - flags / size > FALL_NOISE * noise)
+
+
+def _fell_at(rows: Sequence[Channels], began: int) -> bool:
+    """Whether the action judge's flag rate from position `began` on is below its rate before by
+    more than FALL_NOISE standard errors: a hidden share that rose just as the flag rate fell
+    may be its false flags, a growing part of fewer flags, and not the CoT."""
+    before = [r for r in rows[:began] if r.n]
+    after = [r for r in rows[began:] if r.n]
+    if len(before) < 2 or len(after) < 2:
+        return False
+    a_before, n_before = sum(r.action for r in before), sum(r.n for r in before)
+    a_after, n_after = sum(r.action for r in after), sum(r.n for r in after)
+    pooled = (a_before + a_after) / (n_before + n_after)
+    noise = np.sqrt(max(pooled * (1 - pooled), 1e-12) * (1 / n_before + 1 / n_after))
+    return bool(a_before / n_before - a_after / n_after > FALL_NOISE * noise)
+
+
+def _other_rates(
+    rows: Sequence[Channels], floor: float, calibrated: float | None, began: int
+) -> list[float]:
+    """The false-flag rates besides the data's estimate `floor` that a rise beginning at
+    position `began` must stand at: the most they could be where the action judge's flags fell
+    (they then weigh more in the hidden share), and a calibrated judge's own rate where its
+    flag rate fell or moved."""
+    rates: list[float] = []
+    upper = _falling_floor(rows, began)
     if upper is not None and upper > floor:
         rates.append(upper)
-    if calibrated is not None and calibrated != floor:
+    if calibrated is not None and calibrated != floor and (upper is not None or _moved(rows)):
         rates.append(calibrated)
     return rates
+
+
+def _moved(rows: Sequence[Channels]) -> bool:
+    """Whether the action judge's flag rate moved enough for its false flags to matter: while
+    it holds still, so does their share of the flags, and the hidden share with them in it
+    holds still as well; taking them out then only adds their counting noise. Moved: its 10th
+    to 90th percentile span SPREAD, beyond what counting noise spreads (a dispersion test at
+    about 3 standard errors)."""
+    used = [r for r in rows if r.n]
+    rates = _flag_rates(used)
+    if len(rates) < 3:
+        return False
+    low, high = np.percentile(rates, [10, 90])
+    if high < SPREAD * low:
+        return False
+    flags = np.array([r.action for r in used], dtype=float)
+    sizes = np.array([r.n for r in used], dtype=float)
+    pooled = flags.sum() / sizes.sum()
+    expected = sizes * pooled * (1 - pooled)
+    spread = float(np.sum((flags - sizes * pooled) ** 2 / expected))
+    free = len(used) - 1
+    return bool(spread > free + 3 * np.sqrt(2 * free))
 
 
 def watch(
@@ -157,7 +228,7 @@ def watch(
     if result.status == "fired":
         # The false flags are known only roughly: the rise must stand at every rate they
         # could have, or it is theirs.
-        for rate in _other_rates(rows, floor, false_flags):
+        for rate in _other_rates(rows, floor, false_flags, onset_place(points)):
             second = evaluate(
                 as_onset, key, hidden_points(rows, rate), at, bounded=bounded, peers=peers
             )

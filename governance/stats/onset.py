@@ -218,6 +218,12 @@ def _ratio_nodes(
     outside the range has no mass."""
     grid = np.array(prior.ratio)
     low, high = np.log(grid.min()), np.log(grid.max())
+    # A risen rate is at most the top of the tabulated rates: above a base rate of p0, the
+    # ratios are flat on the log scale from the lowest to the smaller of the highest and
+    # top / p0, the last of them standing for every rise to the top. (The whole grid at every
+    # p0 would put most of a share's prior, 20% at its base, on rises past 100%, a hypothesis
+    # no counts can favour, and charge a rise of a common behaviour for it.)
+    most = np.maximum(np.minimum(high, np.log(RATE_GRID[-1] / p0)), low + 1e-6)[:, None]
     late = len(k) // 2
     targets = _dense(k[late:], n[late:], prior)
     ratios = np.concatenate(
@@ -225,14 +231,15 @@ def _ratio_nodes(
     )
     ratios.sort(axis=1)
     logs = np.log(ratios)
-    inside = (logs >= low) & (logs <= high)
-    clipped = np.clip(logs, low, high)
+    above = logs > most
+    first_above = above & (np.cumsum(above, axis=1) == 1)
+    inside = (logs >= low) & (~above | first_above)
+    clipped = np.clip(logs, low, most)
     middle = (clipped[:, 1:] + clipped[:, :-1]) / 2
-    edges = np.concatenate(
-        [np.full((len(p0), 1), low), middle, np.full((len(p0), 1), high)], axis=1
-    )
+    edges = np.concatenate([np.full((len(p0), 1), low), middle, most], axis=1)
     with np.errstate(divide="ignore"):
-        mass = np.log(np.where(inside, np.diff(edges, axis=1), 0.0) / (high - low))
+        mass = np.log(np.where(inside, np.diff(edges, axis=1), 0.0) / (most - low))
+    ratios = np.where(first_above, np.exp(most), ratios)
     return np.where(inside, ratios, grid[0]), mass
 
 
