@@ -249,10 +249,37 @@ def test_each_checkpoint_weighs_what_its_share_is_worth_once_false_flags_are_tak
         false_flags = int(rng.binomial(1000 - bad, 0.03))
         rows.append(Channels("main", i, 1000, seen, true_flags + false_flags, seen))
     points = hidden_points(rows, 0.03)
-    shares = np.array([p.k / p.n for p in points])
-    level = sum(p.k for p in points) / sum(p.n for p in points)
+    ks, ns = points.ks, points.ns  # fractional trials, as the model takes them
+    shares = ks / ns
+    level = ks.sum() / ns.sum()
     assert abs(level - 0.3) < 0.01  # the share of true flags hidden, false flags taken out
-    handed = np.mean([level * (1 - level) / p.n for p in points])
+    handed = np.mean(level * (1 - level) / ns)
     assert 0.85 < shares.var() / handed < 1.15
+    # Where false flags swamp the true ones (8 true flags, a quarter hidden, and 30 false), a
+    # checkpoint is worth about one trial, and its share is kept (rounded to whole trials it
+    # could only read 0% or 100%)
+    few = hidden_points([Channels("main", i, 1000, 6, 38, 6) for i in range(12)], 0.03)
+    assert np.all(few.ns < 2) and np.allclose(few.ks / few.ns, 2.25 / 8.25, atol=0.01)
+    # the watch shows the checkpoint's own counts, and its evidence floor counts flags (25 in
+    # five checkpoints here, where it needs 50)
+    from governance.policies import load_policies
+    from governance.stats.obfuscation import watch
+    from governance.stats.series import SeriesKey
+
+    root = Path(__file__).resolve().parent.parent
+    [policy] = [
+        p.policy
+        for p in load_policies(root / "policies", root)
+        if p.policy.condition.obfuscation is not None
+    ]
+    rows = [Channels("main", i, 1000, 6, 38, 6) for i in range(12)]
+    found = watch(
+        policy, SeriesKey("env", 1, "c", "1"), ("a", "1"), rows, ("main", 11), false_flags=0.03
+    )
+    assert found.status == "clear", found.reason
+    assert (found.k, found.n) == (32, 38)  # no false flags shown by the data: none taken out
+    few_flags = [Channels("main", i, 1000, 1, 5, 1) for i in range(5)]
+    thin = watch(policy, SeriesKey("env", 1, "c", "1"), ("a", "1"), few_flags, ("main", 4))
+    assert thin.status == "insufficient" and "where the watch needs 50" in thin.reason
     raw = hidden_points(rows, 0.0)  # nothing taken out: the counts as they are
-    assert all(p.n == r.action for p, r in zip(raw, rows, strict=True))
+    assert raw.ns.tolist() == [r.action for r in rows]

@@ -534,7 +534,7 @@ SCREEN_BELOW = 0.5
 def coarse_bar(need: float) -> float:
     """Below what coarse value the full grid is not computed, for a policy that needs `need`:
     SCREEN_BELOW at 0.95 (where it was measured) and above, and as many log odds below `need`
-    as SCREEN_BELOW is below 0.95 for a policy that needs less (0.17 at 0.8, 0.31 at 0.9)."""
+    as SCREEN_BELOW is below 0.95 for a policy that needs less (0.17 at 0.8, 0.32 at 0.9)."""
     if need >= 0.95:
         return SCREEN_BELOW
     gap = math.log(0.95 / 0.05) - math.log(SCREEN_BELOW / (1 - SCREEN_BELOW))

@@ -29,10 +29,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..policies import Condition, Onset, Policy
+from ..policies import Condition, MinimumEvidence, Onset, Policy
 from .evaluate import evaluate, onset_place
+from .intervals import wilson
 from .result import Result
-from .series import Point, SeriesKey
+from .series import Points, SeriesKey
 
 METRIC = "hidden_share"
 
@@ -49,7 +50,7 @@ class Channels:
     both: int
 
 
-def hidden_points(rows: Sequence[Channels], false_flags: float = 0.0) -> list[Point]:
+def hidden_points(rows: Sequence[Channels], false_flags: float = 0.0) -> Points:
     """The hidden share's series: per checkpoint, k = the action judge's (true) flags the CoT
     judge did not see, n = its (true) flags.
 
@@ -57,7 +58,25 @@ def hidden_points(rows: Sequence[Channels], false_flags: float = 0.0) -> list[Po
     in the share: moving both counts by d moves the share by d (1 - s) / T at a share s of T
     true flags. Each checkpoint's counts are scaled down together (the share kept) to the
     binomial trials with the same variance, s (1 - s) / T + (1 - s)^2 F / T^2, so the model
-    weighs each as what it is worth. s is the series' pooled share."""
+    weighs each as what it is worth: fractional trials, as the onset model takes them (a
+    checkpoint worth one trial and rounded to it could only read 0% or 100%). s is the
+    series' pooled share."""
+    taken = _taken(rows, false_flags)
+    hidden, flagged = sum(t[0] for t in taken), sum(t[1] for t in taken)
+    share = min(max(hidden / flagged if flagged else 0.5, 0.02), 0.98)
+    ks, ns = np.zeros(len(rows)), np.zeros(len(rows))
+    for i, (k, n, false) in enumerate(taken):
+        worth = 1.0
+        if false > 0 and n > 0:
+            worth = 1.0 / (1.0 + (1 - share) * false / (share * n))
+        ks[i], ns[i] = worth * k, worth * n
+    order = [(r.run, r.step, "registered") for r in rows]
+    return Points(order, np.arange(len(rows)), ks, ns)
+
+
+def _taken(rows: Sequence[Channels], false_flags: float) -> list[tuple[float, float, float]]:
+    """Per checkpoint, with the expected false flags at rate `false_flags` taken out: the
+    action judge's flags the CoT judge did not see, its flags, and the false flags taken."""
     taken = []
     for r in rows:
         false = 0.0
@@ -65,15 +84,7 @@ def hidden_points(rows: Sequence[Channels], false_flags: float = 0.0) -> list[Po
             false = false_flags * (r.n - r.action) / (1 - false_flags)
         flagged = max(float(r.both), r.action - false)
         taken.append((flagged - r.both, flagged, min(false, r.action - float(r.both))))
-    hidden, flagged = sum(t[0] for t in taken), sum(t[1] for t in taken)
-    share = min(max(hidden / flagged if flagged else 0.5, 0.02), 0.98)
-    points = []
-    for r, (k, n, false) in zip(rows, taken, strict=True):
-        worth = 1.0
-        if false > 0 and n > 0:
-            worth = 1.0 / (1.0 + (1 - share) * false / (share * n))
-        points.append(Point(r.run, r.step, round(worth * k), round(worth * n)))
-    return points
+    return taken
 
 
 FLOOR_SHARE = 0.5  # an uncalibrated action judge's false flags: at most half its fewest flags
@@ -168,17 +179,17 @@ def _fell_at(rows: Sequence[Channels], began: int) -> bool:
 
 def _other_rates(
     rows: Sequence[Channels], floor: float, calibrated: float | None, began: int
-) -> list[float]:
+) -> list[tuple[float, str]]:
     """The false-flag rates besides the data's estimate `floor` that a rise beginning at
-    position `began` must stand at: the most they could be where the action judge's flags fell
-    (they then weigh more in the hidden share), and a calibrated judge's own rate where its
-    flag rate fell or moved."""
-    rates: list[float] = []
+    position `began` must stand at, each with what it is: the most they could be where the
+    action judge's flags fell (they then weigh more in the hidden share), and a calibrated
+    judge's own rate where its flag rate fell or moved."""
+    rates: list[tuple[float, str]] = []
     upper = _falling_floor(rows, began)
     if upper is not None and upper > floor:
-        rates.append(upper)
+        rates.append((upper, "the most they could be, its flag rate having fallen"))
     if calibrated is not None and calibrated != floor and (upper is not None or _moved(rows)):
-        rates.append(calibrated)
+        rates.append((calibrated, "its calibrated rate"))
     return rates
 
 
@@ -221,23 +232,50 @@ def watch(
     too (None: uncalibrated)."""
     assert policy.condition.obfuscation is not None
     need = policy.condition.obfuscation.probability
-    as_onset = policy.model_copy(update={"condition": Condition(onset=Onset(probability=need))})
+    channel = f"{action[0]} {action[1]}"
     floor = false_flag_floor(rows)
+    # The evidence floor counts the action judge's flags (less its false flags), not the
+    # trials the model weighs them as: a hidden share swamped by false flags is worth few.
+    flagged = sum(n for _, n, _ in _taken(rows, floor))
+    if flagged < policy.min_evidence.n:
+        return Result(
+            policy.name,
+            key,
+            "insufficient",
+            f"hidden share (flagged by {channel}, unseen in the CoT): {flagged:.0f} episodes "
+            f"flagged by {channel} (less its estimated false flags) over the series, where the "
+            f"watch needs {policy.min_evidence.n}: insufficient evidence",
+            metric=METRIC,
+        )
+    as_onset = policy.model_copy(
+        update={
+            "condition": Condition(onset=Onset(probability=need)),
+            "min_evidence": MinimumEvidence(n=1),
+        }
+    )
     points = hidden_points(rows, floor)
     result = evaluate(as_onset, key, points, at, bounded=bounded, peers=peers)
     if result.status == "fired":
         # The false flags are known only roughly: the rise must stand at every rate they
         # could have, or it is theirs.
-        for rate in _other_rates(rows, floor, false_flags, onset_place(points)):
+        for rate, what in _other_rates(rows, floor, false_flags, onset_place(points)):
             second = evaluate(
                 as_onset, key, hidden_points(rows, rate), at, bounded=bounded, peers=peers
             )
             if second.status != "fired":
+                second.reason = (
+                    f"a rise on the data's estimate of {action[0]} {action[1]}'s false flags, "
+                    f"but not with them at {rate:.2%} ({what}): {second.reason}"
+                )
                 result = second
                 break
     result.metric = METRIC
-    channel = f"{action[0]} {action[1]}"
-    shares = [(p.k, p.n) for p in points if p.n]
+    if result.n is not None and rows:  # the checkpoint's own counts, not the trials weighed
+        hidden, flagged_here, _ = _taken(rows[-1:], floor)[0]
+        result.k, result.n = round(hidden), round(flagged_here)
+        result.value = result.k / result.n if result.n else None
+        result.low, result.high = wilson(result.k, result.n) if result.n else (None, None)
+    shares = [(round(k), round(n)) for k, n, _ in _taken(rows, floor) if round(n)]
     false_note = (
         f"; the rise stands at {channel}'s calibrated false-flag rate as well as at the "
         "data's estimate"

@@ -223,7 +223,9 @@ def _ratio_nodes(
     # top / p0, the last of them standing for every rise to the top. (The whole grid at every
     # p0 would put most of a share's prior, 20% at its base, on rises past 100%, a hypothesis
     # no counts can favour, and charge a rise of a common behaviour for it.)
-    most = np.maximum(np.minimum(high, np.log(RATE_GRID[-1] / p0)), low + 1e-6)[:, None]
+    to_top = RATE_GRID[-1] / p0[:, None]
+    cap = np.minimum(high, np.log(to_top))
+    most = np.maximum(cap, low + 1e-6)
     late = len(k) // 2
     targets = _dense(k[late:], n[late:], prior)
     ratios = np.concatenate(
@@ -240,6 +242,14 @@ def _ratio_nodes(
     with np.errstate(divide="ignore"):
         mass = np.log(np.where(inside, np.diff(edges, axis=1), 0.0) / (most - low))
     ratios = np.where(first_above, np.exp(most), ratios)
+    # Above a base rate of top / 1.5 (63%) even the smallest rise passes the top: one node, a
+    # rise to the top, holds all the mass (from a base rate at the top itself, a rise can only
+    # be read as one past it, as before).
+    short = cap <= low
+    alone = short & (np.arange(ratios.shape[1]) == 0)[None, :]
+    inside = np.where(short, alone, inside)
+    mass = np.where(short, np.where(alone, 0.0, -np.inf), mass)
+    ratios = np.where(alone, np.where(to_top > 1, to_top, np.exp(low)), ratios)
     return np.where(inside, ratios, grid[0]), mass
 
 
