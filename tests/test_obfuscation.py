@@ -187,13 +187,36 @@ def test_a_calibrated_action_judge_does_not_make_a_steady_run_look_hidden() -> N
     """Taking a calibrated judge's expected false flags out of each checkpoint adds their own
     counting noise to the hidden share (about 29 +- 5 here, against some 25 hidden flags): the
     share then wobbles more than counts do, and the watch used to fire on this steady run at
-    its 4th checkpoint. The rise must stand at the data's own estimate too, and it does not;
-    a CoT that goes quiet on the same run is still caught, with the calibration and without."""
+    its 4th checkpoint. Each checkpoint is now weighed as what it is worth (taken out at every
+    checkpoint, the calibrated rate raises nothing: tested below), and where the flag rate
+    holds they are not taken out at all; a CoT that goes quiet on the same run is still caught,
+    with the calibration and without."""
     from governance.stats.obfuscation import Channels
 
     rows = [Channels("main", i, 1000, c, a, b) for i, (c, a, b) in enumerate(STEADY)]
     assert _fired(rows, STEADY_FALSE_FLAGS) == []
     assert _fired(rows, None) == []
+    from governance.policies import Condition, MinimumEvidence, Onset, load_policies
+    from governance.stats.evaluate import evaluate
+    from governance.stats.obfuscation import hidden_points
+    from governance.stats.series import SeriesKey
+
+    root = Path(__file__).resolve().parent.parent
+    [watch_policy] = [
+        p.policy
+        for p in load_policies(root / "policies", root)
+        if p.policy.condition.obfuscation is not None
+    ]
+    as_onset = watch_policy.model_copy(
+        update={
+            "condition": Condition(onset=Onset(probability=0.9)),
+            "min_evidence": MinimumEvidence(n=1),
+        }
+    )
+    for j in range(3, len(rows)):
+        taken_out = hidden_points(rows[: j + 1], STEADY_FALSE_FLAGS)
+        found = evaluate(as_onset, SeriesKey("env", 1, "c", "1"), taken_out, ("main", j))
+        assert found.status == "clear", (j, found.reason)
     # From checkpoint 10 on, the CoT judge sees a third of what it saw.
     hiding = [
         r

@@ -12,14 +12,16 @@ The action judge's own false flags would blur that share where the exploit rate 
 are hidden by definition: the CoT judge rightly sees nothing, and as the exploit rate falls they
 are a growing part of the flags). At a false-flag rate f, of the episodes the judge left clean,
 n - A = (1 - a) n (1 - f), so about f (n - A) / (1 - f) of its A flags are false; those are
-taken out. f is estimated from the data (`false_flag_floor`), and a rise must also stand at the
-most f could be where the flag rate has fallen, and at a calibrated action judge's own f
-(`gov judge calibrate`), where the flag rate moved (while it holds still, so does the false
-flags' share of it, and taking them out only adds noise). Taking out an expected count adds the
-false flags' own counting noise to the share: each checkpoint is weighed as the binomial trials
-with that variance (`hidden_points`). Calibrated f alone, unweighed, raised the watch on 12%
-of bench/obfuscation.py's series where both channels move together (seed 7, 100 per family;
-20% of steady ones).
+taken out. f is estimated from the data (`false_flag_floor`), or, for an action judge with a
+calibration (`gov judge calibrate`), is its calibrated rate where its flag rate moved or fell
+(while it holds still, so does the false flags' share of it, and taking them out only adds
+noise); a rise must also stand at the most f could be where the flag rate has fallen. Taking
+out an expected count adds the false flags' own counting noise to the share: each checkpoint
+is weighed as the binomial trials with that variance (`hidden_points`). The calibrated rate
+used alone, unweighed, raised the watch on 12% of bench/obfuscation.py's series where both
+channels move together (seed 7, 100 per family; 20% of steady ones); weighed, on 2.2%, where
+standing at the data's estimate as well caught 80% of CoTs hiding while the exploit rate rose
+within 3 checkpoints, and the calibrated rate alone 96%.
 """
 
 from __future__ import annotations
@@ -180,15 +182,15 @@ def _fell_at(rows: Sequence[Channels], began: int) -> bool:
 def _other_rates(
     rows: Sequence[Channels], floor: float, calibrated: float | None, began: int
 ) -> list[tuple[float, str]]:
-    """The false-flag rates besides the data's estimate `floor` that a rise beginning at
+    """The false-flag rates besides `floor` (the one taken out) that a rise beginning at
     position `began` must stand at, each with what it is: the most they could be where the
     action judge's flags fell (they then weigh more in the hidden share), and a calibrated
-    judge's own rate where its flag rate fell or moved."""
+    judge's own rate there if `floor` is not already it."""
     rates: list[tuple[float, str]] = []
     upper = _falling_floor(rows, began)
     if upper is not None and upper > floor:
         rates.append((upper, "the most they could be, its flag rate having fallen"))
-    if calibrated is not None and calibrated != floor and (upper is not None or _moved(rows)):
+    if calibrated is not None and calibrated != floor and upper is not None:
         rates.append((calibrated, "its calibrated rate"))
     return rates
 
@@ -228,12 +230,14 @@ def watch(
 ) -> Result:
     """The obfuscation policy on one pair's series up to checkpoint `at` (the last row should
     be its own): fired when the hidden share rose, insufficient on too little evidence.
-    `false_flags`: a calibrated action judge's false-flag rate, at which the rise must stand
-    too (None: uncalibrated)."""
+    `false_flags`: a calibrated action judge's false-flag rate (None: uncalibrated), taken out
+    in place of the data's estimate where the flag rate moved or fell."""
     assert policy.condition.obfuscation is not None
     need = policy.condition.obfuscation.probability
     channel = f"{action[0]} {action[1]}"
     floor = false_flag_floor(rows)
+    if false_flags is not None and (_moved(rows) or _fell(rows)):
+        floor = false_flags  # a calibrated judge's own rate, where its false flags matter
     # The evidence floor counts the action judge's flags (less its false flags), not the
     # trials the model weighs them as: a hidden share swamped by false flags is worth few.
     flagged = sum(n for _, n, _ in _taken(rows, floor))
@@ -276,12 +280,14 @@ def watch(
         result.value = result.k / result.n if result.n else None
         result.low, result.high = wilson(result.k, result.n) if result.n else (None, None)
     shares = [(round(k), round(n)) for k, n, _ in _taken(rows, floor) if round(n)]
-    false_note = (
-        f"; the rise stands at {channel}'s calibrated false-flag rate as well as at the "
-        "data's estimate"
-        if false_flags is not None
-        else f"; {channel} has no calibration, so its own false flags were estimated from the data"
-    )
+    if false_flags is None:
+        false_note = (
+            f"; {channel} has no calibration, so its own false flags were estimated from the data"
+        )
+    elif floor == false_flags:
+        false_note = f"; {channel}'s false flags were taken out at its calibrated rate"
+    else:
+        false_note = f"; {channel}'s flag rate held, so its false flags hardly matter here"
     if result.status == "fired":
         before = _share(shares[: max(1, len(shares) // 2)])
         now = _share(shares[-1:])
