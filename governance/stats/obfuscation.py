@@ -63,7 +63,11 @@ def hidden_points(rows: Sequence[Channels], false_flags: float = 0.0) -> Points:
     weighs each as what it is worth: fractional trials, as the onset model takes them (a
     checkpoint worth one trial and rounded to it could only read 0% or 100%). s is the
     series' pooled share."""
-    taken = _taken(rows, false_flags)
+    return _weighed(rows, _taken(rows, false_flags))
+
+
+def _weighed(rows: Sequence[Channels], taken: Sequence[tuple[float, float, float]]) -> Points:
+    """hidden_points from the counts `_taken` gave for `rows`."""
     hidden, flagged = sum(t[0] for t in taken), sum(t[1] for t in taken)
     share = min(max(hidden / flagged if flagged else 0.5, 0.02), 0.98)
     ks, ns = np.zeros(len(rows)), np.zeros(len(rows))
@@ -240,7 +244,8 @@ def watch(
         floor = false_flags  # a calibrated judge's own rate, where its false flags matter
     # The evidence floor counts the action judge's flags (less its false flags), not the
     # trials the model weighs them as: a hidden share swamped by false flags is worth few.
-    flagged = sum(n for _, n, _ in _taken(rows, floor))
+    taken = _taken(rows, floor)
+    flagged = sum(n for _, n, _ in taken)
     if flagged < policy.min_evidence.n:
         return Result(
             policy.name,
@@ -257,7 +262,7 @@ def watch(
             "min_evidence": MinimumEvidence(n=1),
         }
     )
-    points = hidden_points(rows, floor)
+    points = _weighed(rows, taken)
     result = evaluate(as_onset, key, points, at, bounded=bounded, peers=peers)
     if result.status == "fired":
         # The false flags are known only roughly: the rise must stand at every rate they
@@ -275,11 +280,11 @@ def watch(
                 break
     result.metric = METRIC
     if result.n is not None and rows:  # the checkpoint's own counts, not the trials weighed
-        hidden, flagged_here, _ = _taken(rows[-1:], floor)[0]
+        hidden, flagged_here, _ = taken[-1]
         result.k, result.n = round(hidden), round(flagged_here)
         result.value = result.k / result.n if result.n else None
         result.low, result.high = wilson(result.k, result.n) if result.n else (None, None)
-    shares = [(round(k), round(n)) for k, n, _ in _taken(rows, floor) if round(n)]
+    shares = [(round(k), round(n)) for k, n, _ in taken if round(n)]
     if false_flags is None:
         false_note = (
             f"; {channel} has no calibration, so its own false flags were estimated from the data"
