@@ -196,6 +196,8 @@ def scan_episodes(
                     # about a hundred million episodes): DuckDB groups them, spilling to disk
                     query = _scan_query(path, fmt, con)
                     rows = _rows(_run_with_progress(con, query, progress, numpy=True))
+                    if rows is None:  # an episode appears twice: DuckDB finds which, and how
+                        rows = con.execute(_spilled_query(path, fmt, con, lean=False)).fetchall()
             if rows is None:
                 rows = _run_with_progress(con, _spilled_query(path, fmt, con, lean=True), progress)
                 if any(r[0] == 0 for r in rows):  # an episode appears twice: which, and how
@@ -252,69 +254,39 @@ SORTED_FROM = 64 << 20
 
 def _scan_query(path: Path, fmt: Format, con: Any) -> str:
     """The one-pass scan: per combination of raw values, its n records, `bad` of them with a
-    per-row problem, its hash c, the hash vh of its judgment, and ks, the list of its episodes'
-    keys k (the raw keys' hash with the episode id's, as in _spilled_query).
+    per-row problem, and ks, the list of its episodes' id hashes; then, per combination only,
+    g0 the hash of its raw keys, vh of its judgment and c of the whole (as in _spilled_query).
 
     Sorting the ten million keys of a 2.2 GB report in numpy, each raw key set's apart and over
     the cores, takes a fifth of a second; DuckDB grouping them as `GROUP BY k` took five seconds
-    of CPU (bench/ingest.py)."""
+    of CPU (bench/ingest.py). The hashes of a combination are taken once per combination, not
+    once per record: that was a tenth of the query's CPU."""
     combo = ", ".join(_COMBO)
     return (
-        f"SELECT {combo}, count(*) AS n, count(problem) AS bad, c, vh, g0, list(k) AS ks FROM ("
-        f"SELECT *, hash(g0, schema_version, vh) AS c, hash(g0, episode) AS k FROM ("
-        f"SELECT {combo}, episode, {_KEYS_HASH} AS g0, hash(verdict, divergent) AS vh, "
-        f"{_ROW_PROBLEM} AS problem FROM ({_raw_select(path, fmt, con)}))) "
-        f"GROUP BY {combo}, c, vh, g0"
+        f"SELECT *, hash(g0, schema_version, vh) AS c FROM ("
+        f"SELECT *, {_KEYS_HASH} AS g0, hash(verdict, divergent) AS vh FROM ("
+        f"SELECT {combo}, count(*) AS n, count(problem) AS bad, list(hash(episode)) AS ks "
+        f"FROM (SELECT {combo}, episode, {_ROW_PROBLEM} AS problem "
+        f"FROM ({_raw_select(path, fmt, con)})) GROUP BY {combo}))"
     )
 
 
-def _rows(found: dict[str, Any]) -> list[tuple[Any, ...]]:
-    """_scan_query's answer as _spilled_query's rows: one (1, *combo, n, bad, None, None, None,
-    c) per combination, and one (0, *None, n, 0, k, low, high, c) per episode key k seen more
-    than once (n times; low and high the least and greatest hash of its judgments, c the least
-    hash of its combinations)."""
-    import numpy as np
-
+def _rows(found: dict[str, Any]) -> list[tuple[Any, ...]] | None:
+    """_scan_query's answer as _spilled_query's rows, one (1, *combo, n, bad, None, None, None,
+    c) per combination; None when an episode appears twice (which, and how, is then DuckDB's to
+    find: a report with a repeated episode is rare, and its second pass is not the common
+    case's cost)."""
+    if _any_repeated(list(found["ks"]), found["g0"].tolist()):
+        return None
     columns = [found[c].tolist() for c in (*_COMBO, "n", "bad", "c")]  # masked: None
-    rows: list[tuple[Any, ...]] = [
-        (1, *r[:-1], None, None, None, r[-1]) for r in zip(*columns, strict=True)
-    ]
-    lists = list(found["ks"])
-    if not _any_repeated(lists, found["g0"].tolist()):
-        return rows
-    keys = np.concatenate(lists).astype(np.uint64, copy=False)
-    sizes = [len(a) for a in lists]
-    order = np.argsort(keys, kind="stable")
-    keys = keys[order]
-    verdicts = np.repeat(np.asarray(found["vh"], dtype=np.uint64), sizes)[order]
-    combos = np.repeat(np.asarray(found["c"], dtype=np.uint64), sizes)[order]
-    starts = np.flatnonzero(np.concatenate([[True], keys[1:] != keys[:-1]]))
-    counts = np.diff(np.append(starts, len(keys)))
-    low = np.minimum.reduceat(verdicts, starts)
-    high = np.maximum.reduceat(verdicts, starts)
-    least = np.minimum.reduceat(combos, starts)
-    blank = (None,) * len(_COMBO)
-    for i in np.flatnonzero(counts > 1).tolist():
-        rows.append(
-            (
-                0,
-                *blank,
-                int(counts[i]),
-                0,
-                int(keys[starts[i]]),
-                int(low[i]),
-                int(high[i]),
-                int(least[i]),
-            )
-        )
-    return rows
+    return [(1, *r[:-1], None, None, None, r[-1]) for r in zip(*columns, strict=True)]
 
 
 def _any_repeated(lists: list[Any], owners: list[int]) -> bool:
-    """Whether any key appears twice: an episode can only repeat under the same raw keys (its
-    key hashes them with its id), so each raw key set's keys are sorted on their own, a few
-    thousand cache-sized sorts spread over the cores (numpy sorts without the GIL), not one of
-    millions."""
+    """Whether any episode appears twice under the same raw keys (an episode is its raw keys
+    and its id, so each raw key set's id hashes are sorted on their own: a few thousand
+    cache-sized sorts spread over the cores, numpy sorting without the GIL, not one of
+    millions)."""
     import numpy as np
 
     shared: dict[int, list[Any]] = {}
