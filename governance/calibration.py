@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict
 
 from . import audit
 from .errors import GovError, NotFound
-from .judgments import VERDICTS
+from .judgments import VERDICTS, repeated_key
 from .models import utc_now
 from .registry import Registry
 from .stats.calibration import (
@@ -261,6 +261,9 @@ def _records(path: Path, raw: bytes) -> Iterator[tuple[int, dict[str, Any]]]:
                 raise GovError(f"{path}:{number}: invalid JSON: {exc.msg}") from None
             if not isinstance(record, dict):
                 raise GovError(f"{path}:{number}: a label must be a JSON object")
+            twice = repeated_key(line.encode(), len(record))
+            if twice is not None:
+                raise GovError(f"{path}:{number}: field {twice}: given twice in one record")
             yield number, record
     elif name.endswith(".csv"):
         reader = csv.DictReader(io.StringIO(text, newline=""))

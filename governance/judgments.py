@@ -7,6 +7,7 @@ Both are keyed by run, checkpoint step, environment and version, judge and judge
 
 from __future__ import annotations
 
+import json
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -191,3 +192,34 @@ def _schema(model: type[BaseModel]) -> dict[str, Any]:
     nested = schema.pop("$defs", {})
     schema["$defs"] = nested
     return schema
+
+
+class _Repeated(ValueError):
+    pass
+
+
+def _refuse_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in found:
+            raise _Repeated(key)
+        found[key] = value
+    return found
+
+
+def repeated_key(record: bytes, keys: int) -> str | None:
+    """A key given twice in one JSON object of the record, at any depth (None: none).
+
+    JSON allows it, and Python's reader and pydantic's keep the last value silently, while
+    DuckDB's (the fast path of an episode report) refuses the record: so that both paths read a
+    report alike, and no judgment is read as another, gov refuses it. Every key is followed by
+    its own colon, so a record with no more colons than the `keys` the model took has no key
+    twice, and only the others (extra fields, nested objects, colons in strings) are parsed
+    again."""
+    if record.count(b":") <= keys:
+        return None
+    try:
+        json.loads(record, object_pairs_hook=_refuse_repeats)
+    except _Repeated as exc:
+        return repr(exc.args[0])
+    return None

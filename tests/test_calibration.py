@@ -138,6 +138,15 @@ def test_verdicts_from_the_judges_own_report(gov, judged: Path, tmp_path: Path) 
     )
     assert done.exit_code == 2 and "the episode ids do not match" in done.stderr
     assert "'x3'" in done.stderr and _head(judged) == before
+    # a label whose true class is given twice (JSON allows it; the last would win silently)
+    lines = labels.read_text().replace('"x3"', '"e3"').splitlines(keepends=True)
+    lines[4] = lines[4].replace('"truth":', '"truth": "rejected", "truth":')
+    labels.write_text("".join(lines))
+    done = gov(
+        "judge", "calibrate", "monitor@cot", str(labels), "--verdicts", str(report), cwd=judged
+    )
+    assert done.exit_code == 2 and "labels.jsonl:5: field 'truth': given twice" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and _head(judged) == before
 
 
 @pytest.mark.parametrize(

@@ -287,6 +287,25 @@ BAD: dict[str, tuple[str, Any, tuple[str, ...]]] = {
         ("environment 'chess'",),
     ),
     "not an object": ("arr.jsonl", "[1, 2]\n", (":1:", "JSON object")),
+    # JSON allows a key twice and most readers keep the last silently: a judgment read as
+    # another is refused, whichever reader (DuckDB's fast path, pydantic's) meets it
+    "verdict given twice": (
+        "twice.jsonl",
+        _line(episode(100, 1)) + _line(episode(100, 2))[:-2] + ', "verdict": "none"}\n',
+        (":2:", "field 'verdict': given twice"),
+    ),
+    "evidence key given twice": (
+        "twice-ev.jsonl",
+        _line(episode(100, 1, evidence=[{"start": 0, "end": 3, "quote": "x"}])).replace(
+            '"quote": "x"', '"quote": "x", "quote": "y"'
+        ),
+        (":1:", "field 'quote'", "given twice"),
+    ),
+    "count given twice": (
+        "twice-n.jsonl",
+        _line(_aggregated()) + _line(_aggregated(step=200))[:-2] + ', "overt": 0}\n',
+        (":2:", "field 'overt'", "given twice"),
+    ),
 }
 
 

@@ -19,7 +19,7 @@ from ..counts import (
     Kind,
 )
 from ..errors import ReportRejected
-from ..judgments import AggregatedCounts, JudgedEpisode
+from ..judgments import AggregatedCounts, JudgedEpisode, repeated_key
 from ..storage import duckdb_connect
 
 MAX_RECORD_BYTES = 1 << 20
@@ -278,17 +278,18 @@ def validated(
     for number, record in records(path, fmt, problems):
         label = f"{path}:{number}" if fmt != "parquet" else f"{path} row {number}"
         try:
-            yield (
-                number,
-                label,
-                (
-                    model.model_validate_json(record)
-                    if isinstance(record, bytes)
-                    else model.model_validate(record)
-                ),
-            )
+            if not isinstance(record, bytes):
+                yield number, label, model.model_validate(record)
+                continue
+            found = model.model_validate_json(record)
         except ValidationError as exc:
             problems.add(label, validation_message(exc))
+            continue
+        twice = repeated_key(record, len(found.model_fields_set))
+        if twice is None:
+            yield number, label, found
+        else:
+            problems.add(label, f"field {twice}: given twice in one record (which one is meant?)")
 
 
 def records(path: Path, fmt: Format, problems: Problems) -> Iterator[tuple[int, Any]]:
