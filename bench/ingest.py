@@ -56,6 +56,50 @@ HAVING GROUPING(k) = 1 OR count(*) > 1''', [sys.argv[1]]).fetchall()
 print(len(rows))
 """
 
+# What DuckDB must do to read the report as strictly as gov does, with the duplicate check: every
+# field as its JSON text (DuckDB's typed read takes "100" for 100, 1.5 for 2 and true for 1, so
+# only the text tells a string from a number), the per-record fields checked on every record
+# (an episode id a non-empty string or an integer, a confidence a number in [0, 1], a note a
+# string, evidence a list: told by the text's first character and a cast, as json_type parses
+# the text again on every call, at twice the cost of the whole read), the key fields grouped as
+# text (each distinct combination is then checked once, as few as they are), and each group's
+# episode hashes sorted in numpy to find one judged twice: the cheapest way at hand. Written
+# here from the report's schema: the least a strict reader built on DuckDB pays, beside the
+# floor's bare GROUP BY of typed columns.
+STRICT_WITH_DUPLICATES = """
+import sys, duckdb, numpy as np
+from concurrent.futures import ThreadPoolExecutor
+con = duckdb.connect()
+con.execute("SET enable_progress_bar_print = false")
+con.execute("SET preserve_insertion_order = false")
+per_record = ["episode", "confidence", "evidence", "note"]
+keys = ["schema_version", "run", "step", "environment", "environment_version", "judge",
+        "judge_version", "verdict", "divergent"]
+columns = "{" + ", ".join(f"{f}: 'JSON'" for f in keys + per_record) + "}"
+query = (
+    "SELECT " + ", ".join(keys) + ", count(*) AS n, count(CASE"
+    " WHEN NOT coalesce(CASE WHEN episode[1] = chr(34) THEN length(episode) > 2"
+    "      ELSE regexp_full_match(episode, '-?(0|[1-9][0-9]*)') END, false) THEN 1"
+    " WHEN confidence IS NOT NULL AND NOT coalesce(confidence[1] <> chr(34)"
+    "      AND TRY_CAST(confidence AS DOUBLE) BETWEEN 0 AND 1, false) THEN 1"
+    " WHEN note IS NOT NULL AND note[1] <> chr(34) THEN 1"
+    " WHEN evidence IS NOT NULL AND evidence[1] <> '[' THEN 1 END) AS bad,"
+    " list(hash(episode)) AS ks "
+    "FROM (SELECT " + ", ".join(f"{f}::VARCHAR AS {f}" for f in keys + per_record) + " FROM "
+    "read_json(?, format = 'newline_delimited', columns = " + columns + ")) GROUP BY ALL"
+)
+found = con.execute(query, [sys.argv[1]]).fetchnumpy()
+owners = {}
+for owner, ks in zip(zip(*(found[k].tolist() for k in keys[:-2])), found["ks"]):
+    owners.setdefault(owner, []).append(ks)
+def repeated_in(parts):
+    ordered = np.sort(np.concatenate(parts))
+    return int(np.count_nonzero(ordered[1:] == ordered[:-1]))
+with ThreadPoolExecutor() as pool:  # numpy sorts without the GIL: over the cores
+    repeated = sum(pool.map(repeated_in, owners.values()))
+print(len(found["n"]), "groups,", int(found["bad"].sum()), "bad,", repeated, "repeated")
+"""
+
 
 def build_workspace(root: Path, checkpoints: int) -> None:
     mix = dict.fromkeys(ENVIRONMENTS, 0.1)
