@@ -6,9 +6,11 @@ episodes judged twice, and keeps the file content-addressed in DVC, all in one c
 separate processes on the same file, one after the other, in this one run; the figures are wall
 time and peak resident memory (ru_maxrss of the child).
 
-Beside the issue's floor row it prints the cost of the two things gov must do that the floor
-leaves out, as DuckDB and the kernel do them: the duplicate-episode check and the copy of the
-report into DVC's cache; and gov again where DVC is set to hard-link, which needs no copy.
+Beside the issue's floor row it prints the cost of the things gov must do that the floor
+leaves out, as DuckDB and the kernel do them: the duplicate-episode check, the copy of the
+report into DVC's cache, and a read strict enough to refuse what gov refuses (every field's JSON
+text, not DuckDB's lax typed columns); and gov again where DVC is set to hard-link, which needs
+no copy.
 
 Usage: python bench/ingest.py [--episodes N] [--checkpoints C] [--keep DIR]
 """
