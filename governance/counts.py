@@ -14,6 +14,7 @@ import csv
 import hashlib
 import io
 import os
+import re
 import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
@@ -23,6 +24,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from .errors import GovError
 from .metrics import COUNT_COLUMNS, CountKey, CountRow
 from .stats.series import Table
 from .storage import atomic_write, duckdb_connect, iter_jsonl_models, model_json_line
@@ -210,9 +212,45 @@ def row_of(group: Group, tally: Tally) -> CountRow:
 
 
 def report_rows(ws: Workspace, md5: str) -> list[CountRow]:
-    """The counts one report added, as its CSV in the registry records them."""
-    with _counts_file(ws, md5).open(newline="") as handle:
-        return [_typed(row) for row in csv.DictReader(handle)]
+    """The counts one report added, as its CSV in the registry records them (a file that is
+    not a counts table is refused, naming its line)."""
+    path = _counts_file(ws, md5)
+    found: list[CountRow] = []
+    with path.open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            try:
+                typed = _typed(row)
+            except (KeyError, ValueError, TypeError) as exc:
+                raise GovError(
+                    f"{ws.rel(path)}:{len(found) + 2}: not a row of "
+                    f"counts ({type(exc).__name__}: {exc}); restore the file from git"
+                ) from None
+            if typed.n != typed.none + typed.rejected + typed.rationalized + typed.overt:
+                raise GovError(
+                    f"{ws.rel(path)}:{len(found) + 2}: n = {typed.n} is not the sum of its "
+                    "verdicts' counts; restore the file from git"
+                )
+            found.append(typed)
+    return found
+
+
+def checked_rows(ws: Workspace, entry: ReportEntry) -> list[CountRow]:
+    """A ledger entry's counts, refused unless they hold what the ledger says it counted."""
+    found = report_rows(ws, entry.md5)
+    _agrees(ws, entry, len(found), sum(r.n for r in found))
+    return found
+
+
+def _agrees(ws: Workspace, entry: ReportEntry, groups: int, n: int) -> None:
+    """A counts file holds the groups and judgments its ledger entry records (a replace takes
+    the verdicts it replaces off again, so it adds that many fewer)."""
+    if (groups, n) != (entry.groups, entry.counted - entry.replaced):
+        raise GovError(
+            f"{ws.rel(_counts_file(ws, entry.md5))}: holds {n} judgments in {groups} groups, "
+            f"where the ledger ({ws.rel(ledger_path(ws))}) records "
+            f"{entry.counted - entry.replaced} in {entry.groups} for {entry.source}: the counts "
+            "were changed after ingest; restore the file from git"
+        )
 
 
 def _typed(row: dict[str, str]) -> CountRow:
@@ -232,19 +270,50 @@ def group_of(row: CountRow) -> Group:
     return Group(*(getattr(row, c) for c in KEY_COLUMNS))
 
 
-def _ledger_mark(ledger_bytes: bytes) -> dict[str, Any]:
-    """What a cache built from the ledger records of it: its size and content hash."""
+_MD5 = re.compile(rb'"md5":\s*"([0-9a-f]{32})"')
+
+
+def _named(ledger_bytes: bytes) -> list[str]:
+    """The md5 of every report in these ledger bytes (the counts files they name)."""
+    return [m.decode() for m in _MD5.findall(ledger_bytes)]
+
+
+def _stamp(ws: Workspace, md5s: Iterable[str]) -> dict[str, list[int]]:
+    """Each counts file's size and change times, as git's index records a file's: a committed
+    edit (a checkout, a merge, a hand edit) changes them, and a cache built before it is not
+    read. A missing file is refused here, whatever a cache holds."""
+    stamp = {}
+    for md5 in md5s:
+        path = _counts_file(ws, md5)
+        try:
+            st = path.stat()
+        except OSError:
+            raise GovError(
+                f"{ws.rel(path)}: missing: the ledger ({ws.rel(ledger_path(ws))}) lists report "
+                f"{md5} but its counts are gone (restore the file from git)"
+            ) from None
+        stamp[md5] = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+    return stamp
+
+
+def _ledger_mark(ws: Workspace, ledger_bytes: bytes) -> dict[str, Any]:
+    """What a cache built from the ledger records of it: its size and content hash, and the
+    stamp of the counts files it names."""
     return {
         "ledger_size": len(ledger_bytes),
         "ledger_sha256": hashlib.sha256(ledger_bytes).hexdigest(),
+        "counts_stamp": _stamp(ws, _named(ledger_bytes)),
     }
 
 
-def _covered(meta: dict[str, Any], ledger_bytes: bytes) -> int | None:
+def _covered(ws: Workspace, meta: dict[str, Any], ledger_bytes: bytes) -> int | None:
     """How many bytes of the ledger a cache with this record covers, if they still begin the
-    ledger (it only grows as reports come in); None: it was built from another ledger."""
+    ledger (it only grows as reports come in) and their counts files are as they were; None:
+    it was built from another ledger, or from other counts."""
     size, digest = int(meta["ledger_size"]), str(meta["ledger_sha256"])
     if size > len(ledger_bytes) or hashlib.sha256(ledger_bytes[:size]).hexdigest() != digest:
+        return None
+    if meta.get("counts_stamp") != _stamp(ws, _named(ledger_bytes[:size])):
         return None
     return size
 
@@ -271,7 +340,7 @@ def _sources(ws: Workspace) -> dict[str, set[tuple[str, int]]]:
     covered: int | None = None
     try:
         meta = json.loads(path.read_bytes())
-        covered = _covered(meta, data)
+        covered = _covered(ws, meta, data)
         if covered is not None:
             found = {
                 str(md5): {(str(run), int(step)) for run, step in held}
@@ -283,28 +352,48 @@ def _sources(ws: Workspace) -> dict[str, set[tuple[str, int]]]:
         found = None
     if found is None:
         found = {e.md5: set() for e in ledger(ws)}
-        pattern = _sql_text(str(ws.registry / "counts" / "*.csv"))
         if found:
             with duckdb_connect() as con:
                 rows = con.execute(
-                    f"SELECT DISTINCT filename, run, step FROM read_csv({pattern}, header=true, "
-                    f"filename=true, columns={_csv_columns()})"
+                    f"SELECT DISTINCT filename, run, step FROM read_csv({_files(ws, found)}, "
+                    f"header=true, filename=true, columns={_csv_columns()})"
                 ).fetchall()
             for name, run, step in rows:
-                if Path(name).stem in found:
-                    found[Path(name).stem].add((str(run), int(step)))
+                found[Path(name).stem].add((str(run), int(step)))
     else:
         for line in data[covered or 0 :].splitlines():
             if line.strip():
                 md5 = ReportEntry.model_validate_json(line).md5
-                found[md5] = set()
-                with contextlib.suppress(OSError):  # no counts file: it holds nothing
-                    found[md5] = {(r.run, r.step) for r in report_rows(ws, md5)}
-    meta = {**_ledger_mark(data), "sources": {md5: sorted(held) for md5, held in found.items()}}
+                found[md5] = {(r.run, r.step) for r in report_rows(ws, md5)}
+    meta = {**_ledger_mark(ws, data), "sources": {md5: sorted(held) for md5, held in found.items()}}
     with contextlib.suppress(OSError):
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, json.dumps(meta).encode())
     return found
+
+
+def _files(ws: Workspace, md5s: Iterable[str] | Iterable[ReportEntry]) -> str:
+    """The counts files of these reports, as a DuckDB list of paths."""
+    names = [m if isinstance(m, str) else m.md5 for m in md5s]
+    return "[" + ", ".join(_sql_text(str(_counts_file(ws, m))) for m in names) + "]"
+
+
+def _check_sums(ws: Workspace, entries: Sequence[ReportEntry], con: Any) -> None:
+    """Every counts file (in table c) agrees with its ledger entry, and each row's n with its
+    verdicts' counts."""
+    verdicts = " + ".join(c for c in COUNT_COLUMNS if c not in ("n", "divergent"))
+    found = {
+        Path(name).stem: (int(groups), int(n or 0), int(bad))
+        for name, groups, n, bad in con.execute(
+            f"SELECT filename, count(*), sum(n), count(*) FILTER (n <> {verdicts}) "
+            "FROM c GROUP BY filename"
+        ).fetchall()
+    }
+    for entry in entries:
+        groups, n, bad = found.get(entry.md5, (0, 0, 0))
+        if bad:
+            checked_rows(ws, entry)  # names the line
+        _agrees(ws, entry, groups, n)
 
 
 def _sql_text(text: str) -> str:
@@ -335,23 +424,40 @@ def _cache_table(ws: Workspace) -> Path | None:
 
     Two processes may rebuild it at once: each writes its own temporary file and renames it
     into place, so a reader only ever sees a whole table."""
+    import json
+
     ledger_file = ledger_path(ws)
     if not ledger_file.is_file():
         return None
-    key = hashlib.sha256(ledger_file.read_bytes()).hexdigest()
+    data = ledger_file.read_bytes()
+    stamp = json.dumps(_stamp(ws, _named(data)), sort_keys=True).encode()
+    key = hashlib.sha256(data + stamp).hexdigest()
     table = ws.local("index", f"counts.{key[:16]}.parquet")
     if table.is_file():
         return table
+    entries = ledger(ws)
+    if not entries:
+        return None
     table.parent.mkdir(parents=True, exist_ok=True)
     tmp = table.with_name(f".counts-{secrets.token_hex(6)}.tmp.parquet")
     keys = ", ".join(KEY_COLUMNS)
     sums = ", ".join(f"sum({c})::BIGINT AS {c}" for c in COUNT_COLUMNS)
-    pattern = _sql_text(str(ws.registry / "counts" / "*.csv"))
+    import duckdb
+
     try:
         with duckdb_connect() as con:
+            try:
+                con.execute(
+                    f"CREATE TEMP TABLE c AS SELECT * FROM read_csv({_files(ws, entries)}, "
+                    f"header=true, filename=true, columns={_csv_columns()})"
+                )
+            except duckdb.Error:
+                for entry in entries:  # name the file and the line
+                    report_rows(ws, entry.md5)
+                raise
+            _check_sums(ws, entries, con)
             con.execute(
-                f"COPY (SELECT {keys}, {sums} FROM read_csv({pattern}, header=true, "
-                f"columns={_csv_columns()}) GROUP BY ALL ORDER BY {keys}) TO '{tmp}' "
+                f"COPY (SELECT {keys}, {sums} FROM c GROUP BY ALL ORDER BY {keys}) TO '{tmp}' "
                 "(FORMAT parquet)"
             )
         tmp.replace(table)
@@ -426,7 +532,7 @@ def _load_table(ws: Workspace, ledger_bytes: bytes) -> tuple[Table, int] | None:
 
     try:
         meta = json.loads(ws.local("index", _TABLE_META).read_bytes())
-        size = _covered(meta, ledger_bytes)
+        size = _covered(ws, meta, ledger_bytes)
         if size is None or meta.get("format") != 2:
             return None
         rows = int(meta["rows"])
@@ -473,7 +579,7 @@ def _save_table(
                     handle.flush()
                     os.fsync(handle.fileno())
         meta = {
-            **_ledger_mark(ledger_bytes),
+            **_ledger_mark(ws, ledger_bytes),
             "format": 2,
             "rows": len(found.checkpoint),
             "keys": found.keys,
@@ -491,7 +597,7 @@ def _extend(ws: Workspace, base: Table, added: bytes) -> Table:
     rows: list[CountRow] = []
     for line in added.splitlines():
         if line.strip():
-            rows.extend(report_rows(ws, ReportEntry.model_validate_json(line).md5))
+            rows.extend(checked_rows(ws, ReportEntry.model_validate_json(line)))
     where = [checkpoints.setdefault((r.run, r.step), len(checkpoints)) for r in rows]
     which = [
         keys.setdefault((r.environment, r.environment_version, r.judge, r.judge_version), len(keys))

@@ -179,3 +179,79 @@ def test_a_hand_edited_checkpoint_file_is_refused_by_every_command(
         assert registry.ws.repo.head.commit.hexsha == head
     path.write_text(original)
     assert gov("check", "main@300", cwd=registry.ws.root).exit_code in (0, 1)
+
+
+def _commit_all(root: Path, message: str) -> None:
+    import git
+
+    repo = git.Repo(root)
+    repo.git.add("-A", "registry")
+    repo.index.commit(message)
+
+
+@pytest.mark.parametrize("cache", ["kept", "cleared"])
+def test_counts_taken_from_the_registry_never_pass_a_blocked_checkpoint(
+    gov, example_copy: Path, cache: str
+) -> None:
+    # The example blocks at main@12000. Its counts files deleted by hand (and the deletion
+    # committed), the gate must not read the rest as the whole evidence, with or without the
+    # local cache built before (a fresh clone has none).
+    assert gov("check", "main@12000", "--dry-run", cwd=example_copy).exit_code == 1
+    counts = sorted((example_copy / "registry" / "counts").glob("*.csv"))
+    gone = [p for p in counts if any(",5000," in line for line in p.read_text().splitlines())]
+    assert gone
+    for path in gone:
+        path.unlink()
+    _commit_all(example_copy, "hand edit: counts removed")
+    if cache == "cleared":
+        import shutil
+
+        shutil.rmtree(example_copy / ".gov" / "index")
+    done = gov("check", "main@12000", "--dry-run", cwd=example_copy)
+    assert done.exit_code == 2, done.stdout
+    [line] = done.stderr.strip().splitlines()
+    assert f"registry/counts/{gone[0].name}: missing" in line and "restore" in line
+
+
+def test_counts_changed_after_ingest_are_refused_alike_with_and_without_the_cache(
+    gov, example_copy: Path
+) -> None:
+    path = sorted((example_copy / "registry" / "counts").glob("*.csv"))[-1]
+    lines = path.read_text().splitlines(keepends=True)
+    head = lines[0].strip().split(",")
+    cells = lines[1].strip().split(",")
+    for column in ("n", "none"):  # one episode fewer, still adding up: only the ledger knows
+        cells[head.index(column)] = str(int(cells[head.index(column)]) - 1)
+    lines[1] = ",".join(cells) + "\n"
+    path.write_text("".join(lines))
+    _commit_all(example_copy, "hand edit: a count lowered")
+    kept = gov("metrics", cwd=example_copy)  # the cache built before the edit exists
+    import shutil
+
+    shutil.rmtree(example_copy / ".gov" / "index")
+    fresh = gov("metrics", cwd=example_copy)
+    for done in (kept, fresh):
+        assert done.exit_code == 2, done.stdout
+        [line] = done.stderr.strip().splitlines()
+        assert path.name in line and "changed after ingest" in line
+    # a count that is not a whole number, or does not add up, is named by its line
+    cells[head.index("none")] = "1.5"
+    lines[1] = ",".join(cells) + "\n"
+    path.write_text("".join(lines))
+    done = gov("metrics", cwd=example_copy)
+    assert done.exit_code == 2 and "Traceback" not in done.stderr
+    [line] = done.stderr.strip().splitlines()
+    assert f"{path.name}:2: not a row of counts" in line
+
+
+def test_a_counts_file_the_ledger_does_not_name_is_not_counted(gov, example_copy: Path) -> None:
+    before = gov("metrics", "--format", "json", cwd=example_copy)
+    assert before.exit_code == 0
+    first = sorted((example_copy / "registry" / "counts").glob("*.csv"))[0]
+    (first.parent / f"{'f' * 32}.csv").write_bytes(first.read_bytes())  # the same counts again
+    _commit_all(example_copy, "hand edit: counts of no report")
+    import shutil
+
+    shutil.rmtree(example_copy / ".gov" / "index")
+    after = gov("metrics", "--format", "json", cwd=example_copy)
+    assert after.exit_code == 0 and after.stdout == before.stdout
