@@ -125,6 +125,44 @@ def test_an_output_folder_that_does_not_exist(gov, example_template: Path, tmp_p
         build_report(open_registry(example_template), tmp_path / "nope" / "x.html")
 
 
+def test_the_page_never_overwrites_a_file_that_is_not_one(gov, example_copy: Path, tmp_path):
+    # -o once replaced whatever it named: gov.yaml, the audit trail, .git/HEAD, a symbolic
+    # link's target outside the workspace, a device
+    outside = tmp_path / "notes.txt"
+    outside.write_text("mine")
+    link = example_copy / "link.html"
+    link.symlink_to(outside)
+    kept = {p: p.read_bytes() for p in (example_copy / "gov.yaml", outside)}
+    trail = sorted((example_copy / "audit").glob("*.jsonl"))[0]
+    kept[trail] = trail.read_bytes()
+    head = example_copy / ".git" / "HEAD"
+    kept[head] = head.read_bytes()
+    cases = {
+        "gov.yaml": "is not a gov review page",
+        str(trail): "is not a gov review page",
+        ".git/HEAD": "inside the workspace's .git",
+        ".git/new.html": "inside the workspace's .git",
+        str(link): "is a symbolic link",
+        str(outside): "is not a gov review page",
+        "": "is a folder",  # click reads an empty path as "."
+        str(tmp_path): "is a directory",  # click refuses it first
+        "/dev/null": "not a regular file",
+    }
+    for target, message in cases.items():
+        done = gov("report", "-o", target, cwd=example_copy)
+        assert done.exit_code == 2, (target, done.stdout)
+        [line] = done.stderr.strip().splitlines()
+        assert message in line and "Traceback" not in done.stderr, (target, line)
+    assert all(p.read_bytes() == data for p, data in kept.items())
+    assert not (example_copy / ".git" / "new.html").exists()
+    # its own page is replaced, and a page where nothing was is written
+    page = tmp_path / "review.html"
+    assert gov("report", "-o", str(page), cwd=example_copy).exit_code == 0
+    first = page.read_bytes()
+    assert gov("report", "-o", str(page), cwd=example_copy).exit_code == 0
+    assert page.read_bytes().startswith(first[:60])
+
+
 def test_dvc_repro_recomputes_and_dvc_reads_the_metrics(
     gov, example_template: Path, tmp_path: Path
 ) -> None:
