@@ -44,7 +44,8 @@ if TYPE_CHECKING:
     from .judging.runner import Outcome as JudgeOutcome
     from .judging.runner import Transcript
     from .lake import Aggregated
-    from .policy_tools import CaseResult, Explanation, Finding
+    from .policies import Finding
+    from .policy_tools import CaseResult, Explanation
     from .records import AuditEntry, Decision
     from .registry import NewCheckpoint, Registry, Summary
     from .review import ReportResult
@@ -906,7 +907,14 @@ def policy_lint(workspace: Where = None, folder: Path | None = None) -> Lint:
 
     where, root = _policy_folder(workspace, folder)
     files = len([*where.glob("*.yaml"), *where.glob("*.yml")])
-    return Lint(where, files, lint(where, root))
+    findings = lint(where, root)
+    if folder is None and not any(f.level == "error" for f in findings):
+        from .gates import unregistered_judges
+        from .policies import load_policies
+
+        registry = _open(workspace)
+        findings += unregistered_judges(registry, load_policies(where, root))
+    return Lint(where, files, findings)
 
 
 def policy_explain(

@@ -19,7 +19,15 @@ import numpy as np
 from . import audit, calibration, counts, memo, parallel
 from .errors import Blocked, GovError
 from .models import CheckpointStatus, EnvironmentStatus, Flag, FlagEvidence, utc_now
-from .policies import Action, Insufficient, LoadedPolicy, Policy, load_policies, with_unjudged
+from .policies import (
+    Action,
+    Finding,
+    Insufficient,
+    LoadedPolicy,
+    Policy,
+    load_policies,
+    with_unjudged,
+)
 from .records import Decision, Inputs, Override
 from .registry import Registry, parse_checkpoint_ref
 from .stats.calibration import ErrorRates
@@ -49,6 +57,32 @@ def loaded_policies(ws: Workspace, policies: Sequence[LoadedPolicy] | None) -> l
     return loaded
 
 
+def unregistered_judges(registry: Registry, loaded: Sequence[LoadedPolicy]) -> list[Finding]:
+    """The judges policies name that are not registered: one misspelt would read no series,
+    find no evidence and pass, so the gate would be off without a word."""
+    known = {j.id for j in registry.judges()}
+    found = []
+    for item in loaded:
+        policy = item.policy
+        named = [] if policy.judge == "any" else [policy.judge]
+        if policy.pair is not None:
+            named += [policy.pair.cot.partition("@")[0], policy.pair.action.partition("@")[0]]
+        if policy.judge_bridge is not None:
+            named += [policy.judge_bridge.source.partition("@")[0]]
+        for judge in dict.fromkeys(named):
+            if judge not in known:
+                found.append(
+                    Finding(
+                        item.path,
+                        "error",
+                        f"judge {judge!r} is not registered (registered: "
+                        f"{', '.join(sorted(known)) or 'none'}): the policy would read nothing "
+                        "and pass; fix the name or register the judge",
+                    )
+                )
+    return found
+
+
 # -- the decision ---------------------------------------------------------------------------
 def decide(
     registry: Registry, ref: str, policies: Sequence[LoadedPolicy] | None = None
@@ -60,6 +94,8 @@ def decide(
     ws = registry.ws
     memo.install(ws)  # the posteriors the previous check computed, found again
     loaded = loaded_policies(ws, policies)
+    for problem in unregistered_judges(registry, loaded):
+        raise GovError(f"{problem.path}: {problem.message}")
     results: list[Result] = []
     actions: dict[str, list[str]] = {}
     outcome: Outcome = "pass"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import hashlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
@@ -307,10 +308,43 @@ def parse_policy(text: str, display: str) -> Policy:
         raise
 
 
+@dataclass(frozen=True)
+class Finding:
+    path: str
+    level: Literal["error", "warning"]
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.level}: {self.message}"
+
+
+UNREAD = (
+    "not read as a policy: a policy file's name ends in .yaml or .yml, in lower case (rename it, "
+    "or move it out of the policies folder)"
+)
+
+
+def unread_policy_files(folder: Path) -> list[Path]:
+    """Files in the policies folder that look like policies but would not be read (POLICY.YAML,
+    p.yaml.txt is not one of them): a gate left out without a word."""
+    if not folder.is_dir():
+        return []
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file()
+        and p.suffix.lower() in (".yaml", ".yml")
+        and p.suffix not in (".yaml", ".yml")
+    )
+
+
 def load_policies(folder: Path, root: Path) -> list[LoadedPolicy]:
     """Every `*.yaml` policy in `folder`, by file name; two policies with one name are refused."""
     loaded: list[LoadedPolicy] = []
     names: dict[str, str] = {}
+    for path in unread_policy_files(folder):
+        display = path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
+        raise PolicyError(f"{display}: {UNREAD}")
     for path in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]):
         display = path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
         raw = path.read_bytes()

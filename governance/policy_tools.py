@@ -14,7 +14,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from . import calibration, counts, yamlio
 from .errors import GovError, PolicyError
-from .policies import LoadedPolicy, Policy, load_policies, parse_policy
+from .policies import (
+    UNREAD,
+    Finding,
+    LoadedPolicy,
+    Policy,
+    load_policies,
+    parse_policy,
+    unread_policy_files,
+)
 from .registry import Registry, parse_checkpoint_ref
 from .stats.evaluate import evaluate, evaluate_run
 from .stats.intervals import wilson
@@ -23,20 +31,13 @@ from .stats.result import Result
 from .stats.series import Point, SeriesKey, for_policy, matrices, peers
 
 
-@dataclass(frozen=True)
-class Finding:
-    path: str
-    level: Literal["error", "warning"]
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.path}: {self.level}: {self.message}"
-
-
 def lint(folder: Path, root: Path) -> list[Finding]:
     """Every problem of every policy file: schema errors, then what the numbers imply."""
     findings: list[Finding] = []
     names: dict[str, str] = {}
+    for path in unread_policy_files(folder):
+        display = path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
+        findings.append(Finding(display, "error", UNREAD))
     for path in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]):
         display = path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
         try:
