@@ -386,6 +386,11 @@ class Registry:
             ckpt = _shared_mixture(raw, mixtures)
             if ckpt is None:  # validated whole, for the error message that names the field
                 ckpt = validate_jsonl_line(raw, number, Checkpoint, display)
+            if ckpt.run != path.stem:
+                raise RegistryFileError(
+                    f"{display}:{number}: field run: {ckpt.run!r} in the file of run "
+                    f"{path.stem!r}: fix or remove the line by hand"
+                )
             if found and ckpt.step <= found[-1].step:
                 why = "appears twice" if ckpt.step == found[-1].step else "is out of order"
                 raise RegistryFileError(
@@ -405,8 +410,11 @@ class Registry:
             with path.open("rb") as handle:
                 lines = [line for line in handle if key in line]
             for line in lines:
-                ckpt = Checkpoint.model_validate_json(line)
-                if ckpt.step == step:
+                try:
+                    ckpt = Checkpoint.model_validate_json(line)
+                except ValueError:  # a broken line: the full read names it
+                    break
+                if ckpt.step == step and ckpt.run == run:
                     return ckpt
             for ckpt in self.checkpoints(run):
                 if ckpt.step == step:

@@ -282,3 +282,23 @@ def test_a_policy_file_that_would_not_be_read_stops_the_check(gov, example_copy:
     assert "policies/Rising.YAML: not read as a policy" in line
     linted = gov("policy", "lint", cwd=example_copy)
     assert linted.exit_code == 2 and "Rising.YAML" in linted.stderr
+
+
+def test_a_broken_checkpoint_line_is_named_by_every_command_that_reads_it(
+    gov, example_copy: Path
+) -> None:
+    # check and checkpoint show read one line by a shortcut, which crashed on a cut line (exit
+    # 3) and took a line of another run's for this run's
+    path = example_copy / "registry" / "checkpoints" / "main.jsonl"
+    lines = path.read_text().splitlines(keepends=True)
+    for broken, message in (
+        (lines[-1][:-40] + "\n", "main.jsonl:48: invalid JSON"),
+        (lines[-1].replace('"run":"main"', '"run":"other"', 1), "main.jsonl:48: field run"),
+    ):
+        assert broken != lines[-1]
+        path.write_text("".join([*lines[:-1], broken]))
+        for command in (["check", "main@12000", "--dry-run"], ["checkpoint", "show", "main@12000"]):
+            done = gov(*command, cwd=example_copy)
+            assert done.exit_code == 2, (command, done.stdout, done.stderr)
+            [line] = done.stderr.strip().splitlines()
+            assert message in line, line
