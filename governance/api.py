@@ -638,6 +638,7 @@ def transcripts_from(
 
     reg = _open(workspace)
     reg.run(run)  # an unknown run is an error here, not at ingest
+    rollouts.check_out(out, paths)
     versions: dict[str, int | str] = {e.id: e.current.number for e in reg.environments()}
     found = rollouts.to_transcripts(
         framework,

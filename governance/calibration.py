@@ -16,6 +16,7 @@ import gzip
 import hashlib
 import io
 import json
+import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -257,11 +258,16 @@ def _records(path: Path, raw: bytes) -> Iterator[tuple[int, dict[str, Any]]]:
                 continue
             try:
                 record = json.loads(line)
+                if not isinstance(record, dict):
+                    raise GovError(f"{path}:{number}: a label must be a JSON object")
+                twice = repeated_key(line.encode(), len(record))
             except json.JSONDecodeError as exc:
                 raise GovError(f"{path}:{number}: invalid JSON: {exc.msg}") from None
-            if not isinstance(record, dict):
-                raise GovError(f"{path}:{number}: a label must be a JSON object")
-            twice = repeated_key(line.encode(), len(record))
+            except (RecursionError, ValueError):
+                raise GovError(
+                    f"{path}:{number}: a value is nested too deeply to read (over "
+                    f"{sys.getrecursionlimit()} levels)"
+                ) from None
             if twice is not None:
                 raise GovError(f"{path}:{number}: field {twice}: given twice in one record")
             yield number, record

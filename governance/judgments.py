@@ -8,6 +8,7 @@ Both are keyed by run, checkpoint step, environment and version, judge and judge
 from __future__ import annotations
 
 import json
+import sys
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -215,11 +216,15 @@ def repeated_key(record: bytes, keys: int) -> str | None:
     report alike, and no judgment is read as another, gov refuses it. Every key is followed by
     its own colon, so a record with no more colons than the `keys` the model took has no key
     twice, and only the others (extra fields, nested objects, colons in strings) are parsed
-    again."""
+    again. A record nested too deeply to read is a ValueError."""
     if record.count(b":") <= keys:
         return None
     try:
         json.loads(record, object_pairs_hook=_refuse_repeats)
     except _Repeated as exc:
         return repr(exc.args[0])
+    except RecursionError:
+        raise ValueError(
+            f"a value is nested too deeply to read (over {sys.getrecursionlimit()} levels)"
+        ) from None
     return None

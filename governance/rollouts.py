@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -150,6 +150,8 @@ def _jsonl(framework: str, path: Path, named: int | None) -> Iterator[Rollout]:
                 record = json.loads(raw)
             except ValueError:
                 raise GovError(f"{where}: not JSON") from None
+            except RecursionError:
+                raise GovError(f"{where}: a value is nested too deeply to read") from None
             if not isinstance(record, dict):
                 raise GovError(f"{where}: a rollout is a JSON object")
             if framework == "verl":
@@ -237,10 +239,10 @@ def to_transcripts(
                     step=rollout.step if at_step is None else at_step,
                     environment=env,
                     environment_version=versions[env],
-                    episode=rollout.episode,
-                    task=rollout.task,
-                    cot=cot,
-                    action=action,
+                    episode=_unicode(rollout.episode),
+                    task=_unicode(rollout.task),
+                    cot=_unicode(cot),
+                    action=_unicode(action),
                 )
             )
         problems.raise_if_any()
@@ -249,7 +251,30 @@ def to_transcripts(
     return found
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")  # left in a str by json.loads only when alone
+
+
+def _unicode(text: str) -> str:
+    """Text as valid Unicode: a lone UTF-16 surrogate (JSON's "\\ud800", which a model's
+    broken output can hold) becomes U+FFFD, as UTF-8 cannot hold it."""
+    return _SURROGATE.sub("\ufffd", text)
+
+
+def check_out(out: Path, inputs: Sequence[Path]) -> None:
+    """The transcripts' file may be written: not a folder, not one of the dumps it is read from."""
+    if out.is_dir():
+        raise GovError(f"{out}: is a folder: name the transcripts' file, e.g. --out t.jsonl")
+    for path in inputs:
+        if out.exists() and path.exists() and out.resolve() == path.resolve():
+            raise GovError(f"{out}: is one of the rollout dumps it reads: name another file")
+        if path.is_dir() and out.resolve().is_relative_to(path.resolve()):
+            raise GovError(f"{out}: is inside the rollout folder it reads: name a file outside")
+
+
 def write(transcripts: list[Transcript], out: Path) -> None:
     """The transcripts as JSONL, whole or not at all."""
     text = "".join(t.model_dump_json() + "\n" for t in transcripts)
-    atomic_write(out, text.encode("utf-8"))
+    try:
+        atomic_write(out, text.encode("utf-8"))
+    except OSError as exc:
+        raise GovError(f"{out}: cannot be written: {exc.strerror or exc}") from None

@@ -147,6 +147,13 @@ def test_verdicts_from_the_judges_own_report(gov, judged: Path, tmp_path: Path) 
     )
     assert done.exit_code == 2 and "labels.jsonl:5: field 'truth': given twice" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and _head(judged) == before
+    # a line nested past Python's reader (it was an internal error)
+    labels.write_text(labels.read_text().replace(lines[4], "[" * 100_000 + "\n"))
+    done = gov(
+        "judge", "calibrate", "monitor@cot", str(labels), "--verdicts", str(report), cwd=judged
+    )
+    assert done.exit_code == 2 and "labels.jsonl:5: a value is nested too deeply" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and _head(judged) == before
 
 
 @pytest.mark.parametrize(

@@ -156,6 +156,9 @@ def test_the_split_rule_is_configurable_and_a_template_may_open_the_block(
         ("unknown-env", "environment 'chess' is not registered"),
         ("bad-split", "give the two tags as OPEN,CLOSE"),
         ("unknown-run", "run 'other' is not registered"),
+        ("deep", ":3: a value is nested too deeply to read"),
+        ("out-is-the-dump", "is one of the rollout dumps it reads"),
+        ("out-is-a-folder", "is a folder"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_no_output(
@@ -171,11 +174,36 @@ def test_bad_input_is_one_line_exit_2_and_no_output(
         args = ["--run", "main", "--environment", "chess"]
     elif problem == "bad-split":
         args += ["--split", "<think>"]
-    else:
+    elif problem == "deep":  # 100,000 levels of brackets: Python's reader gives up
+        with dump.open("a") as handle:
+            handle.write("[" * 100_000 + "\n")
+    elif problem == "unknown-run":
         args = ["--run", "other", "--environment", "math"]
     out = tmp_path / "t.jsonl"
+    if problem == "out-is-the-dump":
+        out = dump
+    elif problem == "out-is-a-folder":
+        out = tmp_path / "dump"
+    before = dump.read_bytes()
     done = gov("transcripts", "from-verl", str(dump), *args, "--out", str(out), cwd=workspace)
     assert done.exit_code == 2
-    assert message in done.stderr, done.stderr
+    line = done.stderr.strip().splitlines()[0]  # then the other rollouts a refusal lists
+    assert message in line, done.stderr
     assert "Traceback" not in done.stderr
-    assert not out.exists()
+    assert dump.read_bytes() == before
+    assert not (tmp_path / "t.jsonl").exists()
+
+
+def test_a_lone_surrogate_in_a_rollout_is_written_as_a_replacement_character(
+    gov, workspace: Path, tmp_path: Path
+) -> None:
+    # JSON's "\\ud800" reads as a lone UTF-16 surrogate, which UTF-8 cannot hold: writing the
+    # transcripts crashed (exit 3)
+    dump = verl_dump(tmp_path / "dump", 3, [f"{THOUGHT} broken \ud800 output"])
+    assert "\\ud800" in dump.read_text()
+    out = tmp_path / "t.jsonl"
+    args = ("--run", "main", "--environment", "math", "--out", str(out))
+    done = gov("transcripts", "from-verl", str(dump), *args, cwd=workspace)
+    assert done.exit_code == 0, done.stderr
+    [t] = read_transcripts([out])
+    assert t.action == "broken \ufffd output"

@@ -285,7 +285,11 @@ def validated(
         except ValidationError as exc:
             problems.add(label, validation_message(exc))
             continue
-        twice = repeated_key(record, len(found.model_fields_set))
+        try:
+            twice = repeated_key(record, len(found.model_fields_set))
+        except ValueError as exc:
+            problems.add(label, str(exc))
+            continue
         if twice is None:
             yield number, label, found
         else:
