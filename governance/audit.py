@@ -447,6 +447,7 @@ def verify(ws: Workspace) -> Verification:
     for where, entry in read(ws, contents):
         count += 1
         _check_link(where, entry, expected, prev)
+        _check_decision(ws, where, entry)
         for md5 in entry.get("inputs", {}).get("reports", []):
             if not _report_present(ws, md5):
                 missing.add(md5)
@@ -484,6 +485,24 @@ def verify(ws: Workspace) -> Verification:
         _mark_verified(ws, contents, count, prev)
         _index(ws)  # where each entry is, for `show`, kept current
     return Verification(count, prev if count else None, anchored, sorted(missing))
+
+
+def _check_decision(ws: Workspace, where: str, entry: dict[str, Any]) -> None:
+    """A check's decision file is the one its entry recorded (entries since the hash was kept):
+    a decision edited afterwards (a block turned into a pass) breaks the trail."""
+    refs = entry.get("refs") or {}
+    digest, name = refs.get("decision_sha256"), refs.get("decision")
+    if entry.get("kind") != "check" or not isinstance(digest, str) or not isinstance(name, str):
+        return
+    try:
+        found = hashlib.sha256((ws.root / name).read_bytes()).hexdigest()
+    except OSError:
+        raise TrailBroken(f"{where}: its decision {name} is gone") from None
+    if found != digest:
+        raise TrailBroken(
+            f"{where}: its decision {name} is not the one it recorded (the file was changed "
+            "after the check)"
+        )
 
 
 VERIFIED = "verified-trail.json"  # in the workspace's local state: how far the trail was verified

@@ -504,8 +504,9 @@ def record(registry: Registry, decision: Decision) -> str | None:
     summary = f"check {decision.checkpoint}: {decision.outcome}"
     if decision.flagged:
         summary += f" (flags {', '.join(decision.flagged)})"
+    recorded_bytes = model_json(decision)
     with ws.change(summary) as change:
-        change.write(path, model_json(decision))
+        change.write(path, recorded_bytes)
         policy_diff = audit.policy_change(ws, decision.inputs.policies)
         if policy_diff is not None:
             audit.append(
@@ -524,6 +525,8 @@ def record(registry: Registry, decision: Decision) -> str | None:
             inputs=decision.inputs.model_dump(),
             refs={
                 "decision": ws.rel(path),
+                # the decision file's own bytes: `gov audit verify` finds one edited afterwards
+                "decision_sha256": hashlib.sha256(recorded_bytes).hexdigest(),
                 "digest": decision.digest,
                 "fired": sorted({r.policy for r in decision.fired}),
                 "flagged": decision.flagged,

@@ -158,3 +158,19 @@ def test_a_quarantine_is_recorded_and_one_set_by_hand_is_caught(gov, example_cop
     checkpoints.write_text("\n".join(lines) + "\n")
     caught = gov("audit", "verify", cwd=example_copy)
     assert caught.exit_code == 1 and "no entry of the trail quarantined it" in caught.stderr
+
+
+def test_a_decision_edited_after_its_check_is_caught(gov, example_copy: Path) -> None:
+    # turning the recorded block into a pass in the decision file itself passed the verify, and
+    # the review page then headlined PASS
+    [path] = sorted((example_copy / "audit" / "decisions").glob("main@12000.*.json"))
+    text = path.read_text()
+    assert '"outcome": "block"' in text
+    path.write_text(text.replace('"outcome": "block"', '"outcome": "pass"', 1))
+    repo = git.Repo(example_copy)
+    repo.index.add([str(path.relative_to(example_copy))])
+    repo.index.commit("edit a decision")
+    done = gov("audit", "verify", cwd=example_copy)
+    assert done.exit_code == 1, done.stdout
+    [line] = done.stderr.strip().splitlines()
+    assert path.name in line and "not the one it recorded" in line
