@@ -523,18 +523,23 @@ def guard(ws: Workspace) -> None:
     sealed = [p for p in _present(ws) if p != active]
     stats = _stats(sealed)
     try:
+        cut = False  # the trail holds fewer entries than git recorded: verify it all
         if known is not None and known["sealed"] == stats:
             data = active.read_bytes() if active.is_file() else b""
             size, digest = known["pieces"][-1]
             if size <= len(data) and hashlib.sha256(data[:size]).hexdigest() == digest:
                 seq, head = _verify_from(ws, [(active, data)], size, known["seq"], known["id"])
-                pieces = [*known["pieces"][:-1], _piece(data)]
-                _write_mark(ws, pieces, stats, seq, head)
-                return
+                if _newest_recorded_seq(ws) <= seq:
+                    pieces = [*known["pieces"][:-1], _piece(data)]
+                    _write_mark(ws, pieces, stats, seq, head)
+                    return
+                # git recorded a later head than the trail holds: entries were cut off the
+                # end, back to what was verified before; the full verification names them
+                cut = True
         contents = _contents(ws)
         if not contents:
             return
-        verified = _verified_prefix(known, b"".join(d for _, d in contents))
+        verified = None if cut else _verified_prefix(known, b"".join(d for _, d in contents))
         if known is not None and verified is not None:
             seq, head = _verify_from(ws, contents, verified, known["seq"], known["id"])
         else:
@@ -545,6 +550,21 @@ def guard(ws: Workspace) -> None:
             f"refusing to write: {exc} (see `gov audit verify`; restore the trail from git)"
         ) from exc
     _mark_verified(ws, contents, seq, head)
+
+
+def _newest_recorded_seq(ws: Workspace) -> int:
+    """The number of the newest head a gov commit recorded for the trail (0: none): a trail
+    holding fewer entries than that was cut back, even to bytes verified before."""
+    rel = _repo_path(ws, ws.rel(trail_path(ws)))
+    found = ws.repo.git.log(
+        "-1",
+        f"--grep=^{HEAD_TRAILER}: ",
+        f"--format=%(trailers:key={HEAD_TRAILER},valueonly,separator=;)",
+        "--",
+        rel,
+    )
+    heads = [v.strip() for v in found.split(";") if v.strip()]
+    return max((int(h.partition(" ")[0]) for h in heads if h[:1].isdigit()), default=0)
 
 
 def _piece(data: bytes) -> list[Any]:

@@ -174,3 +174,23 @@ def test_a_decision_edited_after_its_check_is_caught(gov, example_copy: Path) ->
     assert done.exit_code == 1, done.stdout
     [line] = done.stderr.strip().splitlines()
     assert path.name in line and "not the one it recorded" in line
+
+
+def test_no_entry_is_written_on_a_trail_cut_back_to_what_was_verified_before(
+    gov, example_copy: Path
+) -> None:
+    # the last entry deleted and the deletion committed leaves exactly the bytes the previous
+    # append had verified: the cheap check before a write passed, and gov check wrote on top
+    path = example_copy / "audit" / "trail.jsonl"
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(lines[:-1]))
+    repo = git.Repo(example_copy)
+    repo.index.add(["audit/trail.jsonl"])
+    repo.index.commit("drop the last entry")
+    head = repo.head.commit.hexsha
+    assert gov("audit", "verify", cwd=example_copy).exit_code == 1
+    done = gov("check", "main@3000", cwd=example_copy)
+    assert done.exit_code == 2, done.stdout
+    [line] = done.stderr.strip().splitlines()
+    assert "refusing to write" in line and "rewritten" in line
+    assert repo.head.commit.hexsha == head and path.read_text() == "".join(lines[:-1])
