@@ -95,12 +95,20 @@ def content_hash(paths: Sequence[Path]) -> str:
     for path in paths:
         if not path.exists():
             raise NotFound(f"{path}: no such file or folder to hash")
-        files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-        for file in files:
-            if any(part in (".git", "__pycache__") for part in file.parts):
-                continue
-            name = path.name if file == path else f"{path.name}/{file.relative_to(path).as_posix()}"
-            entries.append(f"{name}\0{hashlib.sha256(file.read_bytes()).hexdigest()}\n")
+        try:
+            files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+            for file in files:
+                if any(part in (".git", "__pycache__") for part in file.parts):
+                    continue
+                inner = file.relative_to(path).as_posix()
+                name = path.name if file == path else f"{path.name}/{inner}"
+                entries.append(f"{name}\0{hashlib.sha256(file.read_bytes()).hexdigest()}\n")
+        except OSError as exc:
+            where = exc.filename or path
+            raise GovError(
+                f"{where}: cannot be read to hash ({exc.strerror or exc}): an environment's "
+                "files must all be readable"
+            ) from None
     if not entries:
         raise GovError(f"nothing to hash in {', '.join(map(str, paths))}: no files")
     digest = hashlib.sha256("".join(sorted(entries)).encode()).hexdigest()

@@ -299,3 +299,19 @@ def test_a_checkpoint_whose_dvc_file_git_ignores_is_refused(gov, workspace: Path
     assert "step-100.pt.dvc" in result.stderr and "ignored" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert snapshot(workspace) == before
+
+
+def test_an_environment_folder_with_an_unreadable_file_is_one_line(gov, workspace: Path) -> None:
+    # reading every file to hash it crashed on the first it could not read (exit 3)
+    folder = Path("/proc/1")
+    try:
+        for path in folder.rglob("*"):
+            if path.is_file():
+                path.read_bytes()
+        pytest.skip("every file under /proc/1 is readable here: nothing to refuse")
+    except OSError:
+        pass
+    done = gov("env", "add", "newenv", "--from", str(folder), cwd=workspace)
+    assert done.exit_code == 2, done.stdout
+    [line] = done.stderr.strip().splitlines()
+    assert "cannot be read to hash" in line and "Traceback" not in done.stderr
