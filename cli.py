@@ -467,6 +467,12 @@ def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
             key, sep, target = part.partition("=")
             if not sep or not key.strip() or not target.strip():
                 raise click.BadParameter(f"{part!r}: give FROM=TO", param_hint=option)
+            if found.get(key.strip(), target.strip()) != target.strip():
+                raise click.BadParameter(
+                    f"{key.strip()!r} is given twice, as {found[key.strip()]!r} and "
+                    f"{target.strip()!r}: which one is meant?",
+                    param_hint=option,
+                )
             found[key.strip()] = target.strip()
     return found
 

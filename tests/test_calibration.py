@@ -176,6 +176,10 @@ def test_verdicts_from_the_judges_own_report(gov, judged: Path, tmp_path: Path) 
          "no labelled episodes where condition=none"),
         (("monitor@cot", str(LABELS), "--truth-column", "truth"), "no column 'episode'"),
         (("monitor@cot", "missing.csv"), "missing.csv: no such label file"),
+        (("monitor@cot", str(LABELS), *IB, "--truth-map", "honest_diag=overt"),
+         "'honest_diag' is given twice, as 'rejected' and 'overt'"),
+        (("monitor@cot", str(LABELS), *IB, "--where", "condition=full", "--where",
+          "condition=code_only"), "'condition' is given twice"),
     ],
 )  # fmt: skip
 def test_bad_labels_are_refused_with_nothing_written(
