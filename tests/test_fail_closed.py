@@ -257,31 +257,37 @@ def test_a_counts_file_the_ledger_does_not_name_is_not_counted(gov, example_copy
     assert after.exit_code == 0 and after.stdout == before.stdout
 
 
-def test_a_policy_naming_an_unregistered_judge_stops_the_check_not_itself(
-    gov, example_copy: Path
-) -> None:
-    # a misspelt judge read no series, found no evidence and passed: the block at main@12000
-    # became a pass without a word, and `gov policy lint` found nothing
-    path = example_copy / "policies" / "rationalization-rate-rising.yaml"
+def _misspell_judge(policies: Path) -> None:
+    path = policies / "rationalization-rate-rising.yaml"
     path.write_text(path.read_text().replace("judge: any ", "judge: cot-monitr ", 1))
     assert "cot-monitr" in path.read_text()
-    done = gov("check", "main@12000", "--dry-run", cwd=example_copy)
-    assert done.exit_code == 2, done.stdout
-    [line] = done.stderr.strip().splitlines()
-    assert "rationalization-rate-rising.yaml: judge 'cot-monitr' is not registered" in line
-    linted = gov("policy", "lint", cwd=example_copy)
-    assert linted.exit_code == 2 and "judge 'cot-monitr' is not registered" in linted.stderr
 
 
-def test_a_policy_file_that_would_not_be_read_stops_the_check(gov, example_copy: Path) -> None:
-    policies = example_copy / "policies"
+def _misname_file(policies: Path) -> None:
     (policies / "rationalization-rate-rising.yaml").rename(policies / "Rising.YAML")
+
+
+@pytest.mark.parametrize(
+    ("edit", "where", "message"),
+    [
+        # a misspelt judge read no series, found no evidence and passed
+        (_misspell_judge, "rising.yaml: ", "judge 'cot-monitr' is not registered"),
+        # a file named .YAML was never read
+        (_misname_file, "policies/Rising.YAML: ", "not read as a policy"),
+    ],
+)
+def test_a_policy_that_would_read_nothing_stops_the_check_and_the_lint(
+    gov, example_copy: Path, edit, where: str, message: str
+) -> None:
+    # either way the block at main@12000 became a pass without a word, and `gov policy lint`
+    # found nothing
+    edit(example_copy / "policies")
     done = gov("check", "main@12000", "--dry-run", cwd=example_copy)
     assert done.exit_code == 2, done.stdout
     [line] = done.stderr.strip().splitlines()
-    assert "policies/Rising.YAML: not read as a policy" in line
+    assert where + message in line
     linted = gov("policy", "lint", cwd=example_copy)
-    assert linted.exit_code == 2 and "Rising.YAML" in linted.stderr
+    assert linted.exit_code == 2 and where in linted.stderr and message in linted.stderr
 
 
 def test_a_broken_checkpoint_line_is_named_by_every_command_that_reads_it(
