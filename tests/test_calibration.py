@@ -156,6 +156,17 @@ def test_verdicts_from_the_judges_own_report(gov, judged: Path, tmp_path: Path) 
     assert len(done.stderr.strip().splitlines()) == 1 and _head(judged) == before
 
 
+def test_a_label_file_with_a_column_named_twice_is_refused(gov, judged: Path, tmp_path) -> None:
+    # csv's reader kept the last of two columns of one name without a word
+    labels = tmp_path / "twice.csv"
+    labels.write_text("episode,truth,truth\ne1,rejected,rationalized\n")
+    before = _head(judged)
+    done = gov("judge", "calibrate", "monitor@cot", str(labels), cwd=judged)
+    assert done.exit_code == 2, done.stdout
+    [line] = done.stderr.strip().splitlines()
+    assert "twice.csv:1: column 'truth' appears twice" in line and _head(judged) == before
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
