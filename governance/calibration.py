@@ -274,10 +274,10 @@ def _records(path: Path, raw: bytes) -> Iterator[tuple[int, dict[str, Any]]]:
     elif name.endswith(".csv"):
         reader = csv.DictReader(io.StringIO(text, newline=""))
         header = reader.fieldnames or []
-        twice = sorted({c for c in header if header.count(c) > 1})
-        if twice:
+        doubled = sorted({c for c in header if header.count(c) > 1})
+        if doubled:
             raise GovError(
-                f"{path}:1: column {twice[0]!r} appears twice in the header (which one is meant?)"
+                f"{path}:1: column {doubled[0]!r} appears twice in the header (which one is meant?)"
             )
         for record in reader:
             yield reader.line_num, record

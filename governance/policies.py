@@ -15,7 +15,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from . import yamlio
 from .errors import PolicyError
@@ -110,6 +110,13 @@ class Obfuscation(_Part):
     probability: Confidence = 0.95
 
 
+def _integer_one(value: object) -> object:
+    # a Literal alone takes true and 1.0 for 1, strict or not
+    if type(value) is not int:
+        raise ValueError("schema_version is the integer 1")
+    return value
+
+
 class Condition(_Part):
     above: Above | None = None
     rise: Rise | None = None
@@ -198,7 +205,7 @@ class MinimumEvidence(_Part):
 
 
 class Policy(_Part):
-    schema_version: Literal[1] = 1
+    schema_version: Annotated[Literal[1], BeforeValidator(_integer_one)] = 1
     name: Name
     description: str
     metric: str
@@ -301,6 +308,7 @@ def parse_policy(text: str, display: str) -> Policy:
             display,
             PolicyError,
             what="a policy is a mapping of fields (see policies/README.md)",
+            exact_types=True,
         )
     except PolicyError as exc:
         if exc.message.endswith("unknown field"):

@@ -8,6 +8,7 @@ typo'd key is refused, not ignored).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
@@ -121,13 +122,19 @@ def parse(
     strict: bool = True,
     what: str = "expected a mapping of fields",
     suffix: str = "",
+    exact_types: bool = False,
 ) -> M:
     """YAML text to a validated `model`; every problem is one `error` line naming the file,
-    the line and the field. `suffix` is appended to each message (how to fix it)."""
+    the line and the field. `suffix` is appended to each message (how to fix it).
+    `exact_types`: a value of the wrong kind is an error, not converted (`level: '0.02'`, a
+    string, is not the number 0.02; `schema_version: true` is not 1), as JSON's strict mode
+    reads them (where enums are their values and lists stand for tuples)."""
     data = load(text, display, error, strict=strict, suffix=suffix)
     if not isinstance(data, dict):
         raise error(f"{display}: {what}{suffix}")
     try:
+        if exact_types:
+            return model.model_validate_json(json.dumps(data, default=str), strict=True)
         return model.model_validate(data)
     except ValidationError as exc:
         raise error(f"{located_error(text, exc, display)}{suffix}") from exc

@@ -65,6 +65,19 @@ BAD = {
         ("p.yaml:9", "condition.rise.confidence", "less than 1"),
     ),
     "factor not a rise": (GOOD.replace("factor: 2", "factor: 0.5"), ("p.yaml:8", "factor")),
+    # a value of the wrong kind was converted: a quoted number read as the number, true as 1
+    "a number in quotes": (
+        GOOD.replace("confidence: 0.95", "confidence: '0.95'"),
+        ("p.yaml:9", "condition.rise.confidence", "valid number"),
+    ),
+    "a count written as a fraction": (
+        GOOD.replace("sustained: 2", "sustained: 2.0"),
+        ("p.yaml:10", "sustained", "valid integer"),
+    ),
+    "the schema version as a boolean": (
+        GOOD.replace("schema_version: 1", "schema_version: true"),
+        ("p.yaml:1", "schema_version"),
+    ),
     "two conditions": (
         GOOD.replace("condition:\n", "condition:\n  above: {level: 0.1}\n"),
         ("exactly one of above, rise, onset, pressure, unjudged or obfuscation",),
