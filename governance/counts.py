@@ -84,6 +84,9 @@ class ReportEntry(BaseModel):
     ingested: datetime
     unjudged: int = 0  # episodes its judge gave no verdict (from gov judge run's .meta.json)
     inspect: InspectSource | None = None  # the Inspect AI eval log it was read from
+    # the sha256 of its counts file (registry/counts/<md5>.csv) as ingest wrote it: a count
+    # changed by hand afterwards is refused, not read (ledgers before this have none)
+    counts_sha256: str | None = None
     # counts of a Parquet lake (gov aggregate): its manifest of every file counted, in git
     lake: str | None = None
 
@@ -148,8 +151,11 @@ def counts_bytes(tallies: dict[Group, Tally]) -> bytes:
     return out.getvalue().encode()
 
 
-def write_counts(change: Change, md5: str, tallies: dict[Group, Tally]) -> None:
-    change.write(_counts_file(change.ws, md5), counts_bytes(tallies))
+def write_counts(change: Change, entry: ReportEntry, tallies: dict[Group, Tally]) -> ReportEntry:
+    """Write a report's counts file; its ledger entry, with the file's sha256."""
+    data = counts_bytes(tallies)
+    change.write(_counts_file(change.ws, entry.md5), data)
+    return entry.model_copy(update={"counts_sha256": hashlib.sha256(data).hexdigest()})
 
 
 def twin_of(
@@ -242,8 +248,17 @@ def checked_rows(ws: Workspace, entry: ReportEntry) -> list[CountRow]:
 
 
 def _agrees(ws: Workspace, entry: ReportEntry, groups: int, n: int) -> None:
-    """A counts file holds the groups and judgments its ledger entry records (a replace takes
-    the verdicts it replaces off again, so it adds that many fewer)."""
+    """A counts file is the one its ledger entry recorded (its sha256, kept since this was
+    checked), and holds the groups and judgments the entry records (a replace takes the
+    verdicts it replaces off again, so it adds that many fewer)."""
+    path = _counts_file(ws, entry.md5)
+    recorded = entry.counts_sha256
+    if recorded is not None and hashlib.sha256(path.read_bytes()).hexdigest() != recorded:
+        raise GovError(
+            f"{ws.rel(path)}: not the counts the ledger ({ws.rel(ledger_path(ws))}) recorded "
+            f"for {entry.source} (its sha256 differs): the counts were changed after ingest; "
+            "restore the file from git"
+        )
     if (groups, n) != (entry.groups, entry.counted - entry.replaced):
         raise GovError(
             f"{ws.rel(_counts_file(ws, entry.md5))}: holds {n} judgments in {groups} groups, "
@@ -382,10 +397,11 @@ def _check_sums(ws: Workspace, entries: Sequence[ReportEntry], con: Any) -> None
     """Every counts file (in table c) agrees with its ledger entry, and each row's n with its
     verdicts' counts."""
     verdicts = " + ".join(c for c in COUNT_COLUMNS if c not in ("n", "divergent"))
+    blank = " OR ".join(f"{f.name} IS NULL" for f in fields(CountRow))  # an empty cell
     found = {
         Path(name).stem: (int(groups), int(n or 0), int(bad))
         for name, groups, n, bad in con.execute(
-            f"SELECT filename, count(*), sum(n), count(*) FILTER (n <> {verdicts}) "
+            f"SELECT filename, count(*), sum(n), count(*) FILTER (n <> {verdicts} OR {blank}) "
             "FROM c GROUP BY filename"
         ).fetchall()
     }

@@ -9,6 +9,7 @@ typo'd key is refused, not ignored).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
@@ -46,6 +47,21 @@ class StrictLoader(yaml.SafeLoader):
                 )
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
+
+
+class NumberLoader(StrictLoader):
+    """StrictLoader that also reads 1e-2 (no dot) as a number, as YAML 1.2 does (YAML 1.1,
+    which PyYAML reads, takes it for a string): for files read with exact types (policies), so
+    that `level: 1e-2` is the 0.01 its writer meant, while a quoted '1e-2' stays a string. Not
+    for the registry's files, whose names and versions gov writes unquoted ("1e3" is a judge
+    version there)."""
+
+
+NumberLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
 
 
 def dump(data: Any) -> bytes:
@@ -102,10 +118,18 @@ def located_error(text: str, exc: ValidationError, display: str) -> str:
     return f"{display}{f':{line}' if line else ''}: field {field_name(loc)}: {message}"
 
 
-def load(text: str, display: str, error: type[GovError], *, strict: bool, suffix: str = "") -> Any:
+def load(
+    text: str,
+    display: str,
+    error: type[GovError],
+    *,
+    strict: bool,
+    suffix: str = "",
+    loader: type[yaml.SafeLoader] | None = None,
+) -> Any:
     """YAML text to plain data; a syntax error is `error`, naming the file and line."""
     try:
-        return yaml.load(text, Loader=StrictLoader if strict else FastLoader)
+        return yaml.load(text, Loader=loader or (StrictLoader if strict else FastLoader))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}" if mark is not None else ""
@@ -129,7 +153,8 @@ def parse(
     `exact_types`: a value of the wrong kind is an error, not converted (`level: '0.02'`, a
     string, is not the number 0.02; `schema_version: true` is not 1), as JSON's strict mode
     reads them (where enums are their values and lists stand for tuples)."""
-    data = load(text, display, error, strict=strict, suffix=suffix)
+    loader = NumberLoader if exact_types and strict else None
+    data = load(text, display, error, strict=strict, suffix=suffix, loader=loader)
     if not isinstance(data, dict):
         raise error(f"{display}: {what}{suffix}")
     try:

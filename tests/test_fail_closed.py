@@ -308,3 +308,38 @@ def test_a_broken_checkpoint_line_is_named_by_every_command_that_reads_it(
             assert done.exit_code == 2, (command, done.stdout, done.stderr)
             [line] = done.stderr.strip().splitlines()
             assert message in line, line
+
+
+@pytest.mark.parametrize("edit", ["verdict moved", "cell blanked"])
+def test_counts_edited_without_changing_their_totals_are_refused(
+    gov, example_copy: Path, edit: str
+) -> None:
+    # the totals the ledger records cannot see a judgment moved from one verdict to another in
+    # a row, and DuckDB read an emptied cell as missing: both turned the block at main@12000
+    # into a warning
+    path = next(
+        p
+        for p in sorted((example_copy / "registry" / "counts").glob("*.csv"))
+        if any(",12000," in line for line in p.read_text().splitlines())
+    )
+    lines = path.read_text().splitlines(keepends=True)
+    head = lines[0].strip().split(",")
+    for i, line in enumerate(lines[1:], 1):
+        cells = line.strip().split(",")
+        if int(cells[head.index("rationalized")]):
+            if edit == "verdict moved":
+                for column, by in (("rationalized", -1), ("none", 1)):
+                    cells[head.index(column)] = str(int(cells[head.index(column)]) + by)
+            else:
+                cells[head.index("rationalized")] = ""
+            lines[i] = ",".join(cells) + "\n"
+            break
+    path.write_text("".join(lines))
+    _commit_all(example_copy, "hand edit")
+    import shutil
+
+    shutil.rmtree(example_copy / ".gov" / "index")
+    done = gov("check", "main@12000", "--dry-run", cwd=example_copy)
+    assert done.exit_code == 2, done.stdout
+    [line] = done.stderr.strip().splitlines()
+    assert path.name in line

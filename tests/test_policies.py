@@ -51,6 +51,12 @@ def test_a_good_policy_parses() -> None:
     assert policy.judge == "any" and policy.scope == "environment"
 
 
+def test_a_number_in_exponent_form_is_a_number() -> None:
+    # YAML 1.1 reads 1e-2 (no dot) as a string; read with exact types it would be refused
+    policy = parse_policy(GOOD.replace("confidence: 0.95", "confidence: 95e-2"), "p.yaml")
+    assert policy.condition.rise is not None and policy.condition.rise.confidence == 0.95
+
+
 BAD = {
     "typo in a key": (
         GOOD.replace("sustained: 2", "sustaind: 2"),

@@ -296,10 +296,10 @@ def _ingest(
                         [*earlier, *entries],
                         replace,
                     )
+                item.entry = write_counts(change, item.entry, item.tallies)
                 entries.append(item.entry)
                 change.expect([item.stored], data=True)
                 item.incoming.replace(item.stored)
-                write_counts(change, item.entry.md5, item.tallies)
                 if item.unjudged:
                     write_unjudged(change, item.entry.md5, item.unjudged)
                 if item.lake is not None and item.entry.lake is not None:
