@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import os
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -86,6 +87,19 @@ _STEP = re.compile(r"0|[1-9][0-9]*", re.ASCII)
 _VERSION_LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}", re.ASCII)
 
 
+def _files_under(folder: Path) -> list[Path]:
+    """Every file under `folder` (following links to folders, as rglob does); a folder that
+    cannot be listed is an OSError, where rglob would leave it out without a word."""
+
+    def fail(exc: OSError) -> None:
+        raise exc
+
+    found = []
+    for where, _, names in os.walk(folder, onerror=fail, followlinks=True):
+        found += [p for p in (Path(where) / n for n in names) if p.is_file()]
+    return sorted(found)
+
+
 def content_hash(paths: Sequence[Path]) -> str:
     """A content hash of files and folders: names relative to each given path, and file bytes.
 
@@ -96,7 +110,7 @@ def content_hash(paths: Sequence[Path]) -> str:
         if not path.exists():
             raise NotFound(f"{path}: no such file or folder to hash")
         try:
-            files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+            files = [path] if path.is_file() else _files_under(path)
             for file in files:
                 if any(part in (".git", "__pycache__") for part in file.parts):
                     continue

@@ -151,14 +151,17 @@ col.seq{width:3em} col.time{width:10em} col.kind{width:9em} col.outcome{width:6e
 
 # The first bytes of every review page gov writes: a file that does not begin so is not one.
 _PAGE_HEAD = b"<!doctype html><html lang=en><head><meta charset=utf-8>"
-_NEVER_INSIDE = (".git", ".dvc", ".gov")
+# The workspace's folders a page never goes into: git's, DVC's, gov's local state, and the
+# folders gov reads as records (a page there would be read as a policy, a registry file).
+_NEVER_INSIDE = (".git", ".dvc", ".gov", "registry", "audit", "policies")
 
 
-def page_target(root: Path, output: Path) -> Path:
+def page_target(root: Path, output: Path, git_dir: Path | None = None) -> Path:
     """Where the review page may be written for `output`: a new file, or an earlier review page
     (replaced whole); never a folder, a device, a symbolic link (whose target could be any file)
     or a file of any other kind (the workspace's own files, a trail, git's), and never inside the
-    workspace's .git, .dvc or .gov."""
+    workspace's .git, .dvc, .gov, registry, audit or policies, nor inside `git_dir` (the git
+    folder of the repository that holds the workspace, which may lie above it)."""
     if not str(output).strip():
         raise GovError("the review page's path is empty: name a file, e.g. -o review.html")
     given = output.expanduser()
@@ -172,6 +175,8 @@ def page_target(root: Path, output: Path) -> Path:
         (d,) for d in _NEVER_INSIDE
     ]:
         raise GovError(f"{output}: inside the workspace's {target.relative_to(inside).parts[0]}")
+    if git_dir is not None and target.is_relative_to(git_dir.resolve()):
+        raise GovError(f"{output}: inside git's folder {git_dir}")
     if target.exists():
         if target.is_dir():
             raise GovError(f"{output}: is a folder: name a file, e.g. -o review.html")
@@ -194,7 +199,7 @@ def build_report(
     registry: Registry, output: Path, run: str | None = None, *, alpha: float = 0.02
 ) -> ReportResult:
     """Write the run's review page to `output` (whole or not at all)."""
-    target = page_target(registry.ws.root, output)
+    target = page_target(registry.ws.root, output, Path(registry.ws.repo.git_dir))
     if run is None and not registry.runs():
         raise GovError("no runs are registered: nothing to report on")
     run = registry.default_run(run)

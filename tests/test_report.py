@@ -139,9 +139,10 @@ def test_the_page_never_overwrites_a_file_that_is_not_one(gov, example_copy: Pat
     kept[head] = head.read_bytes()
     cases = {
         "gov.yaml": "is not a gov review page",
-        str(trail): "is not a gov review page",
+        str(trail): "inside the workspace's audit",
         ".git/HEAD": "inside the workspace's .git",
         ".git/new.html": "inside the workspace's .git",
+        "policies/page.yaml": "inside the workspace's policies",
         str(link): "is a symbolic link",
         str(outside): "is not a gov review page",
         "": "is a folder",  # click reads an empty path as "."
