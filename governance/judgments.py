@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Collection
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -199,17 +200,10 @@ class _Repeated(ValueError):
     pass
 
 
-def _refuse_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    found: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in found:
-            raise _Repeated(key)
-        found[key] = value
-    return found
-
-
-def repeated_key(record: bytes, keys: int) -> str | None:
-    """A key given twice in one JSON object of the record, at any depth (None: none).
+def repeated_key(record: bytes, keys: int, known: Collection[str] | None = None) -> str | None:
+    """A key given twice in one JSON object of the record, at any depth (None: none); with
+    `known`, only a key of those counts (a field the reader ignores may repeat, as DuckDB's
+    reader lets it).
 
     JSON allows it, and Python's reader and pydantic's keep the last value silently, while
     DuckDB's (the fast path of an episode report) refuses the record: so that both paths read a
@@ -219,8 +213,17 @@ def repeated_key(record: bytes, keys: int) -> str | None:
     again. A record nested too deeply to read is a ValueError."""
     if record.count(b":") <= keys:
         return None
+
+    def refuse(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in found and (known is None or key in known):
+                raise _Repeated(key)
+            found[key] = value
+        return found
+
     try:
-        json.loads(record, object_pairs_hook=_refuse_repeats)
+        json.loads(record, object_pairs_hook=refuse)
     except _Repeated as exc:
         return repr(exc.args[0])
     except RecursionError:

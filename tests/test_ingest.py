@@ -614,3 +614,25 @@ def test_a_broken_dvc_link_setting_is_named_and_nothing_is_stored(gov, workspace
     assert "Traceback" not in done.stderr
     assert snapshot(workspace) == before
     assert path.stat().st_mode & 0o200  # the report is the user's, untouched
+
+
+def test_a_repeated_field_gov_ignores_is_accepted_alike_by_both_readers(
+    gov, workspace: Path, reports: Path
+) -> None:
+    # a monitor's own field (ignored) given twice: DuckDB's reader of an episode report lets it
+    # pass, so pydantic's (aggregated counts, and the episode report's line-by-line read when
+    # another line is bad) must too; a field gov reads given twice is refused by both
+    def extra_twice(record: dict[str, Any]) -> str:
+        return _line(record)[:-2] + ', "latency": 1, "latency": 2}\n'
+
+    episodes = reports / "extra.jsonl"
+    episodes.write_text("".join(extra_twice(episode(100, i)) for i in range(3)))
+    counts = reports / "extra-counts.jsonl"
+    counts.write_text(extra_twice(_aggregated(step=200)))
+    done = gov("ingest", str(episodes), str(counts), cwd=workspace)
+    assert done.exit_code == 0, done.stderr
+    bad = reports / "extra-bad.jsonl"
+    bad.write_text(extra_twice(episode(200, 1)) + _line(episode(200, 2, "sneaky")))
+    done = gov("ingest", str(bad), cwd=workspace)
+    assert done.exit_code == 2
+    assert ":2:" in done.stderr and ":1:" not in done.stderr, done.stderr
