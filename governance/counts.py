@@ -261,7 +261,7 @@ def _agrees(ws: Workspace, entry: ReportEntry, groups: int, n: int) -> None:
         )
     if (groups, n) != (entry.groups, entry.counted - entry.replaced):
         raise GovError(
-            f"{ws.rel(_counts_file(ws, entry.md5))}: holds {n} judgments in {groups} groups, "
+            f"{ws.rel(path)}: holds {n} judgments in {groups} groups, "
             f"where the ledger ({ws.rel(ledger_path(ws))}) records "
             f"{entry.counted - entry.replaced} in {entry.groups} for {entry.source}: the counts "
             "were changed after ingest; restore the file from git"
@@ -387,10 +387,9 @@ def _sources(ws: Workspace) -> dict[str, set[tuple[str, int]]]:
     return found
 
 
-def _files(ws: Workspace, md5s: Iterable[str] | Iterable[ReportEntry]) -> str:
+def _files(ws: Workspace, md5s: Iterable[str]) -> str:
     """The counts files of these reports, as a DuckDB list of paths."""
-    names = [m if isinstance(m, str) else m.md5 for m in md5s]
-    return "[" + ", ".join(_sql_text(str(_counts_file(ws, m))) for m in names) + "]"
+    return "[" + ", ".join(_sql_text(str(_counts_file(ws, m))) for m in md5s) + "]"
 
 
 def _check_sums(ws: Workspace, entries: Sequence[ReportEntry], con: Any) -> None:
@@ -463,9 +462,10 @@ def _cache_table(ws: Workspace) -> Path | None:
     try:
         with duckdb_connect() as con:
             try:
+                files = _files(ws, (e.md5 for e in entries))
                 con.execute(
-                    f"CREATE TEMP TABLE c AS SELECT * FROM read_csv({_files(ws, entries)}, "
-                    f"header=true, filename=true, columns={_csv_columns()})"
+                    f"CREATE TEMP TABLE c AS SELECT * FROM read_csv({files}, header=true, "
+                    f"filename=true, columns={_csv_columns()})"
                 )
             except duckdb.Error:
                 for entry in entries:  # name the file and the line

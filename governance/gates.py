@@ -94,8 +94,8 @@ def decide(
     ws = registry.ws
     memo.install(ws)  # the posteriors the previous check computed, found again
     loaded = loaded_policies(ws, policies)
-    for problem in unregistered_judges(registry, loaded):
-        raise GovError(f"{problem.path}: {problem.message}")
+    if unknown := unregistered_judges(registry, loaded):
+        raise GovError(f"{unknown[0].path}: {unknown[0].message}")
     results: list[Result] = []
     actions: dict[str, list[str]] = {}
     outcome: Outcome = "pass"

@@ -332,6 +332,11 @@ UNREAD = (
 )
 
 
+def shown(path: Path, root: Path) -> str:
+    """A policy file as messages name it: relative to the workspace where it lies inside."""
+    return path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
+
+
 def unread_policy_files(folder: Path) -> list[Path]:
     """Files in the policies folder that look like policies but would not be read (POLICY.YAML,
     p.yaml.txt is not one of them): a gate left out without a word."""
@@ -351,10 +356,10 @@ def load_policies(folder: Path, root: Path) -> list[LoadedPolicy]:
     loaded: list[LoadedPolicy] = []
     names: dict[str, str] = {}
     for path in unread_policy_files(folder):
-        display = path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
+        display = shown(path, root)
         raise PolicyError(f"{display}: {UNREAD}")
     for path in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]):
-        display = path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
+        display = shown(path, root)
         raw = path.read_bytes()
         try:
             text = raw.decode("utf-8")

@@ -21,6 +21,7 @@ from .policies import (
     Policy,
     load_policies,
     parse_policy,
+    shown,
     unread_policy_files,
 )
 from .registry import Registry, parse_checkpoint_ref
@@ -36,10 +37,10 @@ def lint(folder: Path, root: Path) -> list[Finding]:
     findings: list[Finding] = []
     names: dict[str, str] = {}
     for path in unread_policy_files(folder):
-        display = path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
+        display = shown(path, root)
         findings.append(Finding(display, "error", UNREAD))
     for path in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]):
-        display = path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
+        display = shown(path, root)
         try:
             policy = parse_policy(path.read_text(encoding="utf-8"), display)
         except (PolicyError, UnicodeDecodeError) as exc:
@@ -261,7 +262,7 @@ def run_tests(folder: Path, root: Path, policies: list[LoadedPolicy]) -> list[Ca
     if not files:
         raise GovError(f"no policy tests in {folder}: write cases in {folder}/*.yaml")
     for path in files:
-        display = path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
+        display = shown(path, root)
         text = path.read_text(encoding="utf-8")
         suite = yamlio.parse(
             text,

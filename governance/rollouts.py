@@ -26,7 +26,7 @@ from typing import Any
 from .errors import GovError
 from .ingest.formats import Problems
 from .judging.runner import Transcript
-from .storage import atomic_write
+from .storage import write_output
 
 FRAMEWORKS = ("trl", "verl", "nemo-rl")
 
@@ -274,7 +274,4 @@ def check_out(out: Path, inputs: Sequence[Path]) -> None:
 def write(transcripts: list[Transcript], out: Path) -> None:
     """The transcripts as JSONL, whole or not at all."""
     text = "".join(t.model_dump_json() + "\n" for t in transcripts)
-    try:
-        atomic_write(out, text.encode("utf-8"))
-    except OSError as exc:
-        raise GovError(f"{out}: cannot be written: {exc.strerror or exc}") from None
+    write_output(out, text.encode("utf-8"))

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from . import yamlio
-from .errors import RegistryFileError
+from .errors import GovError, RegistryFileError
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -52,6 +52,15 @@ def atomic_write(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_output(path: Path, data: bytes) -> None:
+    """Write a file the user named (a page, transcripts) whole or not at all; a path that cannot
+    be written is one GovError naming it."""
+    try:
+        atomic_write(path, data)
+    except OSError as exc:
+        raise GovError(f"{path}: cannot be written: {exc.strerror or exc}") from None
 
 
 def write_index(
