@@ -285,7 +285,8 @@ def group_of(row: CountRow) -> Group:
     return Group(*(getattr(row, c) for c in KEY_COLUMNS))
 
 
-_MD5 = re.compile(rb'"md5":\s*"([0-9a-f]{32})"')
+# JSON allows space on either side of the colon: a line written by hand may have it.
+_MD5 = re.compile(rb'"md5"\s*:\s*"([0-9a-f]{32})"')
 
 
 def _named(ledger_bytes: bytes) -> list[str]:

@@ -244,6 +244,33 @@ def test_counts_changed_after_ingest_are_refused_alike_with_and_without_the_cach
     assert f"{path.name}:2: not a row of counts" in line
 
 
+def test_a_hand_formatted_ledger_line_still_pins_its_counts_file(gov, example_copy: Path) -> None:
+    # The caches of the counts record the stamp of each counts file the ledger names; a ledger
+    # line written by hand as `"md5" : "..."` was not seen to name one, so an edit of its counts
+    # file, committed after the cache was built, was hidden by the cache.
+    ledger = example_copy / "registry" / "reports.jsonl"
+    lines = ledger.read_text().splitlines(keepends=True)
+    assert '"md5":"' in lines[-1]
+    lines[-1] = lines[-1].replace('"md5":"', '"md5" : "', 1)
+    md5 = lines[-1].split('"md5" : "', 1)[1][:32]
+    ledger.write_text("".join(lines))
+    _commit_all(example_copy, "hand edit: the ledger's last line spaced out")
+    assert gov("metrics", cwd=example_copy).exit_code == 0  # builds the cache
+    path = example_copy / "registry" / "counts" / f"{md5}.csv"
+    rows = path.read_text().splitlines(keepends=True)
+    head = rows[0].strip().split(",")
+    cells = rows[1].strip().split(",")
+    for column in ("n", "none"):
+        cells[head.index(column)] = str(int(cells[head.index(column)]) + 1)
+    rows[1] = ",".join(cells) + "\n"
+    path.write_text("".join(rows))
+    _commit_all(example_copy, "hand edit: a count raised")
+    done = gov("metrics", cwd=example_copy)
+    assert done.exit_code == 2, done.stdout
+    [line] = done.stderr.strip().splitlines()
+    assert path.name in line and "changed after ingest" in line
+
+
 def test_a_counts_file_the_ledger_does_not_name_is_not_counted(gov, example_copy: Path) -> None:
     before = gov("metrics", "--format", "json", cwd=example_copy)
     assert before.exit_code == 0
