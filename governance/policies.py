@@ -19,6 +19,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_valida
 
 from . import yamlio
 from .errors import PolicyError
+from .judgments import MAX_COUNT
 from .metrics import METRICS
 from .models import Name
 
@@ -201,7 +202,9 @@ class JudgeBridge(_Part):
 class MinimumEvidence(_Part):
     """Below this, the answer is 'insufficient evidence', not pass and not fail."""
 
-    n: Annotated[int, Field(ge=1)] = 100  # episodes in the metric's denominator at a checkpoint
+    # episodes in the metric's denominator at a checkpoint (pooled over the series: onset); at
+    # most the bound on a group's judged episodes (a larger floor could never be met)
+    n: Annotated[int, Field(ge=1, le=MAX_COUNT)] = 100
 
 
 class Policy(_Part):

@@ -68,7 +68,7 @@ def _meaning(policy: Policy) -> list[tuple[Literal["error", "warning"], str]]:
     condition = policy.condition
     if condition.above is not None:
         level, need = condition.above.level, condition.above.confidence
-        smallest = next((k for k in range(n + 1) if prob_above(k, n, level) >= need), None)
+        smallest = _fewest_events(n, level, need)
         if smallest is None:
             found.append(
                 (
@@ -103,6 +103,21 @@ def _meaning(policy: Policy) -> list[tuple[Literal["error", "warning"], str]]:
     if policy.sustained > 1 and "block" not in policy.actions and "warn" not in policy.actions:
         found.append(("warning", "it neither blocks nor warns: its result only shows in reports"))
     return found
+
+
+def _fewest_events(n: int, level: float, need: float) -> int | None:
+    """The fewest events of n with P(rate > level) >= need (None: not even n). The chance
+    grows with the events, so halving finds it in log2(n) steps (n may be up to 10^12)."""
+    if prob_above(n, n, level) < need:
+        return None
+    low, high = 0, n  # prob_above(high) >= need; every k below low falls short
+    while low < high:
+        mid = (low + high) // 2
+        if prob_above(mid, n, level) >= need:
+            high = mid
+        else:
+            low = mid + 1
+    return low
 
 
 # -- explain ----------------------------------------------------------------------------------

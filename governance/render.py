@@ -799,10 +799,15 @@ def flag_show(flag: Flag) -> None:
 def lint(result: Lint) -> None:
     for finding in result.findings:
         click.echo(str(finding), err=finding.level == "error")
+    warnings = len(result.findings) - result.errors
     click.echo(
-        f"{result.files} policy files, {result.errors} errors, "
-        f"{len(result.findings) - result.errors} warnings"
+        f"{_counted(result.files, 'policy file')}, {_counted(result.errors, 'error')}, "
+        f"{_counted(warnings, 'warning')}"
     )
+
+
+def _counted(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 def policy_tests(results: list[CaseResult]) -> None:

@@ -75,6 +75,13 @@ def test_lint_finds_conditions_that_can_never_fire(gov, tmp_path: Path) -> None:
     )
     (folder / "typo.yaml").write_text("name: typo\n" + base + "condition: {above: {levle: 0.02}}\n")
     (folder / "soon.yaml").write_text("name: soon\n" + base + "condition: {onset: {}}\n")
+    # the fewest events that fire is found by halving: counting up to it hung on a floor of
+    # 10^12 episodes, the largest a policy may ask
+    big = "condition: {above: {level: 0.02}}\nmin_evidence: {n: %d}\n"
+    (folder / "vast.yaml").write_text("name: vast\n" + base + big % 10**12)
+    (folder / "past.yaml").write_text("name: past\n" + base + big % (10**12 + 1))
+    late = "condition: {above: {level: 0.6}}\nmin_evidence: {n: 20}\n"
+    (folder / "late.yaml").write_text("name: late\n" + base + late)
     result = gov("policy", "lint", str(folder))
     assert result.exit_code == 2
     assert (
@@ -85,7 +92,19 @@ def test_lint_finds_conditions_that_can_never_fire(gov, tmp_path: Path) -> None:
     )
     assert "soon.yaml" not in result.stdout + result.stderr  # onset conditions are available
     assert "fine.yaml" not in result.stdout + result.stderr
-    assert "4 policy files, 2 errors, 0 warnings" in result.stdout
+    assert "vast.yaml" not in result.stdout + result.stderr
+    assert (
+        "policies/past.yaml:6: error: field min_evidence.n: Input should be less than or equal"
+        in result.stderr
+    )
+    # P(rate > 0.6) >= 0.95 under the Jeffreys posterior, counted up here one event at a time
+    from scipy.special import betainc
+
+    fewest = next(k for k in range(21) if 1 - betainc(k + 0.5, 20 - k + 0.5, 0.6) >= 0.95)
+    assert f"policies/late.yaml: warning: at n = 20 it fires only from {fewest}/20" in (
+        result.stdout + result.stderr
+    )
+    assert "7 policy files, 3 errors, 1 warning" in result.stdout
 
 
 def test_explain_walks_through_the_computation(gov, example_template: Path) -> None:
