@@ -12,6 +12,12 @@ The dumps, as each framework writes them (read from their sources; versions in t
 
 A rollout the rule cannot split (no chain of thought in it) is named by file and line (or row),
 and nothing is written.
+
+Each rollout's episode id is its place in its dump (`STEP-LINE`, NeMo-RL's own `idx` being the
+same), or verl's `request_id` where the reward's extra fields carry one. Not verl's `uid`: it
+names a prompt, shared by all the responses sampled for it (GRPO's group), and would make them
+one episode judged several times. Two rollouts of one step and environment with the same id are
+refused, naming both, as is a key given twice in one record (the reader would keep the last).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from typing import Any
 from .errors import GovError
 from .ingest.formats import Problems
 from .judging.runner import Transcript
+from .judgments import repeated_key
 from .storage import write_output
 
 FRAMEWORKS = ("trl", "verl", "nemo-rl")
@@ -154,6 +161,9 @@ def _jsonl(framework: str, path: Path, named: int | None) -> Iterator[Rollout]:
                 raise GovError(f"{where}: a value is nested too deeply to read") from None
             if not isinstance(record, dict):
                 raise GovError(f"{where}: a rollout is a JSON object")
+            twice = repeated_key(raw, len(record))
+            if twice is not None:
+                raise GovError(f"{where}: key {twice} is given twice (which one is meant?)")
             if framework == "verl":
                 yield _verl(record, where, named, number)
             else:
@@ -167,7 +177,11 @@ def _verl(record: dict[str, Any], where: str, named: int | None, number: int) ->
     step = record.get("step", named)
     if not isinstance(step, int) or isinstance(step, bool):
         raise GovError(f"{where}: field step: not a step (and the file name gives none)")
-    episode = record.get("request_id") or record.get("uid") or f"{step}-{number}"
+    episode = record.get("request_id")
+    if episode is None:
+        episode = f"{step}-{number}"
+    elif isinstance(episode, bool) or not isinstance(episode, str | int) or episode == "":
+        raise GovError(f"{where}: field request_id: an episode id is a non-empty string or integer")
     return Rollout(where, step, str(episode), record["input"], record["output"], record)
 
 
@@ -179,6 +193,8 @@ def _nemo(record: dict[str, Any], where: str, named: int | None, number: int) ->
     if named is None:
         raise GovError(f"{where}: the file name gives no step (train_data_stepN.jsonl)")
     episode = flat.get("idx", number)
+    if isinstance(episode, bool) or not isinstance(episode, int):
+        raise GovError(f"{where}: field idx: NeMo-RL's row number, an integer")
     return Rollout(where, named, f"{named}-{episode}", "\n\n".join(turns[:-1]), turns[-1], flat)
 
 
@@ -211,6 +227,7 @@ def to_transcripts(
     if (environment is None) == (environment_column is None):
         raise GovError("give the environment: --environment NAME or --environment-column COLUMN")
     found: list[Transcript] = []
+    first: dict[tuple[int, str, str], str] = {}  # each episode's first rollout (where)
     for path in paths:
         problems = Problems(str(path))
         for rollout in read(framework, path):
@@ -233,13 +250,24 @@ def to_transcripts(
                 problems.add(rollout.where, "no step in the row or the file name")
                 continue
             cot, action = parts
+            step = rollout.step if at_step is None else at_step
+            episode = _unicode(rollout.episode)
+            seen = first.get((step, env, episode))
+            if seen is not None:  # the same file given twice names the same line again
+                problems.add(
+                    rollout.where,
+                    f"episode {episode!r} of step {step} ({env}) is also at {seen}: "
+                    "one id, two rollouts",
+                )
+                continue
+            first[step, env, episode] = rollout.where
             found.append(
                 Transcript(
                     run=run,
-                    step=rollout.step if at_step is None else at_step,
+                    step=step,
                     environment=env,
                     environment_version=versions[env],
-                    episode=_unicode(rollout.episode),
+                    episode=episode,
                     task=_unicode(rollout.task),
                     cot=_unicode(cot),
                     action=_unicode(action),

@@ -207,3 +207,65 @@ def test_a_lone_surrogate_in_a_rollout_is_written_as_a_replacement_character(
     assert done.exit_code == 0, done.stderr
     [t] = read_transcripts([out])
     assert t.action == "broken \ufffd output"
+
+
+def test_responses_sampled_for_one_prompt_are_episodes_of_their_own(
+    gov, workspace: Path, tmp_path: Path
+) -> None:
+    # verl's uid names a prompt and is shared by the responses GRPO samples for it: taken as the
+    # episode id, the group became one episode judged several times
+    dump = verl_dump(tmp_path / "dump", 5, [f"{THOUGHT} try {i}" for i in range(4)])
+    lines = [json.loads(line) for line in dump.read_text().splitlines()]
+    for i, record in enumerate(lines):
+        record["uid"] = f"prompt-{i // 2}"
+    dump.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    out = tmp_path / "t.jsonl"
+    args = ("--run", "main", "--environment", "math", "--out", str(out))
+    done = gov("transcripts", "from-verl", str(dump), *args, cwd=workspace)
+    assert done.exit_code == 0, done.stderr
+    assert len({t.episode for t in read_transcripts([out])}) == 4
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        # two rollouts under one request_id: the second judgment would clash with the first
+        (
+            lambda lines: [lines[0], lines[1].replace('"step"', '"request_id": "r1", "step"'),
+                           lines[2].replace('"step"', '"request_id": "r1", "step"')],
+            "5.jsonl:3: episode 'r1' of step 5 (math) is also at ",
+        ),
+        # a key twice: the reader kept the last text
+        (
+            lambda lines: [lines[0], lines[1].replace('"gts"', '"output": "<think>x</think>y", "gts"'),
+                           lines[2]],
+            "5.jsonl:2: key 'output' is given twice",
+        ),
+        (
+            lambda lines: [lines[0].replace('"step"', '"request_id": ["a"], "step"'), *lines[1:]],
+            "5.jsonl:1: field request_id: an episode id is a non-empty string or integer",
+        ),
+    ],
+)  # fmt: skip
+def test_a_rollout_id_given_twice_or_a_repeated_key_is_refused(
+    gov, workspace: Path, tmp_path: Path, edit, message: str
+) -> None:
+    dump = verl_dump(tmp_path / "dump", 5, [f"{THOUGHT} try {i}" for i in range(3)])
+    lines = dump.read_text().splitlines()
+    dump.write_text("\n".join(edit(lines)) + "\n")
+    out = tmp_path / "t.jsonl"
+    args = ("--run", "main", "--environment", "math", "--out", str(out))
+    done = gov("transcripts", "from-verl", str(dump), *args, cwd=workspace)
+    assert done.exit_code == 2, done.stdout
+    assert message in done.stderr and "Traceback" not in done.stderr
+    assert not out.exists()
+
+
+def test_the_same_dump_given_twice_is_refused(gov, workspace: Path, tmp_path: Path) -> None:
+    dump = nemo_dump(tmp_path / "dump", 9, [f"{THOUGHT} try {i}" for i in range(2)])
+    out = tmp_path / "t.jsonl"
+    args = ("--run", "main", "--environment", "math", "--out", str(out))
+    done = gov("transcripts", "from-nemo-rl", str(dump), str(dump), *args, cwd=workspace)
+    assert done.exit_code == 2, done.stdout
+    assert "episode '9-0' of step 9 (math) is also at " in done.stderr
+    assert not out.exists()
