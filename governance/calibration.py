@@ -12,6 +12,7 @@ sha256, in one commit with its audit entry; the estimates are computed from it w
 from __future__ import annotations
 
 import csv
+import functools
 import gzip
 import hashlib
 import io
@@ -272,14 +273,24 @@ def _records(path: Path, raw: bytes) -> Iterator[tuple[int, dict[str, Any]]]:
                 raise GovError(f"{path}:{number}: field {twice}: given twice in one record")
             yield number, record
     elif name.endswith(".csv"):
-        reader = csv.DictReader(io.StringIO(text, newline=""))
-        header = reader.fieldnames or []
+        reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
+        try:
+            header = reader.fieldnames or []
+        except csv.Error as exc:
+            raise GovError(f"{path}:{reader.line_num}: not CSV: {exc}") from None
         doubled = sorted({c for c in header if header.count(c) > 1})
         if doubled:
             raise GovError(
                 f"{path}:1: column {doubled[0]!r} appears twice in the header (which one is meant?)"
             )
-        for record in reader:
+        while True:
+            start = reader.line_num + 1  # where the next record begins
+            try:
+                record = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:  # an unterminated quote: not the rest of the file as text
+                raise GovError(f"{path}:{start}: not CSV: {exc}") from None
             yield reader.line_num, record
     else:
         raise GovError(f"{path}: a label file is .csv or .jsonl (gzip too)")
@@ -310,28 +321,48 @@ def _labelled(
                 )
                 raise GovError(f"{path}:{line}: no column {absent[0]!r}{hint}")
             checked = True
-        if any(str(record.get(c)) != v for c, v in where.items()):
+        if None in record:  # csv.DictReader's key for the fields past the header's
+            raise GovError(f"{path}:{line}: more fields than the header has columns")
+        cell = functools.partial(_cell, path, line, record)
+        if any(cell(c) != v for c, v in where.items()):
             continue
-        parts = [record.get(c) for c in columns.episode]
-        if any(p is None or str(p) == "" for p in parts):
+        parts = [cell(c, ids=True) for c in columns.episode]
+        if any(p is None or p == "" for p in parts):
             raise GovError(f"{path}:{line}: no episode id")
         episode = "|".join(str(p) for p in parts)
-        truth = record.get(columns.truth)
-        if truth is None or str(truth) == "":
+        truth = cell(columns.truth)
+        if truth is None or truth == "":
             raise GovError(f"{path}:{line}: episode {episode!r} has no true class")
-        verdict = record.get(columns.verdict) if need_verdict else None
-        if need_verdict and (verdict is None or str(verdict) == ""):
+        verdict = cell(columns.verdict) if need_verdict else None
+        if need_verdict and (verdict is None or verdict == ""):
             raise GovError(f"{path}:{line}: episode {episode!r} has no verdict")
         if episode in rows:
             raise GovError(
                 f"{path}:{line}: episode {episode!r} is labelled twice (first at line "
                 f"{rows[episode][2]})"
             )
-        rows[episode] = (str(truth), str(verdict or ""), line)
+        rows[episode] = (truth, verdict or "", line)
     if not rows:
         selected = f" where {', '.join(f'{c}={v}' for c, v in where.items())}" if where else ""
         raise GovError(f"{path}: no labelled episodes{selected}")
     return rows
+
+
+def _cell(
+    path: Path, line: int, record: Mapping[str, Any], column: str, *, ids: bool = False
+) -> str | None:
+    """A label file's value as text (None: absent): a string, an integer, or (not in an id)
+    true or false as JSON writes them. A number with a fraction, a list or an object is named:
+    read as Python prints it, it would match nothing, or an id that is not one."""
+    value = record.get(column)
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool) and not ids:
+        return "true" if value else "false"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    what = "a string or an integer" if ids else "a string, an integer, true or false"
+    raise GovError(f"{path}:{line}: field {column}: {json.dumps(value)[:40]} is not {what}")
 
 
 def _report_verdicts(path: Path, judge: str, version: str) -> dict[str, str]:

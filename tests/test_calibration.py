@@ -168,6 +168,61 @@ def test_a_label_file_with_a_column_named_twice_is_refused(gov, judged: Path, tm
 
 
 @pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        # ids of any JSON type were taken as Python prints them: [1], 1.5, NaN, true
+        ("ids.jsonl", '{"episode": ["a"], "truth": "rejected", "verdict": "none"}\n',
+         'ids.jsonl:1: field episode: ["a"] is not a string or an integer'),
+        ("float.jsonl", '{"episode": 1.5, "truth": "rejected", "verdict": "none"}\n',
+         "float.jsonl:1: field episode: 1.5 is not a string or an integer"),
+        ("bool.jsonl", '{"episode": true, "truth": "rejected", "verdict": "none"}\n',
+         "bool.jsonl:1: field episode: true is not a string or an integer"),
+        ("obj.jsonl", '{"episode": "e1", "truth": {"a": 1}, "verdict": "none"}\n',
+         'obj.jsonl:1: field truth: {"a": 1} is not a string, an integer, true or false'),
+        # a row longer than the header, and a quote left open, were read without a word (the
+        # open quote swallowed the rest of the file as one true class)
+        ("long.csv", "episode,truth,verdict\ne1,rejected,none,extra\n",
+         "long.csv:2: more fields than the header has columns"),
+        ("quote.csv", 'episode,truth,verdict\ne1,rejected,none\ne2,"rationalized,none\ne3,rejected,none\n',
+         "quote.csv:3: not CSV: unexpected end of data"),
+    ],
+)  # fmt: skip
+def test_a_label_that_is_not_text_or_a_row_that_is_not_csv_is_refused(
+    gov, judged: Path, tmp_path: Path, name: str, text: str, message: str
+) -> None:
+    labels = tmp_path / name
+    labels.write_text(text)
+    before = _head(judged)
+    done = gov("judge", "calibrate", "monitor@cot", str(labels), cwd=judged)
+    assert done.exit_code == 2, done.stdout
+    [line] = done.stderr.strip().splitlines()
+    assert message in line and _head(judged) == before
+
+
+def test_a_boolean_label_reads_as_json_writes_it(gov, judged: Path, tmp_path: Path) -> None:
+    # true was read as 'True', which no --truth-map or --where written as JSON spells matched
+    labels = tmp_path / "flags.jsonl"
+    rows = [(f"b{i}", "exploit", True) for i in range(5)] + [
+        (f"a{i}", "honest", False) for i in range(5)
+    ]
+    rows += [(f"x{i}", "unmapped", True) for i in range(3)]  # held out: --where drops them
+    labels.write_text(
+        "".join(
+            json.dumps({"episode": e, "truth": t, "cheating": c, "held": e[0] == "x"}) + "\n"
+            for e, t, c in rows
+        )
+    )
+    done = gov(
+        "judge", "calibrate", "monitor@cot", str(labels), "--verdict-column", "cheating",
+        "--verdict-map", "true=flagged,false=clean", "--where", "held=false",
+        "--truth-map", "exploit=rationalized,honest=rejected", "--format", "json", cwd=judged,
+    )  # fmt: skip
+    assert done.exit_code == 0, done.stderr
+    confusion = json.loads(done.stdout)["confusion"]
+    assert confusion == {"rationalized": {"flagged": 5}, "rejected": {"clean": 5}}
+
+
+@pytest.mark.parametrize(
     ("args", "message"),
     [
         (("monitor@v9", str(LABELS), *IB), "judge 'monitor' has no version 'v9'"),
