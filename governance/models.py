@@ -33,10 +33,18 @@ def name_problem(value: str) -> str | None:
     return None
 
 
+def quoted(value: str, most: int = 60) -> str:
+    """A value the user gave, quoted for a message: a long one cut, its length said, so that one
+    line stays one line."""
+    if len(value) <= most:
+        return repr(value)
+    return f"{value[:most]!r}... ({len(value):,} characters)"
+
+
 def _check_name(value: str) -> str:
     problem = name_problem(value)
     if problem:
-        raise ValueError(f"{value!r} {problem}")
+        raise ValueError(f"{quoted(value)} {problem}")
     return value
 
 

@@ -45,6 +45,7 @@ from .models import (
     JudgeVersion,
     Run,
     name_problem,
+    quoted,
     utc_now,
 )
 from .storage import (
@@ -66,7 +67,7 @@ _HEX64 = re.compile(r"(sha256:)?([0-9a-f]{64})")
 def check_name(kind: str, value: str) -> str:
     problem = name_problem(value)
     if problem:
-        raise InvalidName(f"{kind} name {value!r} {problem}")
+        raise InvalidName(f"{kind} name {quoted(value)} {problem}")
     return value
 
 
@@ -132,7 +133,7 @@ def content_hash(paths: Sequence[Path]) -> str:
 def normalise_hash(value: str, what: str) -> str:
     match = _HEX64.fullmatch(value.strip().lower())
     if not match:
-        raise GovError(f"{what} {value!r} is not a sha256 content hash (64 hex digits)")
+        raise GovError(f"{what} {quoted(value)} is not a sha256 content hash (64 hex digits)")
     return f"sha256:{match.group(2)}"
 
 
@@ -452,7 +453,12 @@ class Registry:
             )
         entries: list[ExposureEntry] = []
         for key, weight in exposure.items():
-            env_id, _, version = key.partition("@")
+            env_id, at, version = key.partition("@")
+            if at and not version:
+                raise ExposureError(
+                    f"exposure {key!r}: no version after '@' (name one, or leave out the '@' for "
+                    "the latest)"
+                )
             env = self.environment(env_id)
             if env.status == EnvironmentStatus.RETIRED:
                 raise ExposureError(f"exposure names environment {env_id!r}, which is retired")
@@ -876,8 +882,8 @@ class Registry:
         check_name("judge", judge)
         if not _VERSION_LABEL.fullmatch(version):
             raise InvalidName(
-                f"judge version {version!r}: a version label is up to 100 ASCII letters, digits "
-                "and . _ + -, beginning with a letter or digit (for example 2026.10)"
+                f"judge version {quoted(version)}: a version label is up to 100 ASCII letters, "
+                "digits and . _ + -, beginning with a letter or digit (for example 2026.10)"
             )
         if rubric and len(rubric) == 1 and rubric[0].is_file() and not rubric_hash:
             # one rubric file: its plain sha256, the hash `gov judge rubric --hash` prints and

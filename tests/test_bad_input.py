@@ -41,6 +41,11 @@ CASES: dict[str, tuple[Callable[[Path], list[str]], tuple[str, ...]]] = {
         lambda ws: ["checkpoint", "add", "main@2", "ckpt/other.pt", "-e", "math@v7=1"],
         ("no version 'v7'", "v1"),
     ),
+    # an empty version after '@' was taken for the latest
+    "empty environment version": (
+        lambda ws: ["checkpoint", "add", "main@2", "ckpt/other.pt", "-e", "math@=1"],
+        ("exposure 'math@': no version after '@'",),
+    ),
     "weights not summing to one": (
         lambda ws: ["checkpoint", "add", "main@2", "ckpt/other.pt", "-e", "math=0.5"],
         ("sum to 0.5",),

@@ -32,3 +32,13 @@ def test_checkpoint_refs_round_trip(run: str, step: int) -> None:
 def test_bad_checkpoint_refs(ref: str) -> None:
     with pytest.raises(GovError):
         parse_checkpoint_ref(ref)
+
+
+def test_a_long_bad_name_is_cut_in_its_message(gov, workspace: Path) -> None:
+    # the message repeated all 5,000 characters of the name
+    long = "x" * 4999 + "/"
+    for command in (["env", "add", long], ["judge", "add", "j", "--version", long]):
+        done = gov(*command, cwd=workspace)
+        assert done.exit_code == 2, done.stdout
+        [line] = done.stderr.strip().splitlines()
+        assert "(5,000 characters)" in line and len(line) < 300, line
