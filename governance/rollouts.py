@@ -134,10 +134,14 @@ def _trl(path: Path, named: int | None) -> Iterator[Rollout]:
         raise GovError(f"{path}: no {', '.join(sorted(missing))} column (TRL's completions)")
     for number, values in enumerate(rows, 1):
         record = dict(zip(columns, values, strict=True))
-        step = record.get("step", named)
+        step = record.get("step")
+        if step is None:
+            step = named
+        elif isinstance(step, float) and step.is_integer():  # a column of floats (pandas)
+            step = int(step)
         yield Rollout(
             f"{path}: row {number}",
-            int(step) if isinstance(step, int) else -1,
+            step if isinstance(step, int) and not isinstance(step, bool) else -1,
             f"{step}-{number}",
             _text(record["prompt"]),
             _text(record["completion"]),

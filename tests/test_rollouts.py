@@ -269,3 +269,20 @@ def test_the_same_dump_given_twice_is_refused(gov, workspace: Path, tmp_path: Pa
     assert done.exit_code == 2, done.stdout
     assert "episode '9-0' of step 9 (math) is also at " in done.stderr
     assert not out.exists()
+
+
+def test_a_step_column_of_whole_floats_is_the_step(gov, workspace: Path, tmp_path: Path) -> None:
+    # a step column written as floats (12.0) read as no step at all
+    path = tmp_path / "completions" / "completions_00012.parquet"
+    path.parent.mkdir()
+    with duckdb.connect() as con:
+        con.execute(
+            f"COPY (SELECT 12.0::DOUBLE AS step, 'task' AS prompt, '{THOUGHT} x' AS completion "
+            f"FROM range(2)) TO '{path}' (FORMAT parquet)"
+        )
+    out = tmp_path / "t.jsonl"
+    args = ("--run", "main", "--environment", "math", "--out", str(out))
+    done = gov("transcripts", "from-trl", str(path), *args, cwd=workspace)
+    assert done.exit_code == 0, done.stderr
+    assert [t.step for t in read_transcripts([out])] == [12, 12]
+    assert {t.episode for t in read_transcripts([out])} == {"12-1", "12-2"}
