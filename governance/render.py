@@ -446,7 +446,9 @@ def judge_show_json(detail: JudgeDetail) -> None:
 
 
 def _share(s: Share) -> str:
-    return f"{s.count}/{s.total} = {s.mean:.1%} (95%: {s.low:.1%} .. {s.high:.1%})"
+    # the estimate is the posterior mean, drawn towards a half on few labels: not count/total,
+    # and not written as if it were (1/1 is an estimate of 75%)
+    return f"{s.count}/{s.total}, estimate {s.mean:.1%} (95%: {s.low:.1%} .. {s.high:.1%})"
 
 
 def calibrated(c: Calibration) -> None:

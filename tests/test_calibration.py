@@ -79,6 +79,8 @@ def test_the_bundled_verdicts_calibrate_both_views(
     assert gov("audit", "verify", cwd=judged).exit_code == 0
     table = gov("judge", "show", "monitor", cwd=judged).stdout
     assert f"{flagged_b}/54" in table and f"{flagged_a}/80" in table
+    # the estimate (the posterior mean) is not written as if it were the count's fraction
+    assert f"{flagged_b}/54, estimate {se['mean']:.1%}" in table
 
 
 def test_the_interval_of_forty_honest_transcripts_is_wide() -> None:
