@@ -90,7 +90,9 @@ def decide(
     """Evaluate every policy at RUN@STEP on the history up to it (nothing later)."""
     run, step = parse_checkpoint_ref(ref)
     ref = f"{run}@{step}"  # one spelling of each checkpoint in what is recorded
-    registry.checkpoint(run, step)  # an unknown checkpoint is an error, not "no evidence"
+    # an unknown checkpoint is an error, not "no evidence"; so is one whose training the
+    # registry no longer holds
+    registry.check_mixture(registry.checkpoint(run, step))
     ws = registry.ws
     memo.install(ws)  # the posteriors the previous check computed, found again
     loaded = loaded_policies(ws, policies)

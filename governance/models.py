@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, ValidationInfo
 
 SCHEMA_VERSION: Literal[1] = 1
 
@@ -99,6 +99,26 @@ class ExposureEntry(BaseModel):
     weight: Annotated[float, Field(gt=0, le=1)]
 
 
+def _whole_mixture(
+    exposure: tuple[ExposureEntry, ...], info: ValidationInfo
+) -> tuple[ExposureEntry, ...]:
+    """A training mixture names at least one environment, each once (as `gov checkpoint add`
+    writes it; a hand edit may not). Skipped where a registry read validates the mixture on its
+    own (context `mixture_apart`)."""
+    if info.context and info.context.get("mixture_apart"):
+        return exposure
+    if not exposure:
+        raise ValueError("a checkpoint was trained on at least one environment")
+    names = [e.environment for e in exposure]
+    twice = next((n for n in names if names.count(n) > 1), None)
+    if twice is not None:
+        raise ValueError(f"environment {twice!r} is named twice")
+    return exposure
+
+
+Mixture = Annotated[tuple[ExposureEntry, ...], AfterValidator(_whole_mixture)]
+
+
 class Checkpoint(Record):
     """A saved checkpoint: its artifact in DVC and what it was trained on since the previous one."""
 
@@ -111,7 +131,7 @@ class Checkpoint(Record):
     # alone (a bucket without versioning: a delete loses it). None: in DVC.
     artifact_pinned: Literal["version", "etag"] | None = None
     created: datetime
-    exposure: tuple[ExposureEntry, ...]
+    exposure: Mixture
     status: CheckpointStatus = CheckpointStatus.REGISTERED
     note: str | None = None
 
@@ -131,11 +151,32 @@ class EnvironmentVersion(BaseModel):
     note: str | None = None
 
 
+def _numbered(versions: tuple[EnvironmentVersion, ...]) -> tuple[EnvironmentVersion, ...]:
+    """An environment's versions are 1, 2, 3, ... in order, as gov numbers them: a hand edit
+    that repeats or skips one would make `ENV@2` ambiguous or a checkpoint's version unknown."""
+    for place, version in enumerate(versions, 1):
+        if version.number != place:
+            raise ValueError(
+                f"version {place} is numbered {version.number} (versions are 1, 2, 3, ... in order)"
+            )
+    return versions
+
+
+def _distinct_labels(versions: tuple[JudgeVersion, ...]) -> tuple[JudgeVersion, ...]:
+    labels = [v.version for v in versions]
+    twice = next((v for v in labels if labels.count(v) > 1), None)
+    if twice is not None:
+        raise ValueError(f"version {twice!r} is registered twice")
+    return versions
+
+
 class Environment(Record):
     id: Name
     description: str | None = None
     status: EnvironmentStatus = EnvironmentStatus.ACTIVE
-    versions: tuple[EnvironmentVersion, ...] = Field(min_length=1)
+    versions: Annotated[tuple[EnvironmentVersion, ...], AfterValidator(_numbered)] = Field(
+        min_length=1
+    )
 
     @property
     def current(self) -> EnvironmentVersion:
@@ -157,7 +198,9 @@ class JudgeVersion(BaseModel):
 class Judge(Record):
     id: Name
     description: str | None = None
-    versions: tuple[JudgeVersion, ...] = Field(min_length=1)
+    versions: Annotated[tuple[JudgeVersion, ...], AfterValidator(_distinct_labels)] = Field(
+        min_length=1
+    )
 
     @property
     def current(self) -> JudgeVersion:

@@ -43,6 +43,7 @@ from .models import (
     Flag,
     Judge,
     JudgeVersion,
+    Mixture,
     Run,
     name_problem,
     quoted,
@@ -192,7 +193,7 @@ _MIXTURE_KEY = b'"exposure":'
 def _mixture() -> TypeAdapter[tuple[ExposureEntry, ...]]:
     """The exposure list's validator, built when first needed (a TypeAdapter builds its
     validator when made: 10 ms of every command's start-up at import)."""
-    return TypeAdapter(tuple[ExposureEntry, ...])
+    return TypeAdapter(Mixture)
 
 
 def _shared_mixture(
@@ -210,7 +211,9 @@ def _shared_mixture(
         return None
     mixture = raw[start:end]
     try:
-        rest = Checkpoint.model_validate_json(raw[:start] + b"[]" + raw[end:])
+        rest = Checkpoint.model_validate_json(
+            raw[:start] + b"[]" + raw[end:], context={"mixture_apart": True}
+        )
         exposure = mixtures.get(mixture)
         if exposure is None:
             exposure = mixtures[mixture] = _mixture().validate_json(mixture)
@@ -669,6 +672,30 @@ class Registry:
         change.write(self._checkpoint_file(run), text.encode())
 
     # -- environments --------------------------------------------------------------------
+    def check_mixture(self, ckpt: Checkpoint) -> None:
+        """That each environment version a checkpoint was trained on is registered, with the
+        content hash its line records: a hand edit of either file (a version deleted or
+        renumbered, a hash changed) would leave the gate judging a checkpoint whose training
+        is not what the registry says. RegistryFileError naming the line's file otherwise."""
+        known = {e.id: {v.number: v.hash for v in e.versions} for e in self.environments()}
+        where = self.ws.rel(self._checkpoint_file(ckpt.run))
+        for entry in ckpt.exposure:
+            versions = known.get(entry.environment)
+            if versions is None:
+                problem = f"environment {entry.environment!r} is not registered"
+            elif entry.version not in versions:
+                problem = f"environment {entry.environment!r} has no version {entry.version}"
+            elif versions[entry.version] != entry.hash:
+                problem = (
+                    f"{entry.environment} v{entry.version} is registered with another content hash"
+                )
+            else:
+                continue
+            raise RegistryFileError(
+                f"{where}: checkpoint {ckpt.ref} was trained on {entry.environment} "
+                f"v{entry.version}, but {problem}: the registry was edited by hand (see git log)"
+            )
+
     def environments(self) -> list[Environment]:
         with self._list():
             return [self.environment(p.stem) for p in self._all("environments", ".yaml")]
@@ -803,11 +830,23 @@ class Registry:
         return self.ws.registry / "flags" / f"{check_name('environment', env)}.yaml"
 
     def flags(self) -> list[Flag]:
-        """Every flag, open, acknowledged or resolved, by environment."""
-        return [
-            load_yaml_model(p, Flag, self.ws.rel(p))
-            for p in sorted((self.ws.registry / "flags").glob("*.yaml"))
-        ]
+        """Every flag, open, acknowledged or resolved, by environment. A flag file of another
+        environment's name, or of an environment not registered, is refused (a hand edit)."""
+        found = []
+        for path in sorted((self.ws.registry / "flags").glob("*.yaml")):
+            flag = load_yaml_model(path, Flag, self.ws.rel(path))
+            assert isinstance(flag, Flag)
+            if flag.environment != path.stem:
+                problem = (
+                    f"field environment: {flag.environment!r} in the flag file of {path.stem!r}"
+                )
+            elif not self._env_file(flag.environment).is_file():
+                problem = f"environment {flag.environment!r} is not registered"
+            else:
+                found.append(flag)
+                continue
+            raise RegistryFileError(f"{self.ws.rel(path)}: {problem}: fix or remove it by hand")
+        return found
 
     def find_flag(self, env: str) -> Flag | None:
         path = self._flag_file(env)

@@ -370,3 +370,64 @@ def test_counts_edited_without_changing_their_totals_are_refused(
     assert done.exit_code == 2, done.stdout
     [line] = done.stderr.strip().splitlines()
     assert path.name in line
+
+
+def _edit(path: Path, old: str, new: str, count: int = 1) -> None:
+    text = path.read_text()
+    assert old in text, (path, old)
+    path.write_text(text.replace(old, new, count))
+
+
+def _renumber(root: Path) -> None:
+    _edit(root / "registry/environments/code-unit-tests.yaml", "- number: 1", "- number: 2")
+
+
+def _rehash(root: Path) -> None:
+    _edit(root / "registry/environments/code-unit-tests.yaml", "hash: sha256:c", "hash: sha256:d")
+
+
+def _judge_twice(root: Path) -> None:
+    path = root / "registry/judges/cot-monitor.yaml"
+    text = path.read_text()
+    path.write_text(text + text[text.index("- version") :])
+
+
+def _no_mixture(root: Path) -> None:
+    path = root / "registry/checkpoints/main.jsonl"
+    lines = path.read_text().splitlines(keepends=True)
+    head, _, rest = lines[-1].partition('"exposure":[')
+    lines[-1] = head + '"exposure":[' + rest[rest.index("]") :]
+    path.write_text("".join(lines))
+
+
+def _stray_flag(root: Path) -> None:
+    flags = root / "registry/flags"
+    text = (flags / "code-unit-tests.yaml").read_text()
+    (flags / "nope.yaml").write_text(
+        text.replace("environment: code-unit-tests", "environment: nope")
+    )
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        # each of these hand edits was read without a word by every command
+        (_renumber, "code-unit-tests.yaml:5: field versions: Value error, version 1 is numbered 2"),
+        (_rehash, "main.jsonl: checkpoint main@12000 was trained on code-unit-tests v1, but "
+                  "code-unit-tests v1 is registered with another content hash"),
+        (_judge_twice, "cot-monitor.yaml:4: field versions: Value error, version '2026.10' is "
+                       "registered twice"),
+        (_no_mixture, "main.jsonl:48: field exposure: Value error, a checkpoint was trained on at "
+                      "least one environment"),
+        (_stray_flag, "registry/flags/nope.yaml: environment 'nope' is not registered"),
+    ],
+)  # fmt: skip
+def test_a_registry_edited_by_hand_out_of_step_stops_the_gate(
+    gov, example_copy: Path, edit, message: str
+) -> None:
+    edit(example_copy)
+    _commit_all(example_copy, "hand edit")
+    done = gov("check", "main@12000", "--dry-run", cwd=example_copy)
+    assert done.exit_code == 2, done.stdout
+    [line] = done.stderr.strip().splitlines()
+    assert message in line, line
