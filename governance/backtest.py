@@ -16,7 +16,7 @@ from typing import Any
 
 from . import calibration, counts
 from .errors import GovError
-from .gates import loaded_policies
+from .gates import loaded_policies, unknown_judges
 from .ingest.formats import detect_kind, sniff
 from .ingest.join import FreeJoin
 from .ingest.scan import scan_aggregated
@@ -150,6 +150,10 @@ def backtest_counts(
     if not loaded:
         raise GovError(f"no policies in {folder}: nothing to replay")
     rows = read_counts(path)
+    # a misspelt judge would read none of the counts and replay as "nothing would have blocked"
+    unknown = unknown_judges({r.judge for r in rows}, loaded, f"in {path.name}", "fix the name")
+    if unknown:
+        raise GovError(f"{unknown[0].path}: {unknown[0].message}")
     by_run: dict[str, list[CountRow]] = {}
     for row in rows:
         by_run.setdefault(row.run, []).append(row)

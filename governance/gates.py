@@ -61,6 +61,14 @@ def unregistered_judges(registry: Registry, loaded: Sequence[LoadedPolicy]) -> l
     """The judges policies name that are not registered: one misspelt would read no series,
     find no evidence and pass, so the gate would be off without a word."""
     known = {j.id for j in registry.judges()}
+    return unknown_judges(known, loaded, "registered", "fix the name or register the judge")
+
+
+def unknown_judges(
+    known: set[str], loaded: Sequence[LoadedPolicy], where: str, fix: str
+) -> list[Finding]:
+    """The judges policies name that are not among `known` (`where`: what knows them, e.g.
+    "registered"; `fix`: what to do), one finding each."""
     found = []
     for item in loaded:
         policy = item.policy
@@ -75,9 +83,9 @@ def unregistered_judges(registry: Registry, loaded: Sequence[LoadedPolicy]) -> l
                     Finding(
                         item.path,
                         "error",
-                        f"judge {judge!r} is not registered (registered: "
+                        f"judge {judge!r} is not {where} ({where}: "
                         f"{', '.join(sorted(known)) or 'none'}): the policy would read nothing "
-                        "and pass; fix the name or register the judge",
+                        f"and pass; {fix}",
                     )
                 )
     return found

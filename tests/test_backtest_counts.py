@@ -183,3 +183,23 @@ def test_the_screen_counts_a_large_checkpoint_as_the_posterior_does(gov, tmp_pat
     blocks = [a for a in json.loads(done.stdout)["alarms"] if a["outcome"] == "block"]
     assert len(blocks) == 1 and blocks[0]["step"] >= 1100, blocks
     assert blocks[0]["restore_step"] is not None and blocks[0]["restore_step"] < 1100
+
+
+def test_a_policy_naming_a_judge_the_counts_lack_is_refused(gov, tmp_path: Path) -> None:
+    # a misspelt judge read none of the counts, and the replay said nothing would have blocked
+    import shutil
+
+    from governance.backtest import bundled_policies
+
+    mine = tmp_path / "mine"
+    shutil.copytree(bundled_policies(), mine)
+    rising = mine / "rationalization-rate-rising.yaml"
+    rising.write_text(rising.read_text().replace("judge: any ", "judge: cot-monitr ", 1))
+    counts = tmp_path / "counts.jsonl"
+    counts.write_text("".join(json.dumps(r) + "\n" for r in _records()))
+    args = ("backtest", "--counts", str(counts), "--format", "json")
+    assert gov(*args, cwd=tmp_path).exit_code == 1  # the defaults block on these counts
+    done = gov(*args, "--policies", str(mine), cwd=tmp_path)
+    assert done.exit_code == 2, done.stdout
+    [line] = done.stderr.strip().splitlines()
+    assert "rationalization-rate-rising.yaml: judge 'cot-monitr' is not in counts.jsonl" in line
