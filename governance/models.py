@@ -109,10 +109,11 @@ def _whole_mixture(
         return exposure
     if not exposure:
         raise ValueError("a checkpoint was trained on at least one environment")
-    names = [e.environment for e in exposure]
-    twice = next((n for n in names if names.count(n) > 1), None)
-    if twice is not None:
-        raise ValueError(f"environment {twice!r} is named twice")
+    seen: set[str] = set()
+    for entry in exposure:  # 300 environments a line: not a count per name
+        if entry.environment in seen:
+            raise ValueError(f"environment {entry.environment!r} is named twice")
+        seen.add(entry.environment)
     return exposure
 
 

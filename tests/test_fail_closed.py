@@ -400,6 +400,15 @@ def _no_mixture(root: Path) -> None:
     path.write_text("".join(lines))
 
 
+def _named_twice(root: Path) -> None:
+    path = root / "registry/checkpoints/main.jsonl"
+    lines = path.read_text().splitlines(keepends=True)
+    head, _, rest = lines[-1].partition('"exposure":[')
+    first = rest[: rest.index("}") + 1]
+    lines[-1] = head + '"exposure":[' + first + "," + rest
+    path.write_text("".join(lines))
+
+
 def _stray_flag(root: Path) -> None:
     flags = root / "registry/flags"
     text = (flags / "code-unit-tests.yaml").read_text()
@@ -419,6 +428,8 @@ def _stray_flag(root: Path) -> None:
                        "registered twice"),
         (_no_mixture, "main.jsonl:48: field exposure: Value error, a checkpoint was trained on at "
                       "least one environment"),
+        (_named_twice, "main.jsonl:48: field exposure: Value error, environment "
+                       "'api-integration' is named twice"),
         (_stray_flag, "registry/flags/nope.yaml: environment 'nope' is not registered"),
     ],
 )  # fmt: skip
