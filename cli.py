@@ -1665,7 +1665,47 @@ def _error_line(exc: GovError) -> str:
     return remedy(exc.message) if remedy else exc.message
 
 
+class _CutQuietly:
+    """Standard output that a reader may stop reading (`gov check X | head -1`): from the first
+    write the closed pipe refuses, the rest goes to the null device. The command still finishes
+    its work (a check still records its decision) and exits with its own code; click's handling
+    of the broken pipe stopped the command at that write and exited 1, which reads as a block."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self._cut = False
+
+    def write(self, text: str) -> int:
+        try:
+            return int(self._stream.write(text))
+        except BrokenPipeError:
+            self._to_null()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._to_null()
+
+    def _to_null(self) -> None:
+        # the descriptor itself, so that the interpreter's last flush of what is buffered
+        # finds somewhere to go as well
+        import os
+
+        if not self._cut:
+            self._cut = True
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, self._stream.fileno())
+            os.close(null)
+
+    def __getattr__(self, name: str) -> Any:  # encoding, errors, isatty, fileno, buffer, ...
+        return getattr(self._stream, name)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
+    if not isinstance(sys.stdout, _CutQuietly) and hasattr(sys.stdout, "fileno"):
+        sys.stdout = _CutQuietly(sys.stdout)
     args = list(sys.argv[1:] if argv is None else argv)
     end = args.index("--") if "--" in args else len(args)
     show_traceback = "--traceback" in args[:end]

@@ -418,3 +418,26 @@ def test_rise_baselines_promoted_and_named_checkpoints(
     earlier = results("main@200")
     assert earlier["vs-promoted"]["status"] == "insufficient"
     assert "no promoted checkpoint before this one" in earlier["vs-promoted"]["reason"]
+
+
+def test_a_reader_that_stops_reading_cuts_the_output_not_the_decision(example_copy: Path) -> None:
+    # `gov check X | head -1`: click stopped the command at the write the closed pipe refused
+    # and exited 1, which reads as a block, for a checkpoint that passed
+    import os
+    import shutil
+
+    gov = shutil.which("gov")
+    assert gov, "the installed `gov` command: install the package first"
+    for ref, code in (("main@3000", 0), ("main@12000", 1)):
+        read, write = os.pipe()
+        os.close(read)  # the reader is gone before gov writes its first line
+        proc = subprocess.Popen(
+            [gov, "check", ref], cwd=example_copy, stdout=write, stderr=subprocess.PIPE
+        )
+        os.close(write)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == code, err.decode()
+        assert not err.strip(), err.decode()
+        decision = "pass" if code == 0 else "block"
+        recorded = [c.message for c in git.Repo(example_copy).iter_commits(max_count=5)]
+        assert any(m.startswith(f"gov: check {ref}: {decision}") for m in recorded)
