@@ -8,7 +8,9 @@ The dumps, as each framework writes them (read from their sources; versions in t
 - verl: `rollout_data_dir/N.jsonl` (`trainer.rollout_data_dir`): `input`, `output`, `score`,
   `step`, and the reward's extra fields (`gts`, ...).
 - nemo-rl: `logs/exp_NNN/train_data_stepN.jsonl`: every field a one-element list (the batch
-  of one), `content` the turns as strings (the prompt first, the response last), and `idx`.
+  of one), `content` the turns as strings without their roles (the prompt first, then the
+  response, then the environment's reply, which the rollout loop adds before the log is
+  written: the response is the last turn the split rule can cut), and `idx`, the row number.
 
 A rollout the rule cannot split (no chain of thought in it) is named by file and line (or row),
 and nothing is written.
@@ -76,6 +78,9 @@ class Rollout:
     task: str
     completion: str
     fields: dict[str, Any]  # the record as the framework wrote it (for an environment column)
+    # NeMo-RL's turns, the prompt first, without their roles: the response is found among them
+    # (see `_response`); empty where the framework writes the completion on its own
+    turns: tuple[str, ...] = ()
 
 
 _STEP_IN_NAME = {
@@ -199,7 +204,23 @@ def _nemo(record: dict[str, Any], where: str, named: int | None, number: int) ->
     episode = flat.get("idx", number)
     if isinstance(episode, bool) or not isinstance(episode, int):
         raise GovError(f"{where}: field idx: NeMo-RL's row number, an integer")
-    return Rollout(where, named, f"{named}-{episode}", "\n\n".join(turns[:-1]), turns[-1], flat)
+    return Rollout(
+        where, named, f"{named}-{episode}", "\n\n".join(turns[:-1]), turns[-1], flat, tuple(turns)
+    )
+
+
+def _response(rollout: Rollout, split: Split) -> tuple[tuple[str, str] | str, str]:
+    """The rollout's response cut by the rule (or why it cannot be), and its task. NeMo-RL's
+    turns carry no roles, and its rollout loop adds the environment's reply after the model's
+    response ("Environment: correct") before it logs them: the response is the last turn
+    after the first that the rule can cut, and the turns before it are the task."""
+    if not rollout.turns:
+        return split(rollout.completion), rollout.task
+    for place in range(len(rollout.turns) - 1, 0, -1):
+        parts = split(rollout.turns[place])
+        if not isinstance(parts, str):
+            return parts, "\n\n".join(rollout.turns[:place])
+    return f"{split(rollout.completion)}, nor in any turn before it", rollout.task
 
 
 def _text(value: Any) -> str:
@@ -246,7 +267,7 @@ def to_transcripts(
             if env not in versions:
                 problems.add(rollout.where, f"environment {env!r} is not registered")
                 continue
-            parts = split(rollout.completion)
+            parts, task = _response(rollout, split)
             if isinstance(parts, str):
                 problems.add(rollout.where, parts)
                 continue
@@ -272,7 +293,7 @@ def to_transcripts(
                     environment=env,
                     environment_version=versions[env],
                     episode=episode,
-                    task=_unicode(rollout.task),
+                    task=_unicode(task),
                     cot=_unicode(cot),
                     action=_unicode(action),
                 )

@@ -52,13 +52,16 @@ def trl_dump(folder: Path, step: int, completions: list[str]) -> Path:
 
 
 def nemo_dump(folder: Path, step: int, completions: list[str]) -> Path:
-    """NeMo-RL's log_batched_dict_as_jsonl: each field a one-element list, and idx."""
+    """NeMo-RL's log_batched_dict_as_jsonl: each field a one-element list, and idx, the row
+    number. `content` is the message log without roles: the rollout loop appends the
+    environment's reply to every sample before the log is written (the math environment's
+    "Environment: correct" or "Environment: incorrect")."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"train_data_step{step}.jsonl"
     lines = [
         json.dumps(
             {
-                "content": [[f"task {i}", text]],
+                "content": [[f"task {i}", text, f"Environment: {'in' * (i % 2)}correct"]],
                 "rewards": [1.0],
                 "input_lengths": [12],
                 "idx": i,
