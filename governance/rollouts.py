@@ -98,7 +98,7 @@ def step_of(framework: str, path: Path) -> int | None:
 def dumps(framework: str, folder: Path) -> dict[int, list[Path]]:
     """The dump files under a framework's rollout folder, by the step in their names: TRL's
     `completions/` (or the folder itself), verl's folder, NeMo-RL's `exp_NNN/` folders (a
-    resumed run writes into a new one)."""
+    resumed run writes into a new one: a step written by two launches is the newest's)."""
     if framework == "trl" and (folder / "completions").is_dir():
         folder = folder / "completions"
     candidates = folder.rglob("*") if framework == "nemo-rl" else folder.glob("*")
@@ -107,7 +107,17 @@ def dumps(framework: str, folder: Path) -> dict[int, list[Path]]:
         step = step_of(framework, path) if path.is_file() else None
         if step is not None:
             found.setdefault(step, []).append(path)
+    if framework == "nemo-rl":
+        # Each launch logs to a new exp_NNN/ (a resumed run writes its steps again there, and
+        # an earlier experiment may share logs/): a step's rollouts are the newest launch's.
+        found = {step: [max(paths, key=_launch)] for step, paths in found.items()}
     return found
+
+
+def _launch(path: Path) -> tuple[int, str]:
+    """The order of NeMo-RL's launch folders (exp_009 before exp_010, by number)."""
+    digits = re.fullmatch(r"exp_(\d+)", path.parent.name)
+    return (int(digits.group(1)) if digits else -1, str(path))
 
 
 def read(framework: str, path: Path) -> Iterator[Rollout]:

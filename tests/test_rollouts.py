@@ -289,3 +289,21 @@ def test_a_step_column_of_whole_floats_is_the_step(gov, workspace: Path, tmp_pat
     assert done.exit_code == 0, done.stderr
     assert [t.step for t in read_transcripts([out])] == [12, 12]
     assert {t.episode for t in read_transcripts([out])} == {"12-1", "12-2"}
+
+
+def test_a_step_logged_by_two_launches_is_the_newest_launchs(tmp_path: Path) -> None:
+    # every NeMo-RL launch logs to a new exp_NNN/: after a resume both hold the steps after the
+    # restored one, and reading both refused each of those checkpoints (two rollouts, one id)
+    from governance.rollouts import dumps
+
+    logs = tmp_path / "logs"
+    for launch, steps in (("exp_001", [1, 2, 3]), ("exp_002", [3, 4]), ("exp_010", [4])):
+        for step in steps:
+            nemo_dump(logs / launch, step, [f"{THOUGHT} x"])
+    found = dumps("nemo-rl", logs)
+    assert {s: [p.parent.name for p in paths] for s, paths in found.items()} == {
+        1: ["exp_001"],
+        2: ["exp_001"],
+        3: ["exp_002"],
+        4: ["exp_010"],  # by number: exp_010 is after exp_002
+    }
