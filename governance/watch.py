@@ -166,6 +166,9 @@ class State:
     # Checkpoints in object storage marked complete, by what was under them at that look
     # (objectstore.S3Folder.fingerprint): registered once a later look finds them unchanged
     settling: dict[int, str] = field(default_factory=dict)
+    # NeMo-RL's rollout logs of checkpointed steps, by their size and mtime at the look that
+    # found them: judged once a later look finds them unchanged (see Watcher._logged)
+    logs: dict[int, list[int]] = field(default_factory=dict)
 
     @classmethod
     def parse(cls, data: dict[str, Any]) -> State:
@@ -176,6 +179,7 @@ class State:
             checked={int(k): int(v) for k, v in dict(data.get("checked", {})).items()},
             reports={str(k): [int(x) for x in v] for k, v in data.get("reports", {}).items()},
             settling={int(k): str(v) for k, v in dict(data.get("settling", {})).items()},
+            logs={int(k): [int(x) for x in v] for k, v in dict(data.get("logs", {})).items()},
         )
 
     def dump(self) -> dict[str, Any]:
@@ -186,6 +190,7 @@ class State:
             "judged": sorted(self.judged),
             "reports": self.reports,
             "settling": {str(k): v for k, v in sorted(self.settling.items())},
+            "logs": {str(k): v for k, v in sorted(self.logs.items())},
         }
 
 
@@ -355,8 +360,9 @@ class Watcher:
 
     def _judge(self, state: State, registered: set[int], done: Pass) -> None:
         """Judge the rollouts of each registered checkpoint not judged yet: those the framework
-        dumped after the previous checkpoint, up to and at this one (written by the time the
-        checkpoint is complete), counted at this checkpoint. A report goes to the reports
+        dumped after the previous checkpoint, up to and at this one, counted at this checkpoint
+        (TRL and verl write a step's dump before its checkpoint; NeMo-RL after it, so there the
+        checkpoint waits for its own step's log: `_logged`). A report goes to the reports
         folder; a rollout that cannot be read or split is one line, and is tried again."""
         from . import rollouts
 
@@ -371,7 +377,7 @@ class Watcher:
                 continue
             previous = ordered[i - 1] if i else -1
             files = _since(by_step, previous, step)
-            if not files:
+            if not files or (framework == "nemo-rl" and not self._logged(step, by_step, state)):
                 continue
             ref = f"{self.run}@{step}"
             if versions is None:
@@ -397,6 +403,28 @@ class Watcher:
                 continue
             state.judged.add(step)
             self.say(f"judged {ref}: {len(found_t)} rollouts from {len(files)} dumps -> {report}")
+
+    def _logged(self, step: int, by_step: dict[int, list[Path]], state: State) -> bool:
+        """Whether NeMo-RL has written the rollout log of the checkpoint's own step: its GRPO
+        loop saves `step_N/` first and then writes `train_data_stepN.jsonl` line by line, so
+        the log is judged once it is there and a later look finds it unchanged (otherwise its
+        rollouts would be judged with the next checkpoint's, or a part of them with this one's
+        and the rest never)."""
+        paths = by_step.get(step)
+        if not paths:
+            return False
+        info = paths[0].stat()
+        mark = [info.st_size, info.st_mtime_ns]
+        if state.logs.get(step) == mark:
+            del state.logs[step]
+            return True
+        if step not in state.logs:
+            self.say(
+                f"{self.run}@{step}: its rollout log {paths[0].name} is judged when the next look "
+                "finds it unchanged"
+            )
+        state.logs[step] = mark
+        return False
 
     def _take_reports(self, state: State, done: Pass) -> None:
         """Ingest each report file dropped in the reports folder once (a bad one: its line,

@@ -512,6 +512,59 @@ def test_rollouts_are_judged_per_checkpoint_and_checked(
     assert "judged" not in again.stdout and "checked" not in again.stdout
 
 
+def test_nemo_rl_s_log_of_the_checkpointed_step_is_judged_once_written(
+    gov,
+    workspace: Path,
+    tmp_path: Path,
+    mix: Path,
+    server,  # noqa: F811 - the fixture imported above
+    monkeypatch,
+) -> None:
+    """NeMo-RL's GRPO loop saves step_N/ and then writes train_data_stepN.jsonl line by line:
+    the checkpoint's rollouts were judged without its own step's log, which was then never
+    judged. Now they wait for that log, and for a later look to find it unchanged."""
+    from test_judge_run import COT, RUBRIC, SECRET
+
+    from governance import counts
+
+    def nemo_log(step: int) -> None:  # as NeMo-RL writes it: see test_rollouts.nemo_dump
+        path = logs / "exp_001" / f"train_data_step{step}.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        turns = [
+            [f"Fix the failing test (episode e{step}x{i}).", f"<think>{COT}</think>fixed",
+             "Environment: correct"]
+            for i in range(2)
+        ]  # fmt: skip
+        path.write_text(
+            "".join(json.dumps({"content": [t], "idx": i}) + "\n" for i, t in enumerate(turns))
+        )
+
+    endpoint, script = server
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    open_registry(workspace).add_judge("gov-cot", "1", rubric=[RUBRIC])
+    out, logs = tmp_path / "out", tmp_path / "logs"
+    for step in (1, 2):  # the steps before the checkpoint: logged before it was saved
+        nemo_log(step)
+    nemo_rl(out, 3)
+    args = ["watch", str(out), "--layout", "nemo-rl", "--run", "main", "--exposure", str(mix)]
+    args += ["--rollouts", str(logs), "--judge", "gov-cot@1", "--model", "judge-model"]
+    args += ["--endpoint", endpoint, "--environment", "math", "--once"]
+    first = gov(*args, cwd=workspace)  # step 3's log is not written yet
+    assert first.exit_code == 0, first.stderr
+    assert "judged" not in first.stdout and steps(workspace) == [3]
+    nemo_log(3)
+    second = gov(*args, cwd=workspace)  # there now, maybe still being written
+    assert second.exit_code == 0, second.stderr
+    assert "judged when the next look finds it unchanged" in second.stdout
+    assert "judged main@3" not in second.stdout
+    third = gov(*args, cwd=workspace)
+    assert third.exit_code in (0, 1), third.stderr
+    assert "judged main@3: 6 rollouts from 3 dumps" in third.stdout
+    assert sum(script.requests.values()) == 6
+    judged = {(r.step, r.environment): r.n for r in counts.rows(open_registry(workspace).ws)}
+    assert judged == {(3, "math"): 6}
+
+
 def test_a_rollout_without_a_chain_of_thought_is_one_line_and_the_watch_goes_on(
     gov,
     workspace: Path,
