@@ -16,8 +16,10 @@ Each rule is read from the framework's own source (versions in the README):
   last) and the orchestrator's `orchestrator/progress.pt` are there. Versions up to 0.8.0
   also wrote `weights/step_N/` with a `STABLE` marker when complete.
 - openrlhf: `OUTPUT/_actor/global_stepN/` (DeepSpeed), and `OUTPUT/_critic/global_stepN/` where
-  the run has a critic; each complete once `metric.json` is in it (0.9.9 on, written last) or
-  the `latest` beside it, written after the step's folder, names it. Both are pinned.
+  the run has a critic; each complete once `metric.json` is in it (0.9.9 on: written by rank 0
+  after DeepSpeed's save returns, past its barrier) or the `latest` beside it names a later
+  step. Not once `latest` names the step itself: DeepSpeed's rank 0 writes it before the
+  barrier, while the other ranks may still be writing their shards. Both are pinned.
 """
 
 from __future__ import annotations
@@ -179,11 +181,13 @@ def _openrlhf(root: Folder) -> list[Found]:
 
 def _deepspeed_done(path: Folder, step: int) -> bool:
     """A DeepSpeed save of `step` in `path` is complete: OpenRLHF's metric.json (0.9.9 on,
-    written last) or the `latest` file beside it naming this step or a later one."""
+    written after every rank's save), or the `latest` file beside it naming a later step (a
+    later save began, so every rank finished this one; `latest` naming this step is written by
+    rank 0 alone, before the ranks' barrier)."""
     if not path.is_dir():
         return False
     latest = _tracker(path.parent / "latest", r"\s*global_step(\d+)\s*")
-    return (path / "metric.json").is_file() or (latest is not None and step <= latest)
+    return (path / "metric.json").is_file() or (latest is not None and step < latest)
 
 
 LAYOUTS: dict[str, Layout] = {

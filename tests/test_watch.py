@@ -76,13 +76,16 @@ def prime_rl(out: Path, step: int, *, complete: bool = True) -> Path:
 
 
 def openrlhf(out: Path, step: int, *, complete: bool = True) -> Path:
-    """DeepSpeed's save: the step's folder, then `latest` naming it."""
+    """DeepSpeed's save: the step's folder and `latest` naming it (rank 0 writes it before the
+    ranks' barrier, while the others may still be writing), then, past the barrier, OpenRLHF's
+    metric.json (0.9.9 on)."""
     folder = out / "_actor" / f"global_step{step}"
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "mp_rank_00_model_states.pt").write_bytes(bytes([step % 251]) * 4096)
     (folder / "zero_pp_rank_0_mp_rank_00_optim_states.pt").write_bytes(b"optimizer")
+    (out / "_actor" / "latest").write_text(f"global_step{step}")
     if complete:
-        (out / "_actor" / "latest").write_text(f"global_step{step}")
+        (folder / "metric.json").write_text("{}")
     return folder
 
 
@@ -211,18 +214,27 @@ def test_a_trl_folder_marked_incomplete_waits(
     assert steps(workspace) == [100]
 
 
-def test_an_openrlhf_step_with_its_metric_file_is_complete_before_latest_names_it(
+def test_an_openrlhf_step_is_complete_once_its_metric_file_or_a_later_save_is_there(
     gov, workspace: Path, tmp_path: Path, mix: Path
 ) -> None:
+    """`latest` naming the step is no mark: DeepSpeed's rank 0 writes it before the barrier
+    that waits for the other ranks' shards. OpenRLHF's metric.json, written after, is; before
+    0.9.9, a later save (`latest` naming a later step) is."""
     out = tmp_path / "out"
     openrlhf(out, 5)
     folder = openrlhf(out, 10, complete=False)
     args = ("watch", str(out), "--layout", "openrlhf", "--run", "main", "--exposure", str(mix))
     assert gov(*args, "--once", cwd=workspace).exit_code == 0
-    assert steps(workspace) == [5]
-    (folder / "metric.json").write_text("{}")  # OpenRLHF 0.9.9 on: written last
+    assert steps(workspace) == [5]  # latest names 10, but its ranks may still be writing
+    (folder / "metric.json").write_text("{}")  # OpenRLHF 0.9.9 on: written past the barrier
     assert gov(*args, "--once", cwd=workspace).exit_code == 0
     assert steps(workspace) == [5, 10]
+    older = openrlhf(out, 15, complete=False)  # before 0.9.9: no metric.json at all
+    assert gov(*args, "--once", cwd=workspace).exit_code == 0
+    assert steps(workspace) == [5, 10]
+    openrlhf(out, 20, complete=False)  # the next save began: 15 is whole
+    assert gov(*args, "--once", cwd=workspace).exit_code == 0
+    assert steps(workspace) == [5, 10, 15] and not (older / "metric.json").exists()
 
 
 def test_an_openrlhf_critic_is_waited_for_and_pinned_beside_the_actor(
@@ -238,7 +250,7 @@ def test_an_openrlhf_critic_is_waited_for_and_pinned_beside_the_actor(
     args = ("watch", str(out), "--layout", "openrlhf", "--run", "main", "--exposure", str(mix))
     assert gov(*args, "--once", cwd=workspace).exit_code == 0
     assert steps(workspace) == []  # the critic's save is not marked complete yet
-    (out / "_critic" / "latest").write_text("global_step5")
+    (critic / "metric.json").write_text("{}")
     assert gov(*args, "--once", cwd=workspace).exit_code == 0
     assert steps(workspace) == [5]
     pinned = workspace / open_registry(workspace).checkpoint("main", 5).artifact
