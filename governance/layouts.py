@@ -92,6 +92,10 @@ _WEIGHT_FILES = re.compile(
 _TRL_WEIGHTS = re.compile(
     r"(model|pytorch_model|adapter_model)(-\d+-of-\d+)?\.(safetensors|bin)"
     r"|pytorch_model_fsdp_\d+"  # an FSDP-sharded save: a folder of shards
+    r"|pytorch_model_fsdp(_rank\d+)?\.bin"  # FSDP's full or per-rank (local) state dict
+    # DeepSpeed ZeRO-3 without gathering the weights on save: transformers deletes the
+    # placeholder model file and leaves DeepSpeed's own, in global_stepN/
+    r"|(zero_pp_rank_\d+_)?mp_rank_\d+_model_states\.pt"
 )
 
 

@@ -278,6 +278,31 @@ def test_a_checkpoint_verl_pruned_before_it_was_pinned_is_lost(
     assert gov(*args, "--once", cwd=workspace).exit_code == 0
 
 
+@pytest.mark.parametrize(
+    "weights_at",
+    [
+        # transformers' save with DeepSpeed ZeRO-3 that does not gather the weights: the
+        # placeholder model file deleted, DeepSpeed's own shards in global_stepN/
+        "global_step100/zero_pp_rank_0_mp_rank_00_model_states.pt",
+        "pytorch_model_fsdp_rank0.bin",  # FSDP's local (per-rank) state dict
+        "pytorch_model_fsdp.bin",  # FSDP's full state dict
+    ],
+)
+def test_a_trl_checkpoint_saved_by_deepspeed_or_fsdp_has_weights(
+    gov, workspace: Path, tmp_path: Path, mix: Path, weights_at: str
+) -> None:
+    # refused as "no model weights" though the framework saved them
+    out = tmp_path / "out"
+    folder = trl(out, 100)
+    (folder / "model.safetensors").unlink()
+    (folder / weights_at).parent.mkdir(parents=True, exist_ok=True)
+    (folder / weights_at).write_bytes(b"weights")
+    args = ("watch", str(out), "--layout", "trl", "--run", "main", "--exposure", str(mix))
+    done = gov(*args, "--once", cwd=workspace)
+    assert done.exit_code == 0, done.stderr
+    assert steps(workspace) == [100]
+
+
 def test_one_bad_checkpoint_is_one_line_and_the_rest_are_registered(
     gov, workspace: Path, tmp_path: Path
 ) -> None:
