@@ -254,18 +254,33 @@ def to_transcripts(
     versions: dict[str, int | str],
     split: Split,
     at_step: int | None = None,
+    before: Path | None = None,
 ) -> list[Transcript]:
     """Every rollout of the dumps as a transcript; ReportRejected listing the first rollouts
     that cannot be (no chain of thought, no environment), nothing returned then. `at_step`:
     the checkpoint they are counted at (gov watch: the rollouts since the previous checkpoint
-    at the one that follows them), instead of each rollout's own step."""
+    at the one that follows them), instead of each rollout's own step.
+
+    TRL logs the last generation's completions, and keeps them until the next generation: with
+    more than one optimizer step a generation (`num_iterations`, `steps_per_generation`), a
+    dump can repeat the one before it but for its step, and is then left out (`before`: the
+    dump before the first of `paths`, read only to know it)."""
     if (environment is None) == (environment_column is None):
         raise GovError("give the environment: --environment NAME or --environment-column COLUMN")
     found: list[Transcript] = []
     first: dict[tuple[int, str, str], str] = {}  # each episode's first rollout (where)
+    last = _batch(list(read(framework, before))) if framework == "trl" and before else None
+    repeats = 0
     for path in paths:
         problems = Problems(str(path))
-        for rollout in read(framework, path):
+        logged = list(read(framework, path))
+        if framework == "trl":
+            batch = _batch(logged)
+            if batch == last:
+                repeats += 1
+                continue
+            last = batch
+        for rollout in logged:
             env = environment
             if environment_column is not None:
                 value = rollout.fields.get(environment_column)
@@ -310,8 +325,14 @@ def to_transcripts(
             )
         problems.raise_if_any()
     if not found:
-        raise GovError(f"{', '.join(map(str, paths))}: no rollouts")
+        repeated = " (each repeats the dump before it: no new generation)" if repeats else ""
+        raise GovError(f"{', '.join(map(str, paths))}: no rollouts{repeated}")
     return found
+
+
+def _batch(logged: list[Rollout]) -> list[tuple[tuple[str, str], ...]]:
+    """A dump's rows apart from their step, to tell a batch logged again."""
+    return [tuple(sorted((k, repr(v)) for k, v in r.fields.items() if k != "step")) for r in logged]
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")  # left in a str by json.loads only when alone

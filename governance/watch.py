@@ -394,6 +394,7 @@ class Watcher:
                     versions=versions,
                     split=rollouts.parse_split(gate.split),
                     at_step=step,
+                    before=_last_before(by_step, previous),
                 )
                 rollouts.write(found_t, transcripts)
                 gate.judge(transcripts, report)
@@ -657,6 +658,13 @@ def _since(by_step: dict[int, list[Path]], previous: int, step: int) -> list[Pat
     """The dumps a checkpoint at `step` was trained on: those after the previous checkpoint,
     up to and at its own step."""
     return [p for s, found in sorted(by_step.items()) if previous < s <= step for p in found]
+
+
+def _last_before(by_step: dict[int, list[Path]], previous: int) -> Path | None:
+    """The last dump at or before the previous checkpoint (None: none), to tell a batch that
+    TRL logged again after it."""
+    earlier = [found[-1] for s, found in sorted(by_step.items()) if s <= previous]
+    return earlier[-1] if earlier else None
 
 
 def _size(count: int) -> str:

@@ -307,3 +307,25 @@ def test_a_step_logged_by_two_launches_is_the_newest_launchs(tmp_path: Path) -> 
         3: ["exp_002"],
         4: ["exp_010"],  # by number: exp_010 is after exp_002
     }
+
+
+def test_a_trl_dump_that_logs_the_same_generation_again_is_left_out(
+    gov, workspace: Path, tmp_path: Path
+) -> None:
+    # TRL keeps the last generation's completions until the next generation: with two optimizer
+    # steps a generation, the dump of step 11 repeats step 10's but for the step, and those
+    # rollouts were counted twice
+    folder = tmp_path / "completions"
+    trl_dump(folder, 10, [f"{THOUGHT} first {i}" for i in range(3)])
+    trl_dump(folder, 11, [f"{THOUGHT} first {i}" for i in range(3)])  # no new generation
+    trl_dump(folder, 12, [f"{THOUGHT} second {i}" for i in range(3)])
+    out = tmp_path / "t.jsonl"
+    files = [str(folder / f"completions_000{s}.parquet") for s in (10, 11, 12)]
+    args = ("--run", "main", "--environment", "math", "--out", str(out))
+    done = gov("transcripts", "from-trl", *files, *args, cwd=workspace)
+    assert done.exit_code == 0, done.stderr
+    found = read_transcripts([out])
+    assert [t.step for t in found] == [10] * 3 + [12] * 3
+    assert len({(t.task, t.action) for t in found}) == 6
+    repeated = gov("transcripts", "from-trl", files[1], *args, cwd=workspace)
+    assert repeated.exit_code == 0  # on its own, nothing comes before it
