@@ -121,3 +121,36 @@ def test_a_real_trainer_run_registers_its_checkpoints(workspace: Path, tmp_path:
         pinned = workspace / registry.checkpoint("main", step).artifact
         assert (pinned / "model.safetensors").stat().st_size > 0
         assert json.loads((pinned / "trainer_state.json").read_text())["global_step"] == step
+
+
+def test_an_evaluation_s_completions_do_not_take_the_training_s_place(
+    workspace: Path, tmp_path: Path
+) -> None:
+    """TRL's GRPO trainer logs an evaluation's completions to the training's file of that step
+    (no column tells them apart), after the Trainer's on_log and before its on_evaluate: gov
+    judged the evaluation's rollouts as the training's. The callback keeps them apart."""
+    args = TrainingArguments(output_dir=str(tmp_path / "out"), report_to=[])
+    state, control = TrainerState(), TrainerControl()
+    callback = GovCallback(workspace, run="main", exposure=MIX, rollouts=tmp_path / "out")
+    handler = CallbackHandler([callback], None, None, None, None)
+    completions = tmp_path / "out" / "completions"
+    completions.mkdir(parents=True)
+    path = completions / "completions_00010.parquet"
+    state.global_step = 10
+    # the Trainer's order at a step that logs and evaluates (_maybe_log_save_evaluate)
+    control = handler.on_log(args, state, control, logs={"loss": 0.5})
+    path.write_bytes(b"the training's completions")  # GRPOTrainer.log, after on_log
+    control = handler.on_log(args, state, control, logs={"eval_loss": 0.4})
+    path.write_bytes(b"the evaluation's completions")  # the same file, after on_log
+    control = handler.on_evaluate(args, state, control, metrics={"eval_loss": 0.4})
+    assert path.read_bytes() == b"the training's completions"
+    assert (completions / "completions_00010-eval.parquet").read_bytes() == (
+        b"the evaluation's completions"
+    )
+    # an evaluation at a step that did not log: its file is the evaluation's alone
+    state.global_step = 15
+    control = handler.on_log(args, state, control, logs={"eval_loss": 0.3})
+    (completions / "completions_00015.parquet").write_bytes(b"evaluation only")
+    control = handler.on_evaluate(args, state, control, metrics={"eval_loss": 0.3})
+    assert not (completions / "completions_00015.parquet").exists()
+    assert (completions / "completions_00015-eval.parquet").read_bytes() == b"evaluation only"

@@ -11,6 +11,13 @@ retention has run), the process that writes checkpoints does what `gov watch --l
 yet, takes in the judge's reports or judges the rollouts, and checks each checkpoint whose
 judgments are in. With `stop_on_block=True` a block sets `control.should_training_stop`; the
 callback never touches rewards, losses or data. Needs the `trl` extra (transformers).
+
+Judging the rollouts (`rollouts=`): TRL's GRPO trainer logs the completions of an evaluation to
+the training's file of that step (`completions/completions_N.parquet`, no column tells them
+apart), after the Trainer's `on_log` and before its `on_evaluate`. At an evaluation's `on_log`
+the callback keeps the training's file of that step, if there is one; at `on_evaluate` it moves
+the evaluation's to `completions_N-eval.parquet` (which gov does not read as training rollouts)
+and puts the training's back.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 
 from .. import api
 from ..errors import GovError
+from ..storage import atomic_write
 from ..watch import Pass
 
 
@@ -51,6 +59,7 @@ class GovCallback(TrainerCallback):
             k: Path(v) if k in _PATHS and v is not None else v for k, v in watch.items()
         }
         self.passes: list[Pass] = []
+        self._evaluating: tuple[Path, bytes | None] | None = None  # see the module's text
 
     def on_save(
         self,
@@ -77,6 +86,44 @@ class GovCallback(TrainerCallback):
         if self.stop_on_block and any(p.blocked for p in passes):
             control.should_training_stop = True
         return control
+
+    def on_log(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        logs: Mapping[str, float] | None = None,
+        **_: Any,
+    ) -> TrainerControl:
+        """An evaluation's log: keep the training's completions of this step before TRL writes
+        the evaluation's over them."""
+        evaluation = logs is not None and any(k.startswith("eval_") for k in logs)
+        if evaluation and self.watch.get("rollouts") and state.is_world_process_zero:
+            path = _completions(args, state.global_step)
+            self._evaluating = (path, path.read_bytes() if path.is_file() else None)
+        return control
+
+    def on_evaluate(
+        self,
+        args: TrainingArguments,  # noqa: ARG002 - the Trainer's signature
+        state: TrainerState,  # noqa: ARG002
+        control: TrainerControl,
+        **_: Any,
+    ) -> TrainerControl:
+        """The evaluation's completions to a file of their own, the training's back in place."""
+        if self._evaluating is not None:
+            path, trained = self._evaluating
+            self._evaluating = None
+            if path.is_file():
+                path.replace(path.with_name(f"{path.stem}-eval{path.suffix}"))
+            if trained is not None:
+                atomic_write(path, trained)
+        return control
+
+
+def _completions(args: TrainingArguments, step: int) -> Path:
+    """Where TRL's GRPO trainer logs the completions of `step` (log_completions)."""
+    return Path(args.output_dir or ".") / "completions" / f"completions_{step:05d}.parquet"
 
 
 _PATHS = {"reports", "stop_file", "rollouts"}
