@@ -16,7 +16,8 @@ A rollout the rule cannot split (no chain of thought in it) is named by file and
 and nothing is written.
 
 Each rollout's episode id is its place in its dump (`STEP-LINE`, NeMo-RL's own `idx` being the
-same), or verl's `request_id` where the reward's extra fields carry one. Not verl's `uid`: it
+same), or verl's `request_id` where the dump carries one (verl 0.5's SGLang rollout set one per
+response; 0.7 dumps none). Not verl's `uid`: it
 names a prompt, shared by all the responses sampled for it (GRPO's group), and would make them
 one episode judged several times. Two rollouts of one step and environment with the same id are
 refused, naming both, as is a key given twice in one record (the reader would keep the last).
