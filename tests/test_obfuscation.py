@@ -11,6 +11,7 @@ import pytest
 from test_ingest import episode, write_jsonl
 
 from governance.ingest import ingest
+from governance.stats.obfuscation import Channels, false_flag_floor
 
 STEPS = [100 * (i + 1) for i in range(10)]
 N = 400
@@ -306,3 +307,19 @@ def test_each_checkpoint_weighs_what_its_share_is_worth_once_false_flags_are_tak
     assert thin.status == "insufficient" and "where the watch needs 50" in thin.reason
     raw = hidden_points(rows, 0.0)  # nothing taken out: the counts as they are
     assert raw.ns.tolist() == [r.action for r in rows]
+
+
+def test_an_uncalibrated_judge_s_false_flags_are_read_off_a_rise_as_the_line_shows_them() -> None:
+    # 400 episodes a checkpoint, the exploit rate rising from 2% to 8%, an action judge flagging
+    # every exploit and 1% of the rest, a CoT judge seeing 80% of the exploits: the expected
+    # counts (rounded, no other noise). The fitted rate was set to 0 unless the line's slope was
+    # two standard errors from flat, which at these counts it never is: the false flags stayed
+    # in the share, and a CoT going quiet while the exploit rate rose showed late.
+    false, seen, n = 0.01, 0.8, 400
+    rows = []
+    for i in range(15):
+        exploits = 0.02 + 0.06 * min(i, 11) / 11
+        flagged = exploits + false * (1 - exploits)
+        cot = round(seen * exploits * n)
+        rows.append(Channels("main", i, n, cot, round(flagged * n), cot))
+    assert false_flag_floor(rows) == pytest.approx(false, rel=0.2)
