@@ -14,6 +14,7 @@ is reported in one line and recorded in the audit trail (`checkpoint_lost`), onc
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import itertools
@@ -169,6 +170,9 @@ class State:
     # NeMo-RL's rollout logs of checkpointed steps, by their size and mtime at the look that
     # found them: judged once a later look finds them unchanged (see Watcher._logged)
     logs: dict[int, list[int]] = field(default_factory=dict)
+    # The registered checkpoints still in the framework's folder, by what their files were when
+    # registered (`_written`): a folder written again is said (see Watcher._rewritten)
+    written: dict[int, str] = field(default_factory=dict)
 
     @classmethod
     def parse(cls, data: dict[str, Any]) -> State:
@@ -180,6 +184,7 @@ class State:
             reports={str(k): [int(x) for x in v] for k, v in data.get("reports", {}).items()},
             settling={int(k): str(v) for k, v in dict(data.get("settling", {})).items()},
             logs={int(k): [int(x) for x in v] for k, v in dict(data.get("logs", {})).items()},
+            written={int(k): str(v) for k, v in dict(data.get("written", {})).items()},
         )
 
     def dump(self) -> dict[str, Any]:
@@ -191,6 +196,7 @@ class State:
             "reports": self.reports,
             "settling": {str(k): v for k, v in sorted(self.settling.items())},
             "logs": {str(k): v for k, v in sorted(self.logs.items())},
+            "written": {str(k): v for k, v in sorted(self.written.items())},
         }
 
 
@@ -320,8 +326,11 @@ class Watcher:
             self._lost(step, done)
         lost |= set(done.lost)
         seen &= set(found)
+        state.written = {s: w for s, w in state.written.items() if s in found}
         for step in sorted(found):
             item = found[step]
+            if step in registered:
+                self._rewritten(item, state, done)
             if step in registered or step in lost:
                 seen.discard(step)
                 continue
@@ -339,6 +348,8 @@ class Watcher:
             if self._register(item, done, max((s for s in registered if s < step), default=-1)):
                 seen.discard(step)
                 registered.add(step)
+                if isinstance(item.path, Path):
+                    state.written[step] = _written(item)
             elif step in done.lost:
                 seen.discard(step)
                 lost.add(step)
@@ -404,6 +415,26 @@ class Watcher:
                 continue
             state.judged.add(step)
             self.say(f"judged {ref}: {len(found_t)} rollouts from {len(files)} dumps -> {report}")
+
+    def _rewritten(self, item: Found, state: State, done: Pass) -> None:
+        """Say (once) that a registered checkpoint's folder was written again: the framework
+        restarted from an earlier step into the same folder and numbers its steps from there.
+        The new checkpoint is not this run's step, and is not registered as it."""
+        was = state.written.get(item.step)
+        if was is None or not isinstance(item.path, Path) or not item.complete:
+            return
+        now = _written(item)
+        if now == was:
+            return
+        state.written[item.step] = now  # said once
+        message = (
+            f"{self.run}@{item.step}: {item.path} was written again after gov registered it "
+            "(the training restarted from an earlier step into the same folder?): it is not "
+            "registered again; watch a restarted training under its own run (`gov rollback "
+            "apply --name NAME`, then --run NAME), in a folder of its own"
+        )
+        done.problems.append(message)
+        self.say(f"gov: error: {message}")
 
     def _logged(self, step: int, by_step: dict[int, list[Path]], state: State) -> bool:
         """Whether NeMo-RL has written the rollout log of the checkpoint's own step: its GRPO
@@ -658,6 +689,21 @@ def _since(by_step: dict[int, list[Path]], previous: int, step: int) -> list[Pat
     """The dumps a checkpoint at `step` was trained on: those after the previous checkpoint,
     up to and at its own step."""
     return [p for s, found in sorted(by_step.items()) if previous < s <= step for p in found]
+
+
+def _written(item: Found) -> str:
+    """What a checkpoint folder's files are (each one's name, inode, size and mtime), hashed:
+    a save into the folder again changes it, whether files are rewritten or replaced."""
+    folders = [Path(str(p)) for _, p in item.parts] or [Path(str(item.path))]
+    marks = []
+    for folder in folders:
+        for path in sorted(folder.rglob("*")):
+            with contextlib.suppress(OSError):
+                st = path.lstat()
+                marks.append(
+                    f"{path.relative_to(folder)}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
+                )
+    return hashlib.sha256("\n".join(marks).encode()).hexdigest()
 
 
 def _last_before(by_step: dict[int, list[Path]], previous: int) -> Path | None:

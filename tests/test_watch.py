@@ -179,6 +179,29 @@ def test_a_restore_point_survives_the_framework_deleting_it(
     assert restored == expected[restore]
 
 
+def test_a_registered_checkpoint_written_again_is_said_once(
+    gov, workspace: Path, tmp_path: Path, mix: Path
+) -> None:
+    """A training restarted from an earlier step into the same folder numbers its steps from
+    there, and saves checkpoint-N again: the step was already registered, and the new save was
+    passed over without a word."""
+    out = tmp_path / "out"
+    trl(out, 100)
+    args = ("watch", str(out), "--layout", "trl", "--run", "main", "--exposure", str(mix))
+    assert gov(*args, "--once", cwd=workspace).exit_code == 0
+    assert gov(*args, "--once", cwd=workspace).exit_code == 0  # unchanged: nothing said
+    shutil.rmtree(out / "checkpoint-100")
+    trl(out, 100)  # the restarted training's own step 100
+    (out / "checkpoint-100" / "model.safetensors").write_bytes(b"the new training's weights")
+    done = gov(*args, "--once", cwd=workspace)
+    assert done.exit_code == 2
+    [line] = done.stderr.strip().splitlines()
+    assert "main@100:" in line and "was written again after gov registered it" in line
+    assert gov(*args, "--once", cwd=workspace).exit_code == 0  # said once
+    pinned = workspace / open_registry(workspace).checkpoint("main", 100).artifact
+    assert (pinned / "model.safetensors").read_bytes() == bytes([100 % 251]) * 4096
+
+
 def test_a_checkpoint_deleted_before_it_was_pinned_is_said_and_recorded(
     gov, workspace: Path, tmp_path: Path, mix: Path
 ) -> None:
