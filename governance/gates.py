@@ -112,6 +112,7 @@ def decide(
     flagged: dict[str, int] = {}  # environment -> the newest version whose evidence fired
     judges: set[str] = set()
     rows = counts.table(ws)  # read once: every policy reads the same counts
+    registry.check_counted(rows.keys)
     errors = calibration.all_errors(ws)  # what a corrected policy corrects for
     order = registry.order(run, step)
     read = np.zeros(len(order), dtype=bool)  # the checkpoints whose counts were read

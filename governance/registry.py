@@ -696,6 +696,27 @@ class Registry:
                 f"v{entry.version}, but {problem}: the registry was edited by hand (see git log)"
             )
 
+    def check_counted(self, keys: Iterable[tuple[str, int, str, str]]) -> None:
+        """That every environment version and judge version the counts name is registered:
+        a registry file deleted or edited by hand after its judgments were ingested leaves
+        evidence the registry can no longer say anything about. RegistryFileError otherwise."""
+        environments = {e.id: {v.number for v in e.versions} for e in self.environments()}
+        judges = {j.id: {v.version for v in j.versions} for j in self.judges()}
+        for env, version, judge, judge_version in keys:
+            if version not in environments.get(env, set()):
+                what = f"environment {env!r} version {version}"
+                where = self._env_file(env)
+            elif judge_version not in judges.get(judge, set()):
+                what = f"judge {judge!r} version {judge_version!r}"
+                where = self._judge_file(judge)
+            else:
+                continue
+            raise RegistryFileError(
+                f"{self.ws.rel(where)}: the counts hold judgments of {what}, which is not "
+                "registered: the registry was edited by hand after they were ingested (restore "
+                "the file from git)"
+            )
+
     def environments(self) -> list[Environment]:
         with self._list():
             return [self.environment(p.stem) for p in self._all("environments", ".yaml")]

@@ -409,6 +409,10 @@ def _named_twice(root: Path) -> None:
     path.write_text("".join(lines))
 
 
+def _judge_gone(root: Path) -> None:
+    (root / "registry/judges/cot-monitor.yaml").unlink()
+
+
 def _stray_flag(root: Path) -> None:
     flags = root / "registry/flags"
     text = (flags / "code-unit-tests.yaml").read_text()
@@ -431,6 +435,8 @@ def _stray_flag(root: Path) -> None:
         (_named_twice, "main.jsonl:48: field exposure: Value error, environment "
                        "'api-integration' is named twice"),
         (_stray_flag, "registry/flags/nope.yaml: environment 'nope' is not registered"),
+        (_judge_gone, "registry/judges/cot-monitor.yaml: the counts hold judgments of judge "
+                      "'cot-monitor' version '2026.10', which is not registered"),
     ],
 )  # fmt: skip
 def test_a_registry_edited_by_hand_out_of_step_stops_the_gate(
