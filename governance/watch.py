@@ -14,7 +14,6 @@ is reported in one line and recorded in the audit trail (`checkpoint_lost`), onc
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import hashlib
 import itertools
@@ -170,8 +169,9 @@ class State:
     # NeMo-RL's rollout logs of checkpointed steps, by their size and mtime at the look that
     # found them: judged once a later look finds them unchanged (see Watcher._logged)
     logs: dict[int, list[int]] = field(default_factory=dict)
-    # The registered checkpoints still in the framework's folder, by what their files were when
-    # registered (`_written`): a folder written again is said (see Watcher._rewritten)
+    # The registered checkpoints still in the framework's folder, by the stamp of the file the
+    # framework writes last into each (`_written`): a folder written again is said
+    # (see Watcher._rewritten)
     written: dict[int, str] = field(default_factory=dict)
 
     @classmethod
@@ -348,8 +348,9 @@ class Watcher:
             if self._register(item, done, max((s for s in registered if s < step), default=-1)):
                 seen.discard(step)
                 registered.add(step)
-                if isinstance(item.path, Path):
-                    state.written[step] = _written(item)
+                mark = _written(self.layout.name, item) if isinstance(item.path, Path) else None
+                if mark is not None:
+                    state.written[step] = mark
             elif step in done.lost:
                 seen.discard(step)
                 lost.add(step)
@@ -423,8 +424,8 @@ class Watcher:
         was = state.written.get(item.step)
         if was is None or not isinstance(item.path, Path) or not item.complete:
             return
-        now = _written(item)
-        if now == was:
+        now = _written(self.layout.name, item)
+        if now is None or now == was:
             return
         state.written[item.step] = now  # said once
         message = (
@@ -691,19 +692,28 @@ def _since(by_step: dict[int, list[Path]], previous: int, step: int) -> list[Pat
     return [p for s, found in sorted(by_step.items()) if previous < s <= step for p in found]
 
 
-def _written(item: Found) -> str:
-    """What a checkpoint folder's files are (each one's name, inode, size and mtime), hashed:
-    a save into the folder again changes it, whether files are rewritten or replaced."""
-    folders = [Path(str(p)) for _, p in item.parts] or [Path(str(item.path))]
-    marks = []
-    for folder in folders:
-        for path in sorted(folder.rglob("*")):
-            with contextlib.suppress(OSError):
-                st = path.lstat()
-                marks.append(
-                    f"{path.relative_to(folder)}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
-                )
-    return hashlib.sha256("\n".join(marks).encode()).hexdigest()
+# The file each framework writes last into a checkpoint's folder (or with it), by layout: a save
+# into the folder again writes it again. NeMo-RL renames a whole folder into place: its inode.
+_MARKERS = {
+    "trl": "trainer_state.json",
+    "verl": "data.pt",
+    "nemo-rl": ".",
+    "prime-rl": "trainer/.metadata",
+    "openrlhf": "metric.json",
+}
+
+
+def _written(layout: str, item: Found) -> str | None:
+    """A registered checkpoint folder's mark: its last-written file's inode and mtime (one stat,
+    however many shards; a folder of thousands stays cheap at every look). None where that file
+    is not there (a folder the framework is deleting, or an older OpenRLHF without metric.json):
+    no mark, nothing said."""
+    marker = Path(str(item.path)) / _MARKERS.get(layout, ".")
+    try:
+        st = marker.stat()
+    except OSError:
+        return None
+    return f"{st.st_ino}:{0 if marker.is_dir() else st.st_mtime_ns}"
 
 
 def _last_before(by_step: dict[int, list[Path]], previous: int) -> Path | None:

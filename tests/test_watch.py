@@ -190,6 +190,9 @@ def test_a_registered_checkpoint_written_again_is_said_once(
     args = ("watch", str(out), "--layout", "trl", "--run", "main", "--exposure", str(mix))
     assert gov(*args, "--once", cwd=workspace).exit_code == 0
     assert gov(*args, "--once", cwd=workspace).exit_code == 0  # unchanged: nothing said
+    for part in ("optimizer.pt", "trainer_state.json"):  # the framework's rotation deleting it
+        (out / "checkpoint-100" / part).unlink()
+        assert gov(*args, "--once", cwd=workspace).exit_code == 0, part
     shutil.rmtree(out / "checkpoint-100")
     trl(out, 100)  # the restarted training's own step 100
     (out / "checkpoint-100" / "model.safetensors").write_bytes(b"the new training's weights")
