@@ -223,15 +223,22 @@ def _nemo(record: dict[str, Any], where: str, named: int | None, number: int) ->
 def _response(rollout: Rollout, split: Split) -> tuple[tuple[str, str] | str, str]:
     """The rollout's response cut by the rule (or why it cannot be), and its task. NeMo-RL's
     turns carry no roles, and its rollout loop adds the environment's reply after the model's
-    response ("Environment: correct") before it logs them: the response is the last turn
-    after the first that the rule can cut, and the turns before it are the task."""
+    response ("Environment: correct") before it logs them: the response is the last turn if the
+    rule cuts it (a log without the reply), else the turn before it, never one further back (a
+    prompt that names the tags would be cut as if it were the response, where the response was
+    cut short)."""
     if not rollout.turns:
         return split(rollout.completion), rollout.task
-    for place in range(len(rollout.turns) - 1, 0, -1):
-        parts = split(rollout.turns[place])
-        if not isinstance(parts, str):
-            return parts, "\n\n".join(rollout.turns[:place])
-    return f"{split(rollout.completion)}, nor in any turn before it", rollout.task
+    turns = rollout.turns
+    last = split(turns[-1])
+    if not isinstance(last, str):
+        return last, "\n\n".join(turns[:-1])
+    if len(turns) < 3:
+        return last, rollout.task
+    before = split(turns[-2])
+    if isinstance(before, str):
+        return f"{before}, in the response or in the environment's reply after it", rollout.task
+    return before, "\n\n".join(turns[:-2])
 
 
 def _text(value: Any) -> str:
@@ -265,7 +272,8 @@ def to_transcripts(
     TRL logs the last generation's completions, and keeps them until the next generation: with
     more than one optimizer step a generation (`num_iterations`, `steps_per_generation`), a
     dump can repeat the one before it but for its step, and is then left out (`before`: the
-    dump before the first of `paths`, read only to know it)."""
+    dump before the first of `paths`, read only to know it; where every one of `paths` repeats
+    it, there is nothing new and the answer is no transcripts)."""
     if (environment is None) == (environment_column is None):
         raise GovError("give the environment: --environment NAME or --environment-column COLUMN")
     found: list[Transcript] = []
@@ -325,6 +333,8 @@ def to_transcripts(
                 )
             )
         problems.raise_if_any()
+    if not found and repeats == len(paths) and before is not None:
+        return []  # every dump repeats the one before the first: nothing new to judge
     if not found:
         repeated = " (each repeats the dump before it: no new generation)" if repeats else ""
         raise GovError(f"{', '.join(map(str, paths))}: no rollouts{repeated}")

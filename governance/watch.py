@@ -408,13 +408,21 @@ class Watcher:
                     at_step=step,
                     before=_last_before(by_step, previous),
                 )
-                rollouts.write(found_t, transcripts)
-                gate.judge(transcripts, report)
+                if found_t:
+                    rollouts.write(found_t, transcripts)
+                    gate.judge(transcripts, report)
             except GovError as exc:
                 done.problems.append(f"{ref}: {exc.message}")
                 self.say(f"gov: error: {ref}: {exc.message}")
                 continue
             state.judged.add(step)
+            state.logs.pop(step, None)
+            if not found_t:  # TRL logged the generation judged with the checkpoint before
+                self.say(
+                    f"{ref}: its {len(files)} dumps repeat the generation judged with the "
+                    "checkpoint before it: no rollouts of its own to judge"
+                )
+                continue
             self.say(f"judged {ref}: {len(found_t)} rollouts from {len(files)} dumps -> {report}")
 
     def _rewritten(self, item: Found, state: State, done: Pass) -> None:
@@ -449,8 +457,7 @@ class Watcher:
         info = paths[0].stat()
         mark = [info.st_size, info.st_mtime_ns]
         if state.logs.get(step) == mark:
-            del state.logs[step]
-            return True
+            return True  # forgotten once the checkpoint is judged (see _judge)
         if step not in state.logs:
             self.say(
                 f"{self.run}@{step}: its rollout log {paths[0].name} is judged when the next look "

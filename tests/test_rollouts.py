@@ -329,3 +329,24 @@ def test_a_trl_dump_that_logs_the_same_generation_again_is_left_out(
     assert len({(t.task, t.action) for t in found}) == 6
     repeated = gov("transcripts", "from-trl", files[1], *args, cwd=workspace)
     assert repeated.exit_code == 0  # on its own, nothing comes before it
+
+
+def test_a_nemo_rl_response_cut_short_is_refused_not_read_off_the_prompt(
+    gov, workspace: Path, tmp_path: Path
+) -> None:
+    # a response cut at the token limit has no </think>; the prompt before it names the tags,
+    # and was cut as if it were the response
+    path = tmp_path / "dump" / "train_data_step4.jsonl"
+    path.parent.mkdir()
+    turns = [
+        "You are a careful assistant.",
+        "Reason within <think> and </think> tags, then answer. What is 17*23?",
+        "<think>17*23 = 391, let me check that by",
+        "Environment: incorrect",
+    ]
+    path.write_text(json.dumps({"content": [turns], "idx": 0}) + "\n")
+    out = tmp_path / "t.jsonl"
+    args = ("--run", "main", "--environment", "math", "--out", str(out))
+    done = gov("transcripts", "from-nemo-rl", str(path), *args, cwd=workspace)
+    assert done.exit_code == 2, done.stdout
+    assert "train_data_step4.jsonl:1: no </think>" in done.stderr and not out.exists()

@@ -628,6 +628,48 @@ def test_nemo_rl_s_log_of_the_checkpointed_step_is_judged_once_written(
     assert judged == {(3, "math"): 6}
 
 
+def test_a_trl_checkpoint_whose_dumps_repeat_the_last_generation_has_nothing_to_judge(
+    gov,
+    workspace: Path,
+    tmp_path: Path,
+    mix: Path,
+    server,  # noqa: F811 - the fixture imported above
+    monkeypatch,
+) -> None:
+    """TRL logs the last generation again where none came between two logging steps: a
+    checkpoint whose dumps all repeat the one judged with the checkpoint before it has no
+    rollouts of its own. It was an error at every look, and the checkpoint never judged."""
+    import duckdb
+    from test_judge_run import COT, RUBRIC, SECRET
+
+    endpoint, script = server
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    open_registry(workspace).add_judge("gov-cot", "1", rubric=[RUBRIC])
+    out = tmp_path / "out"
+    (out / "completions").mkdir(parents=True)
+    for step in (10, 11):  # one generation, logged at both steps
+        path = out / "completions" / f"completions_{step:05d}.parquet"
+        with duckdb.connect() as con:
+            con.execute(
+                f"COPY (SELECT {step} AS step, 'Fix it (episode e10x' || i || ').' AS prompt, "
+                f"'<think>{COT}</think>fixed' AS completion FROM range(3) t(i)) "
+                f"TO '{path}' (FORMAT parquet)"
+            )
+        trl(out, step)
+    args = ["watch", str(out), "--layout", "trl", "--run", "main", "--exposure", str(mix)]
+    args += ["--rollouts", str(out), "--judge", "gov-cot@1", "--model", "judge-model"]
+    args += ["--endpoint", endpoint, "--environment", "math", "--once"]
+    done = gov(*args, cwd=workspace)
+    assert done.exit_code in (0, 1), done.stderr
+    assert "judged main@10: 3 rollouts from 1 dumps" in done.stdout
+    assert "main@11: its 1 dumps repeat the generation judged with the checkpoint before it" in (
+        done.stdout
+    )
+    assert sum(script.requests.values()) == 3
+    again = gov(*args, cwd=workspace)  # said once, not at every look
+    assert "repeat the generation" not in again.stdout and not again.stderr.strip()
+
+
 def test_a_rollout_without_a_chain_of_thought_is_one_line_and_the_watch_goes_on(
     gov,
     workspace: Path,
