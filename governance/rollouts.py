@@ -279,16 +279,17 @@ def to_transcripts(
     found: list[Transcript] = []
     first: dict[tuple[int, str, str], str] = {}  # each episode's first rollout (where)
     last = _batch(list(read(framework, before))) if framework == "trl" and before else None
+    since = step_of(framework, before) if framework == "trl" and before else None
     repeats = 0
     for path in paths:
         problems = Problems(str(path))
         logged = list(read(framework, path))
         if framework == "trl":
             batch = _batch(logged)
-            if batch == last:
+            if batch == last or batch in _evaluations(path, since):
                 repeats += 1
                 continue
-            last = batch
+            last, since = batch, step_of(framework, path)
         for rollout in logged:
             env = environment
             if environment_column is not None:
@@ -338,6 +339,24 @@ def to_transcripts(
     if not found:
         repeated = " (each repeats the dump before it: no new generation)" if repeats else ""
         raise GovError(f"{', '.join(map(str, paths))}: no rollouts{repeated}")
+    return found
+
+
+_EVALUATED = re.compile(r"completions_(\d+)-eval\.parquet")
+
+
+def _evaluations(path: Path, since: int | None) -> list[list[tuple[tuple[str, str], ...]]]:
+    """The batches of the evaluations logged beside a TRL dump (`completions_N-eval.parquet`,
+    kept apart by GovCallback) from step `since` up to the dump's own: TRL's trainer logs the
+    completions of training and evaluation into the same deques, so a training dump with no
+    generation since an evaluation holds the evaluation's completions."""
+    step = step_of("trl", path)
+    found = []
+    for other in sorted(path.parent.glob("completions_*-eval.parquet")):
+        match = _EVALUATED.fullmatch(other.name)
+        low = -1 if since is None else since
+        if match and step is not None and low <= int(match.group(1)) < step:
+            found.append(_batch(list(_trl(other, int(match.group(1))))))
     return found
 
 

@@ -350,3 +350,22 @@ def test_a_nemo_rl_response_cut_short_is_refused_not_read_off_the_prompt(
     done = gov("transcripts", "from-nemo-rl", str(path), *args, cwd=workspace)
     assert done.exit_code == 2, done.stdout
     assert "train_data_step4.jsonl:1: no </think>" in done.stderr and not out.exists()
+
+
+def test_a_trl_dump_of_the_evaluation_s_completions_is_left_out(
+    gov, workspace: Path, tmp_path: Path
+) -> None:
+    # TRL's trainer keeps training's and evaluation's completions in the same deques: a
+    # training dump with no generation since an evaluation logs the evaluation's again (kept
+    # apart by GovCallback as completions_N-eval.parquet), and they were judged as training's
+    folder = tmp_path / "completions"
+    trl_dump(folder, 10, [f"{THOUGHT} train {i}" for i in range(3)])
+    evaluation = trl_dump(tmp_path / "eval", 10, [f"{THOUGHT} eval {i}" for i in range(2)])
+    evaluation.rename(folder / "completions_00010-eval.parquet")
+    trl_dump(folder, 11, [f"{THOUGHT} eval {i}" for i in range(2)])  # no generation since
+    out = tmp_path / "t.jsonl"
+    files = [str(folder / f"completions_000{s}.parquet") for s in (10, 11)]
+    args = ("--run", "main", "--environment", "math", "--out", str(out))
+    done = gov("transcripts", "from-trl", *files, *args, cwd=workspace)
+    assert done.exit_code == 0, done.stderr
+    assert [t.action for t in read_transcripts([out])] == [f"train {i}" for i in range(3)]
