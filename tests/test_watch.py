@@ -11,7 +11,9 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from test_judge_run import server  # noqa: F401 - the fixture: a judge on 127.0.0.1
@@ -522,24 +524,47 @@ def test_reports_dropped_in_are_ingested_checked_and_a_block_writes_the_stop_mar
     ]
 
 
+@dataclass
+class Judging:
+    """A judge behind a real HTTP endpoint on 127.0.0.1, registered as gov-cot@1."""
+
+    endpoint: str
+    script: Any
+
+    def args(self, out: Path, layout: str, rollouts: Path, mix: Path) -> list[str]:
+        """`gov watch --once` of `out`, judging the rollouts under `rollouts` with it."""
+        return [
+            "watch", str(out), "--layout", layout, "--run", "main", "--exposure", str(mix),
+            "--rollouts", str(rollouts), "--judge", "gov-cot@1", "--model", "judge-model",
+            "--endpoint", self.endpoint, "--environment", "math", "--once",
+        ]  # fmt: skip
+
+
+@pytest.fixture
+def judging(workspace: Path, server, monkeypatch) -> Judging:  # noqa: F811 - the fixture above
+    from test_judge_run import RUBRIC, SECRET
+
+    endpoint, script = server
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    open_registry(workspace).add_judge("gov-cot", "1", rubric=[RUBRIC])
+    return Judging(endpoint, script)
+
+
 def test_rollouts_are_judged_per_checkpoint_and_checked(
     gov,
     workspace: Path,
     tmp_path: Path,
     mix: Path,
-    server,  # noqa: F811 - the fixture imported above
-    monkeypatch,
+    judging: Judging,
 ) -> None:
     """verl saves checkpoints every 10 steps and dumps its rollouts every 5: each checkpoint's
     rollouts (those since the previous one) are split, judged by a judge behind a real HTTP
     endpoint, ingested and checked, each once."""
-    from test_judge_run import COT, RUBRIC, SECRET
+    from test_judge_run import COT
 
     from governance import counts
 
-    endpoint, script = server
-    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
-    open_registry(workspace).add_judge("gov-cot", "1", rubric=[RUBRIC])
+    script = judging.script
     out, dumps = tmp_path / "out", tmp_path / "rollouts"
     dumps.mkdir()
     for step in (5, 10, 15, 20):
@@ -555,9 +580,7 @@ def test_rollouts_are_judged_per_checkpoint_and_checked(
         (dumps / f"{step}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
     verl(out, 10)
     verl(out, 20)
-    args = ["watch", str(out), "--layout", "verl", "--run", "main", "--exposure", str(mix)]
-    args += ["--rollouts", str(dumps), "--judge", "gov-cot@1", "--model", "judge-model"]
-    args += ["--endpoint", endpoint, "--environment", "math", "--once"]
+    args = judging.args(out, "verl", dumps, mix)
     done = gov(*args, cwd=workspace)
     assert done.exit_code in (0, 1), done.stderr
     assert "judged main@10: 6 rollouts from 2 dumps" in done.stdout
@@ -580,13 +603,12 @@ def test_nemo_rl_s_log_of_the_checkpointed_step_is_judged_once_written(
     workspace: Path,
     tmp_path: Path,
     mix: Path,
-    server,  # noqa: F811 - the fixture imported above
-    monkeypatch,
+    judging: Judging,
 ) -> None:
     """NeMo-RL's GRPO loop saves step_N/ and then writes train_data_stepN.jsonl line by line:
     the checkpoint's rollouts were judged without its own step's log, which was then never
     judged. Now they wait for that log, and for a later look to find it unchanged."""
-    from test_judge_run import COT, RUBRIC, SECRET
+    from test_judge_run import COT
 
     from governance import counts
 
@@ -602,16 +624,12 @@ def test_nemo_rl_s_log_of_the_checkpointed_step_is_judged_once_written(
             "".join(json.dumps({"content": [t], "idx": i}) + "\n" for i, t in enumerate(turns))
         )
 
-    endpoint, script = server
-    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
-    open_registry(workspace).add_judge("gov-cot", "1", rubric=[RUBRIC])
+    script = judging.script
     out, logs = tmp_path / "out", tmp_path / "logs"
     for step in (1, 2):  # the steps before the checkpoint: logged before it was saved
         nemo_log(step)
     nemo_rl(out, 3)
-    args = ["watch", str(out), "--layout", "nemo-rl", "--run", "main", "--exposure", str(mix)]
-    args += ["--rollouts", str(logs), "--judge", "gov-cot@1", "--model", "judge-model"]
-    args += ["--endpoint", endpoint, "--environment", "math", "--once"]
+    args = judging.args(out, "nemo-rl", logs, mix)
     first = gov(*args, cwd=workspace)  # step 3's log is not written yet
     assert first.exit_code == 0, first.stderr
     assert "judged" not in first.stdout and steps(workspace) == [3]
@@ -633,18 +651,15 @@ def test_a_trl_checkpoint_whose_dumps_repeat_the_last_generation_has_nothing_to_
     workspace: Path,
     tmp_path: Path,
     mix: Path,
-    server,  # noqa: F811 - the fixture imported above
-    monkeypatch,
+    judging: Judging,
 ) -> None:
     """TRL logs the last generation again where none came between two logging steps: a
     checkpoint whose dumps all repeat the one judged with the checkpoint before it has no
     rollouts of its own. It was an error at every look, and the checkpoint never judged."""
     import duckdb
-    from test_judge_run import COT, RUBRIC, SECRET
+    from test_judge_run import COT
 
-    endpoint, script = server
-    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
-    open_registry(workspace).add_judge("gov-cot", "1", rubric=[RUBRIC])
+    script = judging.script
     out = tmp_path / "out"
     (out / "completions").mkdir(parents=True)
     for step in (10, 11):  # one generation, logged at both steps
@@ -656,9 +671,7 @@ def test_a_trl_checkpoint_whose_dumps_repeat_the_last_generation_has_nothing_to_
                 f"TO '{path}' (FORMAT parquet)"
             )
         trl(out, step)
-    args = ["watch", str(out), "--layout", "trl", "--run", "main", "--exposure", str(mix)]
-    args += ["--rollouts", str(out), "--judge", "gov-cot@1", "--model", "judge-model"]
-    args += ["--endpoint", endpoint, "--environment", "math", "--once"]
+    args = judging.args(out, "trl", out, mix)
     done = gov(*args, cwd=workspace)
     assert done.exit_code in (0, 1), done.stderr
     assert "judged main@10: 3 rollouts from 1 dumps" in done.stdout
@@ -675,22 +688,15 @@ def test_a_rollout_without_a_chain_of_thought_is_one_line_and_the_watch_goes_on(
     workspace: Path,
     tmp_path: Path,
     mix: Path,
-    server,  # noqa: F811 - the fixture imported above
-    monkeypatch,
+    judging: Judging,
 ) -> None:
-    from test_judge_run import RUBRIC, SECRET
-
-    endpoint, script = server
-    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
-    open_registry(workspace).add_judge("gov-cot", "1", rubric=[RUBRIC])
+    script = judging.script
     out, dumps = tmp_path / "out", tmp_path / "rollouts"
     dumps.mkdir()
     bad = {"input": "t", "output": "no think", "step": 10}
     (dumps / "10.jsonl").write_text(json.dumps(bad) + "\n")
     verl(out, 10)
-    args = ["watch", str(out), "--layout", "verl", "--run", "main", "--exposure", str(mix)]
-    args += ["--rollouts", str(dumps), "--judge", "gov-cot@1", "--model", "judge-model"]
-    args += ["--endpoint", endpoint, "--environment", "math", "--once"]
+    args = judging.args(out, "verl", dumps, mix)
     done = gov(*args, cwd=workspace)
     assert done.exit_code == 2
     assert steps(workspace) == [10]  # registered all the same
