@@ -10,7 +10,8 @@ The dumps, as each framework writes them (read from their sources; versions in t
 - nemo-rl: `logs/exp_NNN/train_data_stepN.jsonl`: every field a one-element list (the batch
   of one), `content` the turns as strings without their roles (the prompt first, then the
   response, then the environment's reply, which the rollout loop adds before the log is
-  written: the response is the last turn the split rule can cut), and `idx`, the row number.
+  written: the response is the last turn or the one before it, see `_response`), and `idx`,
+  the row number.
 
 A rollout the rule cannot split (no chain of thought in it) is named by file and line (or row),
 and nothing is written.
