@@ -1666,10 +1666,11 @@ def _error_line(exc: GovError) -> str:
 
 
 class _CutQuietly:
-    """Standard output that a reader may stop reading (`gov check X | head -1`): from the first
-    write the closed pipe refuses, the rest goes to the null device. The command still finishes
-    its work (a check still records its decision) and exits with its own code; click's handling
-    of the broken pipe stopped the command at that write and exited 1, which reads as a block."""
+    """Standard output (or error) that a reader may stop reading (`gov check X | head -1`):
+    from the first write the closed pipe refuses, the rest goes to the null device. The command
+    still finishes its work (a check still records its decision) and exits with its own code;
+    click's handling of the broken pipe stopped the command at that write and exited 1, which
+    reads as a block."""
 
     def __init__(self, stream: Any) -> None:
         self._stream = stream
@@ -1706,6 +1707,8 @@ class _CutQuietly:
 def main(argv: Sequence[str] | None = None) -> None:
     if not isinstance(sys.stdout, _CutQuietly) and hasattr(sys.stdout, "fileno"):
         sys.stdout = _CutQuietly(sys.stdout)
+    if not isinstance(sys.stderr, _CutQuietly) and hasattr(sys.stderr, "fileno"):
+        sys.stderr = _CutQuietly(sys.stderr)  # `gov check X 2>&1 | head -1` too
     args = list(sys.argv[1:] if argv is None else argv)
     end = args.index("--") if "--" in args else len(args)
     show_traceback = "--traceback" in args[:end]

@@ -441,3 +441,17 @@ def test_a_reader_that_stops_reading_cuts_the_output_not_the_decision(example_co
         decision = "pass" if code == 0 else "block"
         recorded = [c.message for c in git.Repo(example_copy).iter_commits(max_count=5)]
         assert any(m.startswith(f"gov: check {ref}: {decision}") for m in recorded)
+        # `2>&1 | head -1`: the error stream into the closed pipe as well
+        read, write = os.pipe()
+        os.close(read)
+        both = subprocess.run(
+            [gov, "check", ref, "--dry-run"], cwd=example_copy, stdout=write, stderr=write
+        )
+        os.close(write)
+        assert both.returncode == code
+    # an error said into a closed pipe is still exit 2, not 1 (which reads as a block)
+    read, write = os.pipe()
+    os.close(read)
+    bad = subprocess.run([gov, "check", "ghost@5"], cwd=example_copy, stdout=write, stderr=write)
+    os.close(write)
+    assert bad.returncode == 2
