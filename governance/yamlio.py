@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
 import yaml
@@ -81,7 +81,25 @@ def first_error(exc: ValidationError) -> tuple[tuple[int | str, ...], str]:
         message = f"{message} (got {err['input']!r:.60})"
     elif err["type"] == "extra_forbidden":
         message = "unknown field"
-    return tuple(err["loc"]), message
+    return error_loc(err), message
+
+
+# How pydantic names the member of a union it tried, in an error's location: not a field the
+# user wrote (`episode.constrained-str`, `judge.function-after[_check_name(), str]`)
+# (not `none`: a count column is named so)
+_UNION_MEMBERS = frozenset({
+    "str", "int", "float", "bool", "bytes", "constrained-str", "constrained-int",
+    "constrained-float", "strict-str", "strict-int", "is-instance", "nullable",
+})  # fmt: skip
+
+
+def error_loc(err: Mapping[str, Any]) -> tuple[int | str, ...]:
+    """A pydantic error's location as the user wrote it: the union members left out."""
+    return tuple(
+        part
+        for part in err["loc"]
+        if isinstance(part, int) or ("[" not in part and part not in _UNION_MEMBERS)
+    )
 
 
 def _line(text: str, loc: Sequence[int | str]) -> int | None:

@@ -287,6 +287,12 @@ BAD: dict[str, tuple[str, Any, tuple[str, ...]]] = {
         ("environment 'chess'",),
     ),
     "not an object": ("arr.jsonl", "[1, 2]\n", (":1:", "JSON object")),
+    # pydantic's name for the member of a union it tried was shown as part of the field
+    "an episode id that is a list": (
+        "id.jsonl",
+        _line(episode(100, 1, episode=[1])),
+        (":1:", "field episode: Input should be a valid string (got [1])"),
+    ),
     # JSON allows a key twice and most readers keep the last silently: a judgment read as
     # another is refused, whichever reader (DuckDB's fast path, pydantic's) meets it
     "verdict given twice": (

@@ -108,6 +108,11 @@ BAD = {
         GOOD + "scope: run\nenvironments: [math]\n",
         ("p.yaml", "environments: a run-scope policy reads every environment"),
     ),
+    # pydantic's name for the member of a union it tried was shown as a part of the field
+    "a judge named with a version": (
+        GOOD + "judge: cot-monitor@9999\n",
+        ("p.yaml:13: field judge: Value error, 'cot-monitor@9999' must be",),
+    ),
     "flag without environment scope": (
         GOOD.replace("[warn]", "[flag_environment]") + "scope: run\n",
         ("flag_environment needs scope",),
@@ -121,7 +126,7 @@ def test_bad_policy_is_refused_with_file_line_field(case: str) -> None:
     with pytest.raises(PolicyError) as info:
         parse_policy(text, "p.yaml")
     message = str(info.value)
-    assert "\n" not in message
+    assert "\n" not in message and "function-after" not in message
     for fragment in fragments:
         assert fragment in message, (fragment, message)
 

@@ -21,6 +21,7 @@ from ..counts import (
 from ..errors import ReportRejected
 from ..judgments import AggregatedCounts, EvidenceSpan, JudgedEpisode, repeated_key
 from ..storage import duckdb_connect
+from ..yamlio import error_loc
 
 MAX_RECORD_BYTES = 1 << 20
 LISTED_ERRORS = 10
@@ -261,7 +262,7 @@ class Problems:
 
 def validation_message(exc: ValidationError) -> str:
     err = exc.errors(include_url=False)[0]
-    loc = ".".join(str(p) for p in err["loc"])
+    loc = ".".join(str(p) for p in error_loc(err))
     message = err["msg"]
     if err["type"] == "json_invalid":
         return f"invalid JSON ({message.removeprefix('Invalid JSON: ')})"
