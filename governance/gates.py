@@ -98,9 +98,7 @@ def decide(
     """Evaluate every policy at RUN@STEP on the history up to it (nothing later)."""
     run, step = parse_checkpoint_ref(ref)
     ref = f"{run}@{step}"  # one spelling of each checkpoint in what is recorded
-    # an unknown checkpoint is an error, not "no evidence"; so is one whose training the
-    # registry no longer holds
-    registry.check_mixture(registry.checkpoint(run, step))
+    checkpoint = registry.checkpoint(run, step)  # unknown: an error, not "no evidence"
     ws = registry.ws
     memo.install(ws)  # the posteriors the previous check computed, found again
     loaded = loaded_policies(ws, policies)
@@ -112,7 +110,8 @@ def decide(
     flagged: dict[str, int] = {}  # environment -> the newest version whose evidence fired
     judges: set[str] = set()
     rows = counts.table(ws)  # read once: every policy reads the same counts
-    registry.check_counted(rows.keys)
+    # the checkpoint's training and the counts' environments and judges, still registered
+    registry.check_references(checkpoint, rows.keys)
     errors = calibration.all_errors(ws)  # what a corrected policy corrects for
     order = registry.order(run, step)
     read = np.zeros(len(order), dtype=bool)  # the checkpoints whose counts were read

@@ -672,15 +672,19 @@ class Registry:
         change.write(self._checkpoint_file(run), text.encode())
 
     # -- environments --------------------------------------------------------------------
-    def check_mixture(self, ckpt: Checkpoint) -> None:
-        """That each environment version a checkpoint was trained on is registered, with the
-        content hash its line records: a hand edit of either file (a version deleted or
-        renumbered, a hash changed) would leave the gate judging a checkpoint whose training
-        is not what the registry says. RegistryFileError naming the line's file otherwise."""
-        known = {e.id: {v.number: v.hash for v in e.versions} for e in self.environments()}
+    def check_references(
+        self, ckpt: Checkpoint, counted: Iterable[tuple[str, int, str, str]]
+    ) -> None:
+        """That the registry still holds what a check reads, after hand edits of its files:
+        each environment version the checkpoint was trained on, with the content hash its line
+        records, and each environment and judge version the counts hold judgments of (`counted`:
+        environment, version, judge, judge version). Otherwise the gate would judge training,
+        or read evidence, the registry can say nothing about: RegistryFileError naming the
+        file."""
+        environments = {e.id: {v.number: v.hash for v in e.versions} for e in self.environments()}
         where = self.ws.rel(self._checkpoint_file(ckpt.run))
         for entry in ckpt.exposure:
-            versions = known.get(entry.environment)
+            versions = environments.get(entry.environment)
             if versions is None:
                 problem = f"environment {entry.environment!r} is not registered"
             elif entry.version not in versions:
@@ -695,24 +699,16 @@ class Registry:
                 f"{where}: checkpoint {ckpt.ref} was trained on {entry.environment} "
                 f"v{entry.version}, but {problem}: the registry was edited by hand (see git log)"
             )
-
-    def check_counted(self, keys: Iterable[tuple[str, int, str, str]]) -> None:
-        """That every environment version and judge version the counts name is registered:
-        a registry file deleted or edited by hand after its judgments were ingested leaves
-        evidence the registry can no longer say anything about. RegistryFileError otherwise."""
-        environments = {e.id: {v.number for v in e.versions} for e in self.environments()}
         judges = {j.id: {v.version for v in j.versions} for j in self.judges()}
-        for env, version, judge, judge_version in keys:
-            if version not in environments.get(env, set()):
-                what = f"environment {env!r} version {version}"
-                where = self._env_file(env)
+        for env, version, judge, judge_version in counted:
+            if version not in environments.get(env, {}):
+                what, file = f"environment {env!r} version {version}", self._env_file(env)
             elif judge_version not in judges.get(judge, set()):
-                what = f"judge {judge!r} version {judge_version!r}"
-                where = self._judge_file(judge)
+                what, file = f"judge {judge!r} version {judge_version!r}", self._judge_file(judge)
             else:
                 continue
             raise RegistryFileError(
-                f"{self.ws.rel(where)}: the counts hold judgments of {what}, which is not "
+                f"{self.ws.rel(file)}: the counts hold judgments of {what}, which is not "
                 "registered: the registry was edited by hand after they were ingested (restore "
                 "the file from git)"
             )
