@@ -57,6 +57,9 @@ class Layout:
     name: str
     describe: str  # what its checkpoints look like, for messages
     scan: Callable[[Folder], list[Found]]
+    # The file the framework writes last into a checkpoint's folder (`.`: the folder itself,
+    # renamed into place whole): a save into the folder again writes it again
+    last_written: str = "."
 
 
 def _numbered(folder: Folder, pattern: str) -> list[tuple[int, Folder]]:
@@ -195,11 +198,11 @@ def _deepspeed_done(path: Folder, step: int) -> bool:
 
 
 LAYOUTS: dict[str, Layout] = {
-    "trl": Layout("trl", "checkpoint-N folders", _trl),
-    "verl": Layout("verl", "global_step_N folders", _verl),
+    "trl": Layout("trl", "checkpoint-N folders", _trl, "trainer_state.json"),
+    "verl": Layout("verl", "global_step_N folders", _verl, "data.pt"),
     "nemo-rl": Layout("nemo-rl", "step_N folders", _nemo_rl),
-    "prime-rl": Layout("prime-rl", "checkpoints/step_N folders", _prime_rl),
-    "openrlhf": Layout("openrlhf", "_actor/global_stepN folders", _openrlhf),
+    "prime-rl": Layout("prime-rl", "checkpoints/step_N folders", _prime_rl, "trainer/.metadata"),
+    "openrlhf": Layout("openrlhf", "_actor/global_stepN folders", _openrlhf, "metric.json"),
 }
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Literal
@@ -109,12 +110,21 @@ def _whole_mixture(
         return exposure
     if not exposure:
         raise ValueError("a checkpoint was trained on at least one environment")
-    seen: set[str] = set()
-    for entry in exposure:  # 300 environments a line: not a count per name
-        if entry.environment in seen:
-            raise ValueError(f"environment {entry.environment!r} is named twice")
-        seen.add(entry.environment)
+    twice = _first_twice(e.environment for e in exposure)
+    if twice is not None:
+        raise ValueError(f"environment {twice!r} is named twice")
     return exposure
+
+
+def _first_twice(values: Iterable[str]) -> str | None:
+    """The first value seen a second time (None: each once); one pass, for 300 environments
+    a line."""
+    seen: set[str] = set()
+    for value in values:
+        if value in seen:
+            return value
+        seen.add(value)
+    return None
 
 
 Mixture = Annotated[tuple[ExposureEntry, ...], AfterValidator(_whole_mixture)]
@@ -164,8 +174,7 @@ def _numbered(versions: tuple[EnvironmentVersion, ...]) -> tuple[EnvironmentVers
 
 
 def _distinct_labels(versions: tuple[JudgeVersion, ...]) -> tuple[JudgeVersion, ...]:
-    labels = [v.version for v in versions]
-    twice = next((v for v in labels if labels.count(v) > 1), None)
+    twice = _first_twice(v.version for v in versions)
     if twice is not None:
         raise ValueError(f"version {twice!r} is registered twice")
     return versions

@@ -352,10 +352,10 @@ def _evaluations(path: Path, since: int | None) -> list[list[tuple[tuple[str, st
     completions of training and evaluation into the same deques, so a training dump with no
     generation since an evaluation holds the evaluation's completions."""
     step = step_of("trl", path)
+    low = -1 if since is None else since
     found = []
     for other in sorted(path.parent.glob("completions_*-eval.parquet")):
         match = _EVALUATED.fullmatch(other.name)
-        low = -1 if since is None else since
         if match and step is not None and low <= int(match.group(1)) < step:
             found.append(_batch(list(_trl(other, int(match.group(1))))))
     return found

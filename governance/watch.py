@@ -20,6 +20,7 @@ import itertools
 import json
 import os
 import shutil
+import stat
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -348,7 +349,7 @@ class Watcher:
             if self._register(item, done, max((s for s in registered if s < step), default=-1)):
                 seen.discard(step)
                 registered.add(step)
-                mark = _written(self.layout.name, item) if isinstance(item.path, Path) else None
+                mark = _written(self.layout, item) if isinstance(item.path, Path) else None
                 if mark is not None:
                     state.written[step] = mark
             elif step in done.lost:
@@ -432,7 +433,7 @@ class Watcher:
         was = state.written.get(item.step)
         if was is None or not isinstance(item.path, Path) or not item.complete:
             return
-        now = _written(self.layout.name, item)
+        now = _written(self.layout, item)
         if now is None or now == was:
             return
         state.written[item.step] = now  # said once
@@ -699,28 +700,16 @@ def _since(by_step: dict[int, list[Path]], previous: int, step: int) -> list[Pat
     return [p for s, found in sorted(by_step.items()) if previous < s <= step for p in found]
 
 
-# The file each framework writes last into a checkpoint's folder (or with it), by layout: a save
-# into the folder again writes it again. NeMo-RL renames a whole folder into place: its inode.
-_MARKERS = {
-    "trl": "trainer_state.json",
-    "verl": "data.pt",
-    "nemo-rl": ".",
-    "prime-rl": "trainer/.metadata",
-    "openrlhf": "metric.json",
-}
-
-
-def _written(layout: str, item: Found) -> str | None:
-    """A registered checkpoint folder's mark: its last-written file's inode and mtime (one stat,
-    however many shards; a folder of thousands stays cheap at every look). None where that file
-    is not there (a folder the framework is deleting, or an older OpenRLHF without metric.json):
-    no mark, nothing said."""
-    marker = Path(str(item.path)) / _MARKERS.get(layout, ".")
+def _written(layout: Layout, item: Found) -> str | None:
+    """A registered checkpoint folder's mark: the inode and mtime of the file its framework
+    writes last (one stat, however many shards; a folder of thousands stays cheap at every
+    look). None where that file is not there (a folder the framework is deleting, or an older
+    OpenRLHF without metric.json): no mark, nothing said."""
     try:
-        st = marker.stat()
+        st = (Path(str(item.path)) / layout.last_written).stat()
     except OSError:
         return None
-    return f"{st.st_ino}:{0 if marker.is_dir() else st.st_mtime_ns}"
+    return f"{st.st_ino}:{0 if stat.S_ISDIR(st.st_mode) else st.st_mtime_ns}"
 
 
 def _last_before(by_step: dict[int, list[Path]], previous: int) -> Path | None:
