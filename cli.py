@@ -100,7 +100,8 @@ def cli(workspace: Path | None, traceback: bool, actor: str | None) -> None:
 @click.argument(
     "directory", required=False, type=click.Path(file_okay=False, path_type=Path), default="."
 )
-def init(directory: Path) -> None:
+@output_options(render.INITIALISED)
+def init(directory: Path, fmt: str) -> None:
     """Make a git repository (or a folder in one) a governance workspace.
 
     Adds gov.yaml, registry/, policies/ (a copy of the default policies), audit/, and initialises
@@ -112,13 +113,7 @@ def init(directory: Path) -> None:
         gov init
         gov init path/to/training-repo
     """
-    result = api.init(directory)
-    if not result.created:
-        click.echo(f"{result.root} is already a gov workspace; nothing to do")
-        return
-    click.echo(f"initialised gov workspace in {result.root} (commit {result.commit or '-'}):")
-    for path in result.created:
-        click.echo(f"  {path}")
+    render.emit(api.init(directory), fmt, render.INITIALISED)
 
 
 @cli.command()
@@ -145,8 +140,9 @@ def run() -> None:
 @click.argument("name")
 @click.option("--parent", "parent", metavar="RUN@STEP", help="The checkpoint this run forks from.")
 @click.option("--note", help="Why this run exists.")
+@output_options(render.RUN_ADDED)
 @click.pass_context
-def run_add(ctx: click.Context, name: str, parent: str | None, note: str | None) -> None:
+def run_add(ctx: click.Context, name: str, parent: str | None, note: str | None, fmt: str) -> None:
     """Register a training run (a restart names the checkpoint it forks from).
 
     \b
@@ -155,7 +151,7 @@ def run_add(ctx: click.Context, name: str, parent: str | None, note: str | None)
         gov run add main-r1 --parent main@2400 --note "restart after redesign of code-tests"
     """
     record = api.run_add(_ws(ctx), name, parent=parent, note=note)
-    click.echo(f"registered run {record.id}")
+    render.emit(record, fmt, render.RUN_ADDED)
 
 
 @run.command("list")
@@ -271,6 +267,44 @@ def checkpoint_show(ctx: click.Context, ref: str, fmt: str) -> None:
     render.emit(api.checkpoint_show(_ws(ctx), ref), fmt, render.CHECKPOINT_SHOW)
 
 
+_REASON = click.option("--reason", required=True, help="Why (kept in the audit trail).")
+
+
+@checkpoint.command("quarantine")
+@click.argument("ref", metavar="RUN@STEP")
+@_REASON
+@output_options(render.CHECKPOINT_SHOW)
+@click.pass_context
+def checkpoint_quarantine(ctx: click.Context, ref: str, reason: str, fmt: str) -> None:
+    """Set a checkpoint aside: it is never named as a restore point, and only a recorded
+    override promotes it, until it is released. A promoted checkpoint can be quarantined too
+    (a finding after promotion).
+
+    \b
+    Example:
+        gov checkpoint quarantine main@1200 --reason "judged on a corrupted eval shard"
+    """
+    record = api.checkpoint_quarantine(_ws(ctx), ref, reason, actor=_actor(ctx))
+    render.emit(record, fmt, render.CHECKPOINT_SHOW)
+
+
+@checkpoint.command("release")
+@click.argument("ref", metavar="RUN@STEP")
+@_REASON
+@output_options(render.CHECKPOINT_SHOW)
+@click.pass_context
+def checkpoint_release(ctx: click.Context, ref: str, reason: str, fmt: str) -> None:
+    """Take a checkpoint out of quarantine. It is registered again, whatever it was before:
+    a promotion is earned again through `gov check` and `gov promote`.
+
+    \b
+    Example:
+        gov checkpoint release main@1200 --reason "shard re-judged; counts replaced"
+    """
+    record = api.checkpoint_release(_ws(ctx), ref, reason, actor=_actor(ctx))
+    render.emit(record, fmt, render.CHECKPOINT_SHOW)
+
+
 # -- environments -------------------------------------------------------------------------
 _FROM = click.option(
     "--from",
@@ -345,6 +379,24 @@ def env_version(
         _ws(ctx), name, note=note, paths=paths, content_hash=digest, actor=_actor(ctx)
     )
     render.emit(record, fmt, render.ENV_VERSIONED)
+
+
+@env.command("retire")
+@click.argument("name")
+@_REASON
+@output_options(render.ENV_SHOW)
+@click.pass_context
+def env_retire(ctx: click.Context, name: str, reason: str, fmt: str) -> None:
+    """Stop training on an environment for good: no checkpoint may name it in its mixture
+    again, and it takes no new version (a replacement is a new environment). Its history,
+    flags and series stay.
+
+    \b
+    Example:
+        gov env retire tool-use-booking --reason "replaced by tool-use-booking-2"
+    """
+    record = api.env_retire(_ws(ctx), name, reason, actor=_actor(ctx))
+    render.emit(record, fmt, render.ENV_SHOW)
 
 
 @env.command("list")
@@ -578,11 +630,11 @@ def judge_compare(ctx: click.Context, name: str, first: str, second: str, fmt: s
     "--rubric",
     "path",
     type=click.Path(path_type=Path),
-    help="Print this rubric file's hash instead of the bundled rubric's.",
+    help="Read this rubric file instead of the bundled one (with --hash: its sha256).",
 )
 @click.option("--hash", "only_hash", is_flag=True, help="Print the sha256 only.")
 def judge_rubric(path: Path | None, only_hash: bool) -> None:
-    """Print the bundled (a)/(b) rubric (or say the hash of your own).
+    """Print the bundled (a)/(b) rubric, or with --hash its sha256 (--rubric: your own's).
 
     Its sha256 is the rubric hash of the judge version that applies it:
     gov judge add NAME --version V --rubric-hash $(gov judge rubric --hash).
@@ -1093,7 +1145,8 @@ def schema(name: str | None, listing: bool) -> None:
     "metric_names",
     multiple=True,
     type=click.Choice([*api.METRIC_NAMES, "all"]),
-    help="The metric(s) to show (repeatable; default rationalization_rate).",
+    help="The metric(s) to show (repeatable; `all` for every one). Unnamed: the table shows "
+    "the rationalization rate; json, csv and --dvc-plots carry every metric.",
 )
 @click.option(
     "--dvc-plots",
@@ -1212,8 +1265,9 @@ def check(
 @click.argument("ref", metavar="RUN@STEP")
 @click.option("--override", is_flag=True, help="Promote even though the policies say otherwise.")
 @click.option("--reason", help="Why the override (required with --override; recorded).")
+@output_options(render.PROMOTED)
 @click.pass_context
-def promote(ctx: click.Context, ref: str, override: bool, reason: str | None) -> None:
+def promote(ctx: click.Context, ref: str, override: bool, reason: str | None, fmt: str) -> None:
     """Promote a checkpoint, after a passing `gov check` of the same inputs.
 
     A blocked checkpoint is promoted only with --override --reason TEXT, which is recorded in
@@ -1231,12 +1285,7 @@ def promote(ctx: click.Context, ref: str, override: bool, reason: str | None) ->
     result = api.promote(
         _ws(ctx), ref, override_reason=reason if override else None, actor=_actor(ctx)
     )
-    how = (
-        f" (override: {render.printable(result.override)})"
-        if result.override
-        else f" (check {result.outcome})"
-    )
-    click.echo(f"promoted {result.checkpoint}{how}")
+    render.emit(result, fmt, render.PROMOTED)
 
 
 @cli.group()
@@ -1274,8 +1323,9 @@ def flags_show(ctx: click.Context, environment: str, fmt: str) -> None:
 @flags.command("ack")
 @click.argument("environment")
 @click.option("--reason", required=True, help="Who owns the redesign, or why the flag stands.")
+@output_options(render.FLAG_ACKED)
 @click.pass_context
-def flags_ack(ctx: click.Context, environment: str, reason: str) -> None:
+def flags_ack(ctx: click.Context, environment: str, reason: str, fmt: str) -> None:
     """Acknowledge a flag: it stays until a new environment version resolves it.
 
     \b
@@ -1283,7 +1333,7 @@ def flags_ack(ctx: click.Context, environment: str, reason: str) -> None:
         gov flags ack code-unit-tests --reason "grader rewrite tracked in #456"
     """
     flag = api.flag_ack(_ws(ctx), environment, reason, actor=_actor(ctx))
-    click.echo(f"acknowledged the flag on {flag.environment} ({flag.acknowledged_by})")
+    render.emit(flag, fmt, render.FLAG_ACKED)
 
 
 @cli.group()
@@ -1295,8 +1345,9 @@ def policy() -> None:
 @click.argument(
     "folder", required=False, type=click.Path(file_okay=False, exists=True, path_type=Path)
 )
+@output_options(render.LINT)
 @click.pass_context
-def policy_lint(ctx: click.Context, folder: Path | None) -> None:
+def policy_lint(ctx: click.Context, folder: Path | None, fmt: str) -> None:
     """Check policy files: schema, and what their numbers imply (exit 2 on an error).
 
     Beyond the schema: a condition that can never fire at the declared minimum evidence, a
@@ -1308,7 +1359,7 @@ def policy_lint(ctx: click.Context, folder: Path | None) -> None:
         gov policy lint path/to/policies
     """
     result = api.policy_lint(_ws(ctx) if folder is None else None, folder)
-    render.lint(result)
+    render.emit(result, fmt, render.LINT)
     if result.errors:
         ctx.exit(2)
 
@@ -1335,8 +1386,9 @@ def policy_explain(
 @click.argument(
     "folder", required=False, type=click.Path(file_okay=False, exists=True, path_type=Path)
 )
+@output_options(render.POLICY_TESTS)
 @click.pass_context
-def policy_test(ctx: click.Context, folder: Path | None) -> None:
+def policy_test(ctx: click.Context, folder: Path | None, fmt: str) -> None:
     """Run the policy test cases (policies/tests/*.yaml); exit 1 if one fails.
 
     A case is a small series of (k, n) per checkpoint, the metric's numerator and denominator,
@@ -1347,7 +1399,7 @@ def policy_test(ctx: click.Context, folder: Path | None) -> None:
         gov policy test
     """
     results = api.policy_test(_ws(ctx), folder)
-    render.policy_tests(results)
+    render.emit(results, fmt, render.POLICY_TESTS)
     if any(not r.passed for r in results):
         ctx.exit(1)
 
@@ -1409,6 +1461,7 @@ def rollback_recommend(
 @click.option("--name", "new_run", help="The new run's name (default: RUN-rN).")
 @_ALPHA
 @click.option("--yes", is_flag=True, help="Do it; without --yes this is a dry run.")
+@output_options(render.ROLLBACK_PLAN)
 @click.pass_context
 def rollback_apply(
     ctx: click.Context,
@@ -1417,6 +1470,7 @@ def rollback_apply(
     new_run: str | None,
     alpha: float,
     yes: bool,
+    fmt: str,
 ) -> None:
     """Fork a new run from the restore point and put the flagged environments in redesign.
 
@@ -1426,6 +1480,7 @@ def rollback_apply(
 
     \b
     Example:
+        mkdir -p restart
         gov rollback apply --to restart/ckpt.pt            # dry run
         gov rollback apply --to restart/ckpt.pt --yes
     """
@@ -1438,7 +1493,7 @@ def rollback_apply(
         dry_run=not yes,
         actor=_actor(ctx),
     )
-    render.rollback_plan(plan)
+    render.emit(plan, fmt, render.ROLLBACK_PLAN)
 
 
 @cli.group("audit")
@@ -1503,8 +1558,9 @@ def audit_show(ctx: click.Context, entry: str, fmt: str) -> None:
     help="Also check that every commit carrying an entry is signed by a key in this file "
     "(git's SSH allowed-signers format).",
 )
+@output_options(render.VERIFIED)
 @click.pass_context
-def audit_verify(ctx: click.Context, allowed_signers: Path | None) -> None:
+def audit_verify(ctx: click.Context, allowed_signers: Path | None, fmt: str) -> None:
     """Verify the trail: exit 0 intact, 1 broken (naming the first bad entry).
 
     Checks every link of the hash chain, and that every chain head a git commit recorded is
@@ -1514,15 +1570,16 @@ def audit_verify(ctx: click.Context, allowed_signers: Path | None) -> None:
     Example:
         gov audit verify
     """
-    render.audit_verify(api.audit_verify(_ws(ctx), allowed_signers=allowed_signers))
+    render.emit(api.audit_verify(_ws(ctx), allowed_signers=allowed_signers), fmt, render.VERIFIED)
 
 
 @audit_group.command("anchor")
 @click.option(
     "--remote", help="Push the anchor tag to this git remote (its host should protect tags)."
 )
+@output_options(render.ANCHORED)
 @click.pass_context
-def audit_anchor(ctx: click.Context, remote: str | None) -> None:
+def audit_anchor(ctx: click.Context, remote: str | None, fmt: str) -> None:
     """Record the trail's verified head where a local rewrite cannot reach it.
 
     Tags the commit that holds the head as gov-anchor/SEQ (the head in its message) and pushes
@@ -1533,7 +1590,7 @@ def audit_anchor(ctx: click.Context, remote: str | None) -> None:
     Example:
         gov audit anchor --remote origin
     """
-    render.audit_anchor(api.audit_anchor(_ws(ctx), remote=remote))
+    render.emit(api.audit_anchor(_ws(ctx), remote=remote), fmt, render.ANCHORED)
 
 
 @audit_group.command("pressure")

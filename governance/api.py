@@ -77,10 +77,13 @@ __all__ = [
     "check_latest",
     "checkpoint_add",
     "checkpoint_list",
+    "checkpoint_quarantine",
+    "checkpoint_release",
     "checkpoint_show",
     "checkpoints_add",
     "env_add",
     "env_list",
+    "env_retire",
     "env_show",
     "env_version",
     "example",
@@ -268,6 +271,27 @@ def checkpoint_show(workspace: Where, ref: str) -> Checkpoint:
     return _open(workspace).checkpoint(*_ref(ref))
 
 
+def checkpoint_quarantine(
+    workspace: Where, ref: str, reason: str, *, actor: str | None = None
+) -> Checkpoint:
+    """Set a checkpoint aside: no restore point, promoted only by a recorded override, until
+    released. Recorded in the audit trail with its reason."""
+    return _open(workspace, actor).quarantine_checkpoint(*_ref(ref), _reason(reason))
+
+
+def checkpoint_release(
+    workspace: Where, ref: str, reason: str, *, actor: str | None = None
+) -> Checkpoint:
+    """Take a checkpoint out of quarantine: registered again (a promotion is earned again)."""
+    return _open(workspace, actor).release_checkpoint(*_ref(ref), _reason(reason))
+
+
+def _reason(reason: str) -> str:
+    if not reason.strip():
+        raise GovError("the reason is empty: say why (it is what the audit trail keeps)")
+    return reason.strip()
+
+
 # -- environments and judges ------------------------------------------------------------------
 def env_add(
     workspace: Where,
@@ -297,6 +321,14 @@ def env_version(
     return _open(workspace, actor).add_environment_version(
         name, paths=list(paths), content_hash=content_hash, note=note
     )
+
+
+def env_retire(
+    workspace: Where, name: str, reason: str, *, actor: str | None = None
+) -> Environment:
+    """Stop training on an environment for good: no checkpoint's mixture may name it again and
+    it takes no new version. Recorded in the audit trail with its reason."""
+    return _open(workspace, actor).retire_environment(name, _reason(reason))
 
 
 def env_list(workspace: Where = None) -> list[Environment]:
@@ -1070,6 +1102,7 @@ def audit_verify(workspace: Where = None, *, allowed_signers: Path | None = None
         [e.id for e in reg.environments() if e.status == EnvironmentStatus.IN_REDESIGN],
         [c.ref for c in every if c.status == CheckpointStatus.QUARANTINED],
         [(c.judge, c.version, c.labels_sha256) for c in calibration.every(reg.ws)],
+        [e.id for e in reg.environments() if e.status == EnvironmentStatus.RETIRED],
     )
     return done
 

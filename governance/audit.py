@@ -695,6 +695,7 @@ KIND_FILES: dict[str, tuple[str, ...]] = {
     "report_ingested": ("registry/reports.jsonl",),
     "report_replaced": ("registry/reports.jsonl",),
     "status_change": ("registry/checkpoints/",),
+    "environment_retired": ("registry/environments/",),
     "judge_calibrated": ("registry/calibrations/",),
     "obfuscation_warning": ("audit/decisions/",),
 }
@@ -864,31 +865,40 @@ def verify_statuses(
     in_redesign: Sequence[str] = (),
     quarantined: Sequence[str] = (),
     calibrated: Sequence[tuple[str, str, str]] = (),
+    retired: Sequence[str] = (),
 ) -> None:
     """The registry's statuses replayed from the trail: every promoted checkpoint has the
-    promotion (or override) entry that promoted it, every blocked one a check that blocked it,
-    every flag the entry that raised it, every environment in redesign the rollback that put it
-    there, every calibration the entry that recorded it (judge, version, label file hash)."""
+    promotion (or override) entry that promoted it, with no status change after it, every
+    blocked one a check that blocked it, every quarantined one the status change that set it
+    aside as its last, every flag the entry that raised it, every environment in redesign the
+    rollback that put it there, every retired one the entry that retired it, every calibration
+    the entry that recorded it (judge, version, label file hash)."""
     rel = ws.rel(trail_path(ws))
-    promotions: set[str] = set()
+    promotions: dict[str, int] = {}  # checkpoint -> the place of its last promotion
     blocks: set[str] = set()
     raised: set[tuple[str, str]] = set()
     redesigned: set[str] = set()
     marked: set[tuple[str, str]] = set()  # (checkpoint, status) set by a status change
+    last_marked: dict[str, tuple[int, str]] = {}  # checkpoint -> (place, status) of the last
+    retirements: set[str] = set()
     calibrations: set[tuple[str, str, str]] = set()  # (judge, version, labels hash)
-    for _, entry in read(ws):
+    for place, (_, entry) in enumerate(read(ws)):
         subject = entry.get("subject") or {}
         kind = entry.get("kind")
         if kind in ("promotion", "override"):
-            promotions.add(subject.get("checkpoint", ""))
+            promotions[subject.get("checkpoint", "")] = place
         elif kind == "check" and entry.get("outcome") == "block":
             blocks.add(subject.get("checkpoint", ""))
         elif kind == "flag_raised":
             raised.add((subject.get("environment", ""), subject.get("checkpoint", "")))
         elif kind == "rollback_applied":
             redesigned.update(filter(None, subject.get("environments", "").split(",")))
+        elif kind == "environment_retired":
+            retirements.add(subject.get("environment", ""))
         elif kind == "status_change":
-            marked.add((subject.get("checkpoint", ""), str(entry.get("outcome"))))
+            ref, outcome = subject.get("checkpoint", ""), str(entry.get("outcome"))
+            marked.add((ref, outcome))
+            last_marked[ref] = (place, outcome)
         elif kind == "judge_calibrated":
             labels = str((entry.get("inputs") or {}).get("labels", ""))
             calibrations.add((subject.get("judge", ""), subject.get("judge_version", ""), labels))
@@ -902,10 +912,14 @@ def verify_statuses(
                 "it: its confusion matrix was written by hand"
             )
     for ref in quarantined:
-        if (ref, "quarantined") not in marked:
+        if last_marked.get(ref, (0, ""))[1] != "quarantined":
             raise TrailBroken(
                 f"{rel}: {ref} is quarantined, but no entry of the trail quarantined it"
+                + (" since it was released" if (ref, "quarantined") in marked else "")
             )
+    for env in retired:
+        if env not in retirements:
+            raise TrailBroken(f"{rel}: {env} is retired, but no entry of the trail retired it")
     for env in in_redesign:
         if env not in redesigned:
             raise TrailBroken(
@@ -916,6 +930,12 @@ def verify_statuses(
             raise TrailBroken(
                 f"{rel}: {ref} is promoted, but no entry of the trail promotes it: the entry "
                 "was removed, or the status was set by hand"
+            )
+        later = last_marked.get(ref)
+        if later is not None and later[0] > promotions[ref]:
+            raise TrailBroken(
+                f"{rel}: {ref} is promoted, but the trail set it {later[1]} after its last "
+                "promotion: the status was set back by hand"
             )
     for env, ref in flags:
         if (env, ref) not in raised:

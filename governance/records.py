@@ -31,6 +31,7 @@ AuditKind = Literal[
     "report_replaced",
     "policy_change",
     "status_change",
+    "environment_retired",
     "judge_calibrated",
     "obfuscation_warning",
     "checkpoint_lost",

@@ -646,6 +646,25 @@ class Registry:
             change.body = reason or ""
         return updated
 
+    def quarantine_checkpoint(self, run: str, step: int, reason: str) -> Checkpoint:
+        """Set a checkpoint aside (bad data, a broken artifact, a finding after promotion): it is
+        no restore point and only a recorded override promotes it, until it is released."""
+        current = self.checkpoint(run, step)
+        if current.status == CheckpointStatus.QUARANTINED:
+            raise GovError(f"checkpoint {current.ref} is already quarantined")
+        return self.set_checkpoint_status(run, step, CheckpointStatus.QUARANTINED, reason)
+
+    def release_checkpoint(self, run: str, step: int, reason: str) -> Checkpoint:
+        """Take a checkpoint out of quarantine: registered again, whatever it was before (a
+        promotion is earned again through `gov promote`)."""
+        current = self.checkpoint(run, step)
+        if current.status != CheckpointStatus.QUARANTINED:
+            raise GovError(
+                f"checkpoint {current.ref} is {current.status.value}, not quarantined: "
+                "only a quarantined checkpoint is released"
+            )
+        return self.set_checkpoint_status(run, step, CheckpointStatus.REGISTERED, reason)
+
     def write_status(
         self, change: workspace_mod.Change, run: str, step: int, status: CheckpointStatus
     ) -> Checkpoint:
@@ -832,6 +851,25 @@ class Registry:
         with self.ws.change(f"mark environment {env} {status.value}") as change:
             record = self.write_environment_status(change, env, status)
             change.body = reason or ""
+        return record
+
+    def retire_environment(self, env: str, reason: str) -> Environment:
+        """Stop training on an environment for good: no checkpoint may name it in its mixture
+        again and it takes no new version (a replacement is a new environment). Its history,
+        flags and series stay as they are."""
+        with self.ws.change(f"retire environment {env}") as change:
+            current = self.environment(env)
+            if current.status == EnvironmentStatus.RETIRED:
+                raise GovError(f"environment {env!r} is already retired")
+            record = self.write_environment_status(change, env, EnvironmentStatus.RETIRED)
+            change.body = reason
+            audit.append(
+                change,
+                "environment_retired",
+                subject={"environment": env},
+                outcome=EnvironmentStatus.RETIRED.value,
+                reason=reason,
+            )
         return record
 
     def write_environment_status(

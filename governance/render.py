@@ -31,6 +31,7 @@ if TYPE_CHECKING:
         Lint,
         Metrics,
         Pressure,
+        Promotion,
         RollbackPlan,
         RunDetail,
         RunListing,
@@ -45,7 +46,7 @@ if TYPE_CHECKING:
     from .ingest import IngestResult
     from .judging.runner import Outcome as JudgeOutcome
     from .lake import Aggregated
-    from .models import Checkpoint, Environment, Flag, Judge
+    from .models import Checkpoint, Environment, Flag, Judge, Run
     from .policy_tools import CaseResult, Explanation
     from .records import AuditEntry, Decision
     from .registry import Summary
@@ -53,6 +54,7 @@ if TYPE_CHECKING:
     from .stats.agreement import Estimate
     from .stats.calibration import Corrected, Share
     from .stats.result import Result
+    from .workspace import InitResult
 
 
 # -- the generic formats ----------------------------------------------------------------------
@@ -282,6 +284,32 @@ def run_list(found: list[RunListing]) -> None:
 
 def run_list_json(found: list[RunListing]) -> None:
     echo_json([{**jsonable(r.run), "checkpoints": r.checkpoints} for r in found])
+
+
+def initialised(result: InitResult) -> None:
+    if not result.created:
+        click.echo(f"{result.root} is already a gov workspace; nothing to do")
+        return
+    click.echo(f"initialised gov workspace in {result.root} (commit {result.commit or '-'}):")
+    for path in result.created:
+        click.echo(f"  {path}")
+
+
+def promoted(result: Promotion) -> None:
+    how = (
+        f" (override: {printable(result.override)})"
+        if result.override
+        else f" (check {result.outcome})"
+    )
+    click.echo(f"promoted {result.checkpoint}{how}")
+
+
+def flag_acked(flag: Flag) -> None:
+    click.echo(f"acknowledged the flag on {flag.environment} ({flag.acknowledged_by})")
+
+
+def run_added(record: Run) -> None:
+    click.echo(f"registered run {record.id}")
 
 
 def run_show(detail: RunDetail) -> None:
@@ -1232,6 +1260,15 @@ FLAG_SHOW = View(table=flag_show)
 EXPLANATION = View(table=explanation)
 RECOMMENDATION = View(table=recommendation)
 AUDIT_LOG = View(table=audit_log)
+VERIFIED = View(table=audit_verify)
+ANCHORED = View(table=audit_anchor)
+RUN_ADDED = View(table=run_added)
+LINT = View(table=lint)
+POLICY_TESTS = View(table=policy_tests)
+INITIALISED = View(table=initialised)
+PROMOTED = View(table=promoted)
+FLAG_ACKED = View(table=flag_acked)
+ROLLBACK_PLAN = View(table=rollback_plan)
 AUDIT_SHOW = View(table=audit_show)
 PRESSURE = View(table=pressure, json=pressure_json)
 EXAMPLE = View(table=example)

@@ -199,7 +199,8 @@ def test_a_quarantined_checkpoint_is_no_restore_point_and_not_promotable(
     assert first["skipped"] == []
     steps = sorted(c.step for c in open_registry(ws).checkpoints(run))
     earlier = steps[steps.index(int(step)) - 1]
-    open_registry(ws).set_checkpoint_status(run, int(step), CheckpointStatus.QUARANTINED)
+    put = gov("checkpoint", "quarantine", first["restore"], "--reason", "bad shard", cwd=ws)
+    assert put.exit_code == 0, put.stderr
 
     again = gov("rollback", "recommend", cwd=ws)
     assert again.exit_code == 0, again.stderr

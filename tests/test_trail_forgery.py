@@ -137,27 +137,126 @@ def test_statuses_set_by_hand_are_caught(gov, example_copy: Path) -> None:
     assert f"main@{first['step']} is blocked, but no check in the trail blocked it" in caught.stderr
 
 
-def test_a_quarantine_is_recorded_and_one_set_by_hand_is_caught(gov, example_copy: Path) -> None:
-    from governance import open_registry
-    from governance.models import CheckpointStatus
+def _set_status(ws: Path, step: int, status: str) -> None:
+    """Set checkpoint main@step's status by hand, as an editor of the registry file would."""
+    path = ws / "registry" / "checkpoints" / "main.jsonl"
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    for record in records:
+        if record["step"] == step:
+            record["status"] = status
+    path.write_text("".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records))
 
-    reg = open_registry(example_copy)
-    reg.set_checkpoint_status("main", 500, CheckpointStatus.QUARANTINED, reason="bad data")
-    last = json.loads((example_copy / "audit" / "trail.jsonl").read_text().splitlines()[-1])
+
+def _last_entry(ws: Path) -> dict[str, object]:
+    return json.loads((ws / "audit" / "trail.jsonl").read_text().splitlines()[-1])
+
+
+def test_a_quarantine_is_recorded_and_one_set_by_hand_is_caught(gov, example_copy: Path) -> None:
+    ws = example_copy
+    done = gov("checkpoint", "quarantine", "main@500", "--reason", "bad data", cwd=ws)
+    assert done.exit_code == 0, done.stderr
+    last = _last_entry(ws)
     assert (last["kind"], last["outcome"], last["reason"]) == (
         "status_change",
         "quarantined",
         "bad data",
     )
-    assert gov("audit", "verify", cwd=example_copy).exit_code == 0
-    checkpoints = example_copy / "registry" / "checkpoints" / "main.jsonl"
-    lines = checkpoints.read_text().splitlines()
-    record = json.loads(lines[2])
-    record["status"] = "quarantined"
-    lines[2] = json.dumps(record, separators=(",", ":"))
-    checkpoints.write_text("\n".join(lines) + "\n")
-    caught = gov("audit", "verify", cwd=example_copy)
-    assert caught.exit_code == 1 and "no entry of the trail quarantined it" in caught.stderr
+    assert gov("audit", "verify", cwd=ws).exit_code == 0
+    again = gov("checkpoint", "quarantine", "main@500", "--reason", "twice", cwd=ws)
+    assert again.exit_code == 2 and "main@500 is already quarantined" in again.stderr
+    empty = gov("checkpoint", "quarantine", "main@750", "--reason", " ", cwd=ws)
+    assert empty.exit_code == 2 and "the reason is empty" in empty.stderr
+    assert _last_entry(ws) == last  # refused: nothing written
+
+    _set_status(ws, 1000, "quarantined")
+    caught = gov("audit", "verify", cwd=ws)
+    assert caught.exit_code == 1
+    assert "main@1000 is quarantined, but no entry of the trail quarantined it" in caught.stderr
+
+
+def test_a_release_is_recorded_and_a_quarantine_set_again_by_hand_is_caught(
+    gov, example_copy: Path
+) -> None:
+    ws = example_copy
+    never = gov("checkpoint", "release", "main@500", "--reason", "fine", cwd=ws)
+    assert never.exit_code == 2 and "is registered, not quarantined" in never.stderr
+    assert (
+        gov("checkpoint", "quarantine", "main@500", "--reason", "bad data", cwd=ws).exit_code == 0
+    )
+    released = gov(
+        "checkpoint", "release", "main@500", "--reason", "re-judged", "--format", "json", cwd=ws
+    )
+    assert released.exit_code == 0, released.stderr
+    assert json.loads(released.stdout)["status"] == "registered"
+    last = _last_entry(ws)
+    assert (last["kind"], last["outcome"], last["reason"]) == (
+        "status_change",
+        "registered",
+        "re-judged",
+    )
+    assert gov("audit", "verify", cwd=ws).exit_code == 0
+    # The trail once quarantined it, but its last word is the release.
+    _set_status(ws, 500, "quarantined")
+    caught = gov("audit", "verify", cwd=ws)
+    assert caught.exit_code == 1
+    assert (
+        "main@500 is quarantined, but no entry of the trail quarantined it since it was released"
+        in (caught.stderr)
+    )
+
+
+def test_a_promotion_set_back_by_hand_after_a_quarantine_is_caught(gov, example_copy: Path) -> None:
+    ws = example_copy
+    assert gov("check", "main@500", cwd=ws).exit_code == 0
+    assert gov("promote", "main@500", cwd=ws).exit_code == 0
+    found = gov("checkpoint", "quarantine", "main@500", "--reason", "found later", cwd=ws)
+    assert found.exit_code == 0, found.stderr
+    assert gov("audit", "verify", cwd=ws).exit_code == 0
+    # The promotion entry is still in the trail, but the quarantine came after it.
+    _set_status(ws, 500, "promoted")
+    caught = gov("audit", "verify", cwd=ws)
+    assert caught.exit_code == 1
+    assert "main@500 is promoted, but the trail set it quarantined after its last promotion" in (
+        caught.stderr
+    )
+
+
+def test_a_retirement_is_recorded_binds_the_registry_and_one_set_by_hand_is_caught(
+    gov, example_copy: Path
+) -> None:
+    ws = example_copy
+    done = gov("env", "retire", "tool-use-booking", "--reason", "replaced", cwd=ws)
+    assert done.exit_code == 0, done.stderr
+    last = _last_entry(ws)
+    assert (last["kind"], last["subject"], last["reason"]) == (
+        "environment_retired",
+        {"environment": "tool-use-booking"},
+        "replaced",
+    )
+    assert gov("audit", "verify", cwd=ws).exit_code == 0
+    again = gov("env", "retire", "tool-use-booking", "--reason", "twice", cwd=ws)
+    assert again.exit_code == 2 and "already retired" in again.stderr
+    redesign = gov(
+        "env", "version", "tool-use-booking", "--hash", "sha256:" + "a" * 64, "--note", "x", cwd=ws
+    )
+    assert redesign.exit_code == 2 and "is retired" in redesign.stderr
+    (ws / "checkpoints" / "late.bin").write_bytes(b"late")
+    trained = gov(
+        "checkpoint",
+        "add",
+        "main@99000",
+        "checkpoints/late.bin",
+        "-e",
+        "tool-use-booking=1",
+        cwd=ws,
+    )
+    assert trained.exit_code == 2 and "retired" in trained.stderr
+
+    path = ws / "registry" / "environments" / "shell-tasks.yaml"
+    path.write_text(path.read_text().replace("status: active", "status: retired"))
+    caught = gov("audit", "verify", cwd=ws)
+    assert caught.exit_code == 1
+    assert "shell-tasks is retired, but no entry of the trail retired it" in caught.stderr
 
 
 def test_a_decision_edited_after_its_check_is_caught(gov, example_copy: Path) -> None:
