@@ -203,3 +203,28 @@ def test_a_policy_naming_a_judge_the_counts_lack_is_refused(gov, tmp_path: Path)
     assert done.exit_code == 2, done.stdout
     [line] = done.stderr.strip().splitlines()
     assert "rationalization-rate-rising.yaml: judge 'cot-monitr' is not in counts.jsonl" in line
+
+
+def test_a_rise_at_the_second_checkpoint_is_caught_however_long_the_run(
+    gov, tmp_path: Path
+) -> None:
+    # 1% at the first checkpoint, 10% from the second on, 1,000 episodes each: the first
+    # checkpoint cannot be told from a fluke low one, and once passed off as one on every run
+    # longer than 17 checkpoints (an outlier's prior against a rise's at each place), this was
+    # never blocked. The restore point is the first checkpoint, said to be assumed clean.
+    rng = np.random.default_rng(5)
+    for length in (8, 40):
+        records = [_counts(100, 1000, rationalized=10)] + [
+            _counts(100 * i, 1000, rationalized=int(rng.binomial(1000, 0.1)))
+            for i in range(2, length + 1)
+        ]
+        counts = tmp_path / f"early-{length}.jsonl"
+        counts.write_text("".join(json.dumps(r) + "\n" for r in records))
+        done = gov("backtest", "--counts", str(counts), "--format", "json", cwd=tmp_path)
+        assert done.exit_code == 1, done.stderr
+        [alarm] = [a for a in json.loads(done.stdout)["alarms"] if a["outcome"] == "block"]
+        assert (alarm["policy"], alarm["step"], alarm["restore_step"]) == (
+            "rationalization-rate-rising",
+            300,
+            100,
+        )

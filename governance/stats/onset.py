@@ -296,7 +296,13 @@ def _loglik_table(
             a, b = p * spread, (1 - p) * spread
             ll = betaln(k + a, n - k + b) - betaln(a, b)
         if outlying is not None:
-            ll = np.logaddexp(np.log1p(-prior.outliers) + ll, np.log(prior.outliers) + outlying)
+            mixed = np.logaddexp(np.log1p(-prior.outliers) + ll, np.log(prior.outliers) + outlying)
+            # The first judged checkpoint is never an outlier: with nothing before it, "an
+            # outlier, then the rate as it stays" is "a rise at the second checkpoint" read the
+            # other way, and the outlier, a constant 3% against a rise's 0.5 / (T - 1) at each
+            # place, would win it on every run longer than 17 checkpoints however strong the
+            # rise. The gate cannot tell them apart, so it does not pass a rise as a fluke.
+            ll = np.where(np.arange(len(n)) == np.argmax(n > 0), ll, mixed)
         tables.append(np.where(n > 0, ll, 0.0))
     return np.stack(tables)
 
