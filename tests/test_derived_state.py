@@ -129,6 +129,15 @@ def test_posteriors_kept_on_disk_are_exactly_the_ones_computed(
         path.write_text('{"p_rise": 0.999}')  # damaged: a key missing
     damaged = fresh()
     assert damaged[0].p_rise == computed[0].p_rise and damaged[1].p_rise == computed[1].p_rise
+    # Kept by a gov whose model differed (here: told apart by a record that reads whole but
+    # is not what this model computes): an upgrade never reads an older model's posteriors.
+    for path in folder.glob("*/*.json"):
+        record = json.loads(path.read_text())
+        path.write_text(json.dumps({**record, "p_rise": 0.5}))
+    assert fresh()[1].p_rise == 0.5  # the same model: the kept record is what is read
+    monkeypatch.setattr(evaluate, "model_digest", lambda: b"another model")
+    upgraded = fresh()
+    assert upgraded[0].p_rise == computed[0].p_rise and upgraded[1].p_rise == computed[1].p_rise
 
 
 def test_kept_registry_records_follow_their_files(gov, workspace: Path) -> None:

@@ -13,6 +13,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import astuple, fields
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import numpy as np
@@ -385,8 +386,19 @@ class Memo(Protocol):
 MEMO: Memo | None = None
 
 
+@lru_cache(maxsize=1)
+def model_digest() -> bytes:
+    """What the posteriors are computed by: the statistics' own source, hashed. A memo kept by
+    an earlier gov whose model differed (an upgrade, a change in development) is then never
+    read: its keys name another model."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.digest()
+
+
 def _key(kind: str, *parts: bytes | str) -> str:
-    digest = hashlib.sha256(kind.encode())
+    digest = hashlib.sha256(kind.encode() + model_digest())
     for part in parts:
         data = part.encode() if isinstance(part, str) else part
         digest.update(len(data).to_bytes(8, "little") + data)
