@@ -61,10 +61,16 @@ def test_a_promotion_whose_entry_was_dropped_is_caught(gov, example_copy: Path) 
 
 def test_an_untouched_trail_verifies(gov, example_copy: Path) -> None:
     assert gov("check", "main@4000", cwd=example_copy).exit_code == 0
-    assert gov("promote", "main@4000", cwd=example_copy).exit_code == 0
+    promoted = gov("promote", "main@4000", "--format", "json", cwd=example_copy)
+    assert promoted.exit_code == 0, promoted.stderr
+    assert json.loads(promoted.stdout)["checkpoint"] == "main@4000"
     assert gov("rollback", "recommend", cwd=example_copy).exit_code == 0
-    done = gov("audit", "verify", cwd=example_copy)
+    done = gov("audit", "verify", "--format", "json", cwd=example_copy)
     assert done.exit_code == 0, done.stderr
+    lines = (example_copy / "audit" / "trail.jsonl").read_text().splitlines()
+    verified = json.loads(done.stdout)
+    assert verified["entries"] == len(lines)
+    assert verified["head"] == json.loads(lines[-1])["id"]
 
 
 def test_an_anchor_pushed_to_the_remote_catches_a_cut_back_trail(
