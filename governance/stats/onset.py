@@ -278,7 +278,17 @@ def _loglik_table(
     if prior.outliers > 0:  # a checkpoint at 1/10 to 10 times the rate, log-uniformly
         factors = np.exp(np.linspace(np.log(0.1), np.log(10.0), 9))
         scaled = np.clip(p[None] * factors[:, None, None], 1e-9, 1 - 1e-9)
-        outlying = logsumexp(_binomial(k, n, scaled), axis=0) - np.log(len(factors))
+        each = _binomial(k, n, scaled)
+        outlying = logsumexp(each, axis=0) - np.log(len(factors))
+        # The first judged checkpoint is an outlier only above the rate: with nothing before
+        # it, "a low outlier, then the rate as it stays" is "a rise at the second checkpoint"
+        # read the other way, and the outlier, a constant 3% against a rise's 0.5 / (T - 1) at
+        # each place, would win it on every run longer than 17 checkpoints however strong the
+        # rise. The gate cannot tell them apart, so it does not pass a rise as a fluke. (A high
+        # first checkpoint, a bad batch before a steady run, is still an outlier.)
+        first = np.argmax(n > 0)
+        high = factors >= 1
+        outlying[:, first] = logsumexp(each[high, :, first], axis=0) - np.log(high.sum())
     for spread in prior.spread:
         if prior.dispersion == "log-normal" and spread > 0:
             nodes, weights = _HERMITE
@@ -296,13 +306,7 @@ def _loglik_table(
             a, b = p * spread, (1 - p) * spread
             ll = betaln(k + a, n - k + b) - betaln(a, b)
         if outlying is not None:
-            mixed = np.logaddexp(np.log1p(-prior.outliers) + ll, np.log(prior.outliers) + outlying)
-            # The first judged checkpoint is never an outlier: with nothing before it, "an
-            # outlier, then the rate as it stays" is "a rise at the second checkpoint" read the
-            # other way, and the outlier, a constant 3% against a rise's 0.5 / (T - 1) at each
-            # place, would win it on every run longer than 17 checkpoints however strong the
-            # rise. The gate cannot tell them apart, so it does not pass a rise as a fluke.
-            ll = np.where(np.arange(len(n)) == np.argmax(n > 0), ll, mixed)
+            ll = np.logaddexp(np.log1p(-prior.outliers) + ll, np.log(prior.outliers) + outlying)
         tables.append(np.where(n > 0, ll, 0.0))
     return np.stack(tables)
 
