@@ -63,6 +63,7 @@ def test_steady_counts_exit_zero_and_bad_counts_exit_two(gov, tmp_path: Path) ->
     refused = gov("backtest", "--counts", str(bad), cwd=tmp_path)
     assert refused.exit_code == 2
     assert f"{bad}:1" in refused.stderr and "Traceback" not in refused.stderr
+    assert "refused, nothing replayed" in refused.stderr  # a backtest stores nothing anyway
     for version in ("3f2a9c1", "v\u00b2", "\u0661"):  # a hash; digits that are not 0-9
         hashed = tmp_path / "hashed.jsonl"
         hashed.write_text(json.dumps({**_counts(100, 300), "environment_version": version}) + "\n")
@@ -228,3 +229,48 @@ def test_a_rise_at_the_second_checkpoint_is_caught_however_long_the_run(
             300,
             100,
         )
+
+
+_REPLAY = """
+import json, sys
+from pathlib import Path
+from governance import parallel
+from governance.backtest import backtest_counts
+done = backtest_counts(Path(sys.argv[1]))
+print(json.dumps({"document": done.document(), "in_workers": parallel.LAST_IN_WORKERS}))
+"""
+
+
+def test_runs_replayed_side_by_side_give_what_one_after_another_gives(tmp_path: Path) -> None:
+    """An export of many runs is replayed over forked workers: the same alarms and restore points,
+    in the same order, as in one process. (Fresh processes: the test process never forks.)"""
+    import os
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(11)
+    records = []
+    for number in range(6):  # three rise at the 70th checkpoint, three stay steady
+        for i in range(1, 91):
+            rate = 0.05 if number % 2 and i >= 70 else 0.01
+            record = _counts(100 * i, 300, rationalized=int(rng.binomial(300, rate)))
+            records.append({**record, "run": f"run-{number}"})
+    counts = tmp_path / "runs.jsonl"
+    counts.write_text("".join(json.dumps(r) + "\n" for r in records))  # 540 rows: in workers
+
+    def fresh(workers: str) -> dict[str, Any]:
+        done = subprocess.run(
+            [sys.executable, "-c", _REPLAY, str(counts)],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "GOV_WORKERS": workers},
+            check=True,
+        )
+        return json.loads(done.stdout)
+
+    side_by_side, one_process = fresh("2"), fresh("1")
+    assert side_by_side["in_workers"] == 6 and one_process["in_workers"] == 0
+    document = side_by_side["document"]
+    assert document == one_process["document"]
+    blocked = sorted(a["run"] for a in document["alarms"] if a["outcome"] == "block")
+    assert blocked == ["run-1", "run-3", "run-5"]

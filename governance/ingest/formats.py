@@ -241,6 +241,7 @@ class Problems:
     source: str
     listed: list[str] = field(default_factory=list)
     count: int = 0
+    refusal: str = "refused, nothing stored"  # what refusing the file means to the command
 
     def add(self, where: str, message: str) -> None:
         self.count += 1
@@ -254,8 +255,7 @@ class Problems:
         details = self.listed[1:] + ([f"... and {more} more"] if more else [])
         plural = "s" if self.count != 1 else ""
         raise ReportRejected(
-            f"{self.source}: refused, nothing stored ({self.count} bad record{plural}); "
-            f"{self.listed[0]}",
+            f"{self.source}: {self.refusal} ({self.count} bad record{plural}); {self.listed[0]}",
             details,
         )
 

@@ -439,9 +439,11 @@ def conflict_message(
 
 
 def scan_aggregated(
-    path: Path, fmt: Format, join: Join | FreeJoin
+    path: Path, fmt: Format, join: Join | FreeJoin, refusal: str | None = None
 ) -> tuple[int, dict[Group, Tally]]:
-    problems = Problems(str(path))
+    """Validate and sum an aggregated report record by record; raise ReportRejected naming its
+    bad records (`refusal`: what refusing the file means, for a command that stores nothing)."""
+    problems = Problems(str(path)) if refusal is None else Problems(str(path), refusal=refusal)
     tallies: dict[Group, Tally] = {}
     records = 0
     for _, label, counts in validated(path, fmt, AggregatedCounts, problems):
