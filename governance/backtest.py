@@ -99,7 +99,7 @@ def alarm_document(run: str, alarm: Alarm) -> dict[str, Any]:
         "step": int(step),
         "outcome": alarm.outcome,
         "actions": alarm.actions,
-        "fired_at": alarm.fired_at,
+        "checkpoints_fired": alarm.fired_at,  # how many it fired at in all, this one on
         "reason": alarm.reason,
         "restore": alarm.restore,
         "restore_run": restore_run or None,

@@ -890,12 +890,22 @@ def schema_files(found: list[SchemaFile]) -> None:
         click.echo(f"{f.name:<12} {f.describes}")
 
 
+LISTED_RUNS = 10  # runs named one by one in a counts backtest's summary; past it, counted
+
+
 def counts_backtest(result: CountsBacktest) -> None:
-    runs = ", ".join(f"{b.run} ({count(b.checkpoints, 'checkpoint')})" for b in result.runs)
+    if len(result.runs) <= LISTED_RUNS:
+        runs = ", ".join(f"{b.run} ({count(b.checkpoints, 'checkpoint')})" for b in result.runs)
+    else:
+        runs = (
+            f"{count(len(result.runs), 'run')}, "
+            f"{count(sum(b.checkpoints for b in result.runs), 'checkpoint')} in all"
+        )
     click.echo(f"replayed {result.source}: {runs}; alpha {result.alpha}")
     if not result.alarms:
         click.echo("no policy would have fired")
         return
+    quiet = [b.run for b in result.runs if not b.alarms]
     table(
         "first alarms",
         ["run", "first fired at", "policy", "series", "outcome", "restore point"],
@@ -912,6 +922,12 @@ def counts_backtest(result: CountsBacktest) -> None:
             for run, a in result.alarms
         ],
     )
+    if quiet:
+        more = len(quiet) - LISTED_RUNS
+        click.echo(
+            f"no policy fired on {count(len(quiet), 'run')}: {', '.join(quiet[:LISTED_RUNS])}"
+            + (f" and {more} more" if more > 0 else "")
+        )
 
 
 def backtest(result: Backtest) -> None:

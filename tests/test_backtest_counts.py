@@ -274,3 +274,18 @@ def test_runs_replayed_side_by_side_give_what_one_after_another_gives(tmp_path: 
     assert document == one_process["document"]
     blocked = sorted(a["run"] for a in document["alarms"] if a["outcome"] == "block")
     assert blocked == ["run-1", "run-3", "run-5"]
+
+
+def test_the_table_names_the_runs_nothing_fired_on(gov, tmp_path: Path) -> None:
+    rising = [{**r, "run": "rising"} for r in _records() if r["environment"] == "math"]
+    steady = [{**r, "run": "steady"} for r in _records() if r["environment"] == "code"]
+    counts = tmp_path / "two.jsonl"
+    counts.write_text("".join(json.dumps(r) + "\n" for r in rising + steady))
+    table = gov("backtest", "--counts", str(counts), cwd=tmp_path)
+    assert table.exit_code == 1, table.stderr
+    assert "rising (24 checkpoints), steady (24 checkpoints)" in table.stdout
+    assert "no policy fired on 1 run: steady" in table.stdout
+    shown = json.loads(gov("backtest", "--counts", str(counts), "--format", "json").stdout)
+    [block] = [a for a in shown["alarms"] if a["outcome"] == "block"]
+    # from its first alarm on, the rise stands at every later checkpoint of the series
+    assert block["checkpoints_fired"] == 24 - (block["step"] // 100) + 1
