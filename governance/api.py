@@ -1103,6 +1103,8 @@ def audit_verify(workspace: Where = None, *, allowed_signers: Path | None = None
         [c.ref for c in every if c.status == CheckpointStatus.QUARANTINED],
         [(c.judge, c.version, c.labels_sha256) for c in calibration.every(reg.ws)],
         [e.id for e in reg.environments() if e.status == EnvironmentStatus.RETIRED],
+        {c.ref: c.status.value for c in every},
+        {e.id: e.status.value for e in reg.environments()},
     )
     return done
 

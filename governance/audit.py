@@ -13,7 +13,7 @@ import contextlib
 import hashlib
 import json
 import re
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path, PurePosixPath
@@ -857,6 +857,41 @@ def _check_signature(
         ) from None
 
 
+class StatusReplay:
+    """Checkpoint statuses as the trail's entries set them, one entry at a time, in order: a
+    promotion or override promotes; a check that blocks blocks, but leaves a quarantine as it
+    is; a status change sets its outcome. `checks_only` reads checks and promotions alone (what
+    a checkpoint comes back to when its quarantine is released)."""
+
+    def __init__(self, *, checks_only: bool = False) -> None:
+        self.checks_only = checks_only
+        self.status: dict[str, str] = {}  # checkpoint -> status
+        self.by: dict[str, str] = {}  # checkpoint -> the kind of entry that set it
+
+    def add(self, entry: dict[str, Any]) -> None:
+        kind = entry.get("kind")
+        ref = (entry.get("subject") or {}).get("checkpoint", "")
+        if kind in ("promotion", "override"):
+            self._set(ref, "promoted", str(kind))
+        elif kind == "check" and entry.get("outcome") == "block":
+            if self.status.get(ref) != "quarantined":
+                self._set(ref, "blocked", "check")
+        elif kind == "status_change" and not self.checks_only:
+            self._set(ref, str(entry.get("outcome")), "status_change")
+
+    def _set(self, ref: str, status: str, kind: str) -> None:
+        self.status[ref], self.by[ref] = status, kind
+
+
+def replayed_statuses(ws: Workspace, *, checks_only: bool = False) -> dict[str, str]:
+    """Every checkpoint's status as the trail sets it (a checkpoint it never names is
+    registered)."""
+    replay = StatusReplay(checks_only=checks_only)
+    for _, entry in read(ws):
+        replay.add(entry)
+    return replay.status
+
+
 def verify_statuses(
     ws: Workspace,
     promoted: list[str],
@@ -866,8 +901,12 @@ def verify_statuses(
     quarantined: Sequence[str] = (),
     calibrated: Sequence[tuple[str, str, str]] = (),
     retired: Sequence[str] = (),
+    statuses: Mapping[str, str] | None = None,
+    environments: Mapping[str, str] | None = None,
 ) -> None:
-    """The registry's statuses replayed from the trail: every promoted checkpoint has the
+    """The registry's statuses replayed from the trail (`statuses`, `environments`: every
+    checkpoint's and environment's status now, each compared with what the trail left it at,
+    after the checks below name the common cases): every promoted checkpoint has the
     promotion (or override) entry that promoted it, with no status change after it, every
     blocked one a check that blocked it, every quarantined one the status change that set it
     aside as its last, every flag the entry that raised it, every environment in redesign the
@@ -882,7 +921,9 @@ def verify_statuses(
     last_marked: dict[str, tuple[int, str]] = {}  # checkpoint -> (place, status) of the last
     retirements: set[str] = set()
     calibrations: set[tuple[str, str, str]] = set()  # (judge, version, labels hash)
+    replay = StatusReplay()
     for place, (_, entry) in enumerate(read(ws)):
+        replay.add(entry)
         subject = entry.get("subject") or {}
         kind = entry.get("kind")
         if kind in ("promotion", "override"):
@@ -941,6 +982,20 @@ def verify_statuses(
         if (env, ref) not in raised:
             raise TrailBroken(
                 f"{rel}: {env} is flagged (at {ref}), but no entry of the trail raised that flag"
+            )
+    for ref, status in (statuses or {}).items():
+        left = replay.status.get(ref, "registered")
+        if status != left:
+            by = f" (by a {replay.by[ref]} entry)" if ref in replay.by else ""
+            raise TrailBroken(
+                f"{rel}: {ref} is {status}, but the trail left it {left}{by}: the status was "
+                "changed by hand"
+            )
+    for env, status in (environments or {}).items():
+        if env in retirements and status != "retired":
+            raise TrailBroken(
+                f"{rel}: {env} is {status}, but the trail retired it: the status was changed "
+                "by hand"
             )
 
 

@@ -545,7 +545,9 @@ def record(registry: Registry, decision: Decision) -> str | None:
         for env in decision.flagged:
             _raise_flag(registry, change, decision, run, env)
         _warn_obfuscation(change, decision, run)
-        if decision.outcome == "block":
+        if decision.outcome == "block" and (
+            registry.checkpoint(run, step).status != CheckpointStatus.QUARANTINED
+        ):  # a quarantine stands until it is released; the block is in the trail meanwhile
             registry.write_status(change, run, step, CheckpointStatus.BLOCKED)
         change.body = "\n".join(
             f"{r.policy} on {r.series.label}: {r.reason}" for r in decision.fired

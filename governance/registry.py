@@ -655,7 +655,8 @@ class Registry:
         return self.set_checkpoint_status(run, step, CheckpointStatus.QUARANTINED, reason)
 
     def release_checkpoint(self, run: str, step: int, reason: str) -> Checkpoint:
-        """Take a checkpoint out of quarantine: registered again, whatever it was before (a
+        """Take a checkpoint out of quarantine: blocked again if the last check of it since its
+        last promotion blocked (one made while it was quarantined too), else registered (a
         promotion is earned again through `gov promote`)."""
         current = self.checkpoint(run, step)
         if current.status != CheckpointStatus.QUARANTINED:
@@ -663,7 +664,9 @@ class Registry:
                 f"checkpoint {current.ref} is {current.status.value}, not quarantined: "
                 "only a quarantined checkpoint is released"
             )
-        return self.set_checkpoint_status(run, step, CheckpointStatus.REGISTERED, reason)
+        blocked = audit.replayed_statuses(self.ws, checks_only=True).get(current.ref)
+        status = CheckpointStatus.BLOCKED if blocked == "blocked" else CheckpointStatus.REGISTERED
+        return self.set_checkpoint_status(run, step, status, reason)
 
     def write_status(
         self, change: workspace_mod.Change, run: str, step: int, status: CheckpointStatus
@@ -875,8 +878,13 @@ class Registry:
     def write_environment_status(
         self, change: workspace_mod.Change, env: str, status: EnvironmentStatus
     ) -> Environment:
-        """Set an environment's status as part of `change` (for gov's gates and rollbacks)."""
-        record = self.environment(env).model_copy(update={"status": status})
+        """Set an environment's status as part of `change` (for gov's gates and rollbacks). A
+        retired environment stays retired: a flag raised on its old series, or a rollback that
+        names it, does not bring it back."""
+        current = self.environment(env)
+        if current.status == EnvironmentStatus.RETIRED:
+            return current
+        record = current.model_copy(update={"status": status})
         change.write(self._env_file(env), model_yaml(record))
         return record
 

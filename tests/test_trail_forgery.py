@@ -299,3 +299,63 @@ def test_no_entry_is_written_on_a_trail_cut_back_to_what_was_verified_before(
     [line] = done.stderr.strip().splitlines()
     assert "refusing to write" in line and "rewritten" in line
     assert repo.head.commit.hexsha == head and path.read_text() == "".join(lines[:-1])
+
+
+def test_a_quarantine_or_retirement_undone_by_hand_is_caught(gov, example_copy: Path) -> None:
+    ws = example_copy
+    assert gov("checkpoint", "quarantine", "main@1000", "--reason", "bad", cwd=ws).exit_code == 0
+    _set_status(ws, 1000, "registered")
+    caught = gov("audit", "verify", cwd=ws)
+    assert caught.exit_code == 1
+    assert (
+        "main@1000 is registered, but the trail left it quarantined (by a status_change entry)"
+    ) in caught.stderr
+    _set_status(ws, 1000, "blocked")
+    caught = gov("audit", "verify", cwd=ws)
+    assert caught.exit_code == 1 and "main@1000 is blocked, but no check" in caught.stderr
+    _set_status(ws, 1000, "quarantined")
+    assert gov("audit", "verify", cwd=ws).exit_code == 0
+    assert gov("env", "retire", "shell-tasks", "--reason", "gone", cwd=ws).exit_code == 0
+    path = ws / "registry" / "environments" / "shell-tasks.yaml"
+    path.write_text(path.read_text().replace("status: retired", "status: active"))
+    caught = gov("audit", "verify", cwd=ws)
+    assert caught.exit_code == 1
+    assert "shell-tasks is active, but the trail retired it" in caught.stderr
+
+
+def test_a_check_leaves_a_quarantine_and_a_release_brings_its_block_back(
+    gov, example_copy: Path
+) -> None:
+    ws = example_copy
+    ref = "main@11750"  # the example's rise blocks it
+    assert gov("checkpoint", "quarantine", ref, "--reason", "bad shard", cwd=ws).exit_code == 0
+    checked = gov("check", ref, cwd=ws)
+    assert checked.exit_code == 1 and "BLOCK" in checked.stdout
+    shown = json.loads(gov("checkpoint", "show", ref, "--format", "json", cwd=ws).stdout)
+    assert shown["status"] == "quarantined"  # the block is in the trail; the quarantine stands
+    released = gov("checkpoint", "release", ref, "--reason", "fine", "--format", "json", cwd=ws)
+    assert released.exit_code == 0, released.stderr
+    assert json.loads(released.stdout)["status"] == "blocked"  # its last check blocked it
+    assert gov("audit", "verify", cwd=ws).exit_code == 0
+    # a checkpoint never checked comes back registered
+    assert gov("checkpoint", "quarantine", "main@500", "--reason", "x", cwd=ws).exit_code == 0
+    back = gov("checkpoint", "release", "main@500", "--reason", "y", "--format", "json", cwd=ws)
+    assert json.loads(back.stdout)["status"] == "registered"
+
+
+def test_a_retired_environment_stays_retired_through_a_rollback(gov, example_copy: Path) -> None:
+    ws = example_copy
+    flagged = json.loads(gov("flags", "list", "--format", "json", cwd=ws).stdout)
+    assert [f["environment"] for f in flagged if f["status"] == "open"] == ["code-unit-tests"]
+    done = gov("env", "retire", "code-unit-tests", "--reason", "replaced", cwd=ws)
+    assert done.exit_code == 0, done.stderr
+    (ws / "restart").mkdir()
+    applied = gov("rollback", "apply", "--to", "restart/ckpt.bin", "--yes", cwd=ws)
+    assert applied.exit_code == 0, applied.stderr
+    env = json.loads(gov("env", "show", "code-unit-tests", "--format", "json", cwd=ws).stdout)
+    assert env["status"] == "retired"
+    redesign = gov(
+        "env", "version", "code-unit-tests", "--hash", "sha256:" + "b" * 64, "--note", "x", cwd=ws
+    )
+    assert redesign.exit_code == 2 and "is retired" in redesign.stderr
+    assert gov("audit", "verify", cwd=ws).exit_code == 0
