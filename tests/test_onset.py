@@ -373,3 +373,23 @@ def test_each_base_rate_spreads_its_ratio_prior_over_the_rises_it_can_make() -> 
     # the last node stands for every rise to the top, 0.95 / 0.2 = 4.75
     assert np.isclose(ratios[0][weight[0] > 0].max(), 1000.0)
     assert np.isclose(ratios[2][weight[2] > 0].max(), top / 0.2)
+
+
+@pytest.mark.parametrize("unjudged", [0, 2])
+@pytest.mark.parametrize("length", [12, 200])
+def test_a_low_first_judged_checkpoint_then_a_higher_rate_is_a_rise(
+    unjudged: int, length: int
+) -> None:
+    # 1% at the first judged checkpoint, 5% from the next on, 1,000 episodes each: a low
+    # outlier there and a rise at the next checkpoint explain it alike, and the model must not
+    # take the outlier (on a long run, compressed into blocks, too). Leading unjudged
+    # checkpoints keep their place and change nothing.
+    n = np.full(length, 1000)
+    k = np.full(length, 50)
+    n[:unjudged] = k[:unjudged] = 0
+    k[unjudged] = 10
+    posterior = onset_posterior(k, n)
+    assert posterior.p_rise > 0.99 and posterior.estimate() == unjudged + 1
+    # a high first checkpoint before a steady rate is still an outlier, not a fall then a rise
+    k[unjudged] = 250
+    assert onset_posterior(k, n).p_rise < 0.5

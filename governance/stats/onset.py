@@ -9,7 +9,8 @@ A Bayesian changepoint model of binomial counts over a checkpoint series, a pure
 - a rise may come in two stages: a first, smaller rise (p0 -> r1 x p0, a step or a ramp), then a
   second one (to r2 x r1 x p0) some checkpoints later; the onset is the first stage's, so a
   restore point between the stages counts as contaminated, as it is;
-- checkpoints with no judgments (n = 0) keep their place in the order and say nothing.
+- checkpoints with no judgments (n = 0) keep their place in the order and say nothing; no onset
+  is placed before the first judged one.
 p0, r, phi and L are integrated out over grids (`OnsetPrior`; flat on the log scale by default);
 half the prior mass is on "no rise at all", the other half spread evenly over the onset
 checkpoints (and, for two stages, the second stage evenly over the checkpoints after the first).
@@ -331,6 +332,12 @@ def onset_posterior(
     if len(ks) < 2 or not np.any(ns > 0):
         t = len(ks)
         return OnsetPosterior(t, 0.0, np.full(max(t, 1), 1.0 / max(t, 1)))
+    lead = int(np.argmax(ns > 0))
+    if lead:  # before its first judgment the series said nothing: no onset is placed there
+        inner = onset_posterior(ks[lead:], ns[lead:], prior, zoom=zoom)
+        onset = np.concatenate([np.zeros(lead), inner.onset])
+        onset.flags.writeable = False
+        return OnsetPosterior(len(ks), inner.p_rise, onset, inner.p_two_stage)
     key = (ks.tobytes(), ns.tobytes(), prior, zoom)
     if key in _SEEN:
         return _SEEN[key]
