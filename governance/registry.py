@@ -12,7 +12,7 @@ import functools
 import hashlib
 import os
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -623,24 +623,31 @@ class Registry:
         return added
 
     def set_checkpoint_status(
-        self, run: str, step: int, status: CheckpointStatus, reason: str | None = None
+        self,
+        run: str,
+        step: int,
+        status: CheckpointStatus | Callable[[Checkpoint], CheckpointStatus],
+        reason: str | None = None,
     ) -> Checkpoint:
         """Quarantine (or re-register, or block) a checkpoint. Promotion is not done here: it
         goes through `governance.promotion.promote`, which needs a passing check or a recorded
-        override."""
-        if status == CheckpointStatus.PROMOTED:
-            raise GovError(
-                f"checkpoint {run}@{step} is promoted only by `gov promote` "
-                "(a passing check of the same inputs, or a recorded override)",
-                remedy="override",
-            )
-        with self.ws.change(f"mark checkpoint {run}@{step} {status.value}") as change:
-            updated = self.write_status(change, run, step, status)
+        override. `status` may be a function of the checkpoint as it is under the change's lock
+        (which may refuse it): read and written with no other writer between."""
+        with self.ws.change(f"mark checkpoint {run}@{step}") as change:
+            wanted = status(self.checkpoint(run, step)) if callable(status) else status
+            if wanted == CheckpointStatus.PROMOTED:
+                raise GovError(
+                    f"checkpoint {run}@{step} is promoted only by `gov promote` "
+                    "(a passing check of the same inputs, or a recorded override)",
+                    remedy="override",
+                )
+            change.summary = f"mark checkpoint {run}@{step} {wanted.value}"
+            updated = self.write_status(change, run, step, wanted)
             audit.append(
                 change,
                 "status_change",
                 subject={"run": run, "checkpoint": f"{run}@{step}"},
-                outcome=status.value,
+                outcome=wanted.value,
                 reason=reason,
             )
             change.body = reason or ""
@@ -649,24 +656,29 @@ class Registry:
     def quarantine_checkpoint(self, run: str, step: int, reason: str) -> Checkpoint:
         """Set a checkpoint aside (bad data, a broken artifact, a finding after promotion): it is
         no restore point and only a recorded override promotes it, until it is released."""
-        current = self.checkpoint(run, step)
-        if current.status == CheckpointStatus.QUARANTINED:
-            raise GovError(f"checkpoint {current.ref} is already quarantined")
-        return self.set_checkpoint_status(run, step, CheckpointStatus.QUARANTINED, reason)
+
+        def aside(current: Checkpoint) -> CheckpointStatus:
+            if current.status == CheckpointStatus.QUARANTINED:
+                raise GovError(f"checkpoint {current.ref} is already quarantined")
+            return CheckpointStatus.QUARANTINED
+
+        return self.set_checkpoint_status(run, step, aside, reason)
 
     def release_checkpoint(self, run: str, step: int, reason: str) -> Checkpoint:
         """Take a checkpoint out of quarantine: blocked again if the last check of it since its
         last promotion blocked (one made while it was quarantined too), else registered (a
         promotion is earned again through `gov promote`)."""
-        current = self.checkpoint(run, step)
-        if current.status != CheckpointStatus.QUARANTINED:
-            raise GovError(
-                f"checkpoint {current.ref} is {current.status.value}, not quarantined: "
-                "only a quarantined checkpoint is released"
-            )
-        blocked = audit.replayed_statuses(self.ws, checks_only=True).get(current.ref)
-        status = CheckpointStatus.BLOCKED if blocked == "blocked" else CheckpointStatus.REGISTERED
-        return self.set_checkpoint_status(run, step, status, reason)
+
+        def back(current: Checkpoint) -> CheckpointStatus:
+            if current.status != CheckpointStatus.QUARANTINED:
+                raise GovError(
+                    f"checkpoint {current.ref} is {current.status.value}, not quarantined: "
+                    "only a quarantined checkpoint is released"
+                )
+            last = audit.replayed_statuses(self.ws, checks_only=True).get(current.ref)
+            return CheckpointStatus.BLOCKED if last == "blocked" else CheckpointStatus.REGISTERED
+
+        return self.set_checkpoint_status(run, step, back, reason)
 
     def write_status(
         self, change: workspace_mod.Change, run: str, step: int, status: CheckpointStatus
