@@ -294,8 +294,9 @@ def checkpoint_quarantine(ctx: click.Context, ref: str, reason: str, fmt: str) -
 @output_options(render.CHECKPOINT_SHOW)
 @click.pass_context
 def checkpoint_release(ctx: click.Context, ref: str, reason: str, fmt: str) -> None:
-    """Take a checkpoint out of quarantine. It is registered again, whatever it was before:
-    a promotion is earned again through `gov check` and `gov promote`.
+    """Take a checkpoint out of quarantine. It is blocked again if its last check since its
+    last promotion blocked (a check made while it was quarantined counts), else registered: a
+    promotion is earned again through `gov check` and `gov promote`.
 
     \b
     Example:

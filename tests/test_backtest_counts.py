@@ -244,9 +244,7 @@ print(json.dumps({"document": done.document(), "in_workers": parallel.LAST_IN_WO
 def test_runs_replayed_side_by_side_give_what_one_after_another_gives(tmp_path: Path) -> None:
     """An export of many runs is replayed over forked workers: the same alarms and restore points,
     in the same order, as in one process. (Fresh processes: the test process never forks.)"""
-    import os
-    import subprocess
-    import sys
+    from test_check import _fresh
 
     rng = np.random.default_rng(11)
     records = []
@@ -258,17 +256,7 @@ def test_runs_replayed_side_by_side_give_what_one_after_another_gives(tmp_path: 
     counts = tmp_path / "runs.jsonl"
     counts.write_text("".join(json.dumps(r) + "\n" for r in records))  # 540 rows: in workers
 
-    def fresh(workers: str) -> dict[str, Any]:
-        done = subprocess.run(
-            [sys.executable, "-c", _REPLAY, str(counts)],
-            capture_output=True,
-            text=True,
-            env={**os.environ, "GOV_WORKERS": workers},
-            check=True,
-        )
-        return json.loads(done.stdout)
-
-    side_by_side, one_process = fresh("2"), fresh("1")
+    side_by_side, one_process = (_fresh(_REPLAY, counts, w) for w in ("2", "1"))
     assert side_by_side["in_workers"] == 6 and one_process["in_workers"] == 0
     document = side_by_side["document"]
     assert document == one_process["document"]

@@ -157,6 +157,13 @@ def _last_entry(ws: Path) -> dict[str, object]:
     return json.loads((ws / "audit" / "trail.jsonl").read_text().splitlines()[-1])
 
 
+def _broken(gov, ws: Path) -> str:
+    """What `gov audit verify` says of a trail it must find broken (exit 1)."""
+    caught = gov("audit", "verify", cwd=ws)
+    assert caught.exit_code == 1, caught.stdout
+    return str(caught.stderr)
+
+
 def test_a_quarantine_is_recorded_and_one_set_by_hand_is_caught(gov, example_copy: Path) -> None:
     ws = example_copy
     done = gov("checkpoint", "quarantine", "main@500", "--reason", "bad data", cwd=ws)
@@ -175,9 +182,7 @@ def test_a_quarantine_is_recorded_and_one_set_by_hand_is_caught(gov, example_cop
     assert _last_entry(ws) == last  # refused: nothing written
 
     _set_status(ws, 1000, "quarantined")
-    caught = gov("audit", "verify", cwd=ws)
-    assert caught.exit_code == 1
-    assert "main@1000 is quarantined, but no entry of the trail quarantined it" in caught.stderr
+    assert "main@1000 is quarantined, but no entry of the trail quarantined it" in _broken(gov, ws)
 
 
 def test_a_release_is_recorded_and_a_quarantine_set_again_by_hand_is_caught(
@@ -203,12 +208,8 @@ def test_a_release_is_recorded_and_a_quarantine_set_again_by_hand_is_caught(
     assert gov("audit", "verify", cwd=ws).exit_code == 0
     # The trail once quarantined it, but its last word is the release.
     _set_status(ws, 500, "quarantined")
-    caught = gov("audit", "verify", cwd=ws)
-    assert caught.exit_code == 1
-    assert (
-        "main@500 is quarantined, but no entry of the trail quarantined it since it was released"
-        in (caught.stderr)
-    )
+    broken = _broken(gov, ws)
+    assert "main@500 is quarantined, but no entry of the trail quarantined it since it" in broken
 
 
 def test_a_promotion_set_back_by_hand_after_a_quarantine_is_caught(gov, example_copy: Path) -> None:
@@ -220,10 +221,9 @@ def test_a_promotion_set_back_by_hand_after_a_quarantine_is_caught(gov, example_
     assert gov("audit", "verify", cwd=ws).exit_code == 0
     # The promotion entry is still in the trail, but the quarantine came after it.
     _set_status(ws, 500, "promoted")
-    caught = gov("audit", "verify", cwd=ws)
-    assert caught.exit_code == 1
+    broken = _broken(gov, ws)
     assert "main@500 is promoted, but the trail set it quarantined after its last promotion" in (
-        caught.stderr
+        broken
     )
 
 
@@ -260,9 +260,7 @@ def test_a_retirement_is_recorded_binds_the_registry_and_one_set_by_hand_is_caug
 
     path = ws / "registry" / "environments" / "shell-tasks.yaml"
     path.write_text(path.read_text().replace("status: active", "status: retired"))
-    caught = gov("audit", "verify", cwd=ws)
-    assert caught.exit_code == 1
-    assert "shell-tasks is retired, but no entry of the trail retired it" in caught.stderr
+    assert "shell-tasks is retired, but no entry of the trail retired it" in _broken(gov, ws)
 
 
 def test_a_decision_edited_after_its_check_is_caught(gov, example_copy: Path) -> None:
@@ -305,22 +303,17 @@ def test_a_quarantine_or_retirement_undone_by_hand_is_caught(gov, example_copy: 
     ws = example_copy
     assert gov("checkpoint", "quarantine", "main@1000", "--reason", "bad", cwd=ws).exit_code == 0
     _set_status(ws, 1000, "registered")
-    caught = gov("audit", "verify", cwd=ws)
-    assert caught.exit_code == 1
     assert (
         "main@1000 is registered, but the trail left it quarantined (by a status_change entry)"
-    ) in caught.stderr
+    ) in _broken(gov, ws)
     _set_status(ws, 1000, "blocked")
-    caught = gov("audit", "verify", cwd=ws)
-    assert caught.exit_code == 1 and "main@1000 is blocked, but no check" in caught.stderr
+    assert "main@1000 is blocked, but no check" in _broken(gov, ws)
     _set_status(ws, 1000, "quarantined")
     assert gov("audit", "verify", cwd=ws).exit_code == 0
     assert gov("env", "retire", "shell-tasks", "--reason", "gone", cwd=ws).exit_code == 0
     path = ws / "registry" / "environments" / "shell-tasks.yaml"
     path.write_text(path.read_text().replace("status: retired", "status: active"))
-    caught = gov("audit", "verify", cwd=ws)
-    assert caught.exit_code == 1
-    assert "shell-tasks is active, but the trail retired it" in caught.stderr
+    assert "shell-tasks is active, but the trail retired it" in _broken(gov, ws)
 
 
 def test_a_check_leaves_a_quarantine_and_a_release_brings_its_block_back(
