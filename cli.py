@@ -294,9 +294,10 @@ def checkpoint_quarantine(ctx: click.Context, ref: str, reason: str, fmt: str) -
 @output_options(render.CHECKPOINT_SHOW)
 @click.pass_context
 def checkpoint_release(ctx: click.Context, ref: str, reason: str, fmt: str) -> None:
-    """Take a checkpoint out of quarantine. It is blocked again if its last check since its
-    last promotion blocked (a check made while it was quarantined counts), else registered: a
-    promotion is earned again through `gov check` and `gov promote`.
+    """Take a checkpoint out of quarantine. It is blocked again if the last check the trail
+    recorded of it since its last promotion blocked (one recorded while it was quarantined
+    counts), else registered: a promotion is earned again through `gov check` and `gov
+    promote`, which decides afresh.
 
     \b
     Example:

@@ -867,6 +867,8 @@ class StatusReplay:
         self.checks_only = checks_only
         self.status: dict[str, str] = {}  # checkpoint -> status
         self.by: dict[str, str] = {}  # checkpoint -> the kind of entry that set it
+        # checkpoint -> a status an earlier gov also left: its check blocked a quarantined one
+        self.legacy: dict[str, str] = {}
 
     def add(self, entry: dict[str, Any]) -> None:
         kind = entry.get("kind")
@@ -876,11 +878,18 @@ class StatusReplay:
         elif kind == "check" and entry.get("outcome") == "block":
             if self.status.get(ref) != "quarantined":
                 self._set(ref, "blocked", "check")
+            else:
+                self.legacy[ref] = "blocked"
         elif kind == "status_change" and not self.checks_only:
             self._set(ref, str(entry.get("outcome")), "status_change")
 
+    def allows(self, ref: str, status: str) -> bool:
+        """Whether the trail accounts for `ref` being `status` now."""
+        return status == self.status.get(ref, "registered") or status == self.legacy.get(ref)
+
     def _set(self, ref: str, status: str, kind: str) -> None:
         self.status[ref], self.by[ref] = status, kind
+        self.legacy.pop(ref, None)
 
 
 def replayed_statuses(ws: Workspace, *, checks_only: bool = False) -> dict[str, str]:
@@ -933,9 +942,13 @@ def verify_statuses(
         elif kind == "flag_raised":
             raised.add((subject.get("environment", ""), subject.get("checkpoint", "")))
         elif kind == "rollback_applied":
-            redesigned.update(filter(None, subject.get("environments", "").split(",")))
+            named = set(filter(None, subject.get("environments", "").split(",")))
+            redesigned.update(named)
+            retirements -= named  # an earlier gov put a retired environment in redesign
         elif kind == "environment_retired":
             retirements.add(subject.get("environment", ""))
+        elif kind == "redesign":
+            retirements.discard(subject.get("environment", ""))
         elif kind == "status_change":
             ref, outcome = subject.get("checkpoint", ""), str(entry.get("outcome"))
             marked.add((ref, outcome))
@@ -985,7 +998,7 @@ def verify_statuses(
             )
     for ref, status in (statuses or {}).items():
         left = replay.status.get(ref, "registered")
-        if status != left:
+        if not replay.allows(ref, status):
             by = f" (by a {replay.by[ref]} entry)" if ref in replay.by else ""
             raise TrailBroken(
                 f"{rel}: {ref} is {status}, but the trail left it {left}{by}: the status was "

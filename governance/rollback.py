@@ -310,7 +310,10 @@ def apply(
     check_target(to)
     target = to.resolve()
     ws = registry.ws
-    redesign = rec.environments
+    # a retired environment is trained no more: the restart needs no redesign of it
+    redesign = [
+        e for e in rec.environments if registry.environment(e).status != EnvironmentStatus.RETIRED
+    ]
     with ws.change(f"roll back {run} to {rec.restore}: new run {name}") as change:
         record = Run(
             id=name,

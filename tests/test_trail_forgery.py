@@ -326,6 +326,10 @@ def test_a_check_leaves_a_quarantine_and_a_release_brings_its_block_back(
     assert checked.exit_code == 1 and "BLOCK" in checked.stdout
     shown = json.loads(gov("checkpoint", "show", ref, "--format", "json", cwd=ws).stdout)
     assert shown["status"] == "quarantined"  # the block is in the trail; the quarantine stands
+    # An earlier gov wrote blocked over the quarantine at that check: its trails still verify.
+    _set_status(ws, 11750, "blocked")
+    assert gov("audit", "verify", cwd=ws).exit_code == 0
+    _set_status(ws, 11750, "quarantined")
     released = gov("checkpoint", "release", ref, "--reason", "fine", "--format", "json", cwd=ws)
     assert released.exit_code == 0, released.stderr
     assert json.loads(released.stdout)["status"] == "blocked"  # its last check blocked it
@@ -347,6 +351,7 @@ def test_a_retired_environment_stays_retired_through_a_rollback(gov, example_cop
     assert applied.exit_code == 0, applied.stderr
     env = json.loads(gov("env", "show", "code-unit-tests", "--format", "json", cwd=ws).stdout)
     assert env["status"] == "retired"
+    assert _last_entry(ws)["subject"]["environments"] == ""  # no redesign of it either
     redesign = gov(
         "env", "version", "code-unit-tests", "--hash", "sha256:" + "b" * 64, "--note", "x", cwd=ws
     )

@@ -333,7 +333,10 @@ def onset_posterior(
         t = len(ks)
         return OnsetPosterior(t, 0.0, np.full(max(t, 1), 1.0 / max(t, 1)))
     lead = int(np.argmax(ns > 0))
-    if lead:  # before its first judgment the series said nothing: no onset is placed there
+    # Before its first judgment the series said nothing: no onset is placed there. (The onset
+    # array keeps every position; `known_clean` counts from the series' start, so callers that
+    # ask it, as the restore point does, trim a series to its first judged checkpoint first.)
+    if lead:
         inner = onset_posterior(ks[lead:], ns[lead:], prior, zoom=zoom)
         onset = np.concatenate([np.zeros(lead), inner.onset])
         onset.flags.writeable = False
