@@ -929,6 +929,9 @@ def verify_statuses(
     marked: set[tuple[str, str]] = set()  # (checkpoint, status) set by a status change
     last_marked: dict[str, tuple[int, str]] = {}  # checkpoint -> (place, status) of the last
     retirements: set[str] = set()
+    # environment -> its status as the trail sets it: a flag raised flags it, a rollback puts the
+    # environments it names in redesign, a new version makes it active, a retirement retires it
+    env_left: dict[str, str] = {}
     calibrations: set[tuple[str, str, str]] = set()  # (judge, version, labels hash)
     replay = StatusReplay()
     for place, (_, entry) in enumerate(read(ws)):
@@ -941,14 +944,18 @@ def verify_statuses(
             blocks.add(subject.get("checkpoint", ""))
         elif kind == "flag_raised":
             raised.add((subject.get("environment", ""), subject.get("checkpoint", "")))
+            env_left[subject.get("environment", "")] = "flagged"
         elif kind == "rollback_applied":
             named = set(filter(None, subject.get("environments", "").split(",")))
             redesigned.update(named)
             retirements -= named  # an earlier gov put a retired environment in redesign
+            env_left.update(dict.fromkeys(named, "in_redesign"))
         elif kind == "environment_retired":
             retirements.add(subject.get("environment", ""))
+            env_left[subject.get("environment", "")] = "retired"
         elif kind == "redesign":
             retirements.discard(subject.get("environment", ""))
+            env_left[subject.get("environment", "")] = "active"
         elif kind == "status_change":
             ref, outcome = subject.get("checkpoint", ""), str(entry.get("outcome"))
             marked.add((ref, outcome))
@@ -1009,6 +1016,12 @@ def verify_statuses(
             raise TrailBroken(
                 f"{rel}: {env} is {status}, but the trail retired it: the status was changed "
                 "by hand"
+            )
+        left = env_left.get(env, "active")
+        if status != left:
+            raise TrailBroken(
+                f"{rel}: {env} is {status}, but the trail left it {left}: the status was "
+                "changed by hand"
             )
 
 

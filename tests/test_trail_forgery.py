@@ -357,3 +357,19 @@ def test_a_retired_environment_stays_retired_through_a_rollback(gov, example_cop
     )
     assert redesign.exit_code == 2 and "is retired" in redesign.stderr
     assert gov("audit", "verify", cwd=ws).exit_code == 0
+
+
+def test_an_environment_status_set_by_hand_is_caught(gov, example_copy: Path) -> None:
+    ws = example_copy
+    path = ws / "registry" / "environments" / "sql-queries.yaml"
+    original = path.read_text()
+    path.write_text(original.replace("status: active", "status: flagged"))
+    assert "sql-queries is flagged, but the trail left it active" in _broken(gov, ws)
+    path.write_text(original)
+    (ws / "restart").mkdir()
+    applied = gov("rollback", "apply", "--to", "restart/ckpt.bin", "--yes", cwd=ws)
+    assert applied.exit_code == 0, applied.stderr
+    assert gov("audit", "verify", cwd=ws).exit_code == 0
+    path = ws / "registry" / "environments" / "code-unit-tests.yaml"
+    path.write_text(path.read_text().replace("status: in_redesign", "status: active"))
+    assert "code-unit-tests is active, but the trail left it in_redesign" in _broken(gov, ws)
