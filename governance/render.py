@@ -982,6 +982,8 @@ def recommendation(rec: Recommendation) -> None:
             click.secho(f"  {rec.reason}", fg="yellow")
         if rec.set_by:
             click.echo(f"  placed by {rec.set_by} (the earliest restore of the flagged series)")
+        if rec.far_back:
+            click.echo(f"  why so far back: {rec.far_back}")
     for e in (e for e in rec.flagged if e.scope == "run"):
         click.echo(
             f"run-wide rise ({e.metric}, {e.judge}): P(rise) {e.p_rise:.3f}, onset ~ {e.onset}"

@@ -56,6 +56,8 @@ class Recommendation:
     reason: str = ""
     set_by: str | None = None  # the metric (and series) whose restore was the earliest
     known_clean: bool = True  # False: the restore point's cleanliness is assumed, not measured
+    # Why the restore point lies before the likely onset's interval, where it does
+    far_back: str = ""
 
     @property
     def environments(self) -> list[str]:
@@ -207,6 +209,7 @@ def recommend(
             set_by=set_by,
         )
     chosen = lineage[restore]
+    far_back = _far_back(point.set_by, restore, order, alpha)
     reason = ""
     if not point.known_clean:
         reason = (
@@ -227,6 +230,25 @@ def recommend(
         reason=reason,
         set_by=set_by,
         known_clean=point.known_clean,
+        far_back=far_back,
+    )
+
+
+def _far_back(placed: Placed, restore: int, order: Order, alpha: float) -> str:
+    """Why `restore` lies more than one checkpoint before the 90% credible interval of the onset
+    that placed it ("" where it does not): the interval leaves 5% of the onset's probability
+    before it, a restore point at most alpha, and the rest of that tail reaches further back."""
+    lo, _ = placed.posterior.interval(0.9)
+    start = placed.offset + lo
+    if restore >= start - 1:
+        return ""
+    between = start - 1 - restore
+    return (
+        f"the onset is likely no earlier than {placed.ref(order, lo)} (90% credible interval), "
+        f"but that leaves {placed.posterior.p_onset_by(lo - 1):.1%} of its probability before "
+        f"it and a restore point may leave at most {alpha:.1%}: the rest of that tail, earlier "
+        f"or smaller rises the counts cannot rule out, reaches {between} checkpoint"
+        f"{'' if between == 1 else 's'} further back"
     )
 
 

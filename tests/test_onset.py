@@ -14,7 +14,7 @@ from governance.gates import decide
 from governance.metrics import CountRow
 from governance.stats.evaluate import ALARM_PRIOR, SCREEN_PRIOR
 from governance.stats.onset import DEFAULT_PRIOR, OnsetPrior, onset_posterior
-from governance.stats.restore import Target, place, restore_point
+from governance.stats.restore import Placed, Target, place, restore_point
 
 
 @pytest.fixture
@@ -105,6 +105,29 @@ def test_restore_point_on_the_example(gov, example_copy: Path) -> None:
     assert low <= 6250 <= high
     assert data["checkpoints_lost"] == (12000 - step) // 250
     assert "tool-use-booking" in data["fine"] and "math-proofs" in data["fine"]
+    # The restore point lies well before the interval: the recommendation says why, naming the
+    # interval's start and the share of the onset's probability that lies before it.
+    assert step < low - 250
+    assert flagged["onset_interval"][0] in data["far_back"] and "%" in data["far_back"]
+
+
+def test_far_back_is_said_only_where_the_restore_point_is_far_back(rng) -> None:
+    from governance.rollback import _far_back
+    from governance.stats.series import SeriesKey
+
+    key = SeriesKey("env", 1, "judge", "v1")
+    order = [("main", 100 * i, "") for i in range(60)]
+    n = np.full(60, 1000)
+    sharp = rng.binomial(n, np.where(np.arange(60) < 30, 0.01, 0.3))
+    placed = Placed("rationalization", key, onset_posterior(sharp, n), 0)
+    assert placed.restore(0.02) == 29 and _far_back(placed, 29, order, 0.02) == ""
+    # A slow, small rise: the evidence cannot rule out that it began well before its interval.
+    small = rng.binomial(n // 10, np.where(np.arange(60) < 30, 0.01, 0.01 + 0.0015 * np.arange(60)))
+    placed = Placed("rationalization", key, onset_posterior(small, n // 10), 0)
+    low, _ = placed.posterior.interval(0.9)
+    restore = placed.restore(0.02)
+    said = _far_back(placed, restore, order, 0.02)
+    assert restore < low - 1 and f"main@{100 * low}" in said and "2.0%" in said
 
 
 def test_rollback_apply_forks_and_the_gate_blocks_the_old_version(
