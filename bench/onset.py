@@ -41,6 +41,7 @@ Usage: python bench/onset.py [--series N] [--seed S] [--alpha A] [--methods gov,
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import math
 import time
 from collections.abc import Callable
@@ -548,6 +549,9 @@ def main() -> None:
     chosen = args.methods.split(",")
     if unknown := [m for m in chosen if m not in METHODS]:
         parser.error(f"unknown method {unknown[0]!r}: one of {', '.join(METHODS)}")
+    if "pelt" in chosen and importlib.util.find_spec("ruptures") is None:
+        # said before minutes of scoring, not by the pool when the first PELT series comes up
+        parser.error("the pelt anchor needs ruptures: python3 -m pip install '.[bench]'")
     series = generate(args.series, args.seed)
     jobs = [(name, s, args.alpha) for name in chosen for s in series]
     tallies, elapsed = _tally(chosen, jobs, score, 4, _groups)
