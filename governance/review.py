@@ -224,6 +224,8 @@ def build_report(
                     f"{rec.restore}: P(already contaminated) {rec.p_contaminated:.3f} "
                     f"(alpha {alpha}); gives up {rec.checkpoints_lost} checkpoints "
                     f"({rec.steps_lost} steps)"
+                    + (f"; {rec.reason}" if rec.reason else "")
+                    + (f"; why so far back: {rec.far_back}" if rec.far_back else "")
                 )
             elif rec.flagged:
                 restore_text = rec.reason

@@ -80,7 +80,10 @@ def test_the_page_renders_offline_in_chromium(gov, example_template: Path, tmp_p
         assert flagged.get_attribute("open") is not None  # the flagged one stands out, open
         assert flagged.locator("svg.chart polyline.rate").count() == 1
         assert flagged.locator("svg.chart line.restore").count() == 1
-        assert "main@" in page.locator("#restore").inner_text()
+        restore_card = page.locator("#restore").inner_text()
+        assert "main@" in restore_card
+        # the restore point lies well before the onset's interval, and the page says why
+        assert "why so far back: the onset is likely no earlier than main@" in restore_card
         assert page.locator("details#env-math-proofs").get_attribute("open") is None  # folded
         assert page.locator("#audit").count() == 1
         kinds = page.locator("#audit ~ table tr td:nth-child(3)").all_inner_texts()
