@@ -22,7 +22,7 @@ from typing import Any
 from . import scm, trailcommits, trailindex
 from .errors import AuditError, GitError, GovError, TrailBroken, TrailRefused
 from .models import utc_now
-from .records import KINDS, AuditBody, AuditEntry, AuditKind, canonical_json
+from .records import KINDS, QUARANTINE_HOLD, AuditBody, AuditEntry, AuditKind, canonical_json
 from .storage import (
     FileStamp,
     atomic_write,
@@ -876,7 +876,11 @@ class StatusReplay:
         if kind in ("promotion", "override"):
             self._set(ref, "promoted", str(kind))
         elif kind == "check" and entry.get("outcome") == "block":
-            if self.status.get(ref) != "quarantined":
+            held = (entry.get("refs") or {}).get("fired") == [QUARANTINE_HOLD]
+            if held:  # only the quarantine blocked it: its evidence did not
+                if self.checks_only:
+                    self._set(ref, "registered", "check")
+            elif self.status.get(ref) != "quarantined":
                 self._set(ref, "blocked", "check")
             else:
                 self.legacy[ref] = "blocked"

@@ -28,7 +28,7 @@ from .policies import (
     load_policies,
     with_unjudged,
 )
-from .records import Decision, Inputs, Override
+from .records import QUARANTINE_HOLD, Decision, Inputs, Override
 from .registry import Registry, parse_checkpoint_ref
 from .stats.calibration import ErrorRates
 from .stats.evaluate import evaluate, evaluate_run, not_judged
@@ -193,6 +193,14 @@ def decide(
     if gate:
         results.extend(gate)
         actions.setdefault(REDESIGN_GATE, ["block"])
+        outcome = "block"
+    if checkpoint.status == CheckpointStatus.QUARANTINED:
+        reason = (
+            f"{ref} is quarantined: held out of promotion whatever its evidence says, until "
+            f"`gov checkpoint release {ref} --reason ...`"
+        )
+        results.append(Result(QUARANTINE_HOLD, SeriesKey(None, None, "-", "-"), "fired", reason))
+        actions.setdefault(QUARANTINE_HOLD, ["block"])
         outcome = "block"
     inputs = Inputs(
         checkpoint=ref,
@@ -465,6 +473,8 @@ def _registry_state(registry: Registry, run: str, step: int) -> str:
         (c.ref, c.artifact_md5, c.status == CheckpointStatus.PROMOTED)
         for c in registry.lineage_checkpoints(run, step)
     ]
+    if registry.checkpoint(run, step).status == CheckpointStatus.QUARANTINED:
+        state["quarantined"] = True  # set by a person, not by a decision: a check under it differs
     state["environments"] = [
         (e.id, [(v.number, v.hash) for v in e.versions]) for e in registry.environments()
     ]

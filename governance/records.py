@@ -185,3 +185,9 @@ class Rollback(_Record):
     evidence: list[RestoreEvidence]
     set_by: str | None = None  # the metric whose series placed the restore point
     time: datetime = Field(default_factory=utc_now)
+
+
+# A quarantined checkpoint is held out of promotion by a person, whatever its evidence says:
+# `gov check` blocks it too (a CI job gating on the check must not let it through). A release
+# reads the last check's evidence alone: a check whose only block was this hold did not block.
+QUARANTINE_HOLD = "quarantine-hold"

@@ -340,6 +340,25 @@ def test_a_check_leaves_a_quarantine_and_a_release_brings_its_block_back(
     assert json.loads(back.stdout)["status"] == "registered"
 
 
+def test_the_gate_blocks_a_quarantined_checkpoint_and_passes_it_once_released(
+    gov, example_copy: Path
+) -> None:
+    ws, ref = example_copy, "main@500"  # its evidence passes
+    assert gov("checkpoint", "quarantine", ref, "--reason", "bad shard", cwd=ws).exit_code == 0
+    held = gov("check", ref, "--format", "json", cwd=ws)
+    assert held.exit_code == 1  # a CI job gating on the check does not let it through
+    decision = json.loads(held.stdout)
+    fired = [r["policy"] for r in decision["results"] if r["status"] == "fired"]
+    assert decision["outcome"] == "block" and fired == ["quarantine-hold"]
+    assert _last_entry(ws)["refs"]["fired"] == ["quarantine-hold"]
+    # Released, it is registered (its evidence never blocked it) and passes again.
+    back = gov("checkpoint", "release", ref, "--reason", "re-judged", "--format", "json", cwd=ws)
+    assert json.loads(back.stdout)["status"] == "registered"
+    assert gov("check", ref, cwd=ws).exit_code == 0
+    assert gov("promote", ref, cwd=ws).exit_code == 0
+    assert gov("audit", "verify", cwd=ws).exit_code == 0
+
+
 def test_a_retired_environment_stays_retired_through_a_rollback(gov, example_copy: Path) -> None:
     ws = example_copy
     flagged = json.loads(gov("flags", "list", "--format", "json", cwd=ws).stdout)
