@@ -16,7 +16,7 @@ from typing import Any
 
 from . import calibration, counts, parallel
 from .errors import GovError
-from .gates import loaded_policies, unknown_judges
+from .gates import loaded_policies, unknown_environments, unknown_judges, unregistered_judges
 from .ingest.formats import detect_kind, sniff
 from .ingest.join import FreeJoin
 from .ingest.scan import scan_aggregated
@@ -119,6 +119,8 @@ def backtest(
     check_alpha(alpha)
     ws = registry.ws
     loaded = loaded_policies(ws, policies)
+    if unknown := unregistered_judges(registry, loaded):
+        raise GovError(f"{unknown[0].path}: {unknown[0].message}")
     lineage = registry.lineage_checkpoints(run)
     if not lineage:
         raise GovError(f"run {run!r} has no checkpoints to replay")
@@ -151,7 +153,11 @@ def backtest_counts(
         raise GovError(f"no policies in {folder}: nothing to replay")
     rows = read_counts(path)
     # a misspelt judge would read none of the counts and replay as "nothing would have blocked"
-    unknown = unknown_judges({r.judge for r in rows}, loaded, f"in {path.name}", "fix the name")
+    where = f"in {path.name}"
+    unknown = [
+        *unknown_judges({r.judge for r in rows}, loaded, where, "fix the name"),
+        *unknown_environments({r.environment for r in rows}, loaded, where, "fix the name"),
+    ]
     if unknown:
         raise GovError(f"{unknown[0].path}: {unknown[0].message}")
     by_run: dict[str, list[CountRow]] = {}

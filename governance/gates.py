@@ -58,10 +58,42 @@ def loaded_policies(ws: Workspace, policies: Sequence[LoadedPolicy] | None) -> l
 
 
 def unregistered_judges(registry: Registry, loaded: Sequence[LoadedPolicy]) -> list[Finding]:
-    """The judges policies name that are not registered: one misspelt would read no series,
-    find no evidence and pass, so the gate would be off without a word."""
+    """The judges and environments policies name that are not registered: one misspelt would
+    read no series, find no evidence and pass, so the gate would be off without a word."""
     known = {j.id for j in registry.judges()}
-    return unknown_judges(known, loaded, "registered", "fix the name or register the judge")
+    return [
+        *unknown_judges(known, loaded, "registered", "fix the name or register the judge"),
+        *unknown_environments(
+            {e.id for e in registry.environments()}, loaded, "registered", "fix the name"
+        ),
+    ]
+
+
+def _some(names: set[str], shown: int = 12) -> str:
+    """Up to `shown` of the names, sorted, and how many more (a run may have hundreds)."""
+    ordered = sorted(names)
+    more = f" and {len(ordered) - shown} more" if len(ordered) > shown else ""
+    return (", ".join(ordered[:shown]) or "none") + more
+
+
+def unknown_environments(
+    known: set[str], loaded: Sequence[LoadedPolicy], where: str, fix: str
+) -> list[Finding]:
+    """The environments policies name (`environments:`) that are not among `known`, one
+    finding each: a misspelt one would be watched by nobody, and the policy read less."""
+    found = []
+    for item in loaded:
+        for name in dict.fromkeys(item.policy.environments or ()):
+            if name not in known:
+                found.append(
+                    Finding(
+                        item.path,
+                        "error",
+                        f"environments: {name!r} is not {where} ({where}: {_some(known)}): "
+                        f"the policy would never read it; {fix}",
+                    )
+                )
+    return found
 
 
 def unknown_judges(
@@ -83,9 +115,8 @@ def unknown_judges(
                     Finding(
                         item.path,
                         "error",
-                        f"judge {judge!r} is not {where} ({where}: "
-                        f"{', '.join(sorted(known)) or 'none'}): the policy would read nothing "
-                        f"and pass; {fix}",
+                        f"judge {judge!r} is not {where} ({where}: {_some(known)}): the policy "
+                        f"would read nothing and pass; {fix}",
                     )
                 )
     return found

@@ -204,6 +204,13 @@ def test_a_policy_naming_a_judge_the_counts_lack_is_refused(gov, tmp_path: Path)
     assert done.exit_code == 2, done.stdout
     [line] = done.stderr.strip().splitlines()
     assert "rationalization-rate-rising.yaml: judge 'cot-monitr' is not in counts.jsonl" in line
+    # and so would a misspelt environment
+    rising.write_text(
+        rising.read_text().replace("judge: cot-monitr ", "environments: [cod]\njudge: any ", 1)
+    )
+    done = gov(*args, "--policies", str(mine), cwd=tmp_path)
+    assert done.exit_code == 2, done.stdout
+    assert "environments: 'cod' is not in counts.jsonl" in done.stderr
 
 
 def test_a_rise_at_the_second_checkpoint_is_caught_however_long_the_run(

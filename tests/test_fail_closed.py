@@ -290,6 +290,13 @@ def _misspell_judge(policies: Path) -> None:
     assert "cot-monitr" in path.read_text()
 
 
+def _misspell_environment(policies: Path) -> None:
+    path = policies / "rationalization-rate-rising.yaml"
+    text = path.read_text().replace("judge: any ", "environments: [code-unit-test]\njudge: any ", 1)
+    path.write_text(text)
+    assert "code-unit-test]" in path.read_text()
+
+
 def _misname_file(policies: Path) -> None:
     (policies / "rationalization-rate-rising.yaml").rename(policies / "Rising.YAML")
 
@@ -299,6 +306,12 @@ def _misname_file(policies: Path) -> None:
     [
         # a misspelt judge read no series, found no evidence and passed
         (_misspell_judge, "rising.yaml: ", "judge 'cot-monitr' is not registered"),
+        # a misspelt environment was watched by nobody: the rise at main@12000 passed
+        (
+            _misspell_environment,
+            "rising.yaml: ",
+            "environments: 'code-unit-test' is not registered",
+        ),
         # a file named .YAML was never read
         (_misname_file, "policies/Rising.YAML: ", "not read as a policy"),
     ],
