@@ -27,7 +27,14 @@ from pydantic import BaseModel, ConfigDict
 from .errors import GovError
 from .metrics import COUNT_COLUMNS, CountKey, CountRow
 from .stats.series import Table
-from .storage import atomic_write, duckdb_connect, iter_jsonl_models, model_json_line
+from .storage import (
+    atomic_write,
+    duckdb_connect,
+    iter_jsonl_models,
+    model_json_line,
+    seal,
+    unseal,
+)
 from .workspace import Change, Workspace
 
 LEDGER = "reports.jsonl"
@@ -355,7 +362,7 @@ def _sources(ws: Workspace) -> dict[str, set[tuple[str, int]]]:
     found: dict[str, set[tuple[str, int]]] | None = None
     covered: int | None = None
     try:
-        meta = json.loads(path.read_bytes())
+        meta = json.loads(unseal(path.read_bytes()) or b"null")
         covered = _covered(ws, meta, data)
         if covered is not None:
             found = {
@@ -384,7 +391,7 @@ def _sources(ws: Workspace) -> dict[str, set[tuple[str, int]]]:
     meta = {**_ledger_mark(ws, data), "sources": {md5: sorted(held) for md5, held in found.items()}}
     with contextlib.suppress(OSError):
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, json.dumps(meta).encode())
+        atomic_write(path, seal(json.dumps(meta).encode()))
     return found
 
 
@@ -449,8 +456,10 @@ def _cache_table(ws: Workspace) -> Path | None:
     stamp = json.dumps(_stamp(ws, _named(data)), sort_keys=True).encode()
     key = hashlib.sha256(data + stamp).hexdigest()
     table = ws.local("index", f"counts.{key[:16]}.parquet")
-    if table.is_file():
-        return table
+    vouch = table.with_name(f"{table.name}.sealed")  # the table's digest: see storage.seal
+    with contextlib.suppress(OSError):
+        if unseal(vouch.read_bytes(), table.read_bytes()) == b"":
+            return table
     entries = ledger(ws)
     if not entries:
         return None
@@ -477,11 +486,12 @@ def _cache_table(ws: Workspace) -> Path | None:
                 f"COPY (SELECT {keys}, {sums} FROM c GROUP BY ALL ORDER BY {keys}) TO '{tmp}' "
                 "(FORMAT parquet)"
             )
+        atomic_write(vouch, seal(b"", tmp.read_bytes()))
         tmp.replace(table)
     finally:
         tmp.unlink(missing_ok=True)
-    for old in table.parent.glob("counts.*.parquet"):  # earlier ledgers' tables
-        if old != table:
+    for old in table.parent.glob("counts.*.parquet*"):  # earlier ledgers' tables
+        if old not in (table, vouch):
             old.unlink(missing_ok=True)
     return table
 
@@ -562,6 +572,8 @@ def _load_table(ws: Workspace, ledger_bytes: bytes) -> tuple[Table, int] | None:
         return None
     if any(len(a) != rows for a in arrays.values()):  # a column file cut short
         return None
+    if meta.get("digest") != _columns_digest(arrays):  # damaged or edited in place
+        return None
     checkpoint, key = arrays.pop("checkpoint"), arrays.pop("key")
     if rows and (checkpoint.max() >= len(checkpoints) or key.max() >= len(keys)):
         return None
@@ -599,10 +611,21 @@ def _save_table(
             **_ledger_mark(ws, ledger_bytes),
             "format": 2,
             "rows": len(found.checkpoint),
+            "digest": _columns_digest({c: np.asarray(v, dtype=_INT) for c, v in columns.items()}),
             "keys": found.keys,
             "checkpoints": found.checkpoints,
         }
         atomic_write(meta_path, json.dumps(meta).encode())
+
+
+def _columns_digest(arrays: dict[str, Any]) -> str:
+    """A digest of the cached columns' bytes, in _TABLE_COLUMNS' order: a cache is a copy of
+    what the committed counts say, and one that no longer is (a damaged disk, a file edited in
+    place) is rebuilt from them rather than read (about 0.05 s for 2,000 x 300 series)."""
+    digest = hashlib.blake2b(digest_size=16)
+    for column in _TABLE_COLUMNS:
+        digest.update(memoryview(arrays[column]).cast("B"))
+    return digest.hexdigest()
 
 
 def _extend(ws: Workspace, base: Table, added: bytes) -> Table:

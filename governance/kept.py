@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from . import models
-from .storage import atomic_write
+from .storage import atomic_write, seal, unseal
 from .workspace import Workspace
 
 FILE = "records.pickle"
@@ -34,7 +34,8 @@ class KeptRecords:
         self.records: dict[str, tuple[str, Any]] = {}
         self.dirty = False
         with contextlib.suppress(Exception):  # absent, unreadable or stale: start empty
-            kept = pickle.loads(path.read_bytes())
+            sealed = unseal(path.read_bytes())  # a damaged or edited file: never unpickled
+            kept = pickle.loads(sealed) if sealed is not None else {}
             if kept["models"] == self.fingerprint:
                 self.records = dict(kept["records"])
 
@@ -61,7 +62,7 @@ class KeptRecords:
             return  # the workspace's local state is gone (the workspace deleted): not remade
         data = pickle.dumps({"models": self.fingerprint, "records": self.records}, protocol=5)
         with contextlib.suppress(OSError):
-            atomic_write(self.path, data)
+            atomic_write(self.path, seal(data))
 
 
 _OPEN: dict[Path, KeptRecords] = {}

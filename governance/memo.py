@@ -10,7 +10,7 @@ import contextlib
 import random
 from pathlib import Path
 
-from .storage import atomic_write
+from .storage import atomic_write, seal, unseal
 from .workspace import Workspace
 
 KEEP = 4096  # posteriors kept; the oldest go first
@@ -25,15 +25,19 @@ class DiskMemo:
         return self.folder / key[-2:] / f"{key}.json"
 
     def get(self, key: str) -> bytes | None:
+        """The value kept under `key`, if its file is whole and its own (else None: computed
+        again). Each file begins with a digest of its key and value: a file damaged or edited in
+        place, or copied under another key's name, is never read as an answer."""
         try:
-            return self._path(key).read_bytes()
+            found = self._path(key).read_bytes()
         except OSError:
             return None
+        return unseal(found, key.encode())
 
     def put(self, key: str, value: bytes) -> None:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, value)
+        atomic_write(path, seal(value, key.encode()))
         if random.random() < 0.02:
             self.prune()
 

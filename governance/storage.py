@@ -37,6 +37,27 @@ def file_stamp(path: Path) -> FileStamp | None:
     return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
 
 
+# -- local state that is a copy: sealed -------------------------------------------------------
+# What gov keeps in .gov/ is derived from the committed files and must never change an answer:
+# each cache file carries a digest of what it holds (and of the key it is kept under), and one
+# damaged or edited in place reads as absent, so it is computed again from the source of truth.
+def seal(data: bytes, context: bytes = b"") -> bytes:
+    """`data` with a first line that vouches for it (and for `context`, e.g. its key)."""
+    return _seal_digest(data, context) + b"\n" + data
+
+
+def unseal(raw: bytes, context: bytes = b"") -> bytes | None:
+    """What `seal` sealed, or None where `raw` is not whole and unedited."""
+    digest, _, data = raw.partition(b"\n")
+    return data if digest == _seal_digest(data, context) else None
+
+
+def _seal_digest(data: bytes, context: bytes) -> bytes:
+    import hashlib
+
+    return hashlib.blake2b(context + b"\0" + data, digest_size=16).hexdigest().encode()
+
+
 def atomic_write(path: Path, data: bytes) -> None:
     """Replace `path` with `data` in one rename; a crash leaves the old file or the new one."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -129,11 +129,18 @@ def test_posteriors_kept_on_disk_are_exactly_the_ones_computed(
         path.write_text('{"p_rise": 0.999}')  # damaged: a key missing
     damaged = fresh()
     assert damaged[0].p_rise == computed[0].p_rise and damaged[1].p_rise == computed[1].p_rise
-    # Kept by a gov whose model differed (here: told apart by a record that reads whole but
+    # Edited in place, a record that reads whole is not believed either: its seal is broken.
+    memo = DiskMemo(folder)
+    for path in folder.glob("*/*.json"):
+        record = json.loads(memo.get(path.stem) or b"")
+        path.write_text(path.read_text().replace(str(record["p_rise"]), "0.5"))
+        assert memo.get(path.stem) is None
+    assert fresh()[1].p_rise == computed[1].p_rise
+    # Kept by a gov whose model differed (here: told apart by a record that is kept whole but
     # is not what this model computes): an upgrade never reads an older model's posteriors.
     for path in folder.glob("*/*.json"):
-        record = json.loads(path.read_text())
-        path.write_text(json.dumps({**record, "p_rise": 0.5}))
+        record = json.loads(memo.get(path.stem) or b"")
+        memo.put(path.stem, json.dumps({**record, "p_rise": 0.5}).encode())
     assert fresh()[1].p_rise == 0.5  # the same model: the kept record is what is read
     monkeypatch.setattr(evaluate, "model_digest", lambda: b"another model")
     upgraded = fresh()
@@ -184,3 +191,32 @@ def test_kept_records_are_not_written_into_a_deleted_workspace(gov, workspace: P
     for records in pending:
         records.save()
     assert not workspace.exists()
+
+
+def test_a_cache_damaged_or_edited_in_place_is_never_read_as_an_answer(
+    gov, example_copy: Path
+) -> None:
+    # A cache file of the right size and shape but other contents was read as the truth: the
+    # rationalization column zeroed, or every kept posterior's P(rise) set to 0, turned the
+    # example's block into a pass (and let the checkpoint be promoted).
+    import re
+
+    root = example_copy
+    args = ("check", "main@12000", "--dry-run", "--format", "json")
+    before = gov(*args, cwd=root)
+    assert before.exit_code == 1, before.stderr
+    index = root / ".gov" / "index"
+    column = index / "table.rationalized.i64"
+    column.write_bytes(bytes(column.stat().st_size))
+    kept = sorted((index / "posteriors").glob("*/*.json"))
+    assert kept
+    for path in kept:
+        path.write_bytes(re.sub(rb'"p_rise": ?[-0-9.e]+', b'"p_rise": 0.0', path.read_bytes()))
+    for parquet in index.glob("counts.*.parquet"):  # the summed counts the columns come from
+        parquet.write_bytes(parquet.read_bytes()[:-1] + b"\0")
+    records = index / "records.pickle"
+    records.write_bytes(records.read_bytes()[:-1] + b"\0")
+    after = gov(*args, cwd=root)
+    assert after.exit_code == 1, after.stderr
+    assert json.loads(after.stdout)["outcome"] == json.loads(before.stdout)["outcome"] == "block"
+    assert _answers(gov, root) == _answers(gov, root)
