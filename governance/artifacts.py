@@ -5,6 +5,7 @@ DVC is imported lazily: most gov commands never touch an artifact and should not
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import logging
 import os
@@ -399,15 +400,32 @@ def checkout(workspace: Path, artifact: str, md5: str, target: Path) -> None:
                 for relpath, oid in files:
                     dest = tmp / relpath
                     dest.parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copyfile(cache.oid_to_path(oid), dest)
+                    _copy_checked(Path(cache.oid_to_path(oid)), dest, oid, artifact)
             else:
-                shutil.copyfile(cache.oid_to_path(md5), tmp)
+                _copy_checked(Path(cache.oid_to_path(md5)), tmp, md5, artifact)
             tmp.replace(target)
         except BaseException:
             _remove(tmp)
             raise
     finally:
         repo.close()
+
+
+def _copy_checked(source: Path, dest: Path, md5: str, artifact: str) -> None:
+    """Copy a file of the cache, hashing what is copied: a cache file damaged since DVC wrote it
+    is refused rather than restored as the checkpoint (it was read once, so this costs no
+    second pass over a checkpoint of many gigabytes)."""
+    digest = hashlib.md5(usedforsecurity=False)
+    with source.open("rb") as src, dest.open("wb") as out:
+        while chunk := src.read(16 << 20):
+            digest.update(chunk)
+            out.write(chunk)
+    if digest.hexdigest() != md5:
+        raise ArtifactError(
+            f"{artifact}: DVC's cached copy {source} is damaged (md5 {digest.hexdigest()}, "
+            f"not {md5}): nothing restored; delete that file and run this again, which fetches "
+            "it from the DVC remote"
+        )
 
 
 def _cached_files(cache: Any, md5: str) -> list[tuple[str, str]]:

@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import git
 import numpy as np
 import pytest
 
@@ -416,3 +417,24 @@ def test_a_low_first_judged_checkpoint_then_a_higher_rate_is_a_rise(
     # a high first checkpoint before a steady rate is still an outlier, not a fall then a rise
     k[unjudged] = 250
     assert onset_posterior(k, n).p_rise < 0.5
+
+
+def test_rollback_apply_refuses_a_damaged_cached_artifact(gov, example_copy: Path) -> None:
+    # The restore point's file in DVC's cache, overwritten in place with other bytes of the same
+    # size, was copied out as the checkpoint to restart from, and the run forked from it.
+    ws = example_copy
+    rec = json.loads(gov("rollback", "recommend", "--format", "json", cwd=ws).stdout)
+    run, step = rec["restore"].split("@")
+    md5 = open_registry(ws).checkpoint(run, int(step)).artifact_md5
+    cached = ws / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]
+    assert cached.is_file()
+    cached.chmod(0o644)
+    cached.write_bytes(bytes(cached.stat().st_size))
+    head = git.Repo(ws).head.commit.hexsha
+    target = ws / "restart.bin"
+    done = gov("rollback", "apply", "--to", str(target), "--yes", cwd=ws)
+    assert done.exit_code == 2, done.stdout
+    [line] = done.stderr.strip().splitlines()
+    assert "is damaged" in line and md5 in line
+    assert not target.exists() and git.Repo(ws).head.commit.hexsha == head  # nothing applied
+    assert [r.id for r in open_registry(ws).runs()] == ["main"]
