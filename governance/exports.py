@@ -44,7 +44,7 @@ def restore_metrics(path: Path, rec: Recommendation) -> None:
         path,
         {
             "restore": rec.restore,
-            "p_contaminated": rec.p_contaminated,
+            "p_contaminated": rec.p_contaminated if rec.known_clean else None,  # unmeasured
             "alpha": rec.alpha,
             "checkpoints_lost": rec.checkpoints_lost,
             "steps_lost": rec.steps_lost,

@@ -93,9 +93,18 @@ def _point_json(point: Point, corrected: Corrected | None) -> Any:
     return shown
 
 
+def _unknown_unmeasured(value: Any, found: dict[str, Any]) -> dict[str, Any]:
+    """A restore point's P(contaminated) is null where the model could not measure it (the
+    series' first judged checkpoint: its 0 is an assumption, which a script would read as
+    "certainly clean")."""
+    if getattr(value, "known_clean", True) is False and "p_contaminated" in found:
+        found["p_contaminated"] = None
+    return found
+
+
 def jsonable(value: Any) -> Any:
     if isinstance(value, BaseModel):
-        return value.model_dump(mode="json", exclude_none=True)
+        return _unknown_unmeasured(value, value.model_dump(mode="json", exclude_none=True))
     if isinstance(value, Series):
         return {
             "metric": value.metric,
@@ -110,7 +119,7 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, Point):
         return _point_json(value, None)
     if is_dataclass(value) and not isinstance(value, type):
-        return {k: jsonable(getattr(value, k)) for k in asdict(value)}
+        return _unknown_unmeasured(value, {k: jsonable(getattr(value, k)) for k in asdict(value)})
     if isinstance(value, dict):
         return {k: jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

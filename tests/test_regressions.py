@@ -155,6 +155,9 @@ def test_a_rate_high_from_the_start_has_no_checkpoint_known_clean(
     assert gov("check", "main@1200", cwd=ws).exit_code == 1
     rec = json.loads(gov("rollback", "recommend", "--format", "json", cwd=ws).stdout)
     assert rec["restore"] == "main@100" and rec["known_clean"] is False
+    # unknown, not 0.0, which a script would read as "certainly clean"
+    assert rec["p_contaminated"] is None
+    assert [e["p_contaminated"] for e in rec["flagged"]] == [None]
     assert "no checkpoint in the lineage is known to be clean" in rec["reason"]
     text = gov("rollback", "recommend", cwd=ws).stdout
     assert "no checkpoint in the lineage is known to be clean" in text
