@@ -34,6 +34,7 @@ from .storage import (
     model_json_line,
     seal,
     unseal,
+    validate_jsonl_line,
 )
 from .workspace import Change, Workspace
 
@@ -384,10 +385,8 @@ def _sources(ws: Workspace) -> dict[str, set[tuple[str, int]]]:
             for name, run, step in rows:
                 found[Path(name).stem].add((str(run), int(step)))
     else:
-        for line in data[covered or 0 :].splitlines():
-            if line.strip():
-                md5 = ReportEntry.model_validate_json(line).md5
-                found[md5] = {(r.run, r.step) for r in report_rows(ws, md5)}
+        for entry in _added_entries(ws, data, covered or 0):
+            found[entry.md5] = {(r.run, r.step) for r in report_rows(ws, entry.md5)}
     meta = {**_ledger_mark(ws, data), "sources": {md5: sorted(held) for md5, held in found.items()}}
     with contextlib.suppress(OSError):
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -531,7 +530,7 @@ def table(ws: Workspace) -> Table:
         found, covered = cached
         if covered == len(data):
             return found
-        fresh = _extend(ws, found, data[covered:])
+        fresh = _extend(ws, found, _added_entries(ws, data, covered))
         _save_table(ws, fresh, data, appended_after=len(found.checkpoint))
     else:
         fresh = _full_table(ws)
@@ -628,16 +627,27 @@ def _columns_digest(arrays: dict[str, Any]) -> str:
     return digest.hexdigest()
 
 
-def _extend(ws: Workspace, base: Table, added: bytes) -> Table:
-    """`base` with the counts of the ledger entries in `added` (the ledger's new lines)."""
+def _added_entries(ws: Workspace, data: bytes, covered: int) -> list[ReportEntry]:
+    """The ledger entries after its first `covered` bytes (the lines added since a cache was
+    built), a bad line named by its number in the whole ledger."""
+    first = data[:covered].count(b"\n") + 1
+    display = ws.rel(ledger_path(ws))
+    return [
+        validate_jsonl_line(line, first + i, ReportEntry, display)
+        for i, line in enumerate(data[covered:].split(b"\n"))
+        if line.strip()
+    ]
+
+
+def _extend(ws: Workspace, base: Table, added: list[ReportEntry]) -> Table:
+    """`base` with the counts of the ledger entries `added` (the ledger's new lines)."""
     import numpy as np
 
     keys = {k: i for i, k in enumerate(base.keys)}
     checkpoints = {c: i for i, c in enumerate(base.checkpoints)}
     rows: list[CountRow] = []
-    for line in added.splitlines():
-        if line.strip():
-            rows.extend(checked_rows(ws, ReportEntry.model_validate_json(line)))
+    for entry in added:
+        rows.extend(checked_rows(ws, entry))
     where = [checkpoints.setdefault((r.run, r.step), len(checkpoints)) for r in rows]
     which = [
         keys.setdefault((r.environment, r.environment_version, r.judge, r.judge_version), len(keys))

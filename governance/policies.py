@@ -363,7 +363,11 @@ def load_policies(folder: Path, root: Path) -> list[LoadedPolicy]:
         raise PolicyError(f"{display}: {UNREAD}")
     for path in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]):
         display = shown(path, root)
-        raw = path.read_bytes()
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:  # a folder, a broken link, no permission: not a policy to skip
+            why = "a folder" if path.is_dir() else (exc.strerror or type(exc).__name__).lower()
+            raise PolicyError(f"{display}: cannot be read as a policy file ({why})") from None
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:

@@ -41,6 +41,10 @@ def lint(folder: Path, root: Path) -> list[Finding]:
         findings.append(Finding(display, "error", UNREAD))
     for path in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]):
         display = shown(path, root)
+        if not path.is_file():  # a folder or a broken link named like a policy
+            why = "a folder" if path.is_dir() else "no such file (a broken link?)"
+            findings.append(Finding(display, "error", f"cannot be read as a policy file ({why})"))
+            continue
         try:
             policy = parse_policy(path.read_text(encoding="utf-8"), display)
         except (PolicyError, UnicodeDecodeError) as exc:

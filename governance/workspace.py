@@ -126,6 +126,11 @@ class Workspace:
                     f"{rel} is a symbolic link (to {path.readlink()}): gov keeps its records "
                     "in the workspace itself; put the real folder or file back in its place"
                 )
+        if self.state.exists() and not self.state.is_dir():
+            raise NotAWorkspace(
+                f"{STATE_DIR} is not a folder: it is gov's local state (its lock and caches, "
+                "never committed); remove that file and run again"
+            )
 
     @property
     def policies(self) -> Path:

@@ -461,3 +461,44 @@ def test_a_registry_edited_by_hand_out_of_step_stops_the_gate(
     assert done.exit_code == 2, done.stdout
     [line] = done.stderr.strip().splitlines()
     assert message in line, line
+
+
+def _bad_ledger_line(ws: Path) -> None:
+    with (ws / "registry" / "reports.jsonl").open("a") as ledger:
+        ledger.write("{bad\n")
+
+
+def _broken_policy_link(ws: Path) -> None:
+    (ws / "policies" / "zz.yaml").symlink_to(ws / "nowhere.yaml")
+
+
+def _policy_folder(ws: Path) -> None:
+    (ws / "policies" / "zz.yaml").mkdir()
+
+
+def _state_a_file(ws: Path) -> None:
+    import shutil
+
+    shutil.rmtree(ws / ".gov")
+    (ws / ".gov").write_text("x")
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        # each was an internal error (exit 3) with no file or line, or a Python exception's name
+        (_bad_ledger_line, "registry/reports.jsonl:49: invalid JSON"),
+        (_broken_policy_link, "policies/zz.yaml: cannot be read as a policy file"),
+        (_policy_folder, "policies/zz.yaml: cannot be read as a policy file (a folder)"),
+        (_state_a_file, ".gov is not a folder"),
+    ],
+)
+def test_a_broken_file_gov_reads_is_one_line_naming_it(
+    gov, example_copy: Path, edit, message: str
+) -> None:
+    assert gov("check", "main@12000", "--dry-run", cwd=example_copy).exit_code == 1  # caches built
+    edit(example_copy)
+    done = gov("check", "main@12000", "--dry-run", cwd=example_copy)
+    assert done.exit_code == 2, (done.stdout, done.stderr)
+    [line] = done.stderr.strip().splitlines()
+    assert message in line, line
