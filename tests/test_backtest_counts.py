@@ -284,3 +284,27 @@ def test_the_table_names_the_runs_nothing_fired_on(gov, tmp_path: Path) -> None:
     [block] = [a for a in shown["alarms"] if a["outcome"] == "block"]
     # from its first alarm on, the rise stands at every later checkpoint of the series
     assert block["checkpoints_fired"] == 24 - (block["step"] // 100) + 1
+
+
+def test_a_group_counted_twice_in_one_file_is_refused_by_backtest_and_ingest(
+    gov, registry, artifact, tmp_path: Path
+) -> None:
+    # Summed, a line written twice doubled the group's n (more evidence than was judged), and
+    # two tallies of one group that disagree were blended.
+    records = _records()
+    twice = [*records[:5], records[2], *records[5:]]  # line 6 repeats line 3
+    blended = [*records, {**records[2], "rationalized": 9, "none": records[2]["none"] - 6}]
+    for name, lines, again in (("twice", twice, 6), ("blended", blended, len(blended))):
+        counts = tmp_path / f"{name}.jsonl"
+        counts.write_text("".join(json.dumps(r) + "\n" for r in lines))
+        refused = gov("backtest", "--counts", str(counts), cwd=tmp_path)
+        assert refused.exit_code == 2, refused.stdout
+        assert f"{counts}:{again}:" in refused.stderr
+        assert f"is counted already by {counts}:3" in refused.stderr
+    registry.add_environment("code", content_hash=f"{9:064x}")
+    for step in sorted({r["step"] for r in records}):
+        registry.add_checkpoint("main", step, artifact(f"s{step}.pt"), {"math": 0.5, "code": 0.5})
+    ws = registry.ws.root
+    ingested = gov("ingest", str(tmp_path / "twice.jsonl"), cwd=ws)
+    assert ingested.exit_code == 2 and "is counted already by" in ingested.stderr
+    assert not (ws / "registry" / "reports.jsonl").exists()  # nothing stored

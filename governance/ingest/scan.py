@@ -25,7 +25,7 @@ from ..counts import (
     Tally,
 )
 from ..errors import ReportRejected
-from ..judgments import MAX_COUNT, AggregatedCounts, JudgedEpisode
+from ..judgments import AggregatedCounts, JudgedEpisode
 from ..storage import duckdb_connect
 from ..workspace import Workspace
 from .formats import (
@@ -445,23 +445,26 @@ def scan_aggregated(
     bad records (`refusal`: what refusing the file means, for a command that stores nothing)."""
     problems = Problems(str(path)) if refusal is None else Problems(str(path), refusal=refusal)
     tallies: dict[Group, Tally] = {}
+    first: dict[Group, str] = {}  # the record that counted each group
     records = 0
     for _, label, counts in validated(path, fmt, AggregatedCounts, problems):
         group = join.of(counts)
         if isinstance(group, str):
             problems.add(label, group)
             continue
-        records += 1
-        tally = Tally(**{c: getattr(counts, c) for c in COUNT_COLUMNS})
-        summed = tallies.setdefault(group, Tally())
-        summed.add(tally)
-        if summed.n > MAX_COUNT:
+        if group in first:
+            # Counts carry no episode ids: a second record of one group is a line written twice
+            # or two tallies that disagree, and summing either counts episodes twice.
             problems.add(
                 label,
-                f"n: the records of {group.run}@{group.step} {group.environment} "
-                f"v{group.environment_version} ({group.judge} {group.judge_version}) add up to "
-                f"n = {summed.n}, above the bound of {MAX_COUNT:,} judged episodes per group",
+                f"{group.run}@{group.step} {group.environment} v{group.environment_version} "
+                f"({group.judge} {group.judge_version}) is counted already by {first[group]}: a "
+                "report counts each group once (another batch of it goes in a report of its own)",
             )
+            continue
+        first[group] = label
+        records += 1
+        tallies[group] = Tally(**{c: getattr(counts, c) for c in COUNT_COLUMNS})
     problems.raise_if_any()
     if not records:
         raise ReportRejected(f"{path}: no records: a report needs at least one")
