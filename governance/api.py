@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 from . import __version__
-from .errors import ExposureError, GovError
+from .errors import ExposureError, GovError, TrailBroken
 from .metrics import METRICS
 from .models import Checkpoint, CheckpointStatus, Environment, Flag, Judge, Run
 from .records import DEFAULT_ALPHA, KINDS
@@ -1084,7 +1084,7 @@ def audit_verify(workspace: Where = None, *, allowed_signers: Path | None = None
     """Verify the hash chain and the heads git recorded, every entry against the commit that
     carries it, and the registry's statuses against the trail; raises TrailBroken naming the
     first bad entry."""
-    from . import audit, calibration
+    from . import audit, calibration, counts
     from .models import CheckpointStatus, EnvironmentStatus
 
     reg = _open(workspace)
@@ -1093,6 +1093,10 @@ def audit_verify(workspace: Where = None, *, allowed_signers: Path | None = None
         raise GovError(f"{allowed_signers}: no such allowed-signers file")
     audit.verify_commits(reg.ws, allowed_signers)
     audit.verify_anchors(reg.ws)
+    try:  # the ledger against the ingests the trail recorded
+        counts.check_against_trail(reg.ws)
+    except GovError as exc:
+        raise TrailBroken(exc.message) from None
     every = reg.checkpoints()
     audit.verify_statuses(
         reg.ws,

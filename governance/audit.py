@@ -1109,6 +1109,28 @@ def _index(ws: Workspace) -> trailindex.TrailIndex | None:
 _environments = trailindex.subject_environments
 
 
+def check_ledger(ws: Workspace, ledger_md5s: Sequence[str], display: str) -> None:
+    """The report ledger (`display`, its md5s in order) names exactly the reports the trail
+    recorded as ingested: a line deleted from it would hide a report's counts from every gate,
+    and one added by hand would count what no ingest checked. A GovError naming the first."""
+    trail = _summaries(ws).reports
+    kept = set(ledger_md5s)
+    for md5 in trail:
+        if md5 not in kept:
+            raise GovError(
+                f"{display}: report {md5} was ingested (the audit trail records it) but is not in "
+                "the ledger: its counts would not be read; restore the ledger from git "
+                f"(`git checkout -- {display}`)"
+            )
+    recorded = set(trail)
+    for md5 in ledger_md5s:
+        if md5 not in recorded:
+            raise GovError(
+                f"{display}: report {md5} is in the ledger, but no entry of the audit trail "
+                "ingested it: counts are added by `gov ingest`, not by hand"
+            )
+
+
 def recommended(ws: Workspace, digest: str) -> bool:
     """A rollback recommendation with this digest is in the trail already."""
     return digest in _summaries(ws).recommended

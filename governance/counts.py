@@ -136,6 +136,17 @@ def ledger(ws: Workspace) -> list[ReportEntry]:
     return list(iter_jsonl_models(path, ReportEntry, ws.rel(path)))
 
 
+def check_against_trail(ws: Workspace) -> None:
+    """The ledger names exactly the reports the audit trail recorded as ingested (see
+    audit.check_ledger); a workspace without a trail yet has nothing to hold it to."""
+    from . import audit
+
+    if not ws.audit.is_dir():
+        return
+    path = ledger_path(ws)
+    audit.check_ledger(ws, [e.md5 for e in ledger(ws)], ws.rel(path))
+
+
 def write_ledger(change: Change, entries: Sequence[ReportEntry]) -> None:
     text = b"".join((model_json_line(e) + "\n").encode() for e in entries)
     change.write(ledger_path(change.ws), text)

@@ -140,6 +140,7 @@ def decide(
     outcome: Outcome = "pass"
     flagged: dict[str, int] = {}  # environment -> the newest version whose evidence fired
     judges: set[str] = set()
+    counts.check_against_trail(ws)  # no report's counts hidden, none added by hand
     rows = counts.table(ws)  # read once: every policy reads the same counts
     # the checkpoint's training and the counts' environments and judges, still registered
     registry.check_references(checkpoint, rows.keys)

@@ -120,6 +120,7 @@ def recommend(
     names = sorted({t.environment for t in targets})
     lineage = registry.lineage_checkpoints(run, at)
     order = [(c.run, c.step, c.status.value) for c in lineage]
+    counts.check_against_trail(registry.ws)  # no report's counts hidden, none added by hand
     rows = counts.table(registry.ws)  # read once for every flagged series
     wide = _run_wide(registry, order, rows) if flagged is None and len(lineage) >= 2 else []
     if not targets and not wide:

@@ -38,6 +38,7 @@ def _files(state: Path) -> tuple[Path, Path, Path]:
 
 PRESSURE_KINDS = ("flag_raised", "redesign", "rollback_applied", "obfuscation_warning")
 POLICY_KINDS = ("policy_change", "check")  # the entries that record the policies read
+INGEST_KINDS = ("report_ingested", "report_replaced")  # the entries that record a report kept
 
 
 def subject_environments(subject: dict[str, str]) -> list[str]:
@@ -59,6 +60,7 @@ class TrailIndex:
         pressure: dict[str, dict[str, int]] | None = None,
         policies: dict[str, str] | None = None,
         recommended: list[str] | None = None,
+        reports: list[str] | None = None,
     ) -> None:
         self.ids = ids
         self.offsets = offsets
@@ -66,6 +68,7 @@ class TrailIndex:
         self.pressure = pressure if pressure is not None else {}
         self.policies = policies  # None: no check or policy change yet
         self.recommended = recommended if recommended is not None else []  # their digests
+        self.reports = reports if reports is not None else []  # md5s of the reports ingested
 
     @classmethod
     def empty(cls) -> TrailIndex:
@@ -83,6 +86,10 @@ class TrailIndex:
             digest = (entry.get("refs") or {}).get("digest")
             if isinstance(digest, str):
                 self.recommended.append(digest)
+        elif kind in INGEST_KINDS:
+            named = (entry.get("inputs") or {}).get("reports")
+            if isinstance(named, list):
+                self.reports.extend(str(md5) for md5 in named)
         elif kind in POLICY_KINDS:
             policies = (entry.get("inputs") or {}).get("policies", self.policies)
             if isinstance(policies, dict):
@@ -96,10 +103,11 @@ class TrailIndex:
         ids, offsets, meta = found
         try:
             count, size = int(meta["count"]), int(meta["size"])
-            pressure, policies, recommended = (
+            pressure, policies, recommended, reports = (
                 meta["pressure"],
                 meta["policies"],
                 meta["recommended"],
+                meta["reports"],
             )
             if list(meta["kinds"]) != list(PRESSURE_KINDS):
                 return None
@@ -107,7 +115,7 @@ class TrailIndex:
             return None
         if len(ids) != count * ID_WIDTH or len(offsets) != count:
             return None
-        return cls(ids, offsets, size, pressure, policies, recommended)
+        return cls(ids, offsets, size, pressure, policies, recommended, reports)
 
     def save(self, state: Path) -> None:
         """Write the index (local state: a folder that cannot be written costs only speed)."""
@@ -118,6 +126,7 @@ class TrailIndex:
             "pressure": self.pressure,
             "policies": self.policies,
             "recommended": self.recommended,
+            "reports": self.reports,
         }
         write_index(_files(state), self.ids, self.offsets, meta)
 
@@ -145,6 +154,7 @@ def build(data: bytes, base: TrailIndex | None = None) -> TrailIndex:
         {env: dict(counts) for env, counts in base.pressure.items()},
         base.policies,
         list(base.recommended),
+        list(base.reports),
     )
     for line in data.splitlines(keepends=True):
         if line.strip():

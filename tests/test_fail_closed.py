@@ -129,14 +129,14 @@ def test_absurd_counts_are_refused_at_ingest_and_the_workspace_stays_usable(
     two.write_text(json.dumps(record) + "\n" + json.dumps(record) + "\n")
     refused = gov("ingest", str(two), cwd=registry.ws.root)
     assert refused.exit_code == 2
-    # each record alone is over the bound too; a pair under it that sums over it is named
+    # each record alone is over the bound too; a pair under it is one group counted twice
     below = 6 * 10**11
     pair = _counts(100, below, rationalized=3)
     three = tmp_path / "pair.jsonl"
     three.write_text(json.dumps(pair) + "\n" + json.dumps(pair) + "\n")
     refused = gov("ingest", str(three), cwd=registry.ws.root)
     assert refused.exit_code == 2
-    assert "pair.jsonl:2" in refused.stderr and "above the bound" in refused.stderr
+    assert "pair.jsonl:2" in refused.stderr and "is counted already by" in refused.stderr
     for command in (("metrics",), ("check", "main@100"), ("backtest",)):
         done = gov(*command, cwd=registry.ws.root)
         assert done.exit_code in (0, 1), (command, done.stderr)
@@ -502,3 +502,28 @@ def test_a_broken_file_gov_reads_is_one_line_naming_it(
     assert done.exit_code == 2, (done.stdout, done.stderr)
     [line] = done.stderr.strip().splitlines()
     assert message in line, line
+
+
+def test_a_ledger_that_hides_or_adds_a_report_stops_the_gate_and_verify(
+    gov, example_copy: Path
+) -> None:
+    # Lines deleted from registry/reports.jsonl hid the rise's reports: check passed, the
+    # checkpoint was promoted, and `gov audit verify` said the trail was intact.
+    ws = example_copy
+    path = ws / "registry" / "reports.jsonl"
+    lines = path.read_text().splitlines(keepends=True)
+    hidden = json.loads(lines[-1])["md5"]
+    path.write_text("".join(lines[:-1]))
+    for command in (["check", "main@12000", "--dry-run"], ["rollback", "recommend"]):
+        done = gov(*command, cwd=ws)
+        assert done.exit_code == 2, (command, done.stdout)
+        [line] = done.stderr.strip().splitlines()
+        assert f"report {hidden} was ingested" in line and "not in the ledger" in line
+    _commit_all(ws, "hand edit: a report dropped from the ledger")
+    verified = gov("audit", "verify", cwd=ws)
+    assert verified.exit_code == 1 and f"report {hidden} was ingested" in verified.stderr
+    # A line added by hand (a report no ingest checked) is caught the same way.
+    added = {**json.loads(lines[-1]), "md5": "f" * 32}
+    path.write_text("".join(lines) + json.dumps(added) + "\n")
+    done = gov("check", "main@12000", "--dry-run", cwd=ws)
+    assert done.exit_code == 2 and "no entry of the audit trail ingested it" in done.stderr
