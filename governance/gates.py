@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import audit, calibration, counts, memo, parallel
+from . import audit, calibration, counts, memo, parallel, scm
 from .errors import Blocked, GovError
 from .models import CheckpointStatus, EnvironmentStatus, Flag, FlagEvidence, utc_now
 from .policies import (
@@ -545,10 +545,37 @@ def recorded_decisions(ws: Workspace, refs: set[str]) -> list[tuple[str, Decisio
     return sorted(found, key=lambda item: item[1].evaluated)
 
 
+# What a recorded decision is made from, as the trail names it (relative to the workspace).
+DECIDED_FROM = ("policies", "registry", "gov.yaml")
+
+
+def check_committed(ws: Workspace, action: str) -> None:
+    """A decision is recorded, and a checkpoint promoted, only on committed policies and
+    registry: the trail names their hashes, and a review must find them in the history. An
+    edit not committed (or a new file not added) is refused, naming it."""
+    listed = scm.output(
+        ws.root,
+        "status",
+        "--porcelain",
+        "--untracked-files=all",
+        "--",
+        *(str(ws.root / rel) for rel in DECIDED_FROM),
+    )
+    changed = [line[3:] for line in (listed or "").splitlines() if line.strip()]
+    if changed:
+        more = f" and {len(changed) - 1} more" if len(changed) > 1 else ""
+        raise GovError(
+            f"{changed[0]}{more}: changes not committed; {action} from committed policies and "
+            "registry only (the audit trail names their hashes): commit them first (`gov check "
+            "--dry-run` shows the outcome without recording it)"
+        )
+
+
 def record(registry: Registry, decision: Decision) -> str | None:
     """Write the decision to audit/decisions/, flag environments, mark a blocked checkpoint;
     one commit. Returns the commit, or None when this very decision was recorded before."""
     ws = registry.ws
+    check_committed(ws, "a decision is recorded")
     run, step = parse_checkpoint_ref(decision.checkpoint)
     path = decision_path(ws, decision)
     if path.exists():
@@ -685,6 +712,7 @@ def promote(
         )
     if override_reason is not None and not override_reason.strip():
         raise GovError("an override needs a reason: say why the policies are overruled")
+    check_committed(registry.ws, "a checkpoint is promoted")
     decision = decide(registry, ref)
     if override_reason is None:
         if decision.outcome == "block":

@@ -527,3 +527,22 @@ def test_a_ledger_that_hides_or_adds_a_report_stops_the_gate_and_verify(
     path.write_text("".join(lines) + json.dumps(added) + "\n")
     done = gov("check", "main@12000", "--dry-run", cwd=ws)
     assert done.exit_code == 2 and "no entry of the audit trail ingested it" in done.stderr
+
+
+def test_a_decision_is_recorded_and_a_promotion_made_only_on_committed_files(
+    gov, example_copy: Path
+) -> None:
+    # A policy edited and not committed was decided on, recorded by its hash (in no commit),
+    # and the promotion stood after `git checkout` put the old policy back.
+    ws = example_copy
+    path = ws / "policies" / "overt-rate-above.yaml"
+    path.write_text(path.read_text() + "# tried, not committed\n")
+    for command in (["check", "main@500"], ["promote", "main@500"]):
+        done = gov(*command, cwd=ws)
+        assert done.exit_code == 2, (command, done.stdout)
+        [line] = done.stderr.strip().splitlines()
+        assert "policies/overt-rate-above.yaml: changes not committed" in line
+    assert gov("check", "main@500", "--dry-run", cwd=ws).exit_code == 0  # a trial is fine
+    _commit_all(ws, "the policy's note")
+    assert gov("check", "main@500", cwd=ws).exit_code == 0
+    assert gov("promote", "main@500", cwd=ws).exit_code == 0
