@@ -72,6 +72,21 @@ def test_a_gzip_that_inflates_to_gigabytes_is_refused_before_reading(
     assert snapshot(workspace) == before
 
 
+def test_a_gzip_cut_short_is_said_to_be_cut_short(gov, reports: Path, workspace: Path) -> None:
+    # Its last four bytes, read as gzip's size field, are stream bytes: it was refused as a
+    # report that "inflates to 1,014,721,736 bytes".
+    whole = gzip.compress(
+        b"".join((json.dumps(episode(100, i)) + "\n").encode() for i in range(2000))
+    )
+    path = reports / "cut.jsonl.gz"
+    path.write_bytes(whole[: len(whole) // 2])
+    before = snapshot(workspace)
+    done = gov("ingest", str(path), cwd=workspace)
+    assert_refused(done, "cut.jsonl.gz", "a gzip file cut short")
+    assert "inflates" not in done.stderr
+    assert snapshot(workspace) == before
+
+
 def test_a_wrapped_size_field_is_caught_while_reading(
     registry, reports: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -56,8 +56,8 @@ def sniff(path: Path) -> Format:
     if path.stat().st_size == 0:
         raise ReportRejected(f"{path}: the file is empty: a report needs at least one record")
     if head[:2] == b"\x1f\x8b":
+        _probe_inflation(path)  # first: a file cut short has no size field to read
         _check_inflation(path)
-        _probe_inflation(path)
         return "jsonl.gz"
     if path.suffix == ".gz":
         raise ReportRejected(f"{path}: named .gz but is not gzip (it starts with {head!r})")
@@ -79,7 +79,8 @@ def _check_inflation(path: Path) -> None:
     if inflated > size * MAX_INFLATION + INFLATION_SLACK:
         raise ReportRejected(
             f"{path}: inflates to {inflated:,} bytes, over {MAX_INFLATION} times its compressed "
-            f"size ({size:,}): not a report (see the README's limits)"
+            f"size ({size:,}), by the size its last four bytes give (or it is cut short, and "
+            "they are not gzip's size field): not a report (see the README's limits)"
         )
 
 
@@ -95,7 +96,13 @@ def _probe_inflation(path: Path) -> None:
     inflater = zlib.decompressobj(wbits=31)
     taken = made = 0
     with path.open("rb") as handle:
-        while made < PROBE and (chunk := handle.read(1 << 14)):
+        while made < PROBE:
+            chunk = handle.read(1 << 14)
+            if not chunk:  # the whole file read, and its gzip stream never ended
+                raise ReportRejected(
+                    f"{path}: a gzip file cut short: it ends before gzip's end-of-stream marker "
+                    f"({taken:,} bytes; a writer stopped, or a copy was cut)"
+                )
             taken += len(chunk)
             try:
                 made += len(inflater.decompress(chunk, PROBE))
