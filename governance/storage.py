@@ -90,10 +90,10 @@ def write_index(
     """Write a piece of derived local state (an index in .gov/): a blob, an array of numbers
     and a JSON header, each file atomically. A folder that cannot be written costs only speed,
     so a failure is not an error."""
+    raw = numbers.tobytes()
+    header = seal(json.dumps(meta).encode(), blob + b"\0" + raw)  # vouches for all three
     with contextlib.suppress(OSError):
-        for path, data in zip(
-            paths, (blob, numbers.tobytes(), json.dumps(meta).encode()), strict=True
-        ):
+        for path, data in zip(paths, (blob, raw, header), strict=True):
             atomic_write(path, data)
 
 
@@ -103,7 +103,10 @@ def read_index(
     """What write_index wrote (numbers of `typecode`), or None where a file cannot be read or
     is not what it should be: the caller rebuilds the index."""
     try:
-        blob, raw, header = (path.read_bytes() for path in paths)
+        blob, raw, sealed = (path.read_bytes() for path in paths)
+        header = unseal(sealed, blob + b"\0" + raw)
+        if header is None:  # damaged or edited in place, or written by another (older) gov
+            return None
         numbers = array(typecode)
         numbers.frombytes(raw)
         meta = json.loads(header)
