@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import numpy as np
 
 from . import audit, calibration, counts, memo, parallel, scm
 from .errors import Blocked, GovError
-from .models import CheckpointStatus, EnvironmentStatus, Flag, FlagEvidence, utc_now
+from .models import CheckpointStatus, EnvironmentStatus, ExposureEntry, Flag, FlagEvidence, utc_now
 from .policies import (
     Action,
     Finding,
@@ -201,7 +202,8 @@ def decide(
             continue
         series = for_policy(policy, rows, order)
         if policy.condition.unjudged is not None:
-            result = _unjudged_result(policy, series, order)
+            own = _judged_per_environment(rows, (run, step), policy.judge)
+            result = _unjudged_result(policy, series, order, checkpoint.exposure, own)
             results.append(result)
             if result.status == "fired":
                 actions.setdefault(policy.name, [a.value for a in policy.actions])
@@ -357,17 +359,60 @@ def _current(registry: Registry, flagged: dict[str, int]) -> list[str]:
     return sorted(env for env, version in flagged.items() if version >= current.get(env, 0))
 
 
-def _unjudged_result(policy: Policy, series: dict[SeriesKey, Points], order: Order) -> Result:
+def _judged_per_environment(rows: Table, at: tuple[str, int], judge: str) -> dict[str, int]:
+    """Judged episodes of each environment at checkpoint `at` (of `judge`, or any)."""
+    if at not in rows.checkpoints:
+        return {}
+    here = rows.checkpoints.index(at)
+    own: dict[str, int] = {}
+    for i in np.flatnonzero(rows.checkpoint == here).tolist():
+        env, _, by, _ = rows.keys[int(rows.key[i])]
+        if judge in ("any", by):
+            own[env] = own.get(env, 0) + int(rows.columns["n"][i])
+    return own
+
+
+# Below this chance of an environment's judgments being absent by luck alone, they are missing.
+MISSING_BY_CHANCE = 0.001
+
+
+def _unjudged_result(
+    policy: Policy,
+    series: dict[SeriesKey, Points],
+    order: Order,
+    exposure: Sequence[ExposureEntry] = (),
+    own: dict[str, int] | None = None,
+) -> Result:
     """Whether the checkpoint (the last of `order`) has judged episodes of its own, in any of
-    the policy's series (any environment, any judge version)."""
+    the policy's series (any environment, any judge version), and (`each_environment`) from
+    every environment it trained on at a weight where none by chance is implausible."""
     last = len(order) - 1
     n = int(judged_at(series, len(order))[last])
     run, step, _ = order[last]
+    ref = f"{run}@{step}"
     result = Result(policy.name, SeriesKey(None, None, policy.judge, "-"), "clear", "")
     result.metric, result.n = policy.metric, n
     if not n:
-        return not_judged(result, f"{run}@{step}")
-    result.reason = f"judged: n = {n} at {run}@{step}"
+        return not_judged(result, ref)
+    assert policy.condition.unjudged is not None
+    missing = []
+    if policy.condition.unjudged.each_environment and own is not None:
+        for entry in exposure:
+            chance = math.exp(n * math.log1p(-entry.weight)) if entry.weight < 1 else 0.0
+            if not own.get(entry.environment) and chance < MISSING_BY_CHANCE:
+                missing.append(
+                    f"{entry.environment} (weight {entry.weight:g}: none of {n} by chance "
+                    f"{'under 1 in 10^9' if chance < 1e-9 else f'{chance:.1e}'})"
+                )
+    if missing:
+        result.status = "fired"
+        result.reason = (
+            f"not judged yet in {', '.join(missing)}: {ref} trained on it, but none of its "
+            "judged episodes are from it (its judgments are missing: ingest them, then check "
+            "again)"
+        )
+        return result
+    result.reason = f"judged: n = {n} at {ref}"
     return result
 
 

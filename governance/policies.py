@@ -98,7 +98,14 @@ class Pressure(_Part):
 class Unjudged(_Part):
     """The checkpoint has no judged episodes of its own yet (for the policy's metric and judge,
     in any environment): judging lags training, and a checkpoint nobody has judged is not known
-    to be clean. Without a policy of this kind, gov check applies not_judged() (block)."""
+    to be clean. Without a policy of this kind, gov check applies not_judged() (block).
+
+    `each_environment` (on by default): also an environment the checkpoint trained on whose
+    judgments are plainly missing: none of the checkpoint's judged episodes are from it, where
+    at its mixture weight so many were judged that none by chance is under one in a thousand
+    (a report that left it out; an environment nobody judges is watched by no policy)."""
+
+    each_environment: bool = True
 
 
 class Obfuscation(_Part):

@@ -87,6 +87,15 @@ def gov() -> Callable[..., Result]:
     return call
 
 
+def commit_edits(root: Path, message: str = "test: edited by hand") -> None:
+    """Commit what a test edited by hand under policies/ and registry/: gov records decisions
+    and promotions only from committed files."""
+    repo = git.Repo(root, search_parent_directories=True)
+    repo.git.add("-A", "--", str(root / "policies"), str(root / "registry"))
+    if repo.is_dirty(index=True, working_tree=False):
+        repo.git.commit("-q", "-m", message)
+
+
 def make_git_repo(path: Path) -> git.Repo:
     path.mkdir(parents=True, exist_ok=True)
     repo = git.Repo.init(path, initial_branch="main")

@@ -12,7 +12,7 @@ import git
 import pytest
 from test_ingest import episode, write_jsonl
 
-from conftest import snapshot
+from conftest import commit_edits, snapshot
 from governance import open_registry
 from governance.example import Healthy, Rising, Spike, load_spec
 from governance.gates import decide
@@ -334,6 +334,7 @@ def test_thin_evidence_can_be_made_to_block(
         "condition: {above: {level: 0.05}}\nmin_evidence: {n: 100}\ninsufficient: block\n"
         "actions: [block]\n"
     )
+    commit_edits(workspace, "the strict policy")
     result = gov("check", "main@100", cwd=workspace)
     assert result.exit_code == 1
     assert "n = 5 < 100" in result.stdout
@@ -405,6 +406,7 @@ def test_rise_baselines_promoted_and_named_checkpoints(
     assert at["vs-250"]["status"] == "insufficient"
     assert "main@250 has no judgments" in at["vs-250"]["reason"]
 
+    commit_edits(workspace, "the baselines' policies")
     # Promote main@300 (its check passes: nothing rose by then), and the promoted baseline is
     # that checkpoint's 2/200: the rise at 400 now fires against it.
     assert gov("check", "main@300", cwd=workspace).exit_code == 0

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from test_regressions import _counts, _run
 
+from conftest import commit_edits
 from governance import open_registry
 from governance.backtest import backtest
 from governance.gates import decide
@@ -543,6 +544,34 @@ def test_a_decision_is_recorded_and_a_promotion_made_only_on_committed_files(
         [line] = done.stderr.strip().splitlines()
         assert "policies/overt-rate-above.yaml: changes not committed" in line
     assert gov("check", "main@500", "--dry-run", cwd=ws).exit_code == 0  # a trial is fine
-    _commit_all(ws, "the policy's note")
+    commit_edits(ws, "the policy's note")
     assert gov("check", "main@500", cwd=ws).exit_code == 0
     assert gov("promote", "main@500", cwd=ws).exit_code == 0
+
+
+def test_an_environment_trained_on_but_never_judged_does_not_pass(
+    gov, registry, artifact, tmp_path: Path
+) -> None:
+    # math and code at half each; the judge report holds math's episodes only. Every policy read
+    # math's series, found it steady, and passed the checkpoint: code was watched by nobody.
+    registry.add_environment("code", content_hash=f"{9:064x}")
+    records = [_counts(100 * i, 400, rationalized=4) for i in range(1, 8)]
+    _run(registry, artifact, tmp_path, gov, records, lambda _: {"math": 0.5, "code": 0.5})
+    ws = registry.ws.root
+    done = gov("check", "main@700", "--dry-run", "--format", "json", cwd=ws)
+    assert done.exit_code == 1, done.stdout
+    [fired] = [r for r in json.loads(done.stdout)["results"] if r["status"] == "fired"]
+    assert (
+        fired["policy"] == "not-judged-yet"
+        and "not judged yet in code (weight 0.5" in (fired["reason"])
+    )
+    # judged, the checkpoint passes; a sliver of weight with none judged is chance, not missing
+    code = tmp_path / "code.jsonl"
+    code.write_text(json.dumps(_counts(700, 400, env="code", rationalized=4)) + "\n")
+    assert gov("ingest", str(code), cwd=ws).exit_code == 0
+    assert gov("check", "main@700", "--dry-run", cwd=ws).exit_code == 0
+    registry.add_checkpoint("main", 800, artifact("s800.pt"), {"math": 0.999, "code": 0.001})
+    late = tmp_path / "late.jsonl"
+    late.write_text(json.dumps(_counts(800, 400, rationalized=4)) + "\n")
+    assert gov("ingest", str(late), cwd=ws).exit_code == 0
+    assert gov("check", "main@800", "--dry-run", cwd=ws).exit_code == 0

@@ -53,7 +53,7 @@ def _ingest(gov, root: Path, tmp_path: Path, records: list[dict[str, Any]]) -> N
 
 
 def _result(gov, root: Path, ref: str, policy: str, version: str) -> dict[str, Any]:
-    done = gov("check", ref, "--format", "json", cwd=root)
+    done = gov("check", ref, "--dry-run", "--format", "json", cwd=root)
     results = json.loads(done.stdout)["results"]
     [found] = [
         r for r in results if r["policy"] == policy and r["series"].get("judge_version") == version

@@ -234,8 +234,12 @@ def test_a_quarantined_checkpoint_is_no_restore_point_and_not_promotable(
     assert data["skipped"] == [f"{first['restore']}: quarantined"]
     assert data["checkpoints_lost"] == first["checkpoints_lost"] + 1
 
-    # A passing, recorded check does not make it promotable; only a recorded override does.
-    assert gov("check", first["restore"], cwd=ws).exit_code == 0
+    # The check blocks it on the quarantine alone (its evidence passes); only a recorded
+    # override promotes it.
+    held = gov("check", first["restore"], "--format", "json", cwd=ws)
+    assert held.exit_code == 1
+    fired = [r["policy"] for r in json.loads(held.stdout)["results"] if r["status"] == "fired"]
+    assert fired == ["quarantine-hold"]
     refused = gov("promote", first["restore"], cwd=ws)
     assert refused.exit_code == 1 and "quarantined" in refused.stderr
     assert open_registry(ws).checkpoint(run, int(step)).status == CheckpointStatus.QUARANTINED
