@@ -1032,7 +1032,7 @@ def recommendation(rec: Recommendation) -> None:
             ],
         )
     if rec.fine:
-        click.echo(f"fine: {', '.join(rec.fine)}")
+        click.echo(f"not flagged (fine as far as the recorded checks say): {', '.join(rec.fine)}")
     for line in rec.skipped:
         click.echo(f"skipped (safer, not restorable): {line}")
 

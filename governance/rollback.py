@@ -133,7 +133,10 @@ def recommend(
             0.0,
             0,
             0,
-            reason="no environment is flagged and no run-wide rise: no rollback is recommended",
+            reason=(
+                "no environment is flagged (a recorded `gov check` raises flags: check after "
+                "each ingest) and no run-wide rise: no rollback is recommended"
+            ),
         )
     if len(lineage) < 2:
         raise GovError(
