@@ -123,15 +123,23 @@ class EpisodeScan:
     part: Path | None = None
 
 
-def _decode(raw: str | None) -> Any:
-    return None if raw is None else json.loads(raw)
-
-
 def _combo_problem(
-    combo: dict[str, str | None], join: Join
+    combo: dict[str, str | None], join: Join, decoded: dict[str, Any] | None = None
 ) -> tuple[tuple[Group, str, bool] | None, str]:
-    """Validate one distinct combination of raw key values; (group, verdict, divergent) or why."""
-    values = {k: _decode(v) for k, v in combo.items()}
+    """Validate one distinct combination of raw key values; (group, verdict, divergent) or why.
+
+    `decoded`: the raw values read so far, shared by the combinations of one report (a few
+    thousand combinations hold a few dozen distinct values; decoding each again was half of
+    this step, which runs after the scan on one core)."""
+    seen = {} if decoded is None else decoded
+    values: dict[str, Any] = {}
+    for name, raw in combo.items():
+        if raw is None:
+            values[name] = None
+            continue
+        if raw not in seen:
+            seen[raw] = json.loads(raw)
+        values[name] = seen[raw]
     record = {k: v for k, v in values.items() if v is not None}
     try:
         # The model itself, on a stand-in episode: the same rules as the line-by-line path.
@@ -219,9 +227,10 @@ def scan_episodes(
     mapping: dict[tuple[str | None, ...], tuple[Group, str, bool]] = {}
     by_hash: dict[int, tuple[Group, str, bool]] = {}
     bad = sum(r[width + 2] for r in combos)
+    decoded: dict[str, Any] = {}
     for row in combos:
         raw = tuple(row[1 : width + 1])
-        resolved, _ = _combo_problem(dict(zip(_COMBO, raw, strict=True)), join)
+        resolved, _ = _combo_problem(dict(zip(_COMBO, raw, strict=True)), join, decoded)
         if resolved is None:
             bad += 1
         else:
