@@ -238,6 +238,18 @@ def test_a_rise_at_the_second_checkpoint_is_caught_however_long_the_run(
         )
 
 
+def test_a_step_at_the_third_checkpoint_is_caught_and_held_for_thirty(gov, tmp_path: Path) -> None:
+    # 2 in 200 twice, then 10 in 200 (1% to 5%) for thirty checkpoints: with a step weighed as
+    # one ramp length in fifteen, P stayed at 0.91 at every length and nothing was ever blocked.
+    # A steady twin (2 in 200 throughout) blocks nothing.
+    rising = _blocks(gov, tmp_path, "third", [2, 2] + [10] * 30, 200)
+    [alarm] = rising
+    assert alarm["policy"] == "rationalization-rate-rising"
+    assert 300 < alarm["step"] <= 1000  # after the onset, within seven checkpoints
+    assert alarm["restore_step"] is not None and alarm["restore_step"] < 300
+    assert _blocks(gov, tmp_path, "steady", [2] * 32, 200) == []
+
+
 _REPLAY = """
 import json, sys
 from pathlib import Path

@@ -528,12 +528,18 @@ def screen_odds(need: float) -> float:
 SCREEN_MARGIN = 4.0
 # The alarm asks whether a rise began, not where its first stage was: the one-stage model answers
 # that as well and far faster; the restore point (governance.stats.restore) reads both.
-# It reads eight of the model's fifteen ramp lengths, each weighted by the lengths
-# it stands for (the same uniform prior, about half the cost).
+# It reads eight of the model's fifteen ramp lengths: a step (half the mass: a jump or a drift,
+# even odds) and seven lengths of 2 to 15 checkpoints, each weighted by the lengths it stands
+# for. With a step weighed as one ramp length in fifteen, a plain step paid for fourteen
+# shapes the data had ruled out, and a rise at the third checkpoint (2 in 200 twice, then 10 in
+# 200 for thirty checkpoints) stayed at P = 0.91 for ever; it now fires. bench/onset.py (seed
+# 50, 100 series a family) and an independent generator (200 a family) found the same misses
+# and delays, and fewer false alarms: a high last checkpoint is a step at it (not before it)
+# rather than the end of a ramp that began earlier.
 ALARM_PRIOR = OnsetPrior(
     two_stage=0.0,
     ramps=(1, 2, 3, 4, 6, 8, 11, 15),
-    ramp_weights=(1, 1, 1, 1, 3, 2, 3, 3),
+    ramp_weights=(14, 1, 1, 1, 3, 2, 3, 3),
 )
 # A coarse grid of the same model, about eight times cheaper, screens every checkpoint first:
 # only where it gives at least SCREEN_BELOW is the full grid computed. On 2,689 prefixes of
@@ -545,6 +551,7 @@ SCREEN_PRIOR = OnsetPrior(
     ratio=tuple(np.geomspace(1.5, 1000.0, 9)),
     spread=(0.0, 0.4),
     ramps=(1, 3, 7, 15),
+    ramp_weights=(3, 1, 1, 1),  # a step half the mass, as ALARM_PRIOR
     dense=7,
 )
 SCREEN_BELOW = 0.5
