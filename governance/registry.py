@@ -249,6 +249,19 @@ class Registry:
     def _judge_file(self, judge: str) -> Path:
         return self.ws.registry / "judges" / f"{judge}.yaml"
 
+    def _present(self, path: Path) -> bool:
+        """Whether a registry file is there. One that is there but is not a file (a folder, a
+        broken link) is an error naming it, not a record that was never added."""
+        if path.is_file():
+            return True
+        if path.is_symlink() or path.exists():
+            rel = self.ws.rel(path.parent) + "/" + path.name  # the link's name, not its target
+            raise RegistryFileError(
+                f"{rel}: not a file (a folder or a broken link): restore it with "
+                f"`git checkout -- {rel}`"
+            )
+        return False
+
     def _load_named(self, path: Path, model: type[Run] | type[Environment] | type[Judge]) -> object:
         """A run's, environment's or judge's file, parsed once per process and state of the
         file (a check reads 300 environments twice), and kept across processes by its bytes
@@ -289,7 +302,13 @@ class Registry:
 
     def run(self, run: str) -> Run:
         path = self._run_file(check_name("run", run))
-        if not path.is_file():
+        if not self._present(path):
+            if self._present(self._checkpoint_file(run)):  # its checkpoints are still there
+                rel = self.ws.rel(path)
+                raise RegistryFileError(
+                    f"{rel}: missing, while {self.ws.rel(self._checkpoint_file(run))} holds the "
+                    f"checkpoints of run {run!r}: restore it with `git checkout -- {rel}`"
+                )
             raise NotFound(f"run {run!r} is not registered: add it with `gov run add {run}`")
         record = self._load_named(path, Run)
         assert isinstance(record, Run)
@@ -387,7 +406,7 @@ class Registry:
             if run is not None:
                 self.run(name)
             path = self._checkpoint_file(name)
-            if path.is_file():
+            if self._present(path):
                 found.extend(self._checkpoint_lines(path))
         return found
 
@@ -429,7 +448,7 @@ class Registry:
     def checkpoint(self, run: str, step: int) -> Checkpoint:
         self.run(run)
         path = self._checkpoint_file(run)
-        if path.is_file():
+        if self._present(path):
             # gov writes `"step":N,` in every line: validate only the line that can match, so one
             # lookup stays fast in a run of thousands. A hand-formatted file takes the full read.
             key = b'"step":%d,' % step
@@ -753,7 +772,7 @@ class Registry:
 
     def environment(self, env: str) -> Environment:
         path = self._env_file(check_name("environment", env))
-        if not path.is_file():
+        if not self._present(path):
             raise NotFound(
                 f"environment {env!r} is not registered: add it with `gov env add {env}`"
             )
@@ -971,7 +990,7 @@ class Registry:
 
     def judge(self, judge: str) -> Judge:
         path = self._judge_file(check_name("judge", judge))
-        if not path.is_file():
+        if not self._present(path):
             raise NotFound(
                 f"judge {judge!r} is not registered: add it with `gov judge add {judge}`"
             )

@@ -484,11 +484,32 @@ def _state_a_file(ws: Path) -> None:
     (ws / ".gov").write_text("x")
 
 
+def _checkpoints_a_folder(ws: Path) -> None:
+    path = ws / "registry" / "checkpoints" / "main.jsonl"
+    path.unlink()
+    path.mkdir()
+
+
+def _run_file_gone(ws: Path) -> None:
+    (ws / "registry" / "runs" / "main.yaml").unlink()
+
+
+def _environment_a_link(ws: Path) -> None:
+    path = ws / "registry" / "environments" / "math-proofs.yaml"
+    path.unlink()
+    path.symlink_to(ws / "nowhere.yaml")
+
+
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
         # each was an internal error (exit 3) with no file or line, or a Python exception's name
         (_bad_ledger_line, "registry/reports.jsonl:49: invalid JSON"),
+        # these three read as a record never added ("checkpoint main@12000 is not registered",
+        # "add it with `gov run add main`")
+        (_checkpoints_a_folder, "registry/checkpoints/main.jsonl: not a file (a folder or a"),
+        (_run_file_gone, "registry/runs/main.yaml: missing, while registry/checkpoints/main.jsonl"),
+        (_environment_a_link, "registry/environments/math-proofs.yaml: not a file"),
         (_broken_policy_link, "policies/zz.yaml: cannot be read as a policy file"),
         (_policy_folder, "policies/zz.yaml: cannot be read as a policy file (a folder)"),
         (_state_a_file, ".gov is not a folder"),
