@@ -40,6 +40,7 @@ from .stats.series import (
     Points,
     SeriesKey,
     Table,
+    build,
     for_policy,
     judged_at,
     matrices,
@@ -49,6 +50,7 @@ from .storage import model_json
 from .workspace import Change, Workspace
 
 REDESIGN_GATE = "redesign-gate"
+JUDGE_SWITCH = "judge-switch-unmeasured"
 
 
 def loaded_policies(ws: Workspace, policies: Sequence[LoadedPolicy] | None) -> list[LoadedPolicy]:
@@ -223,6 +225,11 @@ def decide(
         outcome = worse(
             outcome, policy_outcome(policy, [r for r in results if r.policy == policy.name])
         )
+    switched = _judge_switch_gate(rows, order, [item.policy for item in loaded])
+    if switched:
+        results.extend(switched)
+        actions.setdefault(JUDGE_SWITCH, ["block"])
+        outcome = "block"
     gate = _redesign_gate(registry, run, step)
     if gate:
         results.extend(gate)
@@ -535,6 +542,51 @@ def _redesign_gate(registry: Registry, run: str, step: int) -> list[Result]:
             f"v{flag.version} was flagged at {flag.checkpoint}: train on the redesigned version"
         )
         found.append(Result(REDESIGN_GATE, key, "fired", reason))
+    return found
+
+
+def _judge_switch_gate(rows: Table, order: Order, policies: Sequence[Policy]) -> list[Result]:
+    """An environment whose judge changed version with no checkpoint judged by both versions is
+    blocked. Each version is a series of its own (a new judge's higher rates are no rise), so a
+    rise that came with the change shows in neither series, and nothing measures whether the
+    rate moved there: a 5x rise at the switch passed every policy. Judging a few checkpoints
+    from before the switch with the new version measures it and clears this (`gov judge
+    compare` then reads the two versions side by side). Only judges a policy reads are asked."""
+    watched = {
+        p.judge
+        for p in policies
+        if p.scope == "environment"
+        and (p.condition.onset or p.condition.rise or p.condition.above) is not None
+    }
+    kinds = [(e, v, j) for e, v, j, _ in rows.keys]
+    if not watched or len(set(kinds)) == len(kinds):  # no judge with two versions anywhere
+        return []
+    judged: dict[tuple[str, int, str], dict[str, set[int]]] = {}
+    for key, points in build(rows, "rationalization_rate", order).items():
+        if key.environment is None or key.environment_version is None:
+            continue
+        if "any" not in watched and key.judge not in watched:
+            continue
+        where = {int(i) for i in points.positions[points.ns > 0]}
+        if where:
+            group = (key.environment, key.environment_version, key.judge)
+            judged.setdefault(group, {})[key.judge_version] = where
+    found = []
+    for (env, version, judge), versions in sorted(judged.items()):
+        newest = max(versions, key=lambda v: (min(versions[v]), v))
+        began = min(versions[newest])
+        older = [v for v in versions if min(versions[v]) < began]
+        if not older or any(versions[v] & versions[newest] for v in older):
+            continue
+        before = max(older, key=lambda v: max(versions[v]))
+        run, step = order[began][:2]
+        reason = (
+            f"judge {judge} changed from version {before} to {newest} at {run}@{step} with no "
+            f"checkpoint judged by both: each version is a series of its own, so a rise that "
+            f"came with the change shows in neither; judge a few checkpoints from before "
+            f"{run}@{step} with version {newest} to measure it"
+        )
+        found.append(Result(JUDGE_SWITCH, SeriesKey(env, version, judge, newest), "fired", reason))
     return found
 
 

@@ -115,3 +115,36 @@ def test_bad_bridges_are_refused(gov, changed: Path, change: str, fragment: str)
     done = gov("check", "main@100", cwd=changed)
     assert done.exit_code == 2
     assert "bridged-rising.yaml" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_a_judge_changed_with_no_checkpoint_judged_by_both_blocks_until_measured(
+    gov, changed: Path, tmp_path: Path
+) -> None:
+    # Version 1 judges checkpoints 1 to 14 at 2%, version 2 judges 15 to 24 at 5%, and no
+    # checkpoint was judged by both: a more sensitive judge, or a rise that came with the change?
+    # Each version's series is steady, so every policy passed it.
+    found = [counts_line("math", 100 * i, 400, 8 + (i % 3) - 1, "1") for i in range(1, 15)]
+    found += [counts_line("math", 100 * i, 400, 20 + (i % 3) - 1, "2") for i in range(15, 25)]
+    _ingest(gov, changed, tmp_path, found)
+    done = gov("check", "main@2000", "--dry-run", "--format", "json", cwd=changed)
+    assert done.exit_code == 1, done.stderr
+    data = json.loads(done.stdout)
+    [switch] = [r for r in data["results"] if r["policy"] == "judge-switch-unmeasured"]
+    assert switch["status"] == "fired"
+    assert switch["series"]["environment"] == "math"
+    assert "changed from version 1 to 2 at main@1500 with no checkpoint judged by both" in (
+        switch["reason"]
+    )
+    assert [r["policy"] for r in data["results"] if r["status"] == "fired"] == [
+        "judge-switch-unmeasured"
+    ]
+    before = gov("check", "main@1400", "--dry-run", cwd=changed)  # the switch is still ahead
+    assert before.exit_code == 0, before.stdout
+    # Version 2 on three checkpoints from before the switch measures it: the gate clears
+    overlap = tmp_path / "overlap"
+    overlap.mkdir()
+    lines = [counts_line("math", 100 * i, 400, 20 + (i % 3) - 1, "2") for i in (12, 13, 14)]
+    _ingest(gov, changed, overlap, lines)
+    cleared = gov("check", "main@2000", "--dry-run", "--format", "json", cwd=changed)
+    assert cleared.exit_code == 0, cleared.stdout
+    assert "judge-switch-unmeasured" not in cleared.stdout
