@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import json
 import logging
 import os
 import shutil
@@ -106,7 +107,49 @@ def open_dvc(workspace: Path, link: str | None = None) -> Repo:
     from dvc.repo import Repo
 
     config = {"cache": {"type": f"{link},copy"}} if link else None
-    return Repo(str(workspace), config=config)
+    repo = Repo(str(workspace), config=config)
+    _mend_rwlock(repo)
+    return repo
+
+
+def _mend_rwlock(repo: Repo) -> None:
+    """Remove DVC's read-write lock file where a process killed while writing it left it torn.
+
+    DVC rewrites `.dvc/tmp/rwlock` (JSON: which process reads or writes which path) on every
+    stage operation, in place. A `gov watch` or `gov ingest` killed at that moment left it
+    half-written, and every DVC operation after it failed ("Unable to read RWLock-file ...
+    JSON structure is corrupted") until a person deleted it. DVC reads and writes the file only
+    while holding its guard (`rwlock.lock`); under that guard a torn file is no live process's
+    doing, and holds nothing a process could still rely on (DVC itself cannot read it), so it
+    is removed. A file that reads is left alone: DVC clears the entries of dead processes."""
+    from dvc.lock import make_lock
+    from dvc.rwlock import RWLOCK_FILE, RWLOCK_LOCK
+
+    tmp = repo.tmp_dir
+    if not tmp:
+        return
+    path = Path(tmp) / RWLOCK_FILE
+    if _reads(path):
+        return
+    guard = make_lock(
+        str(Path(tmp) / RWLOCK_LOCK),
+        tmp_dir=tmp,
+        hardlink_lock=repo.config["core"].get("hardlink_lock", False),
+    )
+    with guard:
+        if not _reads(path):
+            path.unlink()
+
+
+def _reads(path: Path) -> bool:
+    """Whether a DVC lock file is absent or holds whole JSON."""
+    try:
+        json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return True
+    except ValueError:
+        return False
+    return True
 
 
 def links_reports(workspace: Path) -> bool:

@@ -20,6 +20,7 @@ from test_judge_run import server  # noqa: F401 - the fixture: a judge on 127.0.
 
 from conftest import counts_line
 from governance import open_registry
+from governance.artifacts import open_dvc
 
 MIX = "code-tests: 0.5\nmath: 0.5\n"
 
@@ -442,6 +443,30 @@ def test_a_watcher_killed_mid_registration_resumes_without_registering_twice(
         assert ckpt.artifact_size == sum(p.stat().st_size for p in folder.rglob("*"))
     verify = subprocess.run([gov_bin, "audit", "verify"], cwd=workspace, capture_output=True)
     assert verify.returncode == 0, verify.stderr
+
+
+def test_dvc_s_lock_file_torn_by_a_kill_does_not_stop_the_next_registration(
+    gov, workspace: Path, tmp_path: Path, mix: Path
+) -> None:
+    """Killed while DVC rewrote `.dvc/tmp/rwlock` (the kill test above, on a loaded machine),
+    the watcher left the file half-written, and every registration after it failed: "Unable to
+    read RWLock-file ... JSON structure is corrupted", until a person deleted it."""
+    out = tmp_path / "out"
+    out.mkdir()
+    trl(out, 100)
+    lock = workspace / ".dvc" / "tmp" / "rwlock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    lock.write_text('{"read": {"/ws/ckpt/main": [{"pid": 12')  # cut off mid-write
+    args = ("watch", str(out), "--layout", "trl", "--run", "main", "--exposure", str(mix))
+    done = gov(*args, "--once", cwd=workspace)
+    assert done.exit_code == 0, done.stderr
+    assert steps(workspace) == [100]
+    assert not lock.exists() or json.loads(lock.read_text()) is not None
+    # one that reads is DVC's own business (it clears dead processes' entries): left as it is
+    whole = '{"read": {}, "write": {"/ws/ckpt/main": {"pid": 1, "cmd": "dvc add"}}}'
+    lock.write_text(whole)
+    open_dvc(workspace).close()
+    assert lock.read_text() == whole
 
 
 # A training loop saving TRL checkpoints: the files one after another, trainer_state.json last,
