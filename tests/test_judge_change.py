@@ -132,9 +132,8 @@ def test_a_judge_changed_with_no_checkpoint_judged_by_both_blocks_until_measured
     [switch] = [r for r in data["results"] if r["policy"] == "judge-switch-unmeasured"]
     assert switch["status"] == "fired"
     assert switch["series"]["environment"] == "math"
-    assert "changed from version 1 to 2 at main@1500 with no checkpoint judged by both" in (
-        switch["reason"]
-    )
+    said = "changed from version 1 to 2 at main@1500 with no checkpoint judged by both"
+    assert said in switch["reason"]
     assert [r["policy"] for r in data["results"] if r["status"] == "fired"] == [
         "judge-switch-unmeasured"
     ]
