@@ -124,22 +124,21 @@ class EpisodeScan:
 
 
 def _combo_problem(
-    combo: dict[str, str | None], join: Join, decoded: dict[str, Any] | None = None
+    combo: dict[str, str | None], join: Join, decoded: dict[str, Any]
 ) -> tuple[tuple[Group, str, bool] | None, str]:
     """Validate one distinct combination of raw key values; (group, verdict, divergent) or why.
 
     `decoded`: the raw values read so far, shared by the combinations of one report (a few
     thousand combinations hold a few dozen distinct values; decoding each again was half of
     this step, which runs after the scan on one core)."""
-    seen = {} if decoded is None else decoded
     values: dict[str, Any] = {}
     for name, raw in combo.items():
         if raw is None:
             values[name] = None
             continue
-        if raw not in seen:
-            seen[raw] = json.loads(raw)
-        values[name] = seen[raw]
+        if raw not in decoded:
+            decoded[raw] = json.loads(raw)
+        values[name] = decoded[raw]
     record = {k: v for k, v in values.items() if v is not None}
     try:
         # The model itself, on a stand-in episode: the same rules as the line-by-line path.
